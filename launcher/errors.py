@@ -1,0 +1,150 @@
+"""The one error tree of gpujob.
+
+Everything below the CLI raises a ``GpujobError`` subclass; ``cli.py`` catches the root,
+prints ``str(err)`` (one line: what, where, how to fix) and exits with ``err.exit_code``.
+Each class carries fields, not only text, so callers and tests can act on them.
+"""
+
+from __future__ import annotations
+
+
+class GpujobError(Exception):
+    """Root of every error gpujob reports to a user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class UsageError(GpujobError):
+    """A command-line option or argument is wrong."""
+
+    exit_code = 2
+
+
+class SpecError(GpujobError):
+    """The YAML job spec is malformed or invalid. Carries file, line and field path."""
+
+    exit_code = 2
+
+    def __init__(self, path: str, line: int | None, loc: str, message: str, hint: str | None = None):
+        self.path, self.line, self.loc = path, line, loc
+        where = f"{path}:{line}" if line else path
+        field = f" {loc}:" if loc else ""
+        super().__init__(f"{where}:{field} {message}", hint)
+
+
+class CatalogError(GpujobError):
+    """The price catalog is missing, unreadable, or cannot be refreshed."""
+
+
+class EstimateError(GpujobError):
+    """The estimate cannot be computed (unknown model, no candidate, ...)."""
+
+
+class BudgetError(GpujobError):
+    """The estimate exceeds limits.budget_usd; --force overrides."""
+
+    exit_code = 7
+
+
+class StoreError(GpujobError):
+    """The run database cannot be read or written, or a run id is unknown."""
+
+
+class ProviderError(GpujobError):
+    """A cloud or machine provider refused or failed a call."""
+
+    exit_code = 3
+
+    def __init__(self, provider: str, message: str, hint: str | None = None, code: str | None = None):
+        self.provider, self.code = provider, code
+        super().__init__(f"{provider}: {message}", hint)
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider's SDK is not installed."""
+
+
+class CredentialsError(ProviderError):
+    """Missing or invalid cloud credentials."""
+
+
+class CapacityError(ProviderError):
+    """No capacity for the instance type in a zone: the caller tries the next one."""
+
+
+class QuotaError(ProviderError):
+    """An account quota stops the launch; the message names the quota and how to raise it."""
+
+
+class InstanceNotFound(ProviderError):
+    """The instance does not exist (teardown treats this as success)."""
+
+
+class WaitTimeout(GpujobError):
+    """A bounded wait ran out. Names what it waited for and the last state seen."""
+
+    exit_code = 4
+
+    def __init__(self, what: str, waited_s: float, last_state: str | None = None):
+        self.what, self.waited_s, self.last_state = what, waited_s, last_state
+        tail = f"; last state: {last_state}" if last_state else ""
+        super().__init__(f"timed out after {waited_s:.0f}s waiting for {what}{tail}")
+
+
+class RemoteError(GpujobError):
+    """SSH or remote-execution failure."""
+
+    exit_code = 5
+
+
+class HostKeyError(RemoteError):
+    """The machine's SSH host key is unknown or changed: refused, never auto-accepted."""
+
+
+class SSHConnectError(RemoteError):
+    """Could not connect or authenticate over SSH."""
+
+
+class RemoteCommandFailed(RemoteError):
+    def __init__(self, command: str, exit_status: int, stderr_tail: str = ""):
+        self.command, self.exit_status, self.stderr_tail = command, exit_status, stderr_tail
+        tail = f": {stderr_tail.strip().splitlines()[-1]}" if stderr_tail.strip() else ""
+        super().__init__(f"remote command exited {exit_status}: {command}{tail}")
+
+
+class JobFailed(GpujobError):
+    """The training job itself exited non-zero (logs and artifacts were still fetched)."""
+
+    exit_code = 8
+
+    def __init__(self, run_id: str, exit_status: int | None, reason: str = ""):
+        self.run_id, self.exit_status = run_id, exit_status
+        why = f" ({reason})" if reason else ""
+        super().__init__(f"run {run_id}: job exited {exit_status}{why}")
+
+
+class TeardownError(GpujobError):
+    """Something could not be deleted. The message lists each leftover and its delete command."""
+
+    exit_code = 6
+
+    def __init__(self, leftovers: list[tuple[str, str]]):
+        self.leftovers = leftovers
+        lines = "; ".join(f"{what} -> run: {cmd}" for what, cmd in leftovers)
+        super().__init__(f"teardown left {len(leftovers)} resource(s) behind: {lines}")
+
+
+class Interrupted(GpujobError):
+    """SIGINT/SIGTERM reached the client; teardown has run."""
+
+    exit_code = 130

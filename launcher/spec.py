@@ -1,0 +1,242 @@
+"""YAML job spec -> typed model.
+
+``load_spec(path)`` returns a ``JobSpec`` or raises ``SpecError`` naming the file, the line,
+the field path and the fix. Unknown keys are rejected with "did you mean ...".
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from launcher.errors import SpecError
+
+MODELS = ("vgg16", "vgg11", "resnet50", "resnet18", "tinycnn", "mlp")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+PROVIDERS = ("local", "ssh", "aws", "gcp")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$")
+_UNIT_SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """'90m' / '2h' / '45s' / 3600 -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 90m or 2h")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ValueError(f"{value!r} is not a duration; write it like 45s, 90m, 2h or 1d")
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Accelerator(_Strict):
+    name: str
+    count: int = Field(1, ge=1, le=16)
+
+    @field_validator("name")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("accelerator name is empty; write it like V100 or A100-80GB")
+        return v.upper()
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.count}"
+
+
+class Workload(_Strict):
+    model: Literal[MODELS] = "resnet50"  # type: ignore[valid-type]
+    image_size: int = Field(224, ge=8, le=1024)
+    num_classes: int = Field(1000, ge=2, le=100000)
+    in_channels: int = Field(3, ge=1, le=16)
+    dataset: str = "synthetic"
+    samples_per_epoch: int = Field(1281167, ge=1)
+    epochs: float = Field(1, gt=0)
+    batch_size: int = Field(128, ge=1, le=65536)
+    precision: Literal[PRECISIONS] = "bf16"  # type: ignore[valid-type]
+    learning_rate: float = Field(0.1, gt=0)
+    compile: bool | None = None  # None: on for CUDA, off for CPU
+    channels_last: bool = True
+
+    @property
+    def total_samples(self) -> int:
+        return int(round(self.samples_per_epoch * self.epochs))
+
+
+class Resources(_Strict):
+    accelerators: Accelerator | None = None
+    instance_type: str | None = None
+    regions: list[str] = Field(default_factory=list)
+    spot: bool = False
+    num_nodes: int = Field(1, ge=1, le=64)
+    disk_gb: int = Field(100, ge=20, le=16384)
+    image_id: str | None = None
+
+    @field_validator("accelerators", mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            name, sep, count = v.partition(":")
+            if sep and not count.strip().isdigit():
+                raise ValueError(f"{v!r}: the count after ':' must be a whole number, like V100:1")
+            return {"name": name, "count": int(count) if sep else 1}
+        return v
+
+
+class Limits(_Strict):
+    max_duration: float = Field(6 * 3600.0, description="seconds")
+    budget_usd: float | None = Field(None, gt=0)
+
+    @field_validator("max_duration", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> float:
+        return parse_duration(v)
+
+
+class Payload(_Strict):
+    """What runs on the machine. Default: our built-in trainer in payloads/."""
+
+    entrypoint: str = "payloads/train.py"
+    args: list[str] = Field(default_factory=list)
+    ignore: list[str] = Field(default_factory=lambda: ["__pycache__", "*.pyc", ".git"])
+
+
+class JobSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    workload: Workload = Field(default_factory=Workload)
+    resources: Resources = Field(default_factory=Resources)
+    limits: Limits = Field(default_factory=Limits)
+    payload: Payload = Field(default_factory=Payload)
+    setup: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    artifacts: list[str] = Field(default_factory=lambda: ["outputs/"])
+
+    @model_validator(mode="after")
+    def _checks(self) -> "JobSpec":
+        for key in self.env:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                raise ValueError(f"env key {key!r} is not a valid environment variable name")
+        return self
+
+
+# --- loading with file:line errors -------------------------------------------------------
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Names of the fields allowed at a location, for "did you mean"."""
+    model: Any = JobSpec
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        model = next((a for a in getattr(ann, "__args__", (ann,)) if hasattr(a, "model_fields")), None)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _node_at(root: yaml.Node | None, loc: tuple) -> yaml.Node | None:
+    """Deepest YAML node reachable along loc (keys and list indices)."""
+    node = root
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+            if nxt is None:
+                return node
+            # for an unknown key point at the key itself
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def _key_line(root: yaml.Node | None, loc: tuple) -> int | None:
+    parent = _node_at(root, loc[:-1]) if loc else root
+    if isinstance(parent, yaml.MappingNode) and loc:
+        for k, _ in parent.value:
+            if getattr(k, "value", None) == str(loc[-1]):
+                return k.start_mark.line + 1
+    node = _node_at(root, loc)
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def _explain(err: dict, path: str, root: yaml.Node | None) -> SpecError:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    loc = tuple(p for p in loc if p not in ("Accelerator",))
+    dotted = ".".join(str(p) for p in loc)
+    line = _key_line(root, loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
+        return SpecError(path, line, dotted, f"unknown key '{loc[-1]}'", hint)
+    if kind == "missing":
+        return SpecError(path, line, dotted, "is required", f"add '{loc[-1]}:' to the spec")
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        got = str(err.get("input"))
+        options = re.findall(r"'([^']+)'", expected)
+        close = difflib.get_close_matches(got, options, n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'?" if close else f"use one of {expected}"
+        return SpecError(path, line, dotted, f"'{got}' is not allowed", hint)
+    msg = err["msg"].removeprefix("Value error, ")
+    hint = None
+    if kind == "string_pattern_mismatch" and loc == ("name",):
+        hint = "use lowercase letters, digits and '-', starting with a letter or digit"
+    return SpecError(path, line, dotted, msg, hint)
+
+
+def parse_spec(text: str, path: str = "<spec>") -> JobSpec:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(path, line, "", f"invalid YAML: {problem}", "check indentation and quoting") from None
+    except (ValueError, RecursionError) as exc:  # e.g. exotic scalars the SafeLoader rejects
+        raise SpecError(path, None, "", f"invalid YAML: {exc}", "check the file is plain YAML") from None
+    if data is None:
+        raise SpecError(path, 1, "", "the spec is empty", "start from jobs/quickstart.yaml")
+    if not isinstance(data, dict):
+        raise SpecError(path, 1, "", "the spec must be a mapping of keys", "start from jobs/quickstart.yaml")
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc.errors()[0], path, root) from None
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(str(p), None, "", "no such file", "check the path; examples are in jobs/") from None
+    except IsADirectoryError:
+        raise SpecError(str(p), None, "", "is a directory, not a YAML file", "pass a .yaml file") from None
+    except UnicodeDecodeError:
+        raise SpecError(str(p), None, "", "is not UTF-8 text", "save the spec as UTF-8 YAML") from None
+    except OSError as exc:
+        raise SpecError(str(p), None, "", f"cannot read: {exc.strerror}", "check permissions") from None
+    return parse_spec(text, str(p))
