@@ -1,0 +1,314 @@
+"""The gpujob command line: options -> one core call -> render.
+
+This is the only module that prints or exits. Heavy modules (SDKs, torch, the estimator)
+are imported inside the commands so `gpujob --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from launcher import __version__
+from launcher.errors import GpujobError, UsageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Estimate, launch, stream and always tear down GPU training jobs.")
+catalog_app = typer.Typer(no_args_is_help=True, help="The bundled GPU price catalog.")
+app.add_typer(catalog_app, name="catalog")
+
+_DEBUG = bool(os.environ.get("GPUJOB_DEBUG"))
+
+
+def _out():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _err():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _json_out(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gpujob {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Show the version and exit.")) -> None:
+    pass
+
+
+# --- validate / estimate ---------------------------------------------------------------
+
+
+@app.command()
+def validate(spec: Path = typer.Argument(..., help="Job spec (YAML).")) -> None:
+    """Check a job spec and print what it asks for."""
+    from launcher.spec import load_spec
+
+    job = load_spec(spec)
+    w, r = job.workload, job.resources
+    acc = str(r.accelerators) if r.accelerators else "any GPU"
+    _out().print(f"[green]ok[/] {spec}: {job.name} - {w.model} {w.image_size}px, {w.total_samples:,} samples, "
+                 f"batch {w.batch_size}, {w.precision}; {acc}; max {job.limits.max_duration / 3600:.2g} h"
+                 + (f", budget ${job.limits.budget_usd:g}" if job.limits.budget_usd else ""))
+
+
+@app.command()
+def estimate(
+    spec: Path = typer.Argument(..., help="Job spec (YAML)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+    no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the local CPU probe."),
+    probe_seconds: float = typer.Option(15.0, "--probe-seconds", min=1, max=600, help="Length of the CPU probe."),
+    provider: list[str] = typer.Option(["aws", "gcp"], "--provider", "-p", help="Providers to price (repeatable)."),
+    top: int = typer.Option(25, "--top", min=1, help="Rows to show."),
+    all_regions: bool = typer.Option(False, "--all-regions", help="One row per region, not only the cheapest."),
+) -> None:
+    """Price the job on every AWS and GCP GPU, next to this machine's CPU."""
+    from launcher.jobestimate import full_estimate
+    from launcher.spec import load_spec
+
+    job = load_spec(spec)
+    result = full_estimate(job, providers=tuple(provider), baseline=not no_baseline, probe_seconds=probe_seconds,
+                           top=top, all_regions=all_regions)
+    if as_json:
+        _json_out(result)
+        return
+    from launcher.render import render_estimate
+
+    render_estimate(_out(), result)
+
+
+# --- run and friends -------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    spec: Path = typer.Argument(..., help="Job spec (YAML)."),
+    provider: str = typer.Option("local", "--provider", "-p", help="local | ssh | aws | gcp"),
+    host: Optional[str] = typer.Option(None, "--host", help="ssh: the machine to use."),
+    user: Optional[str] = typer.Option(None, "--user", help="ssh: login user."),
+    port: int = typer.Option(22, "--port", help="ssh: port."),
+    identity: Optional[Path] = typer.Option(None, "--identity", "-i", help="ssh: private key file."),
+    known_hosts: Optional[Path] = typer.Option(None, "--known-hosts", help="ssh: known_hosts file with the pinned key."),
+    region: list[str] = typer.Option([], "--region", help="aws/gcp: allowed regions (repeatable)."),
+    project: Optional[str] = typer.Option(None, "--project", help="gcp: project id."),
+    ssh_cidr: Optional[str] = typer.Option(None, "--ssh-cidr", help="aws/gcp: SSH ingress (default: your address /32)."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Start the job, print the run id, return."),
+    keep: bool = typer.Option(False, "--keep", help="Do not tear down (you pay until `gpujob down`)."),
+    force: bool = typer.Option(False, "--force", help="Launch even if the estimate exceeds the budget."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; create nothing."),
+    artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="Where results land (default ./gpujob-runs/RUN_ID)."),
+    no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the local CPU baseline in the report."),
+    as_json: bool = typer.Option(False, "--json", help="Events as JSON lines."),
+) -> None:
+    """Launch, ship, stream, fetch and tear down. Provider `local` needs no cloud account."""
+    from launcher.runner import RunOptions, Runner
+    from launcher.spec import load_spec
+
+    job = load_spec(spec)
+    config = _provider_config(provider, host, user, port, identity, known_hosts, region, project, ssh_cidr)
+    opts = RunOptions(provider=provider, provider_config=config, detach=detach, keep=keep, force=force,
+                      artifacts_dir=str(artifacts) if artifacts else None, baseline=not no_baseline)
+    from launcher.render import EventPrinter, render_plan, render_report
+
+    if dry_run:
+        plan = Runner(on_event=lambda *a, **k: None).plan(job, opts)
+        _json_out(plan) if as_json else render_plan(_out(), plan)
+        return
+    printer = EventPrinter(_out(), as_json=as_json)
+    result = Runner(on_event=printer).run(job, opts, spec_path=str(spec), spec_text=spec.read_text())
+    printer.close()
+    if detach:
+        _json_out({"run_id": result.run.id}) if as_json else _out().print(
+            f"run {result.run.id} started; follow it with `gpujob logs {result.run.id} --follow`")
+        return
+    _json_out({"event": "report", **result.report}) if as_json else render_report(_out(), result.report)
+
+
+def _provider_config(provider, host, user, port, identity, known_hosts, region, project, ssh_cidr) -> dict:
+    if provider == "ssh":
+        if not host:
+            raise UsageError("--provider ssh needs --host", "e.g. --host gpu-box --user ubuntu")
+        return {"host": host, "user": user or os.environ.get("USER", "root"), "port": port,
+                "identity": str(identity) if identity else None,
+                "known_hosts": str(known_hosts) if known_hosts else None}
+    config: dict[str, Any] = {}
+    if provider in ("aws", "gcp"):
+        if region:
+            config["regions"] = list(region)
+        if ssh_cidr:
+            config["ssh_cidr"] = _check_cidr(ssh_cidr)
+    if provider == "gcp" and project:
+        config["project"] = project
+    return config
+
+
+def _check_cidr(value: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise UsageError(f"--ssh-cidr {value!r} is not an address or network", "e.g. --ssh-cidr 203.0.113.7/32") from None
+
+
+@app.command()
+def logs(run_id: str = typer.Argument(...),
+         follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the job ends, then finish it."),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """Re-attach to a running job, or replay a finished one."""
+    from launcher.render import EventPrinter, render_report
+    from launcher.runner import Runner
+
+    printer = EventPrinter(_out(), as_json=as_json, replay=True)
+    result = Runner(on_event=printer).attach(run_id, follow=follow)
+    printer.close()
+    if follow and result.report and result.run.finished:
+        _json_out({"event": "report", **result.report}) if as_json else render_report(_out(), result.report)
+
+
+@app.command("ls")
+def list_runs(as_json: bool = typer.Option(False, "--json"),
+              limit: int = typer.Option(20, "--limit", min=1)) -> None:
+    """Runs: id, name, provider, state, elapsed, dollars so far."""
+    from launcher.render import render_runs
+    from launcher.store import Store
+
+    runs = Store().list_runs(limit)
+    if as_json:
+        _json_out([{"id": r.id, "name": r.name, "provider": r.provider, "state": r.state,
+                    "created_at": r.created_at, "elapsed_s": r.billed_seconds(), "spent_usd": r.spent_usd(),
+                    "reason": r.reason} for r in runs])
+        return
+    render_runs(_out(), runs)
+
+
+@app.command()
+def show(run_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json"),
+         plot: Optional[Path] = typer.Option(None, "--plot", help="Draw estimate vs actual and GPU vs CPU to a PNG.")
+         ) -> None:
+    """Estimate vs actual, GPU vs the local CPU."""
+    from launcher.render import render_report
+    from launcher.runner import build_report
+    from launcher.store import Store
+
+    report = build_report(Store().get_run(run_id))
+    if plot:
+        from launcher.plot import plot_report
+
+        plot_report(report, plot)
+    if as_json:
+        _json_out(report)
+    else:
+        render_report(_out(), report)
+        if plot:
+            _out().print(f"chart written to {plot}")
+
+
+@app.command()
+def down(run_id: str = typer.Argument(...)) -> None:
+    """Stop the job (it checkpoints first) and release everything it holds."""
+    from launcher.render import EventPrinter
+    from launcher.runner import Runner
+
+    printer = EventPrinter(_out())
+    Runner(on_event=printer).down(run_id)
+    printer.close()
+    _out().print(f"run {run_id}: everything released")
+
+
+@app.command()
+def gc(provider: list[str] = typer.Option(["aws", "gcp"], "--provider", "-p"),
+       region: list[str] = typer.Option([], "--region"),
+       yes: bool = typer.Option(False, "--yes", help="Delete (default: dry run)."),
+       as_json: bool = typer.Option(False, "--json")) -> None:
+    """Find resources tagged by gpujob that belong to no live run; delete them with --yes."""
+    from launcher.gc import collect
+    from launcher.render import render_gc
+
+    report = collect(list(provider), list(region) or None, delete=yes)
+    _json_out(report) if as_json else render_gc(_out(), report, deleted=yes)
+
+
+# --- catalog -------------------------------------------------------------------------------
+
+
+@catalog_app.command("show")
+def catalog_show(gpu: Optional[str] = typer.Option(None, "--gpu"),
+                 provider: Optional[str] = typer.Option(None, "--provider"),
+                 region: Optional[str] = typer.Option(None, "--region"),
+                 as_json: bool = typer.Option(False, "--json")) -> None:
+    """Prices per instance type and region, with the snapshot's source and age."""
+    from launcher.catalog import load_catalog
+    from launcher.render import render_catalog
+
+    cat = load_catalog()
+    offers = cat.query(provider=provider, gpu=gpu, regions=[region] if region else None)
+    if not offers:
+        raise UsageError(f"no offer matches gpu={gpu} provider={provider} region={region}",
+                         f"GPUs in the catalog: {', '.join(cat.gpus())}")
+    if as_json:
+        from dataclasses import asdict
+
+        _json_out({"provenance": asdict(cat.provenance), "offers": [asdict(o) for o in offers]})
+        return
+    render_catalog(_out(), cat.provenance, offers)
+
+
+@catalog_app.command("update")
+def catalog_update() -> None:
+    """Download the current public price catalog (needs the internet)."""
+    from launcher.catalog import update_catalog
+
+    prov = update_catalog()
+    _out().print(f"catalog updated: {prov.source} as of {prov.snapshot}")
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except GpujobError as exc:
+        if _DEBUG:
+            raise
+        from rich.markup import escape
+
+        _err().print(f"[red]error:[/] {escape(str(exc))}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _err().print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if _DEBUG:
+            raise
+        _err().print(f"internal error: {exc!r} (rerun with GPUJOB_DEBUG=1 for a traceback and report it)",
+                     markup=False)
+        sys.exit(1)

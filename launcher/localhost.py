@@ -1,0 +1,162 @@
+"""This machine as a job host, with the same surface as ``remote.Session``.
+
+The runner drives the local provider through it exactly as it drives an SSH session, so
+the lifecycle (upload, detached start, log + exit-code file, streaming by byte offset,
+fetch) is written once and tested on both.
+"""
+
+from __future__ import annotations
+
+import codecs
+import fnmatch
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+from launcher.errors import RemoteCommandFailed, WaitTimeout
+
+
+def _ignored(rel: str, patterns: list[str]) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel, p.rstrip("/"))
+               for p in patterns)
+
+
+class LocalHost:
+    connections_opened = 0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        self._clock, self._sleep = clock, sleep
+
+    def connect(self) -> None:
+        pass
+
+    def wait_until_reachable(self, deadline_s: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def run(self, cmd: str, timeout: float | None = None, check: bool = True) -> tuple[int, str, str]:
+        proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise RemoteCommandFailed(cmd, proc.returncode, proc.stderr[-2000:])
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def put_dir(self, local_dir: str | Path, remote_dir: str | Path, ignore: list[str] | None = None) -> int:
+        src, dst = Path(local_dir), Path(remote_dir)
+        patterns = list(ignore or [])
+        ignore_file = src / ".gpujobignore"
+        if ignore_file.is_file():
+            patterns += [ln.strip() for ln in ignore_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        count = 0
+        for path in sorted(src.rglob("*")):
+            rel = path.relative_to(src).as_posix()
+            if any(_ignored("/".join(rel.split("/")[: i + 1]), patterns) for i in range(rel.count("/") + 1)):
+                continue
+            target = dst / rel
+            if path.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif path.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+                count += 1
+        return count
+
+    def put_bytes(self, data: bytes, remote_path: str | Path, mode: int = 0o600) -> None:
+        p = Path(remote_path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+
+    def get_dir(self, remote_dir: str | Path, local_dir: str | Path) -> list[Path]:
+        src, dst = Path(remote_dir), Path(local_dir)
+        if not src.is_dir():
+            return []
+        got = []
+        for path in sorted(src.rglob("*")):
+            if path.is_file():
+                target = dst / path.relative_to(src)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if path.resolve() != target.resolve():
+                    shutil.copy2(path, target)
+                got.append(target)
+        return got
+
+    def read_file(self, path: str | Path) -> bytes | None:
+        try:
+            return Path(path).read_bytes()
+        except OSError:
+            return None
+
+    def start_detached(self, command: str, workdir: str | Path, log_path: str | Path, exit_path: str | Path,
+                       env: dict[str, str] | None = None) -> int:
+        # Same shape as on a remote machine: the exit file appears atomically when the job ends.
+        exit_q = shlex.quote(str(exit_path))
+        wrapped = f"{command}; echo $? > {exit_q}.tmp && mv {exit_q}.tmp {exit_q}"
+        log = open(log_path, "ab")
+        try:
+            proc = subprocess.Popen(["bash", "-c", wrapped], cwd=str(workdir), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+                                    start_new_session=True)
+        finally:
+            log.close()
+        self._proc = proc  # reaped in stream(); a detached run is reaped by init
+        return proc.pid
+
+    def stream(self, log_path: str | Path, exit_path: str | Path, on_text: Callable[[str], None], offset: int = 0,
+               poll_s: float = 0.2, reconnect_deadline_s: float = 120) -> tuple[int, int]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        log_path, exit_path = Path(log_path), Path(exit_path)
+        while True:
+            done = exit_path.exists()  # checked before reading so the last bytes are never missed
+            try:
+                with open(log_path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+            except FileNotFoundError:
+                chunk = b""
+            if chunk:
+                text = decoder.decode(chunk)
+                offset += len(chunk)
+                if text:
+                    on_text(text)
+            elif done:
+                tail = decoder.decode(b"", final=True)
+                if tail:
+                    on_text(tail)
+                proc = getattr(self, "_proc", None)
+                if proc is not None:
+                    proc.poll()
+                raw = exit_path.read_text().strip()
+                return (int(raw) if raw.lstrip("-").isdigit() else -1), offset
+            else:
+                self._sleep(poll_s)
+
+    def kill_job(self, pid: int, sig: str = "TERM") -> None:
+        try:
+            os.killpg(pid, getattr(signal, "SIG" + sig))
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def job_alive(self, pid: int) -> bool:
+        try:
+            os.killpg(pid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    def wait_exit(self, exit_path: str | Path, deadline_s: float) -> int | None:
+        end = self._clock() + deadline_s
+        while self._clock() < end:
+            raw = self.read_file(exit_path)
+            if raw is not None:
+                return int(raw.strip() or -1)
+            self._sleep(0.2)
+        raise WaitTimeout(f"the job to exit ({exit_path})", deadline_s)

@@ -1,0 +1,581 @@
+"""EC2 provider: a GPU instance that is locked down, tagged, guards itself and always goes away.
+
+Launch order per region: key pair -> security group (22/tcp from one CIDR) -> instance, each
+announced with ``ctx.intent`` first. Zones and regions are tried in price order; capacity
+errors move on, quota errors name the quota. Cleanup lives in ``aws_cleanup``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from launcher.errors import (
+    CapacityError,
+    CredentialsError,
+    GpujobError,
+    ProviderError,
+    ProviderUnavailable,
+    QuotaError,
+    WaitTimeout,
+)
+from launcher.providers import aws_cleanup
+from launcher.providers.aws_common import (
+    DLAMI_SSM_PARAMETER,
+    PROVIDER,
+    QUOTA_CODES,
+    SSH_USER,
+    error_code,
+    error_message,
+    is_zone_unavailable,
+    quota_error,
+    quota_for,
+    render_user_data,
+    resource_name,
+    run_tags,
+    tag_value,
+    translate,
+    watchdog_minutes,
+)
+from launcher.providers.base import TAG_CREATED, TAG_JOB, TAG_OWNER, TAG_RUN, Leftover, Machine, Resource
+
+DEFAULT_REGION = "us-east-1"
+SPOT_INTERRUPTION = "Server.SpotInstanceTermination"
+_LIVE_STATES = ("pending", "running")
+
+
+@dataclass
+class _RegionPlan:
+    region: str
+    price: float | None = None
+    zone_ids: tuple[str, ...] = ()  # AZ ids from the catalog (use1-az1); empty: ask EC2
+    vcpus: int | None = None
+
+
+@dataclass
+class _Choice:
+    instance_type: str
+    gpu: str | None
+    gpu_count: int
+    spot: bool
+    price: float | None
+    regions: list[_RegionPlan] = field(default_factory=list)
+
+
+class _ZoneLost(Exception):
+    """The instance died before running (e.g. spot reclaimed at once): try the next zone."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _default_detect_ip() -> str:
+    """The caller's public IPv4, as AWS sees it. Only used when no CIDR was given."""
+    import urllib.request
+
+    with urllib.request.urlopen("https://checkip.amazonaws.com", timeout=5) as resp:  # noqa: S310
+        return resp.read().decode().strip()
+
+
+class AwsProvider:
+    name = "aws"
+    poll_interval_s = 3.0  # describe cadence while waiting for running / terminated
+    teardown_wait_s = 600.0  # bound on waiting for instances to terminate
+    sg_delete_attempts = 6  # DependencyViolation until the ENIs are gone
+
+    def __init__(
+        self,
+        regions: list[str] | None = None,
+        ssh_cidr: str | None = None,
+        session=None,
+        catalog=None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        detect_ip: Callable[[], str] | None = None,
+    ):
+        self.regions = list(regions or [])
+        self.ssh_cidr = ssh_cidr
+        self._session = session
+        self._catalog = catalog
+        self.sleep, self.clock = sleep, clock
+        self.detect_ip = detect_ip or _default_detect_ip
+        self._clients: dict[tuple[str, str, bool], Any] = {}
+
+    # --- SDK plumbing ----------------------------------------------------------------------
+
+    def _boto_session(self):
+        if self._session is None:
+            try:
+                import boto3
+            except ImportError:
+                raise ProviderUnavailable(PROVIDER, "boto3 is not installed", "pip install 'gpujob[aws]'") from None
+            try:
+                self._session = boto3.session.Session()
+            except Exception as exc:  # e.g. ProfileNotFound for a wrong AWS_PROFILE
+                raise translate(exc, "loading the AWS configuration") from None
+        return self._session
+
+    def client(self, service: str, region: str, fail_fast: bool = False):
+        """A cached client. fail_fast: one attempt (create calls must not be replayed blindly);
+        otherwise botocore's standard retry mode handles throttling."""
+        key = (service, region, fail_fast)
+        if key not in self._clients:
+            from botocore.config import Config
+
+            retries = {"mode": "standard", "total_max_attempts": 1} if fail_fast else {"mode": "standard"}
+            config = Config(retries=retries, connect_timeout=10, read_timeout=60)
+            try:
+                self._clients[key] = self._boto_session().client(service, region_name=region, config=config)
+            except GpujobError:
+                raise
+            except Exception as exc:
+                raise translate(exc, f"creating the {service} client", region) from None
+        return self._clients[key]
+
+    def api(self, region: str, service: str, op: str, fail_fast: bool = False, **kwargs) -> dict:
+        """Call one operation; SDK errors come back as launcher.errors (with ``.code``)."""
+        fn = getattr(self.client(service, region, fail_fast), op)
+        try:
+            return fn(**kwargs)
+        except Exception as exc:
+            if type(exc).__module__.startswith(("botocore", "boto3")):
+                raise translate(exc, op, region) from None
+            raise
+
+    # --- choosing what to launch -------------------------------------------------------------
+
+    def allowed_regions(self, spec) -> list[str]:
+        return list(spec.resources.regions) or list(self.regions) or [DEFAULT_REGION]
+
+    def _get_catalog(self):
+        if self._catalog is None:
+            try:
+                from launcher.catalog import load_catalog
+            except ImportError:
+                return None
+            self._catalog = load_catalog()
+        return self._catalog
+
+    def choose(self, spec) -> _Choice:
+        """Instance type, price and region/zone order. Local only: no AWS call."""
+        res = spec.resources
+        allowed = self.allowed_regions(spec)
+        acc = res.accelerators
+        catalog = self._get_catalog() if (acc or res.instance_type) else None
+        offers: list = []
+        if catalog is not None:
+            if acc:
+                offers = catalog.query(provider="aws", gpu=acc.name, count=acc.count, regions=allowed, spot=res.spot)
+            else:
+                offers = catalog.query(provider="aws", regions=allowed, spot=res.spot)
+
+        def price(o) -> float:
+            p = o.spot_price if res.spot else o.price
+            return p if p is not None else float("inf")
+
+        if res.instance_type:
+            itype = res.instance_type
+            offers = [o for o in offers if o.instance_type == itype]
+        else:
+            if acc is None:
+                raise ProviderError(PROVIDER, "the spec names neither resources.accelerators nor resources.instance_type",
+                                    hint="add e.g. `accelerators: A10G:1` or `instance_type: g5.xlarge`")
+            if catalog is None:
+                raise ProviderError(PROVIDER, f"no price catalog to pick an instance type for {acc}",
+                                    hint="set resources.instance_type")
+            if not offers:
+                market = "spot" if res.spot else "on-demand"
+                raise ProviderError(PROVIDER, f"no {market} AWS offer for {acc} in {', '.join(allowed)}",
+                                    hint="try other resources.regions, another GPU, or set resources.instance_type")
+            itype = min(offers, key=lambda o: (price(o), o.instance_type)).instance_type
+            offers = [o for o in offers if o.instance_type == itype]
+
+        offers.sort(key=price)
+        plans: list[_RegionPlan] = []
+        for o in offers:
+            if any(p.region == o.region for p in plans):
+                continue
+            zones = tuple(getattr(o, "spot_zones", ()) or ()) if res.spot else ()
+            plans.append(_RegionPlan(o.region, None if price(o) == float("inf") else price(o),
+                                     zones or tuple(o.zones or ()), int(o.vcpus) if getattr(o, "vcpus", None) else None))
+        if res.instance_type:  # the catalog may not know every type: still try every allowed region
+            plans += [_RegionPlan(r) for r in allowed if all(p.region != r for p in plans)]
+        first = offers[0] if offers else None
+        return _Choice(
+            instance_type=itype,
+            gpu=first.gpu if first else (acc.name if acc else None),
+            gpu_count=first.gpu_count if first else (acc.count if acc else 0),
+            spot=res.spot,
+            price=plans[0].price if plans else None,
+            regions=plans,
+        )
+
+    # --- plan ------------------------------------------------------------------------------
+
+    def plan(self, spec, ctx) -> dict[str, Any]:
+        """What launch() would do. Calls no AWS API at all, so it works without an account."""
+        choice = self.choose(spec)
+        run_id = getattr(ctx, "run_id", None) or "<run-id>"
+        cidr = getattr(ctx, "ssh_cidr", None) or self.ssh_cidr
+        rule = f"22/tcp from {self._normalize_cidr(cidr)}" if cidr else "22/tcp from your address /32 (detected at launch)"
+        minutes = watchdog_minutes(spec.limits.max_duration)
+        zones = {p.region: list(p.zone_ids) or ["every zone offering the type (asked at launch)"] for p in choice.regions}
+        return {
+            "provider": PROVIDER,
+            "instance_type": choice.instance_type,
+            "gpu": f"{choice.gpu}:{choice.gpu_count}" if choice.gpu else None,
+            "market": "spot" if choice.spot else "on-demand",
+            "price_per_hour": choice.price,
+            "regions": [p.region for p in choice.regions],
+            "zones": zones,
+            "image": spec.resources.image_id or f"SSM parameter {DLAMI_SSM_PARAMETER} (resolved per region at launch)",
+            "ssh_user": SSH_USER,
+            "key_pair": f"{resource_name(run_id)} (per-run ed25519, imported, deleted at teardown)",
+            "security_group": f"{resource_name(run_id)}: {rule}",
+            "host_key": "generated locally, installed through user data, pinned by the client",
+            "metadata": "IMDSv2 required",
+            "root_volume": f"{spec.resources.disk_gb} GiB gp3, deleted with the instance",
+            "watchdog": f"shutdown -h +{minutes} min, InstanceInitiatedShutdownBehavior=terminate",
+            "tags": {TAG_RUN: run_id, TAG_JOB: spec.name, TAG_OWNER: getattr(ctx, "owner", None) or "<you>",
+                     TAG_CREATED: "<launch time, ISO UTC>"},
+            "quota": "{} ({})".format(*quota_for(choice.instance_type, choice.spot)),
+        }
+
+    # --- launch ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _normalize_cidr(cidr: str) -> str:
+        try:
+            net = ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError:
+            raise ProviderError(PROVIDER, f"--ssh-cidr {cidr!r} is not an address or CIDR",
+                                hint="pass e.g. --ssh-cidr 203.0.113.7/32") from None
+        return str(net)
+
+    def ingress_cidr(self, ctx) -> str:
+        cidr = ctx.ssh_cidr or self.ssh_cidr
+        if cidr:
+            return self._normalize_cidr(cidr)
+        try:
+            ip = ipaddress.ip_address(self.detect_ip().strip())
+        except Exception as exc:
+            raise ProviderError(PROVIDER, f"could not detect your public address ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+                                hint="pass --ssh-cidr <your-ip>/32") from None
+        return f"{ip}/{ip.max_prefixlen}"
+
+    def launch(self, spec, ctx, deadline_s: float) -> Machine:
+        """Create key pair, security group and instance; wait until it runs with a public IP.
+
+        ``deadline_s`` is a budget in seconds for the whole launch (all zones tried)."""
+        end = self.clock() + deadline_s
+        choice = self.choose(spec)
+        cidr = self.ingress_cidr(ctx)  # before creating anything: a missing CIDR must cost nothing
+        user_data = render_user_data(ctx.host_key_private, ctx.host_key_public, spec.limits.max_duration)
+        tried: list[str] = []
+        quota_errors: list[QuotaError] = []
+        for rp in choice.regions:
+            region = rp.region
+            try:
+                zones = self._zone_names(region, choice.instance_type, rp.zone_ids)
+            except GpujobError as exc:
+                if isinstance(exc, (ProviderUnavailable, CredentialsError)):
+                    raise
+                ctx.emit("region-failed", region=region, message=str(exc))
+                tried.append(f"{region} ({getattr(exc, 'code', None) or 'error'})")
+                continue
+            if not zones:
+                ctx.emit("region-failed", region=region, message=f"{choice.instance_type} is not offered here")
+                tried.append(f"{region} (not offered)")
+                continue
+            vcpus = rp.vcpus or self._vcpus(region, choice.instance_type)
+            short = self._quota_short(region, choice.instance_type, choice.spot, vcpus)
+            if short is not None:
+                ctx.emit("quota-failed", region=region, quota=short.message)
+                quota_errors.append(short)
+                tried.append(f"{region} (quota)")
+                continue
+            image_id, root_device = self._image(region, spec)
+            sg_id, key_name = self._ensure_access(region, spec, ctx, cidr)
+            for zone in zones:
+                try:
+                    return self._launch_in_zone(spec, ctx, choice, rp, zone, image_id, root_device, sg_id,
+                                                key_name, user_data, end)
+                except _ZoneLost as lost:
+                    ctx.emit("zone-failed", zone=zone, code=lost.code, message=lost.message)
+                    tried.append(f"{zone} ({lost.code})")
+                except ProviderError as exc:
+                    if exc.code in QUOTA_CODES:
+                        q = quota_error(choice.instance_type, choice.spot, region,
+                                        exc.message.removeprefix(PROVIDER + ": "), exc.code, vcpus)
+                        ctx.emit("quota-failed", region=region, quota=q.message)
+                        quota_errors.append(q)
+                        tried.append(f"{zone} ({exc.code})")
+                        break  # quotas are per region: the next zone would say the same
+                    if is_zone_unavailable(exc.code, exc.message):
+                        ctx.emit("zone-failed", zone=zone, code=exc.code, message=exc.message)
+                        tried.append(f"{zone} ({exc.code})")
+                        continue
+                    raise
+        where = "; ".join(tried) or "no region"
+        if quota_errors:
+            first = quota_errors[0]
+            raise QuotaError(PROVIDER, f"{first.message.removeprefix(PROVIDER + ': ')} (tried: {where})",
+                             hint=first.hint, code=first.code)
+        market = "spot" if choice.spot else "on-demand"
+        raise CapacityError(PROVIDER, f"no {market} capacity for {choice.instance_type}; tried: {where}",
+                            hint="add regions (resources.regions), switch spot/on-demand, or retry later",
+                            code="InsufficientInstanceCapacity")
+
+    def _zone_names(self, region: str, itype: str, zone_ids: tuple[str, ...]) -> list[str]:
+        """Zone names in try order: the catalog's AZ ids mapped to this account's names,
+        else every available zone that offers the type."""
+        azs = self.api(region, "ec2", "describe_availability_zones",
+                       Filters=[{"Name": "state", "Values": ["available"]}])["AvailabilityZones"]
+        by_id = {z["ZoneId"]: z["ZoneName"] for z in azs if z.get("ZoneType", "availability-zone") == "availability-zone"}
+        if zone_ids:
+            return [by_id[z] for z in zone_ids if z in by_id]
+        try:
+            offered = self.api(region, "ec2", "describe_instance_type_offerings", LocationType="availability-zone",
+                               Filters=[{"Name": "instance-type", "Values": [itype]}])["InstanceTypeOfferings"]
+            names = {o["Location"] for o in offered}
+        except ProviderError as exc:
+            if isinstance(exc, CredentialsError):
+                raise
+            names = set(by_id.values())
+        return sorted(n for n in by_id.values() if n in names)
+
+    def _vcpus(self, region: str, itype: str) -> int | None:
+        try:
+            info = self.api(region, "ec2", "describe_instance_types", InstanceTypes=[itype])["InstanceTypes"]
+            return int(info[0]["VCpuInfo"]["DefaultVCpus"]) if info else None
+        except (ProviderError, KeyError, ValueError):
+            return None
+
+    def _quota_short(self, region: str, itype: str, spot: bool, vcpus: int | None) -> QuotaError | None:
+        """Best effort: a QuotaError when Service Quotas says the limit is below one instance.
+        Any failure (no permission, not implemented, unknown code) means "unknown": go on."""
+        if not vcpus:
+            return None
+        _, code = quota_for(itype, spot)
+        try:
+            value = float(self.api(region, "service-quotas", "get_service_quota", fail_fast=True,
+                                   ServiceCode="ec2", QuotaCode=code)["Quota"]["Value"])
+        except Exception:
+            return None
+        if value >= vcpus:
+            return None
+        return quota_error(itype, spot, region, f"the limit is {value:g} vCPUs and one {itype} needs {vcpus}",
+                           "VcpuLimitExceeded", vcpus)
+
+    def _image(self, region: str, spec) -> tuple[str, str]:
+        image_id = spec.resources.image_id
+        if not image_id:
+            try:
+                image_id = self.api(region, "ssm", "get_parameter", Name=DLAMI_SSM_PARAMETER)["Parameter"]["Value"]
+            except ProviderError as exc:
+                if exc.code == "ParameterNotFound":
+                    raise ProviderError(PROVIDER, f"the Deep Learning AMI parameter {DLAMI_SSM_PARAMETER} does not exist in {region}",
+                                        hint="set resources.image_id to an AMI in that region", code=exc.code) from None
+                raise
+        root = "/dev/sda1"  # Ubuntu AMIs; read from the image when we can
+        try:
+            images = self.api(region, "ec2", "describe_images", ImageIds=[image_id])["Images"]
+            if images and images[0].get("RootDeviceName"):
+                root = images[0]["RootDeviceName"]
+        except ProviderError as exc:
+            if exc.code in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed"):
+                raise ProviderError(PROVIDER, f"image {image_id} does not exist in {region}",
+                                    hint="check resources.image_id (AMI ids are per region)", code=exc.code) from None
+        return image_id, root
+
+    def _ensure_access(self, region: str, spec, ctx, cidr: str) -> tuple[str, str]:
+        """Per-run key pair and security group in this region (both tagged, both recorded)."""
+        name = resource_name(ctx.run_id)
+        vpcs = self.api(region, "ec2", "describe_vpcs", Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+        if not vpcs:
+            raise ProviderError(PROVIDER, f"no default VPC in {region}",
+                                hint=f"create one with `aws ec2 create-default-vpc --region {region}`")
+        vpc_id = vpcs[0]["VpcId"]
+        tags = run_tags(ctx.run_id, spec.name, ctx.owner)
+
+        h = ctx.intent("key-pair", name, region)
+        try:
+            kp = self.api(region, "ec2", "import_key_pair", fail_fast=True, KeyName=name,
+                          PublicKeyMaterial=ctx.ssh_public_key.strip().encode(),
+                          TagSpecifications=[{"ResourceType": "key-pair", "Tags": tags}])
+        except ProviderError as exc:
+            if exc.code != "InvalidKeyPair.Duplicate":
+                raise
+            # Left by an earlier attempt of this same run: replace it (the key may differ).
+            old = self.api(region, "ec2", "describe_key_pairs", KeyNames=[name])["KeyPairs"][0]
+            if tag_value(old.get("Tags"), TAG_RUN) != ctx.run_id:
+                raise ProviderError(PROVIDER, f"a key pair named {name} exists in {region} and is not this run's",
+                                    hint=f"delete it: aws ec2 delete-key-pair --key-name {name} --region {region}") from None
+            self.api(region, "ec2", "delete_key_pair", KeyName=name)
+            kp = self.api(region, "ec2", "import_key_pair", fail_fast=True, KeyName=name,
+                          PublicKeyMaterial=ctx.ssh_public_key.strip().encode(),
+                          TagSpecifications=[{"ResourceType": "key-pair", "Tags": tags}])
+        ctx.created(h, kp.get("KeyPairId") or name)
+
+        h = ctx.intent("security-group", name, region)
+        try:
+            sg_id = self.api(region, "ec2", "create_security_group", fail_fast=True, GroupName=name, VpcId=vpc_id,
+                             Description=f"gpujob run {ctx.run_id}: SSH from one address",
+                             TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}])["GroupId"]
+        except ProviderError as exc:
+            if exc.code != "InvalidGroup.Duplicate":
+                raise
+            old = self.api(region, "ec2", "describe_security_groups", Filters=[
+                {"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc_id]}])["SecurityGroups"][0]
+            if tag_value(old.get("Tags"), TAG_RUN) != ctx.run_id:
+                raise ProviderError(PROVIDER, f"a security group named {name} exists in {region} and is not this run's",
+                                    hint=f"delete it: aws ec2 delete-security-group --group-id {old['GroupId']} --region {region}") from None
+            sg_id = old["GroupId"]
+        ctx.created(h, sg_id)
+
+        net = ipaddress.ip_network(cidr)
+        ranges = ({"Ipv6Ranges": [{"CidrIpv6": cidr, "Description": "gpujob client"}]} if net.version == 6
+                  else {"IpRanges": [{"CidrIp": cidr, "Description": "gpujob client"}]})
+        try:
+            self.api(region, "ec2", "authorize_security_group_ingress", GroupId=sg_id,
+                     IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **ranges}])
+        except ProviderError as exc:
+            if exc.code != "InvalidPermission.Duplicate":
+                raise
+        return sg_id, name
+
+    def _default_subnet(self, region: str, zone: str) -> str | None:
+        subnets = self.api(region, "ec2", "describe_subnets", Filters=[
+            {"Name": "default-for-az", "Values": ["true"]}, {"Name": "availability-zone", "Values": [zone]}])["Subnets"]
+        return subnets[0]["SubnetId"] if subnets else None
+
+    def _launch_in_zone(self, spec, ctx, choice: _Choice, rp: _RegionPlan, zone: str, image_id: str,
+                        root_device: str, sg_id: str, key_name: str, user_data: str, end: float) -> Machine:
+        region = rp.region
+        tags = run_tags(ctx.run_id, spec.name, ctx.owner)
+        params: dict[str, Any] = dict(
+            ImageId=image_id,
+            InstanceType=choice.instance_type,
+            MinCount=1,
+            MaxCount=1,
+            KeyName=key_name,
+            SecurityGroupIds=[sg_id],
+            Placement={"AvailabilityZone": zone},
+            UserData=user_data,
+            # The watchdog's poweroff becomes a termination: nothing keeps billing.
+            InstanceInitiatedShutdownBehavior="terminate",
+            # IMDSv2 only; hop limit 2 so containers on the box still reach it.
+            MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
+            BlockDeviceMappings=[{"DeviceName": root_device, "Ebs": {
+                "VolumeSize": spec.resources.disk_gb, "VolumeType": "gp3", "DeleteOnTermination": True}}],
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags}, {"ResourceType": "volume", "Tags": tags}],
+        )
+        subnet = self._default_subnet(region, zone)
+        if subnet:
+            params["SubnetId"] = subnet
+        if choice.spot:
+            params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
+                "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
+        h = ctx.intent("instance", resource_name(ctx.run_id), region)
+        inst = self.api(region, "ec2", "run_instances", fail_fast=True, **params)["Instances"][0]
+        iid = inst["InstanceId"]
+        ctx.created(h, iid)
+        ctx.emit("instance-created", instance_id=iid, zone=zone, region=region, instance_type=choice.instance_type)
+        desc = self._wait_running(region, iid, end)
+        return Machine(
+            provider=PROVIDER,
+            id=iid,
+            host=desc.get("PublicIpAddress"),
+            port=22,
+            user=SSH_USER,
+            key_path=ctx.ssh_private_key_path,
+            host_keys=[ctx.host_key_public.strip()],
+            region=region,
+            zone=desc.get("Placement", {}).get("AvailabilityZone", zone),
+            instance_type=choice.instance_type,
+            gpu=choice.gpu,
+            gpu_count=choice.gpu_count,
+            spot=choice.spot,
+            price_per_hour=rp.price,
+            private_ip=desc.get("PrivateIpAddress"),
+            extra={"image_id": image_id, "security_group": sg_id, "key_pair": key_name,
+                   "watchdog_minutes": watchdog_minutes(spec.limits.max_duration)},
+        )
+
+    def describe_instance(self, region: str, iid: str) -> dict | None:
+        """The instance's description, or None when EC2 does not know it (yet, or any more)."""
+        try:
+            res = self.api(region, "ec2", "describe_instances", InstanceIds=[iid])["Reservations"]
+        except ProviderError as exc:
+            if exc.code == "InvalidInstanceID.NotFound":
+                return None
+            raise
+        for r in res:
+            for i in r.get("Instances", []):
+                return i
+        return None
+
+    def _wait_running(self, region: str, iid: str, end: float) -> dict:
+        start, last = self.clock(), "unknown"
+        while True:
+            desc = self.describe_instance(region, iid)  # None right after create: eventual consistency
+            if desc is not None:
+                last = desc["State"]["Name"]
+                if last == "running" and desc.get("PublicIpAddress"):
+                    return desc
+                if last not in _LIVE_STATES:
+                    reason = desc.get("StateReason") or {}
+                    raise _ZoneLost(reason.get("Code") or last, reason.get("Message") or f"instance {iid} went {last}")
+                if last == "running":
+                    last = "running, no public IP yet"
+            if self.clock() >= end:
+                raise WaitTimeout(f"instance {iid} in {region} to run with a public IP", self.clock() - start, last)
+            self.sleep(min(self.poll_interval_s, max(0.0, end - self.clock())))
+
+    # --- poll ------------------------------------------------------------------------------
+
+    def poll(self, machine: Machine) -> str | None:
+        try:
+            desc = self.describe_instance(machine.region or DEFAULT_REGION, machine.id)
+        except CredentialsError:
+            raise
+        except ProviderError:
+            return None  # a network blip is not a dead machine; the SSH side will tell
+        if desc is None:
+            return "terminated"
+        state = desc["State"]["Name"]
+        if state in _LIVE_STATES:
+            return None
+        if (desc.get("StateReason") or {}).get("Code") == SPOT_INTERRUPTION or self._spot_reclaimed(machine, desc):
+            return "spot-interrupted"
+        return "terminated"
+
+    def _spot_reclaimed(self, machine: Machine, desc: dict) -> bool:
+        """The spot request's status says AWS took the capacity back (when it can be read)."""
+        req = desc.get("SpotInstanceRequestId")
+        if not req:
+            return False
+        try:
+            reqs = self.api(machine.region or DEFAULT_REGION, "ec2", "describe_spot_instance_requests",
+                            SpotInstanceRequestIds=[req])["SpotInstanceRequests"]
+        except Exception:
+            return False
+        code = (reqs[0].get("Status") or {}).get("Code", "") if reqs else ""
+        return code.startswith("instance-terminated-by-") or code in ("marked-for-termination", "marked-for-stop",
+                                                                         "instance-stopped-by-price", "instance-stopped-no-capacity")
+
+    # --- teardown / gc ---------------------------------------------------------------------
+
+    def teardown(self, run_id: str, resources: list[Resource], ctx) -> list[Leftover]:
+        regions = {r.region for r in resources if r.region}
+        if ctx is not None and getattr(ctx, "spec", None) is not None:
+            regions.update(self.allowed_regions(ctx.spec))
+        elif not regions:
+            regions.update(self.regions or [DEFAULT_REGION])
+        return aws_cleanup.teardown(self, run_id, resources, ctx, sorted(regions))
+
+    def find(self, regions: list[str] | None) -> list[Resource]:
+        return aws_cleanup.find(self, regions or self.regions or None)

@@ -1,0 +1,195 @@
+"""Teardown and tag sweep for the EC2 provider.
+
+Teardown works from two sources at once: the resources the run store recorded, and a tag
+lookup (TAG_RUN=run id) per region, so a crash between a create call and ``ctx.created``
+still gets cleaned. Everything already gone counts as deleted.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from launcher.errors import GpujobError, ProviderError
+from launcher.providers.aws_common import NOT_FOUND_CODES, PROVIDER, delete_command, one_line, tag_value
+from launcher.providers.base import TAG_RUN, Leftover, Resource
+
+if TYPE_CHECKING:
+    from launcher.providers.aws import AwsProvider
+
+_NOT_TERMINATED = ["pending", "running", "shutting-down", "stopping", "stopped"]
+
+
+def _res(kind: str, rid: str, region: str, run_id: str | None, state: str | None = None) -> Resource:
+    return Resource(PROVIDER, kind, rid, region=region, run_id=run_id, state=state,
+                    delete_command=delete_command(kind, rid, region))
+
+
+def _tag_filter(run_id: str | None) -> list[dict]:
+    if run_id is None:
+        return [{"Name": "tag-key", "Values": [TAG_RUN]}]
+    return [{"Name": f"tag:{TAG_RUN}", "Values": [run_id]}]
+
+
+def _instances(p: "AwsProvider", region: str, run_id: str | None) -> list[Resource]:
+    out = []
+    pages = p.client("ec2", region).get_paginator("describe_instances").paginate(
+        Filters=_tag_filter(run_id) + [{"Name": "instance-state-name", "Values": _NOT_TERMINATED}])
+    try:
+        for page in pages:
+            for r in page.get("Reservations", []):
+                for i in r.get("Instances", []):
+                    out.append(_res("instance", i["InstanceId"], region, tag_value(i.get("Tags"), TAG_RUN),
+                                    i["State"]["Name"]))
+    except Exception as exc:
+        raise _wrap(exc, "DescribeInstances", region) from None
+    return out
+
+
+def _groups(p: "AwsProvider", region: str, run_id: str | None) -> list[Resource]:
+    out = []
+    try:
+        for page in p.client("ec2", region).get_paginator("describe_security_groups").paginate(Filters=_tag_filter(run_id)):
+            for g in page.get("SecurityGroups", []):
+                out.append(_res("security-group", g["GroupId"], region, tag_value(g.get("Tags"), TAG_RUN)))
+    except Exception as exc:
+        raise _wrap(exc, "DescribeSecurityGroups", region) from None
+    return out
+
+
+def _key_pairs(p: "AwsProvider", region: str, run_id: str | None) -> list[Resource]:
+    kps = p.api(region, "ec2", "describe_key_pairs", Filters=_tag_filter(run_id))["KeyPairs"]
+    return [_res("key-pair", k.get("KeyPairId") or k["KeyName"], region, tag_value(k.get("Tags"), TAG_RUN)) for k in kps]
+
+
+def _wrap(exc: Exception, op: str, region: str) -> Exception:
+    from launcher.providers.aws_common import translate
+
+    return exc if isinstance(exc, GpujobError) else translate(exc, op, region)
+
+
+def find(p: "AwsProvider", regions: list[str] | None) -> list[Resource]:
+    """Every live instance, security group and key pair carrying TAG_RUN in these regions
+    (all enabled regions when None)."""
+    if not regions:
+        regions = sorted(r["RegionName"] for r in p.api("us-east-1", "ec2", "describe_regions")["Regions"])
+    found: list[Resource] = []
+    for region in regions:
+        found += _instances(p, region, None) + _groups(p, region, None) + _key_pairs(p, region, None)
+    return found
+
+
+def teardown(p: "AwsProvider", run_id: str, resources: list[Resource], ctx, regions: list[str]) -> list[Leftover]:
+    leftovers: list[Leftover] = []
+    todo: dict[tuple[str, str], Resource] = {}  # (kind, id) -> resource; ids not yet created are skipped
+    for r in resources:
+        if r.provider == PROVIDER and r.region and _is_cloud_id(r.kind, r.id):
+            todo[(r.kind, r.id)] = r
+    for region in regions:
+        try:
+            for r in _instances(p, region, run_id) + _groups(p, region, run_id) + _key_pairs(p, region, run_id):
+                todo.setdefault((r.kind, r.id), r)
+        except GpujobError as exc:  # cannot list here: still delete what the store recorded
+            where = Resource(PROVIDER, "region", region, region=region, run_id=run_id,
+                             delete_command=f"gpujob gc --provider aws --region {region}")
+            leftovers.append(Leftover(where, f"could not list tagged resources: {exc}"))
+
+    def done(rid: str) -> None:
+        if ctx is not None:
+            ctx.deleted(rid)
+
+    instances = [r for (k, _), r in todo.items() if k == "instance"]
+    stuck = _terminate(p, instances, done)
+    leftovers += [Leftover(_res("instance", r.id, r.region, run_id, state), why) for r, state, why in stuck]
+    for r in [r for (k, _), r in todo.items() if k == "security-group"]:
+        why = _delete_group(p, r)
+        if why:
+            leftovers.append(Leftover(_res(r.kind, r.id, r.region, run_id), why))
+        else:
+            done(r.id)
+    for r in [r for (k, _), r in todo.items() if k == "key-pair"]:
+        why = _delete_key_pair(p, r)
+        if why:
+            leftovers.append(Leftover(_res(r.kind, r.id, r.region, run_id), why))
+        else:
+            done(r.id)
+    return leftovers
+
+
+def _is_cloud_id(kind: str, rid: str | None) -> bool:
+    """Recorded intents may carry a name instead of an id; the tag lookup covers those."""
+    if not rid:
+        return False
+    if kind == "instance":
+        return rid.startswith("i-")
+    if kind == "security-group":
+        return rid.startswith("sg-")
+    return kind == "key-pair"  # a key pair can be deleted by name as well as by id
+
+
+def _terminate(p: "AwsProvider", instances: list[Resource], done) -> list[tuple[Resource, str | None, str]]:
+    """Terminate, then wait (bounded) until terminated. Returns (resource, state, reason) left."""
+    pending: list[Resource] = []
+    stuck: list[tuple[Resource, str | None, str]] = []
+    for r in instances:
+        try:
+            p.api(r.region, "ec2", "terminate_instances", InstanceIds=[r.id])
+            pending.append(r)
+        except ProviderError as exc:
+            if exc.code in NOT_FOUND_CODES:
+                done(r.id)
+            else:
+                stuck.append((r, r.state, f"terminate failed: {one_line(exc)}"))
+    start = p.clock()
+    end = start + p.teardown_wait_s
+    last: dict[str, str | None] = {}
+    while pending:
+        still = []
+        for r in pending:
+            try:
+                desc = p.describe_instance(r.region, r.id)
+            except ProviderError as exc:
+                last[r.id] = f"unknown ({one_line(exc)})"
+                still.append(r)
+                continue
+            state = desc["State"]["Name"] if desc else "terminated"
+            last[r.id] = state
+            if state == "terminated":
+                done(r.id)
+            else:
+                still.append(r)
+        pending = still
+        if not pending:
+            break
+        if p.clock() >= end:
+            waited = p.clock() - start
+            stuck += [(r, last.get(r.id), f"not terminated after {waited:.0f}s (last state: {last.get(r.id)})")
+                      for r in pending]
+            break
+        p.sleep(min(p.poll_interval_s, max(0.0, end - p.clock())))
+    return stuck
+
+
+def _delete_group(p: "AwsProvider", r: Resource) -> str | None:
+    """None when gone; else why not. DependencyViolation lasts until the instance's ENI is released."""
+    kwargs = {"GroupId": r.id} if r.id.startswith("sg-") else {"GroupName": r.id}
+    for attempt in range(p.sg_delete_attempts):
+        try:
+            p.api(r.region, "ec2", "delete_security_group", **kwargs)
+            return None
+        except ProviderError as exc:
+            if exc.code in NOT_FOUND_CODES:
+                return None
+            if exc.code != "DependencyViolation" or attempt == p.sg_delete_attempts - 1:
+                return f"delete failed: {one_line(exc)}"
+        p.sleep(min(5.0 * (attempt + 1), 20.0))
+    return "delete failed"  # pragma: no cover - the loop returns
+
+
+def _delete_key_pair(p: "AwsProvider", r: Resource) -> str | None:
+    kwargs = {"KeyPairId": r.id} if r.id.startswith("key-") else {"KeyName": r.id}
+    try:
+        p.api(r.region, "ec2", "delete_key_pair", **kwargs)
+    except ProviderError as exc:
+        if exc.code not in NOT_FOUND_CODES:
+            return f"delete failed: {one_line(exc)}"
+    return None

@@ -1,0 +1,743 @@
+"""SSH session to the machine: pinned host key, one reused connection, SFTP, a detached job
+and a log stream that survives dropped connections.
+
+Remote paths are absolute or relative to the login directory (``~/x`` is accepted and means
+``x``): SFTP does not expand ``~`` and shell-quoted paths must not either.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import fnmatch
+import logging
+import os
+import re
+import select
+import shlex
+import socket
+import stat
+import time
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Callable, Iterable
+
+import paramiko
+
+from launcher.errors import (
+    HostKeyError,
+    RemoteCommandFailed,
+    RemoteError,
+    SSHConnectError,
+    WaitTimeout,
+)
+from launcher.keys import fingerprint
+
+if TYPE_CHECKING:
+    from launcher.providers.base import Machine
+
+# paramiko logs transport errors (e.g. "connection reset") at ERROR; without a handler
+# Python's last-resort handler would print them, and core code never prints.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+IGNORE_FILE = ".gpujobignore"
+KEEPALIVE_S = 5  # SSH keepalive traffic, so TCP_USER_TIMEOUT below sees unacked data
+DEAD_LINK_S = 15  # a link whose data stays unacknowledged this long is dead
+STATUS_WAIT_S = 5.0  # after EOF, how long the exit status may trail the data
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SIGNAL = re.compile(r"[A-Z0-9]+")
+# Host-key algorithm names a pinned key type can be negotiated under (RSA: SHA-2 only).
+_HOSTKEY_ALGOS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
+
+
+def _rpath(path: str) -> str:
+    return path[2:] if path.startswith("~/") else path
+
+
+def _key_blob(public_line: str) -> bytes | None:
+    fields = public_line.split()
+    if len(fields) < 2:
+        return None
+    try:
+        return base64.b64decode(fields[1], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _host_pattern_match(names: str, target: str) -> bool:
+    """OpenSSH known_hosts host field: comma list, hashed |1| entries, wildcards, ! negation."""
+    matched = False
+    for name in names.split(","):
+        if name.startswith("|1|"):
+            if paramiko.HostKeys.hash_host(target, name) == name:
+                matched = True
+            continue
+        negate = name.startswith("!")
+        if fnmatch.fnmatchcase(target.lower(), name.lstrip("!").lower()):
+            if negate:
+                return False
+            matched = True
+    return matched
+
+
+def known_host_keys(path: str | os.PathLike | None, host: str, port: int = 22) -> list[str]:
+    """Public lines ("type base64") that a known_hosts file holds for host:port.
+
+    Port 22 entries are written as ``host``, others as ``[host]:port`` (OpenSSH's rule; it
+    does not fall back from one to the other). A missing file holds no keys.
+    """
+    target = host if port == 22 else f"[{host}]:{port}"
+    try:
+        text = Path(os.path.expanduser(path or DEFAULT_KNOWN_HOSTS)).read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        raise HostKeyError(f"cannot read known_hosts file {path}: {err.strerror}") from None
+    keys = []
+    for line in text.splitlines():
+        fields = line.split()
+        # @cert-authority / @revoked entries are not plain pins; skipping them never trusts more.
+        if len(fields) < 3 or fields[0].startswith(("#", "@")):
+            continue
+        if _host_pattern_match(fields[0], target) and _key_blob(fields[2]) is not None:
+            keys.append(f"{fields[1]} {fields[2]}")
+    return keys
+
+
+def _compile_ignore(patterns: Iterable[str]) -> list[tuple[str, bool, bool, bool]]:
+    rules = []
+    for raw in patterns:
+        pat = raw.strip()
+        if not pat or pat.startswith("#"):
+            continue
+        negate = pat.startswith("!")
+        pat = pat[1:] if negate else pat
+        dir_only = pat.endswith("/")
+        pat = pat.rstrip("/")
+        if pat.startswith("**/"):
+            pat = pat[3:]
+        anchored = "/" in pat  # gitignore: a slash (not trailing) anchors to the root
+        pat = pat.lstrip("/")
+        if pat:
+            rules.append((pat, negate, dir_only, anchored))
+    return rules
+
+
+def _is_ignored(rel: str, is_dir: bool, rules: list[tuple[str, bool, bool, bool]]) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    ignored = False
+    for pat, negate, dir_only, anchored in rules:  # last match wins, as in gitignore
+        if dir_only and not is_dir:
+            continue
+        if fnmatch.fnmatchcase(rel if anchored else name, pat) or fnmatch.fnmatchcase(rel, pat):
+            ignored = not negate
+    return ignored
+
+
+def select_files(local_dir: str | os.PathLike, ignore: Iterable[str] = ()) -> list[str]:
+    """Relative POSIX paths of the files put_dir would upload (ignored dirs are pruned)."""
+    root = Path(local_dir)
+    patterns = list(ignore)
+    ignore_file = root / IGNORE_FILE
+    if ignore_file.is_file():
+        patterns += ignore_file.read_text(errors="replace").splitlines()
+    rules = _compile_ignore(patterns)
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        base = Path(dirpath).relative_to(root).as_posix()
+        prefix = "" if base == "." else base + "/"
+        dirnames[:] = sorted(d for d in dirnames if not _is_ignored(prefix + d, True, rules))
+        for name in sorted(filenames):
+            rel = prefix + name
+            if not _is_ignored(rel, False, rules) and (Path(dirpath) / name).is_file():
+                files.append(rel)  # is_file() drops broken symlinks and sockets
+    return files
+
+
+def _tune_socket(sock: socket.socket) -> None:
+    """Kernel-side dead-link detection: keepalive probes when idle, and TCP_USER_TIMEOUT
+    when SSH keepalives stay unacknowledged (the case a pulled cable or dead VM gives)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_S),
+        ("TCP_KEEPINTVL", KEEPALIVE_S),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", DEAD_LINK_S * 1000),
+    ):
+        opt = getattr(socket, name, None)
+        if opt is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+            except OSError:
+                pass  # not every kernel has every option; keepalive still helps
+
+
+class _Cursor:
+    """Byte offset into the remote log plus an incremental decoder: a chunk boundary may
+    split a multibyte UTF-8 character, and a reconnect resumes mid-character too."""
+
+    def __init__(self, offset: int, on_text: Callable[[str], None]):
+        self.offset = offset
+        self.on_text = on_text
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, data: bytes) -> None:
+        self.offset += len(data)
+        text = self.decoder.decode(data)
+        if text:
+            self.on_text(text)
+
+    def finish(self) -> None:
+        text = self.decoder.decode(b"", final=True)
+        if text:
+            self.on_text(text)
+
+
+class Session:
+    """One SSH connection to one machine, reused for the whole run.
+
+    The host key is pinned: from ``host_keys`` (public lines the provider installed), else
+    from a known_hosts file (default ``~/.ssh/known_hosts``). Unknown or changed keys raise
+    HostKeyError; nothing is ever auto-accepted. Only ``key_path`` is offered: no agent, no
+    ~/.ssh key search, no agent forwarding.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user: str,
+        key_path: str | os.PathLike,
+        host_keys: list[str] | None = None,
+        known_hosts: str | os.PathLike | None = None,
+        connect_timeout: float = 10,
+    ):
+        self.host, self.port, self.user = host, int(port), user
+        self.key_path = os.path.expanduser(str(key_path))
+        self.host_keys = list(host_keys or [])
+        self.known_hosts = os.path.expanduser(str(known_hosts or DEFAULT_KNOWN_HOSTS))
+        self.connect_timeout = connect_timeout
+        self.connections_opened = 0
+        self._transport: paramiko.Transport | None = None
+        self._sftp_client: paramiko.SFTPClient | None = None
+        self._pkey: paramiko.PKey | None = None
+        self._made_dirs: set[str] = set()  # remote dirs known to exist on this connection
+
+    @classmethod
+    def from_machine(cls, machine: "Machine", connect_timeout: float = 10) -> "Session":
+        return cls(
+            machine.host or "",
+            machine.port,
+            machine.user or "",
+            machine.key_path or "",
+            host_keys=machine.host_keys or None,
+            known_hosts=machine.extra.get("known_hosts"),
+            connect_timeout=connect_timeout,
+        )
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _alive(self) -> bool:
+        return self._transport is not None and self._transport.is_active()
+
+    def _pinned(self) -> list[str]:
+        if self.host_keys:
+            return self.host_keys
+        return known_host_keys(self.known_hosts, self.host, self.port)
+
+    def _load_key(self) -> paramiko.PKey:
+        if self._pkey is None:
+            try:
+                self._pkey = paramiko.PKey.from_path(self.key_path)
+            except FileNotFoundError:
+                raise SSHConnectError(
+                    f"SSH key {self.key_path} does not exist", hint="pass --identity PATH"
+                ) from None
+            except paramiko.PasswordRequiredException:
+                raise SSHConnectError(
+                    f"SSH key {self.key_path} is passphrase-protected",
+                    hint="use an unencrypted key for gpujob runs",
+                ) from None
+            except (paramiko.SSHException, OSError, ValueError) as err:
+                raise SSHConnectError(f"cannot load SSH key {self.key_path}: {err}") from None
+        return self._pkey
+
+    def _check_host_key(self, key: paramiko.PKey, pinned: list[str]) -> None:
+        if key.asbytes() in {_key_blob(line) for line in pinned}:
+            return
+        got = fingerprint(f"{key.get_name()} {key.get_base64()}")
+        if not pinned:
+            keyscan = f"ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts}"
+            err = HostKeyError(
+                f"host key for {self.label} is not known; add it with `{keyscan}` "
+                f"after checking its fingerprint ({got})"
+            )
+        else:
+            expected = ", ".join(fingerprint(line) for line in pinned)
+            source = "the key this run installed" if self.host_keys else self.known_hosts
+            err = HostKeyError(
+                f"host key for {self.label} changed: expected {expected} ({source}), got {got}",
+                hint="refusing to connect; if the machine was rebuilt, check and replace the "
+                "old entry, else someone may be intercepting the connection",
+            )
+        err.host, err.port, err.got = self.host, self.port, got
+        err.expected = [fingerprint(line) for line in pinned]
+        raise err
+
+    def connect(self) -> None:
+        """Open the connection if it is not open; a no-op on a live one."""
+        if self._alive():
+            return
+        self._drop_connection()
+        pkey = self._load_key()
+        pinned = self._pinned()
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        except OSError as err:
+            raise SSHConnectError(f"cannot reach {self.label}: {err.strerror or err}") from None
+        _tune_socket(sock)
+        transport = paramiko.Transport(sock)
+        transport.banner_timeout = transport.handshake_timeout = self.connect_timeout
+        transport.auth_timeout = self.connect_timeout
+        # Offer the pinned key types first so a multi-key server presents the pinned one.
+        options = transport.get_security_options()
+        wanted = [a for line in pinned for a in _HOSTKEY_ALGOS.get(line.split()[0], (line.split()[0],))]
+        first = [a for a in dict.fromkeys(wanted) if a in options.key_types]
+        options.key_types = tuple(first + [a for a in options.key_types if a not in first])
+        try:
+            transport.start_client(timeout=self.connect_timeout)
+            self._check_host_key(transport.get_remote_server_key(), pinned)
+            transport.auth_publickey(self.user, pkey)
+        except HostKeyError:
+            transport.close()
+            raise
+        except paramiko.AuthenticationException:
+            transport.close()
+            raise SSHConnectError(
+                f"{self.user}@{self.label} refused the key {self.key_path}",
+                hint="check the user name and that the public key is in the machine's "
+                "~/.ssh/authorized_keys",
+            ) from None
+        except (paramiko.SSHException, EOFError, OSError) as err:
+            transport.close()
+            raise SSHConnectError(f"SSH handshake with {self.label} failed: {err}") from None
+        transport.set_keepalive(KEEPALIVE_S)
+        self._transport = transport
+        self.connections_opened += 1
+
+    def _probe_banner(self, timeout: float) -> None:
+        """Cheap reachability check: TCP connect and read the 'SSH-' identification line."""
+        with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
+            data = b""
+            while b"\n" not in data and len(data) < 256:
+                chunk = sock.recv(256)
+                if not chunk:
+                    break
+                data += chunk
+        if not data.startswith(b"SSH-"):
+            raise OSError(f"no SSH banner (got {data[:40]!r})")
+
+    def _connect_until(self, what: str, deadline_s: float, probe: bool, last: str) -> float:
+        """connect() with backoff until it works or deadline_s passes.
+
+        A changed host key may be transient while a machine boots (its generated keys before
+        ours are installed), so it is retried; at the deadline that HostKeyError is raised,
+        not a timeout. An unknown key (nothing pinned) is final at once.
+        """
+        start = time.monotonic()
+        delay = 0.5
+        key_error: HostKeyError | None = None
+        while True:
+            remaining = start + deadline_s - time.monotonic()
+            try:
+                if probe:
+                    self._probe_banner(max(0.5, min(5.0, remaining)))
+                self.connect()
+                return time.monotonic() - start
+            except HostKeyError as err:
+                if not getattr(err, "expected", None):
+                    raise
+                key_error, last = err, "host key mismatch"
+            except SSHConnectError as err:
+                last = err.message
+            except OSError as err:
+                last = str(err.strerror or err)
+            remaining = start + deadline_s - time.monotonic()
+            if remaining <= 0:
+                if key_error is not None and last == "host key mismatch":
+                    raise key_error
+                raise WaitTimeout(what, time.monotonic() - start, last)
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 1.6, 5.0)
+
+    def wait_until_reachable(self, deadline_s: float) -> float:
+        """Wait for sshd and log in (the connection stays open). Returns seconds waited."""
+        return self._connect_until(f"SSH on {self.label}", deadline_s, True, "no answer")
+
+    def _reconnect(self, deadline_s: float, cause: BaseException) -> None:
+        self._drop_connection()
+        self._connect_until(f"SSH reconnect to {self.label}", deadline_s, False, str(cause))
+
+    def _drop_connection(self) -> None:
+        if self._sftp_client is not None:
+            try:
+                self._sftp_client.close()
+            except Exception:  # closing a dead link: nothing useful to report
+                pass
+        if self._transport is not None:
+            self._transport.close()
+        self._sftp_client = self._transport = None
+        self._made_dirs = set()
+
+    def close(self) -> None:
+        self._drop_connection()
+
+    def _session_channel(self) -> paramiko.Channel:
+        self.connect()  # reopens a dropped link before a new command, never mid-command
+        try:
+            return self._transport.open_session(timeout=self.connect_timeout)
+        except (paramiko.SSHException, EOFError, OSError) as err:
+            raise SSHConnectError(f"cannot open an SSH channel to {self.label}: {err}") from None
+
+    def _sftp(self) -> paramiko.SFTPClient:
+        self.connect()
+        if self._sftp_client is None:
+            try:
+                self._sftp_client = paramiko.SFTPClient.from_transport(self._transport)
+            except (paramiko.SSHException, EOFError, OSError) as err:
+                raise SSHConnectError(f"cannot start SFTP on {self.label}: {err}") from None
+            self._sftp_client.get_channel().settimeout(DEAD_LINK_S * 4)
+        return self._sftp_client
+
+    # -- commands --------------------------------------------------------------------------
+
+    def _exec(self, command: str, stdin: bytes | None, timeout: float | None, shown: str):
+        chan = self._session_channel()
+        out, err = bytearray(), bytearray()
+        end = None if timeout is None else time.monotonic() + timeout
+        try:
+            chan.exec_command(command)
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            while True:
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                if chan.exit_status_ready() or chan.closed:
+                    # the status arrives after all data, so the buffers hold everything now
+                    while chan.recv_ready():
+                        out += chan.recv(65536)
+                    while chan.recv_stderr_ready():
+                        err += chan.recv_stderr(65536)
+                    break
+                if end is not None and time.monotonic() > end:
+                    tail = err.decode("utf-8", "replace").strip()[-200:]
+                    raise WaitTimeout(f"remote command `{shown}` on {self.label}", timeout, tail or None)
+                select.select([chan], [], [], 0.5)
+            status = chan.recv_exit_status()
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise SSHConnectError(f"connection to {self.label} lost while running `{shown}`: {exc}") from None
+        finally:
+            chan.close()
+        if status == -1 and not self._alive():
+            raise SSHConnectError(f"connection to {self.label} lost while running `{shown}`")
+        return status, bytes(out), bytes(err)
+
+    def run(self, cmd: str, timeout: float | None = None, check: bool = True) -> tuple[int, str, str]:
+        """Run a shell command; returns (exit_status, stdout, stderr).
+
+        With check, a non-zero status raises RemoteCommandFailed carrying the stderr tail.
+        """
+        status, out, err = self._exec(cmd, None, timeout, cmd)
+        stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+        if check and status != 0:
+            raise RemoteCommandFailed(cmd, status, stderr[-2000:])
+        return status, stdout, stderr
+
+    # -- files -----------------------------------------------------------------------------
+
+    def _sftp_mkdirs(self, remote_dir: str) -> None:
+        sftp = self._sftp()
+        path = PurePosixPath(_rpath(remote_dir))
+        for parent in reversed([path, *path.parents]):
+            p = str(parent)
+            if p in ("/", ".") or p in self._made_dirs:
+                continue  # cached: each stat is a round trip, slow over a WAN
+            try:
+                sftp.stat(p)
+            except FileNotFoundError:
+                sftp.mkdir(p)
+            self._made_dirs.add(p)
+
+    def _file_error(self, what: str, path: str, err: OSError) -> RemoteError:
+        if not self._alive():
+            return SSHConnectError(f"connection to {self.label} lost during {what} {path}")
+        return RemoteError(f"{what} {path} on {self.label} failed: {err.strerror or err}")
+
+    def put_file(self, local_path: str | os.PathLike, remote_path: str, mode: int | None = None) -> None:
+        """Upload one file (mode: the local one's permission bits unless given)."""
+        remote = _rpath(remote_path)
+        try:
+            self._sftp_mkdirs(str(PurePosixPath(remote).parent))
+            self._sftp().put(os.fspath(local_path), remote)
+            self._sftp().chmod(remote, stat.S_IMODE(os.stat(local_path).st_mode) if mode is None else mode)
+        except (paramiko.SSHException, EOFError) as err:
+            raise SSHConnectError(f"connection to {self.label} lost during upload: {err}") from None
+        except OSError as err:
+            raise self._file_error("upload to", remote_path, err) from None
+
+    def put_dir(self, local_dir: str | os.PathLike, remote_dir: str, ignore: Iterable[str] = ()) -> list[str]:
+        """Upload a directory tree, skipping gitignore-style ``ignore`` patterns and those in
+        ``local_dir/.gpujobignore``. Returns the relative paths uploaded."""
+        files = select_files(local_dir, ignore)
+        remote_root = PurePosixPath(_rpath(remote_dir))
+        for rel in files:
+            self.put_file(Path(local_dir) / rel, str(remote_root / rel))
+        return files
+
+    def put_bytes(self, data: bytes, remote_path: str, mode: int = 0o600) -> None:
+        """Write bytes to a remote file atomically, created with ``mode`` from the start
+        (umask 077 first: secrets are never readable by others, not even briefly)."""
+        remote = _rpath(remote_path)
+        q = shlex.quote
+        tmp = f"{remote}.gpujob-tmp"
+        parent = str(PurePosixPath(remote).parent)
+        cmd = (
+            f"umask 077 && mkdir -p {q(parent)} && cat > {q(tmp)} && "
+            f"chmod {mode:o} {q(tmp)} && mv -f {q(tmp)} {q(remote)}"
+        )
+        status, _, err = self._exec(cmd, data, 60, f"write {remote}")
+        if status != 0:
+            raise RemoteCommandFailed(f"write {remote}", status, err.decode("utf-8", "replace"))
+
+    def read_file(self, path: str) -> bytes | None:
+        """A remote file's bytes, or None when it does not exist."""
+        try:
+            with self._sftp().open(_rpath(path), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+        except (paramiko.SSHException, EOFError) as err:
+            raise SSHConnectError(f"connection to {self.label} lost reading {path}: {err}") from None
+        except OSError as err:
+            raise self._file_error("reading", path, err) from None
+
+    def get_dir(self, remote_dir: str, local_dir: str | os.PathLike) -> list[Path]:
+        """Download a remote tree; a missing remote dir gives [] (a job may write nothing)."""
+        sftp = self._sftp()
+        got: list[Path] = []
+
+        def walk(remote: str, local: Path) -> None:
+            try:
+                entries = sftp.listdir_attr(remote)
+            except FileNotFoundError:
+                return
+            local.mkdir(parents=True, exist_ok=True)
+            for entry in entries:
+                r, l = f"{remote}/{entry.filename}", local / entry.filename
+                mode = entry.st_mode or 0
+                if stat.S_ISLNK(mode):
+                    try:  # follow links to files only: a linked dir could loop
+                        mode = sftp.stat(r).st_mode or 0
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISDIR(mode):
+                        continue
+                if stat.S_ISDIR(mode):
+                    walk(r, l)
+                elif stat.S_ISREG(mode):
+                    sftp.get(r, str(l))
+                    got.append(l)
+
+        try:
+            walk(_rpath(remote_dir).rstrip("/") or "/", Path(local_dir))
+        except (paramiko.SSHException, EOFError) as err:
+            raise SSHConnectError(f"connection to {self.label} lost during download: {err}") from None
+        except OSError as err:
+            raise self._file_error("downloading", remote_dir, err) from None
+        return got
+
+    # -- the detached job ------------------------------------------------------------------
+
+    def start_detached(
+        self,
+        command: str,
+        workdir: str,
+        log_path: str,
+        exit_path: str,
+        env: dict[str, str] | None = None,
+    ) -> int:
+        """Start ``command`` in its own session so a dropped connection kills nothing.
+
+        stdout+stderr go to log_path; the exit status appears in exit_path atomically (tmp
+        then rename) once the command ends, also after kill_job's TERM. Env values travel in
+        a 0600 file that the job sources and deletes, never on a command line, so they reach
+        neither `ps` nor any error message. Returns the pid, which is also the process group.
+        """
+        env = env or {}
+        bad = [k for k in env if not _ENV_NAME.fullmatch(k)]
+        if bad:
+            raise RemoteError(f"invalid environment variable name(s): {', '.join(map(repr, bad))}")
+        q = shlex.quote
+        log, ex, wd = _rpath(log_path), _rpath(exit_path), _rpath(workdir)
+        lines = ["trap : TERM INT"]  # the wrapper outlives a TERM to write the exit file
+        if env:
+            env_path = f"{ex}.env"
+            self.put_bytes("".join(f"export {k}={q(str(v))}\n" for k, v in env.items()).encode(), env_path)
+            lines += [f". {q(env_path)}; rm -f {q(env_path)}"]
+        # the command runs in its own bash so an `exit` inside it cannot skip the exit file
+        lines += [
+            f"cd {q(wd)} && bash -c {q(command)}",
+            f"echo $? > {q(ex + '.tmp')} && mv -f {q(ex + '.tmp')} {q(ex)}",
+        ]
+        wrapper = "\n".join(lines)
+        dirs = " ".join(q(d) for d in {str(PurePosixPath(log).parent), str(PurePosixPath(ex).parent)})
+        # Separate lines: an `a && b &` list would background a subshell and $! would be its pid.
+        launch = (
+            f"test -d {q(wd)} || {{ echo 'no such directory: {wd}' >&2; exit 2; }}\n"
+            f"mkdir -p {dirs} && rm -f {q(ex)} {q(ex + '.tmp')} && : > {q(log)} || exit 2\n"
+            f"setsid nohup bash -c {q(wrapper)} > {q(log)} 2>&1 < /dev/null &\n"
+            "echo $!"
+        )
+        status, out, err = self._exec(launch, None, 60, f"start job in {wd}")
+        if status != 0:
+            raise RemoteCommandFailed(f"start job in {wd}", status, err.decode("utf-8", "replace"))
+        try:
+            return int(out.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise RemoteError(f"starting the job on {self.label} printed no pid") from None
+
+    def kill_job(self, pid_or_pgid: int, signal: str = "TERM") -> bool:
+        """Signal the job's process group; False when it is already gone."""
+        sig = str(signal).upper().removeprefix("SIG")
+        if not _SIGNAL.fullmatch(sig):
+            raise RemoteError(f"invalid signal name {signal!r}")
+        status, _, _ = self.run(f"kill -{sig} -- -{int(pid_or_pgid)}", timeout=30, check=False)
+        return status == 0
+
+    def is_running(self, pid_or_pgid: int) -> bool:
+        status, _, _ = self.run(f"kill -0 -- -{int(pid_or_pgid)}", timeout=30, check=False)
+        return status == 0
+
+    def _follow(self, cur: _Cursor, log: str, ex: str, poll_s: float, pid: int | None) -> int:
+        """One long-lived `tail -f` channel: data is pushed as the job writes it. A watcher
+        loop in the same script ends it once the exit file exists (or the job is gone).
+        Returns the script's status: 0 done, 3 tail died or absent, -1 link dropped."""
+        q = shlex.quote
+        alive = f" && kill -0 -- -{int(pid)} 2>/dev/null" if pid is not None else ""
+        script = (
+            f"[ -e {q(ex)} ] && exit 0\n"
+            f"tail -c +{cur.offset + 1} -f {q(log)} & t=$!\n"
+            f"while [ ! -e {q(ex)} ] && kill -0 $t 2>/dev/null{alive}; do sleep {poll_s:g}; done\n"
+            "kill $t 2>/dev/null; wait $t 2>/dev/null\n"
+            f"[ -e {q(ex)} ] && exit 0\n"
+            f"{'kill -0 -- -' + str(int(pid)) + ' 2>/dev/null || exit 0' if pid is not None else ':'}\n"
+            "exit 3"
+        )
+        chan = self._session_channel()
+        try:
+            chan.exec_command(script)
+            chan.shutdown_write()
+            chan.settimeout(1.0)
+            while True:
+                try:
+                    data = chan.recv(65536)
+                except socket.timeout:
+                    if not self._alive():
+                        raise EOFError("SSH transport closed")
+                    continue
+                if not data:
+                    break
+                cur.feed(data)
+            end = time.monotonic() + STATUS_WAIT_S
+            while not chan.exit_status_ready() and time.monotonic() < end and self._alive():
+                chan.status_event.wait(0.1)
+            return chan.recv_exit_status() if chan.exit_status_ready() else -1
+        finally:
+            chan.close()
+
+    def _read_log(self, cur: _Cursor, log: str) -> None:
+        try:
+            with self._sftp().open(log, "rb") as f:
+                f.seek(cur.offset)
+                while chunk := f.read(1 << 20):
+                    cur.feed(chunk)
+        except FileNotFoundError:
+            return
+        except (paramiko.SSHException, EOFError):
+            raise
+        except OSError as err:
+            if not self._alive():
+                raise
+            raise self._file_error("reading", log, err) from None
+
+    def _drain(self, cur: _Cursor, log: str, ex: str, pid: int | None) -> int | None:
+        """Read the log from the cursor to its end; the job's status if it has ended.
+
+        The exit file is read first: once it exists the job wrote all it will, so the log
+        read after it is complete."""
+        raw = self.read_file(ex)
+        self._read_log(cur, log)
+        if raw is None and pid is not None and not self.is_running(pid):
+            raw = self.read_file(ex)  # it may have appeared between the two checks
+            self._read_log(cur, log)
+            if raw is None:
+                raise RemoteError(
+                    f"job process group {pid} on {self.label} ended without writing {ex}",
+                    hint="it was killed with SIGKILL or the machine restarted",
+                )
+        if raw is None:
+            return None
+        try:
+            return int(raw.decode("ascii", "replace").strip())
+        except ValueError:
+            raise RemoteError(f"unreadable exit status in {ex} on {self.label}: {raw[:20]!r}") from None
+
+    def stream(
+        self,
+        log_path: str,
+        exit_path: str,
+        on_text: Callable[[str], None],
+        offset: int = 0,
+        poll_s: float = 0.5,
+        reconnect_deadline_s: float = 120,
+        pid: int | None = None,
+    ) -> tuple[int, int]:
+        """Follow the job's log from byte ``offset`` until its exit file exists and the log is
+        drained; returns (exit_status, final_offset).
+
+        on_text gets decoded text as it arrives. A dropped link is reopened (same pinned key)
+        and the log resumes at the byte offset reached, so nothing is lost or repeated. Given
+        ``pid``, a job that vanished without an exit file raises RemoteError instead of
+        waiting forever.
+        """
+        log, ex = _rpath(log_path), _rpath(exit_path)
+        cur = _Cursor(offset, on_text)
+        follow = True
+        while True:
+            try:
+                if follow and self._follow(cur, log, ex, poll_s, pid) not in (0, -1):
+                    follow = False  # no usable tail -f there: poll by SFTP instead
+                status = self._drain(cur, log, ex, pid)
+                if status is not None:
+                    cur.finish()
+                    return status, cur.offset
+                if not follow:
+                    time.sleep(poll_s)
+            except (paramiko.SSHException, EOFError, OSError, SSHConnectError) as err:
+                if self._alive():
+                    raise  # not a link problem (e.g. raised by on_text): not ours to retry
+                self._reconnect(reconnect_deadline_s, err)

@@ -1,0 +1,303 @@
+"""Rendering for the CLI: rich tables on a terminal, plain lines otherwise, JSON lines on request.
+
+Everything here takes plain data (dicts, records) produced by the core and writes to the
+console the CLI hands in.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = float(s)
+    if s < 90:
+        return f"{s:.0f}s"
+    if s < 5400:
+        return f"{s / 60:.1f}m"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f}h"
+    return f"{s / 86400:.1f}d"
+
+
+def fmt_usd(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"${x:,.2f}" if x >= 0.01 or x == 0 else f"${x:.4f}"
+
+
+def fmt_pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.0f}%"
+
+
+# --- estimate ------------------------------------------------------------------------------
+
+
+def render_estimate(con, est: dict[str, Any]) -> None:
+    job, cat = est.get("job", {}), est.get("catalog", {})
+    con.print(f"[bold]{escape(job.get('name', ''))}[/]: {job.get('model')} {job.get('precision')}, batch "
+              f"{job.get('batch_size')}, {job.get('total_samples', 0):,} samples, "
+              f"{(job.get('train_flops_per_sample') or 0) / 1e9:.1f} GFLOP/sample (train)")
+    t = Table(show_edge=False, header_style="bold")
+    for col, just in (("provider", "left"), ("instance", "left"), ("region", "left"), ("GPU", "left"),
+                      ("market", "left"), ("$/h", "right"), ("samples/s", "right"), ("train", "right"),
+                      ("overhead", "right"), ("total", "right"), ("total $", "right"), ("note", "left")):
+        t.add_column(col, justify=just)
+    for c in est.get("candidates", []):
+        notes = []
+        if not c.get("fits_memory", True):
+            notes.append(f"batch too big (max {c.get('max_batch')})")
+        if c.get("over_budget"):
+            notes.append("over budget")
+        if c.get("requested"):
+            notes.append("requested")
+        style = "dim" if notes and not c.get("requested") else None
+        t.add_row(c["provider"], c["instance_type"], c["region"], f"{c['gpu']} x{c['gpu_count']}",
+                  "spot" if c["spot"] else "on-demand", fmt_usd(c.get("price_per_hour")),
+                  f"{c['samples_per_second']:,.0f}" if c.get("samples_per_second") else "-",
+                  fmt_seconds(c.get("train_seconds")), fmt_seconds(c.get("overhead_seconds")),
+                  fmt_seconds(c.get("total_seconds")), fmt_usd(c.get("total_usd")), ", ".join(notes), style=style)
+    b = est.get("baseline") or {}
+    if b:
+        sps = b.get("samples_per_second")
+        t.add_row("local", "this machine", "-", escape(str(b.get("device", "CPU"))), "-", "$0.00",
+                  f"{sps:,.1f}" if sps else "-", fmt_seconds(b.get("seconds")), "-", fmt_seconds(b.get("seconds")),
+                  "$0.00", "measured" if b.get("measured") else "modelled (not measured)", style="cyan")
+    for f in est.get("free_options", []):
+        t.add_row("free", escape(f["name"]), "-", f"{f['gpu']} x{f['gpu_count']}", "-", "$0.00",
+                  f"{f['samples_per_second']:,.0f}" if f.get("samples_per_second") else "-",
+                  fmt_seconds(f.get("train_seconds")), "-", "-", "$0.00",
+                  ("fits one session" if f.get("fits_one_session") else
+                   f"exceeds a {f.get('max_session_hours')}h session") + " (not a launch target)", style="green")
+    con.print(t)
+    summary = est.get("summary") or {}
+    if summary.get("sentence"):
+        con.print(f"[bold]{escape(summary['sentence'])}[/]")
+    age = cat.get("age_days")
+    stale = " [yellow](old: run `gpujob catalog update`)[/]" if cat.get("stale") else ""
+    con.print(f"prices: {escape(str(cat.get('source')))}, snapshot {cat.get('snapshot')}"
+              + (f", {age:.0f} days old" if age is not None else "") + stale)
+
+
+# --- run events ---------------------------------------------------------------------------
+
+
+class EventPrinter:
+    """Receives runner events. Progress bar on a terminal, plain lines otherwise, or JSON lines."""
+
+    def __init__(self, con, as_json: bool = False, replay: bool = False):
+        self.con, self.as_json, self.replay = con, as_json, replay
+        self.tty = con.is_terminal and not as_json
+        self._progress = None
+        self._task = None
+        self._last_plain = 0.0
+
+    def __call__(self, kind: str, **f: Any) -> None:
+        if self.as_json:
+            sys.stdout.write(json.dumps({"event": kind, **f}, default=str) + "\n")
+            sys.stdout.flush()
+            return
+        handler = getattr(self, "_on_" + kind.replace("-", "_"), None)
+        if handler:
+            handler(**f)
+
+    def _say(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text)
+        else:
+            self.con.print(text)
+
+    def _on_run(self, run_id, name, provider, **_):
+        self._say(f"[bold]run {run_id}[/] {escape(name)} on {provider}")
+
+    def _on_estimate(self, total_seconds=None, total_usd=None, samples_per_second=None, **_):
+        if total_seconds:
+            self._say(f"estimate: {fmt_seconds(total_seconds)} total, {fmt_usd(total_usd)}"
+                      + (f", {samples_per_second:,.0f} samples/s" if samples_per_second else ""))
+
+    def _on_machine(self, id, instance_type=None, region=None, zone=None, host=None, price_per_hour=None, **_):
+        where = " ".join(x for x in (instance_type, zone or region, host) if x)
+        self._say(f"machine {id} ready ({escape(where)})" + (f", {fmt_usd(price_per_hour)}/h" if price_per_hour else ""))
+
+    def _on_zone_failed(self, zone=None, code=None, message=None, **_):
+        self._say(f"[yellow]no capacity in {zone}[/] ({code}); trying the next zone")
+
+    def _on_warning(self, message, **_):
+        self._say(f"[yellow]warning:[/] {escape(str(message))}")
+
+    def _on_setup(self, **_):
+        self._say("running setup")
+
+    def _on_detached(self, run_id, **_):
+        pass
+
+    def _on_log(self, text, replay=False, **_):
+        if not text:
+            return
+        from launcher.runner import parse_protocol
+
+        for line in text.splitlines() if replay else [text]:
+            ev = parse_protocol(line)
+            if ev is None:
+                self._say(escape(line))
+            elif replay:
+                self._payload(ev)
+
+    def _on_payload(self, event, **_):
+        self._payload(event)
+
+    def _payload(self, ev: dict) -> None:
+        kind = ev.get("event")
+        if kind == "start":
+            self._say(f"training {ev.get('model')} on {ev.get('device_name') or ev.get('device')} "
+                      f"({ev.get('precision')}, world size {ev.get('world_size', 1)})")
+        elif kind == "epoch":
+            acc = ev.get("accuracy")
+            self._say(f"epoch {ev.get('epoch')}: loss {ev.get('loss', 0):.4f}" + (f", accuracy {acc:.1%}" if acc is not None else ""))
+        elif kind == "checkpoint":
+            self._say(f"checkpoint at step {ev.get('step')} ({ev.get('reason')})")
+        elif kind == "end":
+            self._say(f"training {ev.get('status')}: {ev.get('samples', 0):,} samples in "
+                      f"{fmt_seconds(ev.get('elapsed'))}, {ev.get('samples_per_second') or 0:,.1f} samples/s")
+        elif kind == "step" and self.replay:
+            self._say(f"step {ev.get('step')}: {ev.get('samples', 0):,} samples, loss {ev.get('loss')}")
+
+    def _on_progress(self, samples, total, samples_per_second, eta_s=None, spent_usd=None, loss=None, **_):
+        if self.tty:
+            from rich.progress import BarColumn, Progress, TextColumn
+
+            if self._progress is None:
+                self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                          TextColumn("{task.fields[info]}"), console=self.con, transient=True)
+                self._progress.start()
+                self._task = self._progress.add_task("training", total=total, info="")
+            info = (f"{samples:,}/{total:,}  {samples_per_second:,.0f}/s  ETA {fmt_seconds(eta_s)}  "
+                    f"{fmt_usd(spent_usd)}" + (f"  loss {loss:.3f}" if isinstance(loss, (int, float)) else ""))
+            self._progress.update(self._task, completed=min(samples, total), info=info)
+        elif time.monotonic() - self._last_plain >= 5:
+            self._last_plain = time.monotonic()
+            self.con.print(f"progress {samples:,}/{total:,} samples, {samples_per_second:,.0f}/s, ETA "
+                           f"{fmt_seconds(eta_s)}, spent {fmt_usd(spent_usd)}")
+
+    def _on_artifacts(self, path, files, **_):
+        self._stop_bar()
+        self._say(f"artifacts: {files} file(s) in {escape(path)}")
+
+    def _on_teardown(self, resources, **_):
+        self._stop_bar()
+        if resources:
+            self._say(f"tearing down {resources} resource(s)")
+
+    def _on_teardown_done(self, leftovers, **_):
+        if leftovers:
+            self._say(f"[red]{leftovers} resource(s) could not be deleted[/]")
+
+    def _stop_bar(self):
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def close(self):
+        self._stop_bar()
+
+
+def render_plan(con, plan: dict[str, Any]) -> None:
+    con.print("[bold]dry run[/]: nothing will be created")
+    t = Table(show_header=False, show_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for key, value in plan.get("plan", {}).items():
+        t.add_row(key, escape(value if isinstance(value, str) else json.dumps(value, default=str)))
+    est = plan.get("estimate") or {}
+    if est.get("total_seconds"):
+        t.add_row("estimate", f"{fmt_seconds(est.get('total_seconds'))}, {fmt_usd(est.get('total_usd'))}"
+                  + (f", {est['samples_per_second']:,.0f} samples/s" if est.get("samples_per_second") else ""))
+    if plan.get("budget_usd"):
+        t.add_row("budget", fmt_usd(plan["budget_usd"]))
+    con.print(t)
+
+
+def render_report(con, r: dict[str, Any]) -> None:
+    a, e, d = r.get("actual", {}), r.get("estimate", {}), r.get("delta_pct", {})
+    con.print(f"[bold]run {r['run_id']}[/] {escape(r['name'])}: [bold]{r['state']}[/]"
+              + (f" ({escape(str(r['reason']))})" if r.get("reason") else ""))
+    t = Table(show_edge=False, header_style="bold")
+    for col in ("", "estimate", "actual", "delta"):
+        t.add_column(col, justify="right" if col else "left")
+    t.add_row("total time", fmt_seconds(e.get("total_seconds")), fmt_seconds(a.get("total_seconds")),
+              fmt_pct(d.get("total_seconds")))
+    t.add_row("training time", fmt_seconds(e.get("train_seconds")), fmt_seconds(a.get("train_seconds")),
+              fmt_pct(d.get("train_seconds")))
+    sps_e, sps_a = e.get("samples_per_second"), a.get("samples_per_second")
+    t.add_row("samples/s", f"{sps_e:,.1f}" if sps_e else "-", f"{sps_a:,.1f}" if sps_a else "-",
+              fmt_pct(d.get("samples_per_second")))
+    t.add_row("cost", fmt_usd(e.get("usd")), fmt_usd(a.get("usd")), fmt_pct(d.get("usd")))
+    con.print(t)
+    if a.get("final_loss") is not None:
+        acc = a.get("accuracy")
+        con.print(f"final loss {a['final_loss']:.4f}" + (f", accuracy {acc:.1%}" if acc is not None else ""))
+    vs = r.get("vs_cpu")
+    if vs:
+        con.print(f"vs this machine's CPU: {fmt_seconds(vs['cpu_seconds'])} on CPU, speedup {vs['speedup']:.1f}x, "
+                  f"{'saves' if vs['hours_saved'] >= 0 else 'loses'} {fmt_seconds(abs(vs['hours_saved']) * 3600)}"
+                  + (f" for {fmt_usd(a.get('usd'))}" if a.get("usd") else ""))
+    if r.get("artifacts_dir"):
+        con.print(f"artifacts: {escape(r['artifacts_dir'])}")
+
+
+def render_runs(con, runs) -> None:
+    if not runs:
+        con.print("no runs yet: try `gpujob run jobs/quickstart.yaml`")
+        return
+    t = Table(show_edge=False, header_style="bold")
+    for col in ("id", "name", "provider", "state", "started", "elapsed", "$ so far"):
+        t.add_column(col)
+    for r in runs:
+        t.add_row(r.id, escape(r.name), r.provider, r.state,
+                  time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
+                  fmt_seconds(r.billed_seconds()), fmt_usd(r.spent_usd()))
+    con.print(t)
+
+
+def render_catalog(con, prov, offers) -> None:
+    t = Table(show_edge=False, header_style="bold")
+    for col in ("provider", "instance", "region", "GPU", "GPU mem", "vCPU", "on-demand $/h", "spot $/h", "zones"):
+        t.add_column(col)
+    for o in offers:
+        t.add_row(o.provider, o.instance_type, o.region, f"{o.gpu} x{o.gpu_count}",
+                  f"{o.gpu_memory_gib:g} GiB" if o.gpu_memory_gib else "-", f"{o.vcpus:g}", fmt_usd(o.price),
+                  fmt_usd(o.spot_price), str(len(o.zones)))
+    con.print(t)
+    stale = " [yellow](old: run `gpujob catalog update`)[/]" if prov.stale else ""
+    con.print(f"{len(offers)} offers; source {escape(prov.source)}, snapshot {prov.snapshot}, "
+              f"{prov.age_days:.0f} days old{stale}")
+
+
+def render_gc(con, report: dict[str, Any], deleted: bool) -> None:
+    orphans = report.get("orphans", [])
+    live = report.get("live", [])
+    for err in report.get("errors", []):
+        con.print(f"[yellow]skipped {escape(err)}[/]")
+    if not orphans:
+        con.print(f"nothing to collect ({len(live)} resource(s) belong to live runs)")
+        return
+    t = Table(show_edge=False, header_style="bold")
+    for col in ("provider", "kind", "id", "region", "run", "state"):
+        t.add_column(col)
+    for o in orphans:
+        t.add_row(o["provider"], o["kind"], o["id"], o.get("region") or "-", o.get("run_id") or "-", o.get("state") or "-")
+    con.print(t)
+    if deleted:
+        left = report.get("leftovers", [])
+        con.print(f"deleted {len(orphans) - len(left)} of {len(orphans)}" + (
+            "; could not delete: " + "; ".join(escape(x) for x in left) if left else ""))
+    else:
+        con.print(f"{len(orphans)} orphaned resource(s); run `gpujob gc --yes` to delete them")

@@ -1,0 +1,618 @@
+"""The job lifecycle, written once for every provider.
+
+provision -> wait until running -> wait for SSH -> upload payload + job config -> setup ->
+start the job detached -> stream -> fetch artifacts -> teardown.
+
+Teardown runs on success, failure, exceptions, SIGINT and SIGTERM; ``keep`` is the only way
+to skip it, and ``detach`` hands the still-running job to ``attach``/``down`` (the machine's
+own watchdog still bounds it). The runner never prints: everything the user sees goes
+through ``on_event(kind, **fields)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from launcher.errors import (BudgetError, GpujobError, Interrupted, JobFailed, RemoteError, TeardownError,
+                             UsageError)
+from launcher.providers import get_provider
+from launcher.providers.base import Leftover, Machine, Resource
+from launcher.store import RunRecord, Store, new_run_id
+
+PAYLOADS_DIR = Path(__file__).resolve().parent.parent / "payloads"
+DEFAULT_ENTRYPOINT = "payloads/train.py"
+EXIT_SIGNALLED = 75  # the payload's "checkpointed and stopped on a signal"
+EXIT_TIMEOUT = 124  # coreutils timeout: limits.max_duration reached
+GRACE_S = 120  # how long a signalled payload gets to checkpoint before SIGKILL
+
+EventSink = Callable[..., None]
+
+
+@dataclass
+class RunOptions:
+    provider: str = "local"
+    provider_config: dict[str, Any] = field(default_factory=dict)
+    detach: bool = False
+    keep: bool = False
+    force: bool = False
+    artifacts_dir: str | None = None
+    launch_deadline_s: float = 1200.0
+    ssh_deadline_s: float = 600.0
+    poll_every_s: float = 15.0
+    baseline: bool = True  # measure (or reuse) the local CPU baseline for the report
+
+
+@dataclass
+class Paths:
+    """Where things live on the job host (relative to the SSH user's home, or absolute locally)."""
+
+    workdir: str
+
+    @property
+    def log(self) -> str:
+        return f"{self.workdir}/job.log"
+
+    @property
+    def exit(self) -> str:
+        return f"{self.workdir}/job.exit"
+
+    @property
+    def outputs(self) -> str:
+        return f"{self.workdir}/outputs"
+
+
+class _Ctx:
+    """The RunContext a provider sees (launcher.providers.base.RunContext)."""
+
+    def __init__(self, store: Store, run_id: str, spec, provider: str, emit: EventSink, ssh_cidr: str | None):
+        self.store, self.run_id, self.spec, self.provider = store, run_id, spec, provider
+        self._emit = emit
+        self.ssh_cidr = ssh_cidr
+        self.owner = os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+        self.ssh_public_key = self.ssh_private_key_path = ""
+        self.host_key_private = self.host_key_public = ""
+
+    def make_keys(self, run_dir: Path) -> None:
+        from launcher import keys
+
+        priv, pub = keys.generate_ed25519(f"gpujob-{self.run_id}")
+        path = run_dir / "id_ed25519"
+        keys.write_private_key(path, priv)
+        self.ssh_private_key_path, self.ssh_public_key = str(path), pub
+        self.host_key_private, self.host_key_public = keys.generate_ed25519(f"gpujob-host-{self.run_id}")
+
+    def intent(self, kind: str, name: str, region: str | None = None) -> int:
+        return self.store.intent(self.run_id, self.provider, kind, name, region)
+
+    def created(self, handle: int, resource_id: str) -> None:
+        self.store.created(handle, resource_id)
+
+    def deleted(self, resource_id: str) -> None:
+        self.store.deleted(self.run_id, resource_id)
+
+    def emit(self, event: str, **fields: Any) -> None:
+        self.store.add_event(self.run_id, event, fields)
+        self._emit(event, run_id=self.run_id, **fields)
+
+
+class _Stop(Exception):
+    """Raised in the main thread by our SIGTERM handler so `finally` blocks run."""
+
+
+@dataclass
+class RunResult:
+    run: RunRecord
+    report: dict[str, Any]
+    leftovers: list[Leftover] = field(default_factory=list)
+
+
+class Runner:
+    def __init__(self, store: Store | None = None, on_event: EventSink | None = None,
+                 provider_factory: Callable[..., Any] = get_provider,
+                 host_factory: Callable[[Machine], Any] | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.store = store or Store()
+        self.on_event = on_event or (lambda *a, **k: None)
+        self.provider_factory = provider_factory
+        self.host_factory = host_factory or _default_host
+        self.clock = clock
+
+    # --- entry points ---------------------------------------------------------------------
+
+    def plan(self, spec, opts: RunOptions) -> dict[str, Any]:
+        """--dry-run: what would happen, with no create call."""
+        provider = self.provider_factory(opts.provider, **opts.provider_config)
+        ctx = _Ctx(self.store, "dry-run", spec, opts.provider, lambda *a, **k: None,
+                   opts.provider_config.get("ssh_cidr"))
+        plan = provider.plan(spec, ctx)
+        est = job_estimate(spec, opts.provider, plan.get("instance_type"), plan.get("price_per_hour"),
+                           spot=spec.resources.spot, baseline=False)
+        return {"plan": plan, "estimate": est, "budget_usd": spec.limits.budget_usd}
+
+    def run(self, spec, opts: RunOptions, spec_path: str | None = None, spec_text: str | None = None) -> RunResult:
+        provider = self.provider_factory(opts.provider, **opts.provider_config)
+        run_id = new_run_id()
+        record = self.store.create_run(run_id, spec.name, opts.provider, spec_path=spec_path, spec_text=spec_text,
+                                       spec=spec.model_dump(mode="json"), provider_config=opts.provider_config)
+        self._emit("run", run_id=run_id, name=spec.name, provider=opts.provider)
+        ctx = _Ctx(self.store, run_id, spec, opts.provider, self.on_event, opts.provider_config.get("ssh_cidr"))
+        run_dir = self.store.run_dir(run_id)
+
+        # The estimate (and the prices it used) is recorded before anything is created.
+        plan = provider.plan(spec, ctx)
+        est = job_estimate(spec, opts.provider, plan.get("instance_type"), plan.get("price_per_hour"),
+                           spot=spec.resources.spot, baseline=opts.baseline)
+        self.store.update_run(run_id, estimate=est)
+        self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ("total_seconds", "total_usd",
+                                                                           "samples_per_second")})
+        budget = spec.limits.budget_usd
+        if budget and est.get("total_usd") and est["total_usd"] > budget and not opts.force:
+            self.store.set_state(run_id, "cancelled", f"estimate ${est['total_usd']:.2f} exceeds budget")
+            raise BudgetError(f"the estimate ${est['total_usd']:.2f} exceeds limits.budget_usd ${budget:.2f}",
+                              "raise the budget, shorten the job, or pass --force")
+
+        if opts.provider in ("aws", "gcp"):
+            ctx.make_keys(run_dir)
+        machine: Machine | None = None
+        host = None
+        detached = False
+        outcome: BaseException | None = None
+        with _sigterm_raises():
+            try:
+                self.store.set_state(run_id, "provisioning")
+                launched_at = self.clock()
+                self.store.update_run(run_id, launched_at=launched_at)
+                machine = provider.launch(spec, ctx, opts.launch_deadline_s)
+                self.store.update_run(run_id, machine=_machine_dict(machine), price_per_hour=machine.price_per_hour)
+                self._emit("machine", run_id=run_id, **_machine_public(machine))
+
+                self.store.set_state(run_id, "connecting")
+                host = self.host_factory(machine)
+                host.wait_until_reachable(opts.ssh_deadline_s)
+                paths = _paths(machine, run_id, run_dir)
+                self._upload(host, spec, paths, machine)
+                if spec.setup:
+                    self.store.set_state(run_id, "setup")
+                    self._emit("setup", run_id=run_id)
+                    host.run(f"cd {_q(paths.workdir)} && {spec.setup}", timeout=opts.launch_deadline_s)
+                command = job_command(spec, machine, paths)
+                pid = host.start_detached(command, paths.workdir, paths.log, paths.exit, env=dict(spec.env))
+                self.store.update_run(run_id, job_started_at=self.clock(),
+                                      machine={**_machine_dict(machine), "pid": pid, "workdir": paths.workdir})
+                self.store.set_state(run_id, "running")
+                if opts.detach:
+                    detached = True
+                    self._emit("detached", run_id=run_id)
+                    return RunResult(self.store.get_run(run_id), {})
+                exit_status, reason = self._follow(run_id, spec, provider, machine, host, paths, pid, opts, 0)
+                self._finish(run_id, spec, host, paths, opts, exit_status, reason)
+            except (KeyboardInterrupt, _Stop) as exc:
+                outcome = exc
+                self.store.set_state(run_id, "interrupted", "interrupted by the user")
+                if host is not None and machine is not None:
+                    self._stop_job(host, run_id)
+            except GpujobError as exc:
+                outcome = exc
+                if not isinstance(exc, JobFailed):
+                    state = "launch-failed" if machine is None else "failed"
+                    self.store.set_state(run_id, state, str(exc))
+            except Exception as exc:  # noqa: BLE001 - any bug must still tear down
+                outcome = exc
+                self.store.set_state(run_id, "failed", f"internal error: {exc!r}")
+            finally:
+                leftovers: list[Leftover] = []
+                if not detached and not opts.keep:
+                    leftovers = self._teardown(run_id, provider, ctx)
+                if host is not None and not detached:
+                    host.close()
+        return self._conclude(run_id, outcome, leftovers)
+
+    def attach(self, run_id: str, follow: bool = True, keep: bool = False) -> RunResult:
+        """Re-attach to a detached/running job: stream from where the record stops, then finish."""
+        rec = self.store.get_run(run_id)
+        run_id = rec.id
+        if rec.finished or not rec.machine:
+            self.on_event("log", run_id=run_id, text=self.store.log_text(run_id), replay=True)
+            return RunResult(rec, build_report(rec))
+        from launcher.spec import JobSpec
+
+        spec = JobSpec.model_validate(rec.spec)
+        provider = self.provider_factory(rec.provider, **rec.provider_config)
+        machine = _machine_from(rec.machine)
+        ctx = _Ctx(self.store, run_id, spec, rec.provider, self.on_event, rec.provider_config.get("ssh_cidr"))
+        host = self.host_factory(machine)
+        paths = Paths(rec.machine["workdir"])
+        offset = len(self.store.log_text(run_id).encode())
+        self.on_event("log", run_id=run_id, text=self.store.log_text(run_id), replay=True)
+        if not follow:
+            return RunResult(rec, build_report(rec))
+        outcome: BaseException | None = None
+        leftovers: list[Leftover] = []
+        opts = RunOptions(provider=rec.provider, provider_config=rec.provider_config, keep=keep,
+                          artifacts_dir=rec.artifacts_dir)
+        with _sigterm_raises():
+            try:
+                exit_status, reason = self._follow(run_id, spec, provider, machine, host, paths,
+                                                   rec.machine.get("pid"), opts, offset)
+                self._finish(run_id, spec, host, paths, opts, exit_status, reason)
+            except (KeyboardInterrupt, _Stop) as exc:
+                # Leaving `logs --follow` detaches again; it never kills the job.
+                host.close()
+                raise Interrupted(f"stopped following run {run_id}; the job keeps running",
+                                  f"`gpujob logs {run_id} --follow` to re-attach, `gpujob down {run_id}` to stop") from exc
+            except GpujobError as exc:
+                outcome = exc
+                if not isinstance(exc, JobFailed):
+                    self.store.set_state(run_id, "failed", str(exc))
+            finally:
+                if outcome is not None or self.store.get_run(run_id).finished:
+                    if not keep:
+                        leftovers = self._teardown(run_id, provider, ctx)
+                host.close()
+        return self._conclude(run_id, outcome, leftovers)
+
+    def down(self, run_id: str) -> RunResult:
+        """Stop the job (checkpoint first) and release everything the run holds."""
+        rec = self.store.get_run(run_id)
+        run_id = rec.id
+        from launcher.spec import JobSpec
+
+        spec = JobSpec.model_validate(rec.spec) if rec.spec else None
+        provider = self.provider_factory(rec.provider, **rec.provider_config)
+        ctx = _Ctx(self.store, run_id, spec, rec.provider, self.on_event, None)
+        if rec.machine and not rec.finished and rec.machine.get("pid"):
+            try:
+                host = self.host_factory(_machine_from(rec.machine))
+                host.connect()
+                self._stop_job(host, run_id)
+                host.close()
+            except GpujobError as exc:  # an unreachable machine must not block the release
+                self._emit("warning", run_id=run_id, message=f"could not stop the job cleanly: {exc}")
+        if not rec.finished:
+            self.store.set_state(run_id, "cancelled", "stopped with gpujob down")
+        leftovers = self._teardown(run_id, provider, ctx)
+        return self._conclude(run_id, None, leftovers)
+
+    # --- phases ---------------------------------------------------------------------------
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        self.on_event(kind, **fields)
+
+    def _upload(self, host, spec, paths: Paths, machine: Machine) -> None:
+        host.run(f"mkdir -p {_q(paths.outputs)}")
+        if spec.payload.entrypoint == DEFAULT_ENTRYPOINT:
+            host.put_dir(PAYLOADS_DIR, f"{paths.workdir}/payloads", ignore=list(spec.payload.ignore))
+        else:
+            host.put_dir(Path.cwd(), paths.workdir, ignore=list(spec.payload.ignore) + ["gpujob-runs"])
+        config = {**spec.workload.model_dump(mode="json"), "output_dir": "outputs"}
+        host.put_bytes(json.dumps(config, indent=2).encode(), f"{paths.workdir}/job.json", mode=0o644)
+
+    def _follow(self, run_id, spec, provider, machine, host, paths: Paths, pid, opts: RunOptions,
+                offset: int) -> tuple[int, str | None]:
+        """Stream the log until the job exits; watch spot interruption and the budget meanwhile."""
+        progress = _Progress(self, run_id, spec, machine)
+        stop_reason: list[str] = []
+        done = threading.Event()
+
+        def watch() -> None:
+            budget = spec.limits.budget_usd
+            while not done.wait(opts.poll_every_s):
+                rec = self.store.get_run(run_id)
+                if budget and machine.price_per_hour and rec.spent_usd(self.clock()) >= budget:
+                    stop_reason.append(f"budget ${budget:.2f} reached")
+                    self._emit("warning", run_id=run_id, message=f"budget ${budget:.2f} reached: stopping the job")
+                    self._signal_job(host, pid)
+                    return
+                try:
+                    state = provider.poll(machine)
+                except GpujobError:
+                    state = None
+                if state:
+                    stop_reason.append(state)
+                    self._emit("warning", run_id=run_id, message=f"machine {state}")
+                    return
+
+        watcher = threading.Thread(target=watch, daemon=True, name=f"watch-{run_id}")
+        watcher.start()
+        try:
+            exit_status, _ = host.stream(paths.log, paths.exit, progress.feed, offset=offset)
+        except RemoteError as exc:
+            if stop_reason:  # the machine went away under us: say why, not "connection lost"
+                return -1, stop_reason[0]
+            raise exc
+        finally:
+            done.set()
+            progress.flush()
+        self.store.update_run(run_id, job_ended_at=self.clock())
+        reason = stop_reason[0] if stop_reason else None
+        if exit_status == EXIT_TIMEOUT:
+            reason = reason or f"limits.max_duration ({spec.limits.max_duration:.0f}s) reached"
+        elif exit_status == EXIT_SIGNALLED:
+            reason = reason or "the job was stopped by a signal (checkpoint written)"
+        return exit_status, reason
+
+    def _finish(self, run_id, spec, host, paths: Paths, opts: RunOptions, exit_status: int,
+                reason: str | None) -> None:
+        self.store.set_state(run_id, "fetching")
+        dest = Path(opts.artifacts_dir or Path.cwd() / "gpujob-runs" / run_id)
+        dest = _fresh_dir(dest)
+        got = host.get_dir(paths.outputs, dest / "outputs")
+        log = host.read_file(paths.log)
+        if log is not None:
+            (dest / "job.log").write_bytes(log)
+        result = _end_event(self.store.log_text(run_id))
+        self.store.update_run(run_id, artifacts_dir=str(dest), exit_status=exit_status,
+                              result={"end": result, "files": len(got)})
+        self._emit("artifacts", run_id=run_id, path=str(dest), files=len(got))
+        if exit_status != 0:
+            self.store.set_state(run_id, "failed", reason or f"job exited {exit_status}")
+            raise JobFailed(run_id, exit_status, reason or "see `gpujob logs`")
+        self.store.set_state(run_id, "succeeded", reason)
+
+    def _signal_job(self, host, pid) -> None:
+        if pid:
+            host.kill_job(pid, "TERM")
+
+    def _stop_job(self, host, run_id: str) -> None:
+        """SIGTERM the job's process group (the payload checkpoints), then SIGKILL after a grace period."""
+        rec = self.store.get_run(run_id)
+        pid = (rec.machine or {}).get("pid")
+        if not pid:
+            return
+        try:
+            host.kill_job(pid, "TERM")
+            deadline = time.monotonic() + GRACE_S
+            while time.monotonic() < deadline and host.job_alive(pid):
+                time.sleep(0.5)
+            if host.job_alive(pid):
+                host.kill_job(pid, "KILL")
+        except GpujobError:
+            pass
+
+    def _teardown(self, run_id: str, provider, ctx: _Ctx) -> list[Leftover]:
+        self.store.set_state(run_id, self.store.get_run(run_id).state)  # touch: keeps the state, logs the time
+        rows = self.store.resources(run_id)
+        resources = [Resource(r.provider, r.kind, r.resource_id or r.name, r.region, run_id, r.state) for r in rows]
+        self._emit("teardown", run_id=run_id, resources=len(resources))
+        try:
+            leftovers = provider.teardown(run_id, resources, ctx)
+        except GpujobError as exc:
+            leftovers = [Leftover(r, str(exc)) for r in resources] or [
+                Leftover(Resource(provider.name, "run", run_id, run_id=run_id), str(exc))]
+        self.store.update_run(run_id, ended_at=self.clock())
+        self._emit("teardown-done", run_id=run_id, leftovers=len(leftovers))
+        return leftovers
+
+    def _conclude(self, run_id: str, outcome: BaseException | None, leftovers: list[Leftover]) -> RunResult:
+        rec = self.store.get_run(run_id)
+        report = build_report(rec)
+        if leftovers:
+            raise TeardownError([(f"{lo.resource.kind} {lo.resource.id}",
+                                  lo.resource.delete_command or f"gpujob gc --provider {lo.resource.provider} --yes")
+                                 for lo in leftovers])
+        if isinstance(outcome, (KeyboardInterrupt, _Stop)):
+            raise Interrupted(f"run {run_id} interrupted; everything it created was released")
+        if isinstance(outcome, GpujobError):
+            raise outcome
+        if outcome is not None:
+            raise outcome
+        return RunResult(rec, report)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+class _Progress:
+    """Turns log text into lines and protocol events into progress (samples, ETA, dollars)."""
+
+    def __init__(self, runner: Runner, run_id: str, spec, machine: Machine):
+        self.runner, self.run_id, self.spec, self.machine = runner, run_id, spec, machine
+        self.buf = ""
+        self.offset = len(runner.store.log_text(run_id).encode())
+        self.total = spec.workload.total_samples
+
+    def feed(self, text: str) -> None:
+        self.runner.store.append_log(self.run_id, self.offset, text)
+        self.offset += len(text.encode())
+        self.buf += text
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            self._line(line)
+
+    def flush(self) -> None:
+        if self.buf:
+            self._line(self.buf)
+            self.buf = ""
+
+    def _line(self, line: str) -> None:
+        event = parse_protocol(line)
+        emit = self.runner.on_event
+        if event is None:
+            emit("log", run_id=self.run_id, text=line)
+            return
+        kind = event.get("event")
+        if kind == "step":
+            rec = self.runner.store.get_run(self.run_id)
+            sps = event.get("samples_per_second") or 0
+            samples = event.get("samples") or 0
+            eta = (self.total - samples) / sps if sps else None
+            emit("progress", run_id=self.run_id, samples=samples, total=self.total, samples_per_second=sps,
+                 loss=event.get("loss"), eta_s=eta, spent_usd=rec.spent_usd(), step=event.get("step"))
+        else:
+            emit("payload", run_id=self.run_id, event=event)
+
+
+def parse_protocol(line: str) -> dict | None:
+    try:
+        from payloads.protocol import parse_line
+    except ImportError:  # an installed launcher without payloads: accept plain JSON lines
+        parse_line = None
+    if parse_line is not None:
+        return parse_line(line)
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) and "event" in obj else None
+
+
+def _end_event(log_text: str) -> dict | None:
+    end = None
+    for line in log_text.splitlines():
+        ev = parse_protocol(line)
+        if ev and ev.get("event") == "end":
+            end = ev
+    return end
+
+
+def job_command(spec, machine: Machine, paths: Paths) -> str:
+    """The detached command line: the payload under `timeout` (max_duration) and torchrun for many GPUs."""
+    python = sys.executable if machine.provider == "local" else "python3"
+    entry = spec.payload.entrypoint
+    args = " ".join(_q(a) for a in spec.payload.args)
+    if machine.gpu_count > 1:
+        launch = f"{python} -m torch.distributed.run --standalone --nproc_per_node {machine.gpu_count} {_q(entry)}"
+    else:
+        launch = f"{python} -u {_q(entry)}"
+    if entry == DEFAULT_ENTRYPOINT:
+        launch += " --config job.json --output-dir outputs"  # --device auto: CUDA when present
+    limit = int(math.ceil(spec.limits.max_duration))
+    # `timeout` enforces limits.max_duration on the host itself: TERM (the payload checkpoints), then KILL.
+    return (f"cd {_q(paths.workdir)} && PYTHONUNBUFFERED=1 timeout --signal=TERM --kill-after={GRACE_S} "
+            f"{limit} {launch} {args}").rstrip()
+
+
+def job_estimate(spec, provider: str, instance_type: str | None, price_per_hour: float | None, *, spot: bool,
+                 baseline: bool) -> dict[str, Any]:
+    """The estimate for the machine this run will use, with the price it assumed."""
+    from launcher.jobestimate import for_machine
+
+    try:
+        return for_machine(spec, provider, instance_type, price_per_hour, spot=spot, baseline=baseline)
+    except GpujobError as exc:
+        return {"error": str(exc), "price_per_hour": price_per_hour}
+
+
+def build_report(rec: RunRecord) -> dict[str, Any]:
+    """Estimate vs actual, and GPU vs the local CPU baseline."""
+    est = rec.estimate or {}
+    end = (rec.result or {}).get("end") or {}
+    actual_total = rec.billed_seconds() if rec.ended_at else None
+    job_seconds = (rec.job_ended_at - rec.job_started_at) if rec.job_ended_at and rec.job_started_at else None
+    train_seconds = end.get("elapsed") or job_seconds
+    actual_usd = None
+    if rec.price_per_hour is not None and actual_total is not None:
+        from launcher.estimate.billing import bill_usd
+
+        actual_usd = bill_usd(actual_total, rec.price_per_hour, rec.provider)
+
+    def delta(actual, predicted):
+        if actual is None or not predicted:
+            return None
+        return 100.0 * (actual - predicted) / predicted
+
+    base = est.get("baseline") or {}
+    cpu_seconds = base.get("seconds")
+    report = {
+        "run_id": rec.id, "name": rec.name, "provider": rec.provider, "state": rec.state, "reason": rec.reason,
+        "exit_status": rec.exit_status, "artifacts_dir": rec.artifacts_dir,
+        "machine": {k: (rec.machine or {}).get(k) for k in ("instance_type", "region", "zone", "gpu", "gpu_count")},
+        "price_per_hour": rec.price_per_hour,
+        "actual": {"total_seconds": actual_total, "job_seconds": job_seconds, "train_seconds": train_seconds,
+                   "samples_per_second": end.get("samples_per_second"), "samples": end.get("samples"),
+                   "usd": actual_usd, "final_loss": end.get("final_loss"), "accuracy": end.get("accuracy")},
+        "estimate": {"total_seconds": est.get("total_seconds"), "train_seconds": est.get("train_seconds"),
+                     "samples_per_second": est.get("samples_per_second"), "usd": est.get("total_usd")},
+        "delta_pct": {"total_seconds": delta(actual_total, est.get("total_seconds")),
+                      "train_seconds": delta(train_seconds, est.get("train_seconds")),
+                      "samples_per_second": delta(end.get("samples_per_second"), est.get("samples_per_second")),
+                      "usd": delta(actual_usd, est.get("total_usd"))},
+        "baseline": base or None,
+    }
+    if cpu_seconds and train_seconds:
+        report["vs_cpu"] = {"cpu_seconds": cpu_seconds, "speedup": cpu_seconds / train_seconds,
+                            "hours_saved": (cpu_seconds - (actual_total or train_seconds)) / 3600.0}
+    return report
+
+
+def _paths(machine: Machine, run_id: str, run_dir: Path) -> Paths:
+    if machine.provider == "local":
+        work = run_dir / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        return Paths(str(work))
+    return Paths(f"gpujob/{run_id}")  # relative to the SSH user's home: works for exec and SFTP
+
+
+def _fresh_dir(dest: Path) -> Path:
+    """Never overwrite what a user has: pick dest, dest-2, dest-3, ..."""
+    candidate, n = dest, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        n += 1
+        candidate = dest.with_name(f"{dest.name}-{n}")
+    candidate.mkdir(parents=True, exist_ok=True)
+    return candidate
+
+
+def _machine_dict(m: Machine) -> dict[str, Any]:
+    return asdict(m)
+
+
+def _machine_public(m: Machine) -> dict[str, Any]:
+    d = asdict(m)
+    d.pop("key_path", None)
+    d.pop("extra", None)
+    d.pop("host_keys", None)
+    return d
+
+
+def _machine_from(d: dict[str, Any]) -> Machine:
+    fields_ = {k: v for k, v in d.items() if k in Machine.__dataclass_fields__}
+    return Machine(**fields_)
+
+
+def _default_host(machine: Machine):
+    if machine.provider == "local":
+        from launcher.localhost import LocalHost
+
+        return LocalHost()
+    from launcher.remote import Session
+
+    if not machine.host:
+        raise UsageError(f"machine {machine.id} has no address to connect to")
+    return Session(machine.host, machine.port, machine.user, machine.key_path,
+                   host_keys=machine.host_keys or None, known_hosts=machine.extra.get("known_hosts"))
+
+
+def _q(s: str) -> str:
+    import shlex
+
+    return shlex.quote(str(s))
+
+
+class _sigterm_raises:
+    """SIGTERM -> an exception in the main thread, so teardown in `finally` runs."""
+
+    def __enter__(self):
+        self.prev = None
+        if threading.current_thread() is threading.main_thread():
+            def handler(signum, frame):
+                raise _Stop()
+            self.prev = signal.signal(signal.SIGTERM, handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.prev is not None:
+            signal.signal(signal.SIGTERM, self.prev)
+        return False

@@ -1,0 +1,317 @@
+"""Run records in SQLite.
+
+Every resource is recorded as *intent* before the create call and gets its cloud id after,
+so a crash between the two still leaves a trace that ``gpujob down``/``gc`` can act on.
+WAL mode plus a busy timeout lets several gpujob processes share the file safely; every
+write is its own short transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from launcher.errors import StoreError
+
+TERMINAL_STATES = ("succeeded", "failed", "interrupted", "cancelled", "launch-failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    state TEXT NOT NULL,
+    spec_path TEXT,
+    spec_text TEXT,
+    spec_json TEXT,
+    provider_config TEXT,     -- what is needed to reach the provider again (no secrets)
+    estimate_json TEXT,       -- the estimate and the prices used at launch
+    machine_json TEXT,
+    price_per_hour REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    launched_at REAL,         -- billing starts
+    job_started_at REAL,
+    job_ended_at REAL,
+    ended_at REAL,            -- billing ends (teardown done)
+    exit_status INTEGER,
+    reason TEXT,
+    artifacts_dir TEXT,
+    result_json TEXT          -- the payload's end event and actual numbers
+);
+CREATE TABLE IF NOT EXISTS resources (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    provider TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    region TEXT,
+    resource_id TEXT,
+    state TEXT NOT NULL,      -- intent | created | deleted
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS logs (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE INDEX IF NOT EXISTS resources_run ON resources(run_id);
+CREATE INDEX IF NOT EXISTS events_run ON events(run_id);
+"""
+
+
+def gpujob_home() -> Path:
+    """State directory: $GPUJOB_HOME, else $XDG_STATE_HOME/gpujob, else ~/.local/state/gpujob."""
+    if os.environ.get("GPUJOB_HOME"):
+        return Path(os.environ["GPUJOB_HOME"]).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "gpujob"
+
+
+def new_run_id() -> str:
+    # Starts with a letter and stays short: usable in GCP names/labels and AWS tags.
+    return "r" + secrets.token_hex(4)
+
+
+@dataclass
+class RunRecord:
+    id: str
+    name: str
+    provider: str
+    state: str
+    created_at: float
+    updated_at: float
+    spec_path: str | None = None
+    spec_text: str | None = None
+    spec: dict[str, Any] = field(default_factory=dict)
+    provider_config: dict[str, Any] = field(default_factory=dict)
+    estimate: dict[str, Any] | None = None
+    machine: dict[str, Any] | None = None
+    price_per_hour: float | None = None
+    launched_at: float | None = None
+    job_started_at: float | None = None
+    job_ended_at: float | None = None
+    ended_at: float | None = None
+    exit_status: int | None = None
+    reason: str | None = None
+    artifacts_dir: str | None = None
+    result: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def billed_seconds(self, now: float | None = None) -> float:
+        if self.launched_at is None:
+            return 0.0
+        end = self.ended_at or (now if now is not None else time.time())
+        return max(0.0, end - self.launched_at)
+
+    def spent_usd(self, now: float | None = None) -> float:
+        if not self.price_per_hour:
+            return 0.0
+        return self.price_per_hour * self.billed_seconds(now) / 3600.0
+
+
+@dataclass(frozen=True)
+class ResourceRow:
+    id: int
+    run_id: str
+    provider: str
+    kind: str
+    name: str
+    region: str | None
+    resource_id: str | None
+    state: str
+
+
+_JSON_COLS = {"spec_json": "spec", "provider_config": "provider_config", "estimate_json": "estimate",
+              "machine_json": "machine", "result_json": "result"}
+
+
+class Store:
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else gpujob_home() / "runs.db"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the run database {self.path}: {exc}",
+                             "set GPUJOB_HOME to a writable directory") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA busy_timeout=30000")
+        db.row_factory = sqlite3.Row
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+    def run_dir(self, run_id: str) -> Path:
+        d = self.path.parent / "runs" / run_id
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return d
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def create_run(self, run_id: str, name: str, provider: str, *, spec_path: str | None,
+                   spec_text: str | None, spec: dict, provider_config: dict) -> RunRecord:
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO runs (id, name, provider, state, spec_path, spec_text, spec_json,"
+                " provider_config, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (run_id, name, provider, "created", spec_path, spec_text, json.dumps(spec),
+                 json.dumps(provider_config), now, now))
+            db.execute("INSERT INTO events (run_id, ts, kind, detail) VALUES (?,?,?,?)",
+                       (run_id, now, "state", json.dumps({"state": "created"})))
+        return self.get_run(run_id)
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        cols, vals = [], []
+        for key, value in fields.items():
+            col = next((c for c, f in _JSON_COLS.items() if f == key), key)
+            if col in _JSON_COLS:
+                value = json.dumps(value)
+            cols.append(f"{col}=?")
+            vals.append(value)
+        now = time.time()
+        with self._tx() as db:
+            db.execute(f"UPDATE runs SET {', '.join(cols)}, updated_at=? WHERE id=?", (*vals, now, run_id))
+            if "state" in fields:
+                db.execute("INSERT INTO events (run_id, ts, kind, detail) VALUES (?,?,?,?)",
+                           (run_id, now, "state", json.dumps({"state": fields["state"],
+                                                              "reason": fields.get("reason")})))
+
+    def set_state(self, run_id: str, state: str, reason: str | None = None, **fields: Any) -> None:
+        if reason is not None:
+            fields["reason"] = reason
+        self.update_run(run_id, state=state, **fields)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        db = self._connect()
+        try:
+            row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                # let users type a unique prefix
+                rows = db.execute("SELECT * FROM runs WHERE id LIKE ?", (run_id + "%",)).fetchall()
+                if len(rows) != 1:
+                    raise StoreError(f"no run with id '{run_id}'", "list runs with `gpujob ls`")
+                row = rows[0]
+        finally:
+            db.close()
+        return self._record(row)
+
+    def list_runs(self, limit: int = 50) -> list[RunRecord]:
+        db = self._connect()
+        try:
+            rows = db.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+        finally:
+            db.close()
+        return [self._record(r) for r in rows]
+
+    @staticmethod
+    def _record(row: sqlite3.Row) -> RunRecord:
+        data = dict(row)
+        for col, name in _JSON_COLS.items():
+            raw = data.pop(col)
+            data[name] = json.loads(raw) if raw else ({} if name in ("spec", "provider_config") else None)
+        return RunRecord(**data)
+
+    def delete_run(self, run_id: str) -> None:
+        with self._tx() as db:
+            for table in ("resources", "events", "logs"):
+                db.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+            db.execute("DELETE FROM runs WHERE id=?", (run_id,))
+
+    # --- resources ------------------------------------------------------------------------
+
+    def intent(self, run_id: str, provider: str, kind: str, name: str, region: str | None) -> int:
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO resources (run_id, provider, kind, name, region, state, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?)", (run_id, provider, kind, name, region, "intent", now, now))
+            return int(cur.lastrowid)
+
+    def created(self, handle: int, resource_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE resources SET resource_id=?, state='created', updated_at=? WHERE id=?",
+                       (resource_id, time.time(), handle))
+
+    def deleted(self, run_id: str, resource_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE resources SET state='deleted', updated_at=? WHERE run_id=? AND"
+                       " (resource_id=? OR name=?)", (time.time(), run_id, resource_id, resource_id))
+
+    def resources(self, run_id: str, live_only: bool = True) -> list[ResourceRow]:
+        db = self._connect()
+        try:
+            q = "SELECT * FROM resources WHERE run_id=?" + (" AND state!='deleted'" if live_only else "")
+            rows = db.execute(q + " ORDER BY id", (run_id,)).fetchall()
+        finally:
+            db.close()
+        return [ResourceRow(r["id"], r["run_id"], r["provider"], r["kind"], r["name"], r["region"],
+                            r["resource_id"], r["state"]) for r in rows]
+
+    # --- events and logs ------------------------------------------------------------------
+
+    def add_event(self, run_id: str, kind: str, detail: dict | None = None) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO events (run_id, ts, kind, detail) VALUES (?,?,?,?)",
+                       (run_id, time.time(), kind, json.dumps(detail or {})))
+
+    def events(self, run_id: str) -> list[tuple[float, str, dict]]:
+        db = self._connect()
+        try:
+            rows = db.execute("SELECT ts, kind, detail FROM events WHERE run_id=? ORDER BY id", (run_id,)).fetchall()
+        finally:
+            db.close()
+        return [(r["ts"], r["kind"], json.loads(r["detail"] or "{}")) for r in rows]
+
+    def append_log(self, run_id: str, offset: int, text: str) -> None:
+        """Store a chunk that starts at byte `offset` of the remote log (idempotent per offset)."""
+        with self._tx() as db:
+            last = db.execute("SELECT MAX(seq), MAX(offset) FROM logs WHERE run_id=?", (run_id,)).fetchone()
+            if last[1] is not None and offset <= last[1]:
+                return
+            db.execute("INSERT INTO logs (run_id, seq, offset, text) VALUES (?,?,?,?)",
+                       (run_id, (last[0] or 0) + 1, offset, text))
+
+    def log_text(self, run_id: str) -> str:
+        db = self._connect()
+        try:
+            rows = db.execute("SELECT text FROM logs WHERE run_id=? ORDER BY seq", (run_id,)).fetchall()
+        finally:
+            db.close()
+        return "".join(r["text"] for r in rows)

@@ -1,0 +1,609 @@
+#!/usr/bin/env python3
+"""gpujob's built-in training payload.
+
+Runs on the rented machine as ``python payloads/train.py --config job.json`` (or under
+torchrun for several GPUs) and reports progress as JSON lines on stdout (protocol.py,
+README.md). It never imports the launcher: only torch, numpy and its sibling modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import socket
+import sys
+import time
+import traceback
+from contextlib import nullcontext
+from typing import Any
+
+if __package__:
+    from . import data as D
+    from . import models, protocol
+else:  # run as a script: the siblings sit next to this file
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import data as D  # type: ignore[no-redef]
+    import models  # type: ignore[no-redef]
+    import protocol  # type: ignore[no-redef]
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+
+# Defaults mirror launcher/spec.py's Workload, so a config with missing keys means the same.
+DEFAULTS: dict[str, Any] = {
+    "model": "resnet50", "image_size": 224, "num_classes": 1000, "in_channels": 3,
+    "dataset": "synthetic", "samples_per_epoch": 1281167, "epochs": 1.0, "batch_size": 128,
+    "precision": "bf16", "learning_rate": 0.1, "compile": None, "channels_last": True,
+    "output_dir": "outputs", "checkpoint_every_s": 600.0, "seed": 0, "max_seconds": None,
+    "device": "auto", "resume": False, "log_every": 10, "warmup_steps": None,
+    "probe_steps": None, "probe_seconds": None, "compile_mode": "default", "max_steps": None,
+    "pad_channels": None, "profile": None,
+}
+
+
+class UsageError(Exception):
+    """Bad arguments: one line on stderr, exit 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train.py", description="gpujob training payload (JSON-lines progress on stdout)")
+    S = argparse.SUPPRESS  # unset flags stay absent, so the config file's values survive
+    p.add_argument("--config", help="JSON file whose keys are the workload fields; flags override it")
+    p.add_argument("--model", choices=models.MODEL_NAMES, default=S)
+    p.add_argument("--image-size", dest="image_size", type=int, default=S)
+    p.add_argument("--num-classes", dest="num_classes", type=int, default=S)
+    p.add_argument("--in-channels", dest="in_channels", type=int, default=S)
+    p.add_argument("--dataset", default=S, help="synthetic | digits | PATH.npz | folder of class subfolders")
+    p.add_argument("--samples-per-epoch", dest="samples_per_epoch", type=int, default=S)
+    p.add_argument("--epochs", type=float, default=S)
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=S, help="per process")
+    p.add_argument("--precision", choices=PRECISIONS, default=S)
+    p.add_argument("--lr", dest="learning_rate", type=float, default=S)
+    p.add_argument("--compile", dest="compile", action=argparse.BooleanOptionalAction, default=S,
+                   help="torch.compile the model (default: on for CUDA, off for CPU)")
+    p.add_argument("--compile-mode", dest="compile_mode", default=S,
+                   help="torch.compile mode: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs")
+    p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=S)
+    p.add_argument("--pad-channels", dest="pad_channels", type=int, default=S,
+                   help="zero-pad the input to this many channels (aligned first conv on GPUs; default: auto)")
+    p.add_argument("--output-dir", dest="output_dir", default=S)
+    p.add_argument("--checkpoint-every-s", dest="checkpoint_every_s", type=float, default=S)
+    p.add_argument("--resume", action="store_true", default=S, help="continue from OUTPUT_DIR/checkpoints/last.pt")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=S)
+    p.add_argument("--seed", type=int, default=S)
+    p.add_argument("--log-every", dest="log_every", type=int, default=S, help="steps between step events")
+    p.add_argument("--max-seconds", dest="max_seconds", type=float, default=S,
+                   help="stop (checkpoint, exit 75) after this many seconds of training")
+    p.add_argument("--max-steps", dest="max_steps", type=int, default=S,
+                   help="stop (checkpoint, exit 75) after this global step, as if signalled")
+    p.add_argument("--probe-steps", dest="probe_steps", type=int, default=S)
+    p.add_argument("--probe-seconds", dest="probe_seconds", type=float, default=S)
+    p.add_argument("--warmup-steps", dest="warmup_steps", type=int, default=S)
+    p.add_argument("--profile", default=S, help="probe mode: write a torch.profiler per-op/per-shape table to this file")
+    return p
+
+
+def load_config(argv: list[str] | None) -> dict[str, Any]:
+    args = vars(build_parser().parse_args(argv))
+    cfg = dict(DEFAULTS)
+    path = args.pop("config", None)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                file_cfg = json.load(f)
+        except FileNotFoundError:
+            raise UsageError(f"--config {path}: no such file") from None
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--config {path}: not a readable JSON file ({exc})") from None
+        if not isinstance(file_cfg, dict):
+            raise UsageError(f"--config {path}: must hold a JSON object of workload fields")
+        unknown = sorted(set(file_cfg) - set(DEFAULTS))
+        if unknown:
+            raise UsageError(f"--config {path}: unknown key(s) {', '.join(unknown)}")
+        cfg.update(file_cfg)
+    cfg.update(args)
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: dict[str, Any]) -> None:
+    def need(cond: bool, msg: str) -> None:
+        if not cond:
+            raise UsageError(msg)
+
+    need(cfg["model"] in models.MODEL_NAMES, f"model {cfg['model']!r} is not one of {', '.join(models.MODEL_NAMES)}")
+    need(cfg["precision"] in PRECISIONS, f"precision {cfg['precision']!r} is not one of {', '.join(PRECISIONS)}")
+    for key, lo in (("image_size", 8), ("num_classes", 2), ("in_channels", 1), ("samples_per_epoch", 1),
+                    ("batch_size", 1), ("log_every", 1)):
+        v = cfg[key]
+        need(isinstance(v, int) and not isinstance(v, bool) and v >= lo, f"{key} must be a whole number >= {lo}, got {v!r}")
+    for key in ("epochs", "learning_rate", "checkpoint_every_s"):
+        v = cfg[key]
+        need(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, f"{key} must be a positive number, got {v!r}")
+    for key in ("max_seconds", "probe_seconds"):
+        v = cfg[key]
+        need(v is None or (isinstance(v, (int, float)) and v > 0), f"{key} must be a positive number, got {v!r}")
+    for key in ("max_steps", "probe_steps", "warmup_steps", "pad_channels"):
+        v = cfg[key]
+        need(v is None or (isinstance(v, int) and v >= 0), f"{key} must be a whole number >= 0, got {v!r}")
+    need(cfg["device"] in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg['device']!r}")
+    need(cfg["compile"] in (None, True, False), f"compile must be true, false or null, got {cfg['compile']!r}")
+    need(isinstance(cfg["channels_last"], bool), f"channels_last must be true or false, got {cfg['channels_last']!r}")
+    need(isinstance(cfg["dataset"], str) and cfg["dataset"] != "", "dataset must be a non-empty string")
+
+
+# --- runtime setup --------------------------------------------------------------------
+
+
+class Dist:
+    """Process-group facts; a single process is world 1, rank 0."""
+
+    def __init__(self, device_kind: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.ctl = None
+        if self.world > 1:
+            if device_kind == "cuda":
+                torch.cuda.set_device(self.local_rank)
+            dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+            # Stop flags travel over a CPU group: agreeing to stop never syncs the GPU.
+            self.ctl = dist.new_group(backend="gloo") if device_kind == "cuda" else None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if it is true on any: all ranks stop at the same step."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.ctl)
+        return bool(t.item())
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def pick_device(want: str, local_rank: int) -> torch.device:
+    if want == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is visible to torch")
+    if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
+def set_precision(precision: str, device: torch.device) -> tuple[Any, Any]:
+    """(autocast context factory, GradScaler or None). fp32 is strict IEEE fp32 on GPUs."""
+    tf32 = precision != "fp32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels once
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        ctx = lambda: torch.autocast(device.type, dtype=dtype)  # noqa: E731
+    else:
+        ctx = nullcontext
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    return ctx, scaler
+
+
+def make_optimizer(params: Any, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    kw = dict(lr=lr, momentum=0.9, weight_decay=1e-4)
+    if device.type == "cuda":
+        try:  # one fused kernel for all parameters; also takes GradScaler's inf check without a sync
+            return torch.optim.SGD(params, fused=True, **kw)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return torch.optim.SGD(params, foreach=True, **kw)
+
+
+def lr_at(step: int, total: int, base: float) -> float:
+    """Linear warm-up then cosine decay; a function of the step alone, so resume needs no state."""
+    warm = max(1, min(100, total // 20))
+    if step < warm:
+        return base * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device)
+    return st
+
+
+def set_rng_state(st: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if device.type == "cuda" and "cuda" in st:
+        torch.cuda.set_rng_state(st["cuda"], device)
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """Write to a temp file in the same folder, fsync, rename: a crash never leaves half a file."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def atomic_write_text(text: str, path: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def log(msg: str) -> None:
+    print(f"[train] {msg}", file=sys.stderr, flush=True)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --- the run --------------------------------------------------------------------------
+
+
+class Stop:
+    """SIGTERM/SIGINT set a flag; the loop finishes its step, checkpoints and exits 75."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C means now
+        self.signal = signum
+
+
+def run(cfg: dict[str, Any]) -> int:
+    stop = Stop()
+    probe = cfg["probe_steps"] is not None or cfg["probe_seconds"] is not None
+    want = cfg["device"]
+    kind = "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
+    dd = Dist(kind)
+    emit = protocol.emit if dd.main else (lambda *a, **k: None)
+    device = pick_device(want, dd.local_rank)
+    autocast, scaler = set_precision(cfg["precision"], device)
+    use_compile = cfg["compile"] if cfg["compile"] is not None else device.type == "cuda"
+    channels_last = bool(cfg["channels_last"])
+    batch = cfg["batch_size"]
+    global_batch = batch * dd.world
+    total_samples = int(round(cfg["samples_per_epoch"] * cfg["epochs"]))
+    total_steps = max(1, math.ceil(total_samples / global_batch))
+    steps_per_epoch = max(1, math.ceil(cfg["samples_per_epoch"] / global_batch))
+    warmup = cfg["warmup_steps"]
+    if warmup is None:
+        warmup = 10 if device.type == "cuda" else 3
+    in_ch = cfg["in_channels"]
+    # Tensor cores want the channel count a multiple of 8 (16 bytes); a 3-channel first
+    # conv falls onto slow kernels. Zero channels change no result, only alignment.
+    pad_to = cfg["pad_channels"]
+    if pad_to is None:
+        pad_to = 8 if device.type == "cuda" and in_ch % 8 and cfg["model"].startswith(("vgg", "resnet")) else in_ch
+    pad_to = max(pad_to, in_ch)
+
+    ckpt_dir = os.path.join(cfg["output_dir"], "checkpoints")
+    ckpt_path = os.path.join(ckpt_dir, "last.pt")
+    torch.manual_seed(cfg["seed"])
+    np.random.seed(cfg["seed"])
+    random.seed(cfg["seed"])
+
+    data = D.open_dataset(cfg["dataset"], cfg["image_size"], in_ch, cfg["num_classes"])
+
+    model = models.build_model(cfg["model"], cfg["num_classes"], pad_to, cfg["image_size"])
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    raw = model
+    params = sum(p.numel() for p in raw.parameters())
+    opt = make_optimizer(raw.parameters(), cfg["learning_rate"], device)
+
+    step = samples = 0
+    resumed_from = None
+    if cfg["resume"] and not probe:
+        if os.path.exists(ckpt_path):
+            ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+            for key in ("model", "num_classes", "in_channels", "image_size", "batch_size"):
+                if ck["config"].get(key) != cfg[key] and not (key == "batch_size" and ck["config"].get("global_batch_size") == global_batch):
+                    raise UsageError(f"--resume: {ckpt_path} was written with {key}={ck['config'].get(key)!r}, "
+                                     f"this run has {key}={cfg[key]!r}")
+            raw.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            if scaler is not None and ck.get("scaler"):
+                scaler.load_state_dict(ck["scaler"])
+            step, samples, resumed_from = ck["step"], ck["samples"], ck["step"]
+            set_rng_state(ck["rng"], device)
+            log(f"resumed from {ckpt_path} at step {step}")
+        else:
+            log(f"--resume: no checkpoint at {ckpt_path}; starting from scratch")
+    if not resumed_from and dd.world > 1:
+        torch.manual_seed(cfg["seed"] + 1000 * dd.rank)  # different dropout per rank
+
+    model = raw
+    if dd.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
+    if use_compile:
+        mode = None if cfg["compile_mode"] in (None, "default") else cfg["compile_mode"]
+        model = torch.compile(model, mode=mode)
+
+    # Data: synthetic lives on the device; real data comes through a worker DataLoader.
+    pin = device.type == "cuda"
+    if data is None:
+        x_syn, y_syn = D.synthetic_batch(batch, in_ch, cfg["image_size"], cfg["num_classes"], device,
+                                         cfg["seed"] + dd.rank, False)
+        x_syn = _prep(x_syn, pad_to, channels_last)
+        batches: Any = None
+    else:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", dd.world))
+        if data.in_memory:
+            workers = 2 if device.type == "cuda" else 0  # in-memory batches are slicing: no decode work
+        else:
+            workers = max(1, min(8, cpus // max(1, local_world) - 1))
+        batches = D.train_batches(data, batch, dd.world, dd.rank, cfg["seed"], step, workers, pin)
+
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        if batches is None:
+            return x_syn, y_syn
+        x, y = next(batches)
+        x = x.to(device, non_blocking=pin)
+        return _prep(x, pad_to, channels_last), y.to(device, non_blocking=pin)
+
+    def train_step(x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with autocast():
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        return loss.detach()
+
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (_cpu_name() or "cpu")
+    emit("start", model=cfg["model"], device=device.type, device_name=device_name, precision=cfg["precision"],
+         world_size=dd.world, batch_size=batch, global_batch_size=global_batch, total_samples=total_samples,
+         params=params, compile=bool(use_compile), channels_last=channels_last, resumed_from_step=resumed_from,
+         dataset=cfg["dataset"], steps=total_steps, host=socket.gethostname())
+
+    model.train()
+    if probe:
+        return _probe(cfg, dd, emit, device, stop, next_batch, train_step, warmup, batch, global_batch)
+
+    # --- training loop ---
+    t0 = time.monotonic()
+    last_ckpt = t0
+    steady_t = steady_samples = None  # clock and samples once warm-up (compile) is over
+    start_step = step
+    log_t, log_samples = t0, samples
+    loss_sum = torch.zeros((), device=device)  # epoch loss accumulates on the device: no sync
+    loss_count = 0
+    last_loss = None
+    accuracy = None
+    reason = None
+    epoch = step // steps_per_epoch
+
+    def save(why: str) -> None:
+        nonlocal last_ckpt
+        if dd.main:
+            state = {"model": raw.state_dict(), "optimizer": opt.state_dict(),
+                     "scaler": scaler.state_dict() if scaler is not None else None,
+                     "step": step, "samples": samples, "epoch": step / steps_per_epoch, "rng": rng_state(device),
+                     "config": {**{k: cfg[k] for k in ("model", "num_classes", "in_channels", "image_size",
+                                                        "batch_size", "precision", "dataset", "seed")},
+                                "global_batch_size": global_batch, "pad_channels": pad_to}}
+            atomic_save(state, ckpt_path)
+            emit("checkpoint", path=ckpt_path, step=step, reason=why)
+        last_ckpt = time.monotonic()
+
+    while step < total_steps:
+        x, y = next_batch()
+        loss = train_step(x, y, lr_at(step, total_steps, cfg["learning_rate"]))
+        step += 1
+        samples += global_batch
+        loss_sum += loss
+        loss_count += 1
+        if step - start_step == warmup and step < total_steps:
+            sync(device)
+            steady_t, steady_samples = time.monotonic(), samples
+        if step % cfg["log_every"] == 0 or step == total_steps:
+            last_loss = loss.item()  # the only sync in the loop, at log steps
+            now = time.monotonic()
+            emit("step", step=step, samples=samples, loss=last_loss, elapsed=round(now - t0, 3),
+                 samples_per_second=round((samples - log_samples) / max(now - log_t, 1e-9), 2),
+                 epoch=round(samples / cfg["samples_per_epoch"], 4), lr=lr_at(step - 1, total_steps, cfg["learning_rate"]))
+            log_t, log_samples = now, samples
+        if step % steps_per_epoch == 0 or step == total_steps:
+            epoch = math.ceil(step / steps_per_epoch)
+            mean_loss = (loss_sum / max(1, loss_count)).item()
+            accuracy = evaluate(raw, data, batch, device, autocast, pad_to, channels_last) if dd.main else None
+            model.train()
+            emit("epoch", epoch=epoch, samples=samples, loss=mean_loss, accuracy=accuracy,
+                 elapsed=round(time.monotonic() - t0, 3))
+            loss_sum.zero_()
+            loss_count = 0
+        now = time.monotonic()
+        want_stop = None
+        if stop.signal is not None:
+            want_stop = "signal"
+        elif cfg["max_steps"] is not None and step >= cfg["max_steps"]:
+            want_stop = "max_steps"
+        elif cfg["max_seconds"] is not None and now - t0 >= cfg["max_seconds"]:
+            want_stop = "max_seconds"
+        if dd.any(want_stop is not None) and step < total_steps:
+            reason = want_stop or "signal"
+            break
+        if now - last_ckpt >= cfg["checkpoint_every_s"] and step < total_steps:
+            save("periodic")
+
+    sync(device)
+    t_end = time.monotonic()
+    elapsed = t_end - t0
+    if last_loss is None or step % cfg["log_every"]:
+        last_loss = loss.item() if step > start_step else last_loss
+    if steady_t is not None and t_end > steady_t:
+        sps = (samples - steady_samples) / (t_end - steady_t)
+    else:
+        sps = (samples - start_step * global_batch) / max(elapsed, 1e-9)
+    save("signal" if reason == "signal" else (reason or "end"))
+    status = "interrupted" if reason else "ok"
+    end = dict(status=status, steps=step, samples=samples, elapsed=round(elapsed, 3),
+               samples_per_second=round(sps, 2), final_loss=last_loss, accuracy=accuracy)
+    emit("end", **end)
+    if dd.main:
+        if not reason:
+            atomic_save(raw.state_dict(), os.path.join(cfg["output_dir"], "model.pt"))
+        atomic_write_text(json.dumps({"event": "end", **end}, indent=2) + "\n", os.path.join(cfg["output_dir"], "metrics.json"))
+    if dd.world > 1:
+        dist.barrier(group=dd.ctl)  # rank 0 finished writing before anyone exits
+    dd.close()
+    return protocol.EXIT_INTERRUPTED if reason else protocol.EXIT_OK
+
+
+def _probe(cfg: dict[str, Any], dd: Dist, emit: Any, device: torch.device, stop: Stop, next_batch: Any,
+           train_step: Any, warmup: int, batch: int, global_batch: int) -> int:
+    """Warm-up steps untimed (compile, cudnn autotune), then N steps or T seconds timed."""
+    n, limit = cfg["probe_steps"], cfg["probe_seconds"]
+    lr = cfg["learning_rate"] * 0.01  # small: a probe must not diverge into NaN/inf slow paths
+    for _ in range(warmup):
+        loss = train_step(*next_batch(), lr)
+    sync(device)
+    prof = None
+    if cfg["profile"]:
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        prof = profile(activities=acts, record_shapes=True)
+        prof.__enter__()
+    t0 = time.monotonic()
+    steps = 0
+    while True:
+        loss = train_step(*next_batch(), lr)
+        steps += 1
+        done = (n is not None and steps >= n) or (limit is not None and time.monotonic() - t0 >= limit)
+        if dd.any(done or stop.signal is not None):
+            break
+    sync(device)
+    seconds = time.monotonic() - t0
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        with open(cfg["profile"], "w", encoding="utf-8") as f:
+            f.write(f"# {steps} steps, {seconds:.3f} s (profiler overhead included)\n")
+            f.write(prof.key_averages().table(sort_by=key, row_limit=45, max_name_column_width=90) + "\n")
+            f.write(prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=45,
+                                                                        max_name_column_width=60) + "\n")
+    emit("probe", samples_per_second=round(steps * global_batch / seconds, 3), steps=steps,
+         seconds=round(seconds, 4), warmup_steps=warmup, device=device.type, precision=cfg["precision"],
+         batch_size=batch, global_batch_size=global_batch, world_size=dd.world, model=cfg["model"],
+         compile=cfg["compile"] if cfg["compile"] is not None else device.type == "cuda",
+         channels_last=cfg["channels_last"], loss=loss.item())
+    dd.close()
+    return protocol.EXIT_OK
+
+
+def _prep(x: torch.Tensor, pad_to: int, channels_last: bool) -> torch.Tensor:
+    if pad_to > x.shape[1]:
+        x = F.pad(x, (0, 0, 0, 0, 0, pad_to - x.shape[1]))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@torch.no_grad()
+def evaluate(raw: torch.nn.Module, data: Any, batch: int, device: torch.device, autocast: Any, pad_to: int,
+             channels_last: bool) -> float | None:
+    """Top-1 accuracy on the held-out split, with the uncompiled module (no eval-mode recompile)."""
+    if data is None or data.eval is None:
+        return None
+    raw.eval()
+    correct = total = 0
+    for x, y in D.eval_batches(data, batch, 0, False):
+        x = _prep(x.to(device), pad_to, channels_last)
+        with autocast():
+            pred = raw(x).argmax(dim=1)
+        correct += int((pred.cpu() == y).sum())
+        total += len(y)
+    raw.train()
+    return round(correct / max(1, total), 4)
+
+
+def _cpu_name() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = load_config(argv)
+        return run(cfg)
+    except UsageError as exc:
+        print(f"train.py: error: {exc}", file=sys.stderr, flush=True)
+        return protocol.EXIT_BAD_INPUT
+    except D.DataError as exc:
+        print(f"train.py: dataset error: {exc}", file=sys.stderr, flush=True)
+        return protocol.EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("train.py: interrupted before a checkpoint could be written", file=sys.stderr, flush=True)
+        return 130
+    except Exception as exc:  # report it in the protocol too, so the launcher can show why
+        traceback.print_exc()
+        try:
+            protocol.emit("error", message=f"{type(exc).__name__}: {exc}"[:2000])
+        except Exception:
+            pass
+        return protocol.EXIT_TRAINING_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

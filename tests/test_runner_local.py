@@ -1,0 +1,137 @@
+"""The lifecycle on the local provider: real payload, real files, teardown on every path."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher.errors import BudgetError, Interrupted, JobFailed
+from launcher.providers.local import LocalProvider
+from launcher.runner import RunOptions, Runner
+from launcher.spec import parse_spec
+from launcher.store import Store
+
+TINY = """
+name: tiny
+workload: {model: mlp, image_size: 8, num_classes: 10, in_channels: 1, dataset: digits,
+           samples_per_epoch: 512, epochs: 1, batch_size: 64, precision: fp32}
+limits: {max_duration: 5m}
+"""
+
+
+class RecordingLocal(LocalProvider):
+    """The local provider, counting teardowns so tests can assert they happened."""
+
+    teardowns: list[str] = []
+
+    def teardown(self, run_id, resources, ctx):
+        RecordingLocal.teardowns.append(run_id)
+        return []
+
+
+@pytest.fixture
+def runner(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    RecordingLocal.teardowns = []
+    events: list[tuple[str, dict]] = []
+    r = Runner(store=Store(), on_event=lambda kind, **f: events.append((kind, f)),
+               provider_factory=lambda name, **cfg: RecordingLocal())
+    r.events = events
+    return r
+
+
+def _opts(**kw):
+    return RunOptions(provider="local", baseline=False, **kw)
+
+
+def test_local_run_trains_and_fetches(runner, tmp_path):
+    result = runner.run(parse_spec(TINY), _opts())
+    rec = result.run
+    assert rec.state == "succeeded" and rec.exit_status == 0
+    out = Path(rec.artifacts_dir)
+    assert (out / "outputs" / "metrics.json").is_file() and (out / "job.log").is_file()
+    assert result.report["actual"]["samples"] >= 512
+    assert RecordingLocal.teardowns == [rec.id]
+    kinds = [k for k, _ in runner.events]
+    assert "progress" in kinds or "payload" in kinds
+    assert '"event": "end"' in runner.store.log_text(rec.id) or '"event":"end"' in runner.store.log_text(rec.id)
+
+
+def test_artifacts_never_overwrite(runner, tmp_path):
+    dest = tmp_path / "mine"
+    dest.mkdir()
+    (dest / "precious.txt").write_text("keep me")
+    rec = runner.run(parse_spec(TINY), _opts(artifacts_dir=str(dest))).run
+    assert (dest / "precious.txt").read_text() == "keep me"
+    assert Path(rec.artifacts_dir) != dest
+
+
+def test_failing_job_reports_and_still_fetches(runner, tmp_path):
+    (tmp_path / "fail.py").write_text(
+        "import os\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/partial.txt','w').write('x')\n"
+        "print('about to fail', flush=True)\nraise SystemExit(3)\n")
+    spec = parse_spec("name: failing\npayload: {entrypoint: fail.py}\n")
+    with pytest.raises(JobFailed) as info:
+        runner.run(spec, _opts())
+    assert info.value.exit_status == 3
+    rec = runner.store.list_runs()[0]
+    assert rec.state == "failed" and (Path(rec.artifacts_dir) / "outputs" / "partial.txt").is_file()
+    assert "about to fail" in runner.store.log_text(rec.id)
+    assert RecordingLocal.teardowns == [rec.id]
+
+
+def test_budget_refuses_before_creating_anything(runner, monkeypatch):
+    import launcher.runner as runner_mod
+
+    monkeypatch.setattr(runner_mod, "job_estimate", lambda *a, **k: {"total_usd": 50.0, "total_seconds": 10})
+    spec = parse_spec(TINY + "  budget_usd: 5\n".replace("  budget", "limits: {max_duration: 5m, budget_usd: 5}\n#"))
+    with pytest.raises(BudgetError, match="--force"):
+        runner.run(spec, _opts())
+    assert RecordingLocal.teardowns == []
+
+
+def test_sigint_during_streaming_tears_down(runner, tmp_path):
+    (tmp_path / "slow.py").write_text("import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.1)\n")
+    spec = parse_spec("name: slow\npayload: {entrypoint: slow.py}\n")
+
+    def interrupt():
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if any(k == "log" for k, _ in runner.events):
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(Interrupted):
+        runner.run(spec, _opts())
+    rec = runner.store.list_runs()[0]
+    assert rec.state == "interrupted" and RecordingLocal.teardowns == [rec.id]
+    pid = rec.machine["pid"]
+    time.sleep(0.3)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # the job was stopped, not left running
+
+
+def test_detach_then_follow(runner, tmp_path):
+    rec = runner.run(parse_spec(TINY), _opts(detach=True)).run
+    assert rec.state == "running" and RecordingLocal.teardowns == []
+    result = runner.attach(rec.id, follow=True)
+    assert result.run.state == "succeeded" and RecordingLocal.teardowns == [rec.id]
+    log = runner.store.log_text(rec.id)
+    assert log.count('"event": "start"') + log.count('"event":"start"') == 1  # every line exactly once
+
+
+def test_down_stops_a_detached_job(runner, tmp_path):
+    (tmp_path / "slow.py").write_text("import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.1)\n")
+    spec = parse_spec("name: slow\npayload: {entrypoint: slow.py}\n")
+    rec = runner.run(spec, _opts(detach=True)).run
+    runner.down(rec.id)
+    got = runner.store.get_run(rec.id)
+    assert got.state == "cancelled" and RecordingLocal.teardowns == [rec.id]

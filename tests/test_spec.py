@@ -1,0 +1,151 @@
+"""Job spec parsing: every example parses; every error names file, line, field and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from launcher.errors import SpecError
+from launcher.spec import JobSpec, load_spec, parse_duration, parse_spec
+
+JOBS = sorted((Path(__file__).resolve().parent.parent / "jobs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", JOBS, ids=[p.name for p in JOBS])
+def test_every_example_job_parses(path):
+    spec = load_spec(path)
+    assert isinstance(spec, JobSpec)
+    assert spec.workload.total_samples > 0
+
+
+def test_examples_exist():
+    names = {p.name for p in JOBS}
+    assert {"vgg16.yaml", "quickstart.yaml"} <= names
+
+
+def test_vgg16_example_is_what_it_says():
+    spec = load_spec(JOBS[0].parent / "vgg16.yaml")
+    assert spec.workload.model == "vgg16" and spec.workload.image_size == 224
+    assert spec.workload.samples_per_epoch == 1281167
+    assert spec.resources.accelerators.count == 1
+
+
+@pytest.mark.parametrize("text", ["V100:1", "A100-80GB:8", "t4"])
+def test_accelerator_shorthand(text):
+    spec = parse_spec(f"name: a\nresources:\n  accelerators: {text}\n")
+    name, _, count = text.partition(":")
+    assert spec.resources.accelerators.name == name.upper()
+    assert spec.resources.accelerators.count == int(count or 1)
+
+
+def test_accelerator_mapping():
+    spec = parse_spec("name: a\nresources:\n  accelerators: {name: v100, count: 2}\n")
+    assert str(spec.resources.accelerators) == "V100:2"
+
+
+@pytest.mark.parametrize("value,seconds", [("90m", 5400), ("2h", 7200), ("45s", 45), (3600, 3600), ("1.5h", 5400),
+                                           ("1d", 86400)])
+def test_durations(value, seconds):
+    assert parse_duration(value) == seconds
+
+
+def _err(text: str) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        parse_spec(text, "job.yaml")
+    return info.value
+
+
+def test_unknown_key_did_you_mean_with_line():
+    err = _err("name: a\nworkload:\n  model: vgg16\n  batchsize: 64\n")
+    assert err.line == 4 and err.loc == "workload.batchsize"
+    assert "did you mean 'batch_size'" in str(err) and str(err).startswith("job.yaml:4:")
+
+
+def test_unknown_top_level_key():
+    err = _err("name: a\nresource:\n  spot: true\n")
+    assert err.line == 2 and "did you mean 'resources'" in str(err)
+
+
+def test_bad_enum_suggests():
+    err = _err("name: a\nworkload:\n  precision: bf61\n")
+    assert err.line == 3 and "bf16" in str(err)
+
+
+def test_bad_model_lists_or_suggests():
+    err = _err("name: a\nworkload:\n  model: resnet5\n")
+    assert "resnet50" in str(err) or "resnet18" in str(err)
+
+
+def test_bad_duration():
+    err = _err("name: a\nlimits:\n  max_duration: soon\n")
+    assert err.line == 3 and "90m" in str(err)
+
+
+def test_bad_type_names_line():
+    err = _err("name: a\nworkload:\n  batch_size: lots\n")
+    assert err.line == 3 and err.loc == "workload.batch_size"
+
+
+def test_missing_name():
+    err = _err("workload:\n  model: vgg16\n")
+    assert "name" in err.loc and "required" in str(err)
+
+
+def test_invalid_yaml_has_line():
+    err = _err("name: a\nworkload: [\n  model: x\n")
+    assert err.line is not None and "invalid YAML" in str(err)
+
+
+def test_not_a_mapping_and_empty():
+    assert "mapping" in str(_err("- a\n- b\n"))
+    assert "empty" in str(_err(""))
+
+
+def test_bad_accelerator_count():
+    err = _err("name: a\nresources:\n  accelerators: V100:two\n")
+    assert err.loc == "resources.accelerators" and err.line == 3
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SpecError, match="no such file"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_env_key_validated():
+    assert "env" in str(_err("name: a\nenv:\n  1BAD: x\n"))
+
+
+# --- fuzzing: whatever the bytes, the result is a JobSpec or a one-line SpecError ------------
+
+_keys = st.sampled_from(["name", "workload", "resources", "limits", "model", "batch_size", "accelerators",
+                         "max_duration", "budget_usd", "spot", "regions", "epochs", "precision", "x", "env"])
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
+                     st.text(max_size=12))
+_values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                         st.dictionaries(_keys, inner, max_size=4)), max_leaves=12)
+
+
+def _check(text: str) -> None:
+    try:
+        spec = parse_spec(text, "fuzz.yaml")
+    except SpecError as err:
+        msg = str(err)
+        assert msg.startswith("fuzz.yaml") and "\n" not in msg.strip() and "Traceback" not in msg
+    else:
+        assert isinstance(spec, JobSpec)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(_keys, _values, max_size=5))
+def test_fuzz_structured(data):
+    _check(yaml.safe_dump(data))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("name: workload\n -[]{}:,'\"&*!|>%@`#?0123456789.\t")), max_size=80))
+def test_fuzz_raw_text(text):
+    _check(text)
