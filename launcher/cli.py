@@ -28,7 +28,10 @@ _DEBUG = bool(os.environ.get("GPUJOB_DEBUG"))
 def _out():
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    con = Console(highlight=False)
+    if not con.is_terminal:  # pipes and CI logs: don't squeeze tables into 80 columns
+        con = Console(highlight=False, width=max(con.width, 180))
+    return con
 
 
 def _err():
@@ -256,11 +259,11 @@ def catalog_show(gpu: Optional[str] = typer.Option(None, "--gpu"),
                  region: Optional[str] = typer.Option(None, "--region"),
                  as_json: bool = typer.Option(False, "--json")) -> None:
     """Prices per instance type and region, with the snapshot's source and age."""
-    from launcher.catalog import load_catalog
+    from launcher.catalog import load_catalog, show as catalog_offers
     from launcher.render import render_catalog
 
     cat = load_catalog()
-    offers = cat.query(provider=provider, gpu=gpu, regions=[region] if region else None)
+    offers = catalog_offers(gpu=gpu, provider=provider, region=region)
     if not offers:
         raise UsageError(f"no offer matches gpu={gpu} provider={provider} region={region}",
                          f"GPUs in the catalog: {', '.join(cat.gpus())}")

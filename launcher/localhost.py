@@ -111,7 +111,7 @@ class LocalHost:
         return proc.pid
 
     def stream(self, log_path: str | Path, exit_path: str | Path, on_text: Callable[[str], None], offset: int = 0,
-               poll_s: float = 0.2, reconnect_deadline_s: float = 120) -> tuple[int, int]:
+               poll_s: float = 0.2, reconnect_deadline_s: float = 120, pid: int | None = None) -> tuple[int, int]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         log_path, exit_path = Path(log_path), Path(exit_path)
         while True:
@@ -145,7 +145,7 @@ class LocalHost:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def job_alive(self, pid: int) -> bool:
+    def is_running(self, pid: int) -> bool:
         try:
             os.killpg(pid, 0)
             return True

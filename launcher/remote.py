@@ -74,7 +74,9 @@ def _host_pattern_match(names: str, target: str) -> bool:
                 matched = True
             continue
         negate = name.startswith("!")
-        if fnmatch.fnmatchcase(target.lower(), name.lstrip("!").lower()):
+        # OpenSSH wildcards are only * and ?; "[host]:port" brackets are literal
+        glob = re.escape(name.lstrip("!").lower()).replace(r"\*", ".*").replace(r"\?", ".")
+        if re.fullmatch(glob, target.lower()):
             if negate:
                 return False
             matched = True
@@ -100,7 +102,7 @@ def known_host_keys(path: str | os.PathLike | None, host: str, port: int = 22) -
         # @cert-authority / @revoked entries are not plain pins; skipping them never trusts more.
         if len(fields) < 3 or fields[0].startswith(("#", "@")):
             continue
-        if _host_pattern_match(fields[0], target) and _key_blob(fields[2]) is not None:
+        if _host_pattern_match(fields[0], target) and _key_blob(f"{fields[1]} {fields[2]}"):
             keys.append(f"{fields[1]} {fields[2]}")
     return keys
 

@@ -212,8 +212,8 @@ class Runner:
                 leftovers: list[Leftover] = []
                 if not detached and not opts.keep:
                     leftovers = self._teardown(run_id, provider, ctx)
-                if host is not None and not detached:
-                    host.close()
+                if host is not None:
+                    host.close()  # a detached job lives on: it was started with setsid
         return self._conclude(run_id, outcome, leftovers)
 
     def attach(self, run_id: str, follow: bool = True, keep: bool = False) -> RunResult:
@@ -324,7 +324,7 @@ class Runner:
         watcher = threading.Thread(target=watch, daemon=True, name=f"watch-{run_id}")
         watcher.start()
         try:
-            exit_status, _ = host.stream(paths.log, paths.exit, progress.feed, offset=offset)
+            exit_status, _ = host.stream(paths.log, paths.exit, progress.feed, offset=offset, pid=pid)
         except RemoteError as exc:
             if stop_reason:  # the machine went away under us: say why, not "connection lost"
                 return -1, stop_reason[0]
@@ -371,9 +371,9 @@ class Runner:
         try:
             host.kill_job(pid, "TERM")
             deadline = time.monotonic() + GRACE_S
-            while time.monotonic() < deadline and host.job_alive(pid):
+            while time.monotonic() < deadline and host.is_running(pid):
                 time.sleep(0.5)
-            if host.job_alive(pid):
+            if host.is_running(pid):
                 host.kill_job(pid, "KILL")
         except GpujobError:
             pass
@@ -479,7 +479,7 @@ def _end_event(log_text: str) -> dict | None:
 
 def job_command(spec, machine: Machine, paths: Paths) -> str:
     """The detached command line: the payload under `timeout` (max_duration) and torchrun for many GPUs."""
-    python = sys.executable if machine.provider == "local" else "python3"
+    python = sys.executable if machine.provider == "local" else spec.payload.python
     entry = spec.payload.entrypoint
     args = " ".join(_q(a) for a in spec.payload.args)
     if machine.gpu_count > 1:
@@ -591,8 +591,7 @@ def _default_host(machine: Machine):
 
     if not machine.host:
         raise UsageError(f"machine {machine.id} has no address to connect to")
-    return Session(machine.host, machine.port, machine.user, machine.key_path,
-                   host_keys=machine.host_keys or None, known_hosts=machine.extra.get("known_hosts"))
+    return Session.from_machine(machine)
 
 
 def _q(s: str) -> str:

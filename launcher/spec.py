@@ -114,6 +114,7 @@ class Payload(_Strict):
 
     entrypoint: str = "payloads/train.py"
     args: list[str] = Field(default_factory=list)
+    python: str = "python3"  # interpreter on the machine (a venv or conda path works too)
     ignore: list[str] = Field(default_factory=lambda: ["__pycache__", "*.pyc", ".git"])
 
 

@@ -35,7 +35,7 @@ STEP_OVERHEAD_S = 0.001  # launch/optimizer/Python time per step not covered by 
 CPU_GFLOPS_PER_CORE = 30.0  # sustained fp32 training rate per physical core (AVX2/AVX-512 era)
 
 # (term name, ridge strength): larger = trusts that term less when it has few points.
-_TERMS = (("cls", 1.0), ("arch", 1.0), ("arch_cls", 2.0), ("family", 1.0), ("model", 3.0))
+_TERMS = (("cls", 0.2), ("arch", 0.2), ("arch_cls", 0.5), ("family", 0.5), ("model", 1.0))
 _ITERATIONS = 60
 
 

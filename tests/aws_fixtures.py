@@ -1,0 +1,269 @@
+"""Fixtures and helpers for testing the EC2 provider against moto (in-process, no network).
+
+Import in a test module with ``from tests.aws_fixtures import *``-free explicit names, e.g.
+``from tests.aws_fixtures import aws, make_ctx, loopback_addresses, booted_sshd_for``.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from unittest import mock
+
+import pytest
+
+ACCOUNT = "123456789012"  # moto's default account
+REGIONS = ("us-east-1", "us-west-2")
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    """Fake credentials only; no profile, no endpoint override, nothing that could go online."""
+    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EC2",
+                "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/gpujob-test-aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/gpujob-test-aws-credentials")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask 169.254.169.254
+
+
+@pytest.fixture
+def aws(aws_env):
+    """moto's mock_aws with the DLAMI SSM parameter registered in REGIONS."""
+    from moto import mock_aws
+
+    with mock_aws():
+        for region in REGIONS:
+            register_dlami(region)
+        yield
+
+
+def known_ami(region: str) -> str:
+    """An AMI moto knows in this region (Ubuntu if there is one)."""
+    from moto.ec2.models import ec2_backends
+
+    amis = ec2_backends[ACCOUNT][region].amis
+    ubuntu = [a for a in amis.values() if "ubuntu" in (a.name or "").lower()]
+    return (ubuntu or list(amis.values()))[0].id
+
+
+def register_dlami(region: str, ami_id: str | None = None) -> str:
+    """Put the public DLAMI parameter into moto's SSM (put_parameter refuses /aws/ names)."""
+    from moto.ssm.models import Parameter, ssm_backends
+
+    from launcher.providers.aws_common import DLAMI_SSM_PARAMETER
+
+    ami_id = ami_id or known_ami(region)
+    params = ssm_backends[ACCOUNT][region]._parameters
+    params[DLAMI_SSM_PARAMETER] = [Parameter(
+        account_id=ACCOUNT, name=DLAMI_SSM_PARAMETER, value=ami_id, parameter_type="String",
+        description=None, allowed_pattern=None, keyid=None, last_modified_date=datetime.now(timezone.utc), version=1,
+        data_type="aws:ec2:image")]
+    return ami_id
+
+
+# --- a RunContext for tests ----------------------------------------------------------------
+
+
+def ed25519_pair() -> tuple[str, str]:
+    """(OpenSSH private PEM, "ssh-ed25519 AAAA..." public line)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    return private, public
+
+
+@dataclass
+class FakeCtx:
+    """Records what the provider announces, like the run store would."""
+
+    run_id: str
+    spec: Any
+    ssh_cidr: str | None = "203.0.113.7/32"
+    owner: str = "tester"
+    ssh_private_key_path: str = "/tmp/gpujob-test-key"
+    ssh_public_key: str = ""
+    host_key_private: str = ""
+    host_key_public: str = ""
+    intents: list = field(default_factory=list)  # [kind, name, region, id-or-None]
+    deleted_ids: list = field(default_factory=list)
+    events: list = field(default_factory=list)  # (event, fields)
+
+    def __post_init__(self):
+        if not self.ssh_public_key:
+            _, self.ssh_public_key = ed25519_pair()
+        if not self.host_key_private:
+            self.host_key_private, self.host_key_public = ed25519_pair()
+
+    def intent(self, kind, name, region=None):
+        self.intents.append([kind, name, region, None])
+        return len(self.intents) - 1
+
+    def created(self, handle, resource_id):
+        self.intents[handle][3] = resource_id
+
+    def deleted(self, resource_id):
+        self.deleted_ids.append(resource_id)
+
+    def emit(self, event, **fields):
+        self.events.append((event, fields))
+
+    def resources(self):
+        """What the run store would hand back to teardown()."""
+        from launcher.providers.base import Resource
+
+        return [Resource("aws", kind, rid or name, region=region, run_id=self.run_id)
+                for kind, name, region, rid in self.intents]
+
+
+def make_spec(**resources) -> Any:
+    from launcher.spec import JobSpec
+
+    limits = resources.pop("limits", {"max_duration": "2h"})
+    return JobSpec.model_validate({"name": "test-job", "resources": resources, "limits": limits})
+
+
+def make_ctx(run_id: str = "r1", **resources) -> FakeCtx:
+    resources.setdefault("instance_type", "g5.xlarge")
+    return FakeCtx(run_id=run_id, spec=make_spec(**resources))
+
+
+def fake_catalog(offers: list[dict]):
+    """A real launcher.catalog Catalog made of the given offers (fields default sensibly)."""
+    from launcher.catalog.model import Catalog, Offer, make_provenance
+
+    base = dict(provider="aws", instance_type="g5.xlarge", region="us-east-1", zones=("use1-az1",), gpu="A10G",
+                gpu_count=1, vcpus=4, memory_gib=16, gpu_memory_gib=24, price=1.006, spot_price=0.45)
+    return Catalog([Offer(**{**base, **o}) for o in offers], make_provenance("test", "2026-01-01"))
+
+
+# --- fault injection -------------------------------------------------------------------------
+
+
+def fail_run_instances(zone_codes: dict[str, str]):
+    """Patch moto so RunInstances in the given zones raises the given EC2 error code.
+    Use as a context manager; other zones launch normally."""
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models.instances import InstanceBackend
+
+    original = InstanceBackend.run_instances
+
+    def fake(self, image_id, count, user_data, security_group_names, **kwargs):
+        code = zone_codes.get(kwargs.get("placement") or "") or zone_codes.get("*")
+        if code:
+            raise EC2ClientError(code, f"simulated {code} in {kwargs.get('placement')}")
+        return original(self, image_id, count, user_data, security_group_names, **kwargs)
+
+    return mock.patch.object(InstanceBackend, "run_instances", fake)
+
+
+def spot_interrupt(instance_id: str, region: str = "us-east-1") -> None:
+    """What AWS does when it reclaims spot capacity: terminated, reason SpotInstanceTermination."""
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.instances import StateReason
+
+    inst = ec2_backends[ACCOUNT][region].get_instance(instance_id)
+    inst.terminate()
+    inst.state_reason = StateReason("Server.SpotInstanceTermination: Spot instance termination",
+                                    "Server.SpotInstanceTermination")
+
+
+# --- end-to-end support: loopback addresses and a real sshd ---------------------------------
+
+
+def loopback_addresses(first: int = 2):
+    """Patch moto (test only) so each new instance gets 127.0.0.N as public AND private IP.
+
+    moto 5.2.1 draws the public IP from ``random_public_ip`` as imported into
+    ``moto.ec2.models.elastic_network_interfaces`` and the private one from
+    ``Subnet.get_available_subnet_ip``; both are called once per instance, in that order
+    (private, then public), so the two counters stay in step. Use as a context manager
+    inside ``mock_aws``."""
+    from moto.ec2.models.subnets import Subnet
+
+    public = itertools.count(first)
+    private = itertools.count(first)
+
+    def next_private(self, instance):
+        ip = f"127.0.0.{next(private)}"
+        self._subnet_ips[ip] = instance  # keeps moto's release bookkeeping (del_subnet_ip) working
+        return ip
+
+    stack = mock.patch.multiple(
+        "moto.ec2.models.elastic_network_interfaces", random_public_ip=lambda: f"127.0.0.{next(public)}")
+    return _Both(stack, mock.patch.object(Subnet, "get_available_subnet_ip", next_private))
+
+
+class _Both:
+    def __init__(self, *patches):
+        self.patches = patches
+
+    def __enter__(self):
+        for p in self.patches:
+            p.start()
+        return self
+
+    def __exit__(self, *exc):
+        for p in reversed(self.patches):
+            p.stop()
+        return False
+
+
+_HOST_KEY = re.compile(r"<<'GPUJOB_HOST_KEY_END'\n(.*?)\nGPUJOB_HOST_KEY_END", re.S)
+
+
+def user_data_of(instance_id: str, region: str = "us-east-1") -> str:
+    import boto3
+
+    ec2 = boto3.client("ec2", region_name=region)
+    raw = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")["UserData"]["Value"]
+    return base64.b64decode(raw).decode()
+
+
+def installed_host_key(instance_id: str, region: str = "us-east-1") -> str:
+    """The host private key (OpenSSH PEM) the provider put into the instance's user data."""
+    m = _HOST_KEY.search(user_data_of(instance_id, region))
+    if not m:
+        raise AssertionError(f"no host key in the user data of {instance_id}")
+    return m.group(1).strip() + "\n"
+
+
+def imported_public_key(instance_id: str, region: str = "us-east-1") -> str:
+    """The public key of the key pair the instance was launched with, as moto stored it."""
+    import boto3
+    from moto.ec2.models import ec2_backends
+
+    ec2 = boto3.client("ec2", region_name=region)
+    inst = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    material = ec2_backends[ACCOUNT][region].key_pairs[inst["KeyName"]].material_public
+    return material.decode() if isinstance(material, bytes) else material
+
+
+def booted_sshd_for(instance_id: str, region: str = "us-east-1", port: int = 22):
+    """"Boot" the instance: a real sshd on its (loopback) public IP, presenting the host key
+    from its user data and accepting the imported client key. Returns the started Sshd;
+    the caller stops it. Needs ``tests.sshd.Sshd`` and ``loopback_addresses()`` active at launch."""
+    import boto3
+
+    from tests.sshd import Sshd
+
+    ec2 = boto3.client("ec2", region_name=region)
+    inst = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    host = inst["PublicIpAddress"]
+    if not host.startswith("127."):
+        raise AssertionError(f"{instance_id} has public IP {host}: launch it inside loopback_addresses()")
+    sshd = Sshd(host=host, port=port, host_key_pem=installed_host_key(instance_id, region),
+                authorized_keys=[imported_public_key(instance_id, region)])
+    sshd.start()
+    return sshd

@@ -1,0 +1,102 @@
+"""`gpujob run --provider ssh` against a real OpenSSH sshd on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher.errors import Interrupted, JobFailed
+from launcher.runner import RunOptions, Runner
+from launcher.spec import parse_spec
+from launcher.store import Store
+
+pytestmark = pytest.mark.sshd
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = f"""
+name: tiny-ssh
+workload: {{model: mlp, image_size: 8, num_classes: 10, in_channels: 1, dataset: digits,
+           samples_per_epoch: 512, epochs: 1, batch_size: 64, precision: fp32}}
+payload: {{python: {sys.executable}}}
+limits: {{max_duration: 5m}}
+"""
+
+
+@pytest.fixture
+def ssh_runner(tmp_path, monkeypatch, sshd, client_key):
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_line() + "\n")
+    config = {"host": sshd.host, "port": sshd.port, "user": sshd.user, "identity": str(client_key.path),
+              "known_hosts": str(known)}
+    events: list[tuple[str, dict]] = []
+    runner = Runner(store=Store(), on_event=lambda kind, **f: events.append((kind, f)))
+    runner.events = events
+    return runner, RunOptions(provider="ssh", provider_config=config, baseline=False)
+
+
+def test_ssh_run_trains_streams_and_fetches(ssh_runner):
+    runner, opts = ssh_runner
+    result = runner.run(parse_spec(TINY), opts)
+    rec = result.run
+    assert rec.state == "succeeded", rec.reason
+    out = Path(rec.artifacts_dir)
+    assert (out / "outputs" / "metrics.json").is_file() and (out / "outputs" / "model.pt").is_file()
+    log = runner.store.log_text(rec.id)
+    assert log.count('"event": "end"') + log.count('"event":"end"') == 1
+    assert result.report["actual"]["samples"] >= 512
+
+
+def test_ssh_job_failure_still_fetches_logs_and_artifacts(ssh_runner, tmp_path):
+    runner, opts = ssh_runner
+    (tmp_path / "fail.py").write_text(
+        "import os\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/partial.txt','w').write('x')\n"
+        "print('about to fail', flush=True)\nraise SystemExit(3)\n")
+    spec = parse_spec(f"name: failing\npayload: {{entrypoint: fail.py, python: {sys.executable}}}\n")
+    with pytest.raises(JobFailed) as info:
+        runner.run(spec, opts)
+    assert info.value.exit_status == 3
+    rec = runner.store.list_runs()[0]
+    assert (Path(rec.artifacts_dir) / "outputs" / "partial.txt").is_file()
+    assert "about to fail" in (Path(rec.artifacts_dir) / "job.log").read_text()
+
+
+def test_ssh_sigint_stops_the_remote_job(ssh_runner, tmp_path):
+    runner, opts = ssh_runner
+    (tmp_path / "slow.py").write_text("import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.1)\n")
+    spec = parse_spec(f"name: slow\npayload: {{entrypoint: slow.py, python: {sys.executable}}}\n")
+
+    def interrupt():
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if any(k == "log" for k, _ in runner.events):
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(Interrupted):
+        runner.run(spec, opts)
+    rec = runner.store.list_runs()[0]
+    assert rec.state == "interrupted"
+    time.sleep(0.3)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(rec.machine["pid"], 0)  # same host: the remote job's process group is gone
+
+
+def test_ssh_detach_then_logs_follow(ssh_runner):
+    runner, opts = ssh_runner
+    opts.detach = True
+    rec = runner.run(parse_spec(TINY), opts).run
+    assert rec.state == "running"
+    result = Runner(store=runner.store, on_event=lambda *a, **k: None).attach(rec.id, follow=True)
+    assert result.run.state == "succeeded"
+    log = runner.store.log_text(rec.id)
+    assert log.count('"event": "start"') + log.count('"event":"start"') == 1
