@@ -27,6 +27,21 @@ def _ignored(rel: str, patterns: list[str]) -> bool:
                for p in patterns)
 
 
+def group_alive(pgid: int) -> bool:
+    """Does the process group hold a live, non-zombie process? (An init that never reaps
+    would otherwise keep a finished job "alive" forever.)"""
+    try:
+        out = subprocess.run(["ps", "-e", "-o", "pgid=", "-o", "stat="], capture_output=True, text=True,
+                             timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+    return any(f[0] == str(pgid) and not f[1].startswith("Z") for f in (ln.split() for ln in out.splitlines()) if len(f) == 2)
+
+
 class LocalHost:
     connections_opened = 0
 
@@ -99,7 +114,8 @@ class LocalHost:
                        env: dict[str, str] | None = None) -> int:
         # Same shape as on a remote machine: the exit file appears atomically when the job ends.
         exit_q = shlex.quote(str(exit_path))
-        wrapped = f"{command}; echo $? > {exit_q}.tmp && mv {exit_q}.tmp {exit_q}"
+        # The wrapper ignores TERM so that it outlives a group signal and still writes the exit file.
+        wrapped = f"trap : TERM INT\n(exec bash -c {shlex.quote(command)})\necho $? > {exit_q}.tmp && mv {exit_q}.tmp {exit_q}"
         log = open(log_path, "ab")
         try:
             proc = subprocess.Popen(["bash", "-c", wrapped], cwd=str(workdir), stdout=log, stderr=subprocess.STDOUT,
@@ -146,11 +162,10 @@ class LocalHost:
             pass
 
     def is_running(self, pid: int) -> bool:
-        try:
-            os.killpg(pid, 0)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
+        proc = getattr(self, "_proc", None)
+        if proc is not None:
+            proc.poll()  # reap our own child so it does not linger as a zombie
+        return group_alive(pid)
 
     def wait_exit(self, exit_path: str | Path, deadline_s: float) -> int | None:
         end = self._clock() + deadline_s

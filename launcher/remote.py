@@ -254,9 +254,8 @@ class Session:
         return self._transport is not None and self._transport.is_active()
 
     def _pinned(self) -> list[str]:
-        if self.host_keys:
-            return self.host_keys
-        return known_host_keys(self.known_hosts, self.host, self.port)
+        keys = self.host_keys or known_host_keys(self.known_hosts, self.host, self.port)
+        return [k for k in keys if _key_blob(k) is not None]
 
     def _load_key(self) -> paramiko.PKey:
         if self._pkey is None:
@@ -353,9 +352,10 @@ class Session:
     def _connect_until(self, what: str, deadline_s: float, probe: bool, last: str) -> float:
         """connect() with backoff until it works or deadline_s passes.
 
-        A changed host key may be transient while a machine boots (its generated keys before
-        ours are installed), so it is retried; at the deadline that HostKeyError is raised,
-        not a timeout. An unknown key (nothing pinned) is final at once.
+        A mismatch with the key a provider installed may be transient while the machine
+        boots (its own generated keys are up before ours), so it is retried and, at the
+        deadline, raised as the HostKeyError rather than a timeout. A mismatch with
+        known_hosts, or an unknown key, is final at once.
         """
         start = time.monotonic()
         delay = 0.5
@@ -368,7 +368,7 @@ class Session:
                 self.connect()
                 return time.monotonic() - start
             except HostKeyError as err:
-                if not getattr(err, "expected", None):
+                if not (self.host_keys and getattr(err, "expected", None)):
                     raise
                 key_error, last = err, "host key mismatch"
             except SSHConnectError as err:
@@ -438,8 +438,8 @@ class Session:
                     out += chan.recv(65536)
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-                if chan.exit_status_ready() or chan.closed:
-                    # the status arrives after all data, so the buffers hold everything now
+                if chan.closed or (chan.exit_status_ready() and chan.eof_received):
+                    # output may trail the exit status; after EOF the buffers hold it all
                     while chan.recv_ready():
                         out += chan.recv(65536)
                     while chan.recv_stderr_ready():
@@ -596,8 +596,8 @@ class Session:
         q = shlex.quote
         log, ex, wd = _rpath(log_path), _rpath(exit_path), _rpath(workdir)
         lines = ["trap : TERM INT"]  # the wrapper outlives a TERM to write the exit file
+        env_path = f"{ex}.env"
         if env:
-            env_path = f"{ex}.env"
             self.put_bytes("".join(f"export {k}={q(str(v))}\n" for k, v in env.items()).encode(), env_path)
             lines += [f". {q(env_path)}; rm -f {q(env_path)}"]
         # the command runs in its own bash so an `exit` inside it cannot skip the exit file
@@ -607,10 +607,11 @@ class Session:
         ]
         wrapper = "\n".join(lines)
         dirs = " ".join(q(d) for d in {str(PurePosixPath(log).parent), str(PurePosixPath(ex).parent)})
+        give_up = f"rm -f {q(env_path)}; exit 2"  # a job that never starts leaves no secrets
         # Separate lines: an `a && b &` list would background a subshell and $! would be its pid.
         launch = (
-            f"test -d {q(wd)} || {{ echo 'no such directory: {wd}' >&2; exit 2; }}\n"
-            f"mkdir -p {dirs} && rm -f {q(ex)} {q(ex + '.tmp')} && : > {q(log)} || exit 2\n"
+            f"test -d {q(wd)} || {{ echo no such directory: {q(wd)} >&2; {give_up}; }}\n"
+            f"mkdir -p {dirs} && rm -f {q(ex)} {q(ex + '.tmp')} && : > {q(log)} || {{ {give_up}; }}\n"
             f"setsid nohup bash -c {q(wrapper)} > {q(log)} 2>&1 < /dev/null &\n"
             "echo $!"
         )
@@ -622,36 +623,47 @@ class Session:
         except (ValueError, IndexError):
             raise RemoteError(f"starting the job on {self.label} printed no pid") from None
 
+    @staticmethod
+    def _group_alive_sh(pgid: int) -> str:
+        """Shell test: does the group hold a live (non-zombie) process? Zombies count as
+        gone, since an init that does not reap would keep them forever."""
+        g = int(pgid)
+        return (
+            "{ if command -v ps >/dev/null 2>&1; then "
+            f"ps -e -o pgid= -o stat= | awk '$1 == {g} && $2 !~ /^Z/ {{f = 1}} END {{exit !f}}'; "
+            f"else kill -0 -- -{g} 2>/dev/null; fi; }}"
+        )
+
     def kill_job(self, pid_or_pgid: int, signal: str = "TERM") -> bool:
         """Signal the job's process group; False when it is already gone."""
         sig = str(signal).upper().removeprefix("SIG")
         if not _SIGNAL.fullmatch(sig):
             raise RemoteError(f"invalid signal name {signal!r}")
-        status, _, _ = self.run(f"kill -{sig} -- -{int(pid_or_pgid)}", timeout=30, check=False)
-        return status == 0
+        g = int(pid_or_pgid)
+        cmd = f"{self._group_alive_sh(g)} && kill -{sig} -- -{g}"
+        return self.run(cmd, timeout=30, check=False)[0] == 0
 
     def is_running(self, pid_or_pgid: int) -> bool:
-        status, _, _ = self.run(f"kill -0 -- -{int(pid_or_pgid)}", timeout=30, check=False)
-        return status == 0
+        return self.run(self._group_alive_sh(pid_or_pgid), timeout=30, check=False)[0] == 0
 
     def _follow(self, cur: _Cursor, log: str, ex: str, poll_s: float, pid: int | None) -> int:
         """One long-lived `tail -f` channel: data is pushed as the job writes it. A watcher
         loop in the same script ends it once the exit file exists (or the job is gone).
         Returns the script's status: 0 done, 3 tail died or absent, -1 link dropped."""
         q = shlex.quote
-        alive = f" && kill -0 -- -{int(pid)} 2>/dev/null" if pid is not None else ""
+        alive = f" && {self._group_alive_sh(pid)}" if pid is not None else ""
         script = (
             f"[ -e {q(ex)} ] && exit 0\n"
             f"tail -c +{cur.offset + 1} -f {q(log)} & t=$!\n"
             f"while [ ! -e {q(ex)} ] && kill -0 $t 2>/dev/null{alive}; do sleep {poll_s:g}; done\n"
             "kill $t 2>/dev/null; wait $t 2>/dev/null\n"
             f"[ -e {q(ex)} ] && exit 0\n"
-            f"{'kill -0 -- -' + str(int(pid)) + ' 2>/dev/null || exit 0' if pid is not None else ':'}\n"
+            f"{self._group_alive_sh(pid) + ' || exit 0' if pid is not None else ':'}\n"
             "exit 3"
         )
         chan = self._session_channel()
         try:
-            chan.exec_command(script)
+            chan.exec_command(f"bash -c {q(script)}")  # bash reaps a dead tail; dash may not
             chan.shutdown_write()
             chan.settimeout(1.0)
             while True:

@@ -178,14 +178,14 @@ class Runner:
                 self.store.set_state(run_id, "connecting")
                 host = self.host_factory(machine)
                 host.wait_until_reachable(opts.ssh_deadline_s)
-                paths = _paths(machine, run_id, run_dir)
+                paths = _paths(machine, run_id, run_dir, host)
                 self._upload(host, spec, paths, machine)
                 if spec.setup:
                     self.store.set_state(run_id, "setup")
                     self._emit("setup", run_id=run_id)
                     host.run(f"cd {_q(paths.workdir)} && {spec.setup}", timeout=opts.launch_deadline_s)
-                command = job_command(spec, machine, paths)
-                pid = host.start_detached(command, paths.workdir, paths.log, paths.exit, env=dict(spec.env))
+                command = job_command(spec, machine, paths, run_id=run_id)
+                pid = host.start_detached(command, paths.workdir, paths.log, paths.exit, env=job_env(spec, machine))
                 self.store.update_run(run_id, job_started_at=self.clock(),
                                       machine={**_machine_dict(machine), "pid": pid, "workdir": paths.workdir})
                 self.store.set_state(run_id, "running")
@@ -477,21 +477,28 @@ def _end_event(log_text: str) -> dict | None:
     return end
 
 
-def job_command(spec, machine: Machine, paths: Paths) -> str:
-    """The detached command line: the payload under `timeout` (max_duration) and torchrun for many GPUs."""
+def job_command(spec, machine: Machine, paths: Paths, node_rank: int = 0, master_addr: str | None = None,
+                run_id: str = "") -> str:
+    """The detached command line: the payload (under torchrun for many GPUs) inside `timeout`."""
+    from launcher.distributed import topology, torchrun_command
+
     python = sys.executable if machine.provider == "local" else spec.payload.python
-    entry = spec.payload.entrypoint
-    args = " ".join(_q(a) for a in spec.payload.args)
-    if machine.gpu_count > 1:
-        launch = f"{python} -m torch.distributed.run --standalone --nproc_per_node {machine.gpu_count} {_q(entry)}"
-    else:
-        launch = f"{python} -u {_q(entry)}"
-    if entry == DEFAULT_ENTRYPOINT:
-        launch += " --config job.json --output-dir outputs"  # --device auto: CUDA when present
+    args = list(spec.payload.args)
+    if spec.payload.entrypoint == DEFAULT_ENTRYPOINT:
+        args = ["--config", "job.json", "--output-dir", "outputs", *args]  # --device auto: CUDA when present
+    launch = torchrun_command(python, spec.payload.entrypoint, args, topology(spec, machine.gpu_count), node_rank,
+                              master_addr, run_id=run_id)
     limit = int(math.ceil(spec.limits.max_duration))
     # `timeout` enforces limits.max_duration on the host itself: TERM (the payload checkpoints), then KILL.
-    return (f"cd {_q(paths.workdir)} && PYTHONUNBUFFERED=1 timeout --signal=TERM --kill-after={GRACE_S} "
-            f"{limit} {launch} {args}").rstrip()
+    # The host starts it inside paths.workdir. --foreground keeps `timeout` in the job's process
+    # group, so `kill_job` (a group signal) reaches the payload too.
+    return f"PYTHONUNBUFFERED=1 timeout --foreground --signal=TERM --kill-after={GRACE_S} {limit} {launch}"
+
+
+def job_env(spec, machine: Machine, node_rank: int = 0) -> dict[str, str]:
+    from launcher.distributed import dist_env, topology
+
+    return {**dist_env(topology(spec, machine.gpu_count), node_rank, machine.extra.get("cpus")), **spec.env}
 
 
 def job_estimate(spec, provider: str, instance_type: str | None, price_per_hour: float | None, *, spot: bool,
@@ -547,12 +554,14 @@ def build_report(rec: RunRecord) -> dict[str, Any]:
     return report
 
 
-def _paths(machine: Machine, run_id: str, run_dir: Path) -> Paths:
+def _paths(machine: Machine, run_id: str, run_dir: Path, host) -> Paths:
     if machine.provider == "local":
         work = run_dir / "work"
         work.mkdir(parents=True, exist_ok=True)
         return Paths(str(work))
-    return Paths(f"gpujob/{run_id}")  # relative to the SSH user's home: works for exec and SFTP
+    # Absolute paths: valid for SFTP, for exec, and after the job's own `cd`.
+    home = host.run('printf %s "$HOME"')[1].strip() or "/tmp"
+    return Paths(f"{home}/gpujob/{run_id}")
 
 
 def _fresh_dir(dest: Path) -> Path:

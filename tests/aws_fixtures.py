@@ -32,6 +32,7 @@ def aws_env(monkeypatch):
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/gpujob-test-aws-config")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/gpujob-test-aws-credentials")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask 169.254.169.254
+    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")  # ~1 s per region saved; we register one
 
 
 @pytest.fixture
@@ -46,12 +47,15 @@ def aws(aws_env):
 
 
 def known_ami(region: str) -> str:
-    """An AMI moto knows in this region (Ubuntu if there is one)."""
-    from moto.ec2.models import ec2_backends
+    """An Ubuntu-like AMI that moto knows in this region (registered here, root /dev/sda1)."""
+    import boto3
 
-    amis = ec2_backends[ACCOUNT][region].amis
-    ubuntu = [a for a in amis.values() if "ubuntu" in (a.name or "").lower()]
-    return (ubuntu or list(amis.values()))[0].id
+    ec2 = boto3.client("ec2", region_name=region)
+    found = ec2.describe_images(Filters=[{"Name": "name", "Values": ["gpujob-test-dlami"]}])["Images"]
+    if found:
+        return found[0]["ImageId"]
+    return ec2.register_image(Name="gpujob-test-dlami", RootDeviceName="/dev/sda1", Architecture="x86_64",
+                              VirtualizationType="hvm")["ImageId"]
 
 
 def register_dlami(region: str, ami_id: str | None = None) -> str:
@@ -67,6 +71,24 @@ def register_dlami(region: str, ami_id: str | None = None) -> str:
         description=None, allowed_pattern=None, keyid=None, last_modified_date=datetime.now(timezone.utc), version=1,
         data_type="aws:ec2:image")]
     return ami_id
+
+
+_LOADER = None
+
+
+def fast_session():
+    """A fresh boto3 session (fresh credentials) sharing one botocore data loader, so the
+    large EC2 service model is parsed once per test process instead of once per provider."""
+    import boto3
+    import botocore.session
+
+    global _LOADER
+    core = botocore.session.get_session()
+    if _LOADER is None:
+        _LOADER = core.get_component("data_loader")
+    else:
+        core.register_component("data_loader", _LOADER)
+    return boto3.session.Session(botocore_session=core)
 
 
 # --- a RunContext for tests ----------------------------------------------------------------
@@ -151,9 +173,9 @@ def fake_catalog(offers: list[dict]):
 # --- fault injection -------------------------------------------------------------------------
 
 
-def fail_run_instances(zone_codes: dict[str, str]):
-    """Patch moto so RunInstances in the given zones raises the given EC2 error code.
-    Use as a context manager; other zones launch normally."""
+def fail_run_instances(zone_codes: dict[str, str | tuple[str, str]]):
+    """Patch moto so RunInstances in the given zones ("*": every zone) raises the given EC2
+    error code, or (code, message). Use as a context manager; other zones launch normally."""
     from moto.ec2.exceptions import EC2ClientError
     from moto.ec2.models.instances import InstanceBackend
 
@@ -162,7 +184,8 @@ def fail_run_instances(zone_codes: dict[str, str]):
     def fake(self, image_id, count, user_data, security_group_names, **kwargs):
         code = zone_codes.get(kwargs.get("placement") or "") or zone_codes.get("*")
         if code:
-            raise EC2ClientError(code, f"simulated {code} in {kwargs.get('placement')}")
+            code, message = code if isinstance(code, tuple) else (code, f"simulated {code} in {kwargs.get('placement')}")
+            raise EC2ClientError(code, message)
         return original(self, image_id, count, user_data, security_group_names, **kwargs)
 
     return mock.patch.object(InstanceBackend, "run_instances", fake)
@@ -250,10 +273,11 @@ def imported_public_key(instance_id: str, region: str = "us-east-1") -> str:
     return material.decode() if isinstance(material, bytes) else material
 
 
-def booted_sshd_for(instance_id: str, region: str = "us-east-1", port: int = 22):
-    """"Boot" the instance: a real sshd on its (loopback) public IP, presenting the host key
-    from its user data and accepting the imported client key. Returns the started Sshd;
-    the caller stops it. Needs ``tests.sshd.Sshd`` and ``loopback_addresses()`` active at launch."""
+def booted_sshd_for(instance_id: str, workdir, region: str = "us-east-1", port: int = 22):
+    """"Boot" the instance: a real sshd on its (loopback) public IP and port, presenting the
+    host key from its user data and accepting the imported client key. Returns the started
+    ``tests.sshd.Sshd``; the caller stops it. Launch inside ``loopback_addresses()``.
+    sshd logs in the *current* user (root), not the AMI's "ubuntu": point the machine there."""
     import boto3
 
     from tests.sshd import Sshd
@@ -263,7 +287,5 @@ def booted_sshd_for(instance_id: str, region: str = "us-east-1", port: int = 22)
     host = inst["PublicIpAddress"]
     if not host.startswith("127."):
         raise AssertionError(f"{instance_id} has public IP {host}: launch it inside loopback_addresses()")
-    sshd = Sshd(host=host, port=port, host_key_pem=installed_host_key(instance_id, region),
-                authorized_keys=[imported_public_key(instance_id, region)])
-    sshd.start()
-    return sshd
+    return Sshd(workdir, authorized_keys=[imported_public_key(instance_id, region)], host=host, port=port,
+                host_key_pem=installed_host_key(instance_id, region)).start()

@@ -66,7 +66,7 @@ class _HttpError(Exception):
 
 
 class FakeGce:
-    def __init__(self, project: str = "test-project", boot_polls: int = 1, op_polls: int = 1):
+    def __init__(self, project: str = "test-project", boot_polls: int = 1, op_polls: int = 1, first_host: int = 2):
         self.project = project
         self.boot_polls = boot_polls  # GETs before an instance reports RUNNING (and its natIP)
         self.op_polls = op_polls  # polls/waits before an operation reports DONE
@@ -79,7 +79,7 @@ class FakeGce:
         self._op_faults: dict[str, list[_Fault]] = {}
         self._lock = threading.RLock()
         self._ids = itertools.count(1000)
-        self._host = itertools.count(2)  # 127.0.0.1 is the fake itself
+        self._host = itertools.count(first_host)  # natIP 127.0.0.<n>; 127.0.0.1 is the fake itself
         self._server: ThreadingHTTPServer | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -98,7 +98,7 @@ class FakeGce:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -202,13 +202,14 @@ class FakeGce:
         query = parse_qs(parsed.query)
         with self._lock:
             self.requests.append(Request(h.command, parsed.path, query, body, dict(h.headers)))
-        prefix = f"/compute/v1/projects/{self.project}"
         status, reply = 404, _error(404, f"The resource '{parsed.path}' was not found", "notFound")
-        if parsed.path.startswith(prefix):
-            rest = parsed.path[len(prefix):]
+        scoped = re.fullmatch(r"/compute/v1/projects/(?P<project>[^/]+)(?P<rest>/.*)", parsed.path)
+        if scoped:
+            project, rest = scoped.group("project"), scoped.group("rest")
             for method, pattern, handler in _ROUTES:
                 m = re.fullmatch(pattern, rest)
-                if m and method == h.command:
+                # public images live in their own project (deeplearning-platform-release)
+                if m and method == h.command and (project == self.project or handler == "image_from_family"):
                     try:
                         with self._lock:
                             status, reply = 200, getattr(self, "_" + handler)(body=body, query=query, **m.groupdict())

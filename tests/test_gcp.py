@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +69,7 @@ class Ctx:
     def __init__(self, spec: JobSpec, run_id: str = "r-abc123", ssh_cidr: str | None = "203.0.113.7/32"):
         self.run_id, self.spec, self.ssh_cidr, self.owner = run_id, spec, ssh_cidr, "alice@example.com"
         self.host_key_private, self.host_key_public = _keypair()
-        _, self.ssh_public_key = _keypair()
+        self.ssh_private_pem, self.ssh_public_key = _keypair()
         self.ssh_private_key_path = "/tmp/none"
         self.intents: dict[int, tuple[str, str, str | None]] = {}
         self.created_ids: dict[str, str] = {}  # id -> kind
@@ -97,6 +99,20 @@ def _spec(gpu: str = "T4:1", spot: bool = False, **res: Any) -> JobSpec:
     return JobSpec.model_validate({"name": "tiny-job", "resources": {"accelerators": gpu, "spot": spot,
                                                                      "regions": ["us-central1", "us-east1"], **res},
                                    "limits": {"max_duration": "1h"}})
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any connection to a non-loopback address fails the test (e.g. compute.googleapis.com)."""
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: Any) -> Any:
+        host = address[0] if isinstance(address, tuple) else None
+        if host is not None and not ipaddress.ip_address(host).is_loopback:
+            pytest.fail(f"dialled {address}: tests may only reach loopback")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
 
 
 @pytest.fixture
@@ -377,7 +393,7 @@ def test_plan_needs_no_credentials_and_no_api(monkeypatch: pytest.MonkeyPatch) -
     assert p._clients is None
     assert plan["machine_type"] == "n1-standard-8" and plan["accelerator_type"] == "nvidia-tesla-t4"
     assert plan["price_per_hour"] == pytest.approx(0.70)
-    assert plan["host_price_per_hour"] + plan["accelerator_price_per_hour"] == pytest.approx(0.70)
+    assert plan["host_price_per_hour"] + plan["accelerator_price_per_hour"] == pytest.approx(plan["on_demand_price_per_hour"])
     assert plan["zones"] == ["us-central1-a", "us-central1-b", "us-east1-c"]
     assert plan["image_family"] == "pytorch-2-9-cu129-ubuntu-2204-nvidia-580"
     assert plan["scheduling"] == {"maxRunDuration_s": 4200, "instanceTerminationAction": "DELETE",
@@ -401,3 +417,87 @@ def test_unknown_gpu_is_a_clear_error() -> None:
     spec = _spec("XYZ:1")
     with pytest.raises(ProviderError, match="not offered on GCP"):
         GcpProvider(catalog=TinyCatalog()).plan(spec, Ctx(spec))
+
+
+def test_relaunch_reuses_this_runs_firewall_rule(provider: GcpProvider, fake: FakeGce) -> None:
+    spec = _spec()
+    fake.stockout("us-central1-a", times=None)
+    fake.stockout("us-central1-b", times=None)
+    fake.stockout("us-east1-c", times=1)
+    ctx = Ctx(spec)
+    with pytest.raises(CapacityError):
+        _launch(provider, spec, ctx)
+    m = _launch(provider, spec, ctx)  # same run id: the rule from the first try is ours
+    assert m.zone == "us-east1-c" and len(fake.firewalls) == 1
+
+
+def test_teardown_without_credentials_returns_leftovers_with_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUJOB_GCP_API_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    monkeypatch.delenv("CLOUDSDK_CORE_PROJECT", raising=False)
+    recorded = [Resource("gcp", "instance", "us-central1-a/gpujob-r1", run_id="r1"),
+                Resource("gcp", "firewall", "gpujob-r1", run_id="r1")]
+    left = GcpProvider().teardown("r1", recorded, None)
+    assert [lo.resource.delete_command for lo in left] == [
+        "gcloud compute instances delete gpujob-r1 --zone us-central1-a --project PROJECT --quiet",
+        "gcloud compute firewall-rules delete gpujob-r1 --project PROJECT --quiet"]
+    assert all("project" in lo.reason for lo in left)
+
+
+def test_names_and_labels_are_valid_for_gcp() -> None:
+    from launcher.providers.gcp_shape import label_value, resource_name
+
+    name = resource_name("Run_2024-01-01T10:00:00Z" + "x" * 80)
+    assert len(name) <= 63 and name.startswith("gpujob-") and name[-1] != "-"
+    assert all(ch.islower() or ch.isdigit() or ch == "-" for ch in name)
+    assert label_value("Alice@Example.COM") == "alice-example-com"
+
+
+def test_fake_endpoint_without_cidr_allows_loopback_only(provider: GcpProvider, fake: FakeGce) -> None:
+    spec = _spec()
+    _launch(provider, spec, Ctx(spec, ssh_cidr=None))
+    assert fake.inserted("firewalls")[0]["sourceRanges"] == ["127.0.0.1/32"]
+
+
+def test_failed_address_detection_asks_for_ssh_cidr(fake: FakeGce) -> None:
+    def broken() -> str:
+        raise OSError("no route to host")
+
+    p = GcpProvider(project="test-project", catalog=TinyCatalog(), sleep=lambda s: None, detect_ip=broken)
+    spec = _spec()
+    with pytest.raises(ProviderError, match="--ssh-cidr"):
+        _launch(p, spec, Ctx(spec, ssh_cidr=None))
+    assert fake.requests == []
+
+
+@pytest.mark.sshd
+def test_fake_machine_can_be_a_real_sshd_presenting_the_pinned_key(tmp_path, fake: FakeGce) -> None:
+    """What the end-to-end test needs: the fake's natIP, key and host key drive a local sshd."""
+    import io
+
+    import paramiko
+
+    from tests.sshd import Sshd
+
+    if Sshd.available():
+        pytest.skip(Sshd.available())
+    fake._host = itertools.count(200)  # stay clear of other tests' 127.0.0.2..
+    p = GcpProvider(project="test-project", catalog=TinyCatalog(), sleep=lambda s: None)
+    spec = _spec()
+    ctx = Ctx(spec)
+    m = _launch(p, spec, ctx)
+    try:
+        sshd = Sshd(tmp_path / "sshd", authorized_keys=fake.authorized_keys(m.id), host=m.host, port=m.port,
+                    host_key_pem=fake.host_key_pem(m.id)).start()
+    except RuntimeError as exc:
+        pytest.skip(f"cannot listen on {m.host}:{m.port}: {exc}")
+    try:
+        with paramiko.Transport((m.host, m.port)) as t:
+            t.start_client(timeout=10)
+            seen = t.get_remote_server_key()
+            assert f"{seen.get_name()} {seen.get_base64()}" == " ".join(m.host_keys[0].split()[:2])
+            t.auth_publickey(sshd.user, paramiko.Ed25519Key.from_private_key(io.StringIO(ctx.ssh_private_pem)))
+            assert t.is_authenticated()
+    finally:
+        sshd.stop()
+    assert p.teardown(ctx.run_id, ctx.resources(), ctx) == [] and fake.leftovers() == []

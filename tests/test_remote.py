@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import paramiko
@@ -224,14 +225,18 @@ def test_kill_job_ends_stream_with_term_status(session, tmp_path):
     t0 = time.monotonic()
     status, _ = session.stream(log, ex, on_text, poll_s=0.1, pid=pid)
     assert status == 143 and time.monotonic() - t0 < 5
+    end = time.monotonic() + 3  # the wrapper exits just after writing the exit file
+    while session.is_running(pid) and time.monotonic() < end:
+        time.sleep(0.05)
     assert not session.is_running(pid)
     assert session.kill_job(pid) is False
 
 
 def test_env_reaches_job_but_never_an_error(session, tmp_path):
     secret = "s3cr3t-Value with 'quotes' $HOME"
-    pid, log, ex = _job(session, tmp_path, 'test "$API_TOKEN" = "$EXPECTED" && echo match',
-                        env={"API_TOKEN": secret, "EXPECTED": secret})
+    digest = hashlib.sha256(secret.encode()).hexdigest()  # the command line never holds the secret
+    pid, log, ex = _job(session, tmp_path, f'printf %s "$API_TOKEN" | sha256sum | grep -q {digest} && echo match',
+                        env={"API_TOKEN": secret})
     out: list[str] = []
     assert session.stream(log, ex, out.append, poll_s=0.1)[0] == 0
     assert "".join(out) == "match\n"
@@ -239,6 +244,30 @@ def test_env_reaches_job_but_never_an_error(session, tmp_path):
     with pytest.raises(RemoteError) as info:
         session.start_detached("true", str(tmp_path / "no-such-dir"), log, ex, {"API_TOKEN": secret})
     assert secret not in str(info.value) and secret not in repr(info.value.__dict__)
+    assert not (tmp_path / "out" / "exit.env").exists()  # a job that never started left no secret
     with pytest.raises(RemoteError) as info:
         session.start_detached("true", str(tmp_path), log, ex, {"BAD-NAME": secret})
     assert secret not in str(info.value)
+
+
+def test_wait_until_reachable_while_machine_boots(tmp_path, client_key):
+    """The cloud end-to-end shape: host key made on the client, sshd up only later."""
+    import threading
+
+    from tests.sshd import Sshd, free_port
+
+    if Sshd.available():
+        pytest.skip(Sshd.available())
+    host_pem, host_public = generate_ed25519("machine")
+    port = free_port("127.0.0.2")
+    server = Sshd(tmp_path / "boot", [client_key.public], host="127.0.0.2", port=port, host_key_pem=host_pem)
+    timer = threading.Timer(0.8, server.start)
+    timer.start()
+    try:
+        s = Session("127.0.0.2", port, server.user, client_key.path, host_keys=[host_public])
+        assert 0.5 < s.wait_until_reachable(15) < 10
+        assert s.run("echo up")[1] == "up\n" and s.connections_opened == 1
+        s.close()
+    finally:
+        timer.join()
+        server.stop()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.localhost import group_alive
 from launcher.errors import Interrupted, JobFailed
 from launcher.runner import RunOptions, Runner
 from launcher.spec import parse_spec
@@ -86,9 +87,7 @@ def test_ssh_sigint_stops_the_remote_job(ssh_runner, tmp_path):
         runner.run(spec, opts)
     rec = runner.store.list_runs()[0]
     assert rec.state == "interrupted"
-    time.sleep(0.3)
-    with pytest.raises(ProcessLookupError):
-        os.killpg(rec.machine["pid"], 0)  # same host: the remote job's process group is gone
+    assert not group_alive(rec.machine["pid"])  # same host: the remote job was stopped, not left running
 
 
 def test_ssh_detach_then_logs_follow(ssh_runner):

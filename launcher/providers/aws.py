@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from launcher.errors import (
@@ -21,14 +20,12 @@ from launcher.errors import (
     QuotaError,
     WaitTimeout,
 )
-from launcher.providers import aws_cleanup
+from launcher.providers import aws_cleanup, aws_select
 from launcher.providers.aws_common import (
     DLAMI_SSM_PARAMETER,
     PROVIDER,
     QUOTA_CODES,
     SSH_USER,
-    error_code,
-    error_message,
     is_zone_unavailable,
     quota_error,
     quota_for,
@@ -39,29 +36,12 @@ from launcher.providers.aws_common import (
     translate,
     watchdog_minutes,
 )
-from launcher.providers.base import TAG_CREATED, TAG_JOB, TAG_OWNER, TAG_RUN, Leftover, Machine, Resource
+from launcher.providers.aws_select import Choice, RegionPlan, normalize_cidr
+from launcher.providers.base import TAG_RUN, Leftover, Machine, Resource
 
 DEFAULT_REGION = "us-east-1"
 SPOT_INTERRUPTION = "Server.SpotInstanceTermination"
 _LIVE_STATES = ("pending", "running")
-
-
-@dataclass
-class _RegionPlan:
-    region: str
-    price: float | None = None
-    zone_ids: tuple[str, ...] = ()  # AZ ids from the catalog (use1-az1); empty: ask EC2
-    vcpus: int | None = None
-
-
-@dataclass
-class _Choice:
-    instance_type: str
-    gpu: str | None
-    gpu_count: int
-    spot: bool
-    price: float | None
-    regions: list[_RegionPlan] = field(default_factory=list)
 
 
 class _ZoneLost(Exception):
@@ -159,106 +139,22 @@ class AwsProvider:
             self._catalog = load_catalog()
         return self._catalog
 
-    def choose(self, spec) -> _Choice:
+    def choose(self, spec) -> Choice:
         """Instance type, price and region/zone order. Local only: no AWS call."""
         res = spec.resources
-        allowed = self.allowed_regions(spec)
-        acc = res.accelerators
-        catalog = self._get_catalog() if (acc or res.instance_type) else None
-        offers: list = []
-        if catalog is not None:
-            if acc:
-                offers = catalog.query(provider="aws", gpu=acc.name, count=acc.count, regions=allowed, spot=res.spot)
-            else:
-                offers = catalog.query(provider="aws", regions=allowed, spot=res.spot)
-
-        def price(o) -> float:
-            p = o.spot_price if res.spot else o.price
-            return p if p is not None else float("inf")
-
-        if res.instance_type:
-            itype = res.instance_type
-            offers = [o for o in offers if o.instance_type == itype]
-        else:
-            if acc is None:
-                raise ProviderError(PROVIDER, "the spec names neither resources.accelerators nor resources.instance_type",
-                                    hint="add e.g. `accelerators: A10G:1` or `instance_type: g5.xlarge`")
-            if catalog is None:
-                raise ProviderError(PROVIDER, f"no price catalog to pick an instance type for {acc}",
-                                    hint="set resources.instance_type")
-            if not offers:
-                market = "spot" if res.spot else "on-demand"
-                raise ProviderError(PROVIDER, f"no {market} AWS offer for {acc} in {', '.join(allowed)}",
-                                    hint="try other resources.regions, another GPU, or set resources.instance_type")
-            itype = min(offers, key=lambda o: (price(o), o.instance_type)).instance_type
-            offers = [o for o in offers if o.instance_type == itype]
-
-        offers.sort(key=price)
-        plans: list[_RegionPlan] = []
-        for o in offers:
-            if any(p.region == o.region for p in plans):
-                continue
-            zones = tuple(getattr(o, "spot_zones", ()) or ()) if res.spot else ()
-            plans.append(_RegionPlan(o.region, None if price(o) == float("inf") else price(o),
-                                     zones or tuple(o.zones or ()), int(o.vcpus) if getattr(o, "vcpus", None) else None))
-        if res.instance_type:  # the catalog may not know every type: still try every allowed region
-            plans += [_RegionPlan(r) for r in allowed if all(p.region != r for p in plans)]
-        first = offers[0] if offers else None
-        return _Choice(
-            instance_type=itype,
-            gpu=first.gpu if first else (acc.name if acc else None),
-            gpu_count=first.gpu_count if first else (acc.count if acc else 0),
-            spot=res.spot,
-            price=plans[0].price if plans else None,
-            regions=plans,
-        )
-
-    # --- plan ------------------------------------------------------------------------------
+        catalog = self._get_catalog() if (res.accelerators or res.instance_type) else None
+        return aws_select.choose(spec, self.allowed_regions(spec), catalog)
 
     def plan(self, spec, ctx) -> dict[str, Any]:
         """What launch() would do. Calls no AWS API at all, so it works without an account."""
-        choice = self.choose(spec)
-        run_id = getattr(ctx, "run_id", None) or "<run-id>"
-        cidr = getattr(ctx, "ssh_cidr", None) or self.ssh_cidr
-        rule = f"22/tcp from {self._normalize_cidr(cidr)}" if cidr else "22/tcp from your address /32 (detected at launch)"
-        minutes = watchdog_minutes(spec.limits.max_duration)
-        zones = {p.region: list(p.zone_ids) or ["every zone offering the type (asked at launch)"] for p in choice.regions}
-        return {
-            "provider": PROVIDER,
-            "instance_type": choice.instance_type,
-            "gpu": f"{choice.gpu}:{choice.gpu_count}" if choice.gpu else None,
-            "market": "spot" if choice.spot else "on-demand",
-            "price_per_hour": choice.price,
-            "regions": [p.region for p in choice.regions],
-            "zones": zones,
-            "image": spec.resources.image_id or f"SSM parameter {DLAMI_SSM_PARAMETER} (resolved per region at launch)",
-            "ssh_user": SSH_USER,
-            "key_pair": f"{resource_name(run_id)} (per-run ed25519, imported, deleted at teardown)",
-            "security_group": f"{resource_name(run_id)}: {rule}",
-            "host_key": "generated locally, installed through user data, pinned by the client",
-            "metadata": "IMDSv2 required",
-            "root_volume": f"{spec.resources.disk_gb} GiB gp3, deleted with the instance",
-            "watchdog": f"shutdown -h +{minutes} min, InstanceInitiatedShutdownBehavior=terminate",
-            "tags": {TAG_RUN: run_id, TAG_JOB: spec.name, TAG_OWNER: getattr(ctx, "owner", None) or "<you>",
-                     TAG_CREATED: "<launch time, ISO UTC>"},
-            "quota": "{} ({})".format(*quota_for(choice.instance_type, choice.spot)),
-        }
+        return aws_select.plan(spec, ctx, self.choose(spec), getattr(ctx, "ssh_cidr", None) or self.ssh_cidr)
 
     # --- launch ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _normalize_cidr(cidr: str) -> str:
-        try:
-            net = ipaddress.ip_network(cidr.strip(), strict=False)
-        except ValueError:
-            raise ProviderError(PROVIDER, f"--ssh-cidr {cidr!r} is not an address or CIDR",
-                                hint="pass e.g. --ssh-cidr 203.0.113.7/32") from None
-        return str(net)
 
     def ingress_cidr(self, ctx) -> str:
         cidr = ctx.ssh_cidr or self.ssh_cidr
         if cidr:
-            return self._normalize_cidr(cidr)
+            return normalize_cidr(cidr)
         try:
             ip = ipaddress.ip_address(self.detect_ip().strip())
         except Exception as exc:
@@ -418,7 +314,8 @@ class AwsProvider:
             kp = self.api(region, "ec2", "import_key_pair", fail_fast=True, KeyName=name,
                           PublicKeyMaterial=ctx.ssh_public_key.strip().encode(),
                           TagSpecifications=[{"ResourceType": "key-pair", "Tags": tags}])
-        ctx.created(h, kp.get("KeyPairId") or name)
+        # Recorded by name: unique per region, what RunInstances and delete-key-pair take everywhere.
+        ctx.created(h, kp.get("KeyName") or name)
 
         h = ctx.intent("security-group", name, region)
         try:
@@ -452,7 +349,7 @@ class AwsProvider:
             {"Name": "default-for-az", "Values": ["true"]}, {"Name": "availability-zone", "Values": [zone]}])["Subnets"]
         return subnets[0]["SubnetId"] if subnets else None
 
-    def _launch_in_zone(self, spec, ctx, choice: _Choice, rp: _RegionPlan, zone: str, image_id: str,
+    def _launch_in_zone(self, spec, ctx, choice: Choice, rp: RegionPlan, zone: str, image_id: str,
                         root_device: str, sg_id: str, key_name: str, user_data: str, end: float) -> Machine:
         region = rp.region
         tags = run_tags(ctx.run_id, spec.name, ctx.owner)

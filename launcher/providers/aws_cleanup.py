@@ -58,7 +58,7 @@ def _groups(p: "AwsProvider", region: str, run_id: str | None) -> list[Resource]
 
 def _key_pairs(p: "AwsProvider", region: str, run_id: str | None) -> list[Resource]:
     kps = p.api(region, "ec2", "describe_key_pairs", Filters=_tag_filter(run_id))["KeyPairs"]
-    return [_res("key-pair", k.get("KeyPairId") or k["KeyName"], region, tag_value(k.get("Tags"), TAG_RUN)) for k in kps]
+    return [_res("key-pair", k["KeyName"], region, tag_value(k.get("Tags"), TAG_RUN)) for k in kps]
 
 
 def _wrap(exc: Exception, op: str, region: str) -> Exception:
@@ -80,14 +80,14 @@ def find(p: "AwsProvider", regions: list[str] | None) -> list[Resource]:
 
 def teardown(p: "AwsProvider", run_id: str, resources: list[Resource], ctx, regions: list[str]) -> list[Leftover]:
     leftovers: list[Leftover] = []
-    todo: dict[tuple[str, str], Resource] = {}  # (kind, id) -> resource; ids not yet created are skipped
+    todo: dict[tuple[str, str, str], Resource] = {}  # (kind, region, id): key pair names repeat per region
     for r in resources:
         if r.provider == PROVIDER and r.region and _is_cloud_id(r.kind, r.id):
-            todo[(r.kind, r.id)] = r
+            todo[(r.kind, r.region, r.id)] = r
     for region in regions:
         try:
             for r in _instances(p, region, run_id) + _groups(p, region, run_id) + _key_pairs(p, region, run_id):
-                todo.setdefault((r.kind, r.id), r)
+                todo.setdefault((r.kind, r.region, r.id), r)
         except GpujobError as exc:  # cannot list here: still delete what the store recorded
             where = Resource(PROVIDER, "region", region, region=region, run_id=run_id,
                              delete_command=f"gpujob gc --provider aws --region {region}")
@@ -97,16 +97,16 @@ def teardown(p: "AwsProvider", run_id: str, resources: list[Resource], ctx, regi
         if ctx is not None:
             ctx.deleted(rid)
 
-    instances = [r for (k, _), r in todo.items() if k == "instance"]
+    instances = [r for (k, _, _), r in todo.items() if k == "instance"]
     stuck = _terminate(p, instances, done)
     leftovers += [Leftover(_res("instance", r.id, r.region, run_id, state), why) for r, state, why in stuck]
-    for r in [r for (k, _), r in todo.items() if k == "security-group"]:
+    for r in [r for (k, _, _), r in todo.items() if k == "security-group"]:
         why = _delete_group(p, r)
         if why:
             leftovers.append(Leftover(_res(r.kind, r.id, r.region, run_id), why))
         else:
             done(r.id)
-    for r in [r for (k, _), r in todo.items() if k == "key-pair"]:
+    for r in [r for (k, _, _), r in todo.items() if k == "key-pair"]:
         why = _delete_key_pair(p, r)
         if why:
             leftovers.append(Leftover(_res(r.kind, r.id, r.region, run_id), why))
@@ -186,6 +186,7 @@ def _delete_group(p: "AwsProvider", r: Resource) -> str | None:
 
 
 def _delete_key_pair(p: "AwsProvider", r: Resource) -> str | None:
+    # Our key pairs are recorded by name; an id ("key-...") from elsewhere is accepted too.
     kwargs = {"KeyPairId": r.id} if r.id.startswith("key-") else {"KeyName": r.id}
     try:
         p.api(r.region, "ec2", "delete_key_pair", **kwargs)

@@ -196,7 +196,7 @@ def is_zone_unavailable(code: str | None, message: str) -> bool:
     if code in CAPACITY_CODES:
         return True
     # An AZ that is closed to new customers or does not offer the type answers InvalidParameterValue.
-    return code == "InvalidParameterValue" and bool(re.search(r"availability zone|zone", message, re.I))
+    return code == "InvalidParameterValue" and "zone" in message.lower()
 
 
 # --- tags, names, commands ---------------------------------------------------------------
@@ -242,6 +242,11 @@ def delete_command(kind: str, rid: str, region: str | None) -> str:
 # --- watchdog + host key user data ---------------------------------------------------------
 
 
+class Template(string.Template):
+    # '@' instead of '$' so the shell script keeps its own $VARS untouched.
+    delimiter = "@"
+
+
 def watchdog_minutes(max_duration_s: float) -> int:
     return math.ceil((max_duration_s + WATCHDOG_GRACE_S) / 60)
 
@@ -259,8 +264,3 @@ def render_user_data(host_key_private: str, host_key_public: str, max_duration_s
     if len(text.encode()) > USER_DATA_LIMIT:
         raise ProviderError(PROVIDER, f"user data is {len(text.encode())} bytes, over EC2's {USER_DATA_LIMIT}")
     return text
-
-
-class Template(string.Template):
-    # '@' instead of '$' so the shell script keeps its own $VARS untouched.
-    delimiter = "@"

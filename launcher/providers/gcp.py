@@ -63,11 +63,14 @@ class GcpProvider:
 
     def _cidr(self, ctx: RunContext) -> str:
         cidr = ctx.ssh_cidr or self._ssh_cidr
-        if not cidr and self._detect_ip is not None:
-            cidr = self._detect_ip()
-        if not cidr:
-            raise ProviderError("gcp", "no address to allow SSH from",
-                                hint="pass --ssh-cidr YOUR.PUBLIC.IP/32 (port 22 is never opened to everyone)")
+        if not cidr and self._detect_ip is None and self._anonymous:
+            cidr = "127.0.0.1"  # a loopback fake endpoint hands out loopback machines: no need to look outside
+        elif not cidr:
+            try:
+                cidr = (self._detect_ip or _public_ip)().strip()
+            except Exception as exc:  # noqa: BLE001 - any failure means: ask the user
+                raise ProviderError("gcp", f"could not detect your public address ({api.first_line(exc)})",
+                                    hint="pass --ssh-cidr YOUR.PUBLIC.IP/32 (port 22 is never opened to everyone)") from None
         return shp.check_cidr(cidr if "/" in cidr else f"{cidr}/{128 if ':' in cidr else 32}")
 
     def _call(self, fn: Callable[..., Any], **kw: Any) -> Any:
@@ -94,6 +97,7 @@ class GcpProvider:
             "price_per_hour": s.price,
             "host_price_per_hour": s.host_price,
             "accelerator_price_per_hour": s.accelerator_price,
+            "on_demand_price_per_hour": s.on_demand_price,  # = host + accelerator; spot bills price_per_hour
             "zones": s.zones,
             "regions": s.regions,
             "image": s.image,
@@ -125,9 +129,10 @@ class GcpProvider:
         tried: list[str] = []
         for zone in s.zones:
             body = shp.instance_body(s, zone, name, labels, image, ctx.ssh_public_key, script)
-            ctx.emit("instance-requested", zone=zone, machine_type=s.machine_type, spot=s.spot)
             failure = self._insert(c, ctx, zone, name, body, deadline)
             if failure is None:
+                ctx.emit("instance-created", instance_id=name, zone=zone, region=shp.region_of(zone),
+                         instance_type=s.machine_type)
                 return self._wait_running(c, ctx, s, zone, name, image, deadline)
             ctx.emit("zone-failed", zone=zone, code=failure.code, message=failure.message)
             tried.append(f"{zone} ({failure.code})")
@@ -172,7 +177,10 @@ class GcpProvider:
         ctx.emit("firewall-created", name=name, source=cidr, port=22)
 
     def _same_firewall(self, c: api.Clients, name: str, cidr: str) -> bool:
-        fw = self._call(c.firewalls.get, project=c.project, firewall=name)
+        try:
+            fw = self._call(c.firewalls.get, project=c.project, firewall=name)
+        except Exception:  # noqa: BLE001 - then it is not provably ours: report the conflict
+            return False
         return list(fw.source_ranges) == [cidr] and shp.firewall_run_id(fw.description) is not None
 
     def _insert(self, c: api.Clients, ctx: RunContext, zone: str, name: str, body: dict, deadline: float) -> api.Failure | None:
@@ -285,28 +293,27 @@ class GcpProvider:
             zone, name = rid.split("/", 1)
             res = Resource(self.name, "instance", rid, shp.region_of(zone), run_id,
                            delete_command=shp.instance_delete_command(name, zone, c.project))
-            reason = self._delete(c, ctx, rid, c.instances.delete_unary, zone, deadline,
-                                  project=c.project, zone=zone, instance=name)
+            reason = self._delete(c, ctx, rid, zone, deadline, c.instances.delete_unary,
+                                  {"project": c.project, "zone": zone, "instance": name})
             if reason:
                 leftovers.append(Leftover(res, reason))
         for name in sorted(firewalls):
             res = Resource(self.name, "firewall", name, None, run_id,
                            delete_command=shp.firewall_delete_command(name, c.project))
-            reason = self._delete(c, ctx, name, c.firewalls.delete_unary, None, deadline, project=c.project, firewall=name)
+            reason = self._delete(c, ctx, name, None, deadline, c.firewalls.delete_unary,
+                                  {"project": c.project, "firewall": name})
             if reason:
                 leftovers.append(Leftover(res, reason))
         return leftovers
 
-    def _delete(self, c: api.Clients, ctx: RunContext | None, rid: str, fn: Callable[..., Any], zone: str | None,
-                deadline: float, **kw: Any) -> str | None:
+    def _delete(self, c: api.Clients, ctx: RunContext | None, rid: str, zone: str | None, deadline: float,
+                fn: Callable[..., Any], args: dict[str, Any]) -> str | None:
         """Delete one resource and wait for it; None when gone (already gone counts), else why not."""
         try:
-            op = self._call(fn, **kw)
+            op = self._call(fn, **args)
             op = api.wait_operation(c, op, zone, deadline, f"delete of {rid}", self._clock, self._sleep)
             failure = api.op_failure(op)
-        except WaitTimeout as exc:
-            return str(exc)
-        except GpujobError as exc:
+        except GpujobError as exc:  # a timeout, or a failure the wait already classified
             return str(exc)
         except Exception as exc:  # noqa: BLE001
             failure = api.api_failure(exc)
@@ -319,12 +326,15 @@ class GcpProvider:
     def find(self, regions: list[str] | None) -> list[Resource]:
         c = self._api()
         wanted = set(shp.gcp_regions(regions)) if regions else None
-        found = self._find_instances(c, f"labels.{TAG_RUN}:*", wanted)
-        for fw in self._call(c.firewalls.list, project=c.project):
-            run = shp.firewall_run_id(fw.description)
-            if fw.name.startswith("gpujob-") and run:
-                found.append(Resource(self.name, "firewall", fw.name, None, run, "ACTIVE",
-                                      shp.firewall_delete_command(fw.name, c.project)))
+        try:
+            found = self._find_instances(c, f"labels.{TAG_RUN}:*", wanted)
+            for fw in self._call(c.firewalls.list, project=c.project):
+                run = shp.firewall_run_id(fw.description)
+                if fw.name.startswith("gpujob-") and run:
+                    found.append(Resource(self.name, "firewall", fw.name, None, run, "ACTIVE",
+                                          shp.firewall_delete_command(fw.name, c.project)))
+        except Exception as exc:  # noqa: BLE001 - into the error tree
+            api.raise_failure(api.api_failure(exc), c.project, "listing gpujob resources")
         return found
 
     def _find_instances(self, c: api.Clients, filter_: str, regions: set[str] | None) -> list[Resource]:
@@ -349,6 +359,13 @@ class GcpProvider:
         else:
             cmd = shp.firewall_delete_command(r.id, self._project)
         return Resource(r.provider, r.kind, r.id, r.region, r.run_id, r.state, cmd)
+
+
+def _public_ip() -> str:
+    """The caller's public address, found the same way as for AWS (one HTTPS GET)."""
+    from launcher.providers.aws import _default_detect_ip
+
+    return _default_detect_ip()
 
 
 def _addresses(inst: Any) -> tuple[str | None, str | None]:

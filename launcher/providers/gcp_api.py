@@ -94,7 +94,7 @@ def build_clients(project: str | None, credentials: Any, endpoint: str | None, a
         try:
             credentials, adc_project = google.auth.default(scopes=SCOPES)
         except DefaultCredentialsError as exc:
-            raise CredentialsError("gcp", f"no Application Default Credentials ({_first_line(exc)})", hint=_ADC_HINT) from None
+            raise CredentialsError("gcp", f"no Application Default Credentials ({first_line(exc)})", hint=_ADC_HINT) from None
         project = project or adc_project or _env_project()
     else:
         project = project or _env_project()
@@ -111,7 +111,7 @@ def _env_project() -> str | None:
     return os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("CLOUDSDK_CORE_PROJECT")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 

@@ -132,6 +132,7 @@ class Shape:
     price: float | None = None  # what it bills per hour, host + accelerators (spot price if spot)
     host_price: float | None = None
     accelerator_price: float | None = None
+    on_demand_price: float | None = None  # host + accelerators; the split above is on-demand too
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -168,7 +169,9 @@ def choose_shape(spec: "JobSpec", catalog: Any, regions: list[str]) -> Shape:
         return Shape(mt, None, 0, None, False, zones, disk_type=_disk_type(mt), **common,
                      notes=["no accelerator requested: CPU machine, price not in the catalog"])
 
-    gpu, count = res.accelerators.name, res.accelerators.count
+    from launcher.catalog.model import normalize_gpu
+
+    gpu, count = normalize_gpu(res.accelerators.name).upper(), res.accelerators.count
     acc = ACCELERATOR_TYPES.get(gpu)
     if acc is None:
         raise ProviderError("gcp", f"GPU {gpu} is not offered on GCP", hint=f"use one of {', '.join(sorted(ACCELERATOR_TYPES))}")
@@ -180,16 +183,17 @@ def choose_shape(spec: "JobSpec", catalog: Any, regions: list[str]) -> Shape:
         best = offers[0]
         mt = res.instance_type or best.instance_type
         offers = [o for o in offers if o.instance_type == mt]
-        zones = [z for o in offers for z in (o.zones or _guess_zones([o.region]))]
+        # a spot launch only succeeds where a spot price is listed
+        zones = [z for o in offers for z in ((spot and getattr(o, "spot_zones", ())) or o.zones or _guess_zones([o.region]))]
         zones = list(dict.fromkeys(zones))
         price = _offer_price(best, spot)
         return Shape(mt, gpu, count, acc, not mt.startswith(BUILTIN_GPU_PREFIXES), zones,
                      disk_type=_disk_type(mt), price=None if price == math.inf else price,
                      host_price=getattr(best, "host_price", None),
-                     accelerator_price=getattr(best, "accelerator_price", None), **common)
+                     accelerator_price=getattr(best, "accelerator_price", None),
+                     on_demand_price=getattr(best, "price", None), **common)
     if not regions:
-        where = "any region"
-        raise ProviderError("gcp", f"the catalog has no GCP offer for {gpu}:{count} in {where}",
+        raise ProviderError("gcp", f"the catalog has no GCP offer for {gpu}:{count}",
                             hint="run `gpujob estimate` to see what is offered, or set resources.instance_type and regions")
     # Not in the catalog, but the user named regions: build the shape from the fixed tables.
     fixed = FIXED_TYPES.get(acc, {})

@@ -1,0 +1,89 @@
+"""Dict-returning entry points for the CLI and the runner (JSON-ready, nothing printed).
+
+    full_estimate(spec, ...)        -> Estimate.to_dict()   (gpujob estimate [--json])
+    for_machine(spec, provider, ...) -> one machine's row    (budget check before a run, estimate vs actual)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from launcher.errors import EstimateError
+from launcher.estimate.baseline import measure_baseline
+from launcher.estimate.billing import bill_usd
+from launcher.estimate.flops import model_cost
+from launcher.estimate.overheads import overheads_for
+from launcher.estimate.table import DEFAULT_TOP, estimate, model_baseline
+from launcher.estimate.throughput import predict
+
+
+def full_estimate(spec, *, providers=("aws", "gcp"), baseline: bool = True, probe_seconds: float = 15.0,
+                  top: int = DEFAULT_TOP, all_regions: bool = False, catalog=None) -> dict[str, Any]:
+    """The whole table. baseline=False skips the CPU probe (the CPU row is then predicted)."""
+    base = measure_baseline(spec, probe_seconds=probe_seconds) if baseline else None
+    return estimate(spec, catalog=catalog, baseline=base, providers=providers, top=top,
+                    all_regions=all_regions).to_dict()
+
+
+def _pick_offer(spec, catalog, provider: str, instance_type: str):
+    offers = [o for o in catalog.offers if o.provider == provider and o.instance_type == instance_type]
+    if not offers:
+        raise EstimateError(f"{provider} instance type {instance_type!r} is not in the price catalog",
+                            "run `gpujob catalog show` for the known types")
+    want = {r.casefold() for r in spec.resources.regions}
+    in_region = [o for o in offers if o.region.casefold() in want]
+    return min(in_region or offers, key=lambda o: (o.price is None, o.price or 0.0))
+
+
+def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: float | None, *, spot: bool,
+                baseline: bool, catalog=None) -> dict[str, Any]:
+    """Predicted time and dollars of this job on one machine (the one a run is about to use).
+
+    aws/gcp: the catalog's GPU for instance_type (price_per_hour overrides the catalog's).
+    local/ssh: this machine's CPU (measured when baseline=True), or the spec's accelerator
+    when it names one; billed $0.
+    """
+    w = spec.workload
+    cost = model_cost(w.model, w.image_size, w.num_classes, w.in_channels)
+    base = measure_baseline(spec) if baseline else model_baseline(spec, cost)
+    base_dict = base.to_dict()
+    gpu_name, count, note = None, 0, ""
+    if provider in ("aws", "gcp"):
+        if not instance_type:
+            raise EstimateError(f"no instance type to estimate on {provider}", "set resources.instance_type")
+        if catalog is None:
+            from launcher.catalog import load_catalog
+
+            catalog = load_catalog()
+        offer = _pick_offer(spec, catalog, provider, instance_type)
+        gpu_name, count = offer.gpu, offer.gpu_count
+        if price_per_hour is None:
+            price_per_hour = offer.spot_price if spot else offer.price
+    elif spec.resources.accelerators is not None:
+        gpu_name, count = spec.resources.accelerators.name, spec.resources.accelerators.count
+    if gpu_name:
+        from launcher.catalog.gpus import get_gpu
+
+        p = predict(get_gpu(gpu_name), count, w.precision, cost, w.batch_size, w.model)
+        sps, fits, max_batch, note = p.samples_per_second, p.fits_memory, p.max_batch, p.note
+        basis = "gpu model"
+    else:
+        sps, fits, max_batch = base.samples_per_second, True, None
+        basis = "cpu measured" if base.measured else "cpu model"
+        note = base.note
+    if not sps:
+        raise EstimateError("no throughput for this machine", "check the spec's workload")
+    train = w.total_samples / sps
+    over = overheads_for(provider, w).total_s
+    total = train + over
+    usd = bill_usd(total, price_per_hour, provider)
+    budget = spec.limits.budget_usd
+    return {
+        "provider": provider, "instance_type": instance_type, "gpu": gpu_name, "gpu_count": count, "spot": spot,
+        "price_per_hour": price_per_hour, "samples_per_second": sps, "train_seconds": train,
+        "overhead_seconds": over, "total_seconds": total, "total_usd": usd, "fits_memory": fits,
+        "max_batch": max_batch, "budget_usd": budget,
+        "over_budget": bool(budget is not None and usd is not None and usd > budget),
+        "basis": basis, "note": note, "train_flops_per_sample": cost.train_flops_per_sample,
+        "baseline": base_dict,
+    }

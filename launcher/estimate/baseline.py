@@ -1,0 +1,213 @@
+"""The local CPU alternative, measured: run the real payload here for a short probe.
+
+The payload (payloads/train.py) runs in a subprocess with ``--device cpu --probe-seconds T``:
+warm-up steps are untimed, then it trains for about T seconds and prints a ``probe`` event
+with samples/s. We extrapolate to the whole job and cache the figure per machine and
+workload. Without PyTorch we say so and predict from the model (cores x a per-core rate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from launcher.estimate.paths import cache_dir, payload_script, read_json, write_json_atomic
+
+HARD_TIMEOUT_MARGIN_S = 60.0  # start-up (torch import, model build) + warm-up on top of the probe
+CACHE_MAX_AGE_S = 30 * 86400
+# The probe batch is chosen so one step takes about this share of the probe: several timed steps.
+_STEP_SHARE = 1 / 4
+# ...but never below this: at batch 1-2 a CPU runs far below its per-sample speed at batch 8+.
+_MIN_PROBE_BATCH = 4
+_WORKLOAD_KEYS = ("model", "image_size", "num_classes", "in_channels", "dataset", "batch_size",
+                  "channels_last")
+
+# (command, timeout seconds) -> (exit status, stdout, stderr); raises subprocess.TimeoutExpired
+Runner = Callable[[list, float], tuple]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    device: str
+    cores: int
+    samples_per_second: float | None
+    seconds: float | None  # whole job, extrapolated
+    measured: bool
+    cached: bool
+    note: str
+    probe_batch_size: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "CPU"
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process may use (containers, taskset)
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _torch_version() -> str | None:
+    if importlib.util.find_spec("torch") is None:
+        return None
+    try:
+        from importlib.metadata import version
+
+        return version("torch")
+    except Exception:
+        return "unknown"
+
+
+def fingerprint() -> str:
+    """Same CPU, core count, OS and torch build -> same throughput; anything else re-measures."""
+    parts = [cpu_name(), str(cpu_cores()), platform.system(), platform.machine(), _torch_version() or "-"]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _workload_key(workload, probe_batch: int) -> str:
+    d = {k: getattr(workload, k) for k in _WORKLOAD_KEYS}
+    d["probe_batch"] = probe_batch
+    return json.dumps(d, sort_keys=True)
+
+
+def _cache_file() -> Path:
+    return cache_dir() / "baseline.json"
+
+
+def _default_runner(cmd: list, timeout: float) -> tuple:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _model_prediction(spec, cores: int) -> float | None:
+    from launcher.estimate.flops import model_cost
+    from launcher.estimate.throughput import predict_cpu
+
+    w = spec.workload
+    try:
+        cost = model_cost(w.model, w.image_size, w.num_classes, w.in_channels, allow_torch=False)
+    except Exception:
+        return None
+    return predict_cpu(cost, cores)
+
+
+def probe_batch_size(spec, probe_seconds: float, cores: int) -> int:
+    """A power-of-two batch <= the job's for which one CPU step takes ~1/4 of the probe.
+
+    A VGG16 step at batch 128 takes minutes on a laptop CPU; per-sample speed on a CPU barely
+    depends on the batch once it is a few samples, so a smaller probe batch measures the same.
+    """
+    predicted = _model_prediction(spec, cores) or 1.0
+    target = max(1.0, predicted * probe_seconds * _STEP_SHARE)
+    b = 1
+    while b * 2 <= min(max(target, _MIN_PROBE_BATCH), spec.workload.batch_size):
+        b *= 2
+    return b
+
+
+def _from_model(spec, device: str, cores: int, note: str) -> Baseline:
+    sps = _model_prediction(spec, cores)
+    total = spec.workload.total_samples
+    from launcher.estimate.calibration import current
+
+    rate = current().cpu_gflops_per_core
+    return Baseline(device, cores, sps, total / sps if sps else None, measured=False, cached=False,
+                    note=f"{note}; predicted from the model ({cores} cores x {rate:.0f} GFLOP/s per core)")
+
+
+def _parse_probe(stdout: str) -> tuple[dict | None, dict | None]:
+    from payloads.protocol import parse_line
+
+    probe = error = None
+    for line in stdout.splitlines():
+        ev = parse_line(line)
+        if not ev:
+            continue
+        if ev.get("event") == "probe":
+            probe = ev
+        elif ev.get("event") == "error":
+            error = ev
+    return probe, error
+
+
+def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, python: str = sys.executable,
+                     runner: Runner | None = None) -> Baseline:
+    """Measure (or recall) this machine's CPU throughput on the spec's workload. Never raises
+    for a failed probe: the result says measured=False and why."""
+    device, cores = cpu_name(), cpu_cores()
+    total = spec.workload.total_samples
+    if runner is None and _torch_version() is None:
+        return _from_model(spec, device, cores, "PyTorch not installed: CPU baseline from the model only")
+    script = payload_script()
+    if runner is None and not script.exists():
+        return _from_model(spec, device, cores, f"payload {script} not found: CPU baseline from the model only")
+    batch = probe_batch_size(spec, probe_seconds, cores)
+    fp, wkey = fingerprint(), _workload_key(spec.workload, batch)
+    cache_path = _cache_file()
+    if use_cache:
+        hit = read_json(cache_path, {}).get(fp, {}).get(wkey)
+        if hit and time.time() - hit.get("time", 0) < CACHE_MAX_AGE_S and hit.get("samples_per_second"):
+            sps = float(hit["samples_per_second"])
+            return Baseline(device, cores, sps, total / sps, measured=True, cached=True,
+                            note=f"measured {hit.get('date', 'earlier')} (cached), batch {batch}, fp32",
+                            probe_batch_size=batch)
+    w = spec.workload
+    with tempfile.TemporaryDirectory(prefix="gpujob-probe-") as tmp:
+        dataset = w.dataset
+        if dataset not in ("synthetic", "digits") and not Path(dataset).expanduser().exists():
+            dataset = "synthetic"  # the data lives elsewhere; speed on the CPU is the same
+        config = {
+            "model": w.model, "image_size": w.image_size, "num_classes": w.num_classes,
+            "in_channels": w.in_channels, "dataset": dataset, "samples_per_epoch": max(w.samples_per_epoch, batch),
+            "epochs": 1, "batch_size": batch,
+            # A CPU user trains in fp32: bf16/fp16 autocast on most CPUs is slower, tf32 is GPU-only.
+            "precision": "fp32", "learning_rate": w.learning_rate, "compile": False,
+            "channels_last": w.channels_last, "output_dir": str(Path(tmp) / "out"),
+        }
+        cfg_path = Path(tmp) / "job.json"
+        cfg_path.write_text(json.dumps(config), encoding="utf-8")
+        cmd = [python, str(script), "--config", str(cfg_path), "--device", "cpu",
+               "--probe-seconds", str(probe_seconds), "--warmup-steps", "1"]
+        try:
+            rc, out, err = (runner or _default_runner)(cmd, probe_seconds + HARD_TIMEOUT_MARGIN_S)
+        except subprocess.TimeoutExpired:
+            return _from_model(spec, device, cores,
+                               f"CPU probe did not finish within {probe_seconds + HARD_TIMEOUT_MARGIN_S:.0f} s")
+        except OSError as exc:
+            return _from_model(spec, device, cores, f"CPU probe could not start ({exc.strerror})")
+    probe, error = _parse_probe(out or "")
+    if rc != 0 or probe is None or not probe.get("samples_per_second"):
+        why = (error or {}).get("message") or ((err or "").strip().splitlines() or [f"exit {rc}"])[-1]
+        return _from_model(spec, device, cores, f"CPU probe failed: {why}"[:300])
+    sps = float(probe["samples_per_second"])
+    if use_cache:
+        cache = read_json(cache_path, {})
+        cache.setdefault(fp, {})[wkey] = {"samples_per_second": sps, "time": time.time(),
+                                          "date": time.strftime("%Y-%m-%d"), "steps": probe.get("steps"),
+                                          "seconds": probe.get("seconds")}
+        write_json_atomic(cache_path, cache)
+    return Baseline(device, cores, sps, total / sps, measured=True, cached=False,
+                    note=f"measured: {probe.get('steps')} steps in {probe.get('seconds')} s at batch {batch}, fp32",
+                    probe_batch_size=batch)

@@ -1,0 +1,291 @@
+"""The estimate: every GPU offer priced for this job, beside this machine's CPU.
+
+``estimate(spec)`` returns an ``Estimate``; ``Estimate.to_dict()`` is the JSON contract of
+``gpujob estimate --json`` (issue 3). Rendering is the CLI's job; ``COLUMNS`` says what to show.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from launcher.errors import EstimateError
+from launcher.estimate.baseline import Baseline, cpu_cores, cpu_name
+from launcher.estimate.billing import bill_usd
+from launcher.estimate.flops import ModelCost, model_cost
+from launcher.estimate.overheads import overheads_for
+from launcher.estimate.throughput import Prediction, predict, predict_cpu
+
+DEFAULT_TOP = 25
+
+# What a human table shows, in order: (header, candidate key). The CLI formats
+# *_seconds as durations and *_usd / price_per_hour as dollars.
+COLUMNS = (
+    ("PROVIDER", "provider"), ("INSTANCE", "instance_type"), ("REGION", "region"), ("GPU", "gpu"),
+    ("N", "gpu_count"), ("SPOT", "spot"), ("$/H", "price_per_hour"), ("SAMPLES/S", "samples_per_second"),
+    ("TRAIN", "train_seconds"), ("OVERHEAD", "overhead_seconds"), ("TOTAL", "total_seconds"),
+    ("TOTAL $", "total_usd"), ("FITS", "fits_memory"), ("OVER BUDGET", "over_budget"),
+)
+FREE_COLUMNS = (
+    ("FREE OPTION", "name"), ("GPU", "gpu"), ("N", "gpu_count"), ("SAMPLES/S", "samples_per_second"),
+    ("TRAIN", "train_seconds"), ("FITS ONE SESSION", "fits_one_session"), ("SESSION H", "max_session_hours"),
+    ("WEEKLY H", "weekly_hours"),
+)
+
+
+@dataclass
+class Candidate:
+    provider: str
+    instance_type: str
+    region: str
+    zones: list
+    gpu: str
+    gpu_count: int
+    spot: bool
+    price_per_hour: float | None
+    samples_per_second: float | None
+    train_seconds: float | None
+    overhead_seconds: float
+    total_seconds: float | None
+    total_usd: float | None
+    fits_memory: bool
+    over_budget: bool
+    max_batch: int | None
+    requested: bool = False
+    mfu: float | None = None
+    bound: str | None = None
+    memory_gib_needed: float | None = None
+    note: str = ""
+
+    def sort_key(self) -> tuple:
+        # Unfit and unpriced rows last; then cheapest, then fastest.
+        return (not self.fits_memory, self.total_usd is None, self.total_usd or 0.0,
+                self.total_seconds or math.inf, self.provider, self.instance_type, self.region)
+
+
+@dataclass
+class FreeRow:
+    name: str
+    gpu: str
+    gpu_count: int
+    samples_per_second: float | None
+    train_seconds: float | None
+    fits_one_session: bool
+    fits_memory: bool
+    max_session_hours: float
+    weekly_hours: float | None
+    source: str
+    note: str
+
+
+@dataclass
+class Estimate:
+    job: dict
+    baseline: dict
+    candidates: list[Candidate]
+    free_options: list[FreeRow]
+    catalog: dict
+    summary: dict
+    notes: list[str] = field(default_factory=list)
+    candidates_total: int = 0  # before dedupe / top-N
+
+    def to_dict(self) -> dict:
+        return {
+            "job": self.job,
+            "baseline": self.baseline,
+            "candidates": [asdict(c) for c in self.candidates],
+            "candidates_total": self.candidates_total,
+            "free_options": [asdict(f) for f in self.free_options],
+            "catalog": self.catalog,
+            "summary": self.summary,
+            "notes": self.notes,
+        }
+
+
+def human_duration(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} hours"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
+
+
+def model_baseline(spec, cost: ModelCost) -> Baseline:
+    """The CPU row when no probe ran: predicted from the model, marked measured=False."""
+    cores = cpu_cores()
+    sps = predict_cpu(cost, cores)
+    return Baseline(cpu_name(), cores, sps, spec.workload.total_samples / sps, measured=False, cached=False,
+                    note="not measured (probe skipped): predicted from the model")
+
+
+def _regions_filter(spec, offers) -> set | None:
+    want = {r.casefold() for r in spec.resources.regions}
+    if not want:
+        return None
+    return want
+
+
+def _requested(spec, offer) -> bool:
+    r = spec.resources
+    if r.instance_type and offer.instance_type == r.instance_type:
+        return True
+    if r.accelerators:
+        from launcher.catalog.model import normalize_gpu
+
+        return (normalize_gpu(r.accelerators.name).casefold() == offer.gpu.casefold()
+                and r.accelerators.count == offer.gpu_count)
+    return False
+
+
+def _summary(rows: list[Candidate], base: dict, budget: float | None) -> dict:
+    priced = [c for c in rows if c.fits_memory and c.total_usd is not None]
+    cheapest = min(priced, key=Candidate.sort_key, default=None)
+    fastest = min(priced, key=lambda c: (c.total_seconds, c.total_usd), default=None)
+    out = {"cheapest": asdict(cheapest) if cheapest else None, "fastest": asdict(fastest) if fastest else None,
+           "speedup_vs_cpu": None, "hours_saved": None, "within_budget": None}
+    if budget is not None:
+        out["within_budget"] = sum(1 for c in priced if not c.over_budget)
+    if cheapest is None:
+        out["sentence"] = "No GPU offer in the catalog fits this job."
+        return out
+    what = (f"{cheapest.instance_type} ({cheapest.gpu} x{cheapest.gpu_count}, {cheapest.provider} "
+            f"{cheapest.region}{' spot' if cheapest.spot else ''})")
+    gpu_part = f"takes {human_duration(cheapest.total_seconds)} and costs ${cheapest.total_usd:.2f}"
+    cpu_s, cpu_sps = base.get("seconds"), base.get("samples_per_second")
+    if not cpu_s or not cpu_sps:
+        out["sentence"] = f"The cheapest GPU run, {what}, {gpu_part}."
+        return out
+    out["speedup_vs_cpu"] = round(cheapest.samples_per_second / cpu_sps, 2)
+    saved = cpu_s - cheapest.total_seconds
+    out["hours_saved"] = round(saved / 3600, 3)
+    how = "measured" if base.get("measured") else "predicted"
+    if saved > 0:
+        out["sentence"] = (f"The GPU run costs ${cheapest.total_usd:.2f} and saves {human_duration(saved)}: "
+                           f"{what} {gpu_part}; this CPU would take {human_duration(cpu_s)} ({how}).")
+    else:
+        out["sentence"] = (f"This CPU finishes in {human_duration(cpu_s)} ({how}), sooner than the cheapest "
+                           f"GPU run ({what}, {human_duration(cheapest.total_seconds)} with start-up, "
+                           f"${cheapest.total_usd:.2f}): no GPU needed.")
+    return out
+
+
+def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=("aws", "gcp"),
+             include_spot: bool = True, overheads: dict | None = None, all_regions: bool = False,
+             top: int | None = DEFAULT_TOP, get_gpu=None, free_options=None) -> Estimate:
+    """Price ``spec`` on every GPU offer of ``providers``. ``baseline``: a measured CPU
+    baseline (measure_baseline); None predicts the CPU from the model. ``overheads``:
+    overrides for overheads_for (boot_s, setup_s, teardown_s, data_s, upload_mbps)."""
+    w = spec.workload
+    cost = model_cost(w.model, w.image_size, w.num_classes, w.in_channels)
+    if catalog is None:
+        from launcher.catalog import load_catalog
+
+        catalog = load_catalog()
+    if get_gpu is None:
+        from launcher.catalog.gpus import get_gpu
+    if free_options is None:
+        from launcher.catalog.free import FREE_OPTIONS as free_options
+    notes: list[str] = []
+    if cost.approximate:
+        notes.append(f"FLOPs are approximate: {cost.source}")
+    total = w.total_samples
+    budget = spec.limits.budget_usd
+    want_regions = _regions_filter(spec, catalog.offers)
+    providers = tuple(providers)
+    offers = [o for o in catalog.offers if o.provider in providers]
+    if want_regions:
+        # Restrict a provider to the spec's regions only when the spec names one of its regions.
+        named = {o.provider for o in offers if o.region.casefold() in want_regions}
+        offers = [o for o in offers if o.provider not in named or o.region.casefold() in want_regions]
+
+    preds: dict[tuple, Prediction | None] = {}
+    slow_path: dict[str, list[str]] = {}
+    over: dict[str, float] = {}
+    rows: list[Candidate] = []
+    for o in offers:
+        key = (o.gpu, o.gpu_count)
+        if key not in preds:
+            try:
+                preds[key] = predict(get_gpu(o.gpu), o.gpu_count, w.precision, cost, w.batch_size, w.model)
+            except Exception:
+                preds[key] = None  # a GPU missing from the spec table: row shown, unpredicted
+                notes.append(f"no hardware figures for {o.gpu}: its offers are not predicted")
+            if preds[key] and preds[key].note:
+                slow_path.setdefault(w.precision, []).append(o.gpu)
+        p = preds[key]
+        if o.provider not in over:
+            over[o.provider] = overheads_for(o.provider, w, overheads).total_s
+        for spot, price in ((False, o.price), (True, o.spot_price if include_spot else None)):
+            if price is None:
+                continue
+            sps = p.samples_per_second if p else None
+            train = total / sps if sps else None
+            total_s = train + over[o.provider] if train is not None else None
+            usd = bill_usd(total_s, price, o.provider) if total_s is not None else None
+            rows.append(Candidate(
+                provider=o.provider, instance_type=o.instance_type, region=o.region, zones=list(o.zones),
+                gpu=o.gpu, gpu_count=o.gpu_count, spot=spot, price_per_hour=price, samples_per_second=sps,
+                train_seconds=train, overhead_seconds=over[o.provider], total_seconds=total_s, total_usd=usd,
+                fits_memory=bool(p and p.fits_memory), over_budget=bool(budget is not None and usd is not None
+                                                                        and usd > budget),
+                max_batch=p.max_batch if p else None, requested=_requested(spec, o),
+                mfu=p.mfu if p else None, bound=p.bound if p else None,
+                memory_gib_needed=p.memory_gib_needed if p else None,
+                note=("" if p is None or p.fits_memory else
+                      f"batch {w.batch_size} needs {p.memory_gib_needed:.1f} GiB; "
+                      + (f"use batch_size <= {p.max_batch}" if p.max_batch else "the model does not fit")),
+            ))
+    for prec, gpus in slow_path.items():
+        names = ", ".join(sorted(set(gpus)))
+        hint = "; use precision: fp16 there" if prec == "bf16" else ""
+        notes.append(f"{prec} has no fast path on {names}: estimated at their fp32 rate{hint}")
+    if not rows:
+        raise EstimateError(f"no GPU offers for providers {', '.join(providers)} in the catalog",
+                            "check resources.regions or run `gpujob catalog update`")
+    n_all = len(rows)
+    rows.sort(key=Candidate.sort_key)
+    if not all_regions:
+        seen, kept = set(), []
+        for c in rows:  # sorted: the first row per key is the cheapest region
+            k = (c.provider, c.instance_type, c.spot)
+            if k not in seen:
+                seen.add(k)
+                kept.append(c)
+        rows = kept
+    if top is not None and len(rows) > top:
+        head = rows[:top]
+        head += [c for c in rows[top:] if c.requested]  # what the spec asked for is always shown
+        rows = head
+
+    base = baseline or model_baseline(spec, cost)
+    free_rows = []
+    for f in free_options:
+        try:
+            fp = predict(get_gpu(f.gpu), f.gpu_count, w.precision, cost, w.batch_size, w.model)
+        except Exception:
+            continue
+        train = total / fp.samples_per_second
+        free_rows.append(FreeRow(
+            name=f.name, gpu=f.gpu, gpu_count=f.gpu_count, samples_per_second=fp.samples_per_second,
+            train_seconds=train, fits_one_session=fp.fits_memory and train <= f.max_session_hours * 3600,
+            fits_memory=fp.fits_memory, max_session_hours=f.max_session_hours, weekly_hours=f.weekly_hours,
+            source=f.source_url, note=f.note + ("" if not fp.note else f"; {fp.note}"),
+        ))
+    prov = catalog.provenance
+    base_dict = {"device": base.device, "cores": base.cores, "samples_per_second": base.samples_per_second,
+                 "seconds": base.seconds, "measured": base.measured, "cached": base.cached, "note": base.note}
+    return Estimate(
+        job={"name": spec.name, "model": w.model, "precision": w.precision, "batch_size": w.batch_size,
+             "image_size": w.image_size, "epochs": w.epochs, "total_samples": total,
+             "train_flops_per_sample": cost.train_flops_per_sample, "params": cost.params,
+             "flops_source": cost.source, "approximate": cost.approximate, "budget_usd": budget},
+        baseline=base_dict,
+        candidates=rows,
+        free_options=free_rows,
+        catalog={"source": prov.source, "snapshot": prov.snapshot, "age_days": prov.age_days, "stale": prov.stale},
+        summary=_summary(rows, base_dict, budget),
+        notes=notes,
+        candidates_total=n_all,
+    )

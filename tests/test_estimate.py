@@ -1,0 +1,393 @@
+"""The estimator: FLOP counts, throughput model, memory fit, billing, overheads, the table."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from launcher.catalog.free import FreeOption
+from launcher.catalog.gpus import GPUS, get_gpu
+from launcher.catalog.model import Catalog, Offer, make_provenance
+from launcher.errors import EstimateError
+from launcher.estimate import bill_usd, billable_seconds, estimate, model_cost, overheads_for, predict
+from launcher.estimate import flops as flops_mod
+from launcher.estimate.baseline import Baseline
+from launcher.estimate.calibration import Calibration, build, load_points
+from launcher.estimate.throughput import max_batch_that_fits, memory_needed_gib, predict_cpu
+from launcher.spec import parse_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+
+
+# --- FLOPs -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model,gmacs,mparams", [("vgg16", 15.47, 138.36), ("resnet50", 4.09, 25.56),
+                                                 ("resnet18", 1.81, 11.69), ("vgg11", 7.61, 132.86)])
+def test_bundled_costs_match_published(model, gmacs, mparams):
+    # torchvision's model table lists multiply-adds ("GFLOPS" 15.47 for vgg16); we count 2 FLOPs each.
+    c = model_cost(model, 224, 1000, 3)
+    assert c.source == "bundled" and not c.approximate
+    assert c.forward_flops_per_sample / 2e9 == pytest.approx(gmacs, rel=0.03)
+    assert c.params / 1e6 == pytest.approx(mparams, rel=0.01)
+    assert 2.85 < c.train_flops_per_sample / c.forward_flops_per_sample < 3.05  # backward ~ 2x forward
+    assert c.param_bytes == 4 * c.params
+    assert c.activation_bytes("bf16") < c.activation_bytes("fp32") == c.activation_bytes_per_sample
+
+
+def test_vgg16_train_flops_about_46_gmacs():
+    c = model_cost("vgg16", 224, 1000)
+    assert c.train_flops_per_sample / 2e9 == pytest.approx(46.4, rel=0.03)
+
+
+def test_recount_on_meta_matches_bundle_and_caches(tmp_path):
+    pytest.importorskip("torch")
+    fresh = flops_mod.compute_with_torch("resnet50", 224, 1000, 3)
+    bundled = model_cost("resnet50", 224, 1000, 3)
+    assert fresh.train_flops_per_sample == pytest.approx(bundled.train_flops_per_sample, rel=1e-6)
+    assert fresh.activation_bytes_per_sample == pytest.approx(bundled.activation_bytes_per_sample, rel=1e-6)
+    odd = model_cost("resnet18", 200, 7, 3)  # not in the bundle: counted, then cached
+    assert odd.source == "computed"
+    again = model_cost("resnet18", 200, 7, 3)
+    assert again.source == "cache" and again.train_flops_per_sample == odd.train_flops_per_sample
+
+
+def test_without_torch_scales_nearest_entry(monkeypatch):
+    monkeypatch.setattr(flops_mod, "_torch_available", lambda: False)
+    c = model_cost("resnet50", 230, 1000, 3)
+    base = model_cost("resnet50", 224, 1000, 3)
+    assert c.approximate and c.source.startswith("scaled from resnet50:224:1000:3")
+    assert c.train_flops_per_sample == pytest.approx(base.train_flops_per_sample * (230 / 224) ** 2)
+
+
+def test_unknown_model_without_torch_is_an_estimate_error(monkeypatch):
+    monkeypatch.setattr(flops_mod, "_torch_available", lambda: False)
+    with pytest.raises(EstimateError):
+        model_cost("transformer", 224, 1000, 3)
+
+
+# --- throughput ------------------------------------------------------------------------
+
+
+def _scaled(gpu, f):
+    return replace(gpu, peak_tflops={k: (v * f if v else v) for k, v in gpu.peak_tflops.items()},
+                   bandwidth_gbs=gpu.bandwidth_gbs * f)
+
+
+@pytest.mark.parametrize("model", ["vgg16", "resnet50", "tinycnn"])
+def test_throughput_monotone_in_gpu_peak(model):
+    cost = model_cost(model, 224 if model != "tinycnn" else 32, 1000, 3)
+    a100 = get_gpu("A100")
+    speeds = [predict(_scaled(a100, f), 1, "bf16", cost, 128, model).samples_per_second for f in (0.5, 1, 2, 4)]
+    assert speeds == sorted(speeds) and speeds[0] < speeds[-1]
+
+
+def test_faster_gpus_predict_faster():
+    cost = model_cost("resnet50", 224, 1000)
+    sps = {g: predict(get_gpu(g), 1, "bf16", cost, 128, "resnet50").samples_per_second
+           for g in ("T4", "A10G", "A100", "H100")}
+    assert sps["T4"] < sps["A10G"] < sps["A100"] < sps["H100"]
+
+
+def test_predictions_near_public_calibration_points():
+    points = [p for p in load_points() if p.count == 1 and p.model == "resnet50"]
+    assert points, "bench/results/calibration_public.json is missing"
+    for p in points:
+        cost = model_cost(p.model, 224, 1000)
+        got = predict(get_gpu(p.gpu), 1, p.precision, cost, p.batch_size, p.model).samples_per_second
+        assert abs(got / p.samples_per_second - 1) < 0.3, (p, got)
+
+
+def test_tf32_and_bf16_before_ampere_run_at_fp32_rate():
+    cost = model_cost("resnet50", 224, 1000)
+    v100 = get_gpu("V100")
+    fp32 = predict(v100, 1, "fp32", cost, 128, "resnet50")
+    for prec in ("tf32", "bf16"):
+        p = predict(v100, 1, prec, cost, 128, "resnet50")
+        assert p.peak_tflops == v100.peak_tflops["fp32"] and p.note
+        assert p.samples_per_second == pytest.approx(fp32.samples_per_second, rel=0.2)
+    assert predict(v100, 1, "fp16", cost, 128, "resnet50").samples_per_second > 2 * fp32.samples_per_second
+
+
+def test_multi_gpu_scales_sublinearly():
+    cost = model_cost("resnet50", 224, 1000)
+    one = predict(get_gpu("A100"), 1, "bf16", cost, 256, "resnet50").samples_per_second
+    eight = predict(get_gpu("A100"), 8, "bf16", cost, 256, "resnet50").samples_per_second
+    assert 5 * one < eight < 8 * one
+    # No NVLink: the all-reduce of 550 MB of VGG16 gradients over PCIe costs more.
+    vgg = model_cost("vgg16", 224, 1000)
+    t4 = get_gpu("T4")
+    nv = replace(t4, nvlink_gbs=600)
+    assert predict(t4, 4, "fp16", vgg, 8, "vgg16").samples_per_second < predict(nv, 4, "fp16", vgg, 8,
+                                                                                 "vgg16").samples_per_second
+
+
+def test_memory_fit_matches_nvidia_batch_advice():
+    # NVIDIA's ResNet-50 recipe: batch 256 with mixed precision, 128 in fp32, per V100 16 GB.
+    cost = model_cost("resnet50", 224, 1000)
+    v100 = get_gpu("V100")
+    assert predict(v100, 1, "fp16", cost, 256, "resnet50").fits_memory
+    assert predict(v100, 1, "fp32", cost, 128, "resnet50").fits_memory
+    big = predict(v100, 1, "fp32", cost, 256, "resnet50")
+    assert not big.fits_memory and big.max_batch == 128
+
+
+def test_max_batch_is_largest_power_of_two_that_fits():
+    cost = model_cost("vgg16", 224, 1000)
+    for name in ("T4", "A10G", "A100-80GB"):
+        gpu = get_gpu(name)
+        b = max_batch_that_fits(cost, "bf16", gpu.memory_gib)
+        assert b and b & (b - 1) == 0
+        usable = gpu.memory_gib * 0.93
+        assert memory_needed_gib(cost, b, "bf16") <= usable < memory_needed_gib(cost, 2 * b, "bf16")
+    assert max_batch_that_fits(cost, "fp32", 0.5) is None
+
+
+def test_calibration_falls_back_for_unseen_cases():
+    cal = build([])
+    assert cal.efficiency("blackwell", "half", "mlp") == pytest.approx(math.exp(Calibration().mu))
+    fitted = build(load_points())
+    assert 0.05 < fitted.efficiency("ada", "half", "vgg16") < 0.95
+    assert 0.5 < fitted.multi_gpu_efficiency <= 1.0
+
+
+def test_cpu_prediction_scales_with_cores():
+    cost = model_cost("vgg16", 224, 1000)
+    assert predict_cpu(cost, 8) == pytest.approx(4 * predict_cpu(cost, 2))
+
+
+# --- billing and overheads -------------------------------------------------------------
+
+
+def test_billing_per_second_with_one_minute_minimum():
+    assert billable_seconds(1, "aws") == 60
+    assert billable_seconds(60.2, "gcp") == 61
+    assert bill_usd(30, 3.6, "aws") == pytest.approx(0.06)
+    assert bill_usd(3600, 3.06, "aws") == pytest.approx(3.06)
+    assert bill_usd(90.5, 3.6, "gcp") == pytest.approx(91 * 0.001)
+    assert bill_usd(45 * 60, 3.06, "aws") == pytest.approx(2.295)  # 45 min of p3.2xlarge
+    assert bill_usd(10_000, 5.0, "local") == 0.0
+    assert bill_usd(100, None, "aws") is None
+    with pytest.raises(ValueError):
+        billable_seconds(-1, "aws")
+
+
+def test_spot_rows_bill_the_spot_price():
+    est = estimate(_spec(), catalog=_catalog(), baseline=_base(), top=None)
+    od = next(c for c in est.candidates if c.instance_type == "p3.2xlarge" and not c.spot)
+    sp = next(c for c in est.candidates if c.instance_type == "p3.2xlarge" and c.spot)
+    assert sp.total_seconds == od.total_seconds
+    assert sp.total_usd == pytest.approx(bill_usd(sp.total_seconds, 0.9, "aws"))
+    assert sp.total_usd < od.total_usd
+
+
+def test_overheads_defaults_env_and_args(monkeypatch, tmp_path):
+    w = _spec().workload
+    aws = overheads_for("aws", w)
+    assert aws.data_s == 0 and aws.total_s == aws.boot_s + aws.setup_s + aws.teardown_s > 0
+    assert overheads_for("local", w).total_s == 0
+    monkeypatch.setenv("GPUJOB_BOOT_S", "10")
+    assert overheads_for("aws", w).boot_s == 10
+    assert overheads_for("aws", w, {"boot_s": 5, "setup_s": 1, "teardown_s": 0}).total_s == 6
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.bin").write_bytes(b"x" * 12_500_000)  # 100 Mbit: 1 s at 100 Mbit/s
+    w2 = w.model_copy(update={"dataset": str(data)})
+    assert overheads_for("gcp", w2).data_s == pytest.approx(1.0)
+    assert overheads_for("gcp", w2, {"upload_mbps": 50}).data_s == pytest.approx(2.0)
+    missing = w.model_copy(update={"dataset": str(tmp_path / "nope")})
+    assert overheads_for("aws", missing).data_s > 0
+
+
+# --- the table -------------------------------------------------------------------------
+
+
+def _spec(budget: float | None = 25, batch: int = 128, accel: str = "V100:1", epochs: float = 1):
+    text = f"""
+name: t
+workload: {{model: vgg16, batch_size: {batch}, precision: fp16, epochs: {epochs}}}
+resources: {{accelerators: "{accel}"}}
+""" + (f"limits: {{budget_usd: {budget}}}\n" if budget else "")
+    return parse_spec(text)
+
+
+def _offer(provider, itype, region, gpu, n, price, spot=None):
+    return Offer(provider, itype, region, (f"{region}-a",), gpu, n, 8, 64, get_gpu(gpu).memory_gib, price, spot)
+
+
+def _catalog():
+    offers = [
+        _offer("aws", "p3.2xlarge", "us-east-1", "V100", 1, 3.06, 0.9),
+        _offer("aws", "p3.2xlarge", "eu-west-1", "V100", 1, 3.30, 1.1),
+        _offer("aws", "g4dn.xlarge", "us-east-1", "T4", 1, 0.526, 0.2),
+        _offer("aws", "p5.48xlarge", "us-east-1", "H100", 8, 98.32, None),
+        _offer("gcp", "a2-highgpu-1g", "us-central1", "A100", 1, 3.67, 1.44),
+        _offer("gcp", "n1-standard-4", "us-central1", "K80", 1, 0.6, None),
+        _offer("gcp", "weird-1", "us-central1", "A100", 1, None, None),
+    ]
+    return Catalog(offers, make_provenance("test catalog", "2026-01-01"))
+
+
+def _base(sps: float = 0.5) -> Baseline:
+    return Baseline("Test CPU", 4, sps, 1281167 / sps, measured=True, cached=False, note="fake")
+
+
+def test_table_sorted_by_total_usd_unfit_last():
+    est = estimate(_spec(batch=1024), catalog=_catalog(), baseline=_base(), top=None)
+    fits = [c.fits_memory for c in est.candidates]
+    assert fits == sorted(fits, reverse=True) and not all(fits)
+    fit_usd = [c.total_usd for c in est.candidates if c.fits_memory]
+    assert fit_usd == sorted(fit_usd)
+    unfit = next(c for c in est.candidates if not c.fits_memory)
+    assert unfit.max_batch is None or unfit.max_batch < 1024
+    assert "batch 1024 needs" in unfit.note
+
+
+def test_rows_per_price_kind_and_cheapest_region():
+    est = estimate(_spec(), catalog=_catalog(), baseline=_base(), top=None)
+    keys = [(c.provider, c.instance_type, c.spot) for c in est.candidates]
+    assert len(keys) == len(set(keys))
+    p3 = [c for c in est.candidates if c.instance_type == "p3.2xlarge"]
+    assert {c.spot for c in p3} == {True, False} and {c.region for c in p3} == {"us-east-1"}
+    every = estimate(_spec(), catalog=_catalog(), baseline=_base(), top=None, all_regions=True)
+    assert {c.region for c in every.candidates if c.instance_type == "p3.2xlarge"} == {"us-east-1", "eu-west-1"}
+    no_spot = estimate(_spec(), catalog=_catalog(), baseline=_base(), include_spot=False)
+    assert not any(c.spot for c in no_spot.candidates)
+
+
+def test_budget_flags_and_requested_rows():
+    est = estimate(_spec(budget=3), catalog=_catalog(), baseline=_base(), top=None)
+    for c in est.candidates:
+        assert c.over_budget == (c.total_usd is not None and c.total_usd > 3)
+    assert any(c.over_budget for c in est.candidates) and not all(c.over_budget for c in est.candidates)
+    assert {c.instance_type for c in est.candidates if c.requested} == {"p3.2xlarge"}
+    one = estimate(_spec(), catalog=_catalog(), baseline=_base(), top=1)
+    assert one.candidates[0].instance_type != "p3.2xlarge"
+    assert any(c.requested for c in one.candidates)  # the asked-for GPU survives the cut
+
+
+def test_json_contract_keys_and_types():
+    d = json.loads(json.dumps(estimate(_spec(), catalog=_catalog(), baseline=_base()).to_dict()))
+    job = d["job"]
+    assert {"name", "model", "precision", "batch_size", "total_samples", "train_flops_per_sample"} <= set(job)
+    assert job["total_samples"] == 1281167 and isinstance(job["train_flops_per_sample"], float)
+    b = d["baseline"]
+    assert isinstance(b["device"], str) and isinstance(b["measured"], bool)
+    assert isinstance(b["samples_per_second"], float) and isinstance(b["seconds"], float)
+    types = {"provider": str, "instance_type": str, "region": str, "gpu": str, "gpu_count": int, "spot": bool,
+             "price_per_hour": float, "samples_per_second": float, "train_seconds": float,
+             "overhead_seconds": float, "total_seconds": float, "total_usd": float, "fits_memory": bool,
+             "over_budget": bool, "zones": list}
+    assert d["candidates"]
+    for c in d["candidates"]:
+        for k, t in types.items():
+            assert isinstance(c[k], t) or (c[k] is None and k in ("samples_per_second", "train_seconds",
+                                                                  "total_seconds", "total_usd")), (k, c[k])
+        assert "max_batch" in c
+    for f in d["free_options"]:
+        assert {"name", "gpu", "gpu_count", "samples_per_second", "train_seconds", "fits_one_session",
+                "max_session_hours", "weekly_hours", "source"} <= set(f)
+        assert isinstance(f["fits_one_session"], bool)
+    cat = d["catalog"]
+    assert cat["source"] == "test catalog" and cat["snapshot"] == "2026-01-01"
+    assert isinstance(cat["age_days"], (int, float)) and isinstance(cat["stale"], bool)
+    s = d["summary"]
+    assert s["cheapest"]["total_usd"] <= s["fastest"]["total_usd"]
+    assert s["fastest"]["total_seconds"] <= s["cheapest"]["total_seconds"]
+    assert s["speedup_vs_cpu"] > 1 and s["hours_saved"] > 0
+    assert s["sentence"].startswith("The GPU run costs $") and "saves" in s["sentence"]
+
+
+def test_unpriced_and_unknown_gpus_do_not_break_the_table():
+    est = estimate(_spec(), catalog=_catalog(), baseline=_base(), top=None)
+    k80 = next(c for c in est.candidates if c.gpu == "K80")
+    assert k80.samples_per_second > 0
+    assert not any(c.instance_type == "weird-1" for c in est.candidates)  # no price at all: no row
+    odd = Catalog([_offer("aws", "x1", "us-east-1", "T4", 1, 1.0), replace(
+        _offer("aws", "x2", "us-east-1", "T4", 1, 1.0), gpu="MYSTERY")], make_provenance("t", "2026-01-01"))
+    est = estimate(_spec(), catalog=odd, baseline=_base())
+    assert est.candidates[-1].gpu == "MYSTERY" and est.candidates[-1].total_usd is None
+    assert any("MYSTERY" in n for n in est.notes)
+
+
+def test_no_offers_is_an_estimate_error():
+    with pytest.raises(EstimateError):
+        estimate(_spec(), catalog=_catalog(), baseline=_base(), providers=("azure",))
+
+
+def test_cpu_faster_than_gpu_says_so():
+    tiny = parse_spec("name: q\nworkload: {model: tinycnn, image_size: 32, num_classes: 10, in_channels: 1,"
+                      " samples_per_epoch: 1797, epochs: 1, batch_size: 64, precision: fp32}\n")
+    est = estimate(tiny, catalog=_catalog(), baseline=Baseline("c", 2, 2000.0, 0.9, True, False, ""))
+    assert "no GPU needed" in est.summary["sentence"] and est.summary["hours_saved"] < 0
+
+
+def test_free_options_session_fit():
+    opts = [FreeOption("Colab", "T4", 1, 12.0, None, "https://example.org/colab", "n")]
+    small = estimate(_spec(), catalog=_catalog(), baseline=_base(), free_options=opts)
+    assert small.free_options[0].fits_one_session
+    big = estimate(_spec(epochs=40), catalog=_catalog(), baseline=_base(), free_options=opts)
+    row = big.free_options[0]
+    assert row.train_seconds > 12 * 3600 and not row.fits_one_session
+    assert row.source == "https://example.org/colab"
+
+
+def test_no_baseline_gives_model_prediction_marked_unmeasured():
+    est = estimate(_spec(), catalog=_catalog())
+    assert est.baseline["measured"] is False and est.baseline["samples_per_second"] > 0
+    assert "predicted" in est.summary["sentence"]
+
+
+def test_real_catalog_and_spec_files_estimate_without_torch():
+    code = ("import sys, json\nfrom launcher.spec import load_spec\nfrom launcher.estimate import estimate\n"
+            "for f in ('jobs/vgg16.yaml', 'jobs/resnet50.yaml', 'jobs/quickstart.yaml'):\n"
+            "    d = estimate(load_spec(f)).to_dict(); json.dumps(d); assert d['candidates']\n"
+            "assert 'torch' not in sys.modules, 'estimate imported torch'\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_for_machine_and_full_estimate_dicts():
+    from launcher.estimate import for_machine, full_estimate
+
+    row = for_machine(_spec(), "aws", "p3.2xlarge", None, spot=True, baseline=False, catalog=_catalog())
+    assert row["gpu"] == "V100" and row["price_per_hour"] == 0.9 and row["basis"] == "gpu model"
+    assert row["total_usd"] == pytest.approx(bill_usd(row["total_seconds"], 0.9, "aws"))
+    assert row["baseline"]["measured"] is False
+    local = for_machine(parse_spec("name: l\n"), "local", None, None, spot=False, baseline=False)
+    assert local["total_usd"] == 0.0 and local["basis"] == "cpu model" and local["gpu"] is None
+    with pytest.raises(EstimateError):
+        for_machine(_spec(), "aws", "nope.large", None, spot=False, baseline=False, catalog=_catalog())
+    d = full_estimate(_spec(), baseline=False, catalog=_catalog(), top=3)
+    assert len(d["candidates"]) >= 3 and d["baseline"]["measured"] is False
+
+
+def test_payload_measurements_are_a_data_change(tmp_path):
+    import shutil
+
+    shutil.copy(ROOT / "bench/results/calibration_public.json", tmp_path)
+    before = build(load_points(tmp_path)).efficiency("hopper", "half", "vgg16")
+    rows = [{"model": "vgg16", "precision": "bf16", "batch_size": 128, "channels_last": True, "compile": True,
+             "samples_per_second": 3000.0, "flops_per_sample": 9.27e10, "mfu": 0.28,
+             "device_name": "NVIDIA H100 80GB HBM3", "torch": "2.x"},
+            {"model": "vgg16", "precision": "bf16", "batch_size": 128, "channels_last": False, "compile": False,
+             "samples_per_second": 1000.0, "device_name": "NVIDIA H100 80GB HBM3"}]
+    (tmp_path / "h100_payload.json").write_text(json.dumps(rows))
+    points = load_points(tmp_path)
+    mine = [p for p in points if p.gpu == "H100"]
+    assert [p.role for p in mine] == ["fit", "check"]
+    cal = build(points)
+    assert cal.efficiency("hopper", "half", "vgg16") != before
+    got = predict(get_gpu("H100"), 1, "bf16", model_cost("vgg16", 224, 1000), 128, "vgg16", cal)
+    assert got.samples_per_second == pytest.approx(3000, rel=0.15)

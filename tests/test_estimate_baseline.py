@@ -1,0 +1,110 @@
+"""The local CPU baseline: probe parsing, extrapolation, caching, failures, and one real probe."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from launcher.estimate import baseline as bl
+from launcher.estimate.baseline import measure_baseline, probe_batch_size
+from launcher.spec import parse_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+
+
+def _spec(model="resnet18", batch=32, samples=1000, image=64):
+    return parse_spec(f"name: b\nworkload: {{model: {model}, image_size: {image}, num_classes: 10, "
+                      f"samples_per_epoch: {samples}, epochs: 2, batch_size: {batch}, precision: bf16}}\n")
+
+
+class FakeRunner:
+    def __init__(self, sps=40.0, rc=0, extra="", exc=None):
+        self.calls, self.sps, self.rc, self.extra, self.exc = [], sps, rc, extra, exc
+
+    def __call__(self, cmd, timeout):
+        self.calls.append((cmd, timeout))
+        if self.exc:
+            raise self.exc
+        cfg = json.loads(Path(cmd[cmd.index("--config") + 1]).read_text())
+        self.config = cfg
+        lines = ["some log line", json.dumps({"event": "start", "time": 1.0})]
+        if self.sps:
+            lines.append(json.dumps({"event": "probe", "time": 2.0, "samples_per_second": self.sps, "steps": 9,
+                                     "seconds": 3.2, "device": "cpu", "precision": cfg["precision"],
+                                     "batch_size": cfg["batch_size"]}))
+        return self.rc, "\n".join(lines) + self.extra, "boom: traceback tail"
+
+
+def test_probe_is_parsed_extrapolated_and_bounded():
+    r = FakeRunner(sps=40.0)
+    b = measure_baseline(_spec(), probe_seconds=5, runner=r)
+    assert b.measured and not b.cached
+    assert b.samples_per_second == 40.0 and b.seconds == pytest.approx(2000 / 40.0)
+    cmd, timeout = r.calls[0]
+    assert cmd[1].endswith("payloads/train.py") and cmd[cmd.index("--device") + 1] == "cpu"
+    assert cmd[cmd.index("--probe-seconds") + 1] == "5" and "--warmup-steps" in cmd
+    assert timeout == pytest.approx(5 + bl.HARD_TIMEOUT_MARGIN_S)
+    assert r.config["precision"] == "fp32" and r.config["compile"] is False
+    assert r.config["batch_size"] <= 32
+
+
+def test_result_is_cached_per_machine_and_workload():
+    r = FakeRunner(sps=12.5)
+    measure_baseline(_spec(), probe_seconds=5, runner=r)
+    again = measure_baseline(_spec(), probe_seconds=5, runner=r)
+    assert again.cached and again.samples_per_second == 12.5 and len(r.calls) == 1
+    measure_baseline(_spec(model="resnet50"), probe_seconds=5, runner=r)  # other workload: new probe
+    assert len(r.calls) == 2
+    measure_baseline(_spec(), probe_seconds=5, runner=r, use_cache=False)
+    assert len(r.calls) == 3
+
+
+@pytest.mark.parametrize("runner,why", [
+    (FakeRunner(sps=None, rc=1), "boom"),
+    (FakeRunner(sps=None, rc=0, extra="\n" + json.dumps({"event": "error", "time": 1, "message": "OOM"})), "OOM"),
+    (FakeRunner(exc=subprocess.TimeoutExpired("x", 65)), "did not finish"),
+    (FakeRunner(exc=FileNotFoundError(2, "No such file")), "could not start"),
+])
+def test_failed_probe_falls_back_to_the_model(runner, why):
+    b = measure_baseline(_spec(), probe_seconds=5, runner=runner)
+    assert not b.measured and why in b.note and "predicted from the model" in b.note
+    assert b.samples_per_second and b.samples_per_second > 0 and b.seconds > 0
+
+
+def test_without_torch_says_so(monkeypatch):
+    monkeypatch.setattr(bl, "_torch_version", lambda: None)
+    b = measure_baseline(_spec())
+    assert not b.measured and b.note.startswith("PyTorch not installed: CPU baseline from the model only")
+    assert b.samples_per_second > 0
+
+
+def test_probe_batch_is_a_small_power_of_two():
+    big = _spec(model="vgg16", batch=128, image=224)
+    b = probe_batch_size(big, 15, 2)
+    assert b & (b - 1) == 0 and 4 <= b < 128
+    assert probe_batch_size(_spec(model="resnet18", batch=2), 15, 64) == 2
+
+
+def test_device_and_cores_are_reported():
+    assert bl.cpu_name() and bl.cpu_cores() >= 1
+    assert len(bl.fingerprint()) == 16
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ROOT / "payloads" / "train.py").exists(), reason="payload not present")
+def test_real_cpu_probe_quickstart():
+    pytest.importorskip("torch")
+    spec = parse_spec("name: q\nworkload: {model: tinycnn, image_size: 32, num_classes: 10, in_channels: 1,"
+                      " dataset: synthetic, samples_per_epoch: 1797, epochs: 8, batch_size: 64, precision: fp32}\n")
+    b = measure_baseline(spec, probe_seconds=1.0, python=sys.executable)
+    assert b.measured, b.note
+    assert b.samples_per_second > 1 and b.seconds == pytest.approx(1797 * 8 / b.samples_per_second)
