@@ -178,6 +178,7 @@ class Runner:
                 self.store.set_state(run_id, "connecting")
                 host = self.host_factory(machine)
                 host.wait_until_reachable(opts.ssh_deadline_s)
+                self._emit("connected", run_id=run_id)
                 paths = _paths(machine, run_id, run_dir, host)
                 self._upload(host, spec, paths, machine)
                 if spec.setup:
@@ -189,6 +190,7 @@ class Runner:
                 self.store.update_run(run_id, job_started_at=self.clock(),
                                       machine={**_machine_dict(machine), "pid": pid, "workdir": paths.workdir})
                 self.store.set_state(run_id, "running")
+                self._emit("job-started", run_id=run_id, pid=pid)
                 if opts.detach:
                     detached = True
                     self._emit("detached", run_id=run_id)
@@ -214,6 +216,7 @@ class Runner:
                     leftovers = self._teardown(run_id, provider, ctx)
                 if host is not None:
                     host.close()  # a detached job lives on: it was started with setsid
+                    self._emit("connections", run_id=run_id, opened=getattr(host, "connections_opened", 0))
         return self._conclude(run_id, outcome, leftovers)
 
     def attach(self, run_id: str, follow: bool = True, keep: bool = False) -> RunResult:
