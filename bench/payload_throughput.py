@@ -53,7 +53,10 @@ def run_probe(cfg: dict, steps: int, warmup: int, device: str, extra: list[str],
            "--compile" if cfg["compile"] else "--no-compile",
            "--probe-steps", str(steps), "--warmup-steps", str(warmup), *extra]
     t = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f}s", "wall_s": round(time.monotonic() - t, 1)}
     events = [e for e in map(parse_line, proc.stdout.splitlines()) if e]
     probe = next((e for e in events if e["event"] == "probe"), None)
     start = next((e for e in events if e["event"] == "start"), {})

@@ -1,0 +1,159 @@
+"""`gpujob run --provider aws` end to end: the real Runner and AwsProvider under moto, the
+"instance" a real sshd on its 127.0.0.x address presenting the host key from the user data."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytest.importorskip("boto3")
+pytest.importorskip("moto")
+
+from launcher.errors import JobFailed, QuotaError  # noqa: E402
+from launcher.providers.aws import AwsProvider  # noqa: E402
+from launcher.providers.base import TAG_RUN  # noqa: E402
+from tests.aws_fixtures import (  # noqa: E402, F401
+    aws,
+    aws_env,
+    booted_sshd_for,
+    fail_run_instances,
+    fast_session,
+    loopback_addresses,
+)
+from tests.e2e_support import (  # noqa: E402
+    E2E,
+    FAIL_PY,
+    assert_store_released,
+    assert_trained,
+    guard_loopback,
+    isolate,
+    require_sshd,
+    tiny_spec,
+)
+from tests.sshd import free_port  # noqa: E402
+
+R = "us-east-1"
+RESOURCES = "{accelerators: 'T4:1', regions: [us-east-1]}"  # g4dn.xlarge from the bundled catalog
+AWS_KINDS = {"key-pair", "security-group", "instance"}
+
+
+@pytest.fixture
+def e2e(aws, tmp_path, monkeypatch):
+    """An E2E runner on a moto-backed AwsProvider; machines boot as sshd on 127.0.0.x:<free port>."""
+    guard_loopback(monkeypatch)
+    isolate(tmp_path, monkeypatch)
+    provider = AwsProvider(regions=[R], ssh_cidr="127.0.0.1/32", session=fast_session(),
+                           sleep=lambda s: time.sleep(min(s, 0.05)),
+                           detect_ip=lambda: pytest.fail("detect_ip must not be called with ssh_cidr set"))
+
+    def boot(m):
+        # the real machine listens on 22; a free port keeps tests parallel-safe
+        return booted_sshd_for(m.id, tmp_path / f"sshd-{m.id}", region=m.region, port=free_port(m.host))
+
+    run = E2E(provider, boot)
+    try:
+        yield run
+    finally:
+        run.stop()
+
+
+def ec2():
+    import boto3
+
+    return boto3.client("ec2", region_name=R)
+
+
+def assert_nothing_left(e2e: E2E, run_id: str) -> None:
+    """moto holds no live instance, security group or key pair of ours; the store agrees."""
+    assert e2e.provider.find([R]) == []
+    c = ec2()
+    live = c.describe_instances(Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
+    assert [i["InstanceId"] for r in live["Reservations"] for i in r["Instances"]] == []
+    assert c.describe_security_groups(Filters=[{"Name": "tag-key", "Values": [TAG_RUN]}])["SecurityGroups"] == []
+    assert [g["GroupName"] for g in c.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"] == []
+    assert c.describe_key_pairs()["KeyPairs"] == []
+    assert_store_released(e2e.runner.store, run_id, AWS_KINDS)
+
+
+@pytest.mark.sshd
+def test_aws_run_trains_streams_fetches_and_tears_down(e2e):
+    require_sshd()
+    with loopback_addresses(first=150):
+        result = e2e.run(tiny_spec("tiny-aws", RESOURCES), ssh_cidr="127.0.0.1/32")
+    assert_trained(e2e, result)
+    (m,) = e2e.machines
+    assert m.host == "127.0.0.150" and m.instance_type == "g4dn.xlarge" and m.region == R
+    assert result.run.machine["host"] == m.host
+    kinds = e2e.kinds()
+    assert kinds.index("machine") < kinds.index("teardown") < kinds.index("teardown-done")
+    assert [f["leftovers"] for k, f in e2e.events if k == "teardown-done"] == [0]
+    assert_nothing_left(e2e, result.run.id)
+
+
+@pytest.mark.sshd
+def test_aws_failing_job_is_reported_and_still_torn_down(e2e, tmp_path):
+    require_sshd()
+    (tmp_path / "project" / "fail.py").write_text(FAIL_PY)
+    with loopback_addresses(first=160), pytest.raises(JobFailed) as info:
+        e2e.run(tiny_spec("fail-aws", RESOURCES, entrypoint="fail.py"))
+    assert info.value.exit_status == 3
+    rec = e2e.runner.store.list_runs()[0]
+    assert rec.state == "failed"
+    assert "about to fail" in e2e.runner.store.log_text(rec.id)
+    assert (tmp_path / "project" / "gpujob-runs" / rec.id / "outputs" / "partial.txt").is_file()
+    assert "teardown-done" in e2e.kinds()
+    assert_nothing_left(e2e, rec.id)
+
+
+def test_aws_quota_error_leaves_nothing_and_says_which_quota(e2e):
+    with loopback_addresses(first=170), fail_run_instances({"*": ("VcpuLimitExceeded", "You have requested more "
+                                                                  "vCPU capacity than your current vCPU limit")}):
+        with pytest.raises(QuotaError) as info:
+            e2e.run(tiny_spec("quota-aws", RESOURCES))
+    err = info.value
+    assert "G and VT" in str(err) and "g4dn.xlarge" in str(err) and R in str(err)
+    assert "quota" in (err.hint or "").lower()
+    assert e2e.machines == [] and e2e.sshds == []  # it never "booted"
+    assert [k for k in e2e.kinds() if k == "quota-failed"] == ["quota-failed"]
+    rec = e2e.runner.store.list_runs()[0]
+    assert rec.state == "launch-failed" and "quota" in rec.reason
+    assert_nothing_left(e2e, rec.id)
+
+
+def test_cli_dry_run_prints_the_plan_and_creates_nothing(aws, monkeypatch, tmp_path):
+    """`gpujob run jobs/vgg16.yaml --provider aws --dry-run` with no usable credentials."""
+    from typer.testing import CliRunner
+
+    from launcher.cli import app
+    from tests.e2e_support import REPO
+
+    guard_loopback(monkeypatch)
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "gpujob-home"))
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(var, "")
+    calls: list[str] = []
+    import botocore.client
+
+    real_call = botocore.client.BaseClient._make_api_call
+
+    def record(self, operation, params):
+        calls.append(operation)
+        return real_call(self, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", record)
+    result = CliRunner().invoke(app, ["run", str(REPO / "jobs" / "vgg16.yaml"), "--provider", "aws", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for needle in ("dry run", "p3.2xlarge", "us-east-1", "us-west-2", "use1-az1", "SSM parameter",
+                   "3.06", "estimate", "22/tcp from your address /32", "watchdog", "shutdown -h",
+                   "InstanceInitiatedShutdownBehavior=terminate"):
+        assert needle in out, needle
+    assert calls == []  # not even a describe
+    for region in ("us-east-1", "us-west-2"):
+        import boto3
+
+        c = boto3.client("ec2", region_name=region, aws_access_key_id="x", aws_secret_access_key="x")
+        assert [r for r in c.describe_instances()["Reservations"]] == []
+        assert [g for g in c.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"] == []
+        assert c.describe_key_pairs()["KeyPairs"] == []

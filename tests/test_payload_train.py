@@ -1,0 +1,195 @@
+"""payloads/train.py end to end on the CPU: learning, protocol, probe, checkpoints, signals, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from payloads.protocol import parse_line
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = str(ROOT / "payloads" / "train.py")
+# Quick digits job: 16x16 tinycnn; ~2 s of training on two cores.
+DIGITS = ["--device", "cpu", "--model", "tinycnn", "--dataset", "digits", "--image-size", "16", "--in-channels", "1",
+          "--num-classes", "10", "--precision", "fp32", "--lr", "0.05", "--batch-size", "64",
+          "--samples-per-epoch", "1797"]
+
+
+def train(args, tmp_path=None, timeout=120, **kw):
+    cmd = [sys.executable, TRAIN, *args]
+    if tmp_path is not None:
+        cmd += ["--output-dir", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
+    events = [e for e in map(parse_line, proc.stdout.splitlines()) if e]
+    return proc, events
+
+
+def of(events, kind):
+    return [e for e in events if e["event"] == kind]
+
+
+def test_learns_digits_and_writes_outputs(tmp_path):
+    proc, events = train([*DIGITS, "--epochs", "4", "--log-every", "5"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    start, end = of(events, "start")[0], of(events, "end")[0]
+    assert start["world_size"] == 1 and start["device"] == "cpu" and start["compile"] is False
+    assert start["total_samples"] == 4 * 1797 and start["resumed_from_step"] is None
+    steps = of(events, "step")
+    assert steps[-1]["loss"] < steps[0]["loss"] * 0.5
+    epochs = of(events, "epoch")
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+    assert end["status"] == "ok" and end["accuracy"] > 0.8, end
+    assert end["samples_per_second"] > 0 and end["steps"] == steps[-1]["step"]
+    for e in events:  # every protocol line carries event + time
+        assert isinstance(e["time"], float) and e["time"] > 1e9
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "ok"
+    assert (tmp_path / "model.pt").exists() and (tmp_path / "checkpoints" / "last.pt").exists()
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name != "last.pt"]  # no temp leftovers
+
+
+def test_config_file_and_flag_override(tmp_path):
+    cfg = tmp_path / "job.json"
+    cfg.write_text(json.dumps({"model": "mlp", "image_size": 8, "num_classes": 10, "in_channels": 1, "dataset": "digits",
+                               "samples_per_epoch": 256, "epochs": 1, "batch_size": 32, "precision": "fp32",
+                               "learning_rate": 0.1, "compile": None, "channels_last": False, "seed": 1,
+                               "checkpoint_every_s": 600, "max_seconds": None, "output_dir": str(tmp_path / "o")}))
+    proc, events = train(["--config", str(cfg), "--batch-size", "64", "--device", "cpu"])
+    assert proc.returncode == 0, proc.stderr
+    start = of(events, "start")[0]
+    assert start["model"] == "mlp" and start["batch_size"] == 64 and start["channels_last"] is False
+    assert (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_resume_continues_exactly(tmp_path):
+    common = [*DIGITS, "--epochs", "1", "--log-every", "1", "--seed", "3"]
+    full, ev_full = train(common, tmp_path / "full")
+    assert full.returncode == 0, full.stderr
+    first, ev_first = train([*common, "--max-steps", "9"], tmp_path / "cut")
+    assert first.returncode == 75, first.stderr
+    assert of(ev_first, "checkpoint")[-1]["reason"] == "max_steps"
+    assert of(ev_first, "end")[0]["status"] == "interrupted"
+    second, ev_second = train([*common, "--resume"], tmp_path / "cut")
+    assert second.returncode == 0, second.stderr
+    assert of(ev_second, "start")[0]["resumed_from_step"] == 9
+    losses_full = {e["step"]: e["loss"] for e in of(ev_full, "step")}
+    losses_resumed = {e["step"]: e["loss"] for e in of(ev_second, "step")}
+    assert min(losses_resumed) == 10
+    for step in (10, 11, max(losses_full)):
+        assert losses_resumed[step] == pytest.approx(losses_full[step], rel=1e-5, abs=1e-6), step
+
+
+def test_sigterm_checkpoints_and_exits_75(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    cmd = [sys.executable, TRAIN, *DIGITS, "--epochs", "200", "--log-every", "1", "--output-dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    events = []
+    try:
+        for line in proc.stdout:
+            ev = parse_line(line)
+            if ev:
+                events.append(ev)
+                if ev["event"] == "step":
+                    proc.send_signal(signal.SIGTERM)
+                    break
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events += [e for e in map(parse_line, rest.splitlines()) if e]
+    assert proc.returncode == 75
+    ck = of(events, "checkpoint")
+    assert ck and ck[-1]["reason"] == "signal" and Path(ck[-1]["path"]).exists()
+    assert of(events, "end")[0]["status"] == "interrupted"
+
+
+def test_probe_prints_one_probe_event(tmp_path):
+    proc, events = train(["--device", "cpu", "--model", "mlp", "--image-size", "16", "--batch-size", "8",
+                          "--probe-steps", "3", "--warmup-steps", "1", "--num-classes", "10"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (probe,) = of(events, "probe")
+    assert probe["steps"] == 3 and probe["warmup_steps"] == 1 and probe["samples_per_second"] > 0
+    assert probe["device"] == "cpu" and probe["batch_size"] == 8 and probe["precision"] == "bf16"
+    assert not of(events, "checkpoint") and not (tmp_path / "checkpoints").exists()
+
+
+def test_probe_seconds_bounds_time(tmp_path):
+    t = time.monotonic()
+    proc, events = train(["--device", "cpu", "--model", "mlp", "--image-size", "16", "--batch-size", "8",
+                          "--probe-seconds", "0.5", "--num-classes", "10", "--precision", "fp32"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (probe,) = of(events, "probe")
+    assert probe["seconds"] >= 0.5 and probe["steps"] >= 1 and time.monotonic() - t < 30
+
+
+@pytest.mark.parametrize("dataset, needle", [("/nonexistent/data.npz", "no such file"), ("{bad}", "not a .npz")])
+def test_bad_dataset_is_exit_2_with_one_line(tmp_path, dataset, needle):
+    if dataset == "{bad}":
+        dataset = str(tmp_path / "data.txt")
+        Path(dataset).write_text("hello")
+    proc, events = train(["--device", "cpu", "--model", "mlp", "--dataset", dataset], tmp_path)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and dataset in lines[0] and needle in lines[0], proc.stderr
+
+
+def test_malformed_npz_and_good_npz(tmp_path):
+    import numpy as np
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((4, 8, 8)))
+    proc, _ = train(["--device", "cpu", "--model", "mlp", "--dataset", str(bad)], tmp_path)
+    assert proc.returncode == 2 and "missing array(s) y" in proc.stderr
+    good = tmp_path / "good.npz"
+    rng = np.random.default_rng(0)
+    np.savez(good, x=rng.integers(0, 255, (40, 12, 12, 3), dtype=np.uint8), y=rng.integers(0, 4, 40))
+    proc, events = train(["--device", "cpu", "--model", "mlp", "--dataset", str(good), "--image-size", "8",
+                          "--num-classes", "4", "--batch-size", "8", "--samples-per-epoch", "40", "--precision", "fp32"],
+                         tmp_path / "o")
+    assert proc.returncode == 0, proc.stderr
+    assert of(events, "end")[0]["status"] == "ok"
+
+
+def test_image_folder(tmp_path):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    for c, colour in enumerate(["red", "blue"]):
+        (tmp_path / "imgs" / f"class{c}").mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (20, 14), colour).save(tmp_path / "imgs" / f"class{c}" / f"{i}.{'png' if i % 2 else 'jpg'}")
+    proc, events = train(["--device", "cpu", "--model", "mlp", "--dataset", str(tmp_path / "imgs"), "--image-size", "8",
+                          "--num-classes", "2", "--batch-size", "4", "--samples-per-epoch", "12", "--precision", "fp32"],
+                         tmp_path / "o")
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc, _ = train(["--device", "cpu", "--model", "mlp", "--dataset", str(tmp_path / "empty")], tmp_path / "o2")
+    assert proc.returncode == 2 and "no JPEG/PNG images" in proc.stderr
+
+
+def test_bad_arguments_exit_2(tmp_path):
+    proc, _ = train(["--model", "alexnet"], tmp_path)
+    assert proc.returncode == 2
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"modle": "vgg16"}')
+    proc, _ = train(["--config", str(cfg)], tmp_path)
+    assert proc.returncode == 2 and "modle" in proc.stderr
+
+
+def test_runs_as_module(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "payloads.train", "--device", "cpu", "--model", "mlp", "--image-size",
+                           "8", "--batch-size", "4", "--probe-steps", "1", "--warmup-steps", "0", "--num-classes", "3"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert any((parse_line(ln) or {}).get("event") == "probe" for ln in proc.stdout.splitlines())
+
+
+def test_payloads_never_import_launcher():
+    for f in (ROOT / "payloads").glob("*.py"):
+        assert "launcher" not in "".join(ln for ln in f.read_text().splitlines() if "import" in ln), f
