@@ -12,18 +12,35 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from launcher import __version__
 from launcher.errors import GpujobError, UsageError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+_DEBUG = bool(os.environ.get("GPUJOB_DEBUG"))
+
+
+class _Group(TyperGroup):
+    """Turns every GpujobError into one line on stderr and its exit code (also under CliRunner)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GpujobError as exc:
+            if _DEBUG:
+                raise
+            from rich.markup import escape
+
+            _err().print(f"[red]error:[/] {escape(str(exc))}")
+            sys.exit(exc.exit_code)
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Estimate, launch, stream and always tear down GPU training jobs.")
 catalog_app = typer.Typer(no_args_is_help=True, help="The bundled GPU price catalog.")
 app.add_typer(catalog_app, name="catalog")
-
-_DEBUG = bool(os.environ.get("GPUJOB_DEBUG"))
-
 
 def _out():
     from rich.console import Console
@@ -289,27 +306,10 @@ def catalog_update() -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
-    except GpujobError as exc:
-        if _DEBUG:
-            raise
-        from rich.markup import escape
-
-        _err().print(f"[red]error:[/] {escape(str(exc))}")
+        app()
+    except click.exceptions.Exit as exc:  # raised by _Group after printing the error line
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        _err().print("interrupted")
-        sys.exit(130)
-    except Exception as exc:  # click's own usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug, not a user error: one line, no traceback unless asked
         if _DEBUG:
             raise
         _err().print(f"internal error: {exc!r} (rerun with GPUJOB_DEBUG=1 for a traceback and report it)",

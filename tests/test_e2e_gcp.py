@@ -59,13 +59,17 @@ def e2e_env(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def started(e2e_env, tmp_path, monkeypatch, request):
-    """(fake, e2e); the natIP block comes from the test's `hosts` marker-free param."""
-    fake = fake_for(monkeypatch, request.param)
-    run = make_e2e(fake, tmp_path)
-    try:
-        yield fake, run
-    finally:
+def start(e2e_env, tmp_path, monkeypatch):
+    """start(first_host) -> (fake, e2e); each test takes its own 127.0.0.x block. Both stop at the end."""
+    made: list[tuple[FakeGce, E2E]] = []
+
+    def _start(first_host: int) -> tuple[FakeGce, E2E]:
+        fake = fake_for(monkeypatch, first_host)
+        made.append((fake, make_e2e(fake, tmp_path)))
+        return made[-1]
+
+    yield _start
+    for fake, run in made:
         run.stop()
         fake.stop()
 
@@ -77,10 +81,9 @@ def assert_nothing_left(fake: FakeGce, e2e: E2E, run_id: str) -> None:
 
 
 @pytest.mark.sshd
-@pytest.mark.parametrize("started", [180], indirect=True)
-def test_gcp_run_trains_streams_fetches_and_tears_down(started):
+def test_gcp_run_trains_streams_fetches_and_tears_down(start):
     require_sshd()
-    fake, e2e = started
+    fake, e2e = start(180)
     result = e2e.run(tiny_spec("tiny-gcp", RESOURCES))
     assert_trained(e2e, result)
     (m,) = e2e.machines
@@ -96,10 +99,9 @@ def test_gcp_run_trains_streams_fetches_and_tears_down(started):
 
 
 @pytest.mark.sshd
-@pytest.mark.parametrize("started", [190], indirect=True)
-def test_gcp_failing_job_is_reported_and_still_torn_down(started, tmp_path):
+def test_gcp_failing_job_is_reported_and_still_torn_down(start, tmp_path):
     require_sshd()
-    fake, e2e = started
+    fake, e2e = start(190)
     (tmp_path / "project" / "fail.py").write_text(FAIL_PY)
     with pytest.raises(JobFailed) as info:
         e2e.run(tiny_spec("fail-gcp", RESOURCES, entrypoint="fail.py"))
@@ -111,9 +113,8 @@ def test_gcp_failing_job_is_reported_and_still_torn_down(started, tmp_path):
     assert_nothing_left(fake, e2e, rec.id)
 
 
-@pytest.mark.parametrize("started", [200], indirect=True)
-def test_gcp_quota_error_leaves_nothing_and_says_which_quota(started):
-    fake, e2e = started
+def test_gcp_quota_error_leaves_nothing_and_says_which_quota(start):
+    fake, e2e = start(200)
     fake.quota_exceeded("us-central1-a", metric="NVIDIA_T4_GPUS")
     with pytest.raises(QuotaError) as info:
         e2e.run(tiny_spec("quota-gcp", RESOURCES))

@@ -1,0 +1,167 @@
+"""The command line through typer's CliRunner and as a real process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from launcher.cli import app
+
+REPO = Path(__file__).resolve().parent.parent
+VGG = str(REPO / "jobs" / "vgg16.yaml")
+cli = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_help_lists_commands():
+    res = cli.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("validate", "estimate", "run", "ls", "logs", "show", "down", "gc", "catalog"):
+        assert cmd in res.output
+
+
+def test_help_imports_no_sdk_or_torch():
+    code = ("import sys; from launcher.cli import app; from typer.testing import CliRunner; "
+            "CliRunner().invoke(app, ['--help']); "
+            "bad = [m for m in ('boto3', 'botocore', 'google.cloud', 'torch', 'paramiko') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_python_dash_m_launcher():
+    proc = subprocess.run([sys.executable, "-m", "launcher", "--version"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0 and "gpujob" in proc.stdout
+
+
+def test_validate_ok_and_bad(home):
+    assert cli.invoke(app, ["validate", VGG]).exit_code == 0
+    bad = home / "bad.yaml"
+    bad.write_text("name: x\nworkload:\n  batchsize: 3\n")
+    res = cli.invoke(app, ["validate", str(bad)])
+    assert res.exit_code == 2
+    assert "bad.yaml:3" in res.output and "did you mean 'batch_size'" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_bad_spec_as_a_process_is_one_line_exit_2(home):
+    bad = home / "bad.yaml"
+    bad.write_text("name: x\nlimits:\n  max_duration: forever\n")
+    proc = subprocess.run([sys.executable, "-m", "launcher", "run", str(bad)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "bad.yaml:3" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_estimate_json_contract():
+    res = cli.invoke(app, ["estimate", VGG, "--json", "--no-baseline"])
+    assert res.exit_code == 0, res.output
+    est = json.loads(res.output)
+    assert est["job"]["name"] == "vgg16-imagenet-1epoch" and est["job"]["model"] == "vgg16"
+    assert {"device", "samples_per_second", "seconds", "measured"} <= set(est["baseline"])
+    assert est["baseline"]["measured"] is False
+    assert {"source", "snapshot", "age_days"} <= set(est["catalog"])
+    cands = est["candidates"]
+    assert cands and {"aws", "gcp"} <= {c["provider"] for c in cands}
+    keys = {"provider", "instance_type", "region", "gpu", "gpu_count", "spot", "price_per_hour",
+            "samples_per_second", "train_seconds", "overhead_seconds", "total_seconds", "total_usd", "fits_memory"}
+    for c in cands:
+        assert keys <= set(c)
+        assert isinstance(c["spot"], bool) and isinstance(c["fits_memory"], bool)
+    priced = [c["total_usd"] for c in cands if c["total_usd"] is not None and c["fits_memory"]]
+    assert priced == sorted(priced)
+
+
+def test_estimate_table_mentions_cpu_and_free_tiers():
+    res = cli.invoke(app, ["estimate", VGG, "--no-baseline"])
+    assert res.exit_code == 0, res.output
+    assert "this machine" in res.output and "Colab" in res.output and "prices:" in res.output
+
+
+def test_catalog_show_filters_and_json():
+    res = cli.invoke(app, ["catalog", "show", "--gpu", "A100", "--provider", "gcp", "--json"])
+    assert res.exit_code == 0
+    data = json.loads(res.output)
+    assert data["offers"] and all(o["provider"] == "gcp" and o["gpu"] == "A100" for o in data["offers"])
+    assert data["provenance"]["source"]
+    res = cli.invoke(app, ["catalog", "show", "--gpu", "X999"])
+    assert res.exit_code != 0 and "GPUs in the catalog" in res.output
+
+
+def test_catalog_update_offline_is_one_clear_line(monkeypatch):
+    import launcher.catalog as catalog
+
+    def offline(*a, **k):
+        from launcher.errors import CatalogError
+
+        raise CatalogError("cannot reach the catalog; you are offline? the bundled snapshot stays in use")
+
+    monkeypatch.setattr(catalog, "update_catalog", offline)
+    res = cli.invoke(app, ["catalog", "update"])
+    assert res.exit_code == 1 and "offline" in res.output
+
+
+def test_run_dry_run_local():
+    res = cli.invoke(app, ["run", str(REPO / "jobs" / "quickstart.yaml"), "--dry-run", "--no-baseline"])
+    assert res.exit_code == 0, res.output
+    assert "dry run" in res.output
+
+
+def test_ssh_provider_needs_host():
+    res = cli.invoke(app, ["run", VGG, "--provider", "ssh"])
+    assert res.exit_code == 2 and "--host" in res.output
+
+
+def test_bad_ssh_cidr():
+    res = cli.invoke(app, ["run", VGG, "--provider", "aws", "--ssh-cidr", "nope", "--dry-run"])
+    assert res.exit_code == 2 and "--ssh-cidr" in res.output
+
+
+def test_unknown_run_id():
+    res = cli.invoke(app, ["show", "rnothere"])
+    assert res.exit_code == 1 and "gpujob ls" in res.output
+
+
+def test_run_ls_show_logs_plot(home):
+    spec = home / "tiny.yaml"
+    spec.write_text("name: tiny\nworkload: {model: mlp, image_size: 8, num_classes: 10, in_channels: 1, "
+                    "dataset: digits, samples_per_epoch: 256, epochs: 1, batch_size: 64, precision: fp32}\n")
+    res = cli.invoke(app, ["run", str(spec), "--no-baseline", "--json"])
+    assert res.exit_code == 0, res.output
+    events = [json.loads(ln) for ln in res.output.splitlines() if ln.startswith("{")]
+    report = events[-1]
+    assert report["event"] == "report" and report["state"] == "succeeded"
+    run_id = report["run_id"]
+    listed = json.loads(cli.invoke(app, ["ls", "--json"]).output)
+    assert listed[0]["id"] == run_id and listed[0]["state"] == "succeeded"
+    shown = json.loads(cli.invoke(app, ["show", run_id, "--json"]).output)
+    assert shown["actual"]["samples"] >= 256
+    assert '"event": "end"' in cli.invoke(app, ["logs", run_id]).output or "training ok" in cli.invoke(app, ["logs", run_id]).output
+    png = home / "chart.png"
+    assert cli.invoke(app, ["show", run_id, "--plot", str(png)]).exit_code == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gc_without_sdk_credentials_reports_and_exits(monkeypatch):
+    from launcher import gc as gc_mod
+
+    class Nothing:
+        name = "aws"
+
+        def find(self, regions):
+            return []
+
+    monkeypatch.setattr(gc_mod, "get_provider", lambda name, **cfg: Nothing())
+    res = cli.invoke(app, ["gc", "--provider", "aws"])
+    assert res.exit_code == 0 and "nothing to collect" in res.output
