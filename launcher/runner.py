@@ -352,9 +352,10 @@ class Runner:
         log = host.read_file(paths.log)
         if log is not None:
             (dest / "job.log").write_bytes(log)
-        result = _end_event(self.store.log_text(run_id))
+        log_text = self.store.log_text(run_id)
         self.store.update_run(run_id, artifacts_dir=str(dest), exit_status=exit_status,
-                              result={"end": result, "files": len(got)})
+                              result={"start": _last_event(log_text, "start"), "end": _last_event(log_text, "end"),
+                                      "files": len(got)})
         self._emit("artifacts", run_id=run_id, path=str(dest), files=len(got))
         if exit_status != 0:
             self.store.set_state(run_id, "failed", reason or f"job exited {exit_status}")
@@ -471,13 +472,13 @@ def parse_protocol(line: str) -> dict | None:
     return obj if isinstance(obj, dict) and "event" in obj else None
 
 
-def _end_event(log_text: str) -> dict | None:
-    end = None
+def _last_event(log_text: str, kind: str) -> dict | None:
+    found = None
     for line in log_text.splitlines():
         ev = parse_protocol(line)
-        if ev and ev.get("event") == "end":
-            end = ev
-    return end
+        if ev and ev.get("event") == kind:
+            found = ev
+    return found
 
 
 def job_command(spec, machine: Machine, paths: Paths, node_rank: int = 0, master_addr: str | None = None,
@@ -551,7 +552,8 @@ def build_report(rec: RunRecord) -> dict[str, Any]:
                       "usd": delta(actual_usd, est.get("total_usd"))},
         "baseline": base or None,
     }
-    if cpu_seconds and train_seconds:
+    device = ((rec.result or {}).get("start") or {}).get("device", "")
+    if cpu_seconds and train_seconds and not str(device).startswith("cpu"):  # a CPU run vs itself says nothing
         report["vs_cpu"] = {"cpu_seconds": cpu_seconds, "speedup": cpu_seconds / train_seconds,
                             "hours_saved": (cpu_seconds - (actual_total or train_seconds)) / 3600.0}
     return report

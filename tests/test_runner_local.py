@@ -133,3 +133,36 @@ def test_down_stops_a_detached_job(runner, tmp_path):
     runner.down(rec.id)
     got = runner.store.get_run(rec.id)
     assert got.state == "cancelled" and RecordingLocal.teardowns == [rec.id]
+
+
+SLOW = "import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.1)\n"
+
+
+def test_budget_reached_stops_the_job(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "slow.py").write_text(SLOW)
+
+    class Pricey(RecordingLocal):
+        def launch(self, spec, ctx, deadline_s):
+            m = super().launch(spec, ctx, deadline_s)
+            m.price_per_hour = 36000.0  # $10 a second: a $5 budget is spent at once
+            return m
+
+    runner = Runner(store=Store(), provider_factory=lambda name, **cfg: Pricey())
+    spec = parse_spec("name: pricey\npayload: {entrypoint: slow.py}\nlimits: {budget_usd: 5}\n")
+    with pytest.raises(JobFailed, match="budget"):
+        runner.run(spec, _opts(poll_every_s=0.2))
+    rec = runner.store.list_runs()[0]
+    assert rec.state == "failed" and "budget" in rec.reason
+    assert not group_alive(rec.machine["pid"])
+
+
+def test_max_duration_is_enforced_on_the_host(runner, tmp_path):
+    (tmp_path / "slow.py").write_text(SLOW)
+    spec = parse_spec("name: capped\npayload: {entrypoint: slow.py}\nlimits: {max_duration: 2s}\n")
+    start = time.monotonic()
+    with pytest.raises(JobFailed, match="max_duration"):
+        runner.run(spec, _opts())
+    assert time.monotonic() - start < 30
+    assert RecordingLocal.teardowns

@@ -18,7 +18,9 @@ from pathlib import Path
 DEFAULTS = {
     "aws": {"boot_s": 150.0, "setup_s": 180.0, "teardown_s": 30.0},
     "gcp": {"boot_s": 120.0, "setup_s": 180.0, "teardown_s": 30.0},
-    "local": {"boot_s": 0.0, "setup_s": 0.0, "teardown_s": 0.0},
+    # local: the payload's own start-up (interpreter, torch import, data), measured at ~3-4 s on
+    # a 2-core machine by bench/ssh_overhead.py ("payload_startup_to_first_step_s").
+    "local": {"boot_s": 0.0, "setup_s": 4.0, "teardown_s": 0.0},
     "ssh": {"boot_s": 0.0, "setup_s": 60.0, "teardown_s": 0.0},
 }
 UPLOAD_MBPS = 100.0  # laptop -> cloud upstream, megabits per second
