@@ -48,8 +48,9 @@ def render_estimate(con, est: dict[str, Any]) -> None:
               f"{(job.get('train_flops_per_sample') or 0) / 1e9:.1f} GFLOP/sample (train)")
     t = Table(show_edge=False, header_style="bold")
     for col, just in (("provider", "left"), ("instance", "left"), ("region", "left"), ("GPU", "left"),
-                      ("market", "left"), ("$/h", "right"), ("samples/s", "right"), ("train", "right"),
-                      ("overhead", "right"), ("total", "right"), ("total $", "right"), ("note", "left")):
+                      ("market", "left"), ("$/h", "right"), ("samples/s", "right"), ("GPU eff.", "right"),
+                      ("train", "right"), ("overhead", "right"), ("total", "right"), ("total $", "right"),
+                      ("$/epoch", "right"), ("note", "left")):
         t.add_column(col, justify=just)
     for c in est.get("candidates", []):
         notes = []
@@ -60,21 +61,26 @@ def render_estimate(con, est: dict[str, Any]) -> None:
         if c.get("requested"):
             notes.append("requested")
         style = "dim" if notes and not c.get("requested") else None
-        t.add_row(c["provider"], c["instance_type"], c["region"], f"{c['gpu']} x{c['gpu_count']}",
-                  "spot" if c["spot"] else "on-demand", fmt_usd(c.get("price_per_hour")),
+        nodes = c.get("num_nodes") or 1
+        eff = c.get("scaling_efficiency")
+        t.add_row(c["provider"], c["instance_type"] + (f" x{nodes}" if nodes > 1 else ""), c["region"],
+                  f"{c['gpu']} x{c['gpu_count']}", "spot" if c["spot"] else "on-demand",
+                  fmt_usd(c.get("price_per_hour")),
                   f"{c['samples_per_second']:,.0f}" if c.get("samples_per_second") else "-",
+                  f"{eff:.0%}" if eff is not None else "-",
                   fmt_seconds(c.get("train_seconds")), fmt_seconds(c.get("overhead_seconds")),
-                  fmt_seconds(c.get("total_seconds")), fmt_usd(c.get("total_usd")), ", ".join(notes), style=style)
+                  fmt_seconds(c.get("total_seconds")), fmt_usd(c.get("total_usd")), fmt_usd(c.get("usd_per_epoch")),
+                  ", ".join(notes), style=style)
     b = est.get("baseline") or {}
     if b:
         sps = b.get("samples_per_second")
         t.add_row("local", "this machine", "-", escape(str(b.get("device", "CPU"))), "-", "$0.00",
-                  f"{sps:,.1f}" if sps else "-", fmt_seconds(b.get("seconds")), "-", fmt_seconds(b.get("seconds")),
-                  "$0.00", "measured" if b.get("measured") else "modelled (not measured)", style="cyan")
+                  f"{sps:,.1f}" if sps else "-", "-", fmt_seconds(b.get("seconds")), "-", fmt_seconds(b.get("seconds")),
+                  "$0.00", "$0.00", "measured" if b.get("measured") else "modelled (not measured)", style="cyan")
     for f in est.get("free_options", []):
         t.add_row("free", escape(f["name"]), "-", f"{f['gpu']} x{f['gpu_count']}", "-", "$0.00",
-                  f"{f['samples_per_second']:,.0f}" if f.get("samples_per_second") else "-",
-                  fmt_seconds(f.get("train_seconds")), "-", "-", "$0.00",
+                  f"{f['samples_per_second']:,.0f}" if f.get("samples_per_second") else "-", "-",
+                  fmt_seconds(f.get("train_seconds")), "-", "-", "$0.00", "$0.00",
                   ("fits one session" if f.get("fits_one_session") else
                    f"exceeds a {f.get('max_session_hours')}h session") + " (not a launch target)", style="green")
     con.print(t)

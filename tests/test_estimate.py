@@ -196,7 +196,7 @@ def test_overheads_defaults_env_and_args(monkeypatch, tmp_path):
     w = _spec().workload
     aws = overheads_for("aws", w)
     assert aws.data_s == 0 and aws.total_s == aws.boot_s + aws.setup_s + aws.teardown_s > 0
-    assert overheads_for("local", w).total_s == 0
+    assert overheads_for("local", w).total_s == 4.0  # only the payload's own start-up, measured
     monkeypatch.setenv("GPUJOB_BOOT_S", "10")
     assert overheads_for("aws", w).boot_s == 10
     assert overheads_for("aws", w, {"boot_s": 5, "setup_s": 1, "teardown_s": 0}).total_s == 6

@@ -13,7 +13,8 @@ from launcher.estimate.baseline import measure_baseline
 from launcher.estimate.billing import bill_usd
 from launcher.estimate.flops import model_cost
 from launcher.estimate.overheads import overheads_for
-from launcher.estimate.table import DEFAULT_TOP, estimate, model_baseline
+from launcher.estimate.scaling import network_for
+from launcher.estimate.table import DEFAULT_TOP, estimate, model_baseline, per_epoch
 from launcher.estimate.throughput import predict
 
 
@@ -42,12 +43,14 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     aws/gcp: the catalog's GPU for instance_type (price_per_hour overrides the catalog's).
     local/ssh: this machine's CPU (measured when baseline=True), or the spec's accelerator
     when it names one; billed $0.
+    resources.num_nodes machines of it: num_nodes x the GPUs, num_nodes x the price.
     """
     w = spec.workload
     cost = model_cost(w.model, w.image_size, w.num_classes, w.in_channels)
     base = measure_baseline(spec) if baseline else model_baseline(spec, cost)
     base_dict = base.to_dict()
     gpu_name, count, note = None, 0, ""
+    nodes = spec.resources.num_nodes
     if provider in ("aws", "gcp"):
         if not instance_type:
             raise EstimateError(f"no instance type to estimate on {provider}", "set resources.instance_type")
@@ -64,11 +67,15 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     if gpu_name:
         from launcher.catalog.gpus import get_gpu
 
-        p = predict(get_gpu(gpu_name), count, w.precision, cost, w.batch_size, w.model)
+        net = network_for(provider, instance_type, count) if nodes > 1 else None
+        p = predict(get_gpu(gpu_name), count, w.precision, cost, w.batch_size, w.model, num_nodes=nodes, network=net)
         sps, fits, max_batch, note = p.samples_per_second, p.fits_memory, p.max_batch, p.note
+        eff, interconnect, world = p.scaling_efficiency, p.interconnect, p.world_size
         basis = "gpu model"
     else:
+        # One CPU process per machine: the CPU row is not a data-parallel estimate.
         sps, fits, max_batch = base.samples_per_second, True, None
+        eff, interconnect, world, nodes = None, "", 1, 1
         basis = "cpu measured" if base.measured else "cpu model"
         note = base.note
     if not sps:
@@ -76,7 +83,8 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     train = w.total_samples / sps
     over = overheads_for(provider, w).total_s
     total = train + over
-    usd = bill_usd(total, price_per_hour, provider)
+    usd = bill_usd(total, None if price_per_hour is None else price_per_hour * nodes, provider)
+    epoch_s, epoch_usd = per_epoch(train, w.epochs, price_per_hour if provider in ("aws", "gcp") else 0.0, nodes)
     budget = spec.limits.budget_usd
     return {
         "provider": provider, "instance_type": instance_type, "gpu": gpu_name, "gpu_count": count, "spot": spot,
@@ -86,4 +94,6 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
         "over_budget": bool(budget is not None and usd is not None and usd > budget),
         "basis": basis, "note": note, "train_flops_per_sample": cost.train_flops_per_sample,
         "baseline": base_dict,
+        "num_nodes": nodes, "world_size": world, "scaling_efficiency": eff, "seconds_per_epoch": epoch_s,
+        "usd_per_epoch": epoch_usd, "interconnect": interconnect,
     }

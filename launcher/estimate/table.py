@@ -14,6 +14,7 @@ from launcher.estimate.baseline import Baseline, cpu_cores, cpu_name
 from launcher.estimate.billing import bill_usd
 from launcher.estimate.flops import ModelCost, model_cost
 from launcher.estimate.overheads import overheads_for
+from launcher.estimate.scaling import network_for
 from launcher.estimate.throughput import Prediction, predict, predict_cpu
 
 DEFAULT_TOP = 25
@@ -56,6 +57,14 @@ class Candidate:
     bound: str | None = None
     memory_gib_needed: float | None = None
     note: str = ""
+    # Many GPUs / machines (docs/estimator.md, "Many GPUs and many machines"). The job runs on
+    # num_nodes machines of this offer: world_size = num_nodes x gpu_count, billed num_nodes x price.
+    num_nodes: int = 1
+    world_size: int = 1
+    scaling_efficiency: float | None = None  # per-GPU samples/s here / on one such GPU
+    seconds_per_epoch: float | None = None  # training only, no start-up
+    usd_per_epoch: float | None = None  # seconds_per_epoch at num_nodes x price (no billing minimum)
+    interconnect: str = ""
 
     def sort_key(self) -> tuple:
         # Unfit and unpriced rows last; then cheapest, then fastest.
@@ -120,6 +129,15 @@ def model_baseline(spec, cost: ModelCost) -> Baseline:
                     note="not measured (probe skipped): predicted from the model")
 
 
+def per_epoch(train_seconds: float | None, epochs: float, price_per_hour: float | None,
+              num_nodes: int) -> tuple[float | None, float | None]:
+    """(seconds, dollars) of training per epoch; dollars None when unpriced."""
+    if train_seconds is None:
+        return None, None
+    secs = train_seconds / epochs
+    return secs, (None if price_per_hour is None else secs * price_per_hour * num_nodes / 3600)
+
+
 def _regions_filter(spec, offers) -> set | None:
     want = {r.casefold() for r in spec.resources.regions}
     if not want:
@@ -150,7 +168,8 @@ def _summary(rows: list[Candidate], base: dict, budget: float | None) -> dict:
     if cheapest is None:
         out["sentence"] = "No GPU offer in the catalog fits this job."
         return out
-    what = (f"{cheapest.instance_type} ({cheapest.gpu} x{cheapest.gpu_count}, {cheapest.provider} "
+    machines = f" x {cheapest.num_nodes} machines" if cheapest.num_nodes > 1 else ""
+    what = (f"{cheapest.instance_type}{machines} ({cheapest.gpu} x{cheapest.gpu_count}, {cheapest.provider} "
             f"{cheapest.region}{' spot' if cheapest.spot else ''})")
     gpu_part = f"takes {human_duration(cheapest.total_seconds)} and costs ${cheapest.total_usd:.2f}"
     cpu_s, cpu_sps = base.get("seconds"), base.get("samples_per_second")
@@ -192,6 +211,10 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
         notes.append(f"FLOPs are approximate: {cost.source}")
     total = w.total_samples
     budget = spec.limits.budget_usd
+    nodes = spec.resources.num_nodes
+    if nodes > 1:
+        notes.append(f"every row is {nodes} machines of its instance type, billed {nodes} x its price; "
+                     "machines all-reduce over the instance's network (docs/estimator.md)")
     want_regions = _regions_filter(spec, catalog.offers)
     providers = tuple(providers)
     offers = [o for o in catalog.offers if o.provider in providers]
@@ -205,13 +228,17 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     over: dict[str, float] = {}
     rows: list[Candidate] = []
     for o in offers:
-        key = (o.gpu, o.gpu_count)
+        net = network_for(o.provider, o.instance_type, o.gpu_count) if nodes > 1 else None
+        key = (o.gpu, o.gpu_count, net)
         if key not in preds:
             try:
-                preds[key] = predict(get_gpu(o.gpu), o.gpu_count, w.precision, cost, w.batch_size, w.model)
+                preds[key] = predict(get_gpu(o.gpu), o.gpu_count, w.precision, cost, w.batch_size, w.model,
+                                     num_nodes=nodes, network=net)
             except Exception:
                 preds[key] = None  # a GPU missing from the spec table: row shown, unpredicted
-                notes.append(f"no hardware figures for {o.gpu}: its offers are not predicted")
+                missing = f"no hardware figures for {o.gpu}: its offers are not predicted"
+                if missing not in notes:  # one per GPU, though each network is its own key
+                    notes.append(missing)
             if preds[key] and preds[key].note:
                 slow_path.setdefault(w.precision, []).append(o.gpu)
         p = preds[key]
@@ -223,7 +250,8 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
             sps = p.samples_per_second if p else None
             train = total / sps if sps else None
             total_s = train + over[o.provider] if train is not None else None
-            usd = bill_usd(total_s, price, o.provider) if total_s is not None else None
+            usd = bill_usd(total_s, price * nodes, o.provider) if total_s is not None else None
+            epoch_s, epoch_usd = per_epoch(train, w.epochs, price, nodes)
             rows.append(Candidate(
                 provider=o.provider, instance_type=o.instance_type, region=o.region, zones=list(o.zones),
                 gpu=o.gpu, gpu_count=o.gpu_count, spot=spot, price_per_hour=price, samples_per_second=sps,
@@ -233,6 +261,9 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
                 max_batch=p.max_batch if p else None, requested=_requested(spec, o),
                 mfu=p.mfu if p else None, bound=p.bound if p else None,
                 memory_gib_needed=p.memory_gib_needed if p else None,
+                num_nodes=nodes, world_size=nodes * o.gpu_count,
+                scaling_efficiency=p.scaling_efficiency if p else None, seconds_per_epoch=epoch_s,
+                usd_per_epoch=epoch_usd, interconnect=p.interconnect if p else "",
                 note=("" if p is None or p.fits_memory else
                       f"batch {w.batch_size} needs {p.memory_gib_needed:.1f} GiB; "
                       + (f"use batch_size <= {p.max_batch}" if p.max_batch else "the model does not fit")),

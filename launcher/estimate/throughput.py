@@ -3,8 +3,8 @@
     step_1  = max(compute, memory) + overhead
     compute = FLOPs per step / (peak[precision] x MFU(arch, precision class, model))
     memory  = bytes moved per step / (bandwidth x 0.8)
-    n GPUs (data parallel, batch per GPU):
-    step_n  = step_1 + exposed all-reduce;  samples/s = n x batch / step_n x multi-GPU efficiency
+    G GPUs x N machines (data parallel, batch per GPU): launcher.estimate.scaling
+    step_P  = step_1 + exposed all-reduce;  samples/s = P x batch / step_1 x scaling efficiency
 
 MFU comes from launcher.estimate.calibration (fitted on measured and published runs).
 The memory term is a floor for low-arithmetic-intensity models (tiny CNNs, MLPs); for
@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 from launcher.estimate.calibration import Calibration, current, peak_and_class
 from launcher.estimate.flops import ModelCost
+from launcher.estimate.scaling import Network, scale
 
 GIB = 1024**3
 BANDWIDTH_EFFICIENCY = 0.8  # achievable fraction of datasheet HBM/GDDR bandwidth (STREAM-like copies)
@@ -31,8 +32,6 @@ PARAM_PASSES = 6
 OPTIMIZER_STATE_COPIES = 3
 CUDA_RESERVED_GIB = 1.0  # CUDA context + cuDNN/cuBLAS workspaces
 USABLE_FRACTION = 0.93  # allocator fragmentation and caching headroom
-PCIE_GBS = 25.0  # PCIe 4.0 x16, one direction, when a GPU has no NVLink
-LINK_EFFICIENCY = 0.7  # NCCL ring all-reduce bus bandwidth vs link peak
 MAX_BATCH_CAP = 65536
 
 
@@ -47,6 +46,12 @@ class Prediction:
     bound: str  # "compute" | "memory"
     peak_tflops: float = 0.0
     note: str = ""
+    num_nodes: int = 1
+    world_size: int = 1
+    scaling_efficiency: float = 1.0  # per-GPU samples/s here / on one GPU
+    allreduce_seconds: float = 0.0
+    exposed_comm_seconds: float = 0.0
+    interconnect: str = "single gpu"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,18 +74,11 @@ def max_batch_that_fits(cost: ModelCost, precision: str, memory_gib: float) -> i
     return b
 
 
-def allreduce_seconds(gpu, count: int, cost: ModelCost) -> float:
-    """Ring all-reduce of fp32 gradients: each GPU sends and receives 2(n-1)/n of them."""
-    if count <= 1:
-        return 0.0
-    # nvlink_gbs is the datasheet's bidirectional total; a ring uses one direction per link.
-    link = (gpu.nvlink_gbs / 2) if gpu.nvlink_gbs else PCIE_GBS
-    return 2 * (count - 1) / count * cost.param_bytes / (link * 1e9 * LINK_EFFICIENCY)
-
-
 def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, model: str,
-            calibration: Calibration | None = None) -> Prediction:
-    """Predicted training throughput of ``count`` GPUs of one type, batch_size per GPU."""
+            calibration: Calibration | None = None, *, num_nodes: int = 1,
+            network: Network | None = None) -> Prediction:
+    """Predicted training throughput of ``count`` GPUs of one type per machine on ``num_nodes``
+    machines (joined by ``network``), batch_size per GPU."""
     cal = calibration or current()
     peak, cls, note = peak_and_class(gpu, precision)
     mfu = cal.efficiency(gpu.arch, cls, model)
@@ -89,13 +87,11 @@ def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, m
     moved = batch_size * cost.activation_bytes(precision) * ACTIVATION_PASSES + cost.param_bytes * PARAM_PASSES
     memory = moved / (gpu.bandwidth_gbs * 1e9 * BANDWIDTH_EFFICIENCY)
     bound = "compute" if compute >= memory else "memory"
-    step = max(compute, memory) + cal.step_overhead_s
-    sps = batch_size / step
-    if count > 1:
-        # DDP overlaps the all-reduce with the backward pass (about 2/3 of the compute).
-        exposed = max(0.0, allreduce_seconds(gpu, count, cost) - 2 / 3 * compute)
-        step += exposed
-        sps = count * batch_size / step * cal.multi_gpu_efficiency
+    busy = max(compute, memory)
+    step = busy + cal.step_overhead_s
+    sc = scale(step, busy, cost.param_bytes, gpu, count, num_nodes, network, cal.multi_gpu_efficiency)
+    sps = sc.world_size * batch_size / step * sc.efficiency
+    step /= sc.efficiency  # the effective step: exposed all-reduce and rank synchronisation
     need = memory_needed_gib(cost, batch_size, precision)
     fits = need <= gpu.memory_gib * USABLE_FRACTION
     return Prediction(
@@ -108,6 +104,12 @@ def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, m
         bound=bound,
         peak_tflops=peak,
         note=note,
+        num_nodes=sc.num_nodes,
+        world_size=sc.world_size,
+        scaling_efficiency=sc.efficiency,
+        allreduce_seconds=sc.allreduce_seconds,
+        exposed_comm_seconds=sc.exposed_seconds,
+        interconnect=sc.interconnect,
     )
 
 
