@@ -147,6 +147,30 @@ def assert_trained(e2e: E2E, result) -> None:
     assert result.report["machine"]["instance_type"]
 
 
+def assert_torn_down_cleanly(e2e: E2E) -> None:
+    """Teardown ran once, after the machine came up, and reported no leftovers."""
+    kinds = e2e.kinds()
+    assert kinds.index("machine") < kinds.index("teardown") < kinds.index("teardown-done")
+    assert [f["leftovers"] for k, f in e2e.events if k == "teardown-done"] == [0]
+
+
+def run_failing_job(e2e: E2E, project: Path, name: str, resources: str):
+    """Run FAIL_PY (exit 3): JobFailed, state failed, log streamed, partial outputs fetched.
+    Returns the run record."""
+    from launcher.errors import JobFailed
+
+    (project / "fail.py").write_text(FAIL_PY)
+    with pytest.raises(JobFailed) as info:
+        e2e.run(tiny_spec(name, resources, entrypoint="fail.py"))
+    assert info.value.exit_status == 3
+    rec = e2e.runner.store.list_runs()[0]
+    assert rec.state == "failed" and rec.exit_status == 3
+    assert "about to fail" in e2e.runner.store.log_text(rec.id)
+    assert (project / "gpujob-runs" / rec.id / "outputs" / "partial.txt").is_file()
+    assert_torn_down_cleanly(e2e)
+    return rec
+
+
 def assert_store_released(store: Store, run_id: str, kinds: set[str]) -> None:
     """Every resource the run recorded is marked deleted, and the expected kinds were recorded."""
     rows = store.resources(run_id, live_only=False)

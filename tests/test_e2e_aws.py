@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
-from launcher.errors import JobFailed, QuotaError  # noqa: E402
+from launcher.errors import QuotaError  # noqa: E402
 from launcher.providers.aws import AwsProvider  # noqa: E402
 from launcher.providers.base import TAG_RUN  # noqa: E402
 from tests.aws_fixtures import (  # noqa: E402, F401
@@ -23,12 +23,14 @@ from tests.aws_fixtures import (  # noqa: E402, F401
 )
 from tests.e2e_support import (  # noqa: E402
     E2E,
-    FAIL_PY,
+    REPO,
     assert_store_released,
+    assert_torn_down_cleanly,
     assert_trained,
     guard_loopback,
     isolate,
     require_sshd,
+    run_failing_job,
     tiny_spec,
 )
 from tests.sshd import free_port  # noqa: E402
@@ -85,24 +87,15 @@ def test_aws_run_trains_streams_fetches_and_tears_down(e2e):
     (m,) = e2e.machines
     assert m.host == "127.0.0.150" and m.instance_type == "g4dn.xlarge" and m.region == R
     assert result.run.machine["host"] == m.host
-    kinds = e2e.kinds()
-    assert kinds.index("machine") < kinds.index("teardown") < kinds.index("teardown-done")
-    assert [f["leftovers"] for k, f in e2e.events if k == "teardown-done"] == [0]
+    assert_torn_down_cleanly(e2e)
     assert_nothing_left(e2e, result.run.id)
 
 
 @pytest.mark.sshd
 def test_aws_failing_job_is_reported_and_still_torn_down(e2e, tmp_path):
     require_sshd()
-    (tmp_path / "project" / "fail.py").write_text(FAIL_PY)
-    with loopback_addresses(first=160), pytest.raises(JobFailed) as info:
-        e2e.run(tiny_spec("fail-aws", RESOURCES, entrypoint="fail.py"))
-    assert info.value.exit_status == 3
-    rec = e2e.runner.store.list_runs()[0]
-    assert rec.state == "failed"
-    assert "about to fail" in e2e.runner.store.log_text(rec.id)
-    assert (tmp_path / "project" / "gpujob-runs" / rec.id / "outputs" / "partial.txt").is_file()
-    assert "teardown-done" in e2e.kinds()
+    with loopback_addresses(first=160):
+        rec = run_failing_job(e2e, tmp_path / "project", "fail-aws", RESOURCES)
     assert_nothing_left(e2e, rec.id)
 
 
@@ -126,7 +119,6 @@ def test_cli_dry_run_prints_the_plan_and_creates_nothing(aws, monkeypatch, tmp_p
     from typer.testing import CliRunner
 
     from launcher.cli import app
-    from tests.e2e_support import REPO
 
     guard_loopback(monkeypatch)
     monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "gpujob-home"))
@@ -150,10 +142,10 @@ def test_cli_dry_run_prints_the_plan_and_creates_nothing(aws, monkeypatch, tmp_p
                    "InstanceInitiatedShutdownBehavior=terminate"):
         assert needle in out, needle
     assert calls == []  # not even a describe
-    for region in ("us-east-1", "us-west-2"):
-        import boto3
+    import boto3
 
+    for region in ("us-east-1", "us-west-2"):
         c = boto3.client("ec2", region_name=region, aws_access_key_id="x", aws_secret_access_key="x")
-        assert [r for r in c.describe_instances()["Reservations"]] == []
+        assert c.describe_instances()["Reservations"] == []
         assert [g for g in c.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"] == []
         assert c.describe_key_pairs()["KeyPairs"] == []

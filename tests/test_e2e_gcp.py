@@ -9,17 +9,18 @@ import pytest
 
 pytest.importorskip("google.cloud.compute_v1")
 
-from launcher.errors import JobFailed, QuotaError  # noqa: E402
+from launcher.errors import QuotaError  # noqa: E402
 from launcher.providers.gcp import GcpProvider  # noqa: E402
 from tests.e2e_support import (  # noqa: E402
     E2E,
-    FAIL_PY,
     REPO,
     assert_store_released,
+    assert_torn_down_cleanly,
     assert_trained,
     guard_loopback,
     isolate,
     require_sshd,
+    run_failing_job,
     tiny_spec,
 )
 from tests.fake_gce import FakeGce  # noqa: E402
@@ -92,9 +93,7 @@ def test_gcp_run_trains_streams_fetches_and_tears_down(start):
     assert fw["sourceRanges"] == ["127.0.0.1/32"]
     (body,) = fake.inserted("instances")
     assert body["scheduling"]["instanceTerminationAction"] == "DELETE"
-    kinds = e2e.kinds()
-    assert kinds.index("machine") < kinds.index("teardown") < kinds.index("teardown-done")
-    assert [f["leftovers"] for k, f in e2e.events if k == "teardown-done"] == [0]
+    assert_torn_down_cleanly(e2e)
     assert_nothing_left(fake, e2e, result.run.id)
 
 
@@ -102,14 +101,7 @@ def test_gcp_run_trains_streams_fetches_and_tears_down(start):
 def test_gcp_failing_job_is_reported_and_still_torn_down(start, tmp_path):
     require_sshd()
     fake, e2e = start(190)
-    (tmp_path / "project" / "fail.py").write_text(FAIL_PY)
-    with pytest.raises(JobFailed) as info:
-        e2e.run(tiny_spec("fail-gcp", RESOURCES, entrypoint="fail.py"))
-    assert info.value.exit_status == 3
-    rec = e2e.runner.store.list_runs()[0]
-    assert rec.state == "failed"
-    assert "about to fail" in e2e.runner.store.log_text(rec.id)
-    assert (tmp_path / "project" / "gpujob-runs" / rec.id / "outputs" / "partial.txt").is_file()
+    rec = run_failing_job(e2e, tmp_path / "project", "fail-gcp", RESOURCES)
     assert_nothing_left(fake, e2e, rec.id)
 
 
