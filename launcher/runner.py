@@ -141,7 +141,7 @@ class Runner:
     def run(self, spec, opts: RunOptions, spec_path: str | None = None, spec_text: str | None = None) -> RunResult:
         provider = self.provider_factory(opts.provider, **opts.provider_config)
         run_id = new_run_id()
-        record = self.store.create_run(run_id, spec.name, opts.provider, spec_path=spec_path, spec_text=spec_text,
+        self.store.create_run(run_id, spec.name, opts.provider, spec_path=spec_path, spec_text=spec_text,
                                        spec=spec.model_dump(mode="json"), provider_config=opts.provider_config)
         self._emit("run", run_id=run_id, name=spec.name, provider=opts.provider)
         ctx = _Ctx(self.store, run_id, spec, opts.provider, self.on_event, opts.provider_config.get("ssh_cidr"))

@@ -498,6 +498,8 @@ def run(cfg: dict[str, Any]) -> int:
         if not reason:
             atomic_save(raw.state_dict(), os.path.join(cfg["output_dir"], "model.pt"))
         atomic_write_text(json.dumps({"event": "end", **end}, indent=2) + "\n", os.path.join(cfg["output_dir"], "metrics.json"))
+    if os.environ.get("GPUJOB_TEST_DUMP_RANK_WEIGHTS"):  # tests compare the ranks' final weights
+        torch.save(raw.state_dict(), os.path.join(cfg["output_dir"], f"rank{dd.rank}.pt"))
     if dd.world > 1:
         dist.barrier(group=dd.ctl)  # rank 0 finished writing before anyone exits
     dd.close()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from launcher.localhost import group_alive
+from tests.runs import SLOW_JOB, sigint_after_first_log
 from launcher.errors import BudgetError, Interrupted, JobFailed
 from launcher.providers.local import LocalProvider
 from launcher.runner import RunOptions, Runner
@@ -98,18 +96,10 @@ def test_budget_refuses_before_creating_anything(runner, monkeypatch):
 
 
 def test_sigint_during_streaming_tears_down(runner, tmp_path):
-    (tmp_path / "slow.py").write_text("import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.1)\n")
+    (tmp_path / "slow.py").write_text(SLOW_JOB)
     spec = parse_spec("name: slow\npayload: {entrypoint: slow.py}\n")
 
-    def interrupt():
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if any(k == "log" for k, _ in runner.events):
-                os.kill(os.getpid(), signal.SIGINT)
-                return
-            time.sleep(0.05)
-
-    threading.Thread(target=interrupt, daemon=True).start()
+    sigint_after_first_log(runner.events)
     with pytest.raises(Interrupted):
         runner.run(spec, _opts())
     rec = runner.store.list_runs()[0]
@@ -127,7 +117,7 @@ def test_detach_then_follow(runner, tmp_path):
 
 
 def test_down_stops_a_detached_job(runner, tmp_path):
-    (tmp_path / "slow.py").write_text("import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.1)\n")
+    (tmp_path / "slow.py").write_text(SLOW_JOB)
     spec = parse_spec("name: slow\npayload: {entrypoint: slow.py}\n")
     rec = runner.run(spec, _opts(detach=True)).run
     runner.down(rec.id)
@@ -135,13 +125,11 @@ def test_down_stops_a_detached_job(runner, tmp_path):
     assert got.state == "cancelled" and RecordingLocal.teardowns == [rec.id]
 
 
-SLOW = "import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.1)\n"
-
 
 def test_budget_reached_stops_the_job(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "slow.py").write_text(SLOW)
+    (tmp_path / "slow.py").write_text(SLOW_JOB)
 
     class Pricey(RecordingLocal):
         def launch(self, spec, ctx, deadline_s):
@@ -159,7 +147,7 @@ def test_budget_reached_stops_the_job(tmp_path, monkeypatch):
 
 
 def test_max_duration_is_enforced_on_the_host(runner, tmp_path):
-    (tmp_path / "slow.py").write_text(SLOW)
+    (tmp_path / "slow.py").write_text(SLOW_JOB)
     spec = parse_spec("name: capped\npayload: {entrypoint: slow.py}\nlimits: {max_duration: 2s}\n")
     start = time.monotonic()
     with pytest.raises(JobFailed, match="max_duration"):

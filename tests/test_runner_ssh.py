@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from launcher.localhost import group_alive
+from tests.runs import SLOW_JOB, sigint_after_first_log
 from launcher.errors import Interrupted, JobFailed
 from launcher.runner import RunOptions, Runner
 from launcher.spec import parse_spec
@@ -71,18 +68,10 @@ def test_ssh_job_failure_still_fetches_logs_and_artifacts(ssh_runner, tmp_path):
 
 def test_ssh_sigint_stops_the_remote_job(ssh_runner, tmp_path):
     runner, opts = ssh_runner
-    (tmp_path / "slow.py").write_text("import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.1)\n")
+    (tmp_path / "slow.py").write_text(SLOW_JOB)
     spec = parse_spec(f"name: slow\npayload: {{entrypoint: slow.py, python: {sys.executable}}}\n")
 
-    def interrupt():
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if any(k == "log" for k, _ in runner.events):
-                os.kill(os.getpid(), signal.SIGINT)
-                return
-            time.sleep(0.05)
-
-    threading.Thread(target=interrupt, daemon=True).start()
+    sigint_after_first_log(runner.events)
     with pytest.raises(Interrupted):
         runner.run(spec, opts)
     rec = runner.store.list_runs()[0]
