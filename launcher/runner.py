@@ -392,6 +392,8 @@ class Runner:
         except GpujobError as exc:
             leftovers = [Leftover(r, str(exc)) for r in resources] or [
                 Leftover(Resource(provider.name, "run", run_id, run_id=run_id), str(exc))]
+        if not leftovers:  # includes intents whose create call never succeeded
+            self.store.all_deleted(run_id)
         self.store.update_run(run_id, ended_at=self.clock())
         self._emit("teardown-done", run_id=run_id, leftovers=len(leftovers))
         return leftovers

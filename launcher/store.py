@@ -270,9 +270,18 @@ class Store:
                        (resource_id, time.time(), handle))
 
     def deleted(self, run_id: str, resource_id: str) -> None:
+        # Match the cloud id; a bare name only matches rows that never got an id (several
+        # resources of a run may share the name gpujob-<run>).
         with self._tx() as db:
             db.execute("UPDATE resources SET state='deleted', updated_at=? WHERE run_id=? AND"
-                       " (resource_id=? OR name=?)", (time.time(), run_id, resource_id, resource_id))
+                       " (resource_id=? OR (resource_id IS NULL AND name=?))",
+                       (time.time(), run_id, resource_id, resource_id))
+
+    def all_deleted(self, run_id: str) -> None:
+        """The provider swept the run by tag and found nothing left: close every row."""
+        with self._tx() as db:
+            db.execute("UPDATE resources SET state='deleted', updated_at=? WHERE run_id=? AND state!='deleted'",
+                       (time.time(), run_id))
 
     def resources(self, run_id: str, live_only: bool = True) -> list[ResourceRow]:
         db = self._connect()

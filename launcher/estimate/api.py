@@ -28,6 +28,12 @@ def full_estimate(spec, *, providers=("aws", "gcp"), baseline: bool = True, prob
 
 def _pick_offer(spec, catalog, provider: str, instance_type: str):
     offers = [o for o in catalog.offers if o.provider == provider and o.instance_type == instance_type]
+    acc = spec.resources.accelerators
+    if acc is not None:  # a GCP host type (n1-standard-8) carries different GPUs: match the spec's
+        from launcher.catalog.model import normalize_gpu
+
+        same_gpu = [o for o in offers if o.gpu.casefold() == normalize_gpu(acc.name).casefold()]
+        offers = same_gpu or offers
     if not offers:
         raise EstimateError(f"{provider} instance type {instance_type!r} is not in the price catalog",
                             "run `gpujob catalog show` for the known types")

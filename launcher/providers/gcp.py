@@ -88,6 +88,7 @@ class GcpProvider:
             "api_endpoint": self._endpoint or "https://compute.googleapis.com",
             "instance_name": name,
             "machine_type": s.machine_type,
+            "instance_type": s.machine_type,  # the name the runner and estimator use
             "gpu": s.gpu,
             "gpu_count": s.gpu_count,
             "accelerator_type": s.accelerator_type,
