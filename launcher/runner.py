@@ -164,6 +164,7 @@ class Runner:
             ctx.make_keys(run_dir)
         machine: Machine | None = None
         host = None
+        workers: list[tuple[Machine, Any, int | None]] = []  # nodes 1..N-1 of a multi-node job
         detached = False
         outcome: BaseException | None = None
         with _sigterm_raises():
@@ -171,42 +172,70 @@ class Runner:
                 self.store.set_state(run_id, "provisioning")
                 launched_at = self.clock()
                 self.store.update_run(run_id, launched_at=launched_at)
-                machine = provider.launch(spec, ctx, opts.launch_deadline_s)
-                self.store.update_run(run_id, machine=_machine_dict(machine), price_per_hour=machine.price_per_hour)
-                self._emit("machine", run_id=run_id, **_machine_public(machine))
+                machines = self._launch(provider, spec, ctx, opts)
+                machine = machines[0]
+                self.store.update_run(run_id, machine=_machine_dict(machine),
+                                      price_per_hour=(machine.price_per_hour or 0) * len(machines) or machine.price_per_hour)
+                for m in machines:
+                    self._emit("machine", run_id=run_id, **_machine_public(m))
 
                 self.store.set_state(run_id, "connecting")
                 host = self.host_factory(machine)
-                host.wait_until_reachable(opts.ssh_deadline_s)
+                workers = [(m, self.host_factory(m), None) for m in machines[1:]]
+                for h in [host] + [w[1] for w in workers]:
+                    h.wait_until_reachable(opts.ssh_deadline_s)
                 self._emit("connected", run_id=run_id)
                 paths = _paths(machine, run_id, run_dir, host)
-                self._upload(host, spec, paths, machine)
-                if spec.setup:
-                    self.store.set_state(run_id, "setup")
-                    self._emit("setup", run_id=run_id)
-                    host.run(f"cd {_q(paths.workdir)} && {spec.setup}", timeout=opts.launch_deadline_s)
-                command = job_command(spec, machine, paths, run_id=run_id)
+                # A worker's own directory: nodes may share a home directory (NFS on clusters).
+                wpaths = Paths(f"{paths.workdir}-node") if workers else paths
+                master = machine.private_ip or machine.host
+                for rank, (m, h) in enumerate([(machine, host)] + [(w[0], w[1]) for w in workers]):
+                    p = paths if rank == 0 else Paths(f"{wpaths.workdir}{rank}")
+                    self._upload(h, spec, p, m)
+                    if spec.setup:
+                        self.store.set_state(run_id, "setup")
+                        self._emit("setup", run_id=run_id, node=rank)
+                        h.run(f"cd {_q(p.workdir)} && {spec.setup}", timeout=opts.launch_deadline_s)
+                # Workers first: with a static rendezvous they wait for node 0, never the other way round.
+                workers = [(m, h, h.start_detached(job_command(spec, m, wp, rank, master, run_id), wp.workdir,
+                                                   wp.log, wp.exit, env=job_env(spec, m, rank)))
+                           for rank, (m, h, _) in enumerate(workers, start=1)
+                           for wp in [Paths(f"{wpaths.workdir}{rank}")]]
+                command = job_command(spec, machine, paths, 0, master if workers else None, run_id)
                 pid = host.start_detached(command, paths.workdir, paths.log, paths.exit, env=job_env(spec, machine))
                 self.store.update_run(run_id, job_started_at=self.clock(),
-                                      machine={**_machine_dict(machine), "pid": pid, "workdir": paths.workdir})
+                                      machine={**_machine_dict(machine), "pid": pid, "workdir": paths.workdir,
+                                               "workers": [{**_machine_dict(m), "pid": wpid} for m, _, wpid in workers]})
                 self.store.set_state(run_id, "running")
                 self._emit("job-started", run_id=run_id, pid=pid)
                 if opts.detach:
                     detached = True
                     self._emit("detached", run_id=run_id)
                     return RunResult(self.store.get_run(run_id), {})
+                streams = [self._stream_worker(run_id, rank, h, Paths(f"{wpaths.workdir}{rank}"), wpid)
+                           for rank, (_, h, wpid) in enumerate(workers, start=1)]
                 exit_status, reason = self._follow(run_id, spec, provider, machine, host, paths, pid, opts, 0)
-                self._finish(run_id, spec, host, paths, opts, exit_status, reason)
+                worker_status = [t.join_status(opts.ssh_deadline_s) for t in streams]
+                failed = [(r, st) for r, st in enumerate(worker_status, start=1) if st != 0]
+                if exit_status == 0 and failed:
+                    exit_status, reason = failed[0][1] or 1, f"node {failed[0][0]} exited {failed[0][1]}"
+                self._finish(run_id, spec, host, paths, opts, exit_status, reason,
+                             workers=[(rank, h, Paths(f"{wpaths.workdir}{rank}"))
+                                      for rank, (_, h, _) in enumerate(workers, start=1)])
             except (KeyboardInterrupt, _Stop) as exc:
                 outcome = exc
                 self.store.set_state(run_id, "interrupted", "interrupted by the user")
                 if host is not None and machine is not None:
                     self._stop_job(host, run_id)
+                for _, h, wpid in workers:
+                    self._stop_pid(h, wpid)
             except GpujobError as exc:
                 outcome = exc
                 if not isinstance(exc, JobFailed):
                     state = "launch-failed" if machine is None else "failed"
                     self.store.set_state(run_id, state, str(exc))
+                for _, h, wpid in workers:  # one node failing stops the others
+                    self._stop_pid(h, wpid)
             except Exception as exc:  # noqa: BLE001 - any bug must still tear down
                 outcome = exc
                 self.store.set_state(run_id, "failed", f"internal error: {exc!r}")
@@ -214,10 +243,35 @@ class Runner:
                 leftovers: list[Leftover] = []
                 if not detached and not opts.keep:
                     leftovers = self._teardown(run_id, provider, ctx)
+                for _, h, _ in workers:
+                    h.close()
                 if host is not None:
                     host.close()  # a detached job lives on: it was started with setsid
                     self._emit("connections", run_id=run_id, opened=getattr(host, "connections_opened", 0))
         return self._conclude(run_id, outcome, leftovers)
+
+    def _launch(self, provider, spec, ctx, opts: RunOptions) -> list[Machine]:
+        nodes = spec.resources.num_nodes
+        if nodes == 1:
+            return [provider.launch(spec, ctx, opts.launch_deadline_s)]
+        launch_nodes = getattr(provider, "launch_nodes", None)
+        if launch_nodes is None:
+            raise UsageError(f"provider {provider.name} runs one machine; resources.num_nodes is {nodes}",
+                             "use --provider aws or gcp for multi-node jobs, or set num_nodes: 1")
+        return launch_nodes(spec, ctx, opts.launch_deadline_s, nodes)
+
+    def _stream_worker(self, run_id: str, rank: int, host, paths: Paths, pid: int | None) -> "_WorkerStream":
+        """Follow node `rank`'s log in a thread, every line prefixed with its node."""
+        return _WorkerStream(lambda text: self._emit("log", run_id=run_id, text=text, node=rank),
+                             rank, host, paths, pid)
+
+    def _stop_pid(self, host, pid: int | None) -> None:
+        if not pid:
+            return
+        try:
+            host.kill_job(pid, "TERM")
+        except GpujobError:
+            pass
 
     def attach(self, run_id: str, follow: bool = True, keep: bool = False) -> RunResult:
         """Re-attach to a detached/running job: stream from where the record stops, then finish."""
@@ -278,6 +332,10 @@ class Runner:
                 host.connect()
                 self._stop_job(host, run_id)
                 host.close()
+                for w in rec.machine.get("workers", []):
+                    wh = self.host_factory(_machine_from(w))
+                    self._stop_pid(wh, w.get("pid"))
+                    wh.close()
             except GpujobError as exc:  # an unreachable machine must not block the release
                 self._emit("warning", run_id=run_id, message=f"could not stop the job cleanly: {exc}")
         if not rec.finished:
@@ -344,14 +402,18 @@ class Runner:
         return exit_status, reason
 
     def _finish(self, run_id, spec, host, paths: Paths, opts: RunOptions, exit_status: int,
-                reason: str | None) -> None:
+                reason: str | None, workers: list[tuple[int, Any, Paths]] = ()) -> None:
         self.store.set_state(run_id, "fetching")
         dest = Path(opts.artifacts_dir or Path.cwd() / "gpujob-runs" / run_id)
         dest = _fresh_dir(dest)
-        got = host.get_dir(paths.outputs, dest / "outputs")
+        got = host.get_dir(paths.outputs, dest / "outputs")  # rank 0 writes checkpoints and metrics
         log = host.read_file(paths.log)
         if log is not None:
             (dest / "job.log").write_bytes(log)
+        for rank, h, wp in workers:
+            wlog = h.read_file(wp.log)
+            if wlog is not None:
+                (dest / f"job-node{rank}.log").write_bytes(wlog)
         log_text = self.store.log_text(run_id)
         self.store.update_run(run_id, artifacts_dir=str(dest), exit_status=exit_status,
                               result={"start": _last_event(log_text, "start"), "end": _last_event(log_text, "end"),
@@ -415,6 +477,38 @@ class Runner:
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+
+class _WorkerStream(threading.Thread):
+    """Streams one worker node's log (rank-prefixed) until its job exits."""
+
+    def __init__(self, emit_text: Callable[[str], None], rank: int, host, paths: Paths, pid: int | None):
+        super().__init__(daemon=True, name=f"node-{rank}")
+        self.emit_text, self.rank, self.host, self.paths, self.pid = emit_text, rank, host, paths, pid
+        self.status: int | None = None
+        self.error: BaseException | None = None
+        self.buf = ""
+        self.start()
+
+    def _feed(self, text: str) -> None:
+        from launcher.distributed import rank_prefix
+
+        self.buf += text
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            self.emit_text(rank_prefix(self.rank, line))
+
+    def run(self) -> None:
+        try:
+            self.status, _ = self.host.stream(self.paths.log, self.paths.exit, self._feed, pid=self.pid)
+        except BaseException as exc:  # reported through join_status
+            self.error = exc
+
+    def join_status(self, timeout_s: float) -> int:
+        self.join(timeout_s)
+        if self.is_alive() or self.status is None:
+            return -1
+        return self.status
 
 
 class _Progress:
