@@ -40,7 +40,7 @@ def aws(aws_env):
     """moto's mock_aws with the DLAMI SSM parameter registered in REGIONS."""
     from moto import mock_aws
 
-    with mock_aws():
+    with mock_aws(), placement_groups():
         for region in REGIONS:
             register_dlami(region)
         yield
@@ -170,6 +170,93 @@ def fake_catalog(offers: list[dict]):
     return Catalog([Offer(**{**base, **o}) for o in offers], make_provenance("test", "2026-01-01"))
 
 
+# --- placement groups: moto 5.2.1 has no EC2 placement-group API ------------------------------
+
+
+def placement_groups():
+    """Teach moto's EC2 Create/Describe/DeletePlacementGroup (tags and tag filters included) and
+    make RunInstances honour Placement.GroupName: an unknown group fails, a cluster group holds
+    one zone, and the group shows in DescribeInstances. Deleting a group that still has a
+    non-terminated member fails with InvalidPlacementGroup.InUse, as on EC2."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.responses import EC2Response
+
+    groups: dict[tuple[str, str], dict] = {}  # (region, name) -> group
+    members: dict[tuple[str, str], list] = {}  # (region, name) -> moto Instance objects
+    ids = itertools.count(1)
+    original_run = EC2Response.run_instances
+
+    def live_members(key):
+        return [i for i in members.get(key, []) if i.state != "terminated"]
+
+    def create_placement_group(self):
+        name = self._get_param("GroupName")
+        key = (self.region, name)
+        if key in groups:
+            raise EC2ClientError("InvalidPlacementGroup.Duplicate", f"The Placement Group '{name}' already exists.")
+        tags = self._parse_tag_specification("placement-group").get("placement-group", {})
+        groups[key] = {"GroupName": name, "GroupId": f"pg-{next(ids):017x}", "State": "available",
+                       "Strategy": self._get_param("Strategy"), "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+        return ActionResult({"PlacementGroup": groups[key]})
+
+    def describe_placement_groups(self):
+        names = self._get_param("GroupNames", [])
+        filters = self._filters_from_querystring()
+        out = []
+        for (region, name), g in groups.items():
+            tags = {t["Key"]: t["Value"] for t in g["Tags"]}
+            if region != self.region or (names and name not in names):
+                continue
+            ok = all((k == "tag-key" and any(t in tags for t in vals))
+                     or (k.startswith("tag:") and tags.get(k[4:]) in vals)
+                     or (k == "group-name" and name in vals) for k, vals in filters.items())
+            if ok:
+                out.append(g)
+        missing = [n for n in names if (self.region, n) not in groups]
+        if missing:
+            raise EC2ClientError("InvalidPlacementGroup.Unknown", f"The Placement Group '{missing[0]}' is unknown.")
+        return ActionResult({"PlacementGroups": out})
+
+    def delete_placement_group(self):
+        name = self._get_param("GroupName")
+        key = (self.region, name)
+        if key not in groups:
+            raise EC2ClientError("InvalidPlacementGroup.Unknown", f"The Placement Group '{name}' is unknown.")
+        if live_members(key):
+            raise EC2ClientError("InvalidPlacementGroup.InUse", f"The Placement Group '{name}' is in use.")
+        del groups[key]
+        members.pop(key, None)
+        return ActionResult({})
+
+    def run_instances(self):
+        name = self._get_param("Placement.GroupName")
+        key = (self.region, name)
+        if name:
+            if key not in groups:
+                raise EC2ClientError("InvalidPlacementGroup.Unknown", f"The Placement Group '{name}' is unknown.")
+            zone = self._get_param("Placement.AvailabilityZone")
+            held = {i.placement.zone for i in live_members(key)}
+            if held and zone not in held:
+                raise EC2ClientError("InvalidPlacementGroup.InUse",
+                                     f"The Placement Group '{name}' holds instances in {held.pop()}, not {zone}.")
+        result = original_run(self)
+        if name:
+            for inst in result.result.instances:
+                inst.placement.group_name = name
+                members.setdefault(key, []).append(inst)
+        return result
+
+    return _Both(*(mock.patch.object(EC2Response, fn.__name__, fn, create=True) for fn in (
+        create_placement_group, describe_placement_groups, delete_placement_group, run_instances)))
+
+
+def placement_groups_left(region: str = "us-east-1") -> list[str]:
+    import boto3
+
+    return [g["GroupName"] for g in boto3.client("ec2", region_name=region).describe_placement_groups()["PlacementGroups"]]
+
+
 # --- fault injection -------------------------------------------------------------------------
 
 
@@ -186,6 +273,26 @@ def fail_run_instances(zone_codes: dict[str, str | tuple[str, str]]):
         if code:
             code, message = code if isinstance(code, tuple) else (code, f"simulated {code} in {kwargs.get('placement')}")
             raise EC2ClientError(code, message)
+        return original(self, image_id, count, user_data, security_group_names, **kwargs)
+
+    return mock.patch.object(InstanceBackend, "run_instances", fake)
+
+
+def capacity_per_call(zone_max: dict[str, int]):
+    """Patch moto so one RunInstances call in zone Z ("*": every other zone) can start at most
+    zone_max[Z] instances: asking for more fails InsufficientInstanceCapacity and starts none,
+    as EC2 does with MinCount above what it has."""
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models.instances import InstanceBackend
+
+    original = InstanceBackend.run_instances
+
+    def fake(self, image_id, count, user_data, security_group_names, **kwargs):
+        zone = kwargs.get("placement") or ""
+        limit = zone_max.get(zone, zone_max.get("*"))
+        if limit is not None and count > limit:
+            raise EC2ClientError("InsufficientInstanceCapacity",
+                                 f"We currently do not have sufficient capacity in {zone}: {limit} of {count} available")
         return original(self, image_id, count, user_data, security_group_names, **kwargs)
 
     return mock.patch.object(InstanceBackend, "run_instances", fake)

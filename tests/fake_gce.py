@@ -6,8 +6,10 @@ test can point SSH at a real local sshd. Point the provider at it with
 ``GPUJOB_GCP_API_ENDPOINT=fake.url``.
 
 Knobs: ``fail_insert`` (stockout, quota, "not in this zone", as a DONE operation with only
-error.errors, or as an HTTP error), ``fail_next_operation`` (any later operation ends in error),
-``preempt``; read-backs: ``inserted``, ``metadata``, ``host_key_pem``, ``authorized_keys``.
+error.errors, or as an HTTP error; ``after=N`` lets N inserts through first),
+``fail_next_operation`` (any later operation ends in error), ``preempt``; read-backs:
+``inserted``, ``metadata``, ``host_key_pem``, ``authorized_keys``, ``policies`` (compact
+placement resource policies, checked on insert and delete as Compute Engine does).
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ _ROUTES = [  # (method, pattern, handler name); paths after /compute/v1/projects
     ("GET", r"/global/firewalls/(?P<name>[^/]+)", "get_firewall"),
     ("DELETE", r"/global/firewalls/(?P<name>[^/]+)", "delete_firewall"),
     ("GET", r"/global/images/family/(?P<family>[^/]+)", "image_from_family"),
+    ("POST", r"/regions/(?P<region>[^/]+)/resourcePolicies", "insert_policy"),
+    ("GET", r"/regions/(?P<region>[^/]+)/resourcePolicies/(?P<name>[^/]+)", "get_policy"),
+    ("DELETE", r"/regions/(?P<region>[^/]+)/resourcePolicies/(?P<name>[^/]+)", "delete_policy"),
+    ("GET", r"/aggregated/resourcePolicies", "aggregated_policies"),
+    ("GET", r"/regions/(?P<region>[^/]+)/operations/(?P<op>[^/]+)", "poll_operation"),
+    ("POST", r"/regions/(?P<region>[^/]+)/operations/(?P<op>[^/]+)/wait", "poll_operation"),
 ]
 
 
@@ -58,6 +66,7 @@ class _Fault:
     http_status: int | None = None  # None: a DONE operation with only error.errors
     details: list[dict] = field(default_factory=list)
     times: int | None = 1  # None: forever
+    after: int = 0  # let this many matching calls through first
 
 
 class _HttpError(Exception):
@@ -72,6 +81,7 @@ class FakeGce:
         self.op_polls = op_polls  # polls/waits before an operation reports DONE
         self.instances: dict[tuple[str, str], dict] = {}
         self.firewalls: dict[str, dict] = {}
+        self.policies: dict[tuple[str, str], dict] = {}  # (region, name) -> resource policy
         self.operations: dict[str, dict] = {}
         self.images = {"pytorch-2-9-cu129-ubuntu-2204-nvidia-580": "pytorch-2-9-cu129-ubuntu-2204-nvidia-580-v20260416"}
         self.requests: list[Request] = []
@@ -121,18 +131,21 @@ class FakeGce:
     # --- knobs ------------------------------------------------------------------------------
 
     def fail_insert(self, zone: str, code: str = "ZONE_RESOURCE_POOL_EXHAUSTED", message: str | None = None,
-                    http_status: int | None = None, times: int | None = 1, details: list[dict] | None = None) -> None:
-        """The next `times` instance inserts in `zone` fail with `code` (None: every one).
+                    http_status: int | None = None, times: int | None = 1, details: list[dict] | None = None,
+                    after: int = 0) -> None:
+        """The next `times` instance inserts in `zone` fail with `code` (None: every one), once
+        `after` inserts there have gone through (after=1: "the zone has one machine").
 
         http_status None: the insert is accepted and its operation ends DONE with only error.errors
         (how Compute Engine reports stockouts); else the insert call itself gets that HTTP error.
         """
         message = message or _DEFAULT_MESSAGES.get(code, code).format(zone=zone, project=self.project)
         with self._lock:
-            self._insert_faults.setdefault(zone, []).append(_Fault(code, message, http_status, details or [], times))
+            self._insert_faults.setdefault(zone, []).append(_Fault(code, message, http_status, details or [], times, after))
 
-    def stockout(self, zone: str, code: str = "ZONE_RESOURCE_POOL_EXHAUSTED", http: bool = False, times: int | None = None) -> None:
-        self.fail_insert(zone, code, http_status=503 if http else None, times=times)
+    def stockout(self, zone: str, code: str = "ZONE_RESOURCE_POOL_EXHAUSTED", http: bool = False, times: int | None = None,
+                 after: int = 0) -> None:
+        self.fail_insert(zone, code, http_status=503 if http else None, times=times, after=after)
 
     def quota_exceeded(self, zone: str, metric: str = "NVIDIA_T4_GPUS", http: bool = False, times: int | None = None) -> None:
         region = zone.rsplit("-", 1)[0]
@@ -190,7 +203,8 @@ class FakeGce:
 
     def leftovers(self) -> list[str]:
         with self._lock:
-            return [f"instance {z}/{n}" for z, n in self.instances] + [f"firewall {n}" for n in self.firewalls]
+            return ([f"instance {z}/{n}" for z, n in self.instances] + [f"firewall {n}" for n in self.firewalls]
+                    + [f"resource-policy {r}/{n}" for r, n in self.policies])
 
     # --- HTTP -------------------------------------------------------------------------------
 
@@ -226,11 +240,12 @@ class FakeGce:
     def _link(self, path: str) -> str:
         return f"{self.url}/compute/v1/projects/{self.project}/{path}"
 
-    def _operation(self, kind: str, target: str, zone: str | None, effect: Any = None, fault: _Fault | None = None) -> dict:
+    def _operation(self, kind: str, target: str, zone: str | None, effect: Any = None, fault: _Fault | None = None,
+                   region: str | None = None) -> dict:
         """A RUNNING operation; `effect` runs when it turns DONE (unless it fails)."""
         name = f"operation-{next(self._ids)}"
         fault = fault or self._take(self._op_faults.get(kind, []))
-        scope = f"zones/{zone}" if zone else "global"
+        scope = f"zones/{zone}" if zone else f"regions/{region}" if region else "global"
         op = {"kind": "compute#operation", "id": str(next(self._ids)), "name": name, "operationType": kind,
               "status": "RUNNING", "progress": 0, "targetLink": self._link(target),
               "selfLink": self._link(f"{scope}/operations/{name}"), "_polls": 0, "_effect": effect, "_fault": fault}
@@ -264,6 +279,9 @@ class FakeGce:
         if not faults:
             return None
         fault = faults[0]
+        if fault.after > 0:
+            fault.after -= 1
+            return None
         if fault.times is not None:
             fault.times -= 1
             if fault.times <= 0:
@@ -276,6 +294,8 @@ class FakeGce:
         name = body["name"]
         if (zone, name) in self.instances:
             raise _HttpError(409, f"The resource 'projects/{self.project}/zones/{zone}/instances/{name}' already exists", "alreadyExists")
+        for url in body.get("resourcePolicies", []):
+            self._check_policy(url, zone)
         fault = self._take(self._insert_faults.get(zone, []))
         if fault and fault.http_status:
             raise _HttpError(fault.http_status, fault.message, fault.code if fault.code != "QUOTA_EXCEEDED" else "quotaExceeded")
@@ -354,6 +374,51 @@ class FakeGce:
     def _delete_firewall(self, name: str, **_: Any) -> dict:
         self._get_firewall(name)
         return self._operation("firewall-delete", f"global/firewalls/{name}", None, lambda: self.firewalls.pop(name, None))
+
+    # resource policies (compact placement)
+
+    def _insert_policy(self, region: str, body: dict, **_: Any) -> dict:
+        name = body["name"]
+        if (region, name) in self.policies:
+            raise _HttpError(409, f"The resource 'projects/{self.project}/regions/{region}/resourcePolicies/{name}' already exists",
+                             "alreadyExists")
+        pol = dict(body, kind="compute#resourcePolicy", id=str(next(self._ids)), status="READY",
+                   region=self._link(f"regions/{region}"), selfLink=self._link(f"regions/{region}/resourcePolicies/{name}"))
+        return self._operation("policy-insert", f"regions/{region}/resourcePolicies/{name}", None,
+                               lambda: self.policies.__setitem__((region, name), pol), region=region)
+
+    def _get_policy(self, region: str, name: str, **_: Any) -> dict:
+        if (region, name) not in self.policies:
+            raise _HttpError(404, f"The resource 'projects/{self.project}/regions/{region}/resourcePolicies/{name}' was not found",
+                             "notFound")
+        return self.policies[(region, name)]
+
+    def _members(self, region: str, name: str) -> list[tuple[str, str]]:
+        suffix = f"regions/{region}/resourcePolicies/{name}"
+        return [key for key, inst in self.instances.items() if any(u.endswith(suffix) for u in inst.get("resourcePolicies", []))]
+
+    def _check_policy(self, url: str, zone: str) -> None:
+        """As Compute Engine: the policy must exist in the zone's region, and a compact one keeps to one zone."""
+        m = re.search(r"regions/([^/]+)/resourcePolicies/([^/]+)$", url)
+        if not m or (m.group(1), m.group(2)) not in self.policies or m.group(1) != zone.rsplit("-", 1)[0]:
+            raise _HttpError(400, f"Invalid value for field 'resource.resourcePolicies[0]': '{url}'.", "invalid")
+        zones = {z for z, _ in self._members(m.group(1), m.group(2))}
+        if zones - {zone}:
+            raise _HttpError(400, f"Compact placement policy {m.group(2)} holds instances in {sorted(zones)[0]}", "invalid")
+
+    def _delete_policy(self, region: str, name: str, **_: Any) -> dict:
+        self._get_policy(region, name)
+        if self._members(region, name):
+            raise _HttpError(400, f"The resource_policy resource '{name}' is already being used by "
+                                  f"'{self._members(region, name)[0][1]}'", "resourceInUseByAnotherResource")
+        return self._operation("policy-delete", f"regions/{region}/resourcePolicies/{name}", None,
+                               lambda: self.policies.pop((region, name), None), region=region)
+
+    def _aggregated_policies(self, **_: Any) -> dict:
+        items: dict[str, dict] = {}
+        for (region, _name), pol in self.policies.items():
+            items.setdefault(f"regions/{region}", {"resourcePolicies": []})["resourcePolicies"].append(pol)
+        return {"kind": "compute#resourcePolicyAggregatedList", "items": items}
 
     def _image_from_family(self, family: str, **_: Any) -> dict:
         if family not in self.images:

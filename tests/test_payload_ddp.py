@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_two_ranks_agree_on_parameters(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "payloads" / "train.py"), "--device", "cpu", "--model", "tinycnn", "--dataset", "digits",
            "--image-size", "16", "--in-channels", "1", "--num-classes", "10", "--batch-size", "32",
            "--samples-per-epoch", "640", "--epochs", "1", "--precision", "fp32", "--log-every", "5",
@@ -31,5 +31,9 @@ def test_two_ranks_agree_on_parameters(tmp_path):
     w0 = torch.load(tmp_path / "rank0.pt")
     w1 = torch.load(tmp_path / "rank1.pt")
     assert w0.keys() == w1.keys()
-    for k in w0:
+    # Parameters must agree; BatchNorm running stats are per-rank (DDP syncs them from rank 0
+    # at the next forward), so they are not compared.
+    params = [k for k in w0 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert len(params) > 5
+    for k in params:
         assert torch.equal(w0[k], w1[k]), k

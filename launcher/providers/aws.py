@@ -26,7 +26,9 @@ from launcher.providers.aws_common import (
     PROVIDER,
     QUOTA_CODES,
     SSH_USER,
+    cluster_placement,
     is_zone_unavailable,
+    node_rule,
     quota_error,
     quota_for,
     render_user_data,
@@ -47,9 +49,10 @@ _LIVE_STATES = ("pending", "running")
 class _ZoneLost(Exception):
     """The instance died before running (e.g. spot reclaimed at once): try the next zone."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, had: int = 0):
         super().__init__(message)
         self.code, self.message = code, message
+        self.had = had  # multi-node: how many of the zone's nodes were still alive
 
 
 def _default_detect_ip() -> str:
@@ -166,12 +169,25 @@ class AwsProvider:
         """Create key pair, security group and instance; wait until it runs with a public IP.
 
         ``deadline_s`` is a budget in seconds for the whole launch (all zones tried)."""
+        return self._launch(spec, ctx, deadline_s, 1)[0]
+
+    def launch_nodes(self, spec, ctx, deadline_s: float, count: int) -> list[Machine]:
+        """``count`` machines in one zone, node 0 first (see ``base.Provider.launch_nodes``):
+        a cluster placement group where the family gains from one, one RunInstances call with
+        MinCount=MaxCount=count, and a security group that also admits its own members."""
+        if count < 1:
+            raise ProviderError(PROVIDER, f"launch_nodes needs count >= 1, got {count}")
+        return self._launch(spec, ctx, deadline_s, count)
+
+    def _launch(self, spec, ctx, deadline_s: float, count: int) -> list[Machine]:
         end = self.clock() + deadline_s
         choice = self.choose(spec)
         cidr = self.ingress_cidr(ctx)  # before creating anything: a missing CIDR must cost nothing
         user_data = render_user_data(ctx.host_key_private, ctx.host_key_public, spec.limits.max_duration)
+        multi = count > 1
         tried: list[str] = []
         quota_errors: list[QuotaError] = []
+        best: tuple[int, str] | None = None  # (nodes had, zone) of the closest multi-node attempt
         for rp in choice.regions:
             region = rp.region
             try:
@@ -187,19 +203,22 @@ class AwsProvider:
                 tried.append(f"{region} (not offered)")
                 continue
             vcpus = rp.vcpus or self._vcpus(region, choice.instance_type)
-            short = self._quota_short(region, choice.instance_type, choice.spot, vcpus)
+            short = self._quota_short(region, choice.instance_type, choice.spot, vcpus, count)
             if short is not None:
                 ctx.emit("quota-failed", region=region, quota=short.message)
                 quota_errors.append(short)
                 tried.append(f"{region} (quota)")
                 continue
             image_id, root_device = self._image(region, spec)
-            sg_id, key_name = self._ensure_access(region, spec, ctx, cidr)
+            sg_id, key_name = self._ensure_access(region, spec, ctx, cidr, intra=multi)
             for zone in zones:
+                had = 0
                 try:
+                    pg = self._placement_group(region, zone, spec, ctx) if multi and cluster_placement(choice.instance_type) else None
                     return self._launch_in_zone(spec, ctx, choice, rp, zone, image_id, root_device, sg_id,
-                                                key_name, user_data, end)
+                                                key_name, user_data, end, count, pg)
                 except _ZoneLost as lost:
+                    had = lost.had
                     ctx.emit("zone-failed", zone=zone, code=lost.code, message=lost.message)
                     tried.append(f"{zone} ({lost.code})")
                 except ProviderError as exc:
@@ -210,20 +229,25 @@ class AwsProvider:
                         quota_errors.append(q)
                         tried.append(f"{zone} ({exc.code})")
                         break  # quotas are per region: the next zone would say the same
-                    if is_zone_unavailable(exc.code, exc.message):
-                        ctx.emit("zone-failed", zone=zone, code=exc.code, message=exc.message)
-                        tried.append(f"{zone} ({exc.code})")
-                        continue
-                    raise
+                    if not is_zone_unavailable(exc.code, exc.message):
+                        raise
+                    ctx.emit("zone-failed", zone=zone, code=exc.code, message=exc.message)
+                    tried.append(f"{zone} ({exc.code})")
+                if best is None or had > best[0]:
+                    best = (had, zone)
         where = "; ".join(tried) or "no region"
         if quota_errors:
             first = quota_errors[0]
             raise QuotaError(PROVIDER, f"{first.message.removeprefix(PROVIDER + ': ')} (tried: {where})",
                              hint=first.hint, code=first.code)
         market = "spot" if choice.spot else "on-demand"
+        hint = "add regions (resources.regions), switch spot/on-demand, or retry later"
+        if multi and best is not None:
+            raise CapacityError(PROVIDER, f"only {best[0]} of {count} nodes could be launched in {best[1]}; "
+                                f"no zone had {count} {market} {choice.instance_type}; tried: {where}",
+                                hint=hint + ", or lower resources.num_nodes", code="InsufficientInstanceCapacity")
         raise CapacityError(PROVIDER, f"no {market} capacity for {choice.instance_type}; tried: {where}",
-                            hint="add regions (resources.regions), switch spot/on-demand, or retry later",
-                            code="InsufficientInstanceCapacity")
+                            hint=hint, code="InsufficientInstanceCapacity")
 
     def _zone_names(self, region: str, itype: str, zone_ids: tuple[str, ...]) -> list[str]:
         """Zone names in try order: the catalog's AZ ids mapped to this account's names,
@@ -250,7 +274,7 @@ class AwsProvider:
         except (ProviderError, KeyError, ValueError):
             return None
 
-    def _quota_short(self, region: str, itype: str, spot: bool, vcpus: int | None) -> QuotaError | None:
+    def _quota_short(self, region: str, itype: str, spot: bool, vcpus: int | None, count: int = 1) -> QuotaError | None:
         """Best effort: a QuotaError when Service Quotas says the limit is below one instance.
         Any failure (no permission, not implemented, unknown code) means "unknown": go on."""
         if not vcpus:
@@ -261,10 +285,11 @@ class AwsProvider:
                                    ServiceCode="ec2", QuotaCode=code)["Quota"]["Value"])
         except Exception:
             return None
-        if value >= vcpus:
+        if value >= vcpus * count:
             return None
-        return quota_error(itype, spot, region, f"the limit is {value:g} vCPUs and one {itype} needs {vcpus}",
-                           "VcpuLimitExceeded", vcpus)
+        need = f"one {itype} needs {vcpus}" if count == 1 else f"{count} {itype} need {vcpus * count}"
+        return quota_error(itype, spot, region, f"the limit is {value:g} vCPUs and {need}",
+                           "VcpuLimitExceeded", vcpus * count)
 
     def _image(self, region: str, spec) -> tuple[str, str]:
         image_id = spec.resources.image_id
@@ -287,8 +312,9 @@ class AwsProvider:
                                     hint="check resources.image_id (AMI ids are per region)", code=exc.code) from None
         return image_id, root
 
-    def _ensure_access(self, region: str, spec, ctx, cidr: str) -> tuple[str, str]:
-        """Per-run key pair and security group in this region (both tagged, both recorded)."""
+    def _ensure_access(self, region: str, spec, ctx, cidr: str, intra: bool = False) -> tuple[str, str]:
+        """Per-run key pair and security group in this region (both tagged, both recorded).
+        intra: the group also admits all TCP/UDP from its own members (multi-node runs)."""
         name = resource_name(ctx.run_id)
         vpcs = self.api(region, "ec2", "describe_vpcs", Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
         if not vpcs:
@@ -336,31 +362,55 @@ class AwsProvider:
         net = ipaddress.ip_network(cidr)
         ranges = ({"Ipv6Ranges": [{"CidrIpv6": cidr, "Description": "gpujob client"}]} if net.version == 6
                   else {"IpRanges": [{"CidrIp": cidr, "Description": "gpujob client"}]})
-        try:
-            self.api(region, "ec2", "authorize_security_group_ingress", GroupId=sg_id,
-                     IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **ranges}])
-        except ProviderError as exc:
-            if exc.code != "InvalidPermission.Duplicate":
-                raise
+        rules = [[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, **ranges}]] + ([node_rule(sg_id)] if intra else [])
+        for perms in rules:  # one call each: a duplicate of one (a relaunch) must not skip the other
+            try:
+                self.api(region, "ec2", "authorize_security_group_ingress", GroupId=sg_id, IpPermissions=perms)
+            except ProviderError as exc:
+                if exc.code != "InvalidPermission.Duplicate":
+                    raise
         return sg_id, name
+
+    def _placement_group(self, region: str, zone: str, spec, ctx) -> str:
+        """A tagged, recorded cluster placement group for one zone's attempt. One per zone: a
+        cluster group is bound to the zone of its first instance, so a zone that lost nodes
+        must not pin the next zone's attempt."""
+        name = f"{resource_name(ctx.run_id)}-{zone}"
+        h = ctx.intent("placement-group", name, region)
+        try:
+            self.api(region, "ec2", "create_placement_group", fail_fast=True, GroupName=name, Strategy="cluster",
+                     TagSpecifications=[{"ResourceType": "placement-group",
+                                         "Tags": run_tags(ctx.run_id, spec.name, ctx.owner)}])
+        except ProviderError as exc:
+            if exc.code != "InvalidPlacementGroup.Duplicate":
+                raise
+            old = self.api(region, "ec2", "describe_placement_groups", GroupNames=[name])["PlacementGroups"][0]
+            if tag_value(old.get("Tags"), TAG_RUN) != ctx.run_id:
+                raise ProviderError(PROVIDER, f"a placement group named {name} exists in {region} and is not this run's",
+                                    hint=f"delete it: aws ec2 delete-placement-group --group-name {name} --region {region}") from None
+        ctx.created(h, name)  # by name: what RunInstances and delete-placement-group take
+        return name
 
     def _default_subnet(self, region: str, zone: str) -> str | None:
         subnets = self.api(region, "ec2", "describe_subnets", Filters=[
             {"Name": "default-for-az", "Values": ["true"]}, {"Name": "availability-zone", "Values": [zone]}])["Subnets"]
         return subnets[0]["SubnetId"] if subnets else None
 
-    def _launch_in_zone(self, spec, ctx, choice: Choice, rp: RegionPlan, zone: str, image_id: str,
-                        root_device: str, sg_id: str, key_name: str, user_data: str, end: float) -> Machine:
+    def _launch_in_zone(self, spec, ctx, choice: Choice, rp: RegionPlan, zone: str, image_id: str, root_device: str,
+                        sg_id: str, key_name: str, user_data: str, end: float, count: int = 1,
+                        placement_group: str | None = None) -> list[Machine]:
         region = rp.region
         tags = run_tags(ctx.run_id, spec.name, ctx.owner)
+        placement = {"AvailabilityZone": zone, **({"GroupName": placement_group} if placement_group else {})}
         params: dict[str, Any] = dict(
             ImageId=image_id,
             InstanceType=choice.instance_type,
-            MinCount=1,
-            MaxCount=1,
+            # All or nothing: a multi-node job cannot start on fewer machines.
+            MinCount=count,
+            MaxCount=count,
             KeyName=key_name,
             SecurityGroupIds=[sg_id],
-            Placement={"AvailabilityZone": zone},
+            Placement=placement,
             UserData=user_data,
             # The watchdog's poweroff becomes a termination: nothing keeps billing.
             InstanceInitiatedShutdownBehavior="terminate",
@@ -376,15 +426,30 @@ class AwsProvider:
         if choice.spot:
             params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
                 "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
-        h = ctx.intent("instance", resource_name(ctx.run_id), region)
-        inst = self.api(region, "ec2", "run_instances", fail_fast=True, **params)["Instances"][0]
-        iid = inst["InstanceId"]
-        ctx.created(h, iid)
-        ctx.emit("instance-created", instance_id=iid, zone=zone, region=region, instance_type=choice.instance_type)
-        desc = self._wait_running(region, iid, end)
-        return Machine(
+        handles = [ctx.intent("instance", resource_name(ctx.run_id), region) for _ in range(count)]
+        insts = self.api(region, "ec2", "run_instances", fail_fast=True, **params)["Instances"]
+        insts.sort(key=lambda i: i.get("AmiLaunchIndex", 0))  # launch index 0 is node 0
+        ids = [i["InstanceId"] for i in insts]
+        for h, iid in zip(handles, ids):
+            ctx.created(h, iid)
+        for rank, iid in enumerate(ids):
+            ctx.emit("instance-created", instance_id=iid, zone=zone, region=region, instance_type=choice.instance_type,
+                     **({"node": rank} if count > 1 else {}))
+        descs = []
+        try:
+            for iid in ids:
+                descs.append(self._wait_running(region, iid, end))
+        except _ZoneLost as lost:
+            if count > 1:
+                lost.had = self._drop_survivors(region, ids)
+            raise
+        extra = {"image_id": image_id, "security_group": sg_id, "key_pair": key_name,
+                 "watchdog_minutes": watchdog_minutes(spec.limits.max_duration)}
+        if count > 1:
+            extra["placement_group"] = placement_group
+        return [Machine(
             provider=PROVIDER,
-            id=iid,
+            id=desc["InstanceId"],
             host=desc.get("PublicIpAddress"),
             port=22,
             user=SSH_USER,
@@ -398,9 +463,26 @@ class AwsProvider:
             spot=choice.spot,
             price_per_hour=rp.price,
             private_ip=desc.get("PrivateIpAddress"),
-            extra={"image_id": image_id, "security_group": sg_id, "key_pair": key_name,
-                   "watchdog_minutes": watchdog_minutes(spec.limits.max_duration)},
-        )
+            extra={**extra, "node_rank": rank} if count > 1 else extra,
+        ) for rank, desc in enumerate(descs)]
+
+    def _drop_survivors(self, region: str, ids: list[str]) -> int:
+        """A zone lost a node: terminate the rest now (they would bill while other zones are
+        tried) and say how many were still alive. Best effort; they stay recorded for teardown."""
+        alive = []
+        for iid in ids:
+            try:
+                desc = self.describe_instance(region, iid)
+            except GpujobError:
+                desc = None
+            if desc is not None and desc["State"]["Name"] in _LIVE_STATES:
+                alive.append(iid)
+        if alive:
+            try:
+                self.api(region, "ec2", "terminate_instances", InstanceIds=alive)
+            except GpujobError:
+                pass  # teardown terminates them
+        return len(alive)
 
     def describe_instance(self, region: str, iid: str) -> dict | None:
         """The instance's description, or None when EC2 does not know it (yet, or any more)."""

@@ -61,6 +61,17 @@ def _key_pairs(p: "AwsProvider", region: str, run_id: str | None) -> list[Resour
     return [_res("key-pair", k["KeyName"], region, tag_value(k.get("Tags"), TAG_RUN)) for k in kps]
 
 
+def _placement_groups(p: "AwsProvider", region: str, run_id: str | None) -> list[Resource]:
+    pgs = p.api(region, "ec2", "describe_placement_groups", Filters=_tag_filter(run_id))["PlacementGroups"]
+    return [_res("placement-group", g["GroupName"], region, tag_value(g.get("Tags"), TAG_RUN), g.get("State"))
+            for g in pgs if g.get("State") != "deleted"]
+
+
+def _tagged(p: "AwsProvider", region: str, run_id: str | None) -> list[Resource]:
+    return (_instances(p, region, run_id) + _groups(p, region, run_id) + _key_pairs(p, region, run_id)
+            + _placement_groups(p, region, run_id))
+
+
 def _wrap(exc: Exception, op: str, region: str) -> Exception:
     from launcher.providers.aws_common import translate
 
@@ -68,13 +79,13 @@ def _wrap(exc: Exception, op: str, region: str) -> Exception:
 
 
 def find(p: "AwsProvider", regions: list[str] | None) -> list[Resource]:
-    """Every live instance, security group and key pair carrying TAG_RUN in these regions
-    (all enabled regions when None)."""
+    """Every live instance, security group, key pair and placement group carrying TAG_RUN in
+    these regions (all enabled regions when None)."""
     if not regions:
         regions = sorted(r["RegionName"] for r in p.api("us-east-1", "ec2", "describe_regions")["Regions"])
     found: list[Resource] = []
     for region in regions:
-        found += _instances(p, region, None) + _groups(p, region, None) + _key_pairs(p, region, None)
+        found += _tagged(p, region, None)
     return found
 
 
@@ -86,7 +97,7 @@ def teardown(p: "AwsProvider", run_id: str, resources: list[Resource], ctx, regi
             todo[(r.kind, r.region, r.id)] = r
     for region in regions:
         try:
-            for r in _instances(p, region, run_id) + _groups(p, region, run_id) + _key_pairs(p, region, run_id):
+            for r in _tagged(p, region, run_id):
                 todo.setdefault((r.kind, r.region, r.id), r)
         except GpujobError as exc:  # cannot list here: still delete what the store recorded
             where = Resource(PROVIDER, "region", region, region=region, run_id=run_id,
@@ -100,18 +111,15 @@ def teardown(p: "AwsProvider", run_id: str, resources: list[Resource], ctx, regi
     instances = [r for (k, _, _), r in todo.items() if k == "instance"]
     stuck = _terminate(p, instances, done)
     leftovers += [Leftover(_res("instance", r.id, r.region, run_id, state), why) for r, state, why in stuck]
-    for r in [r for (k, _, _), r in todo.items() if k == "security-group"]:
-        why = _delete_group(p, r)
-        if why:
-            leftovers.append(Leftover(_res(r.kind, r.id, r.region, run_id), why))
-        else:
-            done(r.id)
-    for r in [r for (k, _, _), r in todo.items() if k == "key-pair"]:
-        why = _delete_key_pair(p, r)
-        if why:
-            leftovers.append(Leftover(_res(r.kind, r.id, r.region, run_id), why))
-        else:
-            done(r.id)
+    # Groups and placement groups refuse deletion while a member instance still exists.
+    for kind, delete in (("security-group", _delete_group), ("key-pair", _delete_key_pair),
+                         ("placement-group", _delete_placement_group)):
+        for r in [r for (k, _, _), r in todo.items() if k == kind]:
+            why = delete(p, r)
+            if why:
+                leftovers.append(Leftover(_res(r.kind, r.id, r.region, run_id), why))
+            else:
+                done(r.id)
     return leftovers
 
 
@@ -123,7 +131,8 @@ def _is_cloud_id(kind: str, rid: str | None) -> bool:
         return rid.startswith("i-")
     if kind == "security-group":
         return rid.startswith("sg-")
-    return kind == "key-pair"  # a key pair can be deleted by name as well as by id
+    # Key pairs can be deleted by name as well as by id; placement groups only by name.
+    return kind in ("key-pair", "placement-group")
 
 
 def _terminate(p: "AwsProvider", instances: list[Resource], done) -> list[tuple[Resource, str | None, str]]:
@@ -172,14 +181,24 @@ def _terminate(p: "AwsProvider", instances: list[Resource], done) -> list[tuple[
 def _delete_group(p: "AwsProvider", r: Resource) -> str | None:
     """None when gone; else why not. DependencyViolation lasts until the instance's ENI is released."""
     kwargs = {"GroupId": r.id} if r.id.startswith("sg-") else {"GroupName": r.id}
+    return _delete_retrying(p, r, "delete_security_group", kwargs, "DependencyViolation")
+
+
+def _delete_placement_group(p: "AwsProvider", r: Resource) -> str | None:
+    # InUse lasts while a member is still shutting down.
+    return _delete_retrying(p, r, "delete_placement_group", {"GroupName": r.id}, "InvalidPlacementGroup.InUse")
+
+
+def _delete_retrying(p: "AwsProvider", r: Resource, op: str, kwargs: dict, busy_code: str) -> str | None:
+    """None when gone; else why not. ``busy_code`` means "not yet": retried with a backoff."""
     for attempt in range(p.sg_delete_attempts):
         try:
-            p.api(r.region, "ec2", "delete_security_group", **kwargs)
+            p.api(r.region, "ec2", op, **kwargs)
             return None
         except ProviderError as exc:
             if exc.code in NOT_FOUND_CODES:
                 return None
-            if exc.code != "DependencyViolation" or attempt == p.sg_delete_attempts - 1:
+            if exc.code != busy_code or attempt == p.sg_delete_attempts - 1:
                 return f"delete failed: {one_line(exc)}"
         p.sleep(min(5.0 * (attempt + 1), 20.0))
     return "delete failed"  # pragma: no cover - the loop returns

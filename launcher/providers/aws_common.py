@@ -60,6 +60,7 @@ NOT_FOUND_CODES = {
     "InvalidGroup.NotFound",
     "InvalidGroupId.Malformed",
     "InvalidKeyPair.NotFound",
+    "InvalidPlacementGroup.Unknown",
 }
 
 # Service Quotas codes per instance family letter: (on-demand, spot), each (name, code).
@@ -93,6 +94,31 @@ def family_of(instance_type: str) -> str:
     if letters[:1] in ("P", "G", "F", "X"):  # p4d, p4de, g4dn, gr6, x2gd ...
         return letters[:1]
     return "STANDARD"
+
+
+# Families whose every size may join a cluster placement group (EFA / high-bandwidth training
+# machines), and those where only the big sizes gain from one: a g5.xlarge's network is the
+# bottleneck long before rack locality matters, and small sizes hit placement capacity errors.
+_CLUSTER_FAMILIES = ("p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "p6", "p6e", "trn1", "trn1n", "trn2", "dl1")
+_CLUSTER_LARGE_FAMILIES = ("p3", "g4dn", "g5", "g6", "g6e", "g5g")
+_LARGE_SIZE = re.compile(r"^(metal|(\d+)xlarge)")
+
+
+def cluster_placement(instance_type: str) -> bool:
+    """Whether a multi-node run of this type gets a "cluster" placement group."""
+    family, _, size = instance_type.lower().partition(".")
+    family = family.split("-", 1)[0]  # p6-b200 -> p6
+    if family in _CLUSTER_FAMILIES:
+        return True
+    m = _LARGE_SIZE.match(size)
+    return family in _CLUSTER_LARGE_FAMILIES and bool(m) and (m.group(1) == "metal" or int(m.group(2)) >= 12)
+
+
+def node_rule(group_id: str) -> list[dict[str, Any]]:
+    """Ingress for a multi-node run: all TCP and UDP from members of the same group only
+    (NCCL / gloo pick ports at run time, so no port list can be narrower)."""
+    pair = [{"GroupId": group_id, "Description": "gpujob nodes of this run"}]
+    return [{"IpProtocol": proto, "FromPort": 0, "ToPort": 65535, "UserIdGroupPairs": pair} for proto in ("tcp", "udp")]
 
 
 def quota_for(instance_type: str, spot: bool) -> tuple[str, str]:
@@ -232,6 +258,8 @@ def delete_command(kind: str, rid: str, region: str | None) -> str:
         if rid.startswith("sg-"):
             return f"aws ec2 delete-security-group --group-id {rid}{reg}"
         return f"aws ec2 delete-security-group --group-name {rid}{reg}"
+    if kind == "placement-group":
+        return f"aws ec2 delete-placement-group --group-name {rid}{reg}"
     if kind == "key-pair":
         if rid.startswith("key-"):
             return f"aws ec2 delete-key-pair --key-pair-id {rid}{reg}"

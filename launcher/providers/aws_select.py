@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from launcher.errors import ProviderError
-from launcher.providers.aws_common import DLAMI_SSM_PARAMETER, PROVIDER, SSH_USER, quota_for, resource_name, watchdog_minutes
+from launcher.providers.aws_common import (
+    DLAMI_SSM_PARAMETER,
+    PROVIDER,
+    SSH_USER,
+    cluster_placement,
+    quota_for,
+    resource_name,
+    watchdog_minutes,
+)
 from launcher.providers.base import TAG_CREATED, TAG_JOB, TAG_OWNER, TAG_RUN
 
 # Regular AZ ids ("use1-az1"); Local/Wavelength Zones ("use1-atl2-az1") need an opt-in first.
@@ -101,6 +109,20 @@ def plan(spec, ctx, choice: Choice, ssh_cidr: str | None) -> dict[str, Any]:
     run_id = getattr(ctx, "run_id", None) or "<run-id>"
     rule = f"22/tcp from {normalize_cidr(ssh_cidr)}" if ssh_cidr else "22/tcp from your address /32 (detected at launch)"
     zones = {p.region: list(p.zone_ids) or ["every zone offering the type (asked at launch)"] for p in choice.regions}
+    nodes = spec.resources.num_nodes
+    multi: dict[str, Any] = {}
+    if nodes > 1:
+        name = resource_name(run_id)
+        multi = {
+            "num_nodes": nodes,
+            "launch": f"one RunInstances call, MinCount=MaxCount={nodes}, all nodes in one zone; "
+                      "a zone that cannot give all of them is skipped",
+            "placement": f"cluster placement group {name}-<zone> (one per zone tried, deleted at teardown)"
+                         if cluster_placement(choice.instance_type)
+                         else f"none ({choice.instance_type} gains nothing from a cluster placement group)",
+            "intra_node_rule": f"{name}: all TCP/UDP from members of {name} itself (node to node only)",
+            "rendezvous": "node 0's private address",
+        }
     return {
         "provider": PROVIDER,
         "instance_type": choice.instance_type,
@@ -121,4 +143,5 @@ def plan(spec, ctx, choice: Choice, ssh_cidr: str | None) -> dict[str, Any]:
         "tags": {TAG_RUN: run_id, TAG_JOB: spec.name, TAG_OWNER: getattr(ctx, "owner", None) or "<you>",
                  TAG_CREATED: "<launch time, ISO UTC>"},
         "quota": "{} ({})".format(*quota_for(choice.instance_type, choice.spot)),
+        **multi,
     }

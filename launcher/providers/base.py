@@ -103,6 +103,22 @@ class Provider(Protocol):
         WaitTimeout. On failure it leaves recorded resources for teardown() to remove.
         """
 
+    def launch_nodes(self, spec: "JobSpec", ctx: RunContext, deadline_s: float, count: int) -> list[Machine]:
+        """`count` machines for one multi-node job, node 0 first, all in ONE zone.
+
+        AWS: a cluster placement group (strategy "cluster", tagged, recorded via ctx.intent/created,
+        deleted at teardown) for families that support it (p3dn/p4d/p4de/p5/p5e/p5en/p6, g5/g6/g6e .12xlarge+ ...;
+        others launch without one), one run_instances call with MinCount=MaxCount=count in a zone (fail fast,
+        try the next zone on capacity errors); GCP: `count` instances in one zone (a compact placement
+        resource policy where the machine family supports it, e.g. a2/a3; otherwise none), each labelled.
+        Network: SSH 22/tcp from the caller /32 only (as today) PLUS all TCP/UDP between the run's own nodes
+        and nothing else — AWS: an ingress rule on the run's security group whose source is that same group;
+        GCP: a second firewall rule `gpujob-<run>-nodes` with sourceTags = targetTags = the run's network tag.
+        Every Machine has private_ip set (the rendezvous address). If fewer than `count` can be had in any zone,
+        raise CapacityError("only k of N nodes could be launched in <zone>; ...") after trying every zone —
+        whatever was created stays recorded, so teardown() removes every node (partial-launch teardown).
+        """
+
     def poll(self, machine: Machine) -> str | None:
         """None while healthy; else a reason such as 'spot-interrupted' or 'terminated'."""
 

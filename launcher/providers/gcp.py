@@ -1,4 +1,4 @@
-"""GCP provider: one GPU VM on Compute Engine, secured, labelled and self-deleting.
+"""GCP provider: GPU VMs on Compute Engine (one, or N in one zone), secured, labelled and self-deleting.
 
 Launch creates a per-run firewall rule (22/tcp from the caller's /32 to a per-run network
 tag), then tries zones cheapest first until one has capacity; the VM carries the run's SSH
@@ -112,6 +112,22 @@ class GcpProvider:
                            "onHostMaintenance": "TERMINATE" if s.gpu else "MIGRATE"},
             "labels": shp.labels_for(ctx.run_id, spec.name, ctx.owner),
             "notes": s.notes,
+            **self._plan_nodes(spec, ctx, s, name),
+        }
+
+    def _plan_nodes(self, spec: "JobSpec", ctx: RunContext, s: shp.Shape, tag: str) -> dict[str, Any]:
+        nodes = spec.resources.num_nodes
+        if nodes <= 1:
+            return {}
+        return {
+            "num_nodes": nodes,
+            "instance_names": [shp.node_name(ctx.run_id, i) for i in range(nodes)],
+            "placement": (f"compact resource policy {tag}-<zone> (COLLOCATED, vmCount {nodes}), "
+                          "one per zone tried, all nodes in that zone") if shp.compact_placement(s.machine_type)
+                         else f"all nodes in one zone; no compact placement for {s.machine_type}",
+            "intra_node_rule": {"name": shp.nodes_firewall_name(ctx.run_id), "allow": "tcp, udp (all ports)",
+                                "source_tags": [tag], "target_tags": [tag]},
+            "rendezvous": "node 0's internal IP",
         }
 
     # --- launch -----------------------------------------------------------------------------
@@ -119,14 +135,7 @@ class GcpProvider:
     def launch(self, spec: "JobSpec", ctx: RunContext, deadline_s: float) -> Machine:
         """deadline_s: seconds from now for the whole launch (firewall, zones, boot)."""
         deadline = self._clock() + deadline_s
-        s = self._shape(spec)
-        cidr = self._cidr(ctx)
-        c = self._api()
-        image = self._resolve_image(c, s)
-        name = shp.resource_name(ctx.run_id)
-        labels = shp.labels_for(ctx.run_id, spec.name, ctx.owner)
-        self._create_firewall(c, ctx, name, spec.name, cidr, deadline)
-        script = shp.render_startup(ctx.run_id, ctx.host_key_private, ctx.host_key_public)
+        s, c, image, name, labels, script = self._prepare(spec, ctx, deadline)
         tried: list[str] = []
         for zone in s.zones:
             body = shp.instance_body(s, zone, name, labels, image, ctx.ssh_public_key, script)
@@ -143,6 +152,116 @@ class GcpProvider:
                                  + (" or on-demand" if s.spot else " or spot: true"),
                             code="ZONE_RESOURCE_POOL_EXHAUSTED")
 
+    def _prepare(self, spec: "JobSpec", ctx: RunContext, deadline: float) -> tuple[shp.Shape, api.Clients, str, str, dict, str]:
+        """What every launch needs before its first instance: shape, clients, image, the run's
+        name (also its network tag), labels, boot script, and the SSH rule."""
+        s = self._shape(spec)
+        cidr = self._cidr(ctx)  # before creating anything: a missing CIDR must cost nothing
+        c = self._api()
+        image = self._resolve_image(c, s)
+        name = shp.resource_name(ctx.run_id)
+        self._create_firewall(c, ctx, name, spec.name, cidr, deadline)
+        script = shp.render_startup(ctx.run_id, ctx.host_key_private, ctx.host_key_public)
+        return s, c, image, name, shp.labels_for(ctx.run_id, spec.name, ctx.owner), script
+
+    def launch_nodes(self, spec: "JobSpec", ctx: RunContext, deadline_s: float, count: int) -> list[Machine]:
+        """``count`` VMs in one zone, node 0 first (see ``base.Provider.launch_nodes``). Each
+        carries the run's network tag; a second rule opens all TCP/UDP between tagged VMs only."""
+        if count < 1:
+            raise ProviderError("gcp", f"launch_nodes needs count >= 1, got {count}")
+        if count == 1:
+            return [self.launch(spec, ctx, deadline_s)]
+        deadline = self._clock() + deadline_s
+        s, c, image, tag, labels, script = self._prepare(spec, ctx, deadline)
+        nodes_rule = shp.nodes_firewall_body(shp.nodes_firewall_name(ctx.run_id), tag, ctx.run_id, spec.name)
+        self._insert_firewall(c, ctx, nodes_rule, deadline, lambda fw: list(fw.source_tags) == [tag])
+        tried: list[str] = []
+        best: tuple[int, str] | None = None
+        for zone in s.zones:
+            policy = self._create_policy(c, ctx, zone, spec.name, count, deadline) if shp.compact_placement(s.machine_type) else None
+            names = [shp.node_name(ctx.run_id, i) for i in range(count)]
+            bodies = [shp.instance_body(s, zone, n, {**labels, shp.NODE_LABEL: str(i)}, image, ctx.ssh_public_key, script,
+                                        tag=tag, resource_policy=policy) for i, n in enumerate(names)]
+            made, failure = self._insert_all(c, ctx, zone, names, bodies, deadline)
+            if failure is None:
+                for rank, name in enumerate(names):
+                    ctx.emit("instance-created", instance_id=name, zone=zone, region=shp.region_of(zone),
+                             instance_type=s.machine_type, node=rank)
+                machines = [self._wait_running(c, ctx, s, zone, name, image, deadline) for name in names]
+                for rank, m in enumerate(machines):
+                    m.extra.update(node_rank=rank, nodes_firewall=nodes_rule["name"], resource_policy=policy)
+                return machines
+            message = f"only {len(made)} of {count} nodes could be launched: {failure.message}"
+            ctx.emit("zone-failed", zone=zone, code=failure.code, message=message)
+            tried.append(f"{zone} ({failure.code}, {len(made)} of {count})")
+            if best is None or len(made) > best[0]:
+                best = (len(made), zone)
+            self._free(c, ctx, zone, made, deadline)
+        had, where = best or (0, "no zone")
+        raise CapacityError("gcp", f"only {had} of {count} nodes could be launched in {where}; no zone had {count}x "
+                            f"{s.machine_type}{' (spot)' if s.spot else ''}; tried {', '.join(tried) or 'no zone'}",
+                            hint="retry later, add regions under resources.regions, lower resources.num_nodes, or try another GPU",
+                            code="ZONE_RESOURCE_POOL_EXHAUSTED")
+
+    def _insert_all(self, c: api.Clients, ctx: RunContext, zone: str, names: list[str], bodies: list[dict],
+                    deadline: float) -> tuple[list[str], api.Failure | None]:
+        """Start every insert of one zone, then wait for all: N boots overlap instead of adding up.
+        Returns the names that exist and the zone's capacity failure (None: all of them)."""
+        started = []
+        for name, body in zip(names, bodies):
+            begun = self._insert_start(c, ctx, zone, name, body)
+            started.append((name, begun))
+            if begun[2] is not None:
+                break  # the zone already said no: asking for the rest only makes more to delete
+        made, failure, error = [], None, None
+        for name, begun in started:
+            try:
+                f = self._insert_finish(c, ctx, zone, name, begun, deadline)
+            except GpujobError as exc:  # a quota or API error: still finish (and record) the others first
+                error = error or exc
+                continue
+            if f is None:
+                made.append(name)
+            else:
+                failure = failure or f
+        if error is not None:
+            raise error
+        return made, failure
+
+    def _free(self, c: api.Clients, ctx: RunContext, zone: str, names: list[str], deadline: float) -> None:
+        """Delete a zone's partial set before the next zone is tried: they would bill for nothing.
+        Best effort; whatever stays is recorded and labelled, so teardown still finds it."""
+        begun = [(name, self._delete_start(c.instances.delete_unary, {"project": c.project, "zone": zone, "instance": name}))
+                 for name in names]
+        for name, started in begun:
+            self._delete_finish(c, ctx, f"{zone}/{name}", zone, deadline, started)
+
+    def _create_policy(self, c: api.Clients, ctx: RunContext, zone: str, job: str, count: int, deadline: float) -> str:
+        """A compact placement policy for this zone's attempt (policies are regional; one per zone so a
+        zone whose nodes could not all be deleted does not pin the next zone's)."""
+        from google.cloud import compute_v1
+
+        region, name = shp.region_of(zone), shp.policy_name(ctx.run_id, zone)
+        url = f"projects/{c.project}/regions/{region}/resourcePolicies/{name}"
+        h = ctx.intent("resource-policy", f"{region}/{name}", region)
+        what = f"resource policy {name}"
+        try:
+            op = self._call(c.resource_policies.insert_unary, project=c.project, region=region,
+                            resource_policy_resource=compute_v1.ResourcePolicy(shp.policy_body(name, ctx.run_id, job, count)))
+        except Exception as exc:  # noqa: BLE001
+            f = api.api_failure(exc)
+            if f.http_status == 409 and self._ours(c.resource_policies.get, project=c.project, region=region,
+                                                   resource_policy=name):
+                ctx.created(h, f"{region}/{name}")
+                return url
+            api.raise_failure(f, c.project, what)
+        op = api.wait_operation(c, op, None, deadline, what, self._clock, self._sleep, region=region)
+        failure = api.op_failure(op)
+        if failure:
+            api.raise_failure(failure, c.project, what)
+        ctx.created(h, f"{region}/{name}")
+        return url
+
     def _resolve_image(self, c: api.Clients, s: shp.Shape) -> str:
         """Pin the family to today's image, so a boot failure names the exact image."""
         if not s.image_family:
@@ -158,44 +277,62 @@ class GcpProvider:
         return img.self_link or s.image
 
     def _create_firewall(self, c: api.Clients, ctx: RunContext, name: str, job: str, cidr: str, deadline: float) -> None:
+        body = shp.firewall_body(name, ctx.run_id, job, cidr)
+        if self._insert_firewall(c, ctx, body, deadline, lambda fw: list(fw.source_ranges) == [cidr]):
+            ctx.emit("firewall-created", name=name, source=cidr, port=22)
+
+    def _insert_firewall(self, c: api.Clients, ctx: RunContext, body: dict, deadline: float,
+                         same: Callable[[Any], bool]) -> bool:
+        """Create one rule; True if made now, False if ``same`` recognised ours from an earlier attempt."""
         from google.cloud import compute_v1
 
-        body = shp.firewall_body(name, ctx.run_id, job, cidr)
+        name = body["name"]
         h = ctx.intent("firewall", name, None)
         try:
             op = self._call(c.firewalls.insert_unary, project=c.project, firewall_resource=compute_v1.Firewall(body))
         except Exception as exc:  # noqa: BLE001
             f = api.api_failure(exc)
-            if f.http_status == 409 and self._same_firewall(c, name, cidr):
+            if f.http_status == 409 and self._ours(c.firewalls.get, same, project=c.project, firewall=name):
                 ctx.created(h, name)  # our own rule from an earlier attempt of this run
-                return
+                return False
             api.raise_failure(f, c.project, f"firewall rule {name}")
         op = api.wait_operation(c, op, None, deadline, f"firewall rule {name}", self._clock, self._sleep)
         failure = api.op_failure(op)
         if failure:
             api.raise_failure(failure, c.project, f"firewall rule {name}")
         ctx.created(h, name)
-        ctx.emit("firewall-created", name=name, source=cidr, port=22)
+        return True
 
-    def _same_firewall(self, c: api.Clients, name: str, cidr: str) -> bool:
+    def _ours(self, get: Callable[..., Any], same: Callable[[Any], bool] = lambda r: True, **args: Any) -> bool:
+        """A resource of that name exists, carries our run mark and passes ``same``."""
         try:
-            fw = self._call(c.firewalls.get, project=c.project, firewall=name)
+            r = self._call(get, **args)
         except Exception:  # noqa: BLE001 - then it is not provably ours: report the conflict
             return False
-        return list(fw.source_ranges) == [cidr] and shp.firewall_run_id(fw.description) is not None
+        return shp.firewall_run_id(r.description) is not None and same(r)
 
     def _insert(self, c: api.Clients, ctx: RunContext, zone: str, name: str, body: dict, deadline: float) -> api.Failure | None:
         """Insert in one zone. None on success; the Failure if the zone cannot take it."""
+        return self._insert_finish(c, ctx, zone, name, self._insert_start(c, ctx, zone, name, body), deadline)
+
+    def _insert_start(self, c: api.Clients, ctx: RunContext, zone: str, name: str,
+                      body: dict) -> tuple[int, Any, api.Failure | None]:
+        """Announce and send one insert: (intent handle, operation, failure of the call itself)."""
         from google.cloud import compute_v1
 
-        rid = f"{zone}/{name}"
-        h = ctx.intent("instance", rid, shp.region_of(zone))
-        what = f"instance {name} in {zone}"
+        h = ctx.intent("instance", f"{zone}/{name}", shp.region_of(zone))
         try:
             op = self._call(c.instances.insert_unary, project=c.project, zone=zone, instance_resource=compute_v1.Instance(body))
         except Exception as exc:  # noqa: BLE001
-            failure = api.api_failure(exc)
-        else:
+            return h, None, api.api_failure(exc)
+        return h, op, None
+
+    def _insert_finish(self, c: api.Clients, ctx: RunContext, zone: str, name: str,
+                       begun: tuple[int, Any, api.Failure | None], deadline: float) -> api.Failure | None:
+        h, op, failure = begun
+        rid = f"{zone}/{name}"
+        what = f"instance {name} in {zone}"
+        if op is not None:
             op = api.wait_operation(c, op, zone, deadline, what, self._clock, self._sleep)
             failure = api.op_failure(op)
         if failure is None:
@@ -281,7 +418,9 @@ class GcpProvider:
             return [Leftover(self._with_command(r), f"not deleted: {err}") for r in ours]
         deadline = self._clock() + TEARDOWN_TIMEOUT_S
         instances = {r.id for r in ours if r.kind == "instance" and "/" in r.id}
-        firewalls = {r.id for r in ours if r.kind == "firewall"} | {shp.resource_name(run_id)}
+        policies = {r.id for r in ours if r.kind == "resource-policy" and "/" in r.id}
+        firewalls = ({r.id for r in ours if r.kind == "firewall"}
+                     | {shp.resource_name(run_id), shp.nodes_firewall_name(run_id)})
         leftovers: list[Leftover] = []
         label = f'labels.{TAG_RUN} = "{shp.label_value(run_id)}"'
         try:  # the label sweep also finds what a lost or partial record does not name
@@ -290,29 +429,47 @@ class GcpProvider:
             sweep = Resource(self.name, "instance", f"label {label}", None, run_id,
                              delete_command=f"gcloud compute instances list --filter '{label}' --project {c.project}")
             leftovers.append(Leftover(sweep, f"could not list instances by label: {exc}"))
-        for rid in sorted(instances):
-            zone, name = rid.split("/", 1)
-            res = Resource(self.name, "instance", rid, shp.region_of(zone), run_id,
-                           delete_command=shp.instance_delete_command(name, zone, c.project))
-            reason = self._delete(c, ctx, rid, zone, deadline, c.instances.delete_unary,
-                                  {"project": c.project, "zone": zone, "instance": name})
-            if reason:
-                leftovers.append(Leftover(res, reason))
-        for name in sorted(firewalls):
-            res = Resource(self.name, "firewall", name, None, run_id,
-                           delete_command=shp.firewall_delete_command(name, c.project))
-            reason = self._delete(c, ctx, name, None, deadline, c.firewalls.delete_unary,
-                                  {"project": c.project, "firewall": name})
-            if reason:
-                leftovers.append(Leftover(res, reason))
+        try:  # policies carry no labels: the run mark in their description finds them
+            policies |= {r.id for r in self._find_policies(c, None) if r.run_id == shp.label_value(run_id)}
+        except Exception as exc:  # noqa: BLE001
+            sweep = Resource(self.name, "resource-policy", f"gpujob-run={run_id}", None, run_id,
+                             delete_command=f"gcloud compute resource-policies list --filter 'name~^gpujob-' --project {c.project}")
+            leftovers.append(Leftover(sweep, f"could not list resource policies: {exc}"))
+        # Every instance delete is sent before any is waited for: N nodes take one delete's time.
+        # Then policies (refused while a member exists) and firewall rules.
+        steps = [[("instance", rid, rid.split("/", 1)[0], None, c.instances.delete_unary,
+                   {"project": c.project, "zone": rid.split("/", 1)[0], "instance": rid.split("/", 1)[1]})
+                  for rid in sorted(instances)],
+                 [("resource-policy", rid, None, rid.split("/", 1)[0], c.resource_policies.delete_unary,
+                   {"project": c.project, "region": rid.split("/", 1)[0], "resource_policy": rid.split("/", 1)[1]})
+                  for rid in sorted(policies)],
+                 [("firewall", name, None, None, c.firewalls.delete_unary, {"project": c.project, "firewall": name})
+                  for name in sorted(firewalls)]]
+        for step in steps:
+            begun = [(kind, rid, zone, region, self._delete_start(fn, args)) for kind, rid, zone, region, fn, args in step]
+            for kind, rid, zone, region, started in begun:
+                reason = self._delete_finish(c, ctx, rid, zone, deadline, started, region)
+                if reason:
+                    leftovers.append(Leftover(self._with_command(Resource(self.name, kind, rid, region or (
+                        shp.region_of(zone) if zone else None), run_id), c.project), reason))
         return leftovers
 
-    def _delete(self, c: api.Clients, ctx: RunContext | None, rid: str, zone: str | None, deadline: float,
-                fn: Callable[..., Any], args: dict[str, Any]) -> str | None:
-        """Delete one resource and wait for it; None when gone (already gone counts), else why not."""
+    def _delete_start(self, fn: Callable[..., Any], args: dict[str, Any]) -> tuple[Any, Any]:
+        """(operation, None) or (None, the call's exception)."""
         try:
-            op = self._call(fn, **args)
-            op = api.wait_operation(c, op, zone, deadline, f"delete of {rid}", self._clock, self._sleep)
+            return self._call(fn, **args), None
+        except Exception as exc:  # noqa: BLE001 - classified in _delete_finish
+            return None, exc
+
+    def _delete_finish(self, c: api.Clients, ctx: RunContext | None, rid: str, zone: str | None, deadline: float,
+                       started: tuple[Any, Any], region: str | None = None) -> str | None:
+        """Wait for a delete sent by _delete_start; None when gone (already gone counts), else why not."""
+        op, error = started
+        failure = None
+        try:
+            if error is not None:
+                raise error
+            op = api.wait_operation(c, op, zone, deadline, f"delete of {rid}", self._clock, self._sleep, region=region)
             failure = api.op_failure(op)
         except GpujobError as exc:  # a timeout, or a failure the wait already classified
             return str(exc)
@@ -328,7 +485,7 @@ class GcpProvider:
         c = self._api()
         wanted = set(shp.gcp_regions(regions)) if regions else None
         try:
-            found = self._find_instances(c, f"labels.{TAG_RUN}:*", wanted)
+            found = self._find_instances(c, f"labels.{TAG_RUN}:*", wanted) + self._find_policies(c, wanted)
             for fw in self._call(c.firewalls.list, project=c.project):
                 run = shp.firewall_run_id(fw.description)
                 if fw.name.startswith("gpujob-") and run:
@@ -351,14 +508,32 @@ class GcpProvider:
                                     shp.instance_delete_command(inst.name, zone, c.project)))
         return out
 
-    def _with_command(self, r: Resource) -> Resource:
+    def _find_policies(self, c: api.Clients, regions: set[str] | None) -> list[Resource]:
+        out = []
+        pager = self._call(c.resource_policies.aggregated_list, request={"project": c.project})
+        for scope, listing in pager:
+            region = scope.rsplit("/", 1)[-1]
+            if regions is not None and region not in regions:
+                continue
+            for pol in listing.resource_policies:
+                run = shp.firewall_run_id(pol.description)
+                if pol.name.startswith("gpujob-") and run:
+                    out.append(Resource(self.name, "resource-policy", f"{region}/{pol.name}", region, run, pol.status or None,
+                                        shp.policy_delete_command(pol.name, region, c.project)))
+        return out
+
+    def _with_command(self, r: Resource, project: str | None = None) -> Resource:
         if r.delete_command:
             return r
+        project = project or self._project
         if r.kind == "instance" and "/" in r.id:
             zone, name = r.id.split("/", 1)
-            cmd = shp.instance_delete_command(name, zone, self._project)
+            cmd = shp.instance_delete_command(name, zone, project)
+        elif r.kind == "resource-policy" and "/" in r.id:
+            region, name = r.id.split("/", 1)
+            cmd = shp.policy_delete_command(name, region, project)
         else:
-            cmd = shp.firewall_delete_command(r.id, self._project)
+            cmd = shp.firewall_delete_command(r.id, project)
         return Resource(r.provider, r.kind, r.id, r.region, r.run_id, r.state, cmd)
 
 

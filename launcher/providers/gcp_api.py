@@ -73,6 +73,8 @@ class Clients:
     global_ops: Any
     firewalls: Any
     images: Any
+    resource_policies: Any  # compact placement of multi-node runs (regional)
+    region_ops: Any
 
 
 def build_clients(project: str | None, credentials: Any, endpoint: str | None, anonymous: bool) -> Clients:
@@ -104,7 +106,8 @@ def build_clients(project: str | None, credentials: Any, endpoint: str | None, a
     kw = dict(credentials=credentials, client_options=opts, transport="rest")
     return Clients(project, compute_v1.InstancesClient(**kw), compute_v1.ZoneOperationsClient(**kw),
                    compute_v1.GlobalOperationsClient(**kw), compute_v1.FirewallsClient(**kw),
-                   compute_v1.ImagesClient(**kw))
+                   compute_v1.ImagesClient(**kw), compute_v1.ResourcePoliciesClient(**kw),
+                   compute_v1.RegionOperationsClient(**kw))
 
 
 def _env_project() -> str | None:
@@ -211,8 +214,8 @@ def is_transient(exc: Exception) -> bool:
 
 
 def wait_operation(clients: Clients, op: Any, zone: str | None, deadline: float, what: str,
-                   clock: Callable[[], float], sleep: Callable[[float], None]) -> Any:
-    """Wait for a zone (zone=...) or global (zone=None) operation until DONE or the deadline."""
+                   clock: Callable[[], float], sleep: Callable[[float], None], region: str | None = None) -> Any:
+    """Wait for a zone (zone=...), region (region=...) or global operation until DONE or the deadline."""
     from google.cloud import compute_v1
 
     start = clock()
@@ -225,6 +228,9 @@ def wait_operation(clients: Clients, op: Any, zone: str | None, deadline: float,
             if zone:
                 op = clients.zone_ops.wait(project=clients.project, zone=zone, operation=op.name,
                                            timeout=call_timeout, retry=None)
+            elif region:
+                op = clients.region_ops.wait(project=clients.project, region=region, operation=op.name,
+                                             timeout=call_timeout, retry=None)
             else:
                 op = clients.global_ops.wait(project=clients.project, operation=op.name,
                                              timeout=call_timeout, retry=None)

@@ -64,6 +64,10 @@ FIXED_TYPES = {
 }
 # These families have their GPUs built in; every other type (n1-*) takes guestAccelerators.
 BUILTIN_GPU_PREFIXES = ("a2-", "a3-", "a4-", "g2-", "g4-")
+# Families that take a compact placement policy (GPU machines built for multi-node training);
+# N1 does not, so T4/V100 runs spread over the zone without one.
+COMPACT_PREFIXES = ("a2-", "a3-", "a4-", "g2-")
+NODE_LABEL = "gpujob-node"  # value: node rank, on each machine of a multi-node run
 HYPERDISK_ONLY_PREFIXES = ("a3-ultragpu", "a4-")  # these refuse pd-* boot disks
 CPU_MACHINE_TYPE = "n2-standard-4"
 _GCP_REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")  # us-central1; AWS's us-east-1 does not match
@@ -83,6 +87,18 @@ def resource_name(run_id: str) -> str:
         digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
         name = f"{name[:54].rstrip('-')}-{digest}"
     return name
+
+
+def node_name(run_id: str, rank: int) -> str:
+    return resource_name(f"{run_id}-{rank}")
+
+
+def nodes_firewall_name(run_id: str) -> str:
+    return resource_name(f"{run_id}-nodes")
+
+
+def policy_name(run_id: str, zone: str) -> str:
+    return resource_name(f"{run_id}-{zone}")
 
 
 def gcp_regions(regions: list[str] | None) -> list[str]:
@@ -153,9 +169,6 @@ def _guess_zones(regions: list[str]) -> list[str]:
 def choose_shape(spec: "JobSpec", catalog: Any, regions: list[str]) -> Shape:
     """Machine type, accelerators, zone order (cheapest offer first) and price for a spec."""
     res = spec.resources
-    if res.num_nodes != 1:
-        raise ProviderError("gcp", f"resources.num_nodes={res.num_nodes}: the GCP provider launches one machine",
-                            hint="set num_nodes: 1")
     spot, max_run_s = res.spot, int(spec.limits.max_duration) + GRACE_S
     image = res.image_id or f"projects/{DLVM_PROJECT}/global/images/family/{DLVM_FAMILY}"
     if res.image_id and "/" not in res.image_id:
@@ -224,8 +237,10 @@ def render_startup(run_id: str, host_key_private: str, host_key_public: str) -> 
 
 
 def instance_body(shape: Shape, zone: str, name: str, labels: dict[str, str], image: str,
-                  ssh_public_key: str, startup_script: str) -> dict[str, Any]:
-    """The Instance resource for instances.insert (proto field names)."""
+                  ssh_public_key: str, startup_script: str, tag: str | None = None,
+                  resource_policy: str | None = None) -> dict[str, Any]:
+    """The Instance resource for instances.insert (proto field names). ``tag``: the network tag
+    the firewall rules target (default: the name); ``resource_policy``: a placement policy URL."""
     scheduling: dict[str, Any] = {
         # GPUs cannot live-migrate; and a restarted VM would have lost the job anyway.
         "on_host_maintenance": "TERMINATE" if shape.gpu else "MIGRATE",
@@ -247,7 +262,7 @@ def instance_body(shape: Shape, zone: str, name: str, labels: dict[str, str], im
         "name": name,
         "machine_type": f"zones/{zone}/machineTypes/{shape.machine_type}",
         "labels": dict(labels),
-        "tags": {"items": [name]},
+        "tags": {"items": [tag or name]},
         "scheduling": scheduling,
         "metadata": {"items": [{"key": k, "value": v} for k, v in metadata.items()]},
         "disks": [{
@@ -259,6 +274,8 @@ def instance_body(shape: Shape, zone: str, name: str, labels: dict[str, str], im
         "network_interfaces": [{"network": NETWORK, "access_configs": [{"name": "External NAT", "type_": "ONE_TO_ONE_NAT"}]}],
         "service_accounts": [],  # the job needs no Google API access: no credentials on the VM
     }
+    if resource_policy:
+        body["resource_policies"] = [resource_policy]
     if shape.attach and shape.accelerator_type:
         body["guest_accelerators"] = [{"accelerator_type": f"zones/{zone}/acceleratorTypes/{shape.accelerator_type}",
                                        "accelerator_count": shape.gpu_count}]
@@ -276,6 +293,39 @@ def firewall_body(name: str, run_id: str, job: str, cidr: str) -> dict[str, Any]
         "target_tags": [name],
         "description": f"{FIREWALL_MARK}{label_value(run_id)} job={label_value(job)}: ssh from one address, deleted at teardown",
     }
+
+
+def nodes_firewall_body(name: str, tag: str, run_id: str, job: str) -> dict[str, Any]:
+    """All TCP/UDP between machines carrying this run's tag, from nowhere else (no sourceRanges):
+    NCCL and gloo choose their ports at run time."""
+    return {
+        "name": name,
+        "network": NETWORK,
+        "direction": "INGRESS",
+        "priority": 1000,
+        "allowed": [{"I_p_protocol": "tcp"}, {"I_p_protocol": "udp"}],
+        "source_tags": [tag],
+        "target_tags": [tag],
+        "description": f"{FIREWALL_MARK}{label_value(run_id)} job={label_value(job)}: node to node, deleted at teardown",
+    }
+
+
+def compact_placement(machine_type: str) -> bool:
+    return machine_type.startswith(COMPACT_PREFIXES)
+
+
+def policy_body(name: str, run_id: str, job: str, count: int) -> dict[str, Any]:
+    """A compact placement policy for one zone's nodes. Resource policies carry no labels: the run
+    id lives in the description, as on firewall rules."""
+    return {
+        "name": name,
+        "description": f"{FIREWALL_MARK}{label_value(run_id)} job={label_value(job)}: compact placement, deleted at teardown",
+        "group_placement_policy": {"collocation": "COLLOCATED", "vm_count": count},
+    }
+
+
+def policy_delete_command(name: str, region: str, project: str | None) -> str:
+    return f"gcloud compute resource-policies delete {name} --region {region} --project {project or 'PROJECT'} --quiet"
 
 
 def firewall_run_id(description: str | None) -> str | None:
