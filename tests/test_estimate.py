@@ -195,11 +195,12 @@ def test_spot_rows_bill_the_spot_price():
 def test_overheads_defaults_env_and_args(monkeypatch, tmp_path):
     w = _spec().workload
     aws = overheads_for("aws", w)
-    assert aws.data_s == 0 and aws.total_s == aws.boot_s + aws.setup_s + aws.teardown_s > 0
+    assert aws.data_s == 0 and aws.total_s == aws.boot_s + aws.setup_s + aws.teardown_s + aws.warmup_s > 0
     assert overheads_for("local", w).total_s == 4.0  # only the payload's own start-up, measured
     monkeypatch.setenv("GPUJOB_BOOT_S", "10")
     assert overheads_for("aws", w).boot_s == 10
-    assert overheads_for("aws", w, {"boot_s": 5, "setup_s": 1, "teardown_s": 0}).total_s == 6
+    assert overheads_for("aws", w, {"boot_s": 5, "setup_s": 1, "teardown_s": 0}).total_s == 6 + 26  # + compile
+    assert overheads_for("aws", w, {"boot_s": 5, "setup_s": 1, "teardown_s": 0, "warmup_s": 0}).total_s == 6
     data = tmp_path / "data"
     data.mkdir()
     (data / "a.bin").write_bytes(b"x" * 12_500_000)  # 100 Mbit: 1 s at 100 Mbit/s
@@ -386,7 +387,7 @@ def test_payload_measurements_are_a_data_change(tmp_path):
     (tmp_path / "h100_payload.json").write_text(json.dumps(rows))
     points = load_points(tmp_path)
     mine = [p for p in points if p.gpu == "H100"]
-    assert [p.role for p in mine] == ["fit", "check"]
+    assert [p.role for p in mine] == ["fit", "variant"]
     cal = build(points)
     assert cal.efficiency("hopper", "half", "vgg16") != before
     got = predict(get_gpu("H100"), 1, "bf16", model_cost("vgg16", 224, 1000), 128, "vgg16", cal)

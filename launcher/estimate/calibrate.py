@@ -49,7 +49,7 @@ def error_table(points: list[Point] | None = None, get_gpu=None) -> list[dict]:
 
 def summary(rows: list[dict]) -> dict:
     def stats(key: str) -> dict:
-        errs = [abs(r[key]) for r in rows]
+        errs = [abs(r[key]) for r in rows if r["role"] != "variant"]
         if not errs:
             return {"median": None, "max": None, "n": 0}
         return {"median": round(statistics.median(errs), 4), "max": round(max(errs), 4), "n": len(errs)}
@@ -67,7 +67,7 @@ def markdown(rows: list[dict]) -> str:
                    f"{r['predicted_held_out']:.0f} | {r['error_held_out']:+.1%} | {r['role']} | {r['source']} |")
     s = summary(rows)
     out.append("")
-    out.append(f"Absolute error over {s['fit']['n']} points: fit median {s['fit']['median']:.1%}, "
+    out.append(f"Absolute error over {s['fit']['n']} points (variants excluded): fit median {s['fit']['median']:.1%}, "
                f"max {s['fit']['max']:.1%}; held out median {s['held_out']['median']:.1%}, "
                f"max {s['held_out']['max']:.1%}.")
     return "\n".join(out)

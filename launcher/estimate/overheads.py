@@ -23,6 +23,14 @@ DEFAULTS = {
     "local": {"boot_s": 0.0, "setup_s": 4.0, "teardown_s": 0.0},
     "ssh": {"boot_s": 0.0, "setup_s": 60.0, "teardown_s": 0.0},
 }
+# Before a GPU job's first steady step: torch.compile plus cuDNN autotuning, measured with our
+# payload on an H100 (torch 2.11; bench/results/h100_run/, docs/benchmarks.md): VGG16 26 s,
+# ResNet-50 60 s. Other models: a middle value until measured. Eager runs skip it.
+COMPILE_WARMUP_S = {"vgg16": 26.0, "resnet50": 60.0}
+DEFAULT_COMPILE_WARMUP_S = 40.0
+# A local GPU job's own start-up (interpreter, torch + CUDA init, data) and final checkpoint:
+# 18-19 s on the same H100 host (job time minus training time in those runs).
+LOCAL_GPU_SETUP_S = 18.0
 UPLOAD_MBPS = 100.0  # laptop -> cloud upstream, megabits per second
 # Bytes per sample of a dataset we cannot measure: compressed image of the workload's size.
 COMPRESSED_BYTES_PER_PIXEL = 0.5
@@ -38,10 +46,11 @@ class Overheads:
     teardown_s: float
     data_bytes: float = 0.0
     note: str = ""
+    warmup_s: float = 0.0  # compile + autotune before the first steady step (GPU jobs)
 
     @property
     def total_s(self) -> float:
-        return self.boot_s + self.setup_s + self.data_s + self.teardown_s
+        return self.boot_s + self.setup_s + self.data_s + self.teardown_s + self.warmup_s
 
     def to_dict(self) -> dict:
         return {**asdict(self), "total_s": self.total_s}
@@ -79,10 +88,22 @@ def dataset_bytes(workload) -> tuple[float, str]:
     return guess, f"{ds}: not found here; size guessed from samples x image size"
 
 
-def overheads_for(provider: str, workload=None, overrides: dict | None = None) -> Overheads:
+def compile_warmup_s(workload) -> float:
+    if workload is None or workload.compile is False:
+        return 0.0
+    return COMPILE_WARMUP_S.get(workload.model, DEFAULT_COMPILE_WARMUP_S)
+
+
+def overheads_for(provider: str, workload=None, overrides: dict | None = None,
+                  on_gpu: bool | None = None) -> Overheads:
     """Overheads of one run on ``provider``; ``overrides`` keys: boot_s, setup_s, teardown_s,
-    data_s, upload_mbps (then environment variables, then DEFAULTS)."""
+    data_s, warmup_s, upload_mbps (then environment variables, then DEFAULTS). ``on_gpu``: the job runs
+    on a GPU (compile warm-up; a local GPU job's longer start-up)."""
     base = dict(DEFAULTS.get(provider, DEFAULTS["aws"]))
+    if on_gpu is None:  # clouds rent GPUs; local and ssh machines are CPU unless told otherwise
+        on_gpu = provider in ("aws", "gcp")
+    if on_gpu and provider == "local":
+        base["setup_s"] = LOCAL_GPU_SETUP_S
     for key in ("boot_s", "setup_s", "teardown_s"):
         env = _env_float(f"GPUJOB_{key.upper()}")
         if env is not None:
@@ -92,4 +113,7 @@ def overheads_for(provider: str, workload=None, overrides: dict | None = None) -
     mbps = o.get("upload_mbps") or _env_float("GPUJOB_UPLOAD_MBPS") or UPLOAD_MBPS
     data_bytes, note = (0.0, "") if workload is None or provider == "local" else dataset_bytes(workload)
     data_s = float(o["data_s"]) if o.get("data_s") is not None else data_bytes * 8 / (mbps * 1e6)
-    return Overheads(base["boot_s"], base["setup_s"], data_s, base["teardown_s"], data_bytes, note)
+    warm = compile_warmup_s(workload) if on_gpu else 0.0
+    if o.get("warmup_s") is not None:
+        warm = float(o["warmup_s"])
+    return Overheads(base["boot_s"], base["setup_s"], data_s, base["teardown_s"], data_bytes, note, warm)
