@@ -53,7 +53,7 @@ def test_probe_is_parsed_extrapolated_and_bounded():
     assert cmd[1].endswith("payloads/train.py") and cmd[cmd.index("--device") + 1] == "cpu"
     assert cmd[cmd.index("--probe-seconds") + 1] == "5" and "--warmup-steps" in cmd
     assert timeout == pytest.approx(5 + bl.HARD_TIMEOUT_MARGIN_S)
-    assert r.config["precision"] == "fp32" and r.config["compile"] is False
+    assert r.config["precision"] == bl.cpu_precision(_spec().workload) and r.config["compile"] is False
     assert r.config["batch_size"] <= 32
 
 
@@ -108,3 +108,15 @@ def test_real_cpu_probe_quickstart():
     b = measure_baseline(spec, probe_seconds=1.0, python=sys.executable)
     assert b.measured, b.note
     assert b.samples_per_second > 1 and b.seconds == pytest.approx(1797 * 8 / b.samples_per_second)
+
+
+def test_cpu_probe_precision_follows_native_bf16():
+    from launcher.estimate.baseline import cpu_precision
+    from launcher.spec import parse_spec
+
+    bf16 = parse_spec("name: a\nworkload: {precision: bf16}\n").workload
+    fp16 = parse_spec("name: a\nworkload: {precision: fp16}\n").workload
+    assert cpu_precision(bf16, "flags : fpu avx2 avx512f avx512_bf16") == "bf16"
+    assert cpu_precision(bf16, "flags : fpu avx2 amx_bf16 amx_tile") == "bf16"
+    assert cpu_precision(bf16, "flags : fpu avx2 avx512f") == "fp32"  # emulated bf16 is slower
+    assert cpu_precision(fp16, "flags : avx512_bf16") == "fp32"
