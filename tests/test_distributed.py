@@ -141,7 +141,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_2x2(entry: str, args: list[str], cwd: Path, tmp_path: Path, timeout_s: float = 90) -> list[str]:
+def _run_2x2(entry: str, args: list[str], cwd: Path, tmp_path: Path, timeout_s: float = 240) -> list[str]:
     """Both nodes' torchrun commands, as the launcher builds them, run at once; returns their stdouts."""
     topo, port = Topology(2, 2), _free_port()
     # One thread per process: 4 workers share a small CI machine. lo: nothing else is reachable here.

@@ -21,7 +21,7 @@ def test_two_ranks_agree_on_parameters(tmp_path):
            "--output-dir", str(tmp_path)]
     # Each rank also saves its own final weights, to compare them.
     env["GPUJOB_TEST_DUMP_RANK_WEIGHTS"] = "1"
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = [e for e in map(parse_line, proc.stdout.splitlines()) if e]
     starts = [e for e in events if e["event"] == "start"]
