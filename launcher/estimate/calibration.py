@@ -137,8 +137,11 @@ class Calibration:
 
     @staticmethod
     def keys(arch: str, cls: str, model: str) -> dict:
-        return {"cls": cls, "arch": arch, "arch_cls": f"{arch}/{cls}", "family": model_family(model),
-                "model": model}
+        # Model effects are per precision class: VGG16 beats ResNet-50 in MFU in bf16 (ResNet's
+        # element-wise layers are memory-bound there) but not in fp32, where both are compute-bound;
+        # one shared effect carried the bf16 gap into fp32 and predicted 95% MFU for VGG16 on V100.
+        return {"cls": cls, "arch": arch, "arch_cls": f"{arch}/{cls}", "family": f"{model_family(model)}/{cls}",
+                "model": f"{model}/{cls}"}
 
     def efficiency(self, arch: str, cls: str, model: str) -> float:
         """Fitted MFU; unseen keys contribute 0 (fall back to the broader effects)."""
