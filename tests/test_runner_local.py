@@ -154,3 +154,12 @@ def test_max_duration_is_enforced_on_the_host(runner, tmp_path):
         runner.run(spec, _opts())
     assert time.monotonic() - start < 30
     assert RecordingLocal.teardowns
+
+
+def test_local_machine_reports_its_gpus_and_spec_count():
+    spec = parse_spec("name: g\nresources: {accelerators: H100:2}\n")
+    m = LocalProvider(gpus=["NVIDIA H100 80GB HBM3"] * 8).launch(spec, None, 1)
+    assert m.gpu == "H100" and m.gpu_count == 2
+    assert LocalProvider(gpus=["NVIDIA H100 80GB HBM3"]).launch(spec, None, 1).gpu_count == 1  # capped
+    cpu = LocalProvider(gpus=[]).launch(spec, None, 1)
+    assert cpu.gpu is None and cpu.gpu_count == 0
