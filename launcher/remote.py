@@ -196,6 +196,20 @@ class _Cursor:
             self.on_text(text)
 
 
+def load_private_key(key_path: str | os.PathLike) -> paramiko.PKey:
+    """The client key, or one clear SSHConnectError (missing, encrypted, not a key)."""
+    try:
+        return paramiko.PKey.from_path(os.path.expanduser(str(key_path)))
+    except FileNotFoundError:
+        raise SSHConnectError(f"SSH key {key_path} does not exist", hint="pass --identity PATH") from None
+    except paramiko.PasswordRequiredException:
+        raise SSHConnectError(f"SSH key {key_path} is passphrase-protected",
+                              hint="use an unencrypted key for gpujob runs") from None
+    except (paramiko.SSHException, OSError, ValueError) as err:
+        raise SSHConnectError(f"cannot load SSH key {key_path}: {err}",
+                              hint="pass --identity PATH to an OpenSSH private key") from None
+
+
 class Session:
     """One SSH connection to one machine, reused for the whole run.
 
@@ -259,19 +273,7 @@ class Session:
 
     def _load_key(self) -> paramiko.PKey:
         if self._pkey is None:
-            try:
-                self._pkey = paramiko.PKey.from_path(self.key_path)
-            except FileNotFoundError:
-                raise SSHConnectError(
-                    f"SSH key {self.key_path} does not exist", hint="pass --identity PATH"
-                ) from None
-            except paramiko.PasswordRequiredException:
-                raise SSHConnectError(
-                    f"SSH key {self.key_path} is passphrase-protected",
-                    hint="use an unencrypted key for gpujob runs",
-                ) from None
-            except (paramiko.SSHException, OSError, ValueError) as err:
-                raise SSHConnectError(f"cannot load SSH key {self.key_path}: {err}") from None
+            self._pkey = load_private_key(self.key_path)
         return self._pkey
 
     def _check_host_key(self, key: paramiko.PKey, pinned: list[str]) -> None:

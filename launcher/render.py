@@ -102,18 +102,33 @@ class EventPrinter:
     def __init__(self, con, as_json: bool = False, replay: bool = False):
         self.con, self.as_json, self.replay = con, as_json, replay
         self.tty = con.is_terminal and not as_json
+        self.gone = False
+        con.on_broken_pipe = self._reader_gone  # rich would raise SystemExit mid-run instead
         self._progress = None
         self._task = None
         self._last_plain = 0.0
 
     def __call__(self, kind: str, **f: Any) -> None:
-        if self.as_json:
-            sys.stdout.write(json.dumps({"event": kind, **f}, default=str) + "\n")
-            sys.stdout.flush()
+        if self.gone:
             return
-        handler = getattr(self, "_on_" + kind.replace("-", "_"), None)
-        if handler:
-            handler(**f)
+        try:
+            if self.as_json:
+                sys.stdout.write(json.dumps({"event": kind, **f}, default=str) + "\n")
+                sys.stdout.flush()
+                return
+            handler = getattr(self, "_on_" + kind.replace("-", "_"), None)
+            if handler:
+                handler(**f)
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        # The reader went away (`| head`): stop printing, but the run must still finish, fetch
+        # and tear down. stdout now points at /dev/null so the exit-time flush is quiet too.
+        import os
+
+        self.gone = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
     def _say(self, text: str) -> None:
         if self._progress is not None:
@@ -131,7 +146,13 @@ class EventPrinter:
 
     def _on_machine(self, id, instance_type=None, region=None, zone=None, host=None, price_per_hour=None, **_):
         where = " ".join(x for x in (instance_type, zone or region, host) if x)
-        self._say(f"machine {id} ready ({escape(where)})" + (f", {fmt_usd(price_per_hour)}/h" if price_per_hour else ""))
+        self._say(f"machine {escape(id)} ({escape(where)})" + (f", {fmt_usd(price_per_hour)}/h" if price_per_hour else ""))
+
+    def _on_connected(self, **_):
+        self._say("connected; uploading the payload")
+
+    def _on_baseline(self, **_):
+        self._say("measuring this machine's CPU for the baseline (~15 s, cached afterwards; --no-baseline skips)")
 
     def _on_zone_failed(self, zone=None, code=None, message=None, **_):
         self._say(f"[yellow]no capacity in {zone}[/] ({code}); trying the next zone")

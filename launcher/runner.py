@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from launcher.errors import (BudgetError, GpujobError, Interrupted, JobFailed, RemoteError, TeardownError,
-                             UsageError)
+from launcher.errors import (BudgetError, GpujobError, Interrupted, JobFailed, RemoteError, SSHConnectError,
+                             TeardownError, UsageError, WaitTimeout)
 from launcher.providers import get_provider
 from launcher.providers.base import Leftover, Machine, Resource
 from launcher.store import RunRecord, Store, new_run_id
@@ -134,8 +134,9 @@ class Runner:
         ctx = _Ctx(self.store, "dry-run", spec, opts.provider, lambda *a, **k: None,
                    opts.provider_config.get("ssh_cidr"))
         plan = provider.plan(spec, ctx)
+        # No probe in a dry run: a cached CPU measurement or the model (the plan must be instant).
         est = job_estimate(spec, opts.provider, plan.get("instance_type"), plan.get("price_per_hour"),
-                           spot=spec.resources.spot, baseline=False)
+                           spot=spec.resources.spot, baseline=False, gpu=plan.get("gpu_name"))
         return {"plan": plan, "estimate": est, "budget_usd": spec.limits.budget_usd}
 
     def run(self, spec, opts: RunOptions, spec_path: str | None = None, spec_text: str | None = None) -> RunResult:
@@ -147,13 +148,29 @@ class Runner:
         ctx = _Ctx(self.store, run_id, spec, opts.provider, self.on_event, opts.provider_config.get("ssh_cidr"))
         run_dir = self.store.run_dir(run_id)
 
+        if opts.artifacts_dir and Path(opts.artifacts_dir).exists() and not Path(opts.artifacts_dir).is_dir():
+            self.store.set_state(run_id, "cancelled", "--artifacts is a file")
+            raise UsageError(f"--artifacts {opts.artifacts_dir} is a file, not a directory",
+                             "give a directory (it is created if missing; an existing one is never overwritten)")
         # The estimate (and the prices it used) is recorded before anything is created.
         plan = provider.plan(spec, ctx)
-        est = job_estimate(spec, opts.provider, plan.get("instance_type"), plan.get("price_per_hour"),
-                           spot=spec.resources.spot, baseline=opts.baseline)
+        if not describes_work(spec):
+            est = {"note": "a custom payload with no workload section: nothing to estimate"}
+        else:
+            if opts.baseline:
+                self._emit("baseline", run_id=run_id)
+            est = job_estimate(spec, opts.provider, plan.get("instance_type"), plan.get("price_per_hour"),
+                               spot=spec.resources.spot, baseline=opts.baseline, gpu=plan.get("gpu_name"))
         self.store.update_run(run_id, estimate=est)
         self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ("total_seconds", "total_usd",
                                                                            "samples_per_second")})
+        # max_duration bounds the job on the machine (boot and setup have the watchdog's grace).
+        limit = spec.limits.max_duration
+        if est.get("train_seconds") and est["train_seconds"] > limit and not opts.force:
+            self.store.set_state(run_id, "cancelled", "estimate exceeds limits.max_duration")
+            raise BudgetError(f"training alone is estimated at {est['train_seconds'] / 3600:.1f} h, over "
+                              f"limits.max_duration ({limit / 3600:.1f} h): the job would be stopped before it ends",
+                              "raise max_duration, pick a faster machine, or pass --force")
         budget = spec.limits.budget_usd
         if budget and est.get("total_usd") and est["total_usd"] > budget and not opts.force:
             self.store.set_state(run_id, "cancelled", f"estimate ${est['total_usd']:.2f} exceeds budget")
@@ -165,6 +182,7 @@ class Runner:
         machine: Machine | None = None
         host = None
         workers: list[tuple[Machine, Any, int | None]] = []  # nodes 1..N-1 of a multi-node job
+        paths: Paths | None = None
         detached = False
         outcome: BaseException | None = None
         with _sigterm_raises():
@@ -183,7 +201,7 @@ class Runner:
                 host = self.host_factory(machine)
                 workers = [(m, self.host_factory(m), None) for m in machines[1:]]
                 for h in [host] + [w[1] for w in workers]:
-                    h.wait_until_reachable(opts.ssh_deadline_s)
+                    self._reach(h, machine, opts)
                 self._emit("connected", run_id=run_id)
                 paths = _paths(machine, run_id, run_dir, host)
                 # A worker's own directory: nodes may share a home directory (NFS on clusters).
@@ -227,6 +245,8 @@ class Runner:
                 self.store.set_state(run_id, "interrupted", "interrupted by the user")
                 if host is not None and machine is not None:
                     self._stop_job(host, run_id)
+                    if paths is not None:
+                        self._salvage(run_id, host, paths, opts.artifacts_dir)
                 for _, h, wpid in workers:
                     self._stop_pid(h, wpid)
             except GpujobError as exc:
@@ -236,7 +256,7 @@ class Runner:
                     self.store.set_state(run_id, state, str(exc))
                 for _, h, wpid in workers:  # one node failing stops the others
                     self._stop_pid(h, wpid)
-            except Exception as exc:  # noqa: BLE001 - any bug must still tear down
+            except BaseException as exc:  # noqa: BLE001 - a bug or SystemExit must still tear down
                 outcome = exc
                 self.store.set_state(run_id, "failed", f"internal error: {exc!r}")
             finally:
@@ -249,6 +269,18 @@ class Runner:
                     host.close()  # a detached job lives on: it was started with setsid
                     self._emit("connections", run_id=run_id, opened=getattr(host, "connections_opened", 0))
         return self._conclude(run_id, outcome, leftovers)
+
+    def _reach(self, host, machine: Machine, opts: RunOptions) -> None:
+        # A cloud machine needs minutes to boot; an existing one (ssh) answers now or not at all.
+        deadline = min(opts.ssh_deadline_s, 30.0) if machine.provider == "ssh" else opts.ssh_deadline_s
+        try:
+            host.wait_until_reachable(deadline)
+        except WaitTimeout as exc:
+            if machine.provider != "ssh":
+                raise
+            raise SSHConnectError(f"cannot reach {machine.user}@{machine.host}:{machine.port} over SSH "
+                                  f"({exc.last_state or 'no answer'})",
+                                  "check --host and --port, and that sshd runs there and lets you in") from None
 
     def _launch(self, provider, spec, ctx, opts: RunOptions) -> list[Machine]:
         nodes = spec.resources.num_nodes
@@ -331,6 +363,7 @@ class Runner:
                 host = self.host_factory(_machine_from(rec.machine))
                 host.connect()
                 self._stop_job(host, run_id)
+                self._salvage(run_id, host, Paths(rec.machine["workdir"]), rec.artifacts_dir)
                 host.close()
                 for w in rec.machine.get("workers", []):
                     wh = self.host_factory(_machine_from(w))
@@ -404,8 +437,7 @@ class Runner:
     def _finish(self, run_id, spec, host, paths: Paths, opts: RunOptions, exit_status: int,
                 reason: str | None, workers: list[tuple[int, Any, Paths]] = ()) -> None:
         self.store.set_state(run_id, "fetching")
-        dest = Path(opts.artifacts_dir or Path.cwd() / "gpujob-runs" / run_id)
-        dest = _fresh_dir(dest)
+        dest = self._artifacts_dest(run_id, opts.artifacts_dir)
         got = host.get_dir(paths.outputs, dest / "outputs")  # rank 0 writes checkpoints and metrics
         log = host.read_file(paths.log)
         if log is not None:
@@ -423,6 +455,22 @@ class Runner:
             self.store.set_state(run_id, "failed", reason or f"job exited {exit_status}")
             raise JobFailed(run_id, exit_status, reason or "see `gpujob logs`")
         self.store.set_state(run_id, "succeeded", reason)
+
+    def _artifacts_dest(self, run_id: str, artifacts_dir: str | None) -> Path:
+        return _fresh_dir(Path(artifacts_dir or Path.cwd() / "gpujob-runs" / run_id))
+
+    def _salvage(self, run_id: str, host, paths: Paths, artifacts_dir: str | None) -> None:
+        """Bring home what a stopped job left (its checkpoint, the log) before the machine goes."""
+        try:
+            dest = self._artifacts_dest(run_id, artifacts_dir)
+            got = host.get_dir(paths.outputs, dest / "outputs")
+            log = host.read_file(paths.log)
+            if log is not None:
+                (dest / "job.log").write_bytes(log)
+            self.store.update_run(run_id, artifacts_dir=str(dest))
+            self._emit("artifacts", run_id=run_id, path=str(dest), files=len(got))
+        except (GpujobError, OSError) as exc:  # the release must go on regardless
+            self._emit("warning", run_id=run_id, message=f"could not fetch the checkpoint: {exc}")
 
     def _signal_job(self, host, pid) -> None:
         if pid:
@@ -456,7 +504,8 @@ class Runner:
                 Leftover(Resource(provider.name, "run", run_id, run_id=run_id), str(exc))]
         if not leftovers:  # includes intents whose create call never succeeded
             self.store.all_deleted(run_id)
-        self.store.update_run(run_id, ended_at=self.clock())
+        if self.store.get_run(run_id).ended_at is None:  # billing ended once; a later `down` keeps it
+            self.store.update_run(run_id, ended_at=self.clock())
         self._emit("teardown-done", run_id=run_id, leftovers=len(leftovers))
         return leftovers
 
@@ -601,13 +650,19 @@ def job_env(spec, machine: Machine, node_rank: int = 0) -> dict[str, str]:
     return {**dist_env(topology(spec, machine.gpu_count), node_rank, machine.extra.get("cpus")), **spec.env}
 
 
+def describes_work(spec) -> bool:
+    """Our trainer always does; a custom payload only when the spec has a workload section."""
+    return spec.payload.entrypoint == DEFAULT_ENTRYPOINT or "workload" in spec.model_fields_set
+
+
 def job_estimate(spec, provider: str, instance_type: str | None, price_per_hour: float | None, *, spot: bool,
-                 baseline: bool) -> dict[str, Any]:
+                 baseline: bool, gpu: str | None = None) -> dict[str, Any]:
     """The estimate for the machine this run will use, with the price it assumed."""
     from launcher.jobestimate import for_machine
 
     try:
-        return for_machine(spec, provider, instance_type, price_per_hour, spot=spot, baseline=baseline)
+        return for_machine(spec, provider, instance_type, price_per_hour, spot=spot, baseline=baseline,
+                           local_gpu=gpu)
     except GpujobError as exc:
         return {"error": str(exc), "price_per_hour": price_per_hour}
 

@@ -9,7 +9,7 @@ import pytest
 
 from launcher.localhost import group_alive
 from tests.runs import SLOW_JOB, sigint_after_first_log
-from launcher.errors import BudgetError, Interrupted, JobFailed
+from launcher.errors import BudgetError, Interrupted, JobFailed, UsageError
 from launcher.providers.local import LocalProvider
 from launcher.runner import RunOptions, Runner
 from launcher.spec import parse_spec
@@ -123,6 +123,41 @@ def test_down_stops_a_detached_job(runner, tmp_path):
     runner.down(rec.id)
     got = runner.store.get_run(rec.id)
     assert got.state == "cancelled" and RecordingLocal.teardowns == [rec.id]
+    assert got.artifacts_dir and (Path(got.artifacts_dir) / "job.log").is_file()  # brought home first
+    ended = got.ended_at
+    runner.down(rec.id)  # again, on a finished run: billing times stay as they were
+    assert runner.store.get_run(rec.id).ended_at == ended
+
+
+def test_down_brings_home_the_checkpoint(runner, tmp_path):
+    spec = parse_spec(TINY.replace("epochs: 1", "epochs: 400"))
+    rec = runner.run(spec, _opts(detach=True)).run
+    log = Path(rec.machine["workdir"]) / "job.log"
+    deadline = time.time() + 60
+    while '"event": "step"' not in (log.read_text() if log.exists() else "") and time.time() < deadline:
+        time.sleep(0.2)
+    runner.down(rec.id)
+    got = runner.store.get_run(rec.id)
+    assert (Path(got.artifacts_dir) / "outputs" / "checkpoints" / "last.pt").is_file()
+
+
+def test_artifacts_path_that_is_a_file_is_refused_before_anything_runs(runner, tmp_path):
+    (tmp_path / "f").write_text("mine")
+    with pytest.raises(UsageError, match="is a file"):
+        runner.run(parse_spec(TINY), _opts(artifacts_dir=str(tmp_path / "f")))
+    assert (tmp_path / "f").read_text() == "mine" and RecordingLocal.teardowns == []
+
+
+def test_training_longer_than_max_duration_is_refused(runner):
+    spec = parse_spec("name: big\nworkload: {model: vgg16}\nlimits: {max_duration: 1h}\n")
+    with pytest.raises(BudgetError, match="max_duration"):
+        runner.run(spec, _opts())  # this CPU: days of VGG16, not an hour
+
+
+def test_local_estimate_uses_this_cpu_not_the_specs_gpu(runner):
+    spec = parse_spec(TINY + "resources: {accelerators: V100:1}\n")
+    rec = runner.run(spec, _opts()).run
+    assert rec.estimate["gpu"] is None and rec.estimate["basis"].startswith("cpu")
 
 
 

@@ -23,7 +23,7 @@ workload: {{model: mlp, image_size: 8, num_classes: 10, in_channels: 1, dataset:
 resources: {{num_nodes: 2}}
 payload: {{python: {sys.executable}}}
 env: {{GLOO_SOCKET_IFNAME: lo, OMP_NUM_THREADS: "1"}}
-limits: {{max_duration: 5m}}
+limits: {{max_duration: 30m}}
 """
 
 

@@ -43,12 +43,12 @@ def _pick_offer(spec, catalog, provider: str, instance_type: str):
 
 
 def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: float | None, *, spot: bool,
-                baseline: bool, catalog=None) -> dict[str, Any]:
+                baseline: bool, catalog=None, local_gpu: str | None = None) -> dict[str, Any]:
     """Predicted time and dollars of this job on one machine (the one a run is about to use).
 
     aws/gcp: the catalog's GPU for instance_type (price_per_hour overrides the catalog's).
-    local/ssh: this machine's CPU (measured when baseline=True), or the spec's accelerator
-    when it names one; billed $0.
+    local: this machine's GPU (``local_gpu``, found by the provider) or its CPU (measured when
+    baseline=True); ssh: the spec's accelerator when it names one, else the CPU; billed $0.
     resources.num_nodes machines of it: num_nodes x the GPUs, num_nodes x the price.
     """
     w = spec.workload
@@ -68,7 +68,12 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
         gpu_name, count = offer.gpu, offer.gpu_count
         if price_per_hour is None:
             price_per_hour = offer.spot_price if spot else offer.price
-    elif spec.resources.accelerators is not None:
+    elif provider == "local":
+        # This machine: its own GPU (found by the provider) or its CPU, whatever the spec asks for.
+        if local_gpu:
+            acc = spec.resources.accelerators
+            gpu_name, count = local_gpu, acc.count if acc else 1
+    elif spec.resources.accelerators is not None:  # ssh: trust the spec about the remote GPU
         gpu_name, count = spec.resources.accelerators.name, spec.resources.accelerators.count
     if gpu_name:
         from launcher.catalog.gpus import get_gpu

@@ -48,6 +48,7 @@ class LocalProvider:
         m = self._machine(spec)
         return {"provider": "local", "machine": m.id, "cpus": m.extra["cpus"],
                 "gpus": ", ".join(m.extra["gpus"]) or "none (the job trains on the CPU)",
+                "gpu_name": m.gpu,  # the estimate uses this machine's GPU, or its CPU when None
                 "price_per_hour": 0.0, "teardown": "nothing to release"}
 
     def launch(self, spec, ctx, deadline_s: float) -> Machine:

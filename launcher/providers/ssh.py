@@ -87,6 +87,9 @@ class SshProvider:
 
     def launch(self, spec: "JobSpec", ctx: RunContext, deadline_s: float) -> Machine:
         identity = self.resolve_identity()
+        from launcher.remote import load_private_key
+
+        load_private_key(identity)  # a bad key fails now, not after the connect deadline
         return Machine(
             provider=self.name,
             id=self.machine_id,
