@@ -78,16 +78,17 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 @app.command()
-def validate(spec: Path = typer.Argument(..., help="Job spec (YAML).")) -> None:
-    """Check a job spec and print what it asks for."""
+def validate(specs: list[Path] = typer.Argument(..., help="Job spec(s) (YAML).")) -> None:
+    """Check job specs and print what each asks for."""
     from launcher.spec import load_spec
 
-    job = load_spec(spec)
-    w, r = job.workload, job.resources
-    acc = str(r.accelerators) if r.accelerators else "any GPU"
-    _out().print(f"[green]ok[/] {spec}: {job.name} - {w.model} {w.image_size}px, {w.total_samples:,} samples, "
-                 f"batch {w.batch_size}, {w.precision}; {acc}; max {job.limits.max_duration / 3600:.2g} h"
-                 + (f", budget ${job.limits.budget_usd:g}" if job.limits.budget_usd else ""))
+    for spec in specs:
+        job = load_spec(spec)
+        w, r = job.workload, job.resources
+        acc = str(r.accelerators) if r.accelerators else "any GPU"
+        _out().print(f"[green]ok[/] {spec}: {job.name} - {w.model} {w.image_size}px, {w.total_samples:,} samples, "
+                     f"batch {w.batch_size}, {w.precision}; {acc}; max {job.limits.max_duration / 3600:.2g} h"
+                     + (f", budget ${job.limits.budget_usd:g}" if job.limits.budget_usd else ""))
 
 
 @app.command()
@@ -184,9 +185,13 @@ def _check_cidr(value: str) -> str:
     import ipaddress
 
     try:
-        return str(ipaddress.ip_network(value, strict=False))
+        net = ipaddress.ip_network(value, strict=False)
     except ValueError:
-        raise UsageError(f"--ssh-cidr {value!r} is not an address or network", "e.g. --ssh-cidr 203.0.113.7/32") from None
+        raise UsageError(f"--ssh-cidr {value!r} is not an address", "e.g. --ssh-cidr 203.0.113.7/32") from None
+    if net.num_addresses != 1:  # SSH is opened to one caller, never to a range or the internet
+        raise UsageError(f"--ssh-cidr {value} opens SSH to {net.num_addresses:,} addresses",
+                         "give your own public address, e.g. 203.0.113.7/32")
+    return str(net)
 
 
 @app.command()
@@ -264,6 +269,10 @@ def gc(provider: list[str] = typer.Option(["aws", "gcp"], "--provider", "-p"),
     from launcher.render import render_gc
 
     report = collect(list(provider), list(region) or None, delete=yes)
+    if len(report["errors"]) >= len(provider):  # "nothing to collect" would be a lie: nothing was checked
+        from launcher.errors import ProviderError
+
+        raise ProviderError("gc", "could not check any provider: " + "; ".join(report["errors"]))
     _json_out(report) if as_json else render_gc(_out(), report, deleted=yes)
 
 
@@ -279,10 +288,13 @@ def catalog_show(gpu: Optional[str] = typer.Option(None, "--gpu"),
     from launcher.catalog import load_catalog, show as catalog_offers
     from launcher.render import render_catalog
 
+    if provider and provider not in ("aws", "gcp"):
+        raise UsageError(f"the catalog has no provider '{provider}'", "use --provider aws or --provider gcp")
     cat = load_catalog()
     offers = catalog_offers(gpu=gpu, provider=provider, region=region)
     if not offers:
-        raise UsageError(f"no offer matches gpu={gpu} provider={provider} region={region}",
+        asked = ", ".join(f"{k} {v}" for k, v in (("gpu", gpu), ("provider", provider), ("region", region)) if v)
+        raise UsageError(f"no offer matches {asked or 'the filters'}",
                          f"GPUs in the catalog: {', '.join(cat.gpus())}")
     if as_json:
         from dataclasses import asdict

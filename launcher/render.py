@@ -84,9 +84,22 @@ def render_estimate(con, est: dict[str, Any]) -> None:
                   ("fits one session" if f.get("fits_one_session") else
                    f"exceeds a {f.get('max_session_hours')}h session") + " (not a launch target)", style="green")
     con.print(t)
+    shown, total = len(est.get("candidates", [])), est.get("candidates_total")
+    if total and total > shown:
+        con.print(f"{shown} of {total} priced machines shown (cheapest first, plus the spec's own; --top N for more)")
+    for note in est.get("notes", []):
+        con.print(f"[yellow]note:[/] {escape(str(note))}")
     summary = est.get("summary") or {}
     if summary.get("sentence"):
         con.print(f"[bold]{escape(summary['sentence'])}[/]")
+    asked = [c for c in est.get("candidates", []) if c.get("requested") and c.get("total_usd") is not None]
+    for market in (False, True):
+        rows = [c for c in asked if c["spot"] is market]
+        if rows:
+            c = min(rows, key=lambda c: c["total_usd"])
+            con.print(f"The spec's own GPU ({c['gpu']} x{c['gpu_count']}), {'spot' if market else 'on-demand'}: "
+                      f"{c['provider']} {c['instance_type']} in {c['region']}, {fmt_seconds(c.get('total_seconds'))}, "
+                      f"{fmt_usd(c['total_usd'])}.")
     age = cat.get("age_days")
     stale = " [yellow](old: run `gpujob catalog update`)[/]" if cat.get("stale") else ""
     con.print(f"prices: {escape(str(cat.get('source')))}, snapshot {cat.get('snapshot')}"

@@ -91,6 +91,9 @@ class AwsProvider:
 
     def _boto_session(self):
         if self._session is None:
+            from launcher.providers.cloudenv import quiet_aws_metadata
+
+            quiet_aws_metadata()
             try:
                 import boto3
             except ImportError:

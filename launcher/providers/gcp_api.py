@@ -79,6 +79,9 @@ class Clients:
 
 def build_clients(project: str | None, credentials: Any, endpoint: str | None, anonymous: bool) -> Clients:
     """Every client with the same endpoint, credentials and REST transport."""
+    from launcher.providers.cloudenv import quiet_gce_metadata
+
+    quiet_gce_metadata()
     try:
         from google.api_core.client_options import ClientOptions
         from google.cloud import compute_v1
