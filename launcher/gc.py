@@ -12,9 +12,10 @@ from launcher.store import Store
 
 
 def collect(providers: list[str], regions: list[str] | None, delete: bool = False, store: Store | None = None,
-            provider_factory: Callable[..., Any] = get_provider) -> dict[str, Any]:
+            provider_factory: Callable[..., Any] | None = None) -> dict[str, Any]:
     """Resources of runs that are not live (finished, or unknown to this machine's store)."""
     store = store or Store()
+    provider_factory = provider_factory or get_provider
     live_ids = {r.id for r in store.list_runs(limit=10_000) if not r.finished}
     report: dict[str, Any] = {"orphans": [], "live": [], "errors": [], "leftovers": []}
     for name in providers:

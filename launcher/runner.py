@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -265,6 +266,10 @@ class Runner:
                     leftovers = self._teardown(run_id, provider, ctx)
                 for _, h, _ in workers:
                     h.close()
+                if machine is not None and machine.provider == "local" and paths is not None and not detached:
+                    # The results were copied home: don't keep a second copy (checkpoints are big).
+                    if self.store.get_run(run_id).artifacts_dir:
+                        shutil.rmtree(paths.workdir, ignore_errors=True)
                 if host is not None:
                     host.close()  # a detached job lives on: it was started with setsid
                     self._emit("connections", run_id=run_id, opened=getattr(host, "connections_opened", 0))

@@ -1,6 +1,7 @@
 """payloads/train.py under torchrun with 2 gloo processes on the CPU."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,16 @@ def test_two_ranks_agree_on_parameters(tmp_path):
            "--output-dir", str(tmp_path)]
     # Each rank also saves its own final weights, to compare them.
     env["GPUJOB_TEST_DUMP_RANK_WEIGHTS"] = "1"
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    events = [e for e in map(parse_line, proc.stdout.splitlines()) if e]
+    # Own process group: on a timeout the workers die with torchrun instead of lingering.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=280)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, stderr[-3000:]
+    events = [e for e in map(parse_line, stdout.splitlines()) if e]
     starts = [e for e in events if e["event"] == "start"]
     assert len(starts) == 1 and starts[0]["world_size"] == 2 and starts[0]["global_batch_size"] == 64
     end = [e for e in events if e["event"] == "end"][0]
