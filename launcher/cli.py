@@ -106,6 +106,9 @@ def estimate(
     from launcher.spec import load_spec
 
     job = load_spec(spec)
+    if not no_baseline:
+        _err().print(f"measuring this machine's CPU on the job (up to ~{probe_seconds:.0f} s the first time, "
+                     "cached afterwards; --no-baseline skips)")
     result = full_estimate(job, providers=tuple(provider), baseline=not no_baseline, probe_seconds=probe_seconds,
                            top=top, all_regions=all_regions)
     if as_json:

@@ -208,7 +208,9 @@ class EventPrinter:
             self._say(f"training {ev.get('status')}: {ev.get('samples', 0):,} samples in "
                       f"{fmt_seconds(ev.get('elapsed'))}, {ev.get('samples_per_second') or 0:,.1f} samples/s")
         elif kind == "step" and self.replay:
-            self._say(f"step {ev.get('step')}: {ev.get('samples', 0):,} samples, loss {ev.get('loss')}")
+            loss = ev.get("loss")
+            self._say(f"step {ev.get('step')}: {ev.get('samples', 0):,} samples"
+                      + (f", loss {loss:.4f}" if isinstance(loss, (int, float)) else ""))
 
     def _on_progress(self, samples, total, samples_per_second, eta_s=None, spent_usd=None, loss=None, **_):
         if self.tty:
