@@ -59,7 +59,11 @@ class GcpProvider:
     def _shape(self, spec: "JobSpec") -> shp.Shape:
         regions = self._regions or shp.gcp_regions(spec.resources.regions)
         needs_catalog = spec.resources.accelerators is not None
-        return shp.choose_shape(spec, self._load_catalog() if needs_catalog else None, regions)
+        shape = shp.choose_shape(spec, self._load_catalog() if needs_catalog else None, regions)
+        if spec.resources.regions and not regions:
+            shape.notes.append(f"none of the spec's regions ({', '.join(spec.resources.regions)}) is a GCP region: "
+                               "every GCP region with the GPU is considered; pass --region to limit them")
+        return shape
 
     def _cidr(self, ctx: RunContext) -> str:
         cidr = ctx.ssh_cidr or self._ssh_cidr
