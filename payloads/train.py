@@ -608,4 +608,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    rc = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under torchrun, skip interpreter teardown: gloo's threads can still be unwinding after
+        # destroy_process_group, and C++ static destructors then abort the process (SIGABRT,
+        # "terminate called without an active exception") after training already succeeded.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
