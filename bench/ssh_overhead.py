@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from launcher.keys import generate_ed25519, write_private_key  # noqa: E402
-from launcher.runner import RunOptions, Runner, parse_protocol  # noqa: E402
+from launcher.runner import RunOptions, Runner  # noqa: E402
 from launcher.spec import parse_spec  # noqa: E402
 from launcher.store import Store  # noqa: E402
 from tests.sshd import Sshd  # noqa: E402

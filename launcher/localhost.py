@@ -8,7 +8,6 @@ fetch) is written once and tested on both.
 from __future__ import annotations
 
 import codecs
-import fnmatch
 import os
 import shlex
 import shutil
@@ -18,13 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from launcher.errors import RemoteCommandFailed, WaitTimeout
-
-
-def _ignored(rel: str, patterns: list[str]) -> bool:
-    name = rel.rsplit("/", 1)[-1]
-    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel, p.rstrip("/"))
-               for p in patterns)
+from launcher.errors import RemoteCommandFailed
+from launcher.uploads import select_files
 
 
 def group_alive(pgid: int) -> bool:
@@ -63,25 +57,14 @@ class LocalHost:
             raise RemoteCommandFailed(cmd, proc.returncode, proc.stderr[-2000:])
         return proc.returncode, proc.stdout, proc.stderr
 
-    def put_dir(self, local_dir: str | Path, remote_dir: str | Path, ignore: list[str] | None = None) -> int:
+    def put_dir(self, local_dir: str | Path, remote_dir: str | Path, ignore: list[str] | None = None) -> list[str]:
         src, dst = Path(local_dir), Path(remote_dir)
-        patterns = list(ignore or [])
-        ignore_file = src / ".gpujobignore"
-        if ignore_file.is_file():
-            patterns += [ln.strip() for ln in ignore_file.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-        count = 0
-        for path in sorted(src.rglob("*")):
-            rel = path.relative_to(src).as_posix()
-            if any(_ignored("/".join(rel.split("/")[: i + 1]), patterns) for i in range(rel.count("/") + 1)):
-                continue
+        files = select_files(src, ignore or ())  # the same selection an SSH upload makes
+        for rel in files:
             target = dst / rel
-            if path.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-            elif path.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
-                count += 1
-        return count
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, target)
+        return files
 
     def put_bytes(self, data: bytes, remote_path: str | Path, mode: int = 0o600) -> None:
         p = Path(remote_path)
@@ -166,12 +149,3 @@ class LocalHost:
         if proc is not None:
             proc.poll()  # reap our own child so it does not linger as a zombie
         return group_alive(pid)
-
-    def wait_exit(self, exit_path: str | Path, deadline_s: float) -> int | None:
-        end = self._clock() + deadline_s
-        while self._clock() < end:
-            raw = self.read_file(exit_path)
-            if raw is not None:
-                return int(raw.strip() or -1)
-            self._sleep(0.2)
-        raise WaitTimeout(f"the job to exit ({exit_path})", deadline_s)

@@ -182,7 +182,7 @@ class EventPrinter:
     def _on_log(self, text, replay=False, **_):
         if not text:
             return
-        from launcher.runner import parse_protocol
+        from payloads.protocol import parse_line as parse_protocol
 
         for line in text.splitlines() if replay else [text]:
             ev = parse_protocol(line)

@@ -28,6 +28,7 @@ from launcher.errors import (BudgetError, GpujobError, Interrupted, JobFailed, R
 from launcher.providers import get_provider
 from launcher.providers.base import Leftover, Machine, Resource
 from launcher.store import RunRecord, Store, new_run_id
+from payloads.protocol import parse_line as parse_protocol  # stdlib only: cheap
 
 PAYLOADS_DIR = Path(__file__).resolve().parent.parent / "payloads"
 DEFAULT_ENTRYPOINT = "payloads/train.py"
@@ -182,7 +183,7 @@ class Runner:
             ctx.make_keys(run_dir)
         machine: Machine | None = None
         host = None
-        workers: list[tuple[Machine, Any, int | None]] = []  # nodes 1..N-1 of a multi-node job
+        workers: list[_Node] = []  # nodes 1..N-1 of a multi-node job
         paths: Paths | None = None
         detached = False
         outcome: BaseException | None = None
@@ -193,54 +194,53 @@ class Runner:
                 self.store.update_run(run_id, launched_at=launched_at)
                 machines = self._launch(provider, spec, ctx, opts)
                 machine = machines[0]
-                self.store.update_run(run_id, machine=_machine_dict(machine),
-                                      price_per_hour=(machine.price_per_hour or 0) * len(machines) or machine.price_per_hour)
+                price = None if machine.price_per_hour is None else machine.price_per_hour * len(machines)
+                self.store.update_run(run_id, machine=_machine_dict(machine), price_per_hour=price)
                 for m in machines:
                     self._emit("machine", run_id=run_id, **_machine_public(m))
 
                 self.store.set_state(run_id, "connecting")
                 host = self.host_factory(machine)
-                workers = [(m, self.host_factory(m), None) for m in machines[1:]]
-                for h in [host] + [w[1] for w in workers]:
-                    self._reach(h, machine, opts)
+                workers = [_Node(rank, m, self.host_factory(m)) for rank, m in enumerate(machines[1:], start=1)]
+                self._reach(host, machine, opts)
+                for w in workers:
+                    self._reach(w.host, w.machine, opts)
                 self._emit("connected", run_id=run_id)
                 paths = _paths(machine, run_id, run_dir, host)
-                # A worker's own directory: nodes may share a home directory (NFS on clusters).
-                wpaths = Paths(f"{paths.workdir}-node") if workers else paths
+                for w in workers:  # a worker's own directory: nodes may share a home directory (NFS)
+                    w.paths = Paths(f"{paths.workdir}-node{w.rank}")
                 master = machine.private_ip or machine.host
-                for rank, (m, h) in enumerate([(machine, host)] + [(w[0], w[1]) for w in workers]):
-                    p = paths if rank == 0 else Paths(f"{wpaths.workdir}{rank}")
+                for rank, m, h, p in [(0, machine, host, paths)] + [(w.rank, w.machine, w.host, w.paths)
+                                                                     for w in workers]:
                     self._upload(h, spec, p, m)
                     if spec.setup:
                         self.store.set_state(run_id, "setup")
                         self._emit("setup", run_id=run_id, node=rank)
                         h.run(f"cd {_q(p.workdir)} && {spec.setup}", timeout=opts.launch_deadline_s)
                 # Workers first: with a static rendezvous they wait for node 0, never the other way round.
-                workers = [(m, h, h.start_detached(job_command(spec, m, wp, rank, master, run_id), wp.workdir,
-                                                   wp.log, wp.exit, env=job_env(spec, m, rank)))
-                           for rank, (m, h, _) in enumerate(workers, start=1)
-                           for wp in [Paths(f"{wpaths.workdir}{rank}")]]
+                for w in workers:
+                    w.pid = w.host.start_detached(job_command(spec, w.machine, w.paths, w.rank, master, run_id),
+                                                  w.paths.workdir, w.paths.log, w.paths.exit,
+                                                  env=job_env(spec, w.machine, w.rank))
                 command = job_command(spec, machine, paths, 0, master if workers else None, run_id)
                 pid = host.start_detached(command, paths.workdir, paths.log, paths.exit, env=job_env(spec, machine))
                 self.store.update_run(run_id, job_started_at=self.clock(),
                                       machine={**_machine_dict(machine), "pid": pid, "workdir": paths.workdir,
-                                               "workers": [{**_machine_dict(m), "pid": wpid} for m, _, wpid in workers]})
+                                               "workers": [{**_machine_dict(w.machine), "pid": w.pid}
+                                                           for w in workers]})
                 self.store.set_state(run_id, "running")
                 self._emit("job-started", run_id=run_id, pid=pid)
                 if opts.detach:
                     detached = True
                     self._emit("detached", run_id=run_id)
                     return RunResult(self.store.get_run(run_id), {})
-                streams = [self._stream_worker(run_id, rank, h, Paths(f"{wpaths.workdir}{rank}"), wpid)
-                           for rank, (_, h, wpid) in enumerate(workers, start=1)]
+                streams = [_WorkerStream(self._node_log(run_id, w.rank), w) for w in workers]
                 exit_status, reason = self._follow(run_id, spec, provider, machine, host, paths, pid, opts, 0)
                 worker_status = [t.join_status(opts.ssh_deadline_s) for t in streams]
                 failed = [(r, st) for r, st in enumerate(worker_status, start=1) if st != 0]
                 if exit_status == 0 and failed:
                     exit_status, reason = failed[0][1] or 1, f"node {failed[0][0]} exited {failed[0][1]}"
-                self._finish(run_id, spec, host, paths, opts, exit_status, reason,
-                             workers=[(rank, h, Paths(f"{wpaths.workdir}{rank}"))
-                                      for rank, (_, h, _) in enumerate(workers, start=1)])
+                self._finish(run_id, spec, host, paths, opts, exit_status, reason, workers)
             except (KeyboardInterrupt, _Stop) as exc:
                 outcome = exc
                 self.store.set_state(run_id, "interrupted", "interrupted by the user")
@@ -248,15 +248,15 @@ class Runner:
                     self._stop_job(host, run_id)
                     if paths is not None:
                         self._salvage(run_id, host, paths, opts.artifacts_dir)
-                for _, h, wpid in workers:
-                    self._stop_pid(h, wpid)
+                for w in workers:
+                    self._stop_pid(w.host, w.pid)
             except GpujobError as exc:
                 outcome = exc
                 if not isinstance(exc, JobFailed):
                     state = "launch-failed" if machine is None else "failed"
                     self.store.set_state(run_id, state, str(exc))
-                for _, h, wpid in workers:  # one node failing stops the others
-                    self._stop_pid(h, wpid)
+                for w in workers:  # one node failing stops the others
+                    self._stop_pid(w.host, w.pid)
             except BaseException as exc:  # noqa: BLE001 - a bug or SystemExit must still tear down
                 outcome = exc
                 self.store.set_state(run_id, "failed", f"internal error: {exc!r}")
@@ -264,8 +264,8 @@ class Runner:
                 leftovers: list[Leftover] = []
                 if not detached and not opts.keep:
                     leftovers = self._teardown(run_id, provider, ctx)
-                for _, h, _ in workers:
-                    h.close()
+                for w in workers:
+                    w.host.close()
                 if machine is not None and machine.provider == "local" and paths is not None and not detached:
                     # The results were copied home: don't keep a second copy (checkpoints are big).
                     if self.store.get_run(run_id).artifacts_dir:
@@ -297,10 +297,8 @@ class Runner:
                              "use --provider aws or gcp for multi-node jobs, or set num_nodes: 1")
         return launch_nodes(spec, ctx, opts.launch_deadline_s, nodes)
 
-    def _stream_worker(self, run_id: str, rank: int, host, paths: Paths, pid: int | None) -> "_WorkerStream":
-        """Follow node `rank`'s log in a thread, every line prefixed with its node."""
-        return _WorkerStream(lambda text: self._emit("log", run_id=run_id, text=text, node=rank),
-                             rank, host, paths, pid)
+    def _node_log(self, run_id: str, rank: int) -> Callable[[str], None]:
+        return lambda text: self._emit("log", run_id=run_id, text=text, node=rank)
 
     def _stop_pid(self, host, pid: int | None) -> None:
         if not pid:
@@ -398,7 +396,7 @@ class Runner:
     def _follow(self, run_id, spec, provider, machine, host, paths: Paths, pid, opts: RunOptions,
                 offset: int) -> tuple[int, str | None]:
         """Stream the log until the job exits; watch spot interruption and the budget meanwhile."""
-        progress = _Progress(self, run_id, spec, machine)
+        progress = _Progress(self, run_id, spec, offset)
         stop_reason: list[str] = []
         done = threading.Event()
 
@@ -409,7 +407,7 @@ class Runner:
                 if budget and machine.price_per_hour and rec.spent_usd(self.clock()) >= budget:
                     stop_reason.append(f"budget ${budget:.2f} reached")
                     self._emit("warning", run_id=run_id, message=f"budget ${budget:.2f} reached: stopping the job")
-                    self._signal_job(host, pid)
+                    self._stop_pid(host, pid)
                     return
                 try:
                     state = provider.poll(machine)
@@ -440,17 +438,17 @@ class Runner:
         return exit_status, reason
 
     def _finish(self, run_id, spec, host, paths: Paths, opts: RunOptions, exit_status: int,
-                reason: str | None, workers: list[tuple[int, Any, Paths]] = ()) -> None:
+                reason: str | None, workers: list["_Node"] = ()) -> None:
         self.store.set_state(run_id, "fetching")
         dest = self._artifacts_dest(run_id, opts.artifacts_dir)
         got = host.get_dir(paths.outputs, dest / "outputs")  # rank 0 writes checkpoints and metrics
         log = host.read_file(paths.log)
         if log is not None:
             (dest / "job.log").write_bytes(log)
-        for rank, h, wp in workers:
-            wlog = h.read_file(wp.log)
+        for w in workers:
+            wlog = w.host.read_file(w.paths.log)
             if wlog is not None:
-                (dest / f"job-node{rank}.log").write_bytes(wlog)
+                (dest / f"job-node{w.rank}.log").write_bytes(wlog)
         log_text = self.store.log_text(run_id)
         self.store.update_run(run_id, artifacts_dir=str(dest), exit_status=exit_status,
                               result={"start": _last_event(log_text, "start"), "end": _last_event(log_text, "end"),
@@ -477,10 +475,6 @@ class Runner:
         except (GpujobError, OSError) as exc:  # the release must go on regardless
             self._emit("warning", run_id=run_id, message=f"could not fetch the checkpoint: {exc}")
 
-    def _signal_job(self, host, pid) -> None:
-        if pid:
-            host.kill_job(pid, "TERM")
-
     def _stop_job(self, host, run_id: str) -> None:
         """SIGTERM the job's process group (the payload checkpoints), then SIGKILL after a grace period."""
         rec = self.store.get_run(run_id)
@@ -498,7 +492,6 @@ class Runner:
             pass
 
     def _teardown(self, run_id: str, provider, ctx: _Ctx) -> list[Leftover]:
-        self.store.set_state(run_id, self.store.get_run(run_id).state)  # touch: keeps the state, logs the time
         rows = self.store.resources(run_id)
         resources = [Resource(r.provider, r.kind, r.resource_id or r.name, r.region, run_id, r.state) for r in rows]
         self._emit("teardown", run_id=run_id, resources=len(resources))
@@ -533,12 +526,24 @@ class Runner:
 # --- helpers -----------------------------------------------------------------------------
 
 
+@dataclass
+class _Node:
+    """A worker node (rank >= 1) of a multi-node job: its machine, connection, directory and job."""
+
+    rank: int
+    machine: Machine
+    host: Any
+    paths: Paths | None = None
+    pid: int | None = None
+
+
 class _WorkerStream(threading.Thread):
     """Streams one worker node's log (rank-prefixed) until its job exits."""
 
-    def __init__(self, emit_text: Callable[[str], None], rank: int, host, paths: Paths, pid: int | None):
-        super().__init__(daemon=True, name=f"node-{rank}")
-        self.emit_text, self.rank, self.host, self.paths, self.pid = emit_text, rank, host, paths, pid
+    def __init__(self, emit_text: Callable[[str], None], node: _Node):
+        super().__init__(daemon=True, name=f"node-{node.rank}")
+        self.emit_text, self.rank, self.host, self.paths, self.pid = (emit_text, node.rank, node.host, node.paths,
+                                                                      node.pid)
         self.status: int | None = None
         self.error: BaseException | None = None
         self.buf = ""
@@ -568,11 +573,11 @@ class _WorkerStream(threading.Thread):
 class _Progress:
     """Turns log text into lines and protocol events into progress (samples, ETA, dollars)."""
 
-    def __init__(self, runner: Runner, run_id: str, spec, machine: Machine):
-        self.runner, self.run_id, self.spec, self.machine = runner, run_id, spec, machine
+    def __init__(self, runner: Runner, run_id: str, spec, offset: int):
+        self.runner, self.run_id, self.offset = runner, run_id, offset
         self.buf = ""
-        self.offset = len(runner.store.log_text(run_id).encode())
         self.total = spec.workload.total_samples
+        self.rec = runner.store.get_run(run_id)  # price and launch time are fixed by now
 
     def feed(self, text: str) -> None:
         self.runner.store.append_log(self.run_id, self.offset, text)
@@ -595,31 +600,13 @@ class _Progress:
             return
         kind = event.get("event")
         if kind == "step":
-            rec = self.runner.store.get_run(self.run_id)
             sps = event.get("samples_per_second") or 0
             samples = event.get("samples") or 0
             eta = (self.total - samples) / sps if sps else None
             emit("progress", run_id=self.run_id, samples=samples, total=self.total, samples_per_second=sps,
-                 loss=event.get("loss"), eta_s=eta, spent_usd=rec.spent_usd(), step=event.get("step"))
+                 loss=event.get("loss"), eta_s=eta, spent_usd=self.rec.spent_usd(self.runner.clock()), step=event.get("step"))
         else:
             emit("payload", run_id=self.run_id, event=event)
-
-
-def parse_protocol(line: str) -> dict | None:
-    try:
-        from payloads.protocol import parse_line
-    except ImportError:  # an installed launcher without payloads: accept plain JSON lines
-        parse_line = None
-    if parse_line is not None:
-        return parse_line(line)
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        return None
-    return obj if isinstance(obj, dict) and "event" in obj else None
 
 
 def _last_event(log_text: str, kind: str) -> dict | None:

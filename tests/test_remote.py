@@ -10,7 +10,8 @@ import pytest
 
 from launcher.errors import HostKeyError, RemoteCommandFailed, RemoteError, SSHConnectError, WaitTimeout
 from launcher.keys import fingerprint, generate_ed25519
-from launcher.remote import Session, _Cursor, known_host_keys, select_files
+from launcher.remote import Session, _Cursor, known_host_keys
+from launcher.uploads import select_files
 
 pytestmark = pytest.mark.sshd
 

@@ -27,6 +27,7 @@ from launcher.providers.aws_common import (
     QUOTA_CODES,
     SSH_USER,
     cluster_placement,
+    delete_command,
     is_zone_unavailable,
     node_rule,
     quota_error,
@@ -326,11 +327,14 @@ class AwsProvider:
         vpc_id = vpcs[0]["VpcId"]
         tags = run_tags(ctx.run_id, spec.name, ctx.owner)
 
+        def import_key():
+            return self.api(region, "ec2", "import_key_pair", fail_fast=True, KeyName=name,
+                            PublicKeyMaterial=ctx.ssh_public_key.strip().encode(),
+                            TagSpecifications=[{"ResourceType": "key-pair", "Tags": tags}])
+
         h = ctx.intent("key-pair", name, region)
         try:
-            kp = self.api(region, "ec2", "import_key_pair", fail_fast=True, KeyName=name,
-                          PublicKeyMaterial=ctx.ssh_public_key.strip().encode(),
-                          TagSpecifications=[{"ResourceType": "key-pair", "Tags": tags}])
+            kp = import_key()
         except ProviderError as exc:
             if exc.code != "InvalidKeyPair.Duplicate":
                 raise
@@ -338,11 +342,9 @@ class AwsProvider:
             old = self.api(region, "ec2", "describe_key_pairs", KeyNames=[name])["KeyPairs"][0]
             if tag_value(old.get("Tags"), TAG_RUN) != ctx.run_id:
                 raise ProviderError(PROVIDER, f"a key pair named {name} exists in {region} and is not this run's",
-                                    hint=f"delete it: aws ec2 delete-key-pair --key-name {name} --region {region}") from None
+                                    hint=f"delete it: {delete_command('key-pair', name, region)}") from None
             self.api(region, "ec2", "delete_key_pair", KeyName=name)
-            kp = self.api(region, "ec2", "import_key_pair", fail_fast=True, KeyName=name,
-                          PublicKeyMaterial=ctx.ssh_public_key.strip().encode(),
-                          TagSpecifications=[{"ResourceType": "key-pair", "Tags": tags}])
+            kp = import_key()
         # Recorded by name: unique per region, what RunInstances and delete-key-pair take everywhere.
         ctx.created(h, kp.get("KeyName") or name)
 
@@ -358,7 +360,7 @@ class AwsProvider:
                 {"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc_id]}])["SecurityGroups"][0]
             if tag_value(old.get("Tags"), TAG_RUN) != ctx.run_id:
                 raise ProviderError(PROVIDER, f"a security group named {name} exists in {region} and is not this run's",
-                                    hint=f"delete it: aws ec2 delete-security-group --group-id {old['GroupId']} --region {region}") from None
+                                    hint=f"delete it: {delete_command('security-group', old['GroupId'], region)}") from None
             sg_id = old["GroupId"]
         ctx.created(h, sg_id)
 
@@ -390,7 +392,7 @@ class AwsProvider:
             old = self.api(region, "ec2", "describe_placement_groups", GroupNames=[name])["PlacementGroups"][0]
             if tag_value(old.get("Tags"), TAG_RUN) != ctx.run_id:
                 raise ProviderError(PROVIDER, f"a placement group named {name} exists in {region} and is not this run's",
-                                    hint=f"delete it: aws ec2 delete-placement-group --group-name {name} --region {region}") from None
+                                    hint=f"delete it: {delete_command('placement-group', name, region)}") from None
         ctx.created(h, name)  # by name: what RunInstances and delete-placement-group take
         return name
 
