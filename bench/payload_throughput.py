@@ -64,7 +64,8 @@ def run_probe(cfg: dict, steps: int, warmup: int, device: str, extra: list[str],
         tail = (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1]
         return {"error": f"exit {proc.returncode}: {tail}", "wall_s": round(time.monotonic() - t, 1)}
     return {"samples_per_second": probe["samples_per_second"], "steps": probe["steps"], "seconds": probe["seconds"],
-            "device_name": start.get("device_name"), "wall_s": round(time.monotonic() - t, 1)}
+            "device_name": start.get("device_name"), "fast_layers": probe.get("fast_layers"),
+            "wall_s": round(time.monotonic() - t, 1)}
 
 
 def main() -> int:
@@ -81,7 +82,8 @@ def main() -> int:
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--out", help="write the list of results here (JSON)")
-    ap.add_argument("--extra", default="", help="more train.py flags, space-separated")
+    ap.add_argument("--extra", default="", help="more train.py flags, space-separated; write --extra=--flag "
+                                                "when the value itself starts with a dash")
     a = ap.parse_args()
 
     import torch
@@ -101,7 +103,8 @@ def main() -> int:
         r = run_probe(cfg, a.steps, warmup, a.device, a.extra.split(), a.timeout)
         row = {**{k: cfg[k] for k in ("model", "precision", "batch_size", "channels_last", "compile")},
                "samples_per_second": r.get("samples_per_second"), "flops_per_sample": flops_cache[model],
-               "mfu": None, "device_name": r.get("device_name"), "torch": torch.__version__,
+               "mfu": None, "device_name": r.get("device_name"), "fast_layers": r.get("fast_layers"),
+               "torch": torch.__version__,
                "image_size": a.image_size, "steps": a.steps, "warmup_steps": warmup, "wall_s": r.get("wall_s")}
         if a.extra:
             row["extra_args"] = a.extra

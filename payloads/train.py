@@ -23,10 +23,11 @@ from typing import Any
 
 if __package__:
     from . import data as D
-    from . import models, protocol
+    from . import fast_layers, models, protocol
 else:  # run as a script: the siblings sit next to this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import data as D  # type: ignore[no-redef]
+    import fast_layers  # type: ignore[no-redef]
     import models  # type: ignore[no-redef]
     import protocol  # type: ignore[no-redef]
 
@@ -45,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "output_dir": "outputs", "checkpoint_every_s": 600.0, "seed": 0, "max_seconds": None,
     "device": "auto", "resume": False, "log_every": 10, "warmup_steps": None,
     "probe_steps": None, "probe_seconds": None, "compile_mode": "default", "max_steps": None,
-    "pad_channels": None, "profile": None,
+    "pad_channels": None, "profile": None, "fast_layers": None,
 }
 
 
@@ -72,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile-mode", dest="compile_mode", default=S,
                    help="torch.compile mode: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs")
     p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=S)
+    p.add_argument("--fast-layers", dest="fast_layers", action=argparse.BooleanOptionalAction, default=S,
+                   help="same math, faster GPU kernels: conv+bias+ReLU fused, ResNet stem as space-to-depth "
+                        "(default: on for CUDA)")
     p.add_argument("--pad-channels", dest="pad_channels", type=int, default=S,
                    help="zero-pad the input to this many channels (aligned first conv on GPUs; default: auto)")
     p.add_argument("--output-dir", dest="output_dir", default=S)
@@ -136,6 +140,8 @@ def _validate(cfg: dict[str, Any]) -> None:
         need(v is None or (isinstance(v, int) and v >= 0), f"{key} must be a whole number >= 0, got {v!r}")
     need(cfg["device"] in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg['device']!r}")
     need(cfg["compile"] in (None, True, False), f"compile must be true, false or null, got {cfg['compile']!r}")
+    need(cfg["fast_layers"] in (None, True, False),
+         f"fast_layers must be true, false or null, got {cfg['fast_layers']!r}")
     need(isinstance(cfg["channels_last"], bool), f"channels_last must be true or false, got {cfg['channels_last']!r}")
     need(isinstance(cfg["dataset"], str) and cfg["dataset"] != "", "dataset must be a non-empty string")
 
@@ -189,8 +195,11 @@ def set_precision(precision: str, device: torch.device) -> tuple[Any, Any]:
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels once
+    # Fixed shapes: time the candidate conv kernels once and keep the fastest. Not in strict
+    # fp32: there the candidates include non-tensor-core kernels that run for seconds each on
+    # 224x224 activations (VGG16 batch 128 on an H100: first step > 150 s with autotuning,
+    # 0.6 s without), while cuDNN's heuristic pick already runs at ~70% of the fp32 peak.
+    torch.backends.cudnn.benchmark = device.type == "cuda" and precision != "fp32"
     if precision in ("bf16", "fp16"):
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         ctx = lambda: torch.autocast(device.type, dtype=dtype)  # noqa: E731
@@ -313,11 +322,14 @@ def run(cfg: dict[str, Any]) -> int:
     if warmup is None:
         warmup = 10 if device.type == "cuda" else 3
     in_ch = cfg["in_channels"]
+    fast = cfg["fast_layers"] if cfg["fast_layers"] is not None else device.type == "cuda"
     # Tensor cores want the channel count a multiple of 8 (16 bytes); a 3-channel first
-    # conv falls onto slow kernels. Zero channels change no result, only alignment.
+    # conv falls onto slow kernels. Zero channels change no result, only alignment. (The
+    # space-to-depth ResNet stem aligns its own input: 4 phases x 4 channels.)
     pad_to = cfg["pad_channels"]
     if pad_to is None:
-        pad_to = 8 if device.type == "cuda" and in_ch % 8 and cfg["model"].startswith(("vgg", "resnet")) else in_ch
+        pad_models = ("vgg",) if fast else ("vgg", "resnet")
+        pad_to = 8 if device.type == "cuda" and in_ch % 8 and cfg["model"].startswith(pad_models) else in_ch
     pad_to = max(pad_to, in_ch)
 
     ckpt_dir = os.path.join(cfg["output_dir"], "checkpoints")
@@ -329,6 +341,9 @@ def run(cfg: dict[str, Any]) -> int:
     data = D.open_dataset(cfg["dataset"], cfg["image_size"], in_ch, cfg["num_classes"])
 
     model = models.build_model(cfg["model"], cfg["num_classes"], pad_to, cfg["image_size"])
+    rewritten = {}
+    if fast:
+        rewritten = fast_layers.rewrite(model, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg["precision"]))
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -408,11 +423,11 @@ def run(cfg: dict[str, Any]) -> int:
     emit("start", model=cfg["model"], device=device.type, device_name=device_name, precision=cfg["precision"],
          world_size=dd.world, batch_size=batch, global_batch_size=global_batch, total_samples=total_samples,
          params=params, compile=bool(use_compile), channels_last=channels_last, resumed_from_step=resumed_from,
-         dataset=cfg["dataset"], steps=total_steps, host=socket.gethostname())
+         dataset=cfg["dataset"], steps=total_steps, host=socket.gethostname(), fast_layers=rewritten)
 
     model.train()
     if probe:
-        return _probe(cfg, dd, emit, device, stop, next_batch, train_step, warmup, batch, global_batch)
+        return _probe(cfg, dd, emit, device, stop, next_batch, train_step, warmup, batch, global_batch, fast)
 
     # --- training loop ---
     t0 = time.monotonic()
@@ -507,7 +522,7 @@ def run(cfg: dict[str, Any]) -> int:
 
 
 def _probe(cfg: dict[str, Any], dd: Dist, emit: Any, device: torch.device, stop: Stop, next_batch: Any,
-           train_step: Any, warmup: int, batch: int, global_batch: int) -> int:
+           train_step: Any, warmup: int, batch: int, global_batch: int, fast: bool) -> int:
     """Warm-up steps untimed (compile, cudnn autotune), then N steps or T seconds timed."""
     n, limit = cfg["probe_steps"], cfg["probe_seconds"]
     lr = cfg["learning_rate"] * 0.01  # small: a probe must not diverge into NaN/inf slow paths
@@ -543,7 +558,7 @@ def _probe(cfg: dict[str, Any], dd: Dist, emit: Any, device: torch.device, stop:
          seconds=round(seconds, 4), warmup_steps=warmup, device=device.type, precision=cfg["precision"],
          batch_size=batch, global_batch_size=global_batch, world_size=dd.world, model=cfg["model"],
          compile=cfg["compile"] if cfg["compile"] is not None else device.type == "cuda",
-         channels_last=cfg["channels_last"], loss=loss.item())
+         channels_last=cfg["channels_last"], fast_layers=fast, loss=loss.item())
     dd.close()
     return protocol.EXIT_OK
 

@@ -101,7 +101,8 @@ def test_faster_gpus_predict_faster():
 
 
 def test_predictions_near_public_calibration_points():
-    points = [p for p in load_points() if p.count == 1 and p.model == "resnet50"]
+    # Variants (eager, plain layers, older payloads) are not what a job runs: not calibration.
+    points = [p for p in load_points() if p.count == 1 and p.model == "resnet50" and p.role != "variant"]
     assert points, "bench/results/calibration_public.json is missing"
     for p in points:
         cost = model_cost(p.model, 224, 1000)

@@ -100,10 +100,12 @@ def _load_payload(path: Path, default_gpu: str | None) -> list[Point]:
             gpu = gpu_from_device_name(str(r.get("device_name", ""))) or default_gpu
             if gpu is None or not r.get("samples_per_second"):
                 continue
-            # Defaults of our payload on CUDA: channels_last on, compile on. Other variants (eager,
-            # channels-first) are a different program from what a job runs: listed, never fitted
-            # and kept out of the error summary.
-            default_cfg = r.get("channels_last", True) is not False and r.get("compile", True) is not False
+            # Defaults of our payload on CUDA: channels_last, compile and fast layers on. Other
+            # variants (eager, channels-first, plain layers, rows measured before fast layers
+            # existed) are a different program from what a job runs: listed, never fitted and
+            # kept out of the error summary.
+            default_cfg = (r.get("channels_last", True) is not False and r.get("compile", True) is not False
+                           and r.get("fast_layers", True) is not False and not r.get("extra_args"))
             out.append(Point(gpu=gpu, count=int(r.get("gpu_count", r.get("count", 1))), model=r["model"],
                              precision=r["precision"], batch_size=int(r["batch_size"]),
                              samples_per_second=float(r["samples_per_second"]),
@@ -113,7 +115,8 @@ def _load_payload(path: Path, default_gpu: str | None) -> list[Point]:
                              num_classes=int(r.get("num_classes", 1000)),
                              in_channels=int(r.get("in_channels", 3)),
                              flops_per_sample=r.get("flops_per_sample"),
-                             note=f"compile={r.get('compile')} channels_last={r.get('channels_last')}"))
+                             note=f"compile={r.get('compile')} channels_last={r.get('channels_last')} "
+                                  f"fast_layers={r.get('fast_layers')}"))
         except (KeyError, TypeError, ValueError):
             continue
     return out
