@@ -20,6 +20,8 @@ one, rearranged on the fly, so gradients reach it unchanged.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,14 +35,25 @@ def _out_format(x: Tensor, w: Tensor) -> torch.memory_format:
     return torch.channels_last if cl else torch.contiguous_format
 
 
+# Cleared the first time cuDNN finds no fused kernel for a GPU/dtype (it builds the fused
+# kernel at run time; older GPUs may have none): from then on the unfused pair runs.
+_cudnn_fused = {"ok": True}
+
+
 @torch.library.custom_op("gpujob::conv2d_relu", mutates_args=())
 def conv2d_relu(x: Tensor, w: Tensor, b: Tensor | None, stride: list[int], padding: list[int],
                 dilation: list[int], groups: int) -> Tensor:
     fmt = _out_format(x, w)
-    if x.is_cuda and torch.backends.cudnn.is_available():
-        y = torch.cudnn_convolution_relu(x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt), b,
-                                         stride, padding, dilation, groups)
-    else:
+    y = None
+    if x.is_cuda and torch.backends.cudnn.is_available() and _cudnn_fused["ok"]:
+        try:
+            y = torch.cudnn_convolution_relu(x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt), b,
+                                             stride, padding, dilation, groups)
+        except RuntimeError as e:
+            _cudnn_fused["ok"] = False
+            print(f"fast layers: cuDNN has no fused conv+ReLU here ({str(e).splitlines()[0][:120]}); "
+                  "running conv and ReLU apart", file=sys.stderr, flush=True)
+    if y is None:
         y = F.relu(F.conv2d(x, w, b, stride, padding, dilation, groups))
     return y.contiguous(memory_format=fmt)
 

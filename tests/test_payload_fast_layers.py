@@ -82,3 +82,20 @@ def test_input_gradient_skipped_when_not_needed_and_autocast_dtype_used():
     y.float().sum().backward()
     assert conv.weight.grad is not None and conv.weight.grad.dtype == torch.float32
     assert conv.bias.grad is not None
+
+
+def test_falls_back_to_conv_then_relu_when_cudnn_has_no_fused_kernel(monkeypatch, capsys):
+    # Stand-in for a GPU where cuDNN builds no fused kernel: the op must still give relu(conv).
+    monkeypatch.setattr(fast_layers, "_cudnn_fused", {"ok": True})
+
+    def refuse(*a, **k):
+        raise RuntimeError("CUDNN_STATUS_NOT_SUPPORTED: no engine")
+
+    monkeypatch.setattr(torch, "cudnn_convolution_relu", refuse)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: True)
+    x, w, b = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3), torch.randn(3)
+    y = fast_layers.conv2d_relu(x, w, b, [1, 1], [1, 1], [1, 1], 1)
+    torch.testing.assert_close(y, torch.relu(torch.nn.functional.conv2d(x, w, b, 1, 1)))
+    assert fast_layers._cudnn_fused["ok"] is False
+    assert "running conv and ReLU apart" in capsys.readouterr().err

@@ -198,3 +198,20 @@ def test_local_machine_reports_its_gpus_and_spec_count():
     assert LocalProvider(gpus=["NVIDIA H100 80GB HBM3"]).launch(spec, None, 1).gpu_count == 1  # capped
     cpu = LocalProvider(gpus=[]).launch(spec, None, 1)
     assert cpu.gpu is None and cpu.gpu_count == 0
+
+
+def test_report_compares_training_time_with_the_predicted_compile_warmup():
+    # The payload's elapsed time includes torch.compile; the estimate's training time does not,
+    # so the report adds the warm-up it predicted (the H100 runs were +102% / +448% off otherwise).
+    from launcher.runner import build_report
+    from launcher.store import RunRecord
+
+    rec = RunRecord(id="r1", name="n", provider="local", state="succeeded", created_at=0.0, updated_at=0.0,
+                    estimate={"train_seconds": 22.0, "warmup_seconds": 26.0, "total_seconds": 66.0,
+                              "samples_per_second": 4600.0, "total_usd": 0.0},
+                    launched_at=100.0, ended_at=167.0, job_started_at=100.5, job_ended_at=166.5,
+                    result={"start": {"device": "cuda"}, "end": {"elapsed": 44.9, "samples_per_second": 5270.4}})
+    rep = build_report(rec)
+    assert rep["estimate"]["train_seconds"] == 48.0
+    assert round(rep["delta_pct"]["train_seconds"], 1) == round(100 * (44.9 - 48.0) / 48.0, 1)
+    assert round(rep["delta_pct"]["total_seconds"], 1) == round(100 * (67.0 - 66.0) / 66.0, 1)

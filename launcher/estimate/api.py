@@ -92,7 +92,8 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     if not sps:
         raise EstimateError("no throughput for this machine", "check the spec's workload")
     train = w.total_samples / sps
-    over = overheads_for(provider, w, on_gpu=bool(gpu_name)).total_s
+    over_parts = overheads_for(provider, w, on_gpu=bool(gpu_name))
+    over = over_parts.total_s
     total = train + over
     usd = bill_usd(total, None if price_per_hour is None else price_per_hour * nodes, provider)
     epoch_s, epoch_usd = per_epoch(train, w.epochs, price_per_hour if provider in ("aws", "gcp") else 0.0, nodes)
@@ -100,7 +101,7 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     return {
         "provider": provider, "instance_type": instance_type, "gpu": gpu_name, "gpu_count": count, "spot": spot,
         "price_per_hour": price_per_hour, "samples_per_second": sps, "train_seconds": train,
-        "overhead_seconds": over, "total_seconds": total, "total_usd": usd, "fits_memory": fits,
+        "overhead_seconds": over, "warmup_seconds": over_parts.warmup_s, "total_seconds": total, "total_usd": usd, "fits_memory": fits,
         "max_batch": max_batch, "budget_usd": budget,
         "over_budget": bool(budget is not None and usd is not None and usd > budget),
         "basis": basis, "note": note, "train_flops_per_sample": cost.train_flops_per_sample,
