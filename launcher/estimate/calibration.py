@@ -5,7 +5,7 @@ model FLOP utilisation (MFU) a real training loop reaches. It is fitted here fro
 so adding measurements is a data change, never a code change:
 
 * ``bench/results/calibration_public.json``  published figures (sources inside the file)
-* ``bench/results/h100_payload.json``        our payload measured on an H100 (bench/README)
+* ``bench/results/h100_payload.json``        our payload measured on an H100 (docs/benchmarks.md)
 * ``bench/results/cpu_payload.json``         our payload on CPUs (per-core rate for the no-torch baseline)
 
 Fit: log(MFU) = mu + precision class + arch + arch x class + model family + model, each effect
