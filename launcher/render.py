@@ -276,7 +276,7 @@ def render_report(con, r: dict[str, Any]) -> None:
         t.add_column(col, justify="right" if col else "left")
     t.add_row("total time", fmt_seconds(e.get("total_seconds")), fmt_seconds(a.get("total_seconds")),
               fmt_pct(d.get("total_seconds")))
-    t.add_row("training (incl. compile)", fmt_seconds(e.get("train_seconds")), fmt_seconds(a.get("train_seconds")),
+    t.add_row("training incl. warm-up", fmt_seconds(e.get("train_seconds")), fmt_seconds(a.get("train_seconds")),
               fmt_pct(d.get("train_seconds")))
     sps_e, sps_a = e.get("samples_per_second"), a.get("samples_per_second")
     t.add_row("samples/s", f"{sps_e:,.1f}" if sps_e else "-", f"{sps_a:,.1f}" if sps_a else "-",
