@@ -120,6 +120,43 @@ def test_put_dir_honours_ignore_patterns(session, tmp_path):
     assert (remote / "run.sh").stat().st_mode & 0o111  # executable bit kept
 
 
+def test_put_dir_streams_odd_names_symlinks_and_many_files(session, tmp_path):
+    src = tmp_path / "src"
+    (src / "deep/er/still").mkdir(parents=True)
+    (src / "deep/er/still/ünï cödé.txt").write_text("odd name")
+    (src / "target.bin").write_bytes(bytes(range(256)) * 400)
+    (src / "link.bin").symlink_to(src / "target.bin")  # followed: the machine gets a copy
+    for i in range(300):
+        (src / f"many/f{i:03d}.py").parent.mkdir(exist_ok=True)
+        (src / f"many/f{i:03d}.py").write_text(f"x = {i}\n")
+    remote = tmp_path / "remote dir"  # a space in the remote path too
+    files = session.put_dir(src, str(remote))
+    assert len(files) == 303
+    assert (remote / "deep/er/still/ünï cödé.txt").read_text() == "odd name"
+    assert (remote / "link.bin").read_bytes() == (src / "target.bin").read_bytes()
+    assert not (remote / "link.bin").is_symlink()
+    assert (remote / "many/f299.py").read_text() == "x = 299\n"
+
+
+def test_put_dir_unreadable_local_file_is_one_clear_error(session, tmp_path, monkeypatch):
+    from launcher.errors import RemoteError
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("a")
+    (src / "secret.key").write_text("k")
+    real_open = open
+
+    def refusing_open(path, *a, **k):
+        if str(path).endswith("secret.key"):  # root reads any mode: simulate the refusal
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr("builtins.open", refusing_open)
+    with pytest.raises(RemoteError, match=r"cannot read .*secret.key: Permission denied; .*payload.ignore"):
+        session.put_dir(src, str(tmp_path / "remote"))
+
+
 def test_get_dir_and_read_file(session, tmp_path):
     remote = tmp_path / "artifacts"
     (remote / "ckpt").mkdir(parents=True)
