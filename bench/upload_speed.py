@@ -16,12 +16,13 @@ import os
 import queue
 import shutil
 import socket
+import stat
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -94,15 +95,27 @@ def make_tree(root: Path, files: int, big_mb: int) -> None:
 
 
 def per_file(session: Session, src: Path, dest: str) -> None:
+    """put_dir as it was: per file an SFTP put and chmod, parent dirs made once (cached)."""
+    sftp = session._sftp()
+    made: set[str] = set()
     for rel in select_files(src):
-        session.put_file(src / rel, f"{dest}/{rel}")
+        remote = PurePosixPath(dest) / rel
+        for parent in reversed(remote.parents):
+            p = str(parent)
+            if p not in ("/", ".") and p not in made:
+                try:
+                    sftp.stat(p)
+                except FileNotFoundError:
+                    sftp.mkdir(p)
+                made.add(p)
+        sftp.put(str(src / rel), str(remote))
+        sftp.chmod(str(remote), stat.S_IMODE((src / rel).stat().st_mode))
 
 
 def timed(fn, session: Session, src: Path, dest: Path, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         shutil.rmtree(dest, ignore_errors=True)
-        session._made_dirs.clear()  # no cache carried over from the previous repeat
         t = time.perf_counter()
         fn(session, src, str(dest))
         times.append(time.perf_counter() - t)

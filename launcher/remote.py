@@ -188,7 +188,6 @@ class Session:
         self._transport: paramiko.Transport | None = None
         self._sftp_client: paramiko.SFTPClient | None = None
         self._pkey: paramiko.PKey | None = None
-        self._made_dirs: set[str] = set()  # remote dirs known to exist on this connection
 
     @classmethod
     def from_machine(cls, machine: "Machine", connect_timeout: float = 10) -> "Session":
@@ -352,7 +351,6 @@ class Session:
         if self._transport is not None:
             self._transport.close()
         self._sftp_client = self._transport = None
-        self._made_dirs = set()
 
     def close(self) -> None:
         self._drop_connection()
@@ -427,35 +425,10 @@ class Session:
 
     # -- files -----------------------------------------------------------------------------
 
-    def _sftp_mkdirs(self, remote_dir: str) -> None:
-        sftp = self._sftp()
-        path = PurePosixPath(_rpath(remote_dir))
-        for parent in reversed([path, *path.parents]):
-            p = str(parent)
-            if p in ("/", ".") or p in self._made_dirs:
-                continue  # cached: each stat is a round trip, slow over a WAN
-            try:
-                sftp.stat(p)
-            except FileNotFoundError:
-                sftp.mkdir(p)
-            self._made_dirs.add(p)
-
     def _file_error(self, what: str, path: str, err: OSError) -> RemoteError:
         if not self._alive():
             return SSHConnectError(f"connection to {self.label} lost during {what} {path}")
         return RemoteError(f"{what} {path} on {self.label} failed: {err.strerror or err}")
-
-    def put_file(self, local_path: str | os.PathLike, remote_path: str, mode: int | None = None) -> None:
-        """Upload one file (mode: the local one's permission bits unless given)."""
-        remote = _rpath(remote_path)
-        try:
-            self._sftp_mkdirs(str(PurePosixPath(remote).parent))
-            self._sftp().put(os.fspath(local_path), remote)
-            self._sftp().chmod(remote, stat.S_IMODE(os.stat(local_path).st_mode) if mode is None else mode)
-        except (paramiko.SSHException, EOFError) as err:
-            raise SSHConnectError(f"connection to {self.label} lost during upload: {err}") from None
-        except OSError as err:
-            raise self._file_error("upload to", remote_path, err) from None
 
     def put_dir(self, local_dir: str | os.PathLike, remote_dir: str, ignore: Iterable[str] = ()) -> list[str]:
         """Upload a directory tree, skipping gitignore-style ``ignore`` patterns and those in

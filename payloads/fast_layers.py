@@ -27,12 +27,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def _channels_last(t: Tensor) -> bool:
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
 def _out_format(x: Tensor, w: Tensor) -> torch.memory_format:
     # cuDNN returns channels-last when either operand is channels-last; say so up front so
     # the compiler's idea of the layout matches what the kernel writes.
-    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    cl = cl or (w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous())
-    return torch.channels_last if cl else torch.contiguous_format
+    return torch.channels_last if _channels_last(x) or _channels_last(w) else torch.contiguous_format
 
 
 # Cleared the first time cuDNN finds no fused kernel for a GPU/dtype (it builds the fused
@@ -116,7 +118,7 @@ class SpaceToDepthConv(nn.Conv2d):
             return super().forward(x)
         c = x.shape[1]
         c2 = c + c % 2  # 4 * c2 channels: a multiple of 8, what tensor cores want
-        cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        cl = _channels_last(x)
         x = F.pixel_unshuffle(F.pad(x, (pad, pad, pad, pad, 0, c2 - c)), 2)
         if cl:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -37,6 +37,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the rest run in fp32
 
 # Defaults mirror launcher/spec.py's Workload, so a config with missing keys means the same.
 DEFAULTS: dict[str, Any] = {
@@ -139,9 +140,8 @@ def _validate(cfg: dict[str, Any]) -> None:
         v = cfg[key]
         need(v is None or (isinstance(v, int) and v >= 0), f"{key} must be a whole number >= 0, got {v!r}")
     need(cfg["device"] in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg['device']!r}")
-    need(cfg["compile"] in (None, True, False), f"compile must be true, false or null, got {cfg['compile']!r}")
-    need(cfg["fast_layers"] in (None, True, False),
-         f"fast_layers must be true, false or null, got {cfg['fast_layers']!r}")
+    for key in ("compile", "fast_layers"):
+        need(cfg[key] in (None, True, False), f"{key} must be true, false or null, got {cfg[key]!r}")
     need(isinstance(cfg["channels_last"], bool), f"channels_last must be true or false, got {cfg['channels_last']!r}")
     need(isinstance(cfg["dataset"], str) and cfg["dataset"] != "", "dataset must be a non-empty string")
 
@@ -197,12 +197,12 @@ def set_precision(precision: str, device: torch.device) -> tuple[Any, Any]:
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
     # Fixed shapes: time the candidate conv kernels once and keep the fastest. Not in strict
     # fp32: there the candidates include non-tensor-core kernels that run for seconds each on
-    # 224x224 activations (VGG16 batch 128 on an H100: first step > 150 s with autotuning,
-    # 0.6 s without), while cuDNN's heuristic pick already runs at ~70% of the fp32 peak.
+    # 224x224 activations (VGG16 on an H100: the first batch-128 step had not finished after
+    # 150 s with autotuning; a batch-64 step takes 0.64 s without), while cuDNN's heuristic
+    # pick already runs at ~75% of the fp32 peak.
     torch.backends.cudnn.benchmark = device.type == "cuda" and precision != "fp32"
-    if precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        ctx = lambda: torch.autocast(device.type, dtype=dtype)  # noqa: E731
+    if precision in AUTOCAST_DTYPES:
+        ctx = lambda: torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])  # noqa: E731
     else:
         ctx = nullcontext
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
@@ -343,7 +343,7 @@ def run(cfg: dict[str, Any]) -> int:
     model = models.build_model(cfg["model"], cfg["num_classes"], pad_to, cfg["image_size"])
     rewritten = {}
     if fast:
-        rewritten = fast_layers.rewrite(model, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg["precision"]))
+        rewritten = fast_layers.rewrite(model, AUTOCAST_DTYPES.get(cfg["precision"]))
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -427,7 +427,8 @@ def run(cfg: dict[str, Any]) -> int:
 
     model.train()
     if probe:
-        return _probe(cfg, dd, emit, device, stop, next_batch, train_step, warmup, batch, global_batch, fast)
+        return _probe(cfg, dd, emit, device, stop, next_batch, train_step, warmup, batch, global_batch,
+                      use_compile, fast)
 
     # --- training loop ---
     t0 = time.monotonic()
@@ -522,7 +523,7 @@ def run(cfg: dict[str, Any]) -> int:
 
 
 def _probe(cfg: dict[str, Any], dd: Dist, emit: Any, device: torch.device, stop: Stop, next_batch: Any,
-           train_step: Any, warmup: int, batch: int, global_batch: int, fast: bool) -> int:
+           train_step: Any, warmup: int, batch: int, global_batch: int, use_compile: bool, fast: bool) -> int:
     """Warm-up steps untimed (compile, cudnn autotune), then N steps or T seconds timed."""
     n, limit = cfg["probe_steps"], cfg["probe_seconds"]
     lr = cfg["learning_rate"] * 0.01  # small: a probe must not diverge into NaN/inf slow paths
@@ -557,8 +558,7 @@ def _probe(cfg: dict[str, Any], dd: Dist, emit: Any, device: torch.device, stop:
     emit("probe", samples_per_second=round(steps * global_batch / seconds, 3), steps=steps,
          seconds=round(seconds, 4), warmup_steps=warmup, device=device.type, precision=cfg["precision"],
          batch_size=batch, global_batch_size=global_batch, world_size=dd.world, model=cfg["model"],
-         compile=cfg["compile"] if cfg["compile"] is not None else device.type == "cuda",
-         channels_last=cfg["channels_last"], fast_layers=fast, loss=loss.item())
+         compile=bool(use_compile), channels_last=cfg["channels_last"], fast_layers=fast, loss=loss.item())
     dd.close()
     return protocol.EXIT_OK
 

@@ -508,3 +508,21 @@ def test_ssh_reaches_a_real_sshd_presenting_the_pinned_host_key(aws, tmp_path):
             assert s.run("echo ok")[1].strip() == "ok"
     finally:
         sshd.stop()
+
+
+def test_name_clash_with_someone_elses_key_pair_is_refused_with_its_delete_command(aws):
+    ec2().create_key_pair(KeyName="gpujob-r1")  # not tagged with this run: not ours to replace
+    ctx = make_ctx()
+    with pytest.raises(ProviderError, match=f"a key pair named gpujob-r1 exists in {R} and is not this run's") as info:
+        provider().launch(ctx.spec, ctx, 60)
+    assert f"aws ec2 delete-key-pair --key-name gpujob-r1 --region {R}" in str(info.value.hint)
+    assert [k["KeyName"] for k in ec2().describe_key_pairs()["KeyPairs"]] == ["gpujob-r1"]  # left untouched
+
+
+def test_name_clash_with_someone_elses_security_group_is_refused(aws):
+    vpc = ec2().describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    gid = ec2().create_security_group(GroupName="gpujob-r1", Description="not gpujob's", VpcId=vpc)["GroupId"]
+    ctx = make_ctx()
+    with pytest.raises(ProviderError, match=f"a security group named gpujob-r1 exists in {R} and is not this") as info:
+        provider().launch(ctx.spec, ctx, 60)
+    assert f"aws ec2 delete-security-group --group-id {gid} --region {R}" in str(info.value.hint)

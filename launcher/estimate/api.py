@@ -101,7 +101,8 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     return {
         "provider": provider, "instance_type": instance_type, "gpu": gpu_name, "gpu_count": count, "spot": spot,
         "price_per_hour": price_per_hour, "samples_per_second": sps, "train_seconds": train,
-        "overhead_seconds": over, "warmup_seconds": over_parts.warmup_s, "total_seconds": total, "total_usd": usd, "fits_memory": fits,
+        "overhead_seconds": over, "warmup_seconds": over_parts.warmup_s, "total_seconds": total,
+        "total_usd": usd, "fits_memory": fits,
         "max_batch": max_batch, "budget_usd": budget,
         "over_budget": bool(budget is not None and usd is not None and usd > budget),
         "basis": basis, "note": note, "train_flops_per_sample": cost.train_flops_per_sample,

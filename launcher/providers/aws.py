@@ -340,9 +340,7 @@ class AwsProvider:
                 raise
             # Left by an earlier attempt of this same run: replace it (the key may differ).
             old = self.api(region, "ec2", "describe_key_pairs", KeyNames=[name])["KeyPairs"][0]
-            if tag_value(old.get("Tags"), TAG_RUN) != ctx.run_id:
-                raise ProviderError(PROVIDER, f"a key pair named {name} exists in {region} and is not this run's",
-                                    hint=f"delete it: {delete_command('key-pair', name, region)}") from None
+            _refuse_unless_ours(old, "key-pair", name, name, region, ctx.run_id)
             self.api(region, "ec2", "delete_key_pair", KeyName=name)
             kp = import_key()
         # Recorded by name: unique per region, what RunInstances and delete-key-pair take everywhere.
@@ -358,9 +356,7 @@ class AwsProvider:
                 raise
             old = self.api(region, "ec2", "describe_security_groups", Filters=[
                 {"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc_id]}])["SecurityGroups"][0]
-            if tag_value(old.get("Tags"), TAG_RUN) != ctx.run_id:
-                raise ProviderError(PROVIDER, f"a security group named {name} exists in {region} and is not this run's",
-                                    hint=f"delete it: {delete_command('security-group', old['GroupId'], region)}") from None
+            _refuse_unless_ours(old, "security-group", name, old["GroupId"], region, ctx.run_id)
             sg_id = old["GroupId"]
         ctx.created(h, sg_id)
 
@@ -390,9 +386,7 @@ class AwsProvider:
             if exc.code != "InvalidPlacementGroup.Duplicate":
                 raise
             old = self.api(region, "ec2", "describe_placement_groups", GroupNames=[name])["PlacementGroups"][0]
-            if tag_value(old.get("Tags"), TAG_RUN) != ctx.run_id:
-                raise ProviderError(PROVIDER, f"a placement group named {name} exists in {region} and is not this run's",
-                                    hint=f"delete it: {delete_command('placement-group', name, region)}") from None
+            _refuse_unless_ours(old, "placement-group", name, name, region, ctx.run_id)
         ctx.created(h, name)  # by name: what RunInstances and delete-placement-group take
         return name
 
@@ -563,3 +557,12 @@ class AwsProvider:
 
     def find(self, regions: list[str] | None) -> list[Resource]:
         return aws_cleanup.find(self, regions or self.regions or None)
+
+
+def _refuse_unless_ours(old: dict, kind: str, name: str, delete_id: str, region: str, run_id: str) -> None:
+    """A name clash is reused only when the existing resource is tagged with this run (an
+    earlier attempt of it); anything else is someone's and is refused, with how to delete it."""
+    if tag_value(old.get("Tags"), TAG_RUN) != run_id:
+        what = kind.replace("-", " ")
+        raise ProviderError(PROVIDER, f"a {what} named {name} exists in {region} and is not this run's",
+                            hint=f"delete it: {delete_command(kind, delete_id, region)}") from None
