@@ -234,7 +234,7 @@ def show(run_id: str = typer.Argument(...), as_json: bool = typer.Option(False, 
          ) -> None:
     """Estimate vs actual, GPU vs the local CPU."""
     from launcher.render import render_report
-    from launcher.runner import build_report
+    from launcher.report import build_report
     from launcher.store import Store
 
     report = build_report(Store().get_run(run_id))

@@ -12,29 +12,27 @@ through ``on_event(kind, **fields)``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
-import signal
-import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+from launcher import artifacts
 
 from launcher.errors import (BudgetError, GpujobError, Interrupted, JobFailed, RemoteError, SSHConnectError,
                              TeardownError, UsageError, WaitTimeout)
 from launcher.providers import get_provider
 from launcher.providers.base import Leftover, Machine, Resource
+from launcher.job import (DEFAULT_ENTRYPOINT, EXIT_SIGNALLED, EXIT_TIMEOUT, GRACE_S, PAYLOADS_DIR, Paths,
+                          default_host, describes_work, host_paths, job_command, job_env, machine_dict,
+                          machine_from, machine_public, q)
+from launcher.report import build_report
+from launcher.signals import Stop, sigterm_raises
 from launcher.store import RunRecord, Store, new_run_id
-from payloads.protocol import parse_line as parse_protocol  # stdlib only: cheap
-
-PAYLOADS_DIR = Path(__file__).resolve().parent.parent / "payloads"
-DEFAULT_ENTRYPOINT = "payloads/train.py"
-EXIT_SIGNALLED = 75  # the payload's "checkpointed and stopped on a signal"
-EXIT_TIMEOUT = 124  # coreutils timeout: limits.max_duration reached
-GRACE_S = 120  # how long a signalled payload gets to checkpoint before SIGKILL
+from launcher.streaming import Progress, WorkerStream, last_event
 
 EventSink = Callable[..., None]
 
@@ -51,25 +49,6 @@ class RunOptions:
     ssh_deadline_s: float = 600.0
     poll_every_s: float = 15.0
     baseline: bool = True  # measure (or reuse) the local CPU baseline for the report
-
-
-@dataclass
-class Paths:
-    """Where things live on the job host (relative to the SSH user's home, or absolute locally)."""
-
-    workdir: str
-
-    @property
-    def log(self) -> str:
-        return f"{self.workdir}/job.log"
-
-    @property
-    def exit(self) -> str:
-        return f"{self.workdir}/job.exit"
-
-    @property
-    def outputs(self) -> str:
-        return f"{self.workdir}/outputs"
 
 
 class _Ctx:
@@ -106,10 +85,6 @@ class _Ctx:
         self._emit(event, run_id=self.run_id, **fields)
 
 
-class _Stop(Exception):
-    """Raised in the main thread by our SIGTERM handler so `finally` blocks run."""
-
-
 @dataclass
 class RunResult:
     run: RunRecord
@@ -125,7 +100,7 @@ class Runner:
         self.store = store or Store()
         self.on_event = on_event or (lambda *a, **k: None)
         self.provider_factory = provider_factory
-        self.host_factory = host_factory or _default_host
+        self.host_factory = host_factory or default_host
         self.clock = clock
 
     # --- entry points ---------------------------------------------------------------------
@@ -187,7 +162,7 @@ class Runner:
         paths: Paths | None = None
         detached = False
         outcome: BaseException | None = None
-        with _sigterm_raises():
+        with sigterm_raises():
             try:
                 self.store.set_state(run_id, "provisioning")
                 launched_at = self.clock()
@@ -195,9 +170,9 @@ class Runner:
                 machines = self._launch(provider, spec, ctx, opts)
                 machine = machines[0]
                 price = None if machine.price_per_hour is None else machine.price_per_hour * len(machines)
-                self.store.update_run(run_id, machine=_machine_dict(machine), price_per_hour=price)
+                self.store.update_run(run_id, machine=machine_dict(machine), price_per_hour=price)
                 for m in machines:
-                    self._emit("machine", run_id=run_id, **_machine_public(m))
+                    self._emit("machine", run_id=run_id, **machine_public(m))
 
                 self.store.set_state(run_id, "connecting")
                 host = self.host_factory(machine)
@@ -206,7 +181,7 @@ class Runner:
                 for w in workers:
                     self._reach(w.host, w.machine, opts)
                 self._emit("connected", run_id=run_id)
-                paths = _paths(machine, run_id, run_dir, host)
+                paths = host_paths(machine, run_id, run_dir, host)
                 for w in workers:  # a worker's own directory: nodes may share a home directory (NFS)
                     w.paths = Paths(f"{paths.workdir}-node{w.rank}")
                 master = machine.private_ip or machine.host
@@ -216,7 +191,7 @@ class Runner:
                     if spec.setup:
                         self.store.set_state(run_id, "setup")
                         self._emit("setup", run_id=run_id, node=rank)
-                        h.run(f"cd {_q(p.workdir)} && {spec.setup}", timeout=opts.launch_deadline_s)
+                        h.run(f"cd {q(p.workdir)} && {spec.setup}", timeout=opts.launch_deadline_s)
                 # Workers first: with a static rendezvous they wait for node 0, never the other way round.
                 for w in workers:
                     w.pid = w.host.start_detached(job_command(spec, w.machine, w.paths, w.rank, master, run_id),
@@ -225,8 +200,8 @@ class Runner:
                 command = job_command(spec, machine, paths, 0, master if workers else None, run_id)
                 pid = host.start_detached(command, paths.workdir, paths.log, paths.exit, env=job_env(spec, machine))
                 self.store.update_run(run_id, job_started_at=self.clock(),
-                                      machine={**_machine_dict(machine), "pid": pid, "workdir": paths.workdir,
-                                               "workers": [{**_machine_dict(w.machine), "pid": w.pid}
+                                      machine={**machine_dict(machine), "pid": pid, "workdir": paths.workdir,
+                                               "workers": [{**machine_dict(w.machine), "pid": w.pid}
                                                            for w in workers]})
                 self.store.set_state(run_id, "running")
                 self._emit("job-started", run_id=run_id, pid=pid)
@@ -234,14 +209,14 @@ class Runner:
                     detached = True
                     self._emit("detached", run_id=run_id)
                     return RunResult(self.store.get_run(run_id), {})
-                streams = [_WorkerStream(self._node_log(run_id, w.rank), w) for w in workers]
+                streams = [WorkerStream(self._node_log(run_id, w.rank), w) for w in workers]
                 exit_status, reason = self._follow(run_id, spec, provider, machine, host, paths, pid, opts, 0)
                 worker_status = [t.join_status(opts.ssh_deadline_s) for t in streams]
                 failed = [(r, st) for r, st in enumerate(worker_status, start=1) if st != 0]
                 if exit_status == 0 and failed:
                     exit_status, reason = failed[0][1] or 1, f"node {failed[0][0]} exited {failed[0][1]}"
                 self._finish(run_id, spec, host, paths, opts, exit_status, reason, workers)
-            except (KeyboardInterrupt, _Stop) as exc:
+            except (KeyboardInterrupt, Stop) as exc:
                 outcome = exc
                 self.store.set_state(run_id, "interrupted", "interrupted by the user")
                 if host is not None and machine is not None:
@@ -319,7 +294,7 @@ class Runner:
 
         spec = JobSpec.model_validate(rec.spec)
         provider = self.provider_factory(rec.provider, **rec.provider_config)
-        machine = _machine_from(rec.machine)
+        machine = machine_from(rec.machine)
         ctx = _Ctx(self.store, run_id, spec, rec.provider, self.on_event, rec.provider_config.get("ssh_cidr"))
         host = self.host_factory(machine)
         paths = Paths(rec.machine["workdir"])
@@ -331,12 +306,12 @@ class Runner:
         leftovers: list[Leftover] = []
         opts = RunOptions(provider=rec.provider, provider_config=rec.provider_config, keep=keep,
                           artifacts_dir=rec.artifacts_dir)
-        with _sigterm_raises():
+        with sigterm_raises():
             try:
                 exit_status, reason = self._follow(run_id, spec, provider, machine, host, paths,
                                                    rec.machine.get("pid"), opts, offset)
                 self._finish(run_id, spec, host, paths, opts, exit_status, reason)
-            except (KeyboardInterrupt, _Stop) as exc:
+            except (KeyboardInterrupt, Stop) as exc:
                 # Leaving `logs --follow` detaches again; it never kills the job.
                 host.close()
                 raise Interrupted(f"stopped following run {run_id}; the job keeps running",
@@ -363,13 +338,13 @@ class Runner:
         ctx = _Ctx(self.store, run_id, spec, rec.provider, self.on_event, None)
         if rec.machine and not rec.finished and rec.machine.get("pid"):
             try:
-                host = self.host_factory(_machine_from(rec.machine))
+                host = self.host_factory(machine_from(rec.machine))
                 host.connect()
                 self._stop_job(host, run_id)
                 self._salvage(run_id, host, Paths(rec.machine["workdir"]), rec.artifacts_dir)
                 host.close()
                 for w in rec.machine.get("workers", []):
-                    wh = self.host_factory(_machine_from(w))
+                    wh = self.host_factory(machine_from(w))
                     self._stop_pid(wh, w.get("pid"))
                     wh.close()
             except GpujobError as exc:  # an unreachable machine must not block the release
@@ -385,7 +360,7 @@ class Runner:
         self.on_event(kind, **fields)
 
     def _upload(self, host, spec, paths: Paths, machine: Machine) -> None:
-        host.run(f"mkdir -p {_q(paths.outputs)}")
+        host.run(f"mkdir -p {q(paths.outputs)}")
         if spec.payload.entrypoint == DEFAULT_ENTRYPOINT:
             host.put_dir(PAYLOADS_DIR, f"{paths.workdir}/payloads", ignore=list(spec.payload.ignore))
         else:
@@ -396,7 +371,7 @@ class Runner:
     def _follow(self, run_id, spec, provider, machine, host, paths: Paths, pid, opts: RunOptions,
                 offset: int) -> tuple[int, str | None]:
         """Stream the log until the job exits; watch spot interruption and the budget meanwhile."""
-        progress = _Progress(self, run_id, spec, offset)
+        progress = Progress(self.store, self.on_event, self.clock, run_id, spec, offset)
         stop_reason: list[str] = []
         done = threading.Event()
 
@@ -440,38 +415,25 @@ class Runner:
     def _finish(self, run_id, spec, host, paths: Paths, opts: RunOptions, exit_status: int,
                 reason: str | None, workers: list["_Node"] = ()) -> None:
         self.store.set_state(run_id, "fetching")
-        dest = self._artifacts_dest(run_id, opts.artifacts_dir)
-        got = host.get_dir(paths.outputs, dest / "outputs")  # rank 0 writes checkpoints and metrics
-        log = host.read_file(paths.log)
-        if log is not None:
-            (dest / "job.log").write_bytes(log)
-        for w in workers:
-            wlog = w.host.read_file(w.paths.log)
-            if wlog is not None:
-                (dest / f"job-node{w.rank}.log").write_bytes(wlog)
+        dest = artifacts.destination(run_id, opts.artifacts_dir)
+        files = artifacts.fetch(host, paths, dest, workers)
         log_text = self.store.log_text(run_id)
         self.store.update_run(run_id, artifacts_dir=str(dest), exit_status=exit_status,
-                              result={"start": _last_event(log_text, "start"), "end": _last_event(log_text, "end"),
-                                      "files": len(got)})
-        self._emit("artifacts", run_id=run_id, path=str(dest), files=len(got))
+                              result={"start": last_event(log_text, "start"), "end": last_event(log_text, "end"),
+                                      "files": files})
+        self._emit("artifacts", run_id=run_id, path=str(dest), files=files)
         if exit_status != 0:
             self.store.set_state(run_id, "failed", reason or f"job exited {exit_status}")
             raise JobFailed(run_id, exit_status, reason or "see `gpujob logs`")
         self.store.set_state(run_id, "succeeded", reason)
 
-    def _artifacts_dest(self, run_id: str, artifacts_dir: str | None) -> Path:
-        return _fresh_dir(Path(artifacts_dir or Path.cwd() / "gpujob-runs" / run_id))
-
     def _salvage(self, run_id: str, host, paths: Paths, artifacts_dir: str | None) -> None:
         """Bring home what a stopped job left (its checkpoint, the log) before the machine goes."""
         try:
-            dest = self._artifacts_dest(run_id, artifacts_dir)
-            got = host.get_dir(paths.outputs, dest / "outputs")
-            log = host.read_file(paths.log)
-            if log is not None:
-                (dest / "job.log").write_bytes(log)
+            dest = artifacts.destination(run_id, artifacts_dir)
+            files = artifacts.fetch(host, paths, dest)
             self.store.update_run(run_id, artifacts_dir=str(dest))
-            self._emit("artifacts", run_id=run_id, path=str(dest), files=len(got))
+            self._emit("artifacts", run_id=run_id, path=str(dest), files=files)
         except (GpujobError, OSError) as exc:  # the release must go on regardless
             self._emit("warning", run_id=run_id, message=f"could not fetch the checkpoint: {exc}")
 
@@ -514,7 +476,7 @@ class Runner:
             raise TeardownError([(f"{lo.resource.kind} {lo.resource.id}",
                                   lo.resource.delete_command or f"gpujob gc --provider {lo.resource.provider} --yes")
                                  for lo in leftovers])
-        if isinstance(outcome, (KeyboardInterrupt, _Stop)):
+        if isinstance(outcome, (KeyboardInterrupt, Stop)):
             raise Interrupted(f"run {run_id} interrupted; everything it created was released")
         if isinstance(outcome, GpujobError):
             raise outcome
@@ -537,116 +499,6 @@ class _Node:
     pid: int | None = None
 
 
-class _WorkerStream(threading.Thread):
-    """Streams one worker node's log (rank-prefixed) until its job exits."""
-
-    def __init__(self, emit_text: Callable[[str], None], node: _Node):
-        super().__init__(daemon=True, name=f"node-{node.rank}")
-        self.emit_text, self.rank, self.host, self.paths, self.pid = (emit_text, node.rank, node.host, node.paths,
-                                                                      node.pid)
-        self.status: int | None = None
-        self.error: BaseException | None = None
-        self.buf = ""
-        self.start()
-
-    def _feed(self, text: str) -> None:
-        from launcher.distributed import rank_prefix
-
-        self.buf += text
-        *lines, self.buf = self.buf.split("\n")
-        for line in lines:
-            self.emit_text(rank_prefix(self.rank, line))
-
-    def run(self) -> None:
-        try:
-            self.status, _ = self.host.stream(self.paths.log, self.paths.exit, self._feed, pid=self.pid)
-        except BaseException as exc:  # reported through join_status
-            self.error = exc
-
-    def join_status(self, timeout_s: float) -> int:
-        self.join(timeout_s)
-        if self.is_alive() or self.status is None:
-            return -1
-        return self.status
-
-
-class _Progress:
-    """Turns log text into lines and protocol events into progress (samples, ETA, dollars)."""
-
-    def __init__(self, runner: Runner, run_id: str, spec, offset: int):
-        self.runner, self.run_id, self.offset = runner, run_id, offset
-        self.buf = ""
-        self.total = spec.workload.total_samples
-        self.rec = runner.store.get_run(run_id)  # price and launch time are fixed by now
-
-    def feed(self, text: str) -> None:
-        self.runner.store.append_log(self.run_id, self.offset, text)
-        self.offset += len(text.encode())
-        self.buf += text
-        *lines, self.buf = self.buf.split("\n")
-        for line in lines:
-            self._line(line)
-
-    def flush(self) -> None:
-        if self.buf:
-            self._line(self.buf)
-            self.buf = ""
-
-    def _line(self, line: str) -> None:
-        event = parse_protocol(line)
-        emit = self.runner.on_event
-        if event is None:
-            emit("log", run_id=self.run_id, text=line)
-            return
-        kind = event.get("event")
-        if kind == "step":
-            sps = event.get("samples_per_second") or 0
-            samples = event.get("samples") or 0
-            eta = (self.total - samples) / sps if sps else None
-            emit("progress", run_id=self.run_id, samples=samples, total=self.total, samples_per_second=sps,
-                 loss=event.get("loss"), eta_s=eta, spent_usd=self.rec.spent_usd(self.runner.clock()), step=event.get("step"))
-        else:
-            emit("payload", run_id=self.run_id, event=event)
-
-
-def _last_event(log_text: str, kind: str) -> dict | None:
-    found = None
-    for line in log_text.splitlines():
-        ev = parse_protocol(line)
-        if ev and ev.get("event") == kind:
-            found = ev
-    return found
-
-
-def job_command(spec, machine: Machine, paths: Paths, node_rank: int = 0, master_addr: str | None = None,
-                run_id: str = "") -> str:
-    """The detached command line: the payload (under torchrun for many GPUs) inside `timeout`."""
-    from launcher.distributed import topology, torchrun_command
-
-    python = sys.executable if machine.provider == "local" else spec.payload.python
-    args = list(spec.payload.args)
-    if spec.payload.entrypoint == DEFAULT_ENTRYPOINT:
-        args = ["--config", "job.json", "--output-dir", "outputs", *args]  # --device auto: CUDA when present
-    launch = torchrun_command(python, spec.payload.entrypoint, args, topology(spec, machine.gpu_count), node_rank,
-                              master_addr, run_id=run_id)
-    limit = int(math.ceil(spec.limits.max_duration))
-    # `timeout` enforces limits.max_duration on the host itself: TERM (the payload checkpoints), then KILL.
-    # The host starts it inside paths.workdir. --foreground keeps `timeout` in the job's process
-    # group, so `kill_job` (a group signal) reaches the payload too.
-    return f"PYTHONUNBUFFERED=1 timeout --foreground --signal=TERM --kill-after={GRACE_S} {limit} {launch}"
-
-
-def job_env(spec, machine: Machine, node_rank: int = 0) -> dict[str, str]:
-    from launcher.distributed import dist_env, topology
-
-    return {**dist_env(topology(spec, machine.gpu_count), node_rank, machine.extra.get("cpus")), **spec.env}
-
-
-def describes_work(spec) -> bool:
-    """Our trainer always does; a custom payload only when the spec has a workload section."""
-    return spec.payload.entrypoint == DEFAULT_ENTRYPOINT or "workload" in spec.model_fields_set
-
-
 def job_estimate(spec, provider: str, instance_type: str | None, price_per_hour: float | None, *, spot: bool,
                  baseline: bool, gpu: str | None = None) -> dict[str, Any]:
     """The estimate for the machine this run will use, with the price it assumed."""
@@ -659,121 +511,3 @@ def job_estimate(spec, provider: str, instance_type: str | None, price_per_hour:
         return {"error": str(exc), "price_per_hour": price_per_hour}
 
 
-def build_report(rec: RunRecord) -> dict[str, Any]:
-    """Estimate vs actual, and GPU vs the local CPU baseline."""
-    est = rec.estimate or {}
-    end = (rec.result or {}).get("end") or {}
-    actual_total = rec.billed_seconds() if rec.ended_at else None
-    job_seconds = (rec.job_ended_at - rec.job_started_at) if rec.job_ended_at and rec.job_started_at else None
-    train_seconds = end.get("elapsed") or job_seconds
-    actual_usd = None
-    if rec.price_per_hour is not None and actual_total is not None:
-        from launcher.estimate.billing import bill_usd
-
-        actual_usd = bill_usd(actual_total, rec.price_per_hour, rec.provider)
-
-    def delta(actual, predicted):
-        if actual is None or not predicted:
-            return None
-        return 100.0 * (actual - predicted) / predicted
-
-    # The payload's elapsed time includes its compile warm-up; compare it with the estimate's
-    # training time plus the warm-up it predicted, not with steady-state training alone.
-    est_train = est.get("train_seconds")
-    if est_train is not None:
-        est_train += est.get("warmup_seconds") or 0.0
-    base = est.get("baseline") or {}
-    cpu_seconds = base.get("seconds")
-    report = {
-        "run_id": rec.id, "name": rec.name, "provider": rec.provider, "state": rec.state, "reason": rec.reason,
-        "exit_status": rec.exit_status, "artifacts_dir": rec.artifacts_dir,
-        "machine": {k: (rec.machine or {}).get(k) for k in ("instance_type", "region", "zone", "gpu", "gpu_count")},
-        "price_per_hour": rec.price_per_hour,
-        "actual": {"total_seconds": actual_total, "job_seconds": job_seconds, "train_seconds": train_seconds,
-                   "samples_per_second": end.get("samples_per_second"), "samples": end.get("samples"),
-                   "usd": actual_usd, "final_loss": end.get("final_loss"), "accuracy": end.get("accuracy")},
-        "estimate": {"total_seconds": est.get("total_seconds"), "train_seconds": est_train,
-                     "samples_per_second": est.get("samples_per_second"), "usd": est.get("total_usd")},
-        "delta_pct": {"total_seconds": delta(actual_total, est.get("total_seconds")),
-                      "train_seconds": delta(train_seconds, est_train),
-                      "samples_per_second": delta(end.get("samples_per_second"), est.get("samples_per_second")),
-                      "usd": delta(actual_usd, est.get("total_usd"))},
-        "baseline": base or None,
-    }
-    device = ((rec.result or {}).get("start") or {}).get("device", "")
-    if cpu_seconds and train_seconds and not str(device).startswith("cpu"):  # a CPU run vs itself says nothing
-        report["vs_cpu"] = {"cpu_seconds": cpu_seconds, "speedup": cpu_seconds / train_seconds,
-                            "hours_saved": (cpu_seconds - (actual_total or train_seconds)) / 3600.0}
-    return report
-
-
-def _paths(machine: Machine, run_id: str, run_dir: Path, host) -> Paths:
-    if machine.provider == "local":
-        work = run_dir / "work"
-        work.mkdir(parents=True, exist_ok=True)
-        return Paths(str(work))
-    # Absolute paths: valid for SFTP, for exec, and after the job's own `cd`.
-    home = host.run('printf %s "$HOME"')[1].strip() or "/tmp"
-    return Paths(f"{home}/gpujob/{run_id}")
-
-
-def _fresh_dir(dest: Path) -> Path:
-    """Never overwrite what a user has: pick dest, dest-2, dest-3, ..."""
-    candidate, n = dest, 1
-    while candidate.exists() and any(candidate.iterdir()):
-        n += 1
-        candidate = dest.with_name(f"{dest.name}-{n}")
-    candidate.mkdir(parents=True, exist_ok=True)
-    return candidate
-
-
-def _machine_dict(m: Machine) -> dict[str, Any]:
-    return asdict(m)
-
-
-def _machine_public(m: Machine) -> dict[str, Any]:
-    d = asdict(m)
-    d.pop("key_path", None)
-    d.pop("extra", None)
-    d.pop("host_keys", None)
-    return d
-
-
-def _machine_from(d: dict[str, Any]) -> Machine:
-    fields_ = {k: v for k, v in d.items() if k in Machine.__dataclass_fields__}
-    return Machine(**fields_)
-
-
-def _default_host(machine: Machine):
-    if machine.provider == "local":
-        from launcher.localhost import LocalHost
-
-        return LocalHost()
-    from launcher.remote import Session
-
-    if not machine.host:
-        raise UsageError(f"machine {machine.id} has no address to connect to")
-    return Session.from_machine(machine)
-
-
-def _q(s: str) -> str:
-    import shlex
-
-    return shlex.quote(str(s))
-
-
-class _sigterm_raises:
-    """SIGTERM -> an exception in the main thread, so teardown in `finally` runs."""
-
-    def __enter__(self):
-        self.prev = None
-        if threading.current_thread() is threading.main_thread():
-            def handler(signum, frame):
-                raise _Stop()
-            self.prev = signal.signal(signal.SIGTERM, handler)
-        return self
-
-    def __exit__(self, *exc):
-        if self.prev is not None:
-            signal.signal(signal.SIGTERM, self.prev)
-        return False

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from launcher.errors import StoreError
+from launcher.states import is_terminal
 
-TERMINAL_STATES = ("succeeded", "failed", "interrupted", "cancelled", "launch-failed")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -116,7 +116,7 @@ class RunRecord:
 
     @property
     def finished(self) -> bool:
-        return self.state in TERMINAL_STATES
+        return is_terminal(self.state)
 
     def billed_seconds(self, now: float | None = None) -> float:
         if self.launched_at is None:

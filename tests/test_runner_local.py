@@ -203,7 +203,7 @@ def test_local_machine_reports_its_gpus_and_spec_count():
 def test_report_compares_training_time_with_the_predicted_compile_warmup():
     # The payload's elapsed time includes torch.compile; the estimate's training time does not,
     # so the report adds the warm-up it predicted (the H100 runs were +102% / +448% off otherwise).
-    from launcher.runner import build_report
+    from launcher.report import build_report
     from launcher.store import RunRecord
 
     rec = RunRecord(id="r1", name="n", provider="local", state="succeeded", created_at=0.0, updated_at=0.0,
