@@ -362,6 +362,8 @@ class Runner:
     def _upload(self, host, spec, paths: Paths, machine: Machine) -> None:
         host.run(f"mkdir -p {q(paths.outputs)}")
         if spec.payload.entrypoint == DEFAULT_ENTRYPOINT:
+            if spec.workload.is_factory:  # the user's model lives in the project: ship it, then our payload
+                host.put_dir(Path.cwd(), paths.workdir, ignore=list(spec.payload.ignore) + ["gpujob-runs"])
             host.put_dir(PAYLOADS_DIR, f"{paths.workdir}/payloads", ignore=list(spec.payload.ignore))
         else:
             host.put_dir(Path.cwd(), paths.workdir, ignore=list(spec.payload.ignore) + ["gpujob-runs"])

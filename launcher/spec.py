@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from launcher.errors import SpecError
 
-MODELS = ("vgg16", "vgg11", "resnet50", "resnet18", "tinycnn", "mlp")
+MODELS = ("vgg16", "vgg11", "resnet50", "resnet18", "mobilenetv2", "vit_b16", "tinycnn", "mlp")
+# A user model: "package.module:callable" or "path/to/file.py:callable" (payloads/factory.py).
+_FACTORY = re.compile(r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_.]*$")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 PROVIDERS = ("local", "ssh", "aws", "gcp")
 
@@ -61,7 +63,9 @@ class Accelerator(_Strict):
 
 
 class Workload(_Strict):
-    model: Literal[MODELS] = "resnet50"  # type: ignore[valid-type]
+    model: str = "resnet50"  # a built-in name (MODELS) or a factory "pkg.mod:fn" / "path/file.py:fn"
+    model_args: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of a factory
+    input_shape: list[int] | None = None  # one sample, e.g. [3, 224, 224]; default [in_channels, image_size, image_size]
     image_size: int = Field(224, ge=8, le=1024)
     num_classes: int = Field(1000, ge=2, le=100000)
     in_channels: int = Field(3, ge=1, le=16)
@@ -73,6 +77,59 @@ class Workload(_Strict):
     learning_rate: float = Field(0.1, gt=0)
     compile: bool | None = None  # None: on for CUDA, off for CPU
     channels_last: bool = True
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        v = v.strip()
+        if ":" in v:
+            if not _FACTORY.match(v):
+                raise ValueError(f"{v!r} is not a model factory; write 'package.module:callable' or "
+                                 "'path/to/file.py:callable'")
+            return v
+        if v not in MODELS:
+            close = difflib.get_close_matches(v, MODELS, n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'?" if close else "or a factory such as 'models/net.py:build'"
+            raise ValueError(f"'{v}' is not a built-in model ({', '.join(MODELS)}); {hint}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shape_shorthand(cls, data: Any) -> Any:
+        """input_shape [C, S, S] sets in_channels and image_size (the shorthand), so both agree."""
+        if isinstance(data, dict) and isinstance(data.get("input_shape"), list):
+            shape = data["input_shape"]
+            if not shape or len(shape) > 4 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                                                      for d in shape):
+                raise ValueError("input_shape must be 1 to 4 positive whole numbers, one sample without the "
+                                 "batch, e.g. [3, 224, 224]")
+            if len(shape) == 3 and shape[1] == shape[2]:
+                for key, value in (("in_channels", shape[0]), ("image_size", shape[1])):
+                    if key in data and data[key] != value:
+                        raise ValueError(f"input_shape {shape} disagrees with {key}: {data[key]}; give one of them")
+                data = {**data, "in_channels": shape[0], "image_size": shape[1]}
+        return data
+
+    @model_validator(mode="after")
+    def _builtin_takes_images(self) -> "Workload":
+        if self.input_shape is not None and not self.is_factory and (
+                len(self.input_shape) != 3 or self.input_shape[1] != self.input_shape[2]):
+            raise ValueError(f"built-in model {self.model} takes square images [channels, size, size], "
+                             f"not input_shape {self.input_shape}")
+        if self.model_args and not self.is_factory:
+            raise ValueError(f"model_args are for a model factory; built-in {self.model} takes none")
+        return self
+
+    @property
+    def is_factory(self) -> bool:
+        return ":" in self.model
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample (no batch dimension)."""
+        if self.input_shape is not None:
+            return tuple(self.input_shape)
+        return (self.in_channels, self.image_size, self.image_size)
 
     @property
     def total_samples(self) -> int:

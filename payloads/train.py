@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "output_dir": "outputs", "checkpoint_every_s": 600.0, "seed": 0, "max_seconds": None,
     "device": "auto", "resume": False, "log_every": 10, "warmup_steps": None,
     "probe_steps": None, "probe_seconds": None, "compile_mode": "default", "max_steps": None,
-    "pad_channels": None, "profile": None, "fast_layers": None,
+    "pad_channels": None, "profile": None, "fast_layers": None, "model_args": {}, "input_shape": None,
 }
 
 
@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train.py", description="gpujob training payload (JSON-lines progress on stdout)")
     S = argparse.SUPPRESS  # unset flags stay absent, so the config file's values survive
     p.add_argument("--config", help="JSON file whose keys are the workload fields; flags override it")
-    p.add_argument("--model", choices=models.MODEL_NAMES, default=S)
+    p.add_argument("--model", default=S, help=f"{' | '.join(models.MODEL_NAMES)} | package.module:callable | "
+                                               "path/to/file.py:callable (relative to the working directory)")
     p.add_argument("--image-size", dest="image_size", type=int, default=S)
     p.add_argument("--num-classes", dest="num_classes", type=int, default=S)
     p.add_argument("--in-channels", dest="in_channels", type=int, default=S)
@@ -124,7 +125,13 @@ def _validate(cfg: dict[str, Any]) -> None:
         if not cond:
             raise UsageError(msg)
 
-    need(cfg["model"] in models.MODEL_NAMES, f"model {cfg['model']!r} is not one of {', '.join(models.MODEL_NAMES)}")
+    need(isinstance(cfg["model"], str) and (cfg["model"] in models.MODEL_NAMES or models.is_factory(cfg["model"])),
+         f"model {cfg['model']!r} is not one of {', '.join(models.MODEL_NAMES)} nor a factory 'module:callable'")
+    need(isinstance(cfg["model_args"], dict), f"model_args must be a JSON object, got {cfg['model_args']!r}")
+    shape = cfg["input_shape"]
+    need(shape is None or (isinstance(shape, list) and 1 <= len(shape) <= 4
+                           and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)),
+         f"input_shape must be a list of 1 to 4 positive whole numbers, got {shape!r}")
     need(cfg["precision"] in PRECISIONS, f"precision {cfg['precision']!r} is not one of {', '.join(PRECISIONS)}")
     for key, lo in (("image_size", 8), ("num_classes", 2), ("in_channels", 1), ("samples_per_epoch", 1),
                     ("batch_size", 1), ("log_every", 1)):
@@ -322,14 +329,18 @@ def run(cfg: dict[str, Any]) -> int:
     if warmup is None:
         warmup = 10 if device.type == "cuda" else 3
     in_ch = cfg["in_channels"]
-    fast = cfg["fast_layers"] if cfg["fast_layers"] is not None else device.type == "cuda"
+    user_model = models.is_factory(cfg["model"])
+    # Fast layers rewrite our built-in architectures' patterns; a user's model runs as written.
+    fast = cfg["fast_layers"] if cfg["fast_layers"] is not None else device.type == "cuda" and not user_model
+    shape = tuple(cfg["input_shape"] or (in_ch, cfg["image_size"], cfg["image_size"]))
     # Tensor cores want the channel count a multiple of 8 (16 bytes); a 3-channel first
     # conv falls onto slow kernels. Zero channels change no result, only alignment. (The
     # space-to-depth ResNet stem aligns its own input: 4 phases x 4 channels.)
     pad_to = cfg["pad_channels"]
     if pad_to is None:
         pad_models = ("vgg",) if fast else ("vgg", "resnet")
-        pad_to = 8 if device.type == "cuda" and in_ch % 8 and cfg["model"].startswith(pad_models) else in_ch
+        pad_to = 8 if device.type == "cuda" and in_ch % 8 and not user_model \
+            and cfg["model"].startswith(pad_models) else in_ch
     pad_to = max(pad_to, in_ch)
 
     ckpt_dir = os.path.join(cfg["output_dir"], "checkpoints")
@@ -340,7 +351,10 @@ def run(cfg: dict[str, Any]) -> int:
 
     data = D.open_dataset(cfg["dataset"], cfg["image_size"], in_ch, cfg["num_classes"])
 
-    model = models.build_model(cfg["model"], cfg["num_classes"], pad_to, cfg["image_size"])
+    model = models.build(cfg["model"], cfg["num_classes"], pad_to, cfg["image_size"], cfg["model_args"])
+    # Labels of one sample: a class index per output position beyond the class dimension
+    # (a classifier: none; a segmenter's [classes, H, W] output: [H, W]).
+    label_shape = _label_shape(model, shape) if user_model else ()
     rewritten = {}
     if fast:
         rewritten = fast_layers.rewrite(model, AUTOCAST_DTYPES.get(cfg["precision"]))
@@ -385,7 +399,7 @@ def run(cfg: dict[str, Any]) -> int:
     pin = device.type == "cuda"
     if data is None:
         x_syn, y_syn = D.synthetic_batch(batch, in_ch, cfg["image_size"], cfg["num_classes"], device,
-                                         cfg["seed"] + dd.rank, False)
+                                         cfg["seed"] + dd.rank, False, shape=shape, label_shape=label_shape)
         x_syn = _prep(x_syn, pad_to, channels_last)
         batches: Any = None
     else:
@@ -527,16 +541,17 @@ def _probe(cfg: dict[str, Any], dd: Dist, emit: Any, device: torch.device, stop:
     """Warm-up steps untimed (compile, cudnn autotune), then N steps or T seconds timed."""
     n, limit = cfg["probe_steps"], cfg["probe_seconds"]
     lr = cfg["learning_rate"] * 0.01  # small: a probe must not diverge into NaN/inf slow paths
-    for _ in range(warmup):
+    t_warm = time.monotonic()
+    first_step_s = None
+    for i in range(warmup):
         loss = train_step(*next_batch(), lr)
+        if i == 0:
+            sync(device)
+            first_step_s = time.monotonic() - t_warm  # compile + autotune + the step itself
     sync(device)
-    prof = None
-    if cfg["profile"]:
-        from torch.profiler import ProfilerActivity, profile
-
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        prof = profile(activities=acts, record_shapes=True)
-        prof.__enter__()
+    warmup_s = time.monotonic() - t_warm
+    text_profile = cfg["profile"] and not cfg["profile"].endswith(".json")
+    prof = _profiler(device) if text_profile else None
     t0 = time.monotonic()
     steps = 0
     while True:
@@ -555,18 +570,52 @@ def _probe(cfg: dict[str, Any], dd: Dist, emit: Any, device: torch.device, stop:
             f.write(prof.key_averages().table(sort_by=key, row_limit=45, max_name_column_width=90) + "\n")
             f.write(prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=45,
                                                                         max_name_column_width=60) + "\n")
+    elif cfg["profile"]:  # JSON: a few more steps under the profiler, after the timed (unprofiled) ones
+        prof = _profiler(device)
+        for _ in range(_PROFILED_STEPS):
+            loss = train_step(*next_batch(), lr)
+        sync(device)
+        prof.__exit__(None, None, None)
+        rows = [{"name": e.key, "count": e.count, "device_us": round(e.self_device_time_total, 1),
+                 "cpu_us": round(e.self_cpu_time_total, 1), "device_type": str(e.device_type).rsplit(".", 1)[-1]}
+                for e in prof.key_averages() if e.self_device_time_total > 0 or e.self_cpu_time_total > 0]
+        atomic_write_text(json.dumps({"steps": _PROFILED_STEPS, "rows": rows}) + "\n", cfg["profile"])
     emit("probe", samples_per_second=round(steps * global_batch / seconds, 3), steps=steps,
          seconds=round(seconds, 4), warmup_steps=warmup, device=device.type, precision=cfg["precision"],
          batch_size=batch, global_batch_size=global_batch, world_size=dd.world, model=cfg["model"],
-         compile=bool(use_compile), channels_last=cfg["channels_last"], fast_layers=fast, loss=loss.item())
+         compile=bool(use_compile), channels_last=cfg["channels_last"], fast_layers=fast, loss=loss.item(),
+         first_step_seconds=round(first_step_s or 0.0, 4), warmup_seconds=round(warmup_s, 4))
     dd.close()
     return protocol.EXIT_OK
 
 
+_PROFILED_STEPS = 3
+
+
+def _profiler(device: torch.device) -> Any:
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    prof = profile(activities=acts, record_shapes=True)
+    prof.__enter__()
+    return prof
+
+
+def _label_shape(model: torch.nn.Module, shape: tuple) -> tuple:
+    """Output shape of one sample past the class dimension: one eval-mode forward of one sample
+    (on the host, before the model moves to the device)."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, *shape))
+    model.train(was)
+    return tuple(out.shape[2:])
+
+
 def _prep(x: torch.Tensor, pad_to: int, channels_last: bool) -> torch.Tensor:
-    if pad_to > x.shape[1]:
+    if x.dim() == 4 and pad_to > x.shape[1]:
         x = F.pad(x, (0, 0, 0, 0, 0, pad_to - x.shape[1]))
-    if channels_last:
+    if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -609,6 +658,10 @@ def main(argv: list[str] | None = None) -> int:
         return protocol.EXIT_BAD_INPUT
     except D.DataError as exc:
         print(f"train.py: dataset error: {exc}", file=sys.stderr, flush=True)
+        return protocol.EXIT_BAD_INPUT
+    except models.FactoryError as exc:
+        print(f"train.py: model error: {exc}", file=sys.stderr, flush=True)
+        protocol.emit("error", message=str(exc))
         return protocol.EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("train.py: interrupted before a checkpoint could be written", file=sys.stderr, flush=True)

@@ -6,7 +6,8 @@ import torch
 from payloads.models import MODEL_NAMES, build_model
 
 # Small inputs keep this fast on a CPU; VGG's adaptive pool makes 32x32 valid.
-SIZES = {"vgg16": 32, "vgg11": 32, "resnet50": 32, "resnet18": 32, "tinycnn": 16, "mlp": 16}
+SIZES = {"vgg16": 32, "vgg11": 32, "resnet50": 32, "resnet18": 32, "mobilenetv2": 32, "vit_b16": 32,
+         "tinycnn": 16, "mlp": 16}
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -32,7 +33,10 @@ def test_builds_on_meta_device(name):
 def test_published_parameter_counts_and_flops():
     from torch.utils.flop_counter import FlopCounterMode
 
-    expected = {"vgg16": (138.36e6, 15.47e9), "resnet50": (25.56e6, 4.09e9), "resnet18": (11.69e6, 1.81e9)}
+    # torchvision's model table (params, "GFLOPS" = multiply-adds): MobileNetV2 3,504,872 / 0.30 G,
+    # ViT-B/16 86,567,656 / 17.56 G (https://pytorch.org/vision/stable/models.html)
+    expected = {"vgg16": (138.36e6, 15.47e9), "resnet50": (25.56e6, 4.09e9), "resnet18": (11.69e6, 1.81e9),
+                "mobilenetv2": (3_504_872, 0.30e9), "vit_b16": (86_567_656, 17.56e9)}
     for name, (params, macs) in expected.items():
         with torch.device("meta"):
             model = build_model(name, 1000)
@@ -57,4 +61,9 @@ def test_models_module_imports_only_torch():
     tree = ast.parse(pathlib.Path(m.__file__).read_text())
     roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     roots |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert roots <= {"torch", "__future__"}
+    assert roots <= {"torch", "__future__", "factory"}  # factory: the sibling loader of user models
+    import payloads.factory as f
+
+    tree = ast.parse(pathlib.Path(f.__file__).read_text())
+    roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert roots <= {"torch", "__future__", "importlib", "os", "sys", "traceback"}

@@ -11,7 +11,7 @@ from typing import Any
 from launcher.errors import EstimateError
 from launcher.estimate.baseline import measure_baseline
 from launcher.estimate.billing import bill_usd
-from launcher.estimate.flops import model_cost
+from launcher.estimate.flops import workload_cost
 from launcher.estimate.overheads import overheads_for
 from launcher.estimate.scaling import network_for
 from launcher.estimate.table import DEFAULT_TOP, estimate, model_baseline, per_epoch
@@ -52,7 +52,7 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     resources.num_nodes machines of it: num_nodes x the GPUs, num_nodes x the price.
     """
     w = spec.workload
-    cost = model_cost(w.model, w.image_size, w.num_classes, w.in_channels)
+    cost = workload_cost(w)
     base = measure_baseline(spec) if baseline else model_baseline(spec, cost)
     base_dict = base.to_dict()
     gpu_name, count, note = None, 0, ""
@@ -79,7 +79,8 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
         from launcher.catalog.gpus import get_gpu
 
         net = network_for(provider, instance_type, count) if nodes > 1 else None
-        p = predict(get_gpu(gpu_name), count, w.precision, cost, w.batch_size, w.model, num_nodes=nodes, network=net)
+        p = predict(get_gpu(gpu_name), count, w.precision, cost, w.batch_size, w.model, num_nodes=nodes, network=net,
+                    compiled=w.compile is not False)
         sps, fits, max_batch, note = p.samples_per_second, p.fits_memory, p.max_batch, p.note
         eff, interconnect, world = p.scaling_efficiency, p.interconnect, p.world_size
         basis = "gpu model"

@@ -85,9 +85,21 @@ def fingerprint() -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+def _source_digest(ref: str) -> str | None:
+    """sha256 (16 hex) of a factory's file, so an edited model is probed again; None for a module."""
+    target = ref.rpartition(":")[0]
+    try:
+        return hashlib.sha256(Path(target).read_bytes()).hexdigest()[:16] if target.endswith(".py") else None
+    except OSError:
+        return None
+
+
 def _workload_key(workload, probe_batch: int, precision: str = "fp32") -> str:
     d = {k: getattr(workload, k) for k in _WORKLOAD_KEYS}
     d["probe_batch"] = probe_batch
+    if getattr(workload, "is_factory", False):  # a user's model: its arguments, shape and source
+        d.update(model_args=workload.model_args, input_shape=list(workload.sample_shape),
+                 model_source=_source_digest(workload.model))
     if precision != "fp32":  # keeps fp32 keys as they were, so older cache entries still hit
         d["probe_precision"] = precision
     return json.dumps(d, sort_keys=True)
@@ -120,12 +132,12 @@ def _default_runner(cmd: list, timeout: float) -> tuple:
 
 
 def _model_prediction(spec, cores: int) -> float | None:
-    from launcher.estimate.flops import model_cost
+    from launcher.estimate.flops import workload_cost
     from launcher.estimate.throughput import predict_cpu
 
     w = spec.workload
     try:
-        cost = model_cost(w.model, w.image_size, w.num_classes, w.in_channels, allow_torch=False)
+        cost = workload_cost(w, allow_torch=False)
     except Exception:
         return None
     return predict_cpu(cost, cores)
@@ -199,7 +211,8 @@ def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, 
             dataset = "synthetic"  # the data lives elsewhere; speed on the CPU is the same
         config = {
             "model": w.model, "image_size": w.image_size, "num_classes": w.num_classes,
-            "in_channels": w.in_channels, "dataset": dataset, "samples_per_epoch": max(w.samples_per_epoch, batch),
+            "in_channels": w.in_channels, "model_args": w.model_args, "input_shape": w.input_shape,
+            "dataset": dataset, "samples_per_epoch": max(w.samples_per_epoch, batch),
             "epochs": 1, "batch_size": batch,
             "precision": precision, "learning_rate": w.learning_rate, "compile": False,
             "channels_last": w.channels_last, "output_dir": str(Path(tmp) / "out"),

@@ -39,6 +39,7 @@ class ModelCost:
     param_bytes: int  # fp32 weights
     approximate: bool = False
     source: str = "computed"  # bundled | cache | computed | scaled from <key>
+    ops: dict | None = None  # per-operation-class costs (launcher.estimate.opcount.OpCost.to_dict())
 
     def activation_bytes(self, precision: str) -> float:
         """Saved-activation bytes per sample at this precision."""
@@ -189,3 +190,88 @@ def model_cost(
             "install PyTorch (pip install torch) or use a built-in model",
         )
     return scaled
+
+
+# --- any model: built-in names and user factories -------------------------------------------
+
+
+def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True) -> ModelCost:
+    """Cost of one training sample of a spec's workload: a built-in model or a user factory.
+
+    Built-ins: ``model_cost`` (bundled table, no torch) with the per-operation costs of
+    ``launcher.estimate.opcosts`` attached when known. Factories (``"pkg.mod:fn"`` /
+    ``"file.py:fn"``, relative to ``root``, default the current directory): built on the meta
+    device and counted by ``launcher.estimate.opcount`` (imports torch; cached per factory source,
+    arguments and input shape). Raises EstimateError with one line naming file, line and exception
+    when the factory cannot be imported or built.
+    """
+    if not getattr(w, "is_factory", False):
+        cost = model_cost(w.model, w.image_size, w.num_classes, w.in_channels, allow_torch=allow_torch)
+        from launcher.estimate.opcosts import builtin_ops
+
+        ops = builtin_ops(w.model, w.image_size, w.num_classes, w.in_channels)
+        return replace(cost, ops=ops) if ops is not None else cost
+    return factory_cost(w.model, dict(w.model_args), tuple(w.sample_shape), w.num_classes, root)
+
+
+def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Path) -> str:
+    import hashlib
+    import json
+
+    target = ref.rpartition(":")[0]
+    digest = hashlib.sha256()
+    path = root / target
+    if target.endswith(".py") and path.is_file():
+        digest.update(path.read_bytes())  # a changed model file is a new model
+    digest.update(json.dumps([ref, args, list(shape), num_classes], sort_keys=True, default=str).encode())
+    return "factory:" + digest.hexdigest()[:24]
+
+
+def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: int,
+                 root: str | Path | None = None) -> ModelCost:
+    """Count a user's model factory (see workload_cost); cached in $GPUJOB_HOME/cache/model_costs.json."""
+    root_path = Path(root or Path.cwd()).resolve()
+    key = _factory_key(ref, model_args, sample_shape, num_classes, root_path)
+    cache_path = _cache_file()
+    hit = read_json(cache_path, {}).get(key)
+    if hit:
+        return _from_entry(hit, "cache")
+    if not _torch_available():
+        raise EstimateError(f"model {ref!r} is a factory: counting it needs PyTorch, which is not installed here",
+                            "pip install torch (the CPU build is enough), or use a built-in model")
+    from payloads.factory import FactoryError
+
+    try:
+        ops = count_factory(ref, model_args, sample_shape, num_classes, str(root_path))
+    except FactoryError as exc:
+        raise EstimateError(str(exc), "fix the model factory (workload.model, workload.model_args)") from None
+    except Exception as exc:  # the model builds but cannot run one step at this input shape
+        raise EstimateError(f"model {ref!r} cannot train on input_shape {list(sample_shape)}: "
+                            f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
+                            "check workload.input_shape and workload.num_classes against the model") from None
+    side = sample_shape[-1] if len(sample_shape) >= 2 else 1
+    cost = ModelCost(model=ref, image_size=int(side), num_classes=num_classes,
+                     in_channels=int(sample_shape[0]) if len(sample_shape) == 3 else 1,
+                     train_flops_per_sample=ops.train_flops_per_sample,
+                     forward_flops_per_sample=ops.forward_flops_per_sample, params=ops.params,
+                     activation_bytes_per_sample=ops.activation_bytes_per_sample, param_bytes=4 * ops.params,
+                     source="computed", ops=ops.to_dict())
+    cached = read_json(cache_path, {})
+    cached[key] = {k: v for k, v in cost.to_dict().items() if k != "source"}
+    write_json_atomic(cache_path, cached)
+    return cost
+
+
+def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: int, root: str):
+    """Build the factory on the meta device and count one training step (OpCost)."""
+    import torch
+
+    from launcher.estimate.opcount import count
+    from payloads.factory import build_factory_model
+
+    with torch.device("meta"):
+        module = build_factory_model(ref, model_args, root)
+    module = module.to("meta")
+    with torch.no_grad():
+        out = module.eval()(torch.empty(2, *sample_shape, device="meta"))
+    return count(module.train(), tuple(sample_shape), num_classes, tuple(out.shape[2:]))

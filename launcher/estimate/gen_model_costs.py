@@ -16,6 +16,8 @@ SIZES = {
     "vgg11": (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 384, 448, 512),
     "resnet50": (32, 64, 96, 128, 160, 176, 192, 224, 256, 288, 320, 384, 448, 512),
     "resnet18": (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 384, 448, 512),
+    "mobilenetv2": (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 384, 448, 512),
+    "vit_b16": (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 384, 448, 512),  # multiples of the patch (16)
     "tinycnn": (8, 16, 28, 32, 48, 64, 96, 128, 224),
     "mlp": (8, 16, 28, 32, 64, 96, 128, 224),
 }
@@ -23,11 +25,21 @@ CLASSES = (10, 100, 1000)
 CHANNELS = (1, 3)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """--only m1,m2: count only these models and keep the other entries of the bundled table."""
+    import sys
+
     import torch
 
+    argv = sys.argv[1:] if argv is None else argv
+    only = set(argv[argv.index("--only") + 1].split(",")) if "--only" in argv else None
     entries, t0 = {}, time.time()
+    if only:
+        entries = {k: v for k, v in json.loads(BUNDLED.read_text(encoding="utf-8"))["entries"].items()
+                   if v["model"] not in only}
     for model, sizes in SIZES.items():
+        if only and model not in only:
+            continue
         for size in sizes:
             for classes in CLASSES:
                 for ch in CHANNELS:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from launcher.errors import EstimateError
 from launcher.estimate.baseline import Baseline, cpu_cores, cpu_name
 from launcher.estimate.billing import bill_usd
-from launcher.estimate.flops import ModelCost, model_cost
+from launcher.estimate.flops import ModelCost, workload_cost
 from launcher.estimate.overheads import overheads_for
 from launcher.estimate.scaling import network_for
 from launcher.estimate.throughput import Prediction, predict, predict_cpu
@@ -197,7 +197,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     baseline (measure_baseline); None predicts the CPU from the model. ``overheads``:
     overrides for overheads_for (boot_s, setup_s, teardown_s, data_s, upload_mbps)."""
     w = spec.workload
-    cost = model_cost(w.model, w.image_size, w.num_classes, w.in_channels)
+    cost = workload_cost(w)
     if catalog is None:
         from launcher.catalog import load_catalog
 
@@ -233,7 +233,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
         if key not in preds:
             try:
                 preds[key] = predict(get_gpu(o.gpu), o.gpu_count, w.precision, cost, w.batch_size, w.model,
-                                     num_nodes=nodes, network=net)
+                                     num_nodes=nodes, network=net, compiled=w.compile is not False)
             except Exception:
                 preds[key] = None  # a GPU missing from the spec table: row shown, unpredicted
                 missing = f"no hardware figures for {o.gpu}: its offers are not predicted"
@@ -294,7 +294,8 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     free_rows = []
     for f in free_options:
         try:
-            fp = predict(get_gpu(f.gpu), f.gpu_count, w.precision, cost, w.batch_size, w.model)
+            fp = predict(get_gpu(f.gpu), f.gpu_count, w.precision, cost, w.batch_size, w.model,
+                         compiled=w.compile is not False)
         except Exception:
             continue
         train = total / fp.samples_per_second

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 from launcher.estimate.calibration import Calibration, current, peak_and_class
 from launcher.estimate.flops import ModelCost
+from launcher.estimate.opmodel import efficiencies, step_time
 from launcher.estimate.scaling import Network, scale
 
 GIB = 1024**3
@@ -52,6 +53,8 @@ class Prediction:
     allreduce_seconds: float = 0.0
     exposed_comm_seconds: float = 0.0
     interconnect: str = "single gpu"
+    method: str = "mfu"  # "per-operation" (launcher.estimate.opmodel) | "mfu" (one calibrated MFU)
+    per_class_seconds: dict | None = None  # per-operation method: class -> seconds of one step
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,19 +79,34 @@ def max_batch_that_fits(cost: ModelCost, precision: str, memory_gib: float) -> i
 
 def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, model: str,
             calibration: Calibration | None = None, *, num_nodes: int = 1,
-            network: Network | None = None) -> Prediction:
+            network: Network | None = None, compiled: bool = True, op_doc: dict | None = None) -> Prediction:
     """Predicted training throughput of ``count`` GPUs of one type per machine on ``num_nodes``
-    machines (joined by ``network``), batch_size per GPU."""
+    machines (joined by ``network``), batch_size per GPU.
+
+    With per-operation costs (``cost.ops``) and fitted per-class efficiencies
+    (bench/results/op_efficiency.json) the step is the per-operation roofline of
+    launcher.estimate.opmodel; otherwise one calibrated MFU on the total FLOPs (below).
+    """
     cal = calibration or current()
     peak, cls, note = peak_and_class(gpu, precision)
-    mfu = cal.efficiency(gpu.arch, cls, model)
     flops_step = cost.train_flops_per_sample * batch_size
-    compute = flops_step / (peak * 1e12 * mfu)
-    moved = batch_size * cost.activation_bytes(precision) * ACTIVATION_PASSES + cost.param_bytes * PARAM_PASSES
-    memory = moved / (gpu.bandwidth_gbs * 1e9 * BANDWIDTH_EFFICIENCY)
-    bound = "compute" if compute >= memory else "memory"
-    busy = max(compute, memory)
-    step = busy + cal.step_overhead_s
+    doc = efficiencies() if op_doc is None else op_doc
+    per_class = None
+    if cost.ops is not None and doc.get("efficiency"):
+        st = step_time(cost.ops, gpu, precision, batch_size, compiled, doc)
+        busy, per_class, method = st.seconds, {k: round(v, 6) for k, v in st.per_class.items()}, "per-operation"
+        step = busy
+        bound = max(st.bound.items(), key=lambda kv: st.per_class.get(kv[0], 0.0))[1]
+        mfu = flops_step / (peak * 1e12 * step)
+    else:
+        method = "mfu"
+        mfu = cal.efficiency(gpu.arch, cls, model)
+        compute = flops_step / (peak * 1e12 * mfu)
+        moved = batch_size * cost.activation_bytes(precision) * ACTIVATION_PASSES + cost.param_bytes * PARAM_PASSES
+        memory = moved / (gpu.bandwidth_gbs * 1e9 * BANDWIDTH_EFFICIENCY)
+        bound = "compute" if compute >= memory else "memory"
+        busy = max(compute, memory)
+        step = busy + cal.step_overhead_s
     sc = scale(step, busy, cost.param_bytes, gpu, count, num_nodes, network, cal.multi_gpu_efficiency)
     sps = sc.world_size * batch_size / step * sc.efficiency
     step /= sc.efficiency  # the effective step: exposed all-reduce and rank synchronisation
@@ -110,6 +128,8 @@ def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, m
         allreduce_seconds=sc.allreduce_seconds,
         exposed_comm_seconds=sc.exposed_seconds,
         interconnect=sc.interconnect,
+        method=method,
+        per_class_seconds=per_class,
     )
 
 

@@ -1,0 +1,401 @@
+"""Per-operation cost of one training step, counted on PyTorch's ``meta`` device (imports torch).
+
+One training step (forward, cross-entropy loss, backward, the payload's SGD-with-momentum
+update) of the model runs on the ``meta`` device, where tensors have shapes and dtypes but no
+data, under a ``TorchDispatchMode`` that sees every aten operation. For each operation it records
+
+* FLOPs: torch's own formulas (``torch.utils.flop_counter.flop_registry``: 2 x multiply-adds
+  for convolution, matmul, attention and their backwards); other operations count one FLOP per
+  output element (element-wise arithmetic, normalisation, reductions),
+* bytes: what the operation reads (every tensor argument, at most its storage) and writes
+  (every tensor result); views (``view``, ``t``, ``permute``...) move nothing and launch nothing,
+* one kernel launch per non-view operation,
+
+grouped into operation classes (``CLASSES``). ``F.scaled_dot_product_attention`` is counted as
+one fused (flash) attention, as it runs on a GPU: FLOPs of ``sdpa_flop_count`` and bytes of
+q, k, v and the output, not the s x s score matrix the meta device's math path would build.
+
+Precision: the step is counted in fp32. Under fp16/bf16 autocast, activations and the weight
+copies the kernels read are half precision, so every class but the optimizer moves half the
+bytes; autocast's casts of each fp32 weight to half (read 4 + write 2 bytes) and of each half
+weight gradient back to fp32 (read 2 + write 4) are added as data movement.
+
+Compiled jobs (torch.compile/Inductor) fuse chains of element-wise operations: an element-wise
+result is written to memory only if a non-element-wise operation reads it, it is saved for the
+backward pass or nobody reads it; element-wise inputs produced inside the chain are not re-read.
+``bytes_fused`` and ``kernels_fused`` hold those figures.
+
+Costs are linear in the batch: the step is counted at two batch sizes and each figure is split
+into a per-sample part and a fixed part (weights, weight gradients, the optimizer).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+CLASSES = ("conv", "matmul", "attention", "norm", "elementwise", "reduction", "optimizer", "data_movement")
+_COUNT_BATCHES = (2, 4)  # >1 so BatchNorm in train mode accepts 1x1 feature maps
+
+_CONV = ("convolution", "conv2d", "conv1d", "conv3d", "conv_transpose", "cudnn_convolution",
+         "mkldnn_convolution", "slow_conv", "thnn_conv", "conv_depthwise")
+_MATMUL = ("addmm", "mm", "bmm", "baddbmm", "addbmm", "matmul", "linear", "_scaled_mm", "addmv", "mv",
+           "dot", "_int_mm", "gemm")
+_ATTENTION = ("scaled_dot_product", "flash_attention", "efficient_attention", "cudnn_attention", "_fused_sdp")
+_NORM = ("batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "native_norm", "_batch_norm")
+_REDUCTION = ("sum", "mean", "amax", "amin", "max_pool", "avg_pool", "adaptive_avg", "adaptive_max", "softmax",
+              "log_softmax", "nll_loss", "cross_entropy", "argmax", "argmin", "var", "std", "norm", "prod",
+              "cumsum", "logsumexp", "max", "min", "topk", "sort")
+_MOVEMENT = ("copy", "_to_copy", "clone", "cat", "stack", "contiguous", "index", "gather", "scatter", "pad",
+             "constant_pad", "slice_backward", "select_backward", "fill", "zero", "empty", "zeros", "ones",
+             "new_", "embedding", "repeat", "_unsafe_view", "flip", "roll", "upsample", "col2im", "im2col",
+             "narrow_copy", "split_with_sizes_copy", "unbind_copy", "masked_fill", "where", "tril", "triu")
+
+
+def op_class(name: str) -> str:
+    """Operation class of an aten operation (``aten.addmm.default``, ``aten::cudnn_convolution``)."""
+    n = name.lower().replace("::", ".")
+    base = n.split(".")[1] if n.startswith("aten.") and "." in n[5:] else n.removeprefix("aten.")
+    if "_foreach_" in base or "fused_sgd" in base or "fused_adam" in base or "_amp_" in base:
+        return "optimizer"
+    for cls, keys in (("attention", _ATTENTION), ("conv", _CONV), ("norm", _NORM)):
+        if any(k in base for k in keys):
+            return cls
+    if base.rstrip("_") in _MATMUL or base.startswith(("addmm", "bmm", "baddbmm")):
+        return "matmul"
+    for cls, keys in (("reduction", _REDUCTION), ("data_movement", _MOVEMENT)):
+        if any(base == k or base.startswith(k + "_") or base.startswith("_" + k) or base.startswith(k) for k in keys):
+            return cls
+    return "elementwise"
+
+
+@dataclass
+class ClassCost:
+    """One class's cost of one training step at batch b: flops = flops_fixed + b x flops_per_sample."""
+
+    flops_per_sample: float = 0.0
+    flops_fixed: float = 0.0
+    bytes_per_sample: float = 0.0  # fp32, eager (every operation reads and writes memory)
+    bytes_fixed: float = 0.0
+    bytes_fused_per_sample: float = 0.0  # fp32, element-wise chains fused (compiled)
+    bytes_fused_fixed: float = 0.0
+    kernels: float = 0.0  # launches per step, eager
+    kernels_fused: float = 0.0  # compiled
+
+    def flops(self, batch: int) -> float:
+        return self.flops_fixed + batch * self.flops_per_sample
+
+    def bytes(self, batch: int, fused: bool = False) -> float:
+        if fused:
+            return self.bytes_fused_fixed + batch * self.bytes_fused_per_sample
+        return self.bytes_fixed + batch * self.bytes_per_sample
+
+
+@dataclass
+class OpCost:
+    """Per-class cost of one training step, plus the figures the memory planner needs."""
+
+    classes: dict = field(default_factory=dict)  # class -> ClassCost
+    params: int = 0
+    forward_flops_per_sample: float = 0.0
+    train_flops_per_sample: float = 0.0
+    activation_bytes_per_sample: float = 0.0  # saved for backward, fp32
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["classes"] = {k: asdict(v) for k, v in self.classes.items()}
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> "OpCost":
+        return OpCost(classes={k: ClassCost(**v) for k, v in d.get("classes", {}).items()},
+                      params=int(d.get("params", 0)),
+                      forward_flops_per_sample=float(d.get("forward_flops_per_sample", 0.0)),
+                      train_flops_per_sample=float(d.get("train_flops_per_sample", 0.0)),
+                      activation_bytes_per_sample=float(d.get("activation_bytes_per_sample", 0.0)))
+
+    def at_precision(self, precision: str) -> dict:
+        """class -> (flops per sample, flops fixed, bytes/sample, bytes fixed, fused bytes/sample,
+        fused bytes fixed, kernels, fused kernels) at this precision (see the module docstring)."""
+        half = precision in ("fp16", "bf16")
+        out = {}
+        for name, c in self.classes.items():
+            s = 0.5 if half and name != "optimizer" else 1.0
+            out[name] = ClassCost(c.flops_per_sample, c.flops_fixed, c.bytes_per_sample * s, c.bytes_fixed * s,
+                                  c.bytes_fused_per_sample * s, c.bytes_fused_fixed * s, c.kernels, c.kernels_fused)
+        if half:  # autocast: fp32 weight -> half copy, half weight gradient -> fp32
+            dm = out.setdefault("data_movement", ClassCost())
+            cast = 12.0 * self.params
+            out["data_movement"] = ClassCost(dm.flops_per_sample, dm.flops_fixed, dm.bytes_per_sample,
+                                             dm.bytes_fixed + cast, dm.bytes_fused_per_sample,
+                                             dm.bytes_fused_fixed + cast, dm.kernels, dm.kernels_fused)
+        return out
+
+
+class _Record:
+    """Totals of one counted step (at one batch size)."""
+
+    def __init__(self) -> None:
+        self.flops: dict[str, float] = {c: 0.0 for c in CLASSES}
+        self.bytes: dict[str, float] = {c: 0.0 for c in CLASSES}
+        self.kernels: dict[str, float] = {c: 0.0 for c in CLASSES}
+        self.model_flops = 0.0  # torch's formulas only (conv, matmul, attention): the MFU convention
+        # For the fused (compiled) view: each operation's class, inputs and outputs.
+        self.ops: list[tuple[str, list[int], list[int], list[float], list[float]]] = []
+
+
+def _tensors(tree) -> list:
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    return [t for t in tree_leaves(tree) if isinstance(t, torch.Tensor)]
+
+
+def _mutated(func, args, kwargs) -> list:
+    """Tensors an operation writes in place (schema arguments marked ``Tensor(a!)``)."""
+    out = []
+    try:
+        schema_args = func._schema.arguments
+    except AttributeError:
+        return out
+    for i, a in enumerate(schema_args):
+        if a.alias_info is None or not a.alias_info.is_write:
+            continue
+        value = args[i] if i < len(args) else kwargs.get(a.name)
+        out += _tensors(value)
+    return out
+
+
+def _nbytes(t) -> float:
+    view = t.numel() * t.element_size()
+    try:
+        return float(min(view, t.untyped_storage().nbytes()))
+    except Exception:  # a tensor without storage (some wrappers): its view size
+        return float(view)
+
+
+def _make_mode(record: _Record, keep: dict):
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class CountMode(TorchDispatchMode):
+        record = None
+        phase: str | None = None  # "optimizer" while the optimizer steps
+        quiet = 0  # >0 inside our own attention stand-in
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            if self.quiet or getattr(func, "is_view", False) or func.namespace == "profiler":
+                return out
+            name = str(func)
+            if name.startswith(("aten.detach", "aten.lift", "aten.alias", "aten._unsafe_view", "aten.view")):
+                return out
+            cls = "optimizer" if self.phase == "optimizer" else op_class(name)
+            packet = func._overloadpacket
+            if packet in flop_registry:
+                flops = float(flop_registry[packet](*args, **kwargs, out_val=out))
+                record.model_flops += flops
+            else:
+                flops = float(sum(t.numel() for t in _tensors(out) if t.is_floating_point()))
+                if cls == "data_movement":
+                    flops = 0.0
+            ins, outs = _tensors((args, kwargs)), _tensors(out)
+            written = _mutated(func, args, kwargs)  # in-place and out= arguments are written too
+            seen = {id(t) for t in outs}
+            outs += [t for t in written if id(t) not in seen]
+            self.add(cls, flops, ins, outs)
+            return out
+
+        def add(self, cls, flops, ins, outs) -> None:
+            rb, wb = [_nbytes(t) for t in ins], [_nbytes(t) for t in outs]
+            record.flops[cls] += flops
+            record.bytes[cls] += sum(rb) + sum(wb)
+            record.kernels[cls] += 1
+            for t in ins + outs:
+                keep[id(t)] = t  # keep alive: ids stay unique for the fused analysis
+            record.ops.append((cls, [id(t) for t in ins], [id(t) for t in outs], rb, wb))
+
+    mode = CountMode()
+    mode.record = record
+    return mode
+
+
+def _attention_standin(mode):
+    """F.scaled_dot_product_attention as one fused kernel (forward and backward), for counting."""
+    import torch
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    class FlashCount(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v):
+            mode.quiet += 1
+            try:
+                o = q.new_empty(*q.shape[:-1], v.shape[-1])
+            finally:
+                mode.quiet -= 1
+            ctx.save_for_backward(q, k, v, o)
+            flops = float(sdpa_flop_count(q.shape, k.shape, v.shape))
+            mode.record.model_flops += flops
+            mode.add("attention", flops, [q, k, v], [o])
+            return o
+
+        @staticmethod
+        def backward(ctx, go):
+            q, k, v, o = ctx.saved_tensors
+            mode.quiet += 1
+            try:
+                grads = (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v))
+            finally:
+                mode.quiet -= 1
+            flops = float(sdpa_backward_flop_count(go.shape, q.shape, k.shape, v.shape))
+            mode.record.model_flops += flops
+            mode.add("attention", flops, [q, k, v, o, go], list(grads))
+            return grads
+
+    def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        if attn_mask is not None:  # masked attention: the math path's operations are what runs
+            return _ORIGINAL_SDPA(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                                  scale=scale, enable_gqa=enable_gqa)
+        return FlashCount.apply(q, k, v)
+
+    return sdpa
+
+
+_ORIGINAL_SDPA = None
+
+
+def _count_once(module, sample_shape: tuple, num_classes: int, batch: int, label_shape: tuple,
+                input_dtype=None) -> tuple[_Record, float, float, set]:
+    """(record, forward model FLOPs, forward+backward model FLOPs, ids of tensors saved for backward)."""
+    import torch
+    import torch.nn.functional as F
+
+    global _ORIGINAL_SDPA
+    record, keep, saved = _Record(), {}, set()
+    mode = _make_mode(record, keep)
+    params = [p for p in module.parameters() if p.requires_grad]
+    param_ids = {id(p) for p in params}
+
+    def pack(t):
+        base = t._base if t._base is not None else t
+        if id(t) not in param_ids and id(base) not in param_ids:
+            saved.add(id(t))
+            keep[id(t)] = t
+        return t
+
+    if input_dtype is None:
+        x = torch.randn(batch, *sample_shape, device="meta")
+    else:
+        x = torch.zeros(batch, *sample_shape, device="meta", dtype=input_dtype)
+    y = torch.zeros(batch, *label_shape, dtype=torch.long, device="meta")
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=True)
+    module.train()
+    _ORIGINAL_SDPA = F.scaled_dot_product_attention
+    F.scaled_dot_product_attention = _attention_standin(mode)
+    try:
+        with mode, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = module(x)
+        forward = record.model_flops
+        with mode:
+            loss = F.cross_entropy(out, y)
+            loss.backward()
+        opt.step()  # first step creates the momentum buffers (not steady state): not counted
+        with mode:
+            mode.phase = "optimizer"
+            opt.step()
+            mode.phase = None
+    finally:
+        F.scaled_dot_product_attention = _ORIGINAL_SDPA
+    module.zero_grad(set_to_none=True)
+    return record, forward, record.model_flops, saved
+
+
+def _fused(record: _Record, saved: set) -> tuple[dict, dict]:
+    """Bytes and kernels per class when element-wise chains are fused (compiled)."""
+    producer: dict[int, str] = {}
+    consumers: dict[int, set] = {}
+    for cls, ins, outs, _, _ in record.ops:
+        for i in ins:
+            consumers.setdefault(i, set()).add(cls)
+        for o in outs:
+            producer[o] = cls
+    nbytes: dict[str, float] = {c: 0.0 for c in CLASSES}
+    kernels: dict[str, float] = {c: 0.0 for c in CLASSES}
+    for cls, ins, outs, rb, wb in record.ops:
+        if cls != "elementwise":
+            nbytes[cls] += sum(rb) + sum(wb)
+            kernels[cls] += 1
+            continue
+        fresh = [b for i, b in zip(ins, rb) if producer.get(i) != "elementwise"]
+        written = [b for o, b in zip(outs, wb)
+                   if o in saved or not consumers.get(o) or consumers[o] != {"elementwise"}]
+        nbytes[cls] += sum(fresh) + sum(written)
+        kernels[cls] += 1 if written else 0
+    return nbytes, kernels
+
+
+def count(module, sample_shape: tuple, num_classes: int, label_shape: tuple = ()) -> OpCost:
+    """Per-class cost of one training step of ``module`` (built on the meta device, fp32).
+
+    sample_shape: one input sample (e.g. (3, 224, 224)); label_shape: one sample's labels beyond
+    the batch (() for a classifier, (H, W) for a segmenter).
+    """
+    b1, b2 = _COUNT_BATCHES
+    r1, fwd1, tot1, saved1 = _count_once(module, sample_shape, num_classes, b1, label_shape)
+    r2, fwd2, tot2, saved2 = _count_once(module, sample_shape, num_classes, b2, label_shape)
+    fb1, fk1 = _fused(r1, saved1)
+    fb2, fk2 = _fused(r2, saved2)
+
+    def split(v1: float, v2: float) -> tuple[float, float]:
+        per = max(0.0, (v2 - v1) / (b2 - b1))
+        return per, max(0.0, v1 - b1 * per)
+
+    classes = {}
+    for c in CLASSES:
+        fp, ff = split(r1.flops[c], r2.flops[c])
+        bp, bf = split(r1.bytes[c], r2.bytes[c])
+        fbp, fbf = split(fb1[c], fb2[c])
+        if r1.kernels[c] or r2.kernels[c]:
+            classes[c] = ClassCost(fp, ff, bp, bf, fbp, fbf, r2.kernels[c], fk2[c])
+    act = _saved_bytes(module, sample_shape, b2, label_shape) / b2
+    fwd_per, _ = split(fwd1, fwd2)
+    tot_per, _ = split(tot1, tot2)
+    return OpCost(classes=classes, params=sum(p.numel() for p in module.parameters()),
+                  forward_flops_per_sample=fwd_per, train_flops_per_sample=tot_per,
+                  activation_bytes_per_sample=act)
+
+
+def _saved_bytes(module, sample_shape, batch, label_shape) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    params = {id(p) for p in module.parameters()}
+    saved: dict[int, object] = {}
+
+    def pack(t):
+        base = t._base if t._base is not None else t
+        if id(t) not in params and id(base) not in params:
+            saved[id(t)] = t
+        return t
+
+    x = torch.empty(batch, *sample_shape, device="meta")
+    y = torch.zeros(batch, *label_shape, dtype=torch.long, device="meta")
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        F.cross_entropy(module(x), y)
+    module.zero_grad(set_to_none=True)
+    return float(sum(t.numel() * t.element_size() for t in saved.values()))
+
+
+def step_summary(cost: OpCost, precision: str, batch: int) -> dict:
+    """class -> {flops, bytes, bytes_fused, kernels, kernels_fused} of one step at this batch."""
+    out = {}
+    for c, v in cost.at_precision(precision).items():
+        out[c] = {"flops": v.flops(batch), "bytes": v.bytes(batch), "bytes_fused": v.bytes(batch, True),
+                  "kernels": v.kernels, "kernels_fused": v.kernels_fused}
+    return out
+
+
+def arithmetic_intensity(flops: float, nbytes: float) -> float:
+    return flops / nbytes if nbytes else math.inf

@@ -1,0 +1,132 @@
+"""A user's own model: ``"package.module:callable"`` or ``"path/to/file.py:callable"``.
+
+The same loader serves the payload (what trains on the GPU), the launcher's CPU probe and the
+estimator's operation counter, so all three see one model. Imports only the standard library
+and torch; the launcher imports it too, the payload ships it as-is.
+
+* ``"pkg.mod:build"``: imported like any module, from the project directory (which gpujob
+  uploads and puts first on ``sys.path``) or an installed package.
+* ``"models/unet.py:build"``: a file, relative to the project directory (the directory
+  ``gpujob`` runs in, the one it uploads), loaded under a private module name.
+
+``build_factory_model(ref, model_args, root)`` calls ``callable(**model_args)`` and checks it
+returns a ``torch.nn.Module``. Every failure raises ``FactoryError`` whose message is one line:
+``file:line: ExceptionType: message`` where the file and line are the innermost frame of the
+user's own code (or of the module import), e.g.
+``models/unet.py:12: NameError: name 'nn2' is not defined``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from typing import Any
+
+
+class FactoryError(ValueError):
+    """A model factory that cannot be found, imported or built (one-line message)."""
+
+
+def is_factory(model: str) -> bool:
+    """True for ``"x:y"`` references, False for built-in model names."""
+    return ":" in str(model)
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """``"a/b.py:build"`` -> (``"a/b.py"``, ``"build"``); raises FactoryError when malformed."""
+    target, _, attr = str(ref).rpartition(":")
+    if not target or not attr or not attr.replace("_", "a").replace(".", "a").isalnum():
+        raise FactoryError(f"model {ref!r}: write a factory as 'package.module:callable' or 'path/to/file.py:callable'")
+    return target, attr
+
+
+def _where(exc: BaseException, files: tuple[str, ...]) -> str:
+    """``file:line`` of the innermost traceback frame inside ``files`` (else the innermost)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{_rel(exc.filename)}:{exc.lineno}"
+    wanted = [f for f in frames if os.path.abspath(f.filename) in files]
+    frame = (wanted or frames or [None])[-1]
+    return f"{_rel(frame.filename)}:{frame.lineno}" if frame is not None else "?"
+
+
+def _rel(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = exc.msg if isinstance(exc, SyntaxError) and exc.msg else str(exc)
+    text = f"{type(exc).__name__}: {msg}".strip()
+    return " ".join(text.split())[:400]
+
+
+def load_factory(ref: str, root: str | None = None) -> tuple[Any, str]:
+    """The callable a reference names and the source file it came from.
+
+    root: the project directory (default: the current directory); file paths are relative to it
+    and it is put first on ``sys.path`` for dotted module references.
+    """
+    target, attr = split_ref(ref)
+    root = os.path.abspath(root or os.getcwd())
+    if target.endswith(".py") or "/" in target or os.sep in target:
+        path = target if os.path.isabs(target) else os.path.join(root, target)
+        if not os.path.isfile(path):
+            raise FactoryError(f"model {ref!r}: no file {target} in {root} (paths are relative to the project "
+                               "directory, the one gpujob runs in and uploads)")
+        name = "gpujob_user_model_" + "".join(c if c.isalnum() else "_" for c in os.path.abspath(path))
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise FactoryError(f"model {ref!r}: {target} cannot be loaded as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and pickling look the module up by name
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(name, None)
+            raise FactoryError(f"{_where(exc, (os.path.abspath(path),))}: {_one_line(exc)} "
+                               f"(importing model {ref!r})") from None
+        source = os.path.abspath(path)
+    else:
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as exc:
+            if exc.name and target.startswith(exc.name):
+                raise FactoryError(f"model {ref!r}: no module named {exc.name!r} in {root} or the installed "
+                                   "packages") from None
+            raise FactoryError(f"{_where(exc, ())}: {_one_line(exc)} (importing model {ref!r})") from None
+        except Exception as exc:
+            raise FactoryError(f"{_where(exc, ())}: {_one_line(exc)} (importing model {ref!r})") from None
+        source = os.path.abspath(getattr(module, "__file__", "") or target)
+    fn: Any = module
+    for part in attr.split("."):
+        fn = getattr(fn, part, None)
+        if fn is None:
+            raise FactoryError(f"model {ref!r}: {_rel(source)} defines no {attr!r}")
+    if not callable(fn):
+        raise FactoryError(f"model {ref!r}: {attr} in {_rel(source)} is not callable")
+    return fn, source
+
+
+def build_factory_model(ref: str, model_args: dict | None = None, root: str | None = None):
+    """``callable(**model_args)`` -> torch.nn.Module (built on torch's current default device)."""
+    import torch
+
+    fn, source = load_factory(ref, root)
+    try:
+        module = fn(**(model_args or {}))
+    except Exception as exc:
+        raise FactoryError(f"{_where(exc, (source,))}: {_one_line(exc)} (building model {ref!r} with "
+                           f"model_args {model_args or {}})") from None
+    if not isinstance(module, torch.nn.Module):
+        raise FactoryError(f"model {ref!r}: {fn.__name__ if hasattr(fn, '__name__') else ref} returned "
+                           f"{type(module).__name__}, not a torch.nn.Module")
+    return module

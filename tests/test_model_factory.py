@@ -1,0 +1,156 @@
+"""A user's own model (workload.model = "file.py:fn" / "pkg.mod:fn"): spec, loading errors,
+estimate, CPU probe and a few training steps, all through the real payload and real PyTorch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from launcher.cli import app
+from launcher.errors import EstimateError, SpecError
+from launcher.estimate.baseline import measure_baseline
+from launcher.estimate.flops import workload_cost
+from launcher.spec import load_spec, parse_spec
+from payloads.factory import FactoryError, build_factory_model
+
+REPO = Path(__file__).resolve().parent.parent
+cli = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def project(tmp_path, monkeypatch):
+    """A project directory holding the U-Net of jobs/models (as a user's project would)."""
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    (tmp_path / "jobs" / "models").mkdir(parents=True)
+    shutil.copy(REPO / "jobs" / "models" / "unet.py", tmp_path / "jobs" / "models" / "unet.py")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _spec(model: str = "jobs/models/unet.py:build", **workload) -> str:
+    w = {"model": model, "model_args": {"in_channels": 3, "num_classes": 4, "width": 4, "depth": 2},
+         "input_shape": [3, 32, 32], "num_classes": 4, "batch_size": 4, "samples_per_epoch": 64,
+         "precision": "fp32", **workload}
+    return json.dumps({"name": "user-model", "workload": w})
+
+
+def test_spec_takes_a_factory_its_arguments_and_input_shape():
+    w = parse_spec(_spec()).workload
+    assert w.is_factory and w.model_args["width"] == 4
+    assert w.sample_shape == (3, 32, 32) and (w.in_channels, w.image_size) == (3, 32)
+    assert parse_spec(_spec("mypkg.nets:build")).workload.is_factory
+    # image_size / in_channels stay valid shorthand for built-ins
+    w = parse_spec('{"name": "a", "workload": {"model": "resnet18", "image_size": 64}}').workload
+    assert w.sample_shape == (3, 64, 64) and not w.is_factory
+
+
+@pytest.mark.parametrize("workload, fragment", [
+    ({"model": "resnet5"}, "did you mean 'resnet50'"),
+    ({"model": "nets.py:"}, "not a model factory"),
+    ({"model": "resnet18", "input_shape": [3, 32, 16]}, "square images"),
+    ({"model": "resnet18", "model_args": {"a": 1}}, "model_args are for a model factory"),
+    ({"input_shape": [3, 32, 32], "image_size": 64}, "disagrees with image_size"),
+    ({"input_shape": [0, 2]}, "positive whole numbers"),
+])
+def test_spec_rejects_bad_models_in_one_line(workload, fragment):
+    base = {"model": "jobs/models/unet.py:build"} if "model" not in workload else {}
+    with pytest.raises(SpecError) as e:
+        parse_spec(json.dumps({"name": "a", "workload": {**base, **workload}}), "job.yaml")
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def _write(project: Path, name: str, text: str) -> None:
+    (project / name).write_text(text, encoding="utf-8")
+
+
+@pytest.mark.parametrize("source, ref, fragment", [
+    (None, "missing.py:build", "no file missing.py"),
+    ("import torch\ndef build(:\n    pass\n", "bad.py:build", "bad.py:2: SyntaxError"),
+    ("import torch\nx = 1\nraise RuntimeError('no GPU here')\n", "bad.py:build", "bad.py:3: RuntimeError: no GPU here"),
+    ("import torch\n\ndef build(width):\n    return torch.nn.Linear(width, nope)\n", "bad.py:build",
+     "bad.py:4: NameError: name 'nope' is not defined"),
+    ("def build():\n    return 42\n", "bad.py:build", "returned int, not a torch.nn.Module"),
+    ("def other():\n    pass\n", "bad.py:build", "defines no 'build'"),
+    (None, "no_such_pkg.nets:build", "no module named 'no_such_pkg'"),
+])
+def test_factory_errors_name_file_line_and_exception(project, source, ref, fragment):
+    if source is not None:
+        _write(project, "bad.py", source)
+    with pytest.raises(FactoryError) as e:
+        build_factory_model(ref, {"width": 3} if "width" in (source or "") else {}, str(project))
+    assert fragment in str(e.value), str(e.value)
+    assert "\n" not in str(e.value) and "Traceback" not in str(e.value)
+
+
+def test_dotted_module_factory_imports_from_the_project(project):
+    (project / "mynets").mkdir()
+    _write(project, "mynets/__init__.py", "")
+    _write(project, "mynets/small.py", "import torch\ndef build(n=3):\n    return torch.nn.Linear(n, 2)\n")
+    m = build_factory_model("mynets.small:build", {"n": 5}, str(project))
+    assert m.in_features == 5
+
+
+def test_estimate_cli_reports_a_broken_factory_in_one_line(project):
+    _write(project, "bad.py", "import torch\n\ndef build(**kw):\n    return torch.nn.Conv2d(3, 4, 3, padding='wrong')\n")
+    (project / "job.yaml").write_text(_spec("bad.py:build"), encoding="utf-8")
+    res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
+    assert res.exit_code != 0
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert any("bad.py:4: ValueError" in line for line in lines), res.output
+    assert "Traceback" not in res.output
+
+
+def test_user_model_is_estimated_probed_and_trained(project):
+    spec = parse_spec(_spec())
+    # 1. the estimate counts the factory's model (per-operation costs, cached)
+    cost = workload_cost(spec.workload)
+    assert cost.source == "computed" and cost.ops is not None
+    assert cost.params == sum(p.numel() for p in build_factory_model(
+        spec.workload.model, spec.workload.model_args).parameters())
+    assert cost.train_flops_per_sample > 2.5 * cost.forward_flops_per_sample > 0
+    assert workload_cost(spec.workload).source == "cache"
+    (project / "job.yaml").write_text(_spec(), encoding="utf-8")
+    out = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.output)["candidates"]
+    assert rows and all(r["samples_per_second"] > 0 for r in rows if r.get("samples_per_second") is not None)
+    # 2. the CPU probe runs the same factory through the real payload
+    base = measure_baseline(spec, probe_seconds=2.0)
+    assert base.measured and base.samples_per_second > 0, base.note
+    # 3. the payload trains it for a few steps (dense labels: one class per pixel)
+    cfg = {**spec.workload.model_dump(mode="json"), "output_dir": str(project / "out")}
+    (project / "job.json").write_text(json.dumps(cfg), encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(REPO / "payloads" / "train.py"), "--config", "job.json",
+                           "--device", "cpu", "--max-steps", "3", "--log-every", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=project)
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    steps = [e for e in events if e["event"] == "step"]
+    assert len(steps) == 3 and all(e["loss"] > 0 for e in steps), proc.stderr[-2000:]
+    assert (project / "out" / "checkpoints" / "last.pt").exists()
+
+
+def test_payload_reports_a_broken_factory_in_one_line(project):
+    _write(project, "bad.py", "def build():\n    raise KeyError('width')\n")
+    proc = subprocess.run([sys.executable, str(REPO / "payloads" / "train.py"), "--model", "bad.py:build",
+                           "--device", "cpu", "--max-steps", "1"], capture_output=True, text=True, timeout=120,
+                          cwd=project)
+    assert proc.returncode == 2
+    assert "bad.py:2: KeyError: 'width'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_jobs_unet_spec_names_a_file_that_exists():
+    spec = load_spec(REPO / "jobs" / "unet.yaml")
+    assert (REPO / spec.workload.model.rpartition(":")[0]).is_file()
+
+
+def test_factory_needing_a_missing_shape_is_an_estimate_error(project):
+    spec = parse_spec(_spec(input_shape=[3, 30, 30]))  # the U-Net pools twice: 30 -> 15 -> 7, skips mismatch
+    with pytest.raises(EstimateError) as e:
+        workload_cost(spec.workload)
+    assert "cannot train on input_shape [3, 30, 30]" in str(e.value)

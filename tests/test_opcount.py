@@ -1,0 +1,122 @@
+"""The per-operation counter (launcher/estimate/opcount.py) on small models, against FLOPs and
+bytes computed by hand, and the per-class step-time model built on it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from launcher.catalog.gpus import get_gpu
+from launcher.estimate import opmodel
+from launcher.estimate.opcount import _fused, _Record, count, op_class
+
+F32 = 4  # bytes per fp32 element
+
+
+def _meta(factory):
+    with torch.device("meta"):
+        return factory()
+
+
+def test_linear_layer_flops_and_bytes_by_hand():
+    # Linear(8 -> 4) at batch B, input without grad: forward addmm, backward one mm (weight grad).
+    c = count(_meta(lambda: nn.Linear(8, 4)), (8,), 4)
+    mm = c.classes["matmul"]
+    assert mm.flops_per_sample == 2 * 8 * 4 * 2  # forward + weight gradient, 2 x multiply-adds each
+    assert mm.flops_fixed == 0
+    # forward reads x (8) + writes y (4); backward reads dy (4) + x (8): per sample 24 floats
+    assert mm.bytes_per_sample == 24 * F32
+    # forward reads bias (4) + W (32); backward writes dW (32): 68 floats fixed... plus nothing else
+    assert mm.bytes_fixed == (4 + 32 + 32) * F32
+    assert mm.kernels == 2
+    # SGD with momentum and weight decay (foreach): d = g + wd*p; buf *= m; buf += d; p -= lr*buf
+    # = 3 + 2 + 3 + 3 element reads/writes per parameter, 4 kernels, no per-sample part.
+    opt = c.classes["optimizer"]
+    assert opt.bytes_fixed == 11 * F32 * (8 * 4 + 4) and opt.bytes_per_sample == 0 and opt.kernels == 4
+    assert c.params == 36 and c.train_flops_per_sample == 128 and c.forward_flops_per_sample == 64
+
+
+def test_convolution_flops_and_bytes_by_hand():
+    # Conv 2 -> 3 channels, 3x3, padding 1, on 5x5: 2 x (3*5*5 outputs x 2*3*3 taps) per pass.
+    c = count(_meta(lambda: nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.Flatten())), (2, 5, 5), 75)
+    conv = c.classes["conv"]
+    assert conv.flops_per_sample == 2 * (2 * 3 * 25 * 2 * 9)  # forward + weight gradient
+    # forward: read x (50) write y (75); backward: read dy (75) + x (50)
+    assert conv.bytes_per_sample == (50 + 75 + 75 + 50) * F32
+    # forward reads W (54); backward reads W (54) and writes dW (54)
+    assert conv.bytes_fixed == 3 * 54 * F32
+
+
+class _Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Parameter(torch.empty(2, 4, 8))  # heads, sequence, head dim
+
+    def forward(self, x):
+        q = x.view(-1, 2, 4, 8) + self.q
+        return F.scaled_dot_product_attention(q, q, q).flatten(1)
+
+
+def test_attention_counts_one_fused_kernel_each_way():
+    c = count(_meta(_Attention), (64,), 64)
+    a = c.classes["attention"]
+    h, s, d = 2, 4, 8
+    # forward: QK^T and AV (2 x 2 x h s^2 d); backward: 5 such products (torch's sdpa formulas)
+    assert a.flops_per_sample == (2 + 5) * 2 * h * s * s * d
+    # forward reads q, k, v and writes o; backward reads q, k, v, o, do and writes dq, dk, dv
+    assert a.bytes_per_sample == (4 + 8) * h * s * d * F32
+    assert a.kernels == 2  # flash attention: no s x s score matrix in memory
+
+
+def test_fused_chains_write_only_what_leaves_the_chain():
+    n = 100.0
+    rec = _Record()
+    rec.ops = [("matmul", [1], [2], [n], [n]), ("elementwise", [2], [3], [n], [n]),
+               ("elementwise", [3], [4], [n], [n]), ("elementwise", [4], [5], [n], [n]),
+               ("reduction", [5], [6], [n], [1.0])]
+    nbytes, kernels = _fused(rec, saved=set())
+    assert nbytes["elementwise"] == 2 * n and kernels["elementwise"] == 1  # read t2 once, write t5 once
+    nbytes, kernels = _fused(rec, saved={4})  # autograd keeps t4: it must be written
+    assert nbytes["elementwise"] == 3 * n and kernels["elementwise"] == 2
+
+
+def test_half_precision_halves_activation_bytes_and_adds_weight_casts():
+    c = count(_meta(lambda: nn.Linear(8, 4)), (8,), 4)
+    half, full = c.at_precision("bf16"), c.at_precision("fp32")
+    assert half["matmul"].bytes_per_sample == full["matmul"].bytes_per_sample / 2
+    assert half["optimizer"].bytes_fixed == full["optimizer"].bytes_fixed  # fp32 master weights
+    extra = half["data_movement"].bytes_fixed - full["data_movement"].bytes_fixed / 2
+    assert extra == 12 * c.params  # fp32 -> half weight (4 + 2), half -> fp32 gradient (2 + 4)
+
+
+@pytest.mark.parametrize("name, cls", [
+    ("aten.convolution.default", "conv"), ("aten::cudnn_convolution", "conv"),
+    ("aten.convolution_backward.default", "conv"), ("aten.addmm.default", "matmul"),
+    ("aten.bmm.default", "matmul"), ("aten::_scaled_dot_product_flash_attention", "attention"),
+    ("aten.native_batch_norm_backward.default", "norm"), ("aten.native_layer_norm.default", "norm"),
+    ("aten.relu_.default", "elementwise"), ("aten.threshold_backward.default", "elementwise"),
+    ("aten.gelu.default", "elementwise"), ("aten.add.Tensor", "elementwise"),
+    ("aten._log_softmax.default", "reduction"), ("aten.sum.dim_IntList", "reduction"),
+    ("aten.max_pool2d_with_indices.default", "reduction"), ("aten.clone.default", "data_movement"),
+    ("aten.cat.default", "data_movement"), ("aten._foreach_add_.List", "optimizer"),
+])
+def test_operation_classes(name, cls):
+    assert op_class(name) == cls
+
+
+def test_step_time_is_the_per_class_roofline():
+    c = count(_meta(lambda: nn.Linear(1024, 1024)), (1024,), 1024)
+    gpu = get_gpu("H100")
+    doc = {"efficiency": {"*/*/eager/matmul": 0.5, "*/*/eager/optimizer": 1.0, "*/*/eager/reduction": 1.0,
+                          "*/*/eager/data_movement": 1.0, "*/*/eager/elementwise": 1.0},
+           "launch_gap_s": {"*/eager": 1e-5}}
+    st = opmodel.step_time(c, gpu, "bf16", 4096, compiled=False, doc=doc)
+    mm = c.at_precision("bf16")["matmul"]
+    want = mm.flops(4096) / (gpu.peak_tflops["bf16"] * 1e12) / 0.5  # compute-bound at this batch
+    assert st.bound["matmul"] == "compute"
+    assert st.per_class["matmul"] == pytest.approx(want)
+    kernels = sum(v.kernels for v in c.classes.values())
+    assert st.launch_s == pytest.approx(kernels * 1e-5)
+    assert st.seconds == pytest.approx(sum(st.per_class.values()) + st.launch_s)
