@@ -90,6 +90,7 @@ def run_one(cfg: dict, gpu: str | None, device: str, probe_seconds: float, cache
         if isinstance(ev, dict) and "event" in ev:
             events[ev["event"]] = ev
     rec = {**{k: cfg[k] for k in ("model", "precision", "batch_size", "image_size", "num_classes")},
+           **{k: cfg[k] for k in ("model_args", "input_shape") if k in cfg},
            "gpu": gpu, "wall_s": round(time.time() - launched, 3), "cache": "warm" if warm else "cold"}
     start, probe = events.get("start"), events.get("probe")
     if rc != 0 or not probe:

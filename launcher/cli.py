@@ -100,6 +100,8 @@ def estimate(
     provider: list[str] = typer.Option(["aws", "gcp"], "--provider", "-p", help="Providers to price (repeatable)."),
     top: int = typer.Option(25, "--top", min=1, help="Rows to show."),
     all_regions: bool = typer.Option(False, "--all-regions", help="One row per region, not only the cheapest."),
+    refresh_baseline: bool = typer.Option(False, "--refresh-baseline",
+                                          help="Measure the CPU again even when a cached measurement exists."),
 ) -> None:
     """Price the job on every AWS and GCP GPU, next to this machine's CPU."""
     from launcher.jobestimate import full_estimate
@@ -110,7 +112,7 @@ def estimate(
         _err().print(f"measuring this machine's CPU on the job (up to ~{probe_seconds:.0f} s the first time, "
                      "cached afterwards; --no-baseline skips)")
     result = full_estimate(job, providers=tuple(provider), baseline=not no_baseline, probe_seconds=probe_seconds,
-                           top=top, all_regions=all_regions)
+                           top=top, all_regions=all_regions, refresh_baseline=refresh_baseline)
     if as_json:
         _json_out(result)
         return

@@ -120,3 +120,54 @@ def test_cpu_probe_precision_follows_native_bf16():
     assert cpu_precision(bf16, "flags : fpu avx2 amx_bf16 amx_tile") == "bf16"
     assert cpu_precision(bf16, "flags : fpu avx2 avx512f") == "fp32"  # emulated bf16 is slower
     assert cpu_precision(fp16, "flags : avx512_bf16") == "fp32"
+
+
+def test_refresh_measures_again_and_replaces_the_cached_figure():
+    measure_baseline(_spec(), probe_seconds=5, runner=FakeRunner(sps=40.0))
+    again = FakeRunner(sps=55.0)
+    b = measure_baseline(_spec(), probe_seconds=5, runner=again, refresh=True)
+    assert len(again.calls) == 1 and b.samples_per_second == 55.0 and not b.cached
+    hit = measure_baseline(_spec(), probe_seconds=5, runner=FakeRunner(sps=1.0))
+    assert hit.cached and hit.samples_per_second == 55.0
+
+
+def test_no_baseline_and_dry_run_use_the_cached_measurement(monkeypatch):
+    from launcher.estimate.api import for_machine, full_estimate
+
+    spec = _spec()
+    assert bl.cached_baseline(spec) is None
+    full = full_estimate(spec, baseline=False, providers=("aws",))
+    assert full["baseline"]["measured"] is False  # nothing cached yet: predicted
+    measure_baseline(spec, runner=FakeRunner(sps=40.0))
+    full = full_estimate(spec, baseline=False, providers=("aws",))
+    assert full["baseline"]["measured"] and full["baseline"]["cached"]
+    assert full["baseline"]["samples_per_second"] == 40.0 and "(cached)" in full["baseline"]["note"]
+    row = for_machine(spec, "local", None, None, spot=False, baseline=False)  # what --dry-run prices
+    assert row["basis"] == "cpu measured" and row["samples_per_second"] == 40.0
+
+
+def test_a_probe_on_a_busy_machine_is_flagged(monkeypatch):
+    cores = bl.cpu_cores()
+    monkeypatch.setattr(bl, "load_average", lambda: cores + 3.0)
+    b = measure_baseline(_spec(), probe_seconds=5, runner=FakeRunner(sps=40.0))
+    assert b.busy and "busy" in b.note and "--refresh-baseline" in b.note
+    assert measure_baseline(_spec(), probe_seconds=5, runner=FakeRunner()).busy  # the cached figure stays flagged
+    monkeypatch.setattr(bl, "load_average", lambda: cores - 0.5)
+    quiet = measure_baseline(_spec(), probe_seconds=5, runner=FakeRunner(sps=40.0), refresh=True)
+    assert not quiet.busy and "busy" not in quiet.note
+
+
+@pytest.mark.parametrize("change", ["cpu", "cores", "torch", "workload"])
+def test_cache_key_is_cpu_model_cores_torch_version_and_workload(monkeypatch, change):
+    spec = _spec()
+    measure_baseline(spec, probe_seconds=5, runner=FakeRunner(sps=40.0))
+    assert bl.cached_baseline(spec, probe_seconds=5) is not None
+    if change == "cpu":
+        monkeypatch.setattr(bl, "cpu_name", lambda: "Another CPU 9000")
+    elif change == "cores":
+        monkeypatch.setattr(bl, "cpu_cores", lambda: bl.os.cpu_count() + 7)
+    elif change == "torch":
+        monkeypatch.setattr(bl, "_torch_version", lambda: "0.0.1")
+    else:
+        spec = _spec(image=96)
+    assert bl.cached_baseline(spec, probe_seconds=5) is None

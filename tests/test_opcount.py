@@ -120,3 +120,60 @@ def test_step_time_is_the_per_class_roofline():
     kernels = sum(v.kernels for v in c.classes.values())
     assert st.launch_s == pytest.approx(kernels * 1e-5)
     assert st.seconds == pytest.approx(sum(st.per_class.values()) + st.launch_s)
+
+
+def _fake_profile(model: str, module_factory, shape, eff: dict, gap: float, batch: int = 256) -> dict:
+    """A profile record whose kernel times follow the roofline with known efficiencies."""
+    from launcher.estimate.opmodel import grouped, roofline
+
+    ops = count(_meta(module_factory), shape, 10)
+    gpu = get_gpu("H200")
+    names = {"conv": "sm90_xmma_fprop_implicit_gemm_bf16", "matmul": "nvjet_hsh_128x256", "fused":
+             "triton_poi_fused_relu_0", "optimizer": "fused_sgd_kernel", "attention": "flash_fwd_kernel"}
+    rows, kernels, busy = [], 0.0, 0.0
+    for cls, cost in grouped(ops, "bf16", compiled=True).items():
+        t = roofline(cls, cost, gpu, "bf16", batch)[0] / eff[cls]
+        rows.append({"name": names[cls], "count": 2 * cost.kernels_fused, "device_us": 2 * t * 1e6,
+                     "device_type": "CUDA"})
+        kernels += cost.kernels_fused
+        busy += t
+    step = busy + kernels * gap
+    return {"model": model, "precision": "bf16", "batch_size": batch, "device_name": "NVIDIA H200",
+            "samples_per_second": batch / step, "profiled_steps": 2, "rows": rows, "ops": ops.to_dict()}
+
+
+def test_fit_recovers_known_efficiencies_and_predicts_a_left_out_model():
+    from launcher.estimate import opfit
+
+    eff = {"conv": 0.6, "matmul": 0.7, "fused": 0.5, "optimizer": 0.8, "attention": 0.4}
+    cnn = lambda: nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),  # noqa: E731
+                                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    mlp = lambda: nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 512), nn.ReLU(),  # noqa: E731
+                                nn.Linear(512, 10))
+    profiles = [_fake_profile("cnn", cnn, (3, 16, 16), eff, 3e-6), _fake_profile("mlp", mlp, (3, 16, 16), eff, 3e-6)]
+    obs = opfit.observations(profiles, get_gpu)
+    doc = opfit.fit(obs)
+    for cls in ("conv", "matmul", "fused", "optimizer"):
+        assert doc["efficiency"][f"hopper/half/compiled/{cls}"] == pytest.approx(eff[cls], rel=1e-3)
+    assert doc["launch_gap_s"]["hopper/compiled"] == pytest.approx(3e-6, rel=1e-3)
+    rows = opfit.error_table(obs, get_gpu)
+    assert all(abs(r["error_fit"]) < 1e-3 for r in rows)
+    # the MLP has no convolution: left out, the CNN's fit still holds every class the MLP runs
+    mlp_row = next(r for r in rows if r["model"] == "mlp")
+    assert abs(mlp_row["error_lomo"]) < 1e-3
+
+
+@pytest.mark.parametrize("name, cls", [
+    ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", "conv"),
+    ("sm80_xmma_wgrad_implicit_gemm_indexed_tf32f32", "conv"), ("nvjet_hsh_256x128_64x4_1x2_h_bz_coopA_NTN", "matmul"),
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "matmul"),
+    ("triton_poi_fused__native_batch_norm_legit_functional_relu_3", "fused"),
+    ("triton_red_fused_native_batch_norm_backward_12", "fused"), ("void at::native::(anonymous namespace)::"
+                                                                  "fused_sgd_kernel<float>", "optimizer"),
+    ("pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128>>", "attention"),
+    ("Memcpy DtoD (Device -> Device)", "fused"),
+])
+def test_kernel_classes(name, cls):
+    from launcher.estimate.opfit import kernel_class
+
+    assert kernel_class(name) == cls

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from launcher.errors import EstimateError
-from launcher.estimate.baseline import measure_baseline
+from launcher.estimate.baseline import cached_baseline, measure_baseline
 from launcher.estimate.billing import bill_usd
 from launcher.estimate.flops import workload_cost
 from launcher.estimate.overheads import overheads_for
@@ -19,9 +19,15 @@ from launcher.estimate.throughput import predict
 
 
 def full_estimate(spec, *, providers=("aws", "gcp"), baseline: bool = True, probe_seconds: float = 15.0,
-                  top: int = DEFAULT_TOP, all_regions: bool = False, catalog=None) -> dict[str, Any]:
-    """The whole table. baseline=False skips the CPU probe (the CPU row is then predicted)."""
-    base = measure_baseline(spec, probe_seconds=probe_seconds) if baseline else None
+                  top: int = DEFAULT_TOP, all_regions: bool = False, catalog=None,
+                  refresh_baseline: bool = False) -> dict[str, Any]:
+    """The whole table. baseline=False skips the CPU probe: the CPU row is the cached measurement
+    of this workload on this machine when there is one (it says so), else predicted.
+    refresh_baseline: probe again even when a cached measurement exists."""
+    if baseline:
+        base = measure_baseline(spec, probe_seconds=probe_seconds, refresh=refresh_baseline)
+    else:
+        base = cached_baseline(spec, probe_seconds=probe_seconds)
     return estimate(spec, catalog=catalog, baseline=base, providers=providers, top=top,
                     all_regions=all_regions).to_dict()
 
@@ -53,7 +59,7 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     """
     w = spec.workload
     cost = workload_cost(w)
-    base = measure_baseline(spec) if baseline else model_baseline(spec, cost)
+    base = measure_baseline(spec) if baseline else (cached_baseline(spec) or model_baseline(spec, cost))
     base_dict = base.to_dict()
     gpu_name, count, note = None, 0, ""
     nodes = spec.resources.num_nodes

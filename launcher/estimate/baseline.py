@@ -46,6 +46,7 @@ class Baseline:
     cached: bool
     note: str
     probe_batch_size: int | None = None
+    busy: bool = False  # the probe ran while the machine's load exceeded its cores: likely too low
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -182,10 +183,45 @@ def _parse_probe(stdout: str) -> tuple[dict | None, dict | None]:
     return probe, error
 
 
+def load_average() -> float | None:
+    """1-minute load average (runnable processes), None where the OS has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _busy_note(load: float | None, cores: int) -> str:
+    return (f"; the machine was busy during the probe (load {load:.1f} on {cores} cores): the CPU figure is "
+            "likely low, re-measure on a quiet machine with --refresh-baseline") if load is not None else ""
+
+
+def _cached_hit(spec, probe_seconds: float, device: str, cores: int) -> Baseline | None:
+    batch = probe_batch_size(spec, probe_seconds, cores)
+    precision = cpu_precision(spec.workload)
+    hit = read_json(_cache_file(), {}).get(fingerprint(), {}).get(_workload_key(spec.workload, batch, precision))
+    if not hit or time.time() - hit.get("time", 0) >= CACHE_MAX_AGE_S or not hit.get("samples_per_second"):
+        return None
+    sps = float(hit["samples_per_second"])
+    busy = bool(hit.get("busy"))
+    note = f"measured {hit.get('date', 'earlier')} (cached), batch {batch}, {precision}"
+    if busy:
+        note += _busy_note(hit.get("load"), cores)
+    return Baseline(device, cores, sps, spec.workload.total_samples / sps, measured=True, cached=True, note=note,
+                    probe_batch_size=batch, busy=busy)
+
+
+def cached_baseline(spec, probe_seconds: float = 15.0) -> Baseline | None:
+    """The cached CPU measurement of this workload on this machine (CPU model, cores, OS, torch
+    version), without probing; None when there is none. For --no-baseline and --dry-run."""
+    return _cached_hit(spec, probe_seconds, cpu_name(), cpu_cores())
+
+
 def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, python: str = sys.executable,
-                     runner: Runner | None = None) -> Baseline:
+                     runner: Runner | None = None, refresh: bool = False) -> Baseline:
     """Measure (or recall) this machine's CPU throughput on the spec's workload. Never raises
-    for a failed probe: the result says measured=False and why."""
+    for a failed probe: the result says measured=False and why. refresh: probe again even when
+    a cached figure exists (the new one replaces it)."""
     device, cores = cpu_name(), cpu_cores()
     total = spec.workload.total_samples
     if runner is None and _torch_version() is None:
@@ -197,13 +233,11 @@ def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, 
     precision = cpu_precision(spec.workload)
     fp, wkey = fingerprint(), _workload_key(spec.workload, batch, precision)
     cache_path = _cache_file()
-    if use_cache:
-        hit = read_json(cache_path, {}).get(fp, {}).get(wkey)
-        if hit and time.time() - hit.get("time", 0) < CACHE_MAX_AGE_S and hit.get("samples_per_second"):
-            sps = float(hit["samples_per_second"])
-            return Baseline(device, cores, sps, total / sps, measured=True, cached=True,
-                            note=f"measured {hit.get('date', 'earlier')} (cached), batch {batch}, {precision}",
-                            probe_batch_size=batch)
+    if use_cache and not refresh:
+        hit = _cached_hit(spec, probe_seconds, device, cores)
+        if hit is not None:
+            return hit
+    load_before = load_average()
     w = spec.workload
     with tempfile.TemporaryDirectory(prefix="gpujob-probe-") as tmp:
         dataset = w.dataset
@@ -233,12 +267,15 @@ def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, 
         why = (error or {}).get("message") or ((err or "").strip().splitlines() or [f"exit {rc}"])[-1]
         return _from_model(spec, device, cores, f"CPU probe failed: {why}"[:300])
     sps = float(probe["samples_per_second"])
+    # The load of the minute before the probe (the probe's own threads would count after it).
+    load = load_before
+    busy = load is not None and load > cores
     if use_cache:
         cache = read_json(cache_path, {})
         cache.setdefault(fp, {})[wkey] = {"samples_per_second": sps, "time": time.time(),
                                           "date": time.strftime("%Y-%m-%d"), "steps": probe.get("steps"),
-                                          "seconds": probe.get("seconds")}
+                                          "seconds": probe.get("seconds"), "busy": busy, "load": load}
         write_json_atomic(cache_path, cache)
+    note = f"measured: {probe.get('steps')} steps in {probe.get('seconds')} s at batch {batch}, {precision}"
     return Baseline(device, cores, sps, total / sps, measured=True, cached=False,
-                    note=f"measured: {probe.get('steps')} steps in {probe.get('seconds')} s at batch {batch}, {precision}",
-                    probe_batch_size=batch)
+                    note=note + (_busy_note(load, cores) if busy else ""), probe_batch_size=batch, busy=busy)

@@ -1,0 +1,216 @@
+"""Fit the per-class efficiencies of launcher/estimate/opmodel.py on per-kernel GPU profiles.
+
+    python -m launcher.estimate.opfit [--json] [--write]    # reads bench/results/op_profiles_*.json
+
+A profile (``bench/op_profile.py``) holds, per (model, precision, batch) on one GPU, the
+payload's steady samples/s and torch.profiler's device time per kernel name. ``kernel_class``
+sorts kernels into the classes a compiled step runs (conv, matmul, attention, optimizer and
+``fused``: the generated Triton kernels with whatever element-wise, normalisation, reduction or
+copy kernels remain). For each profile and class:
+
+    efficiency = roofline seconds of the class (opmodel.roofline, from the counted FLOPs/bytes)
+                 / measured kernel seconds of the class per step
+
+and the launch gap = (measured step - summed kernel time) / kernels per step. An efficiency of
+(arch, precision class, class) is the geometric mean over the profiled models; the gap the
+median. Error is reported leave-one-model-out: each model's step is predicted by a fit that
+never saw that model. ``--write`` stores the fit (all models) in bench/results/op_efficiency.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from launcher.estimate.opcount import OpCost
+from launcher.estimate.opmodel import EFFICIENCY_FILE, grouped, precision_class, roofline, step_time
+from launcher.estimate.paths import read_json, results_dir
+
+_KERNEL_RULES = (  # (class, substrings of the lower-cased kernel name); first match wins
+    ("optimizer", ("fused_sgd", "sgd", "multi_tensor_apply", "foreach", "adam")),
+    ("attention", ("flash", "fmha", "attention", "sdpa", "_attn")),
+    ("conv", ("fprop", "dgrad", "wgrad", "implicit_gemm", "conv", "nchwtonhwc", "nhwctonchw", "winograd",
+              "cudnn", "xmma_cudnn", "implicit_convolve", "precomputed_convolve", "scudnn", "depthwise")),
+    ("matmul", ("gemm", "nvjet", "cutlass", "cublas", "gemv", "sm90_xmma", "sm80_xmma", "ampere_", "hopper_",
+                "splitkreduce", "dot_kernel")),
+    ("data_movement", ("memcpy", "memset", "copy", "cat_", "catarray")),
+)
+
+
+def kernel_class(name: str) -> str:
+    """Operation class of a CUDA kernel name, as a compiled step groups them (else ``fused``)."""
+    n = name.lower()
+    if n.startswith("triton_"):
+        return "fused"
+    for cls, keys in _KERNEL_RULES:
+        if any(k in n for k in keys):
+            return "fused" if cls == "data_movement" else cls
+    return "fused"
+
+
+def measured_classes(rec: dict) -> tuple[dict, float]:
+    """(class -> device seconds per step, kernel launches per step) from a profile record."""
+    steps = max(1, int(rec.get("profiled_steps") or 1))
+    per: dict[str, float] = {}
+    kernels = 0.0
+    for row in rec.get("rows", []):
+        if row.get("device_type", "CUDA") != "CUDA" or not row.get("device_us"):
+            continue
+        cls = kernel_class(row["name"])
+        per[cls] = per.get(cls, 0.0) + row["device_us"] * 1e-6 / steps
+        kernels += row.get("count", 0) / steps
+    return per, kernels
+
+
+def load_profiles(directory: Path | None = None) -> list[dict]:
+    d = directory or results_dir()
+    out = []
+    for path in sorted(d.glob("op_profiles_*.json")):
+        doc = read_json(path, {})
+        for r in doc.get("results", []):
+            if r.get("samples_per_second") and r.get("rows") and r.get("cache") != "warm":
+                out.append({**r, "source": path.name})
+    return out
+
+
+def _ops_for(rec: dict) -> OpCost | None:
+    from launcher.estimate.flops import cost_key
+
+    ops = rec.get("ops")
+    if ops is None and ":" in rec["model"]:  # a factory: count it (imports torch; offline only)
+        from launcher.estimate.flops import factory_cost
+        from launcher.estimate.paths import repo_root
+
+        ops = factory_cost(rec["model"], rec.get("model_args") or {}, tuple(rec["input_shape"]),
+                           rec["num_classes"], repo_root()).ops
+    if ops is None:
+        from launcher.estimate.opcosts import _table
+
+        ops = _table().get(cost_key(rec["model"], rec.get("image_size", 224), rec.get("num_classes", 1000), 3))
+    return OpCost.from_dict(ops) if ops else None
+
+
+def observations(profiles: list[dict], get_gpu) -> list[dict]:
+    """Per profile: implied efficiency per class and the launch gap."""
+    from launcher.estimate.calibration import gpu_from_device_name
+
+    obs = []
+    for rec in profiles:
+        ops = _ops_for(rec)
+        gpu_name = gpu_from_device_name(rec.get("device_name") or "") or rec.get("gpu_name")
+        if ops is None or gpu_name is None:
+            continue
+        gpu = get_gpu(gpu_name)
+        batch, precision = int(rec["batch_size"]), rec["precision"]
+        measured, kernels = measured_classes(rec)
+        step = batch / float(rec["samples_per_second"])
+        eff = {}
+        for cls, cost in grouped(ops, precision, compiled=True).items():
+            t, _ = roofline(cls, cost, gpu, precision, batch)
+            if measured.get(cls, 0.0) > 0 and t > 0:
+                eff[cls] = t / measured[cls]
+        gap = max(0.0, step - sum(measured.values())) / max(kernels, 1.0)
+        obs.append({"model": rec["model"], "precision": precision, "batch_size": batch, "gpu": gpu_name,
+                    "arch": gpu.arch, "pcls": precision_class(precision), "step_s": step, "efficiency": eff,
+                    "gap_s": gap, "kernels": kernels, "measured": measured, "ops": ops,
+                    "samples_per_second": float(rec["samples_per_second"]), "source": rec.get("source", "")})
+    return obs
+
+
+def fit(obs: list[dict]) -> dict:
+    """The efficiency document (see the module docstring) from observations."""
+    groups: dict[str, list[float]] = {}
+    for o in obs:
+        for cls, e in o["efficiency"].items():
+            for key in (f"{o['arch']}/{o['pcls']}/compiled/{cls}", f"*/{o['pcls']}/compiled/{cls}",
+                        f"*/*/compiled/{cls}"):
+                groups.setdefault(key, []).append(e)
+    eff = {k: round(math.exp(statistics.fmean(math.log(v) for v in vs)), 4) for k, vs in groups.items()}
+    # Eager jobs run the same library kernels; their element-wise classes take the fused efficiency
+    # (no eager profile was taken: an assumption, documented in docs/estimator.md).
+    for key, value in list(eff.items()):
+        arch, pcls, _, cls = key.split("/")
+        targets = ("norm", "elementwise", "reduction", "data_movement") if cls == "fused" else (cls,)
+        for t in targets:
+            eff.setdefault(f"{arch}/{pcls}/eager/{t}", value)
+    gaps: dict[str, list[float]] = {}
+    for o in obs:
+        for key in (f"{o['arch']}/compiled", "*/compiled"):
+            gaps.setdefault(key, []).append(o["gap_s"])
+    gap = {k: round(statistics.median(v), 9) for k, v in gaps.items()}
+    return {"efficiency": eff, "launch_gap_s": gap, "models": sorted({o["model"] for o in obs}),
+            "n_profiles": len(obs)}
+
+
+def predict_step(o: dict, doc: dict, get_gpu) -> float:
+    return step_time(o["ops"], get_gpu(o["gpu"]), o["precision"], o["batch_size"], True, doc).seconds
+
+
+def error_table(obs: list[dict], get_gpu) -> list[dict]:
+    """Predicted vs measured samples/s: fitted on all, and leave-one-model-out."""
+    full = fit(obs)
+    rows = []
+    for o in obs:
+        held = fit([p for p in obs if p["model"] != o["model"]])
+        pf, ph = predict_step(o, full, get_gpu), predict_step(o, held, get_gpu)
+        measured = o["samples_per_second"]
+        rows.append({"gpu": o["gpu"], "model": o["model"], "precision": o["precision"],
+                     "batch_size": o["batch_size"], "measured": round(measured, 1),
+                     "predicted_fit": round(o["batch_size"] / pf, 1),
+                     "predicted_lomo": round(o["batch_size"] / ph, 1),
+                     "error_fit": round(o["batch_size"] / pf / measured - 1, 4),
+                     "error_lomo": round(o["batch_size"] / ph / measured - 1, 4),
+                     "measured_class_ms": {k: round(v * 1e3, 3) for k, v in o["measured"].items()},
+                     "efficiency": {k: round(v, 3) for k, v in o["efficiency"].items()},
+                     "step_ms": round(o["step_s"] * 1e3, 3)})
+    return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    def stats(key: str) -> dict:
+        errs = [abs(r[key]) for r in rows]
+        return {"median": round(statistics.median(errs), 4) if errs else None,
+                "max": round(max(errs), 4) if errs else None, "n": len(errs)}
+
+    return {"fit": stats("error_fit"), "leave_one_model_out": stats("error_lomo")}
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["| GPU | model | precision | batch | measured samples/s | predicted (fit) | error | "
+           "predicted (model left out) | error |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['gpu']} | {r['model']} | {r['precision']} | {r['batch_size']} | {r['measured']:,.0f} | "
+                   f"{r['predicted_fit']:,.0f} | {r['error_fit']:+.1%} | {r['predicted_lomo']:,.0f} | "
+                   f"{r['error_lomo']:+.1%} |")
+    s = summary(rows)
+    if rows:
+        out += ["", f"Absolute error over {s['fit']['n']} profiles: fitted median {s['fit']['median']:.1%} "
+                    f"(max {s['fit']['max']:.1%}); leave-one-model-out median "
+                    f"{s['leave_one_model_out']['median']:.1%} (max {s['leave_one_model_out']['max']:.1%})."]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from launcher.catalog.gpus import get_gpu
+
+    argv = sys.argv[1:] if argv is None else argv
+    obs = observations(load_profiles(), get_gpu)
+    rows = error_table(obs, get_gpu)
+    doc = fit(obs)
+    if "--write" in argv and obs:
+        doc["generated_by"] = "python -m launcher.estimate.opfit --write"
+        doc["error"] = summary(rows)
+        (results_dir() / EFFICIENCY_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n",
+                                                     encoding="utf-8")
+    if "--json" in argv:
+        sys.stdout.write(json.dumps({"rows": rows, "summary": summary(rows), "fit": doc}, indent=1) + "\n")
+    else:
+        sys.stdout.write(markdown(rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
