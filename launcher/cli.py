@@ -265,6 +265,31 @@ def down(run_id: str = typer.Argument(...)) -> None:
 
 
 @app.command()
+def calibrate(reset: bool = typer.Option(False, "--reset", help="Forget your runs' measurements and fit."),
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """Refit the estimate's speed on your own finished runs (kept apart from the bundled calibration)."""
+    from launcher.estimate import learned
+
+    if reset:
+        n = learned.reset()
+        _json_out({"reset": True, "runs_dropped": n}) if as_json else _out().print(
+            f"dropped {n} measured run(s) and your fit; estimates use the bundled calibration only")
+        return
+    doc = learned.refit()
+    runs = learned.load_runs()
+    if as_json:
+        _json_out({**doc, "runs": len(runs)})
+        return
+    if not doc["factors"]:
+        _out().print(f"{len(runs)} measured run(s), none with a single-GPU prediction to fit: nothing to refit "
+                     "(finished GPU runs are recorded automatically)")
+        return
+    for key, f in sorted(doc["factors"].items()):
+        _out().print(f"{key}: your runs ran at {f['factor']:.2f}x the bundled estimate ({f['runs']} run(s)); "
+                     "estimates there now use it")
+
+
+@app.command()
 def gc(provider: list[str] = typer.Option(["aws", "gcp"], "--provider", "-p"),
        region: list[str] = typer.Option([], "--region"),
        yes: bool = typer.Option(False, "--yes", help="Delete (default: dry run)."),

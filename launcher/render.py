@@ -41,6 +41,19 @@ def fmt_pct(x: float | None) -> str:
 # --- estimate ------------------------------------------------------------------------------
 
 
+def _print_bands(con, candidates: list) -> None:
+    """One line per error-band basis shown, and one per earlier run of this job on a shown GPU."""
+    bands: dict[str, list[float]] = {}
+    for c in candidates:
+        if c.get("error_band") is not None and c.get("band_basis"):
+            bands.setdefault(c["band_basis"], []).append(c["error_band"])
+    for basis, vals in bands.items():
+        con.print(f"samples/s ±{max(vals):.0%} ({escape(basis)})")
+    labels = {f"{c['gpu']} x{c['gpu_count']}: {c['measured']['label']}" for c in candidates if c.get("measured")}
+    for label in sorted(labels):
+        con.print(f"[cyan]{escape(label)}[/]")
+
+
 def render_estimate(con, est: dict[str, Any]) -> None:
     job, cat = est.get("job", {}), est.get("catalog", {})
     con.print(f"[bold]{escape(job.get('name', ''))}[/]: {job.get('model')} {job.get('precision')}, batch "
@@ -60,6 +73,8 @@ def render_estimate(con, est: dict[str, Any]) -> None:
             notes.append("over budget")
         if c.get("requested"):
             notes.append("requested")
+        if c.get("measured"):
+            notes.append("measured before")
         style = "dim" if notes and not c.get("requested") else None
         nodes = c.get("num_nodes") or 1
         eff = c.get("scaling_efficiency")
@@ -89,6 +104,7 @@ def render_estimate(con, est: dict[str, Any]) -> None:
         con.print(f"{shown} of {total} priced machines shown (cheapest first, plus the spec's own; --top N for more)")
     for note in est.get("notes", []):
         con.print(f"[yellow]note:[/] {escape(str(note))}")
+    _print_bands(con, est.get("candidates", []))
     summary = est.get("summary") or {}
     if summary.get("sentence"):
         con.print(f"[bold]{escape(summary['sentence'])}[/]")

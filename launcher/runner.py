@@ -474,6 +474,12 @@ class Runner:
     def _conclude(self, run_id: str, outcome: BaseException | None, leftovers: list[Leftover]) -> RunResult:
         rec = self.store.get_run(run_id)
         report = build_report(rec)
+        try:  # teach the next estimate (launcher/estimate/learned.py); never fails a run
+            from launcher.estimate.learned import record_finished
+
+            record_finished(rec)
+        except Exception:
+            pass
         if leftovers:
             raise TeardownError([(f"{lo.resource.kind} {lo.resource.id}",
                                   lo.resource.delete_command or f"gpujob gc --provider {lo.resource.provider} --yes")

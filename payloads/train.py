@@ -521,8 +521,10 @@ def run(cfg: dict[str, Any]) -> int:
         sps = (samples - start_step * global_batch) / max(elapsed, 1e-9)
     save("signal" if reason == "signal" else (reason or "end"))
     status = "interrupted" if reason else "ok"
+    # warmup_seconds: from the loop's start to the first steady step (compile, autotuning).
     end = dict(status=status, steps=step, samples=samples, elapsed=round(elapsed, 3),
-               samples_per_second=round(sps, 2), final_loss=last_loss, accuracy=accuracy)
+               samples_per_second=round(sps, 2), final_loss=last_loss, accuracy=accuracy,
+               warmup_seconds=round(steady_t - t0, 3) if steady_t is not None else None)
     emit("end", **end)
     if dd.main:
         if not reason:

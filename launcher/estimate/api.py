@@ -99,7 +99,7 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     if not sps:
         raise EstimateError("no throughput for this machine", "check the spec's workload")
     train = w.total_samples / sps
-    over_parts = overheads_for(provider, w, on_gpu=bool(gpu_name))
+    over_parts = overheads_for(provider, w, {"graph_ops": cost.graph_ops()}, on_gpu=bool(gpu_name))
     over = over_parts.total_s
     total = train + over
     usd = bill_usd(total, None if price_per_hour is None else price_per_hour * nodes, provider)

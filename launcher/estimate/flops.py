@@ -49,6 +49,12 @@ class ModelCost:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def graph_ops(self) -> float | None:
+        """Operations (kernel launches) of one eager training step, when counted per operation."""
+        if not self.ops:
+            return None
+        return float(sum(c.get("kernels", 0.0) for c in self.ops.get("classes", {}).values()))
+
 
 def cost_key(model: str, image_size: int, num_classes: int, in_channels: int = 3) -> str:
     return f"{model}:{image_size}:{num_classes}:{in_channels}"

@@ -145,6 +145,43 @@ def fit(obs: list[dict]) -> dict:
             "n_profiles": len(obs)}
 
 
+def graph_ops(ops: OpCost) -> float:
+    """Operations of one eager training step: what torch.compile traces, lowers and compiles."""
+    return float(sum(c.kernels for c in ops.classes.values()))
+
+
+def fit_warmup(profiles: list[dict]) -> dict:
+    """Cold-cache compile warm-up and process start-up, measured per model, and a line
+    compile_s = a + b x graph operations (least squares over the measured models) for models
+    never measured. compile_s = the probe's warm-up time minus its steps at the steady rate."""
+    per_model: dict[str, list[float]] = {}
+    startups: list[float] = []
+    points: list[tuple[float, float]] = []
+    for rec in profiles:
+        if rec.get("cache") == "warm" or not rec.get("warmup_s") or not rec.get("samples_per_second"):
+            continue
+        step = rec["batch_size"] / rec["samples_per_second"]
+        compile_s = max(0.0, rec["warmup_s"] - WARMUP_STEPS * step)
+        per_model.setdefault(rec["model"], []).append(compile_s)
+        if rec.get("startup_s"):
+            startups.append(rec["startup_s"])
+        ops = _ops_for(rec)
+        if ops is not None:
+            points.append((graph_ops(ops), compile_s))
+    line = None
+    if len(points) >= 2:
+        mx = statistics.fmean(x for x, _ in points)
+        my = statistics.fmean(y for _, y in points)
+        sxx = sum((x - mx) ** 2 for x, _ in points)
+        b = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
+        line = {"a": round(my - b * mx, 3), "b": round(b, 6), "n": len(points)}
+    return {"compile_s": {m: round(statistics.median(v), 2) for m, v in per_model.items()},
+            "line": line, "startup_s": round(statistics.median(startups), 2) if startups else None}
+
+
+WARMUP_STEPS = 5  # bench/op_profile.py runs the probe with --warmup-steps 5
+
+
 def predict_step(o: dict, doc: dict, get_gpu) -> float:
     return step_time(o["ops"], get_gpu(o["gpu"]), o["precision"], o["batch_size"], True, doc).seconds
 
@@ -197,9 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     from launcher.catalog.gpus import get_gpu
 
     argv = sys.argv[1:] if argv is None else argv
-    obs = observations(load_profiles(), get_gpu)
+    profiles = load_profiles()
+    obs = observations(profiles, get_gpu)
     rows = error_table(obs, get_gpu)
     doc = fit(obs)
+    doc["warmup"] = fit_warmup(profiles)
     if "--write" in argv and obs:
         doc["generated_by"] = "python -m launcher.estimate.opfit --write"
         doc["error"] = summary(rows)

@@ -88,10 +88,33 @@ def dataset_bytes(workload) -> tuple[float, str]:
     return guess, f"{ds}: not found here; size guessed from samples x image size"
 
 
-def compile_warmup_s(workload) -> float:
+def compile_warmup_s(workload, graph_ops: float | None = None) -> float:
+    """Seconds of torch.compile (cold cache) + autotuning before the first steady step.
+
+    Measured per model on the device machine (bench/results/op_efficiency.json "warmup", from
+    bench/op_profile.py's cold-cache runs); a model never measured: the fitted line
+    a + b x graph operations (its eager training step's operation count, when known); else the
+    earlier H100 figures below.
+    """
     if workload is None or workload.compile is False:
         return 0.0
+    from launcher.estimate.opmodel import efficiencies
+
+    fit = efficiencies().get("warmup") or {}
+    if workload.model in (fit.get("compile_s") or {}):
+        return float(fit["compile_s"][workload.model])
+    line = fit.get("line")
+    if line and graph_ops:
+        return max(0.0, float(line["a"]) + float(line["b"]) * graph_ops)
     return COMPILE_WARMUP_S.get(workload.model, DEFAULT_COMPILE_WARMUP_S)
+
+
+def local_gpu_setup_s() -> float:
+    """A local GPU job's start-up: measured on the device machine when profiled, else LOCAL_GPU_SETUP_S."""
+    from launcher.estimate.opmodel import efficiencies
+
+    measured = (efficiencies().get("warmup") or {}).get("startup_s")
+    return float(measured) if measured else LOCAL_GPU_SETUP_S
 
 
 def overheads_for(provider: str, workload=None, overrides: dict | None = None,
@@ -103,7 +126,7 @@ def overheads_for(provider: str, workload=None, overrides: dict | None = None,
     if on_gpu is None:  # clouds rent GPUs; local and ssh machines are CPU unless told otherwise
         on_gpu = provider in ("aws", "gcp")
     if on_gpu and provider == "local":
-        base["setup_s"] = LOCAL_GPU_SETUP_S
+        base["setup_s"] = local_gpu_setup_s()
     for key in ("boot_s", "setup_s", "teardown_s"):
         env = _env_float(f"GPUJOB_{key.upper()}")
         if env is not None:
@@ -113,7 +136,7 @@ def overheads_for(provider: str, workload=None, overrides: dict | None = None,
     mbps = o.get("upload_mbps") or _env_float("GPUJOB_UPLOAD_MBPS") or UPLOAD_MBPS
     data_bytes, note = (0.0, "") if workload is None or provider == "local" else dataset_bytes(workload)
     data_s = float(o["data_s"]) if o.get("data_s") is not None else data_bytes * 8 / (mbps * 1e6)
-    warm = compile_warmup_s(workload) if on_gpu else 0.0
+    warm = compile_warmup_s(workload, o.get("graph_ops")) if on_gpu else 0.0
     if o.get("warmup_s") is not None:
         warm = float(o["warmup_s"])
     return Overheads(base["boot_s"], base["setup_s"], data_s, base["teardown_s"], data_bytes, note, warm)

@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field
 
 from launcher.errors import EstimateError
 from launcher.estimate.baseline import Baseline, cpu_cores, cpu_name
+from launcher.estimate.bands import band
 from launcher.estimate.billing import bill_usd
+from launcher.estimate.learned import measured_for
 from launcher.estimate.flops import ModelCost, workload_cost
 from launcher.estimate.overheads import overheads_for
 from launcher.estimate.scaling import network_for
@@ -65,6 +67,9 @@ class Candidate:
     seconds_per_epoch: float | None = None  # training only, no start-up
     usd_per_epoch: float | None = None  # seconds_per_epoch at num_nodes x price (no billing minimum)
     interconnect: str = ""
+    error_band: float | None = None  # samples/s may be off by about this fraction (launcher.estimate.bands)
+    band_basis: str = ""
+    measured: dict | None = None  # an earlier run of this job on this GPU (launcher.estimate.learned)
 
     def sort_key(self) -> tuple:
         # Unfit and unpriced rows last; then cheapest, then fastest.
@@ -227,6 +232,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     slow_path: dict[str, list[str]] = {}
     over: dict[str, float] = {}
     rows: list[Candidate] = []
+    measured: dict[tuple, dict | None] = {}
     for o in offers:
         net = network_for(o.provider, o.instance_type, o.gpu_count) if nodes > 1 else None
         key = (o.gpu, o.gpu_count, net)
@@ -243,11 +249,16 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
                 slow_path.setdefault(w.precision, []).append(o.gpu)
         p = preds[key]
         if o.provider not in over:
-            over[o.provider] = overheads_for(o.provider, w, overheads).total_s
+            over[o.provider] = overheads_for(o.provider, w, {"graph_ops": cost.graph_ops(), **(overheads or {})}).total_s
         for spot, price in ((False, o.price), (True, o.spot_price if include_spot else None)):
             if price is None:
                 continue
             sps = p.samples_per_second if p else None
+            if (o.gpu, o.gpu_count) not in measured:
+                measured[(o.gpu, o.gpu_count)] = measured_for(w, o.gpu, o.gpu_count) if nodes == 1 else None
+            seen_run = measured[(o.gpu, o.gpu_count)]
+            err, basis = (band(get_gpu(o.gpu).arch, p.method, seen_run) if seen_run else
+                          (p.error_band, p.band_basis)) if p else (None, "")
             train = total / sps if sps else None
             total_s = train + over[o.provider] if train is not None else None
             usd = bill_usd(total_s, price * nodes, o.provider) if total_s is not None else None
@@ -266,7 +277,9 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
                 usd_per_epoch=epoch_usd, interconnect=p.interconnect if p else "",
                 note=("" if p is None or p.fits_memory else
                       f"batch {w.batch_size} needs {p.memory_gib_needed:.1f} GiB; "
-                      + (f"use batch_size <= {p.max_batch}" if p.max_batch else "the model does not fit")),
+                      + (f"use batch_size <= {p.max_batch}" if p.max_batch else "the model does not fit"))
+                + (("; " if p is not None and not p.fits_memory else "") + seen_run["label"] if seen_run else ""),
+                error_band=err, band_basis=basis, measured=seen_run,
             ))
     for prec, gpus in slow_path.items():
         names = ", ".join(sorted(set(gpus)))

@@ -16,7 +16,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from launcher.estimate.calibration import Calibration, current, peak_and_class
+from launcher.estimate.bands import band
 from launcher.estimate.flops import ModelCost
+from launcher.estimate.learned import user_factor
 from launcher.estimate.opmodel import efficiencies, step_time
 from launcher.estimate.scaling import Network, scale
 
@@ -55,6 +57,9 @@ class Prediction:
     interconnect: str = "single gpu"
     method: str = "mfu"  # "per-operation" (launcher.estimate.opmodel) | "mfu" (one calibrated MFU)
     per_class_seconds: dict | None = None  # per-operation method: class -> seconds of one step
+    error_band: float = 0.0  # median absolute error of estimates of this kind (launcher.estimate.bands)
+    band_basis: str = ""
+    user_factor: float = 1.0  # `gpujob calibrate`: the user's runs' measured / predicted speed here
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,9 +112,12 @@ def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, m
         bound = "compute" if compute >= memory else "memory"
         busy = max(compute, memory)
         step = busy + cal.step_overhead_s
+    factor = user_factor(gpu.arch, precision)
+    step, busy = step / factor, busy / factor
     sc = scale(step, busy, cost.param_bytes, gpu, count, num_nodes, network, cal.multi_gpu_efficiency)
     sps = sc.world_size * batch_size / step * sc.efficiency
     step /= sc.efficiency  # the effective step: exposed all-reduce and rank synchronisation
+    err, basis = band(gpu.arch, method)
     need = memory_needed_gib(cost, batch_size, precision)
     fits = need <= gpu.memory_gib * USABLE_FRACTION
     return Prediction(
@@ -130,6 +138,9 @@ def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, m
         interconnect=sc.interconnect,
         method=method,
         per_class_seconds=per_class,
+        error_band=round(err, 4),
+        band_basis=basis,
+        user_factor=factor,
     )
 
 

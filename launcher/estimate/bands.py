@@ -1,0 +1,68 @@
+"""Error bands: how far an estimate's samples/s may be off, from the measured error of its case.
+
+    band(case) -> (fraction, basis)   e.g. (0.08, "leave-one-model-out error on hopper profiles")
+
+Cases, narrowest first:
+
+* ``measured``: the user ran this signature on this GPU before; the band is the spread of
+  repeated runs (the user's own when there are several, else the run-to-run spread of identical
+  configurations in our H100 payload measurements, bench/results/h100_payload.json),
+* ``profiled``: a GPU architecture with per-kernel profiles behind the per-operation model;
+  the band is that model's median leave-one-model-out error (bench/results/op_efficiency.json),
+* ``cross-gpu``: any other GPU; the band is the median held-out error of the estimate on
+  published figures of other GPUs (the ``cross_gpu`` entry of op_efficiency.json, written by
+  ``python -m launcher.estimate.opfit --write`` from launcher.estimate.calibrate's table).
+
+A band is a median absolute error: about half of the cases measured so far landed inside it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from functools import lru_cache
+
+from launcher.estimate.opmodel import efficiencies
+from launcher.estimate.paths import read_json, results_dir
+
+FALLBACK_BAND = 0.25  # no measured error for the case at all (no fit file): said so in the basis
+
+
+@lru_cache(maxsize=1)
+def repeat_spread() -> float | None:
+    """Median |rate / group median - 1| over repeated identical default-configuration runs."""
+    doc = read_json(results_dir() / "h100_payload.json", [])
+    rows = doc.get("results", []) if isinstance(doc, dict) else doc
+    groups: dict[tuple, list[float]] = {}
+    for r in rows if isinstance(rows, list) else []:
+        try:
+            if r.get("compile") is False or r.get("channels_last") is False or r.get("fast_layers") is False \
+                    or r.get("extra_args"):
+                continue
+            groups.setdefault((r["model"], r["precision"], r["batch_size"]), []).append(float(r["samples_per_second"]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+    devs = []
+    for vals in groups.values():
+        if len(vals) >= 2:
+            mid = statistics.median(vals)
+            devs += [abs(v / mid - 1) for v in vals]
+    return statistics.median(devs) if devs else None
+
+
+def band(arch: str, method: str, measured: dict | None = None, user_spread: float | None = None) -> tuple[float, str]:
+    """(fraction, basis) for one estimate; see the module docstring."""
+    if measured is not None:
+        if user_spread is not None:
+            return user_spread, "spread of your repeated runs of this job"
+        spread = repeat_spread()
+        if spread is not None:
+            return spread, "run-to-run spread of identical payload runs (H100)"
+    doc = efficiencies()
+    err = doc.get("error", {})
+    archs = {k.split("/")[0] for k in doc.get("efficiency", {}) if not k.startswith("*")}
+    if method == "per-operation" and arch in archs and err.get("leave_one_model_out", {}).get("median") is not None:
+        return float(err["leave_one_model_out"]["median"]), f"leave-one-model-out error on {arch} profiles"
+    cross = doc.get("cross_gpu", {}).get("median")
+    if cross is not None:
+        return float(cross), "held-out error on published figures of other GPUs"
+    return FALLBACK_BAND, "no measured error for this case yet"
