@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import queue
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,11 +38,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = ROOT / "payloads" / "train.py"
-DEFAULT_CONFIGS = (
+DEFAULT_CONFIGS = (  # most important first: a deadline skips the tail
     "resnet50:bf16:256", "vit_b16:bf16:128", "vgg16:bf16:128", "mobilenetv2:bf16:256", "resnet18:bf16:256",
-    "jobs/models/unet.py:build:bf16:32", "tinycnn:bf16:256",
-    "resnet50:fp32:128", "vit_b16:fp32:64", "vgg16:fp32:64", "mobilenetv2:fp32:128", "resnet18:fp32:256",
-    "jobs/models/unet.py:build:fp32:16",
+    "jobs/models/unet.py:build:bf16:32", "resnet50:fp32:128", "vit_b16:fp32:64", "vgg16:fp32:64",
+    "mobilenetv2:fp32:128", "resnet18:fp32:256", "tinycnn:bf16:256",
 )
 # A user model's spec (the same one jobs/unet.yaml trains).
 FACTORY_SETTINGS = {"jobs/models/unet.py:build": {"model_args": {"in_channels": 3, "num_classes": 21, "width": 32,
@@ -61,7 +61,7 @@ def parse_config(text: str) -> dict:
 
 
 def run_one(cfg: dict, gpu: str | None, device: str, probe_seconds: float, cache: str, warm: bool,
-            timeout: float) -> dict:
+            timeout: float, cpus: str | None = None) -> dict:
     """One payload process with compile caches under ``cache``; the measured record (``error`` on failure)."""
     work = tempfile.mkdtemp(prefix="opprof-")
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "inductor"),
@@ -72,7 +72,10 @@ def run_one(cfg: dict, gpu: str | None, device: str, probe_seconds: float, cache
     cfg_path = os.path.join(work, "job.json")
     Path(cfg_path).write_text(json.dumps(job), encoding="utf-8")
     prof_path = os.path.join(work, "profile.json")
-    cmd = [sys.executable, str(PAYLOAD), "--config", cfg_path, "--device", device, "--probe-seconds",
+    pin = ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
+    if cpus:
+        env["TORCHINDUCTOR_COMPILE_THREADS"] = str(_count_cpus(cpus))
+    cmd = pin + [sys.executable, str(PAYLOAD), "--config", cfg_path, "--device", device, "--probe-seconds",
            str(probe_seconds), "--warmup-steps", "5", "--profile", prof_path]
     launched = time.time()
     try:
@@ -109,6 +112,14 @@ def run_one(cfg: dict, gpu: str | None, device: str, probe_seconds: float, cache
     return rec
 
 
+def _count_cpus(spec: str) -> int:
+    n = 0
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -117,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS))
     ap.add_argument("--warm", default="", help="configurations to run again on their warm compile cache")
     ap.add_argument("--probe-seconds", type=float, default=3.0)
-    ap.add_argument("--deadline-s", type=float, default=380.0, help="start nothing after this many seconds")
+    ap.add_argument("--deadline-s", type=float, default=380.0, help="every process ends by this many seconds")
+    ap.add_argument("--min-left-s", type=float, default=60.0,
+                    help="start a configuration only with at least this many seconds before the deadline")
+    ap.add_argument("--cpus-per-gpu", type=int, default=0,
+                    help="pin each GPU's process to its own block of this many cores (a one-GPU host's share)")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     todo: queue.Queue = queue.Queue()
@@ -127,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     results, lock = [], threading.Lock()
     caches: dict[str, str] = {}
 
+    gpus = [g for g in args.gpus.split(",") if g] if args.device == "cuda" else [None]
+
     def worker(gpu: str | None) -> None:
         while True:
             try:
@@ -134,12 +151,17 @@ def main(argv: list[str] | None = None) -> int:
             except queue.Empty:
                 return
             left = args.deadline_s - (time.monotonic() - t0)
-            if left < 20:
+            if left < args.min_left_s:
                 with lock:
                     results.append({"config": text, "skipped": "deadline"})
                 continue
             cache = caches[text] if is_warm else tempfile.mkdtemp(prefix="inductor-cache-")
-            rec = run_one(parse_config(text), gpu, args.device, args.probe_seconds, cache, is_warm, timeout=left)
+            cpus = None
+            if args.cpus_per_gpu and gpu is not None:
+                first = gpus.index(gpu) * args.cpus_per_gpu
+                cpus = f"{first}-{first + args.cpus_per_gpu - 1}"
+            rec = run_one(parse_config(text), gpu, args.device, args.probe_seconds, cache, is_warm,
+                          timeout=left - 2, cpus=cpus)
             rec["config"] = text
             print(json.dumps({k: v for k, v in rec.items() if k != "rows"}), flush=True)
             with lock:
@@ -149,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
                 caches[text] = cache
                 todo.put((text, True))
 
-    gpus = [g for g in args.gpus.split(",") if g] if args.device == "cuda" else [None]
     threads = [threading.Thread(target=worker, args=(g,)) for g in gpus]
     for t in threads:
         t.start()

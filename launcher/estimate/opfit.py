@@ -179,6 +179,42 @@ def fit_warmup(profiles: list[dict]) -> dict:
             "line": line, "startup_s": round(statistics.median(startups), 2) if startups else None}
 
 
+def cross_gpu_rows(doc: dict, get_gpu) -> list[dict]:
+    """Published single-GPU figures of one program on several GPUs (calibration_public.json), used
+    for ratios only: for each pair of GPUs in one source, model and precision, the predicted
+    speed ratio (per-operation model, eager: those programs do not use torch.compile) against the
+    published one. Absolute levels of other frameworks never enter the fit."""
+    from itertools import combinations
+
+    from launcher.estimate.calibration import load_points
+    from launcher.estimate.opcosts import builtin_ops
+
+    groups: dict[tuple, list] = {}
+    for p in load_points():
+        if p.count == 1 and not p.source.startswith("h100_payload"):
+            groups.setdefault((p.source, p.model, p.precision), []).append(p)
+    rows = []
+    for (source, model, precision), pts in sorted(groups.items()):
+        ops = builtin_ops(model, 224, 1000, 3)
+        if ops is None:
+            continue
+        pred = {}
+        for p in pts:
+            try:
+                pred[p.gpu] = p.batch_size / step_time(ops, get_gpu(p.gpu), precision, p.batch_size, False, doc).seconds
+            except Exception:
+                continue
+        for a, b in combinations([p for p in pts if p.gpu in pred], 2):
+            if a.gpu == b.gpu:
+                continue
+            measured = a.samples_per_second / b.samples_per_second
+            predicted = pred[a.gpu] / pred[b.gpu]
+            rows.append({"source": source, "model": model, "precision": precision, "gpus": f"{a.gpu}/{b.gpu}",
+                         "measured_ratio": round(measured, 3), "predicted_ratio": round(predicted, 3),
+                         "error": round(predicted / measured - 1, 4)})
+    return rows
+
+
 WARMUP_STEPS = 5  # bench/op_profile.py runs the probe with --warmup-steps 5
 
 
@@ -230,6 +266,18 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def cross_markdown(rows: list[dict]) -> str:
+    out = ["| source | model | precision | GPUs | published ratio | predicted ratio | error |",
+           "|---|---|---|---|---|---|---|"]
+    out += [f"| {r['source']} | {r['model']} | {r['precision']} | {r['gpus']} | {r['measured_ratio']:.2f} | "
+            f"{r['predicted_ratio']:.2f} | {r['error']:+.1%} |" for r in rows]
+    if rows:
+        errs = [abs(r["error"]) for r in rows]
+        out += ["", f"Cross-GPU ratio error over {len(rows)} pairs: median {statistics.median(errs):.1%}, "
+                    f"max {max(errs):.1%}."]
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     from launcher.catalog.gpus import get_gpu
 
@@ -239,15 +287,21 @@ def main(argv: list[str] | None = None) -> int:
     rows = error_table(obs, get_gpu)
     doc = fit(obs)
     doc["warmup"] = fit_warmup(profiles)
+    cross = cross_gpu_rows(doc, get_gpu)
+    if cross:
+        doc["cross_gpu"] = {"median": round(statistics.median(abs(r["error"]) for r in cross), 4),
+                            "max": round(max(abs(r["error"]) for r in cross), 4), "n": len(cross),
+                            "gpus": sorted({g for r in cross for g in r["gpus"].split("/")})}
     if "--write" in argv and obs:
         doc["generated_by"] = "python -m launcher.estimate.opfit --write"
         doc["error"] = summary(rows)
         (results_dir() / EFFICIENCY_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n",
                                                      encoding="utf-8")
     if "--json" in argv:
-        sys.stdout.write(json.dumps({"rows": rows, "summary": summary(rows), "fit": doc}, indent=1) + "\n")
+        sys.stdout.write(json.dumps({"rows": rows, "summary": summary(rows), "fit": doc, "cross_gpu": cross},
+                                    indent=1) + "\n")
     else:
-        sys.stdout.write(markdown(rows) + "\n")
+        sys.stdout.write(markdown(rows) + "\n\n" + cross_markdown(cross) + "\n")
     return 0
 
 
