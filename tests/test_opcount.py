@@ -177,3 +177,30 @@ def test_kernel_classes(name, cls):
     from launcher.estimate.opfit import kernel_class
 
     assert kernel_class(name) == cls
+
+
+def test_builtin_estimates_need_no_torch(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    code = ("import sys; from launcher.spec import load_spec; from launcher.estimate.api import full_estimate; "
+            f"e = full_estimate(load_spec({str(repo / 'jobs' / 'resnet50.yaml')!r}), baseline=False); "
+            "assert e['candidates']; print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={**__import__("os").environ, "GPUJOB_HOME": str(tmp_path)})
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stdout + proc.stderr
+
+
+def test_bundled_builtin_costs_match_a_fresh_count():
+    from launcher.estimate.opcosts import builtin_ops
+    from launcher.estimate.opcount import OpCost
+    from payloads.models import build_model
+
+    bundled = OpCost.from_dict(builtin_ops("tinycnn", 32, 10, 1))
+    fresh = count(_meta(lambda: build_model("tinycnn", 10, 1, 32)), (1, 32, 32), 10)
+    assert bundled.train_flops_per_sample == fresh.train_flops_per_sample
+    for cls, c in fresh.classes.items():
+        assert bundled.classes[cls].bytes_per_sample == pytest.approx(c.bytes_per_sample)
+        assert bundled.classes[cls].kernels == c.kernels
