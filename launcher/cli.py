@@ -35,6 +35,9 @@ class _Group(TyperGroup):
 
             _err().print(f"[red]error:[/] {escape(str(exc))}")
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # a command with nothing to release (a run handles its own signals)
+            _err().print("interrupted")
+            sys.exit(130)
 
 
 app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -253,13 +256,15 @@ def show(run_id: str = typer.Argument(...), as_json: bool = typer.Option(False, 
 
 
 @app.command()
-def down(run_id: str = typer.Argument(...)) -> None:
-    """Stop the job (it checkpoints first) and release everything it holds."""
+def down(run_id: str = typer.Argument(...),
+         discard: bool = typer.Option(False, "--discard", help="Release a fetch-failed run without its results.")
+         ) -> None:
+    """Stop the job (it checkpoints first), bring its results home and release everything it holds."""
     from launcher.render import EventPrinter
     from launcher.runner import Runner
 
     printer = EventPrinter(_out())
-    Runner(on_event=printer).down(run_id)
+    Runner(on_event=printer).down(run_id, discard=discard)
     printer.close()
     _out().print(f"run {run_id}: everything released")
 
@@ -287,6 +292,18 @@ def calibrate(reset: bool = typer.Option(False, "--reset", help="Forget your run
     for key, f in sorted(doc["factors"].items()):
         _out().print(f"{key}: your runs ran at {f['factor']:.2f}x the bundled estimate ({f['runs']} run(s)); "
                      "estimates there now use it")
+
+
+@app.command()
+def fetch(run_id: str = typer.Argument(...)) -> None:
+    """Retry bringing a fetch-failed run's results home (resumes a partial fetch), then release it."""
+    from launcher.render import EventPrinter
+    from launcher.runner import Runner
+
+    printer = EventPrinter(_out())
+    result = Runner(on_event=printer).fetch(run_id)
+    printer.close()
+    _out().print(f"run {result.run.id}: results in {result.run.artifacts_dir}; everything released")
 
 
 @app.command()

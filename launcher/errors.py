@@ -133,6 +133,18 @@ class JobFailed(GpujobError):
         super().__init__(f"run {run_id}: job exited {exit_status}{why}")
 
 
+class FetchFailed(GpujobError):
+    """Bringing the results home failed: the machine (the only copy) is kept, in state fetch-failed."""
+
+    exit_code = 9
+
+    def __init__(self, run_id: str, why: str):
+        self.run_id = run_id
+        super().__init__(f"run {run_id}: fetching the results failed ({why}); the machine is kept so nothing is lost",
+                         f"retry with `gpujob fetch {run_id}`, or release it without the results: "
+                         f"`gpujob down {run_id} --discard`")
+
+
 class TeardownError(GpujobError):
     """Something could not be deleted. The message lists each leftover and its delete command."""
 

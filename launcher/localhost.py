@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from launcher import signals
 from launcher.errors import RemoteCommandFailed
 from launcher.uploads import select_files
 
@@ -39,7 +40,7 @@ def group_alive(pgid: int) -> bool:
 class LocalHost:
     connections_opened = 0
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = signals.sleep):
         self._clock, self._sleep = clock, sleep
 
     def connect(self) -> None:
@@ -82,7 +83,8 @@ class LocalHost:
             if path.is_file():
                 target = dst / path.relative_to(src)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                if path.resolve() != target.resolve():
+                same = target.is_file() and target.stat().st_size == path.stat().st_size
+                if path.resolve() != target.resolve() and not same:  # resumed fetch: complete files stay
                     shutil.copy2(path, target)
                 got.append(target)
         return got

@@ -31,6 +31,7 @@ from launcher.errors import (
     SSHConnectError,
     WaitTimeout,
 )
+from launcher import signals
 from launcher.keys import fingerprint
 from launcher.uploads import select_files
 
@@ -331,7 +332,7 @@ class Session:
                 if key_error is not None and last == "host key mismatch":
                     raise key_error
                 raise WaitTimeout(what, time.monotonic() - start, last)
-            time.sleep(min(delay, remaining))
+            signals.sleep(min(delay, remaining))  # a signal ends the wait (at this safe point)
             delay = min(delay * 1.6, 5.0)
 
     def wait_until_reachable(self, deadline_s: float) -> float:
@@ -403,6 +404,7 @@ class Session:
                     tail = err.decode("utf-8", "replace").strip()[-200:]
                     raise WaitTimeout(f"remote command `{shown}` on {self.label}", timeout, tail or None)
                 select.select([chan], [], [], 0.5)
+                signals.check()  # between packets: a signal never cuts one in half
             status = chan.recv_exit_status()
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise SSHConnectError(f"connection to {self.label} lost while running `{shown}`: {exc}") from None
@@ -496,8 +498,25 @@ class Session:
         except OSError as err:
             raise self._file_error("reading", path, err) from None
 
+    @staticmethod
+    def _get_file(sftp: paramiko.SFTPClient, remote: str, local: Path, size: int) -> None:
+        """Download one file, resuming: a complete local copy is kept, a shorter one continued."""
+        have = local.stat().st_size if local.is_file() else -1
+        if have == size:
+            return
+        if have <= 0 or have > size:
+            sftp.get(remote, str(local))
+            return
+        with sftp.open(remote, "rb") as src, open(local, "ab") as dst:
+            src.seek(have)
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+                signals.check()
+
     def get_dir(self, remote_dir: str, local_dir: str | os.PathLike) -> list[Path]:
-        """Download a remote tree; a missing remote dir gives [] (a job may write nothing)."""
+        """Download a remote tree; a missing remote dir gives [] (a job may write nothing).
+
+        Resumes an interrupted download: files complete locally are skipped, shorter ones continued."""
         sftp = self._sftp()
         got: list[Path] = []
 
@@ -520,7 +539,8 @@ class Session:
                 if stat.S_ISDIR(mode):
                     walk(r, l)
                 elif stat.S_ISREG(mode):
-                    sftp.get(r, str(l))
+                    signals.check()
+                    self._get_file(sftp, r, l, entry.st_size or 0)
                     got.append(l)
 
         try:
@@ -631,10 +651,12 @@ class Session:
                 except socket.timeout:
                     if not self._alive():
                         raise EOFError("SSH transport closed")
+                    signals.check()
                     continue
                 if not data:
                     break
                 cur.feed(data)
+                signals.check()
             end = time.monotonic() + STATUS_WAIT_S
             while not chan.exit_status_ready() and time.monotonic() < end and self._alive():
                 chan.status_event.wait(0.1)
@@ -709,7 +731,7 @@ class Session:
                     cur.finish()
                     return status, cur.offset
                 if not follow:
-                    time.sleep(poll_s)
+                    signals.sleep(poll_s)
             except (paramiko.SSHException, EOFError, OSError, SSHConnectError) as err:
                 if self._alive():
                     raise  # not a link problem (e.g. raised by on_text): not ours to retry
@@ -723,5 +745,6 @@ class _ChannelWriter:
         self._chan = chan
 
     def write(self, data: bytes) -> int:
+        signals.check()  # between writes, never inside one
         self._chan.sendall(data)
         return len(data)

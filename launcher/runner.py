@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from launcher import artifacts
 
-from launcher.errors import (BudgetError, GpujobError, Interrupted, JobFailed, RemoteError, SSHConnectError,
+from launcher.errors import (BudgetError, FetchFailed, GpujobError, Interrupted, JobFailed, RemoteError, SSHConnectError,
                              TeardownError, UsageError, WaitTimeout)
 from launcher.providers import get_provider
 from launcher.providers.base import Leftover, Machine, Resource
@@ -30,7 +30,8 @@ from launcher.job import (DEFAULT_ENTRYPOINT, EXIT_SIGNALLED, EXIT_TIMEOUT, GRAC
                           default_host, describes_work, host_paths, job_command, job_env, machine_dict,
                           machine_from, machine_public, q)
 from launcher.report import build_report
-from launcher.signals import Stop, sigterm_raises
+from launcher import signals
+from launcher.signals import Stop
 from launcher.store import RunRecord, Store, new_run_id
 from launcher.streaming import Progress, WorkerStream, last_event
 
@@ -117,6 +118,12 @@ class Runner:
         return {"plan": plan, "estimate": est, "budget_usd": spec.limits.budget_usd}
 
     def run(self, spec, opts: RunOptions, spec_path: str | None = None, spec_text: str | None = None) -> RunResult:
+        """Launch, ship, stream, fetch, tear down. SIGINT/SIGTERM/SIGHUP at any stage end in state
+        `interrupted` and Interrupted (exit 130) after the job is stopped and everything released."""
+        with signals.handled():
+            return self._run(spec, opts, spec_path, spec_text)
+
+    def _run(self, spec, opts: RunOptions, spec_path: str | None, spec_text: str | None) -> RunResult:
         provider = self.provider_factory(opts.provider, **opts.provider_config)
         run_id = new_run_id()
         self.store.create_run(run_id, spec.name, opts.provider, spec_path=spec_path, spec_text=spec_text,
@@ -125,10 +132,12 @@ class Runner:
         ctx = _Ctx(self.store, run_id, spec, opts.provider, self.on_event, opts.provider_config.get("ssh_cidr"))
         run_dir = self.store.run_dir(run_id)
 
-        if opts.artifacts_dir and Path(opts.artifacts_dir).exists() and not Path(opts.artifacts_dir).is_dir():
-            self.store.set_state(run_id, "cancelled", "--artifacts is a file")
-            raise UsageError(f"--artifacts {opts.artifacts_dir} is a file, not a directory",
-                             "give a directory (it is created if missing; an existing one is never overwritten)")
+        try:  # where the results will land is settled before anything is created
+            dest = artifacts.choose_destination(run_id, opts.artifacts_dir)
+        except UsageError as exc:
+            self.store.set_state(run_id, "cancelled", exc.message)
+            raise
+        self.store.update_run(run_id, artifacts_dir=str(dest))
         # The estimate (and the prices it used) is recorded before anything is created.
         plan = provider.plan(spec, ctx)
         if not describes_work(spec):
@@ -162,92 +171,92 @@ class Runner:
         paths: Paths | None = None
         detached = False
         outcome: BaseException | None = None
-        with sigterm_raises():
-            try:
-                self.store.set_state(run_id, "provisioning")
-                launched_at = self.clock()
-                self.store.update_run(run_id, launched_at=launched_at)
-                machines = self._launch(provider, spec, ctx, opts)
-                machine = machines[0]
-                price = None if machine.price_per_hour is None else machine.price_per_hour * len(machines)
-                self.store.update_run(run_id, machine=machine_dict(machine), price_per_hour=price)
-                for m in machines:
-                    self._emit("machine", run_id=run_id, **machine_public(m))
+        try:
+            signals.check()  # a signal during the estimate: stop before creating anything
+            self.store.set_state(run_id, "provisioning")
+            launched_at = self.clock()
+            self.store.update_run(run_id, launched_at=launched_at)
+            machines = self._launch(provider, spec, ctx, opts)
+            signals.check()
+            machine = machines[0]
+            price = None if machine.price_per_hour is None else machine.price_per_hour * len(machines)
+            self.store.update_run(run_id, machine=machine_dict(machine), price_per_hour=price)
+            for m in machines:
+                self._emit("machine", run_id=run_id, **machine_public(m))
 
-                self.store.set_state(run_id, "connecting")
-                host = self.host_factory(machine)
-                workers = [_Node(rank, m, self.host_factory(m)) for rank, m in enumerate(machines[1:], start=1)]
-                self._reach(host, machine, opts)
-                for w in workers:
-                    self._reach(w.host, w.machine, opts)
-                self._emit("connected", run_id=run_id)
-                paths = host_paths(machine, run_id, run_dir, host)
-                for w in workers:  # a worker's own directory: nodes may share a home directory (NFS)
-                    w.paths = Paths(f"{paths.workdir}-node{w.rank}")
-                master = machine.private_ip or machine.host
-                for rank, m, h, p in [(0, machine, host, paths)] + [(w.rank, w.machine, w.host, w.paths)
-                                                                     for w in workers]:
-                    self._upload(h, spec, p, m)
-                    if spec.setup:
-                        self.store.set_state(run_id, "setup")
-                        self._emit("setup", run_id=run_id, node=rank)
-                        h.run(f"cd {q(p.workdir)} && {spec.setup}", timeout=opts.launch_deadline_s)
-                # Workers first: with a static rendezvous they wait for node 0, never the other way round.
-                for w in workers:
-                    w.pid = w.host.start_detached(job_command(spec, w.machine, w.paths, w.rank, master, run_id),
-                                                  w.paths.workdir, w.paths.log, w.paths.exit,
-                                                  env=job_env(spec, w.machine, w.rank))
-                command = job_command(spec, machine, paths, 0, master if workers else None, run_id)
-                pid = host.start_detached(command, paths.workdir, paths.log, paths.exit, env=job_env(spec, machine))
-                self.store.update_run(run_id, job_started_at=self.clock(),
-                                      machine={**machine_dict(machine), "pid": pid, "workdir": paths.workdir,
-                                               "workers": [{**machine_dict(w.machine), "pid": w.pid}
-                                                           for w in workers]})
-                self.store.set_state(run_id, "running")
-                self._emit("job-started", run_id=run_id, pid=pid)
-                if opts.detach:
-                    detached = True
-                    self._emit("detached", run_id=run_id)
-                    return RunResult(self.store.get_run(run_id), {})
-                streams = [WorkerStream(self._node_log(run_id, w.rank), w) for w in workers]
-                exit_status, reason = self._follow(run_id, spec, provider, machine, host, paths, pid, opts, 0)
-                worker_status = [t.join_status(opts.ssh_deadline_s) for t in streams]
-                failed = [(r, st) for r, st in enumerate(worker_status, start=1) if st != 0]
-                if exit_status == 0 and failed:
-                    exit_status, reason = failed[0][1] or 1, f"node {failed[0][0]} exited {failed[0][1]}"
-                self._finish(run_id, spec, host, paths, opts, exit_status, reason, workers)
-            except (KeyboardInterrupt, Stop) as exc:
-                outcome = exc
-                self.store.set_state(run_id, "interrupted", "interrupted by the user")
-                if host is not None and machine is not None:
-                    self._stop_job(host, run_id)
-                    if paths is not None:
-                        self._salvage(run_id, host, paths, opts.artifacts_dir)
-                for w in workers:
-                    self._stop_pid(w.host, w.pid)
-            except GpujobError as exc:
-                outcome = exc
-                if not isinstance(exc, JobFailed):
-                    state = "launch-failed" if machine is None else "failed"
-                    self.store.set_state(run_id, state, str(exc))
-                for w in workers:  # one node failing stops the others
-                    self._stop_pid(w.host, w.pid)
-            except BaseException as exc:  # noqa: BLE001 - a bug or SystemExit must still tear down
-                outcome = exc
-                self.store.set_state(run_id, "failed", f"internal error: {exc!r}")
-            finally:
-                leftovers: list[Leftover] = []
-                if not detached and not opts.keep:
+            self.store.set_state(run_id, "connecting")
+            host = self.host_factory(machine)
+            workers = [_Node(rank, m, self.host_factory(m)) for rank, m in enumerate(machines[1:], start=1)]
+            self._reach(host, machine, opts)
+            for w in workers:
+                self._reach(w.host, w.machine, opts)
+            signals.check()
+            self._emit("connected", run_id=run_id)
+            paths = host_paths(machine, run_id, run_dir, host)
+            for w in workers:  # a worker's own directory: nodes may share a home directory (NFS)
+                w.paths = Paths(f"{paths.workdir}-node{w.rank}")
+            master = machine.private_ip or machine.host
+            self.store.set_state(run_id, "uploading")
+            for rank, m, h, p in [(0, machine, host, paths)] + [(w.rank, w.machine, w.host, w.paths)
+                                                                 for w in workers]:
+                self._upload(h, spec, p, m)
+                if spec.setup:
+                    self.store.set_state(run_id, "setup")
+                    self._emit("setup", run_id=run_id, node=rank)
+                    h.run(f"cd {q(p.workdir)} && {spec.setup}", timeout=opts.launch_deadline_s)
+            signals.check()
+            # Workers first: with a static rendezvous they wait for node 0, never the other way round.
+            for w in workers:
+                w.pid = w.host.start_detached(job_command(spec, w.machine, w.paths, w.rank, master, run_id),
+                                              w.paths.workdir, w.paths.log, w.paths.exit,
+                                              env=job_env(spec, w.machine, w.rank))
+            command = job_command(spec, machine, paths, 0, master if workers else None, run_id)
+            pid = host.start_detached(command, paths.workdir, paths.log, paths.exit, env=job_env(spec, machine))
+            self.store.update_run(run_id, job_started_at=self.clock(),
+                                  machine={**machine_dict(machine), "pid": pid, "workdir": paths.workdir,
+                                           "workers": [{**machine_dict(w.machine), "pid": w.pid}
+                                                       for w in workers]})
+            self.store.set_state(run_id, "running")
+            self._emit("job-started", run_id=run_id, pid=pid)
+            if opts.detach:
+                detached = True
+                self._emit("detached", run_id=run_id)
+                return RunResult(self.store.get_run(run_id), {})
+            streams = [WorkerStream(self._node_log(run_id, w.rank), w) for w in workers]
+            exit_status, reason = self._follow(run_id, spec, provider, machine, host, paths, pid, opts, 0)
+            worker_status = [t.join_status(opts.ssh_deadline_s) for t in streams]
+            failed = [(r, st) for r, st in enumerate(worker_status, start=1) if st != 0]
+            if exit_status == 0 and failed:
+                exit_status, reason = failed[0][1] or 1, f"node {failed[0][0]} exited {failed[0][1]}"
+            self._finish(run_id, spec, host, paths, opts, exit_status, reason, workers)
+        except Stop as exc:
+            outcome = exc
+            with signals.shielded():  # the stage decides; nothing below is skipped by a signal
+                self._interrupted(run_id, host, machine, paths, workers, opts)
+        except GpujobError as exc:
+            outcome = exc
+            if not isinstance(exc, (JobFailed, FetchFailed)):
+                state = "launch-failed" if machine is None else "failed"
+                self.store.set_state(run_id, state, str(exc))
+            for w in workers:  # one node failing stops the others
+                self._stop_pid(w.host, w.pid)
+        except BaseException as exc:  # noqa: BLE001 - a bug or SystemExit must still tear down
+            outcome = exc
+            self.store.set_state(run_id, "failed", f"internal error: {exc!r}")
+        finally:
+            leftovers: list[Leftover] = []
+            if not detached and not opts.keep and self.store.get_run(run_id).state != "fetch-failed":
+                with signals.shielded():  # a second Ctrl-C shortens waits, never skips the release
                     leftovers = self._teardown(run_id, provider, ctx)
-                for w in workers:
-                    w.host.close()
-                if machine is not None and machine.provider == "local" and paths is not None and not detached:
-                    # The results were copied home: don't keep a second copy (checkpoints are big).
-                    if self.store.get_run(run_id).artifacts_dir:
-                        shutil.rmtree(paths.workdir, ignore_errors=True)
-                if host is not None:
-                    host.close()  # a detached job lives on: it was started with setsid
-                    self._emit("connections", run_id=run_id, opened=getattr(host, "connections_opened", 0))
+            for w in workers:
+                w.host.close()
+            if machine is not None and machine.provider == "local" and paths is not None and not detached:
+                # The results were copied home: don't keep a second copy (checkpoints are big).
+                if self.store.get_run(run_id).fetched_at:
+                    shutil.rmtree(paths.workdir, ignore_errors=True)
+            if host is not None:
+                host.close()  # a detached job lives on: it was started with setsid
+                self._emit("connections", run_id=run_id, opened=getattr(host, "connections_opened", 0))
         return self._conclude(run_id, outcome, leftovers)
 
     def _reach(self, host, machine: Machine, opts: RunOptions) -> None:
@@ -306,53 +315,119 @@ class Runner:
         leftovers: list[Leftover] = []
         opts = RunOptions(provider=rec.provider, provider_config=rec.provider_config, keep=keep,
                           artifacts_dir=rec.artifacts_dir)
-        with sigterm_raises():
+        with signals.handled():
             try:
                 exit_status, reason = self._follow(run_id, spec, provider, machine, host, paths,
                                                    rec.machine.get("pid"), opts, offset)
                 self._finish(run_id, spec, host, paths, opts, exit_status, reason)
-            except (KeyboardInterrupt, Stop) as exc:
+            except Stop as exc:
                 # Leaving `logs --follow` detaches again; it never kills the job.
                 host.close()
                 raise Interrupted(f"stopped following run {run_id}; the job keeps running",
                                   f"`gpujob logs {run_id} --follow` to re-attach, `gpujob down {run_id}` to stop") from exc
             except GpujobError as exc:
                 outcome = exc
-                if not isinstance(exc, JobFailed):
+                if not isinstance(exc, (JobFailed, FetchFailed)):
                     self.store.set_state(run_id, "failed", str(exc))
             finally:
                 if outcome is not None or self.store.get_run(run_id).finished:
-                    if not keep:
-                        leftovers = self._teardown(run_id, provider, ctx)
+                    if not keep and self.store.get_run(run_id).state != "fetch-failed":
+                        with signals.shielded():
+                            leftovers = self._teardown(run_id, provider, ctx)
                 host.close()
         return self._conclude(run_id, outcome, leftovers)
 
-    def down(self, run_id: str) -> RunResult:
-        """Stop the job (checkpoint first) and release everything the run holds."""
+    def down(self, run_id: str, discard: bool = False) -> RunResult:
+        """Stop the job (checkpoint first), bring its results home, release everything the run holds.
+
+        A run whose results are only on the machine (fetch-failed) is released only once they are
+        home, or with ``discard``; otherwise FetchFailed. Signals only shorten waits."""
+        with signals.handled(), signals.shielded():
+            return self._down(run_id, discard)
+
+    def _down(self, run_id: str, discard: bool) -> RunResult:
         rec = self.store.get_run(run_id)
         run_id = rec.id
-        from launcher.spec import JobSpec
-
-        spec = JobSpec.model_validate(rec.spec) if rec.spec else None
-        provider = self.provider_factory(rec.provider, **rec.provider_config)
-        ctx = _Ctx(self.store, run_id, spec, rec.provider, self.on_event, None)
-        if rec.machine and not rec.finished and rec.machine.get("pid"):
+        provider, ctx = self._reopen(rec)
+        unfetched = rec.state == "fetch-failed"
+        if rec.machine and not rec.finished and rec.machine.get("pid") and not (unfetched and discard):
+            host = None
             try:
                 host = self.host_factory(machine_from(rec.machine))
                 host.connect()
                 self._stop_job(host, run_id)
-                self._salvage(run_id, host, Paths(rec.machine["workdir"]), rec.artifacts_dir)
-                host.close()
+                if unfetched:
+                    self._fetch(run_id, host, Paths(rec.machine["workdir"]))  # FetchFailed: keep the machine
+                else:
+                    self._salvage(run_id, host, Paths(rec.machine["workdir"]))
                 for w in rec.machine.get("workers", []):
                     wh = self.host_factory(machine_from(w))
                     self._stop_pid(wh, w.get("pid"))
                     wh.close()
+            except FetchFailed:
+                raise
             except GpujobError as exc:  # an unreachable machine must not block the release
+                if unfetched:
+                    self.store.set_state(run_id, "fetch-failed", f"fetching the results failed: {exc.message}")
+                    raise FetchFailed(run_id, exc.message) from None
                 self._emit("warning", run_id=run_id, message=f"could not stop the job cleanly: {exc}")
+            finally:
+                if host is not None:
+                    host.close()
         if not rec.finished:
-            self.store.set_state(run_id, "cancelled", "stopped with gpujob down")
+            self.store.set_state(run_id, "cancelled", "results discarded with gpujob down --discard"
+                                 if unfetched and discard else "stopped with gpujob down")
         leftovers = self._teardown(run_id, provider, ctx)
         return self._conclude(run_id, None, leftovers)
+
+    def fetch(self, run_id: str) -> RunResult:
+        """Retry bringing a run's results home (resuming a partial fetch), then release its machine."""
+        with signals.handled():
+            rec = self.store.get_run(run_id)
+            run_id = rec.id
+            if rec.fetched_at:
+                return RunResult(rec, build_report(rec))
+            if rec.state != "fetch-failed" or not rec.machine:
+                raise UsageError(f"run {run_id} is {rec.state}: it has no results waiting on a machine",
+                                 "`gpujob fetch` retries a run in state fetch-failed")
+            provider, ctx = self._reopen(rec)
+            host = self.host_factory(machine_from(rec.machine))
+            try:
+                host.connect()
+
+                def notice() -> None:
+                    self._emit("warning", run_id=run_id, message="finishing the fetch; a second Ctrl-C stops it "
+                                                                  "(the machine is kept: `gpujob fetch` resumes)")
+
+                with signals.shielded(1, notice):
+                    self._fetch(run_id, host, Paths(rec.machine["workdir"]))
+            except GpujobError as exc:
+                if not isinstance(exc, FetchFailed):
+                    self.store.set_state(run_id, "fetch-failed", f"fetching the results failed: {exc.message}")
+                    raise FetchFailed(run_id, exc.message) from None
+                raise
+            except Stop:
+                raise Interrupted(f"fetch of run {run_id} stopped; the machine is kept",
+                                  f"`gpujob fetch {run_id}` resumes it, `gpujob down {run_id} --discard` "
+                                  "releases it without the results") from None
+            finally:
+                host.close()
+            status = rec.exit_status
+            if status == 0:
+                self.store.set_state(run_id, "succeeded", None)
+            else:
+                self.store.set_state(run_id, "failed", f"job exited {status}")
+            with signals.shielded():
+                leftovers = self._teardown(run_id, provider, ctx)
+            return self._conclude(run_id, None, leftovers)
+
+    def _reopen(self, rec: RunRecord):
+        """The provider and context of a recorded run (for attach/down/fetch from another process)."""
+        from launcher.spec import JobSpec
+
+        spec = JobSpec.model_validate(rec.spec) if rec.spec else None
+        provider = self.provider_factory(rec.provider, **rec.provider_config)
+        return provider, _Ctx(self.store, rec.id, spec, rec.provider, self.on_event, rec.provider_config.get("ssh_cidr"))
 
     # --- phases ---------------------------------------------------------------------------
 
@@ -416,28 +491,76 @@ class Runner:
 
     def _finish(self, run_id, spec, host, paths: Paths, opts: RunOptions, exit_status: int,
                 reason: str | None, workers: list["_Node"] = ()) -> None:
-        self.store.set_state(run_id, "fetching")
-        dest = artifacts.destination(run_id, opts.artifacts_dir)
-        files = artifacts.fetch(host, paths, dest, workers)
+        """Record how the job ended, bring the results home, then say succeeded/failed.
+
+        The job's status is recorded before the fetch. A signal during the fetch is noted and the
+        fetch goes on; a second one stops it (after saying what is lost). A failed fetch leaves
+        the machine up in state fetch-failed (FetchFailed says how to retry or release)."""
         log_text = self.store.log_text(run_id)
-        self.store.update_run(run_id, artifacts_dir=str(dest), exit_status=exit_status,
-                              result={"start": last_event(log_text, "start"), "end": last_event(log_text, "end"),
-                                      "files": files})
-        self._emit("artifacts", run_id=run_id, path=str(dest), files=files)
+        self.store.update_run(run_id, exit_status=exit_status,
+                              result={"start": last_event(log_text, "start"), "end": last_event(log_text, "end")})
+        self.store.set_state(run_id, "fetching")
+
+        def notice() -> None:
+            self._emit("warning", run_id=run_id, message="bringing the results home before releasing the machine; "
+                                                          "a second Ctrl-C skips the fetch and the results are lost")
+
+        with signals.shielded(1, notice):
+            files = self._fetch(run_id, host, paths, workers)
+        signals.check()  # the results are home; a signal during the fetch still ends the run as interrupted
+        rec = self.store.get_run(run_id)
+        self.store.update_run(run_id, result={**(rec.result or {}), "files": files})
         if exit_status != 0:
             self.store.set_state(run_id, "failed", reason or f"job exited {exit_status}")
             raise JobFailed(run_id, exit_status, reason or "see `gpujob logs`")
         self.store.set_state(run_id, "succeeded", reason)
 
-    def _salvage(self, run_id: str, host, paths: Paths, artifacts_dir: str | None) -> None:
-        """Bring home what a stopped job left (its checkpoint, the log) before the machine goes."""
-        try:
-            dest = artifacts.destination(run_id, artifacts_dir)
-            files = artifacts.fetch(host, paths, dest)
+    def _fetch(self, run_id: str, host, paths: Paths, workers=()) -> int:
+        """Fetch into the run's results directory (resuming a partial fetch there); fetch-failed on error."""
+        rec = self.store.get_run(run_id)
+        started = any(kind == "fetch-started" for _, kind, _ in self.store.events(run_id))
+        planned = Path(rec.artifacts_dir) if rec.artifacts_dir else artifacts.choose_destination(run_id, None)
+        if started:
+            dest = planned
+            dest.mkdir(parents=True, exist_ok=True)
+        else:
+            dest = artifacts.prepare(planned)
             self.store.update_run(run_id, artifacts_dir=str(dest))
-            self._emit("artifacts", run_id=run_id, path=str(dest), files=files)
-        except (GpujobError, OSError) as exc:  # the release must go on regardless
-            self._emit("warning", run_id=run_id, message=f"could not fetch the checkpoint: {exc}")
+            self.store.add_event(run_id, "fetch-started", {"path": str(dest)})
+        try:
+            files = artifacts.fetch(host, paths, dest, workers)
+        except (GpujobError, OSError) as exc:
+            why = getattr(exc, "message", None) or str(exc)
+            self.store.set_state(run_id, "fetch-failed", f"fetching the results failed: {why}")
+            raise FetchFailed(run_id, why) from None
+        self.store.update_run(run_id, fetched_at=self.clock())
+        self._emit("artifacts", run_id=run_id, path=str(dest), files=files)
+        return files
+
+    def _interrupted(self, run_id: str, host, machine, paths, workers, opts: RunOptions) -> None:
+        """A signal arrived: stop the job (it checkpoints), bring home what it left; the caller releases."""
+        name = signals.signal_name() or "a signal"
+        self._emit("warning", run_id=run_id, message=f"{name} received: stopping the job and releasing everything "
+                                                      "(Ctrl-C again shortens the waits, never the release)")
+        self.store.set_state(run_id, "interrupted", f"interrupted by {name}")
+        if host is not None and machine is not None:
+            self._stop_job(host, run_id)
+            if paths is not None:
+                if signals.received() > 1 and self.store.get_run(run_id).exit_status is not None:
+                    self._emit("warning", run_id=run_id, message="results not fetched (skipped by a second signal)")
+                else:
+                    self._salvage(run_id, host, paths)
+        for w in workers:
+            self._stop_pid(w.host, w.pid)
+
+    def _salvage(self, run_id: str, host, paths: Paths) -> None:
+        """Bring home what a stopped job left (its checkpoint, the log) before the machine goes."""
+        if self.store.get_run(run_id).fetched_at:
+            return
+        try:
+            self._fetch(run_id, host, paths)
+        except FetchFailed as exc:  # the release must go on regardless
+            self._emit("warning", run_id=run_id, message=f"could not fetch the checkpoint: {exc.message}")
 
     def _stop_job(self, host, run_id: str) -> None:
         """SIGTERM the job's process group (the payload checkpoints), then SIGKILL after a grace period."""
@@ -448,8 +571,11 @@ class Runner:
         try:
             host.kill_job(pid, "TERM")
             deadline = time.monotonic() + GRACE_S
+            # A further signal shortens the checkpoint grace (SIGKILL at once), never the release.
             while time.monotonic() < deadline and host.is_running(pid):
-                time.sleep(0.5)
+                if signals.nap(0.5):
+                    self._emit("warning", run_id=run_id, message="stopping the job now, without its checkpoint")
+                    break
             if host.is_running(pid):
                 host.kill_job(pid, "KILL")
         except GpujobError:
@@ -484,8 +610,8 @@ class Runner:
             raise TeardownError([(f"{lo.resource.kind} {lo.resource.id}",
                                   lo.resource.delete_command or f"gpujob gc --provider {lo.resource.provider} --yes")
                                  for lo in leftovers])
-        if isinstance(outcome, (KeyboardInterrupt, Stop)):
-            raise Interrupted(f"run {run_id} interrupted; everything it created was released")
+        if isinstance(outcome, Stop):
+            raise Interrupted(f"run {run_id} interrupted ({outcome}); everything it created was released")
         if isinstance(outcome, GpujobError):
             raise outcome
         if outcome is not None:

@@ -23,9 +23,12 @@ STATES: dict[str, State] = {s.name: s for s in (
     State("created", False, False, "recorded; nothing created yet"),
     State("provisioning", False, True, "creating the machine(s)"),
     State("connecting", False, True, "waiting for SSH"),
-    State("setup", False, True, "uploading and running the spec's setup"),
+    State("uploading", False, True, "shipping the payload and job config"),
+    State("setup", False, True, "running the spec's setup"),
     State("running", False, True, "the job runs"),
     State("fetching", False, True, "bringing the results home"),
+    State("fetch-failed", False, True, "the results are only on the machine, kept up: `gpujob fetch` or "
+                                       "`gpujob down --discard`"),
     State("succeeded", True, False, "the job exited 0 and its results are home"),
     State("failed", True, False, "the job or a step failed; what could be fetched was"),
     State("interrupted", True, False, "stopped by a signal; the job was stopped and everything released"),

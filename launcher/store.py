@@ -76,6 +76,16 @@ CREATE INDEX IF NOT EXISTS resources_run ON resources(run_id);
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id);
 """
 
+# Versioned migrations: MIGRATIONS[i] takes the schema from version i+1 to i+2 (PRAGMA user_version).
+# Version 1 is _SCHEMA above; never edit a shipped step, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    # 2: where the results go (chosen at launch), when they were home, and the attached client's lease
+    "ALTER TABLE runs ADD COLUMN fetched_at REAL;"
+    "ALTER TABLE runs ADD COLUMN lease_json TEXT;",
+)
+SCHEMA_VERSION = 1 + len(MIGRATIONS)
+BUSY_TIMEOUT_S = 10.0
+
 
 def gpujob_home() -> Path:
     """State directory: $GPUJOB_HOME, else $XDG_STATE_HOME/gpujob, else ~/.local/state/gpujob."""
@@ -113,6 +123,8 @@ class RunRecord:
     reason: str | None = None
     artifacts_dir: str | None = None
     result: dict[str, Any] | None = None
+    fetched_at: float | None = None  # the results are home (artifacts_dir holds them)
+    lease: dict[str, Any] | None = None  # the attached client: {"pid", "host", "started", "refreshed"}
 
     @property
     def finished(self) -> bool:
@@ -143,37 +155,122 @@ class ResourceRow:
 
 
 _JSON_COLS = {"spec_json": "spec", "provider_config": "provider_config", "estimate_json": "estimate",
-              "machine_json": "machine", "result_json": "result"}
+              "machine_json": "machine", "result_json": "result", "lease_json": "lease"}
 
 
 class Store:
+    """The run database (``runs.db`` in the state directory): runs, resources, events and logs.
+
+    Raises StoreError with one clear line when the file is locked by another gpujob (naming
+    its pid), damaged (moved aside, a new one made, `gpujob gc` suggested) or was deleted."""
+
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else gpujob_home() / "runs.db"
+        marker = self.path.with_name(self.path.name + ".created")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as db:
-                db.executescript(_SCHEMA)
+            deleted = marker.exists() and not self.path.exists()
+            try:
+                self._migrate()
+            except sqlite3.DatabaseError as exc:
+                if not ("malformed" in str(exc) or "not a database" in str(exc)):
+                    raise
+                broken = self._move_aside()
+                self._migrate()
+                marker.write_text(f"{time.time()}\n")
+                raise StoreError(f"the run database {self.path} was damaged ({exc}): moved aside to {broken.name}, "
+                                 "new database created",
+                                 "runs that may still hold cloud resources: run `gpujob gc` (and `gpujob gc --yes`)"
+                                 ) from None
+            if not marker.exists() or deleted:
+                marker.write_text(f"{time.time()}\n")
+            if deleted:
+                raise StoreError(f"the run database {self.path} was deleted: every run it recorded is forgotten; "
+                                 "a new one was created",
+                                 "runs that may still hold cloud resources: run `gpujob gc` (and `gpujob gc --yes`)")
+        except sqlite3.OperationalError as exc:
+            raise self._error(exc) from None
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the run database {self.path}: {exc}",
                              "set GPUJOB_HOME to a writable directory") from None
 
+    def _migrate(self) -> None:
+        db = self._connect()
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header: damage shows here
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version >= SCHEMA_VERSION:
+                return
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have done it
+                if version == 0:
+                    for stmt in _SCHEMA.split(";"):
+                        if stmt.strip():
+                            db.execute(stmt)
+                    version = 1
+                    cols = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
+                    if "fetched_at" in cols:  # a database made before versions were recorded, already current
+                        version = SCHEMA_VERSION
+                for step in MIGRATIONS[version - 1:]:
+                    for stmt in step.split(";"):
+                        if stmt.strip():
+                            db.execute(stmt)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)
+                raise
+        finally:
+            db.close()
+
+    def _move_aside(self) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        broken = self.path.with_name(f"{self.path.name}.broken-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                src.rename(Path(str(broken) + suffix))
+        return broken
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        if _is_locked(exc):
+            holders = [p for p in _holders(self.path) if p != os.getpid()]
+            who = f"another gpujob (pid {', '.join(map(str, holders))})" if holders else "another process"
+            return StoreError(f"the run database {self.path} is locked by {who}",
+                              f"waited {BUSY_TIMEOUT_S:.0f}s; retry when it is done, or stop it")
+        return StoreError(f"the run database {self.path} failed: {exc}",
+                          "if this repeats, move the file aside and run `gpujob gc`")
+
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=30000")
         db.row_factory = sqlite3.Row
         return db
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._connect()
+        """One short write transaction; sqlite errors become one clear StoreError."""
+        with self._read() as db:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                _rollback(db)  # a failed rollback must not hide what failed
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
         try:
-            db.execute("BEGIN IMMEDIATE")
+            db = self._connect()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        try:
             yield db
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
         finally:
             db.close()
 
@@ -219,8 +316,7 @@ class Store:
         self.update_run(run_id, state=state, **fields)
 
     def get_run(self, run_id: str) -> RunRecord:
-        db = self._connect()
-        try:
+        with self._read() as db:
             row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
             if row is None:
                 # let users type a unique prefix
@@ -228,16 +324,11 @@ class Store:
                 if len(rows) != 1:
                     raise StoreError(f"no run with id '{run_id}'", "list runs with `gpujob ls`")
                 row = rows[0]
-        finally:
-            db.close()
         return self._record(row)
 
     def list_runs(self, limit: int = 50) -> list[RunRecord]:
-        db = self._connect()
-        try:
+        with self._read() as db:
             rows = db.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
-        finally:
-            db.close()
         return [self._record(r) for r in rows]
 
     @staticmethod
@@ -284,12 +375,9 @@ class Store:
                        (time.time(), run_id))
 
     def resources(self, run_id: str, live_only: bool = True) -> list[ResourceRow]:
-        db = self._connect()
-        try:
+        with self._read() as db:
             q = "SELECT * FROM resources WHERE run_id=?" + (" AND state!='deleted'" if live_only else "")
             rows = db.execute(q + " ORDER BY id", (run_id,)).fetchall()
-        finally:
-            db.close()
         return [ResourceRow(r["id"], r["run_id"], r["provider"], r["kind"], r["name"], r["region"],
                             r["resource_id"], r["state"]) for r in rows]
 
@@ -301,11 +389,8 @@ class Store:
                        (run_id, time.time(), kind, json.dumps(detail or {})))
 
     def events(self, run_id: str) -> list[tuple[float, str, dict]]:
-        db = self._connect()
-        try:
+        with self._read() as db:
             rows = db.execute("SELECT ts, kind, detail FROM events WHERE run_id=? ORDER BY id", (run_id,)).fetchall()
-        finally:
-            db.close()
         return [(r["ts"], r["kind"], json.loads(r["detail"] or "{}")) for r in rows]
 
     def append_log(self, run_id: str, offset: int, text: str) -> None:
@@ -318,9 +403,32 @@ class Store:
                        (run_id, (last[0] or 0) + 1, offset, text))
 
     def log_text(self, run_id: str) -> str:
-        db = self._connect()
-        try:
+        with self._read() as db:
             rows = db.execute("SELECT text FROM logs WHERE run_id=? ORDER BY seq", (run_id,)).fetchall()
-        finally:
-            db.close()
         return "".join(r["text"] for r in rows)
+
+
+def _is_locked(exc: sqlite3.Error) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back if a transaction is open; a failed rollback must not hide the error that caused it."""
+    try:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
+
+
+def _holders(path: Path) -> list[int]:
+    """Pids of processes with the database file open (Linux /proc; [] elsewhere)."""
+    target = str(path.resolve())
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if any(os.readlink(fd) in (target, target + "-wal") for fd in (proc / "fd").iterdir()):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return sorted(pids)

@@ -89,3 +89,69 @@ def test_unwritable_home_is_one_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(StoreError, match="GPUJOB_HOME"):
         Store(blocker / "sub" / "runs.db")
+
+
+# --- issue 14, failure 9: a damaged, locked or deleted database ---------------------------
+
+
+def test_damaged_database_is_moved_aside_with_a_gc_hint(tmp_path):
+    path = tmp_path / "runs.db"
+    Store(path)
+    path.write_bytes(b"this is not a database" * 200)
+    with pytest.raises(StoreError, match=r"damaged.*moved aside to runs\.db\.broken-.*gpujob gc"):
+        Store(path)
+    assert list(tmp_path.glob("runs.db.broken-*"))
+    s = Store(path)  # the new one works
+    _run(s)
+    assert len(s.list_runs()) == 1
+
+
+def test_locked_database_names_the_holder(tmp_path, monkeypatch):
+    import sqlite3
+
+    import launcher.store as store_mod
+
+    monkeypatch.setattr(store_mod, "BUSY_TIMEOUT_S", 0.2)
+    path = tmp_path / "runs.db"
+    s = Store(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        with pytest.raises(StoreError, match=r"is locked by another"):
+            _run(s)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    _run(s)
+
+
+def test_deleted_database_is_noticed(tmp_path):
+    path = tmp_path / "runs.db"
+    _run(Store(path))
+    for p in tmp_path.glob("runs.db*"):
+        if not p.name.endswith(".created"):
+            p.unlink()
+    with pytest.raises(StoreError, match=r"was deleted.*gpujob gc"):
+        Store(path)
+    assert Store(path).list_runs() == []  # said once; the new database works
+
+
+def test_schema_migrates_from_version_1(tmp_path):
+    import sqlite3
+
+    import launcher.store as store_mod
+
+    path = tmp_path / "runs.db"
+    db = sqlite3.connect(path)
+    db.executescript(store_mod._SCHEMA)
+    db.execute("INSERT INTO runs (id, name, provider, state, created_at, updated_at) VALUES "
+               "('rold', 'old', 'aws', 'succeeded', 1, 1)")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    s = Store(path)
+    rec = s.get_run("rold")
+    assert rec.name == "old" and rec.fetched_at is None and rec.lease is None
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION
+    db.close()
