@@ -221,6 +221,7 @@ def logs(run_id: str = typer.Argument(...),
 def list_runs(as_json: bool = typer.Option(False, "--json"),
               limit: int = typer.Option(20, "--limit", min=1)) -> None:
     """Runs: id, name, provider, state, elapsed, dollars so far."""
+    from launcher.liveness import orphaned
     from launcher.render import render_runs
     from launcher.store import Store
 
@@ -228,7 +229,7 @@ def list_runs(as_json: bool = typer.Option(False, "--json"),
     if as_json:
         _json_out([{"id": r.id, "name": r.name, "provider": r.provider, "state": r.state,
                     "created_at": r.created_at, "elapsed_s": r.billed_seconds(), "spent_usd": r.spent_usd(),
-                    "reason": r.reason} for r in runs])
+                    "reason": r.reason, "orphaned": orphaned(r)} for r in runs])
         return
     render_runs(_out(), runs)
 
@@ -307,18 +308,30 @@ def fetch(run_id: str = typer.Argument(...)) -> None:
 
 
 @app.command()
-def gc(provider: list[str] = typer.Option(["aws", "gcp"], "--provider", "-p"),
+def gc(provider: list[str] = typer.Option([], "--provider", "-p",
+                                         help="Providers to check (repeatable; default: all, tags on aws and gcp)."),
        region: list[str] = typer.Option([], "--region"),
+       project: Optional[str] = typer.Option(None, "--project", help="gcp: project id."),
        yes: bool = typer.Option(False, "--yes", help="Delete (default: dry run)."),
        as_json: bool = typer.Option(False, "--json")) -> None:
-    """Find resources tagged by gpujob that belong to no live run; delete them with --yes."""
-    from launcher.gc import collect
-    from launcher.render import render_gc
+    """Find orphaned runs (their client was killed) and resources tagged by gpujob that belong to no live
+    run; with --yes, name them, then stop and release them."""
+    from launcher.gc import CLOUDS, collect
+    from launcher.render import EventPrinter, render_gc
 
-    report = collect(list(provider), list(region) or None, delete=yes)
-    if len(report["errors"]) >= len(provider):  # "nothing to collect" would be a lie: nothing was checked
+    providers = list(provider) or None
+    if yes and not as_json:  # the confirmation names what will be deleted before anything is
+        plan = collect(providers, list(region) or None, delete=False, project=project)
+        render_gc(_out(), plan, deleted=False, confirming=True)
+    printer = EventPrinter(_out()) if yes and not as_json else None
+    report = collect(providers, list(region) or None, delete=yes, project=project, on_event=printer)
+    if printer is not None:
+        printer.close()
+    clouds = [p for p in (providers or CLOUDS) if p in CLOUDS]
+    if clouds and len(report["errors"]) >= len(clouds) and not report["orphaned_runs"]:
         from launcher.errors import ProviderError
 
+        # "nothing to collect" would be a lie: nothing was checked
         raise ProviderError("gc", "could not check any provider: " + "; ".join(report["errors"]))
     _json_out(report) if as_json else render_gc(_out(), report, deleted=yes)
 

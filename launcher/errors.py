@@ -145,6 +145,23 @@ class FetchFailed(GpujobError):
                          f"`gpujob down {run_id} --discard`")
 
 
+class MachineGone(GpujobError):
+    """The machine went away under a running job: reclaimed (spot-interrupted) or terminated.
+
+    ``state`` is the run's final state; a spot reclaim has its own exit code (10), not a timeout."""
+
+    STATES = ("spot-interrupted", "terminated")
+    exit_code = 10
+
+    def __init__(self, run_id: str, how: str):
+        self.run_id, self.how = run_id, how
+        self.state = "spot-interrupted" if how == "spot-interrupted" else "failed"
+        what = "spot instance was reclaimed by the cloud" if how == "spot-interrupted" else "machine was terminated"
+        super().__init__(f"run {run_id}: the {what} while the job ran",
+                         "its checkpoint is on the client only if it was fetched; rerun with `gpujob run`, "
+                         "or use on-demand capacity (resources.spot: false)")
+
+
 class TeardownError(GpujobError):
     """Something could not be deleted. The message lists each leftover and its delete command."""
 

@@ -189,6 +189,7 @@ class Session:
         self._transport: paramiko.Transport | None = None
         self._sftp_client: paramiko.SFTPClient | None = None
         self._pkey: paramiko.PKey | None = None
+        self._abandoned: str | None = None  # set by abandon(): the machine is gone
 
     @classmethod
     def from_machine(cls, machine: "Machine", connect_timeout: float = 10) -> "Session":
@@ -252,6 +253,8 @@ class Session:
         """Open the connection if it is not open; a no-op on a live one."""
         if self._alive():
             return
+        if self._abandoned:
+            raise SSHConnectError(f"{self.label}: {self._abandoned}")
         self._drop_connection()
         pkey = self._load_key()
         pinned = self._pinned()
@@ -324,6 +327,8 @@ class Session:
                     raise
                 key_error, last = err, "host key mismatch"
             except SSHConnectError as err:
+                if self._abandoned:
+                    raise
                 last = err.message
             except OSError as err:
                 last = str(err.strerror or err)
@@ -354,6 +359,11 @@ class Session:
         self._sftp_client = self._transport = None
 
     def close(self) -> None:
+        self._drop_connection()
+
+    def abandon(self, why: str) -> None:
+        """The machine is gone (e.g. spot reclaim): drop the link; no wait reconnects (any thread)."""
+        self._abandoned = why
         self._drop_connection()
 
     def _session_channel(self) -> paramiko.Channel:

@@ -318,8 +318,10 @@ def render_runs(con, runs) -> None:
     t = Table(show_edge=False, header_style="bold")
     for col in ("id", "name", "provider", "state", "started", "elapsed", "$ so far"):
         t.add_column(col)
+    from launcher.liveness import orphaned
+
     for r in runs:
-        t.add_row(r.id, escape(r.name), r.provider, r.state,
+        t.add_row(r.id, escape(r.name), r.provider, r.state + (" [yellow](orphaned: client gone)[/]" if orphaned(r) else ""),
                   time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
                   fmt_seconds(r.billed_seconds()), fmt_usd(r.spent_usd()))
     con.print(t)
@@ -339,23 +341,36 @@ def render_catalog(con, prov, offers) -> None:
               f"{prov.age_days:.0f} days old{stale}")
 
 
-def render_gc(con, report: dict[str, Any], deleted: bool) -> None:
+def render_gc(con, report: dict[str, Any], deleted: bool, confirming: bool = False) -> None:
     orphans = report.get("orphans", [])
+    runs = report.get("orphaned_runs", [])
     live = report.get("live", [])
     for err in report.get("errors", []):
         con.print(f"[yellow]skipped {escape(err)}[/]")
-    if not orphans:
-        con.print(f"nothing to collect ({len(live)} resource(s) belong to live runs)")
+    if not orphans and not runs:
+        if not confirming:
+            con.print(f"nothing to collect ({len(live)} resource(s) belong to live runs)")
         return
-    t = Table(show_edge=False, header_style="bold")
-    for col in ("provider", "kind", "id", "region", "run", "state"):
-        t.add_column(col)
-    for o in orphans:
-        t.add_row(o["provider"], o["kind"], o["id"], o.get("region") or "-", o.get("run_id") or "-", o.get("state") or "-")
-    con.print(t)
+    if confirming:
+        con.print("[bold]gc --yes will stop and release:[/]")
+    for r in runs:
+        what = ", ".join(r["resources"]) or "no recorded resource"
+        con.print(f"orphaned run {r['run_id']} ({escape(r['name'])}, {r['provider']}, {r['state']}; client pid "
+                  f"{r['client_pid']} on {escape(str(r['client_host']))} is gone): {escape(what)}")
+    if orphans:
+        t = Table(show_edge=False, header_style="bold")
+        for col in ("provider", "kind", "id", "region", "run", "state"):
+            t.add_column(col)
+        for o in orphans:
+            t.add_row(o["provider"], o["kind"], o["id"], o.get("region") or "-", o.get("run_id") or "-",
+                      o.get("state") or "-")
+        con.print(t)
+    if confirming:
+        return
     if deleted:
         left = report.get("leftovers", [])
-        con.print(f"deleted {len(orphans) - len(left)} of {len(orphans)}" + (
-            "; could not delete: " + "; ".join(escape(x) for x in left) if left else ""))
+        con.print(f"collected {len(runs)} orphaned run(s); deleted {len(orphans) - len(left)} of {len(orphans)} "
+                  "tagged resource(s)" + ("; could not delete: " + "; ".join(escape(x) for x in left) if left else ""))
     else:
-        con.print(f"{len(orphans)} orphaned resource(s); run `gpujob gc --yes` to delete them")
+        con.print(f"{len(runs)} orphaned run(s), {len(orphans)} orphaned resource(s); run `gpujob gc --yes` to "
+                  "stop and delete them")

@@ -16,19 +16,21 @@ import os
 import shutil
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from launcher import artifacts
 
-from launcher.errors import (BudgetError, FetchFailed, GpujobError, Interrupted, JobFailed, RemoteError, SSHConnectError,
+from launcher.errors import (BudgetError, FetchFailed, GpujobError, Interrupted, MachineGone, JobFailed, RemoteError, SSHConnectError,
                              TeardownError, UsageError, WaitTimeout)
 from launcher.providers import get_provider
 from launcher.providers.base import Leftover, Machine, Resource
 from launcher.job import (DEFAULT_ENTRYPOINT, EXIT_SIGNALLED, EXIT_TIMEOUT, GRACE_S, PAYLOADS_DIR, Paths,
                           default_host, describes_work, host_paths, job_command, job_env, machine_dict,
                           machine_from, machine_public, q)
+from launcher.liveness import Lease
 from launcher.report import build_report
 from launcher import signals
 from launcher.signals import Stop
@@ -120,14 +122,16 @@ class Runner:
     def run(self, spec, opts: RunOptions, spec_path: str | None = None, spec_text: str | None = None) -> RunResult:
         """Launch, ship, stream, fetch, tear down. SIGINT/SIGTERM/SIGHUP at any stage end in state
         `interrupted` and Interrupted (exit 130) after the job is stopped and everything released."""
-        with signals.handled():
-            return self._run(spec, opts, spec_path, spec_text)
+        with signals.handled(), ExitStack() as held:
+            return self._run(spec, opts, spec_path, spec_text, held)
 
-    def _run(self, spec, opts: RunOptions, spec_path: str | None, spec_text: str | None) -> RunResult:
+    def _run(self, spec, opts: RunOptions, spec_path: str | None, spec_text: str | None,
+             held: ExitStack) -> RunResult:
         provider = self.provider_factory(opts.provider, **opts.provider_config)
         run_id = new_run_id()
         self.store.create_run(run_id, spec.name, opts.provider, spec_path=spec_path, spec_text=spec_text,
                                        spec=spec.model_dump(mode="json"), provider_config=opts.provider_config)
+        held.enter_context(Lease(self.store, run_id))  # a killed client leaves an orphaned run for ls/gc
         self._emit("run", run_id=run_id, name=spec.name, provider=opts.provider)
         ctx = _Ctx(self.store, run_id, spec, opts.provider, self.on_event, opts.provider_config.get("ssh_cidr"))
         run_dir = self.store.run_dir(run_id)
@@ -235,7 +239,9 @@ class Runner:
                 self._interrupted(run_id, host, machine, paths, workers, opts)
         except GpujobError as exc:
             outcome = exc
-            if not isinstance(exc, (JobFailed, FetchFailed)):
+            if isinstance(exc, MachineGone):
+                self.store.set_state(run_id, exc.state, exc.message)
+            elif not isinstance(exc, (JobFailed, FetchFailed)):
                 state = "launch-failed" if machine is None else "failed"
                 self.store.set_state(run_id, state, str(exc))
             for w in workers:  # one node failing stops the others
@@ -315,7 +321,7 @@ class Runner:
         leftovers: list[Leftover] = []
         opts = RunOptions(provider=rec.provider, provider_config=rec.provider_config, keep=keep,
                           artifacts_dir=rec.artifacts_dir)
-        with signals.handled():
+        with signals.handled(), Lease(self.store, run_id):  # adopts an orphaned run
             try:
                 exit_status, reason = self._follow(run_id, spec, provider, machine, host, paths,
                                                    rec.machine.get("pid"), opts, offset)
@@ -327,7 +333,9 @@ class Runner:
                                   f"`gpujob logs {run_id} --follow` to re-attach, `gpujob down {run_id}` to stop") from exc
             except GpujobError as exc:
                 outcome = exc
-                if not isinstance(exc, (JobFailed, FetchFailed)):
+                if isinstance(exc, MachineGone):
+                    self.store.set_state(run_id, exc.state, exc.message)
+                elif not isinstance(exc, (JobFailed, FetchFailed)):
                     self.store.set_state(run_id, "failed", str(exc))
             finally:
                 if outcome is not None or self.store.get_run(run_id).finished:
@@ -337,15 +345,16 @@ class Runner:
                 host.close()
         return self._conclude(run_id, outcome, leftovers)
 
-    def down(self, run_id: str, discard: bool = False) -> RunResult:
+    def down(self, run_id: str, discard: bool = False, state: str = "cancelled",
+             reason: str = "stopped with gpujob down") -> RunResult:
         """Stop the job (checkpoint first), bring its results home, release everything the run holds.
 
         A run whose results are only on the machine (fetch-failed) is released only once they are
         home, or with ``discard``; otherwise FetchFailed. Signals only shorten waits."""
         with signals.handled(), signals.shielded():
-            return self._down(run_id, discard)
+            return self._down(run_id, discard, state, reason)
 
-    def _down(self, run_id: str, discard: bool) -> RunResult:
+    def _down(self, run_id: str, discard: bool, state: str, reason: str) -> RunResult:
         rec = self.store.get_run(run_id)
         run_id = rec.id
         provider, ctx = self._reopen(rec)
@@ -375,51 +384,54 @@ class Runner:
                 if host is not None:
                     host.close()
         if not rec.finished:
-            self.store.set_state(run_id, "cancelled", "results discarded with gpujob down --discard"
-                                 if unfetched and discard else "stopped with gpujob down")
+            self.store.set_state(run_id, state, "results discarded with gpujob down --discard"
+                                 if unfetched and discard else reason)
         leftovers = self._teardown(run_id, provider, ctx)
         return self._conclude(run_id, None, leftovers)
 
     def fetch(self, run_id: str) -> RunResult:
         """Retry bringing a run's results home (resuming a partial fetch), then release its machine."""
-        with signals.handled():
-            rec = self.store.get_run(run_id)
-            run_id = rec.id
-            if rec.fetched_at:
-                return RunResult(rec, build_report(rec))
-            if rec.state != "fetch-failed" or not rec.machine:
-                raise UsageError(f"run {run_id} is {rec.state}: it has no results waiting on a machine",
-                                 "`gpujob fetch` retries a run in state fetch-failed")
-            provider, ctx = self._reopen(rec)
-            host = self.host_factory(machine_from(rec.machine))
-            try:
-                host.connect()
+        rec = self.store.get_run(run_id)
+        if rec.fetched_at:
+            return RunResult(rec, build_report(rec))
+        if rec.state != "fetch-failed" or not rec.machine:
+            raise UsageError(f"run {rec.id} is {rec.state}: it has no results waiting on a machine",
+                             "`gpujob fetch` retries a run in state fetch-failed")
+        with signals.handled(), Lease(self.store, rec.id):
+            return self._refetch(rec)
 
-                def notice() -> None:
-                    self._emit("warning", run_id=run_id, message="finishing the fetch; a second Ctrl-C stops it "
-                                                                  "(the machine is kept: `gpujob fetch` resumes)")
+    def _refetch(self, rec: RunRecord) -> RunResult:
+        run_id = rec.id
+        provider, ctx = self._reopen(rec)
+        host = self.host_factory(machine_from(rec.machine))
+        try:
+            host.connect()
 
-                with signals.shielded(1, notice):
-                    self._fetch(run_id, host, Paths(rec.machine["workdir"]))
-            except GpujobError as exc:
-                if not isinstance(exc, FetchFailed):
-                    self.store.set_state(run_id, "fetch-failed", f"fetching the results failed: {exc.message}")
-                    raise FetchFailed(run_id, exc.message) from None
-                raise
-            except Stop:
-                raise Interrupted(f"fetch of run {run_id} stopped; the machine is kept",
-                                  f"`gpujob fetch {run_id}` resumes it, `gpujob down {run_id} --discard` "
-                                  "releases it without the results") from None
-            finally:
-                host.close()
-            status = rec.exit_status
-            if status == 0:
-                self.store.set_state(run_id, "succeeded", None)
-            else:
-                self.store.set_state(run_id, "failed", f"job exited {status}")
-            with signals.shielded():
-                leftovers = self._teardown(run_id, provider, ctx)
-            return self._conclude(run_id, None, leftovers)
+            def notice() -> None:
+                self._emit("warning", run_id=run_id, message="finishing the fetch; a second Ctrl-C stops it "
+                                                              "(the machine is kept: `gpujob fetch` resumes)")
+
+            with signals.shielded(1, notice):
+                self._fetch(run_id, host, Paths(rec.machine["workdir"]))
+        except GpujobError as exc:
+            if not isinstance(exc, FetchFailed):
+                self.store.set_state(run_id, "fetch-failed", f"fetching the results failed: {exc.message}")
+                raise FetchFailed(run_id, exc.message) from None
+            raise
+        except Stop:
+            raise Interrupted(f"fetch of run {run_id} stopped; the machine is kept",
+                              f"`gpujob fetch {run_id}` resumes it, `gpujob down {run_id} --discard` "
+                              "releases it without the results") from None
+        finally:
+            host.close()
+        status = rec.exit_status
+        if status == 0:
+            self.store.set_state(run_id, "succeeded", None)
+        else:
+            self.store.set_state(run_id, "failed", f"job exited {status}")
+        with signals.shielded():
+            leftovers = self._teardown(run_id, provider, ctx)
+        return self._conclude(run_id, None, leftovers)
 
     def _reopen(self, rec: RunRecord):
         """The provider and context of a recorded run (for attach/down/fetch from another process)."""
@@ -468,14 +480,19 @@ class Runner:
                 if state:
                     stop_reason.append(state)
                     self._emit("warning", run_id=run_id, message=f"machine {state}")
+                    abandon = getattr(host, "abandon", None)
+                    if abandon is not None:  # no reconnect attempts to a machine that is gone
+                        abandon(f"machine {state}")
                     return
 
         watcher = threading.Thread(target=watch, daemon=True, name=f"watch-{run_id}")
         watcher.start()
         try:
             exit_status, _ = host.stream(paths.log, paths.exit, progress.feed, offset=offset, pid=pid)
-        except RemoteError as exc:
-            if stop_reason:  # the machine went away under us: say why, not "connection lost"
+        except (RemoteError, WaitTimeout) as exc:
+            if stop_reason and stop_reason[0] in MachineGone.STATES:  # say why, not "connection lost"
+                raise MachineGone(run_id, stop_reason[0]) from None
+            if stop_reason:
                 return -1, stop_reason[0]
             raise exc
         finally:

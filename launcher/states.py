@@ -34,6 +34,7 @@ STATES: dict[str, State] = {s.name: s for s in (
     State("interrupted", True, False, "stopped by a signal; the job was stopped and everything released"),
     State("cancelled", True, False, "stopped before launch or with `gpujob down`"),
     State("launch-failed", True, False, "no machine could be created"),
+    State("spot-interrupted", True, False, "the cloud reclaimed the spot machine while the job ran"),
 )}
 
 TERMINAL_STATES: tuple[str, ...] = tuple(n for n, s in STATES.items() if s.terminal)

@@ -1,0 +1,158 @@
+"""Liveness, not records (issue 14, failures 1 and 6): a killed client leaves an orphaned run that `ls`
+shows and `gc --yes` collects (job stopped, results home, resources released); the CLI process
+itself handles SIGINT/SIGTERM/SIGHUP as the interruption matrix says, and SIGKILL ends with gc."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher.gc import collect
+from launcher.liveness import holder_alive, orphaned, this_client
+from launcher.localhost import group_alive
+from launcher.store import Store
+from tests.aws_fixtures import aws, aws_env  # noqa: F401 (fixtures)
+
+REPO = Path(__file__).resolve().parent.parent
+SLOW_PY = "import time\nfor i in range(2000):\n    print('line', i, flush=True)\n    time.sleep(0.05)\n"
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_lease_of_a_dead_or_reused_pid_is_gone():
+    me = this_client()
+    assert holder_alive(me)
+    assert not holder_alive({**me, "pid": _dead_pid()})
+    assert not holder_alive({**me, "started": (me["started"] or 0) + 1})  # same pid, another process
+    other = {**me, "host": "elsewhere"}
+    assert holder_alive(other) and not holder_alive(other, now=me["refreshed"] + 3600)
+
+
+def _cli(*args, env, **kw):
+    return subprocess.run([sys.executable, "-m", "launcher", *args], env=env, capture_output=True, text=True,
+                          timeout=120, **kw)
+
+
+def _start(args, env, cwd):
+    """The CLI as a user starts it: SIGINT at its default (a background job would ignore it)."""
+    return subprocess.Popen([sys.executable, "-m", "launcher", *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _wait_state(store: Store, state: str, timeout_s: float = 60):
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        runs = store.list_runs()
+        if runs and runs[0].state == state and (state != "running" or store.log_text(runs[0].id)):
+            return runs[0]
+        time.sleep(0.1)
+    raise AssertionError(f"never reached {state}: {[(r.id, r.state, r.reason) for r in store.list_runs()]}")
+
+
+@pytest.fixture
+def ssh_cli(tmp_path, sshd, client_key):
+    home = tmp_path / "state"
+    env = {**os.environ, "GPUJOB_HOME": str(home), "PYTHONPATH": str(REPO)}
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_line() + "\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "slow.py").write_text(SLOW_PY)
+    (project / "job.yaml").write_text(f"name: slow\npayload: {{entrypoint: slow.py, python: {sys.executable}}}\n"
+                                      "limits: {max_duration: 10m}\n")
+    args = ["run", "job.yaml", "--provider", "ssh", "--host", sshd.host, "--port", str(sshd.port), "--user",
+            sshd.user, "-i", str(client_key.path), "--known-hosts", str(known), "--no-baseline"]
+    return env, project, args, home
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_cli_process_signalled_while_running_exits_130_and_stops_the_job(ssh_cli, sig):
+    env, project, args, home = ssh_cli
+    proc = _start(args, env, project)
+    rec = _wait_state(Store(home / "runs.db"), "running")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err + out and "internal error" not in err + out
+    got = Store(home / "runs.db").get_run(rec.id)
+    assert got.state == "interrupted" and signal.Signals(sig).name in got.reason and got.lease is None
+    assert not group_alive(got.machine["pid"])
+
+
+@pytest.mark.sshd
+def test_sigkilled_client_is_orphaned_then_collected_by_gc(ssh_cli):
+    """Failure 1: after kill -9, gc said the resources "belong to live runs"."""
+    env, project, args, home = ssh_cli
+    proc = _start(args, env, project)
+    store = Store(home / "runs.db")
+    rec = _wait_state(store, "running")
+    proc.kill()
+    proc.wait(30)
+    pid = store.get_run(rec.id).machine["pid"]
+    assert group_alive(pid)  # a killed client stops nothing by itself
+    assert orphaned(store.get_run(rec.id))
+    ls = json.loads(_cli("ls", "--json", env=env, cwd=project).stdout)
+    assert ls[0]["id"] == rec.id and ls[0]["orphaned"] is True
+
+    dry = _cli("gc", env=env, cwd=project)
+    assert dry.returncode == 0 and f"orphaned run {rec.id}" in dry.stdout, dry.stdout + dry.stderr
+    assert group_alive(pid)  # a dry run touches nothing
+    res = _cli("gc", "--provider", "ssh", "--yes", env=env, cwd=project)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "will stop and release" in res.stdout and f"orphaned run {rec.id}" in res.stdout
+    assert "Traceback" not in res.stdout + res.stderr
+    got = store.get_run(rec.id)
+    assert got.state == "interrupted" and "collected by gpujob gc" in got.reason and got.ended_at
+    assert not group_alive(pid)
+    assert (Path(got.artifacts_dir) / "job.log").is_file()  # brought home before the release
+
+
+@pytest.mark.sshd
+def test_gc_collects_an_orphaned_aws_run(aws, tmp_path, monkeypatch):
+    """Failure 1 on a cloud: the killed client's instance, group and key are deleted by gc --yes."""
+    from tests.test_e2e_aws import R, RESOURCES, assert_nothing_left
+    from tests.aws_fixtures import booted_sshd_for, fast_session, loopback_addresses
+    from tests.e2e_support import E2E, guard_loopback, isolate, require_sshd, tiny_spec
+    from tests.sshd import free_port
+    from launcher.providers.aws import AwsProvider
+    from launcher.runner import RunOptions
+
+    require_sshd()
+    guard_loopback(monkeypatch)
+    project = isolate(tmp_path, monkeypatch)
+    (project / "slow.py").write_text(SLOW_PY)
+    provider = AwsProvider(regions=[R], ssh_cidr="127.0.0.1/32", session=fast_session(),
+                           sleep=lambda s: time.sleep(min(s, 0.05)))
+    e2e = E2E(provider, lambda m: booted_sshd_for(m.id, tmp_path / f"sshd-{m.id}", region=m.region,
+                                                  port=free_port(m.host)))
+    try:
+        with loopback_addresses(first=230):
+            rec = e2e.runner.run(tiny_spec("orphan", RESOURCES, entrypoint="slow.py"),
+                                 RunOptions(provider="aws", provider_config={"ssh_cidr": "127.0.0.1/32"},
+                                            baseline=False, detach=True, launch_deadline_s=60,
+                                            ssh_deadline_s=30)).run
+            # the client that was attached is killed: its lease stays behind
+            e2e.runner.store.update_run(rec.id, lease={**this_client(), "pid": _dead_pid()})
+            report = collect(["aws"], [R], store=e2e.runner.store, provider_factory=lambda n, **c: provider)
+            assert [r["run_id"] for r in report["orphaned_runs"]] == [rec.id] and report["live"] == []
+            report = collect(["aws"], [R], delete=True, store=e2e.runner.store,
+                             provider_factory=lambda n, **c: provider)
+        assert report["leftovers"] == []
+        got = e2e.runner.store.get_run(rec.id)
+        assert got.state == "interrupted" and not group_alive(got.machine["pid"])
+        assert_nothing_left(e2e, rec.id)
+    finally:
+        e2e.stop()
