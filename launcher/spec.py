@@ -15,8 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from launcher.errors import SpecError
+from payloads import lm_shapes  # standard library only
 
-MODELS = ("vgg16", "vgg11", "resnet50", "resnet18", "mobilenetv2", "vit_b16", "tinycnn", "mlp")
+IMAGE_MODELS = ("vgg16", "vgg11", "resnet50", "resnet18", "mobilenetv2", "vit_b16", "tinycnn", "mlp")
+MODELS = IMAGE_MODELS + lm_shapes.ALL_NAMES  # language models: payloads/lm_shapes.py
 # A user model: "package.module:callable" or "path/to/file.py:callable" (payloads/factory.py).
 _FACTORY = re.compile(r"^[^:\s]+:[A-Za-z_][A-Za-z0-9_.]*$")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
@@ -64,7 +66,8 @@ class Accelerator(_Strict):
 
 class Workload(_Strict):
     model: str = "resnet50"  # a built-in name (MODELS) or a factory "pkg.mod:fn" / "path/file.py:fn"
-    model_args: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of a factory
+    # keyword arguments of a factory; for a language model, fields of payloads/lm_shapes.LMShape
+    model_args: dict[str, Any] = Field(default_factory=dict)
     input_shape: list[int] | None = None  # one sample, e.g. [3, 224, 224]; default [in_channels, image_size, image_size]
     image_size: int = Field(224, ge=8, le=1024)
     num_classes: int = Field(1000, ge=2, le=100000)
@@ -77,6 +80,12 @@ class Workload(_Strict):
     learning_rate: float = Field(0.1, gt=0)
     compile: bool | None = None  # None: on for CUDA, off for CPU
     channels_last: bool = True
+    # Language models (model: gpt2-124m, lm-1b, ..., or lm with model_args): batch_size counts
+    # sequences per GPU and samples_per_epoch counts tokens.
+    seq_len: int | None = Field(None, ge=8, le=1048576)  # None: the preset's (1024 gpt2, 2048 llama)
+    vocab_size: int | None = Field(None, ge=2, le=1048576)  # None: the preset's
+    parallel: Literal["auto", "ddp", "fsdp"] = "auto"  # auto: FSDP when the memory plan needs it
+    activation_checkpointing: bool | None = None  # None: only when the memory plan needs it
 
     @field_validator("model")
     @classmethod
@@ -116,8 +125,9 @@ class Workload(_Strict):
                 len(self.input_shape) != 3 or self.input_shape[1] != self.input_shape[2]):
             raise ValueError(f"built-in model {self.model} takes square images [channels, size, size], "
                              f"not input_shape {self.input_shape}")
-        if self.model_args and not self.is_factory:
-            raise ValueError(f"model_args are for a model factory; built-in {self.model} takes none")
+        if self.model_args and not self.is_factory and not self.is_lm:
+            raise ValueError(f"model_args are for a model factory or a language model; built-in {self.model} "
+                             "takes none")
         return self
 
     @property
@@ -134,6 +144,29 @@ class Workload(_Strict):
     @property
     def total_samples(self) -> int:
         return int(round(self.samples_per_epoch * self.epochs))
+
+    @property
+    def is_lm(self) -> bool:
+        return lm_shapes.is_lm(self.model)
+
+    def lm_shape(self) -> "lm_shapes.LMShape":
+        """The language model's shape (ValueError for a shape that cannot be built)."""
+        return lm_shapes.resolve(self.model, self.model_args, self.vocab_size, self.seq_len)
+
+    @property
+    def effective_seq_len(self) -> int:
+        return self.seq_len or lm_shapes.default_seq_len(self.lm_shape())
+
+    @model_validator(mode="after")
+    def _lm_fields(self) -> "Workload":
+        if not self.is_lm:
+            for key in ("seq_len", "vocab_size"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} applies to language models only (model: {', '.join(lm_shapes.NAMES)}"
+                                     f" or lm), not {self.model}")
+            return self
+        self.lm_shape()  # raises ValueError naming the bad key
+        return self
 
 
 class Resources(_Strict):

@@ -13,31 +13,31 @@ import json
 import math
 import os
 import random
-import signal
 import socket
 import sys
 import time
 import traceback
-from contextlib import nullcontext
 from typing import Any
 
 if __package__:
     from . import data as D
     from . import fast_layers, models, protocol
+    from .runtime import (AUTOCAST_DTYPES, PRECISIONS, Dist, Stop, UsageError, atomic_save, atomic_write_text,
+                          cpu_name, log, lr_at, pick_device, rng_state, set_precision, set_rng_state, sync)
 else:  # run as a script: the siblings sit next to this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import data as D  # type: ignore[no-redef]
     import fast_layers  # type: ignore[no-redef]
     import models  # type: ignore[no-redef]
     import protocol  # type: ignore[no-redef]
+    from runtime import (AUTOCAST_DTYPES, PRECISIONS, Dist, Stop, UsageError, atomic_save,  # type: ignore[no-redef]
+                         atomic_write_text, cpu_name, log, lr_at, pick_device, rng_state, set_precision,
+                         set_rng_state, sync)
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the rest run in fp32
 
 # Defaults mirror launcher/spec.py's Workload, so a config with missing keys means the same.
 DEFAULTS: dict[str, Any] = {
@@ -49,10 +49,6 @@ DEFAULTS: dict[str, Any] = {
     "probe_steps": None, "probe_seconds": None, "compile_mode": "default", "max_steps": None,
     "pad_channels": None, "profile": None, "fast_layers": None, "model_args": {}, "input_shape": None,
 }
-
-
-class UsageError(Exception):
-    """Bad arguments: one line on stderr, exit 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,69 +149,6 @@ def _validate(cfg: dict[str, Any]) -> None:
     need(isinstance(cfg["dataset"], str) and cfg["dataset"] != "", "dataset must be a non-empty string")
 
 
-# --- runtime setup --------------------------------------------------------------------
-
-
-class Dist:
-    """Process-group facts; a single process is world 1, rank 0."""
-
-    def __init__(self, device_kind: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.ctl = None
-        if self.world > 1:
-            if device_kind == "cuda":
-                torch.cuda.set_device(self.local_rank)
-            dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
-            # Stop flags travel over a CPU group: agreeing to stop never syncs the GPU.
-            self.ctl = dist.new_group(backend="gloo") if device_kind == "cuda" else None
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def any(self, flag: bool) -> bool:
-        """True on every rank if it is true on any: all ranks stop at the same step."""
-        if self.world == 1:
-            return flag
-        t = torch.tensor([1 if flag else 0], dtype=torch.int32)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.ctl)
-        return bool(t.item())
-
-    def close(self) -> None:
-        if self.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def pick_device(want: str, local_rank: int) -> torch.device:
-    if want == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is visible to torch")
-    if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank)
-
-
-def set_precision(precision: str, device: torch.device) -> tuple[Any, Any]:
-    """(autocast context factory, GradScaler or None). fp32 is strict IEEE fp32 on GPUs."""
-    tf32 = precision != "fp32"
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
-    # Fixed shapes: time the candidate conv kernels once and keep the fastest. Not in strict
-    # fp32: there the candidates include non-tensor-core kernels that run for seconds each on
-    # 224x224 activations (VGG16 on an H100: the first batch-128 step had not finished after
-    # 150 s with autotuning; a batch-64 step takes 0.64 s without), while cuDNN's heuristic
-    # pick already runs at ~75% of the fp32 peak.
-    torch.backends.cudnn.benchmark = device.type == "cuda" and precision != "fp32"
-    if precision in AUTOCAST_DTYPES:
-        ctx = lambda: torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])  # noqa: E731
-    else:
-        ctx = nullcontext
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    return ctx, scaler
-
-
 def make_optimizer(params: Any, lr: float, device: torch.device) -> torch.optim.Optimizer:
     kw = dict(lr=lr, momentum=0.9, weight_decay=1e-4)
     if device.type == "cuda":
@@ -226,87 +159,7 @@ def make_optimizer(params: Any, lr: float, device: torch.device) -> torch.optim.
     return torch.optim.SGD(params, foreach=True, **kw)
 
 
-def lr_at(step: int, total: int, base: float) -> float:
-    """Linear warm-up then cosine decay; a function of the step alone, so resume needs no state."""
-    warm = max(1, min(100, total // 20))
-    if step < warm:
-        return base * (step + 1) / warm
-    t = (step - warm) / max(1, total - warm)
-    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
-
-
-def rng_state(device: torch.device) -> dict[str, Any]:
-    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if device.type == "cuda":
-        st["cuda"] = torch.cuda.get_rng_state(device)
-    return st
-
-
-def set_rng_state(st: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
-    random.setstate(st["python"])
-    if device.type == "cuda" and "cuda" in st:
-        torch.cuda.set_rng_state(st["cuda"], device)
-
-
-def atomic_save(obj: Any, path: str) -> None:
-    """Write to a temp file in the same folder, fsync, rename: a crash never leaves half a file."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def atomic_write_text(text: str, path: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def log(msg: str) -> None:
-    print(f"[train] {msg}", file=sys.stderr, flush=True)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # --- the run --------------------------------------------------------------------------
-
-
-class Stop:
-    """SIGTERM/SIGINT set a flag; the loop finishes its step, checkpoints and exits 75."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        for s in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(s, self._handle)
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C means now
-        self.signal = signum
 
 
 def run(cfg: dict[str, Any]) -> int:
@@ -433,7 +286,7 @@ def run(cfg: dict[str, Any]) -> int:
             opt.step()
         return loss.detach()
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (_cpu_name() or "cpu")
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (cpu_name() or "cpu")
     emit("start", model=cfg["model"], device=device.type, device_name=device_name, precision=cfg["precision"],
          world_size=dd.world, batch_size=batch, global_batch_size=global_batch, total_samples=total_samples,
          params=params, compile=bool(use_compile), channels_last=channels_last, resumed_from_step=resumed_from,
@@ -638,17 +491,6 @@ def evaluate(raw: torch.nn.Module, data: Any, batch: int, device: torch.device, 
         total += len(y)
     raw.train()
     return round(correct / max(1, total), 4)
-
-
-def _cpu_name() -> str | None:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:
