@@ -77,7 +77,7 @@ class Workload(_Strict):
     epochs: float = Field(1, gt=0)
     batch_size: int = Field(128, ge=1, le=65536)
     precision: Literal[PRECISIONS] = "bf16"  # type: ignore[valid-type]
-    learning_rate: float = Field(0.1, gt=0)
+    learning_rate: float | None = Field(None, gt=0)  # None: 0.1 (SGD, image models), 3e-4 (AdamW, LMs)
     compile: bool | None = None  # None: on for CUDA, off for CPU
     channels_last: bool = True
     # Language models (model: gpt2-124m, lm-1b, ..., or lm with model_args): batch_size counts

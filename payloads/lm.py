@@ -19,6 +19,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 if __package__:
@@ -95,12 +96,21 @@ def _norm(s: LMShape) -> nn.Module:
 
 
 class Block(nn.Module):
+    """Pre-norm block. ``checkpoint = True``: keep only the input for backward and recompute the
+    rest there (activation checkpointing; parameter names unchanged)."""
+
     def __init__(self, s: LMShape):
         super().__init__()
         self.norm1, self.attn = _norm(s), Attention(s)
         self.norm2, self.mlp = _norm(s), MLP(s)
+        self.checkpoint = False
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        if self.checkpoint and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(self._forward, x, rope, use_reentrant=False)
+        return self._forward(x, rope)
+
+    def _forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), rope)
         return x + self.mlp(self.norm2(x))
 

@@ -186,3 +186,79 @@ def attention_flops_per_token(s: LMShape, seq_len: int) -> float:
 def train_flops_per_token(s: LMShape, seq_len: int) -> float:
     """6 x matmul parameters + attention: the FLOPs MFU is computed from (per trained token)."""
     return 6.0 * matmul_params(s) + attention_flops_per_token(s, seq_len)
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+HALF = ("bf16", "fp16")
+PARALLEL = ("single", "ddp", "fsdp")
+# Bytes per parameter of the training state, fp32 master weights (AdamW's two moments are fp32).
+WEIGHT_BYTES, GRAD_BYTES, ADAMW_BYTES = 4, 4, 8
+# Output logits per token per vocabulary entry around the loss: half-precision logits (2), their
+# fp32 copy for the cross-entropy (4), the fp32 gradient (4); fp32 runs: 4 + 4 + 4.
+LOGIT_BYTES = {"half": 10, "fp32": 12}
+
+
+def activation_bytes_per_token_layer(s: LMShape, precision: str, fsdp: bool) -> float:
+    """Tensors one block saves for backward, per token, without activation checkpointing.
+
+    Residual stream (block input x and mid-block h, r bytes each, d_model wide); the two norm
+    outputs cast for their matrix products (a bytes); flash attention's q, k, v (k and v after
+    the GQA repeat) and output (a bytes, d_model each); the MLP: llama saves the gate|up product
+    (2 d_ff) and the SwiGLU output (d_ff), gpt2 the GELU input and output (d_ff each).
+    a = 2 in bf16/fp16, 4 in fp32. r = 4 under autocast (fp32 weights promote the residual
+    adds to fp32) and in fp32; 2 under FSDP's bf16 parameters (no autocast).
+    """
+    half = precision in HALF
+    a = 2 if half else 4
+    r = 2 if (half and fsdp) else 4
+    d, f = s.d_model, s.d_ff
+    mlp = (3 if s.style == "llama" else 2) * a * f
+    return 2 * r * d + 2 * a * d + 4 * a * d + mlp
+
+
+def memory_plan(s: LMShape, seq_len: int, batch: int, *, world: int = 1, parallel: str = "single",
+                checkpointing: bool = False, precision: str = "bf16") -> dict[str, Any]:
+    """Bytes one GPU allocates at its peak (the start of backward) while training with AdamW.
+
+    ``batch`` is sequences per GPU; ``world`` the number of GPUs; ``parallel`` single, ddp
+    (a full copy per GPU) or fsdp (fully_shard per block: weights, gradients and AdamW state
+    divided by ``world``; bf16 parameters gathered one block ahead). What torch's
+    ``max_memory_allocated`` reports: the CUDA context and allocator slack are not included
+    (launcher/estimate/memory.py adds them). Every term is in the returned dict.
+    """
+    if parallel not in PARALLEL:
+        raise ValueError(f"parallel must be one of {', '.join(PARALLEL)}")
+    half = precision in HALF
+    fsdp = parallel == "fsdp"
+    shard = world if fsdp else 1
+    n = param_count(s)
+    layer = layer_params(s)
+    root = n - s.n_layers * layer
+    tokens = batch * seq_len
+    out: dict[str, Any] = {
+        "params": WEIGHT_BYTES * n / shard,
+        "grads": GRAD_BYTES * n / shard,
+        "optimizer": ADAMW_BYTES * n / shard,
+    }
+    if fsdp:
+        # bf16 (or fp32) copies gathered for compute: the root's (embeddings, head) stay gathered;
+        # two blocks at a time (the current one, the prefetched next); a block's unsharded
+        # gradient plus its fp32 copy for the reduce-scatter.
+        p = 2 if half else 4
+        out["working_params"] = p * root + 2 * p * layer + (p + 4) * layer
+    else:
+        # autocast keeps a half-precision copy of every weight it multiplies, alive until backward
+        out["working_params"] = 2 * matmul_params(s) if half else 0
+    per_layer = activation_bytes_per_token_layer(s, precision, fsdp)
+    if checkpointing:
+        r = 2 if (half and fsdp) else 4
+        act = tokens * (s.n_layers * r * s.d_model + per_layer)  # block inputs + one block recomputed
+    else:
+        act = tokens * s.n_layers * per_layer
+    out["activations"] = act
+    out["logits"] = tokens * s.vocab_size * LOGIT_BYTES["half" if half else "fp32"]
+    out["total"] = sum(out.values())
+    out.update(world=world, parallel=parallel, checkpointing=checkpointing, batch=batch, seq_len=seq_len,
+               precision=precision, activation_bytes_per_token_layer=per_layer)
+    return out

@@ -21,13 +21,14 @@ from typing import Any
 
 if __package__:
     from . import data as D
-    from . import fast_layers, models, protocol
+    from . import fast_layers, lm_shapes, models, protocol
     from .runtime import (AUTOCAST_DTYPES, PRECISIONS, Dist, Stop, UsageError, atomic_save, atomic_write_text,
                           cpu_name, log, lr_at, pick_device, rng_state, set_precision, set_rng_state, sync)
 else:  # run as a script: the siblings sit next to this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import data as D  # type: ignore[no-redef]
     import fast_layers  # type: ignore[no-redef]
+    import lm_shapes  # type: ignore[no-redef]
     import models  # type: ignore[no-redef]
     import protocol  # type: ignore[no-redef]
     from runtime import (AUTOCAST_DTYPES, PRECISIONS, Dist, Stop, UsageError, atomic_save,  # type: ignore[no-redef]
@@ -39,15 +40,20 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+MODEL_CHOICES = models.MODEL_NAMES + lm_shapes.ALL_NAMES
+SGD_LR = 0.1  # image models' default learning rate (language models: lm_train.ADAMW_LR)
+
 # Defaults mirror launcher/spec.py's Workload, so a config with missing keys means the same.
 DEFAULTS: dict[str, Any] = {
     "model": "resnet50", "image_size": 224, "num_classes": 1000, "in_channels": 3,
     "dataset": "synthetic", "samples_per_epoch": 1281167, "epochs": 1.0, "batch_size": 128,
-    "precision": "bf16", "learning_rate": 0.1, "compile": None, "channels_last": True,
+    "precision": "bf16", "learning_rate": None, "compile": None, "channels_last": True,
     "output_dir": "outputs", "checkpoint_every_s": 600.0, "seed": 0, "max_seconds": None,
     "device": "auto", "resume": False, "log_every": 10, "warmup_steps": None,
     "probe_steps": None, "probe_seconds": None, "compile_mode": "default", "max_steps": None,
     "pad_channels": None, "profile": None, "fast_layers": None, "model_args": {}, "input_shape": None,
+    # language models (payloads/lm_train.py); model_args then holds shape fields
+    "seq_len": None, "vocab_size": None, "parallel": "auto", "activation_checkpointing": None,
 }
 
 
@@ -55,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train.py", description="gpujob training payload (JSON-lines progress on stdout)")
     S = argparse.SUPPRESS  # unset flags stay absent, so the config file's values survive
     p.add_argument("--config", help="JSON file whose keys are the workload fields; flags override it")
-    p.add_argument("--model", default=S, help=f"{' | '.join(models.MODEL_NAMES)} | package.module:callable | "
+    p.add_argument("--model", default=S, help=f"{' | '.join(MODEL_CHOICES)} | package.module:callable | "
                                                "path/to/file.py:callable (relative to the working directory)")
     p.add_argument("--image-size", dest="image_size", type=int, default=S)
     p.add_argument("--num-classes", dest="num_classes", type=int, default=S)
@@ -90,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-seconds", dest="probe_seconds", type=float, default=S)
     p.add_argument("--warmup-steps", dest="warmup_steps", type=int, default=S)
     p.add_argument("--profile", default=S, help="probe mode: write a torch.profiler per-op/per-shape table to this file")
+    lm = p.add_argument_group("language models (--model gpt2-124m, lm-1b, ...; payloads/lm_train.py)")
+    lm.add_argument("--seq-len", dest="seq_len", type=int, default=S, help="tokens per sequence")
+    lm.add_argument("--vocab-size", dest="vocab_size", type=int, default=S)
+    lm.add_argument("--parallel", choices=("auto", "ddp", "fsdp"), default=S,
+                    help="several processes: DDP, or FSDP2 (fully_shard per block); auto: FSDP when DDP does not fit")
+    lm.add_argument("--activation-checkpointing", dest="activation_checkpointing",
+                    action=argparse.BooleanOptionalAction, default=S, help="recompute each block in backward")
     return p
 
 
@@ -121,8 +134,8 @@ def _validate(cfg: dict[str, Any]) -> None:
         if not cond:
             raise UsageError(msg)
 
-    need(isinstance(cfg["model"], str) and (cfg["model"] in models.MODEL_NAMES or models.is_factory(cfg["model"])),
-         f"model {cfg['model']!r} is not one of {', '.join(models.MODEL_NAMES)} nor a factory 'module:callable'")
+    need(isinstance(cfg["model"], str) and (cfg["model"] in MODEL_CHOICES or models.is_factory(cfg["model"])),
+         f"model {cfg['model']!r} is not one of {', '.join(MODEL_CHOICES)} nor a factory 'module:callable'")
     need(isinstance(cfg["model_args"], dict), f"model_args must be a JSON object, got {cfg['model_args']!r}")
     shape = cfg["input_shape"]
     need(shape is None or (isinstance(shape, list) and 1 <= len(shape) <= 4
@@ -133,17 +146,21 @@ def _validate(cfg: dict[str, Any]) -> None:
                     ("batch_size", 1), ("log_every", 1)):
         v = cfg[key]
         need(isinstance(v, int) and not isinstance(v, bool) and v >= lo, f"{key} must be a whole number >= {lo}, got {v!r}")
-    for key in ("epochs", "learning_rate", "checkpoint_every_s"):
+    for key in ("epochs", "checkpoint_every_s"):
         v = cfg[key]
         need(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, f"{key} must be a positive number, got {v!r}")
-    for key in ("max_seconds", "probe_seconds"):
+    for key in ("max_seconds", "probe_seconds", "learning_rate"):
         v = cfg[key]
         need(v is None or (isinstance(v, (int, float)) and v > 0), f"{key} must be a positive number, got {v!r}")
     for key in ("max_steps", "probe_steps", "warmup_steps", "pad_channels"):
         v = cfg[key]
         need(v is None or (isinstance(v, int) and v >= 0), f"{key} must be a whole number >= 0, got {v!r}")
     need(cfg["device"] in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg['device']!r}")
-    for key in ("compile", "fast_layers"):
+    need(cfg["parallel"] in ("auto", "ddp", "fsdp"), f"parallel must be auto, ddp or fsdp, got {cfg['parallel']!r}")
+    for key in ("seq_len", "vocab_size"):
+        v = cfg[key]
+        need(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 2), f"{key} must be a whole number >= 2, got {v!r}")
+    for key in ("compile", "fast_layers", "activation_checkpointing"):
         need(cfg[key] in (None, True, False), f"{key} must be true, false or null, got {cfg[key]!r}")
     need(isinstance(cfg["channels_last"], bool), f"channels_last must be true or false, got {cfg['channels_last']!r}")
     need(isinstance(cfg["dataset"], str) and cfg["dataset"] != "", "dataset must be a non-empty string")
@@ -163,6 +180,13 @@ def make_optimizer(params: Any, lr: float, device: torch.device) -> torch.optim.
 
 
 def run(cfg: dict[str, Any]) -> int:
+    if lm_shapes.is_lm(cfg["model"]):  # language models train in their own loop
+        if __package__:
+            from . import lm_train
+        else:
+            import lm_train  # type: ignore[no-redef]
+        return lm_train.run(cfg)
+    cfg = {**cfg, "learning_rate": cfg["learning_rate"] or SGD_LR}
     stop = Stop()
     probe = cfg["probe_steps"] is not None or cfg["probe_seconds"] is not None
     want = cfg["device"]
