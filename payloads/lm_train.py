@@ -237,13 +237,7 @@ def run(cfg: dict[str, Any]) -> int:
                  epoch=round(tokens / cfg["samples_per_epoch"], 4), lr=lr_at(step - 1, total_steps, base_lr))
             log_t, log_tokens = now, tokens
         now = time.monotonic()
-        want_stop = None
-        if stop.signal is not None:
-            want_stop = "signal"
-        elif cfg["max_steps"] is not None and step >= cfg["max_steps"]:
-            want_stop = "max_steps"
-        elif cfg["max_seconds"] is not None and now - t0 >= cfg["max_seconds"]:
-            want_stop = "max_seconds"
+        want_stop = stop.reason(cfg, step, now - t0)
         if dd.any(want_stop is not None) and step < total_steps:
             reason = want_stop or "signal"
             break

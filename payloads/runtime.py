@@ -165,6 +165,16 @@ class Stop:
             raise KeyboardInterrupt  # a second Ctrl-C means now
         self.signal = signum
 
+    def reason(self, cfg: dict[str, Any], step: int, elapsed: float) -> str | None:
+        """Why the loop stops after this step: signal, max_steps or max_seconds; None: go on."""
+        if self.signal is not None:
+            return "signal"
+        if cfg["max_steps"] is not None and step >= cfg["max_steps"]:
+            return "max_steps"
+        if cfg["max_seconds"] is not None and elapsed >= cfg["max_seconds"]:
+            return "max_seconds"
+        return None
+
 
 def cpu_name() -> str | None:
     try:
