@@ -68,7 +68,10 @@ def render_estimate(con, est: dict[str, Any]) -> None:
     for c in est.get("candidates", []):
         notes = []
         if not c.get("fits_memory", True):
-            notes.append(f"batch too big (max {c.get('max_batch')})")
+            notes.append("too few GPUs (memory plan below)" if c.get("memory") else
+                         f"batch too big (max {c.get('max_batch')})")
+        elif (c.get("memory") or {}).get("parallel") == "fsdp":
+            notes.append("FSDP" + (" + checkpointing" if c["memory"]["checkpointing"] else ""))
         if c.get("over_budget"):
             notes.append("over budget")
         if c.get("requested"):
@@ -105,6 +108,7 @@ def render_estimate(con, est: dict[str, Any]) -> None:
     for note in est.get("notes", []):
         con.print(f"[yellow]note:[/] {escape(str(note))}")
     _print_bands(con, est.get("candidates", []))
+    render_memory_plan(con, est.get("memory_plan") or [])
     summary = est.get("summary") or {}
     if summary.get("sentence"):
         con.print(f"[bold]{escape(summary['sentence'])}[/]")
@@ -120,6 +124,26 @@ def render_estimate(con, est: dict[str, Any]) -> None:
     stale = " [yellow](old: run `gpujob catalog update`)[/]" if cat.get("stale") else ""
     con.print(f"prices: {escape(str(cat.get('source')))}, snapshot {cat.get('snapshot')}"
               + (f", {age:.0f} days old" if age is not None else "") + stale)
+
+
+def render_memory_plan(con, rows: list[dict[str, Any]]) -> None:
+    """Language models: the fewest GPUs of each type that hold the job, per GPU GiB planned."""
+    if not rows:
+        return
+    t = Table(show_edge=False, header_style="bold", title="memory plan: fewest GPUs that fit (AdamW, fp32 master)")
+    for col in ("GPU", "GiB", "no checkpointing", "with checkpointing"):
+        t.add_column(col, justify="right" if col == "GiB" else "left")
+
+    def cell(fit: dict | None) -> str:
+        if not fit:
+            return "does not fit"
+        machines = f"{fit['machines']} x " if fit["machines"] > 1 else ""
+        how = {"single": "1 GPU", "ddp": "DDP", "fsdp": "FSDP"}[fit["parallel"]]
+        return f"{fit['gpus']} ({machines}{fit['instance']}), {how}, {fit['allocated_gib']:.0f} GiB/GPU"
+
+    for r in rows:
+        t.add_row(r["gpu"], f"{r['gpu_memory_gib']:.0f}", cell(r["without_checkpointing"]), cell(r["with_checkpointing"]))
+    con.print(t)
 
 
 # --- run events ---------------------------------------------------------------------------

@@ -197,6 +197,15 @@ WEIGHT_BYTES, GRAD_BYTES, ADAMW_BYTES = 4, 4, 8
 # Output logits per token per vocabulary entry around the loss: half-precision logits (2), their
 # fp32 copy for the cross-entropy (4), the fp32 gradient (4); fp32 runs: 4 + 4 + 4.
 LOGIT_BYTES = {"half": 10, "fp32": 12}
+MEMORY_TERMS = ("params", "grads", "optimizer", "working_params", "activations", "logits")
+# The planned peak may take this share of a GPU's memory; the CUDA context, NCCL's buffers and
+# the caching allocator's slack take the rest.
+FITS_FRACTION = 0.85
+
+
+def fits(planned_bytes: float, gpu_bytes: float) -> bool:
+    """Whether a memory_plan total fits a GPU of gpu_bytes (payload and estimate share this rule)."""
+    return planned_bytes <= FITS_FRACTION * gpu_bytes
 
 
 def activation_bytes_per_token_layer(s: LMShape, precision: str, fsdp: bool) -> float:
@@ -258,6 +267,7 @@ def memory_plan(s: LMShape, seq_len: int, batch: int, *, world: int = 1, paralle
         act = tokens * s.n_layers * per_layer
     out["activations"] = act
     out["logits"] = tokens * s.vocab_size * LOGIT_BYTES["half" if half else "fp32"]
+    out = {k: float(v) for k, v in out.items()}
     out["total"] = sum(out.values())
     out.update(world=world, parallel=parallel, checkpointing=checkpointing, batch=batch, seq_len=seq_len,
                precision=precision, activation_bytes_per_token_layer=per_layer)

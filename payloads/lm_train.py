@@ -39,8 +39,6 @@ else:  # run as a script: the siblings sit next to this file
 ADAMW_LR = 3e-4
 ADAMW = dict(betas=(0.9, 0.95), weight_decay=0.1, eps=1e-8)
 CLIP_NORM = 1.0
-# auto: FSDP when DDP's per-GPU plan would take more than this share of the GPU's memory
-FSDP_WHEN_OVER = 0.85
 GIB = 1024**3
 
 
@@ -66,7 +64,7 @@ def choose_parallel(cfg: dict[str, Any], shape: lm_shapes.LMShape, seq: int, wor
         total = torch.cuda.get_device_properties(device).total_memory
         plan = lm_shapes.memory_plan(shape, seq, cfg["batch_size"], world=world, parallel="ddp",
                                      checkpointing=bool(ac), precision=cfg["precision"])
-        mode = "fsdp" if plan["total"] > FSDP_WHEN_OVER * total else "ddp"
+        mode = "ddp" if lm_shapes.fits(plan["total"], total) else "fsdp"
     else:
         mode = "ddp"
     if ac is None:
@@ -75,7 +73,7 @@ def choose_parallel(cfg: dict[str, Any], shape: lm_shapes.LMShape, seq: int, wor
             total = torch.cuda.get_device_properties(device).total_memory
             plan = lm_shapes.memory_plan(shape, seq, cfg["batch_size"], world=world, parallel=mode,
                                          precision=cfg["precision"])
-            ac = plan["total"] > FSDP_WHEN_OVER * total
+            ac = not lm_shapes.fits(plan["total"], total)
     return mode, ac
 
 

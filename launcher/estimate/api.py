@@ -14,7 +14,8 @@ from launcher.estimate.billing import bill_usd
 from launcher.estimate.flops import workload_cost
 from launcher.estimate.overheads import overheads_for
 from launcher.estimate.scaling import network_for
-from launcher.estimate.table import DEFAULT_TOP, estimate, model_baseline, per_epoch
+from launcher.estimate.table import (DEFAULT_TOP, estimate, lm_memory_override, lm_step_batch, model_baseline,
+                                    per_epoch)
 from launcher.estimate.throughput import predict
 
 
@@ -85,8 +86,10 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
         from launcher.catalog.gpus import get_gpu
 
         net = network_for(provider, instance_type, count) if nodes > 1 else None
-        p = predict(get_gpu(gpu_name), count, w.precision, cost, w.batch_size, w.model, num_nodes=nodes, network=net,
-                    compiled=w.compile is not False)
+        gpu = get_gpu(gpu_name)
+        p = lm_memory_override(w, predict(gpu, count, w.precision, cost, lm_step_batch(w), w.model, num_nodes=nodes,
+                                          network=net, compiled=w.compile is not False), count * nodes,
+                               gpu.memory_gib)
         sps, fits, max_batch, note = p.samples_per_second, p.fits_memory, p.max_batch, p.note
         eff, interconnect, world = p.scaling_efficiency, p.interconnect, p.world_size
         basis = "gpu model"

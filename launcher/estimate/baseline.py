@@ -29,6 +29,8 @@ CACHE_MAX_AGE_S = 30 * 86400
 _STEP_SHARE = 1 / 4
 # ...but never below this: at batch 1-2 a CPU runs far below its per-sample speed at batch 8+.
 _MIN_PROBE_BATCH = 4
+# Language models above this many parameters are not probed: weights + AdamW take 16 B each.
+LM_PROBE_MAX_PARAMS = 400e6
 _WORKLOAD_KEYS = ("model", "image_size", "num_classes", "in_channels", "dataset", "batch_size",
                   "channels_last")
 
@@ -103,6 +105,9 @@ def _workload_key(workload, probe_batch: int, precision: str = "fp32") -> str:
                  model_source=_source_digest(workload.model))
     if precision != "fp32":  # keeps fp32 keys as they were, so older cache entries still hit
         d["probe_precision"] = precision
+    if workload.is_lm:
+        d["lm_shape"] = workload.lm_shape().to_dict()
+        d["seq_len"] = workload.effective_seq_len
     return json.dumps(d, sort_keys=True)
 
 
@@ -151,6 +156,8 @@ def probe_batch_size(spec, probe_seconds: float, cores: int) -> int:
     depends on the batch once it is a few samples, so a smaller probe batch measures the same.
     """
     predicted = _model_prediction(spec, cores) or 1.0
+    if spec.workload.is_lm:  # predicted tokens/s; the batch counts sequences
+        predicted /= spec.workload.effective_seq_len
     target = max(1.0, predicted * probe_seconds * _STEP_SHARE)
     b = 1
     while b * 2 <= min(max(target, _MIN_PROBE_BATCH), spec.workload.batch_size):
@@ -229,6 +236,13 @@ def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, 
     script = payload_script()
     if runner is None and not script.exists():
         return _from_model(spec, device, cores, f"payload {script} not found: CPU baseline from the model only")
+    if spec.workload.is_lm:
+        from payloads.lm_shapes import param_count
+
+        n = param_count(spec.workload.lm_shape())
+        if n > LM_PROBE_MAX_PARAMS:
+            return _from_model(spec, device, cores, f"a {n / 1e9:.1f} B-parameter model is not probed on this CPU "
+                               f"(its AdamW state alone needs {16 * n / 2**30:.0f} GiB of RAM)")
     batch = probe_batch_size(spec, probe_seconds, cores)
     precision = cpu_precision(spec.workload)
     fp, wkey = fingerprint(), _workload_key(spec.workload, batch, precision)
@@ -251,6 +265,9 @@ def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, 
             "precision": precision, "learning_rate": w.learning_rate, "compile": False,
             "channels_last": w.channels_last, "output_dir": str(Path(tmp) / "out"),
         }
+        if w.is_lm:
+            config.update(seq_len=w.seq_len, vocab_size=w.vocab_size, model_args=w.model_args,
+                          samples_per_epoch=max(w.samples_per_epoch, batch * w.effective_seq_len))
         cfg_path = Path(tmp) / "job.json"
         cfg_path.write_text(json.dumps(config), encoding="utf-8")
         cmd = [python, str(script), "--config", str(cfg_path), "--device", "cpu",

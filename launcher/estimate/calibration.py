@@ -7,6 +7,7 @@ so adding measurements is a data change, never a code change:
 * ``bench/results/calibration_public.json``  published figures (sources inside the file)
 * ``bench/results/h100_payload.json``        our payload measured on an H100 (docs/benchmarks.md)
 * ``bench/results/cpu_payload.json``         our payload on CPUs (per-core rate for the no-torch baseline)
+* ``bench/results/h200_lm.json``             our language models on H200s (bench/lm_throughput.py)
 
 Fit: log(MFU) = mu + precision class + arch + arch x class + model family + model, each effect
 shrunk toward zero (ridge) so an unseen combination falls back to the broader effects.
@@ -40,7 +41,9 @@ _ITERATIONS = 60
 
 
 def model_family(model: str) -> str:
-    return MODEL_FAMILY.get(model, "other")
+    from payloads.lm_shapes import is_lm  # standard library only
+
+    return "lm" if is_lm(model) else MODEL_FAMILY.get(model, "other")
 
 
 def gpu_from_device_name(device_name: str) -> str | None:
@@ -106,8 +109,9 @@ def _load_payload(path: Path, default_gpu: str | None) -> list[Point]:
             # kept out of the error summary.
             default_cfg = (r.get("channels_last", True) is not False and r.get("compile", True) is not False
                            and r.get("fast_layers", True) is not False and not r.get("extra_args"))
-            out.append(Point(gpu=gpu, count=int(r.get("gpu_count", r.get("count", 1))), model=r["model"],
-                             precision=r["precision"], batch_size=int(r["batch_size"]),
+            # language models: samples are tokens, so the batch is the tokens of one GPU step
+            out.append(Point(gpu=gpu, count=int(r.get("gpu_count") or r.get("count", 1)), model=r["model"],
+                             precision=r["precision"], batch_size=int(r.get("batch_tokens", r["batch_size"])),
                              samples_per_second=float(r["samples_per_second"]),
                              source=f"{path.name} ({r.get('torch', 'torch ?')})",
                              role=r.get("role", "fit" if default_cfg else "variant"),
@@ -125,7 +129,8 @@ def _load_payload(path: Path, default_gpu: str | None) -> list[Point]:
 def load_points(directory: Path | None = None) -> list[Point]:
     d = directory or results_dir()
     return (_load_public(d / "calibration_public.json")
-            + _load_payload(d / "h100_payload.json", default_gpu="H100"))
+            + _load_payload(d / "h100_payload.json", default_gpu="H100")
+            + _load_payload(d / "h200_lm.json", default_gpu="H200"))
 
 
 @dataclass
@@ -262,7 +267,7 @@ def _cpu_rate(path: Path) -> float | None:
 
 def _stamp(directory: Path) -> tuple:
     out = []
-    for name in ("calibration_public.json", "h100_payload.json", "cpu_payload.json"):
+    for name in ("calibration_public.json", "h100_payload.json", "cpu_payload.json", "h200_lm.json"):
         try:
             out.append(os.stat(directory / name).st_mtime_ns)
         except OSError:

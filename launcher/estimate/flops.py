@@ -162,10 +162,34 @@ def _scaled_nearest(model: str, image_size: int, num_classes: int, in_channels: 
     )
 
 
+def lm_cost(workload) -> ModelCost:
+    """Cost of one trained token of a built-in language model (a "sample" is a token for them),
+    from payloads/lm_shapes.py's exact formulas: no torch. Activation bytes are fp32-equivalent
+    per token over all layers; launcher/estimate/memory.py holds the per-GPU memory account."""
+    from payloads import lm_shapes
+
+    try:
+        shape = workload.lm_shape()
+    except ValueError as exc:
+        raise EstimateError(f"workload.model_args: {exc}", "fix the language model's shape") from None
+    seq = workload.effective_seq_len
+    n = lm_shapes.param_count(shape)
+    per_token = lm_shapes.train_flops_per_token(shape, seq)
+    act = shape.n_layers * lm_shapes.activation_bytes_per_token_layer(shape, "fp32", False)
+    return ModelCost(model=workload.model, image_size=seq, num_classes=shape.vocab_size, in_channels=0,
+                     train_flops_per_sample=per_token, forward_flops_per_sample=per_token / 3, params=n,
+                     activation_bytes_per_sample=act, param_bytes=4 * n, source="lm_shapes formula")
+
+
 def model_cost(
     model: str, image_size: int, num_classes: int, in_channels: int = 3, *, allow_torch: bool = True
 ) -> ModelCost:
     """Cost of one training sample of a built-in model; see the module docstring for the order."""
+    from payloads.lm_shapes import is_lm
+
+    if is_lm(model):
+        raise EstimateError(f"{model} is a language model: its cost depends on the sequence length",
+                            "use workload_cost(workload)")
     key = cost_key(model, image_size, num_classes, in_channels)
     entry = _bundled().get(key)
     if entry:
@@ -202,7 +226,8 @@ def model_cost(
 
 
 def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True) -> ModelCost:
-    """Cost of one training sample of a spec's workload: a built-in model or a user factory.
+    """Cost of one training sample of a spec's workload: a built-in model, a built-in language
+    model (per trained token: ``lm_cost``) or a user factory.
 
     Built-ins: ``model_cost`` (bundled table, no torch) with the per-operation costs of
     ``launcher.estimate.opcosts`` attached when known. Factories (``"pkg.mod:fn"`` /
@@ -211,6 +236,8 @@ def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True
     arguments and input shape). Raises EstimateError with one line naming file, line and exception
     when the factory cannot be imported or built.
     """
+    if getattr(w, "is_lm", False):
+        return lm_cost(w)
     if not getattr(w, "is_factory", False):
         cost = model_cost(w.model, w.image_size, w.num_classes, w.in_channels, allow_torch=allow_torch)
         from launcher.estimate.opcosts import builtin_ops

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from launcher.errors import EstimateError
 from launcher.estimate.baseline import Baseline, cpu_cores, cpu_name
@@ -15,6 +15,7 @@ from launcher.estimate.bands import band
 from launcher.estimate.billing import bill_usd
 from launcher.estimate.learned import measured_for
 from launcher.estimate.flops import ModelCost, workload_cost
+from launcher.estimate.memory import MemoryPlan, memory_table, plan_lm
 from launcher.estimate.overheads import overheads_for
 from launcher.estimate.scaling import network_for
 from launcher.estimate.throughput import Prediction, predict, predict_cpu
@@ -70,6 +71,7 @@ class Candidate:
     error_band: float | None = None  # samples/s may be off by about this fraction (launcher.estimate.bands)
     band_basis: str = ""
     measured: dict | None = None  # an earlier run of this job on this GPU (launcher.estimate.learned)
+    memory: dict | None = None  # language models: the per-GPU memory plan (launcher/estimate/memory.py)
 
     def sort_key(self) -> tuple:
         # Unfit and unpriced rows last; then cheapest, then fastest.
@@ -102,6 +104,7 @@ class Estimate:
     summary: dict
     notes: list[str] = field(default_factory=list)
     candidates_total: int = 0  # before dedupe / top-N
+    memory_plan: list[dict] = field(default_factory=list)  # language models: fewest GPUs per type
 
     def to_dict(self) -> dict:
         return {
@@ -113,6 +116,7 @@ class Estimate:
             "catalog": self.catalog,
             "summary": self.summary,
             "notes": self.notes,
+            "memory_plan": self.memory_plan,
         }
 
 
@@ -124,6 +128,33 @@ def human_duration(seconds: float) -> str:
     if seconds >= 120:
         return f"{seconds / 60:.0f} min"
     return f"{seconds:.0f} s"
+
+
+def lm_step_batch(w) -> int:
+    """Samples per GPU step for the throughput model: tokens (batch x seq_len) for language models."""
+    return w.batch_size * w.effective_seq_len if w.is_lm else w.batch_size
+
+
+def lm_memory_override(w, p: Prediction | None, world: int, gpu_memory_gib: float) -> Prediction | None:
+    """Language models: the memory plan (AdamW, FSDP, checkpointing) decides whether the job fits
+    and the GiB per GPU, instead of the image models' one-GPU rule."""
+    if p is None or not w.is_lm:
+        return p
+    plan = plan_lm(w, world, gpu_memory_gib)
+    return replace(p, fits_memory=plan.fits, memory_gib_needed=plan.allocated_gib, max_batch=None,
+                   memory=plan.to_dict())
+
+
+def _memory_note(w, p: Prediction | None) -> str:
+    if p is None:
+        return ""
+    if p.memory is not None:
+        plan = MemoryPlan(**p.memory)
+        return plan.describe() if plan.fits else f"does not fit ({plan.describe()}): more GPUs, see the memory plan"
+    if p.fits_memory:
+        return ""
+    return (f"batch {w.batch_size} needs {p.memory_gib_needed:.1f} GiB; "
+            + (f"use batch_size <= {p.max_batch}" if p.max_batch else "the model does not fit"))
 
 
 def model_baseline(spec, cost: ModelCost) -> Baseline:
@@ -203,6 +234,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     overrides for overheads_for (boot_s, setup_s, teardown_s, data_s, upload_mbps)."""
     w = spec.workload
     cost = workload_cost(w)
+    step_batch = lm_step_batch(w)
     if catalog is None:
         from launcher.catalog import load_catalog
 
@@ -214,6 +246,9 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     notes: list[str] = []
     if cost.approximate:
         notes.append(f"FLOPs are approximate: {cost.source}")
+    if w.is_lm:
+        notes.append(f"language model: samples are tokens ({w.batch_size} sequences x {w.effective_seq_len} "
+                     "tokens per GPU step); memory per GPU from the AdamW/FSDP plan (docs/estimator.md)")
     total = w.total_samples
     budget = spec.limits.budget_usd
     nodes = spec.resources.num_nodes
@@ -238,8 +273,10 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
         key = (o.gpu, o.gpu_count, net)
         if key not in preds:
             try:
-                preds[key] = predict(get_gpu(o.gpu), o.gpu_count, w.precision, cost, w.batch_size, w.model,
-                                     num_nodes=nodes, network=net, compiled=w.compile is not False)
+                preds[key] = lm_memory_override(
+                    w, predict(get_gpu(o.gpu), o.gpu_count, w.precision, cost, step_batch, w.model, num_nodes=nodes,
+                               network=net, compiled=w.compile is not False), o.gpu_count * nodes,
+                    get_gpu(o.gpu).memory_gib)
             except Exception:
                 preds[key] = None  # a GPU missing from the spec table: row shown, unpredicted
                 missing = f"no hardware figures for {o.gpu}: its offers are not predicted"
@@ -272,13 +309,10 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
                 max_batch=p.max_batch if p else None, requested=_requested(spec, o),
                 mfu=p.mfu if p else None, bound=p.bound if p else None,
                 memory_gib_needed=p.memory_gib_needed if p else None,
-                num_nodes=nodes, world_size=nodes * o.gpu_count,
+                num_nodes=nodes, world_size=nodes * o.gpu_count, memory=p.memory if p else None,
                 scaling_efficiency=p.scaling_efficiency if p else None, seconds_per_epoch=epoch_s,
                 usd_per_epoch=epoch_usd, interconnect=p.interconnect if p else "",
-                note=("" if p is None or p.fits_memory else
-                      f"batch {w.batch_size} needs {p.memory_gib_needed:.1f} GiB; "
-                      + (f"use batch_size <= {p.max_batch}" if p.max_batch else "the model does not fit"))
-                + (("; " if p is not None and not p.fits_memory else "") + seen_run["label"] if seen_run else ""),
+                note="; ".join(x for x in (_memory_note(w, p), seen_run["label"] if seen_run else "") if x),
                 error_band=err, band_basis=basis, measured=seen_run,
             ))
     for prec, gpus in slow_path.items():
@@ -307,8 +341,8 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     free_rows = []
     for f in free_options:
         try:
-            fp = predict(get_gpu(f.gpu), f.gpu_count, w.precision, cost, w.batch_size, w.model,
-                         compiled=w.compile is not False)
+            fp = lm_memory_override(w, predict(get_gpu(f.gpu), f.gpu_count, w.precision, cost, step_batch, w.model,
+                                               compiled=w.compile is not False), f.gpu_count, get_gpu(f.gpu).memory_gib)
         except Exception:
             continue
         train = total / fp.samples_per_second
@@ -325,7 +359,8 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
         job={"name": spec.name, "model": w.model, "precision": w.precision, "batch_size": w.batch_size,
              "image_size": w.image_size, "epochs": w.epochs, "total_samples": total,
              "train_flops_per_sample": cost.train_flops_per_sample, "params": cost.params,
-             "flops_source": cost.source, "approximate": cost.approximate, "budget_usd": budget},
+             "flops_source": cost.source, "approximate": cost.approximate, "budget_usd": budget,
+             "seq_len": w.effective_seq_len if w.is_lm else None},
         baseline=base_dict,
         candidates=rows,
         free_options=free_rows,
@@ -333,4 +368,5 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
         summary=_summary(rows, base_dict, budget),
         notes=notes,
         candidates_total=n_all,
+        memory_plan=memory_table(w, offers, get_gpu) if w.is_lm else [],
     )

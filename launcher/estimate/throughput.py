@@ -60,6 +60,7 @@ class Prediction:
     error_band: float = 0.0  # median absolute error of estimates of this kind (launcher.estimate.bands)
     band_basis: str = ""
     user_factor: float = 1.0  # `gpujob calibrate`: the user's runs' measured / predicted speed here
+    memory: dict | None = None  # language models: launcher/estimate/memory.py's MemoryPlan.to_dict()
 
     def to_dict(self) -> dict:
         return asdict(self)
