@@ -89,7 +89,9 @@ def validate(specs: list[Path] = typer.Argument(..., help="Job spec(s) (YAML).")
         job = load_spec(spec)
         w, r = job.workload, job.resources
         acc = str(r.accelerators) if r.accelerators else "any GPU"
-        _out().print(f"[green]ok[/] {spec}: {job.name} - {w.model} {w.image_size}px, {w.total_samples:,} samples, "
+        what = (f"{w.effective_seq_len}-token sequences, {w.total_samples:,} tokens" if w.is_lm
+                else f"{w.image_size}px, {w.total_samples:,} samples")
+        _out().print(f"[green]ok[/] {spec}: {job.name} - {w.model} {what}, "
                      f"batch {w.batch_size}, {w.precision}; {acc}; max {job.limits.max_duration / 3600:.2g} h"
                      + (f", budget ${job.limits.budget_usd:g}" if job.limits.budget_usd else ""))
 
