@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -155,7 +156,7 @@ def main() -> None:
     device = args.device or ("cpu" if args.plan.startswith("cpu") else "cuda")
     peak = peak_tflops(device)
     t_begin = time.monotonic()
-    work_dir = os.path.join(os.path.dirname(os.path.abspath(args.out)), "lm_runs")
+    work_dir = tempfile.mkdtemp(prefix="lm-bench-")
     results: list[dict] = []
 
     def save() -> None:
