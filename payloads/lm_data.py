@@ -53,8 +53,10 @@ class TokenData:
 
 def _bin(path: str) -> np.ndarray:
     size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = np.frombuffer(f.read(LLMC_HEADER_INTS * 4), dtype="<i4")
+    head = np.zeros(0, dtype="<i4")
+    if size >= LLMC_HEADER_INTS * 4:
+        with open(path, "rb") as f:
+            head = np.frombuffer(f.read(LLMC_HEADER_INTS * 4), dtype="<i4")
     if len(head) == LLMC_HEADER_INTS and head[0] == LLMC_MAGIC:
         n = int(head[2])
         if LLMC_HEADER_INTS * 4 + 2 * n > size:

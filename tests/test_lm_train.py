@@ -121,3 +121,36 @@ def test_probe_reports_tokens_per_second(tmp_path, corpus):
     probe = [e for e in events if e["event"] == "probe"][0]
     assert probe["tokens_per_second"] > 0 and probe["seq_len"] == 16 and probe["flops_per_token"] > 0
     assert probe["memory_plan_gib"]["total"] > 0
+
+
+def test_token_files_and_global_batch_slices(tmp_path):
+    import numpy as np
+
+    from payloads import lm_data
+
+    tokens = np.arange(1000, dtype="<u2") % 500
+    (tmp_path / "plain.bin").write_bytes(tokens.tobytes())
+    header = np.zeros(256, dtype="<i4")
+    header[:3] = (lm_data.LLMC_MAGIC, 1, len(tokens))
+    (tmp_path / "llmc.bin").write_bytes(header.tobytes() + tokens.tobytes())
+    for name in ("plain.bin", "llmc.bin"):
+        data = lm_data.open_tokens(str(tmp_path / name), vocab_size=500)
+        assert len(data) == 1000
+        x, y = data.batch(step=3, rank=0, world=1, batch=4, seq_len=16, seed=0)
+        assert x.shape == y.shape == (4, 16) and (y[:, :-1] == x[:, 1:]).all()
+        # two processes of batch 2 read exactly what one process of batch 4 does
+        halves = [data.batch(step=3, rank=r, world=2, batch=2, seq_len=16, seed=0)[0] for r in (0, 1)]
+        assert (np.concatenate(halves) == x.numpy()).all()
+    text = tmp_path / "t.txt"
+    text.write_text("hello world, " * 10)
+    x, _ = lm_data.open_tokens(str(text), 256).batch(0, 0, 1, 2, 8, 0)
+    assert int(x.max()) < 256
+    with pytest.raises(lm_data.DataError, match="outside the vocabulary"):
+        lm_data.open_tokens(str(tmp_path / "plain.bin"), vocab_size=100)
+    (tmp_path / "odd.bin").write_bytes(b"abc")
+    with pytest.raises(lm_data.DataError, match="whole number"):
+        lm_data.open_tokens(str(tmp_path / "odd.bin"), vocab_size=500)
+    with pytest.raises(lm_data.DataError, match="fewer than seq_len"):
+        lm_data.open_tokens(str(text), 256).batch(0, 0, 1, 1, 4096, 0)
+    with pytest.raises(lm_data.DataError, match="no such file"):
+        lm_data.open_tokens(str(tmp_path / "missing.bin"), 500)

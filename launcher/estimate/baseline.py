@@ -160,7 +160,8 @@ def probe_batch_size(spec, probe_seconds: float, cores: int) -> int:
         predicted /= spec.workload.effective_seq_len
     target = max(1.0, predicted * probe_seconds * _STEP_SHARE)
     b = 1
-    while b * 2 <= min(max(target, _MIN_PROBE_BATCH), spec.workload.batch_size):
+    floor = 1 if spec.workload.is_lm else _MIN_PROBE_BATCH  # one sequence is already 1,000+ tokens
+    while b * 2 <= min(max(target, floor), spec.workload.batch_size):
         b *= 2
     return b
 
