@@ -8,7 +8,7 @@ tokens/s, TFLOP/s per GPU (lm_shapes.train_flops_per_token: 6 x matmul parameter
 ``torch.cuda.max_memory_allocated`` and the memory planner's figure for the same run; this
 script adds MFU against the GPU's dense peak (launcher/catalog/gpus.py) and writes one JSON list.
 A run that runs out of memory is retried once at half the batch (at batch 1: with activation
-checkpointing). Runs that would start after
+checkpointing); one that fails otherwise, once without torch.compile. Runs that would start after
 ``--deadline-s`` are skipped and listed as such.
 
     python bench/lm_throughput.py --plan h200 --out $OUT/lm_h200.json      # what docs/benchmarks.md ran
@@ -35,11 +35,11 @@ TINY = {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "d_ff": 128
 PLANS = {
     "h200": [
         [dict(model="gpt2-124m", vocab_size=50304, seq_len=1024, batch_size=32, gpus=[0]),
-         dict(model="lm-1b", seq_len=2048, batch_size=8, gpus=[1])],
+         dict(model="lm-1b", seq_len=2048, batch_size=16, gpus=[1])],
         # torchtitan's Llama-3-8B length (8192), so its published H100 figures compare directly
         [dict(model="lm-8b", seq_len=8192, batch_size=1, gpus=[0, 1], parallel="fsdp")],
-        [dict(model="lm-3b", seq_len=2048, batch_size=4, gpus=[0]),
-         dict(model="lm-1b", seq_len=2048, batch_size=16, gpus=[1], activation_checkpointing=True)],
+        [dict(model="lm-3b", seq_len=2048, batch_size=8, gpus=[0]),
+         dict(model="lm-1b", seq_len=2048, batch_size=32, gpus=[1], activation_checkpointing=True)],
     ],
     "cpu-tiny": [
         [dict(model="lm", model_args=TINY, vocab_size=256, seq_len=32, batch_size=2, gpus=[]),
@@ -61,6 +61,8 @@ def command(cfg: dict, steps: int, warmup: int, device: str) -> list[str]:
             "--parallel", cfg.get("parallel", "auto")]
     if cfg.get("vocab_size"):
         args += ["--vocab-size", str(cfg["vocab_size"])]
+    if cfg.get("compile") is False:
+        args.append("--no-compile")
     if cfg.get("activation_checkpointing") is not None:
         args.append("--activation-checkpointing" if cfg["activation_checkpointing"] else "--no-activation-checkpointing")
     return head + args
@@ -110,7 +112,7 @@ def finish(proc: subprocess.Popen, info: dict, cfg: dict, timeout: float, peak: 
     rec["flops_per_sample"] = rec["flops_per_token"]
     rec["batch_tokens"] = cfg["batch_size"] * cfg["seq_len"]
     rec["precision"] = cfg.get("precision", "bf16")
-    rec["role"] = "variant" if cfg.get("activation_checkpointing") else "fit"  # the calibration fits defaults
+    rec["role"] = "variant" if cfg.get("activation_checkpointing") or cfg.get("compile") is False else "fit"  # the calibration fits defaults
     if peak and rec.get("tflops_per_gpu") is not None:
         rec["mfu"] = round(rec["tflops_per_gpu"] / peak, 4)
     if rec.get("max_memory_allocated_gib") and rec.get("planned_memory_gib"):
@@ -176,10 +178,14 @@ def main() -> None:
             for c, proc, info in running:
                 budget = min(args.run_timeout_s, args.deadline_s + 60 - (time.monotonic() - t_begin))
                 rec = finish(proc, info, c, budget, peak)
-                if rec.get("error") == "out of memory" and id(c) not in retried:
-                    results.append(rec)  # once more: half the batch, or checkpointing at batch 1
-                    c = ({**c, "batch_size": c["batch_size"] // 2} if c["batch_size"] > 1 else
-                         {**c, "activation_checkpointing": True})
+                err = rec.get("error") or ""
+                if err and not err.startswith("timed out") and id(c) not in retried:
+                    results.append(rec)
+                    if err == "out of memory":  # once more: half the batch, or checkpointing at batch 1
+                        c = ({**c, "batch_size": c["batch_size"] // 2} if c["batch_size"] > 1 else
+                             {**c, "activation_checkpointing": True})
+                    else:  # a crash: once more without torch.compile, to have a number at all
+                        c = {**c, "compile": False}
                     retried.add(id(c))
                     pending.append(c)
                 else:

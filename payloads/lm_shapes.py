@@ -194,9 +194,11 @@ HALF = ("bf16", "fp16")
 PARALLEL = ("single", "ddp", "fsdp")
 # Bytes per parameter of the training state, fp32 master weights (AdamW's two moments are fp32).
 WEIGHT_BYTES, GRAD_BYTES, ADAMW_BYTES = 4, 4, 8
-# Output logits per token per vocabulary entry around the loss: half-precision logits (2), their
-# fp32 copy for the cross-entropy (4), the fp32 gradient (4); fp32 runs: 4 + 4 + 4.
-LOGIT_BYTES = {"half": 10, "fp32": 12}
+# Output logits per token per vocabulary entry around the loss. Compiled (the payload's default
+# on GPUs): the logits and their gradient, in the compute dtype (the fused cross-entropy keeps
+# no fp32 copy). Eager: half-precision logits (2), their fp32 copy for the loss (4), the fp32
+# gradient (4); fp32 runs 4 + 4 + 4.
+LOGIT_BYTES = {("half", True): 4, ("fp32", True): 8, ("half", False): 10, ("fp32", False): 12}
 MEMORY_TERMS = ("params", "grads", "optimizer", "working_params", "activations", "logits")
 # The planned peak may take this share of a GPU's memory; the CUDA context, NCCL's buffers and
 # the caching allocator's slack take the rest.
@@ -208,33 +210,43 @@ def fits(planned_bytes: float, gpu_bytes: float) -> bool:
     return planned_bytes <= FITS_FRACTION * gpu_bytes
 
 
-def activation_bytes_per_token_layer(s: LMShape, precision: str, fsdp: bool) -> float:
-    """Tensors one block saves for backward, per token, without activation checkpointing.
+def activation_bytes_per_token_layer(s: LMShape, precision: str, fsdp: bool, compiled: bool = True) -> float:
+    """Tensors one block keeps for backward, per token, without activation checkpointing.
 
-    Residual stream (block input x and mid-block h, r bytes each, d_model wide); the two norm
-    outputs cast for their matrix products (a bytes); flash attention's q, k, v (k and v after
-    the GQA repeat) and output (a bytes, d_model each); the MLP: llama saves the gate|up product
-    (2 d_ff) and the SwiGLU output (d_ff), gpt2 the GELU input and output (d_ff each).
-    a = 2 in bf16/fp16, 4 in fp32. r = 4 under autocast (fp32 weights promote the residual
-    adds to fp32) and in fp32; 2 under FSDP's bf16 parameters (no autocast).
+    Always: the residual stream at the block input and mid-block (r bytes x d_model each, the
+    norms' backward reads them) and flash attention's q, k, v (k and v after the GQA repeat)
+    and output (a bytes x d_model each); the MLP's first product (llama: gate|up, 2 x d_ff;
+    gpt2: d_ff). Eager autograd also keeps the two norm outputs cast for their products
+    (a x d_model each) and the MLP's activation output (d_ff); a compiled block recomputes
+    those element-wise results in backward instead. a = 2 in bf16/fp16, 4 in fp32; r = 4 under
+    autocast (fp32 weights promote the residual adds to fp32) and in fp32, 2 under FSDP's bf16
+    parameters (no autocast).
     """
     half = precision in HALF
     a = 2 if half else 4
     r = 2 if (half and fsdp) else 4
     d, f = s.d_model, s.d_ff
-    mlp = (3 if s.style == "llama" else 2) * a * f
-    return 2 * r * d + 2 * a * d + 4 * a * d + mlp
+    first = (2 if s.style == "llama" else 1) * f
+    saved = 2 * r * d + 4 * a * d + a * first
+    if not compiled:
+        saved += 2 * a * d + a * f
+    return saved
 
 
 def memory_plan(s: LMShape, seq_len: int, batch: int, *, world: int = 1, parallel: str = "single",
-                checkpointing: bool = False, precision: str = "bf16") -> dict[str, Any]:
-    """Bytes one GPU allocates at its peak (the start of backward) while training with AdamW.
+                checkpointing: bool = False, precision: str = "bf16", compiled: bool = True) -> dict[str, Any]:
+    """Bytes one GPU allocates at its peak while training with AdamW, term by term.
 
-    ``batch`` is sequences per GPU; ``world`` the number of GPUs; ``parallel`` single, ddp
-    (a full copy per GPU) or fsdp (fully_shard per block: weights, gradients and AdamW state
-    divided by ``world``; bf16 parameters gathered one block ahead). What torch's
-    ``max_memory_allocated`` reports: the CUDA context and allocator slack are not included
-    (launcher/estimate/memory.py adds them). Every term is in the returned dict.
+    ``batch`` is sequences per GPU; ``world`` the number of GPUs; ``parallel`` single, ddp (a
+    full copy per GPU) or fsdp (fully_shard per block: weights, gradients and AdamW state
+    divided by ``world``; bf16 parameters gathered one block ahead); ``compiled``: blocks and
+    loss under torch.compile (the payload's default on GPUs).
+
+    total = weights + AdamW state + working copies + max(activations + logits, gradients):
+    gradients (set to None after each step) grow during backward while the activations and
+    logits are freed, so the peak is at one end of backward. That total is what torch's
+    ``max_memory_allocated`` reports; the CUDA context and the allocator's slack are not in it
+    (``fits`` leaves room for them).
     """
     if parallel not in PARALLEL:
         raise ValueError(f"parallel must be one of {', '.join(PARALLEL)}")
@@ -259,16 +271,17 @@ def memory_plan(s: LMShape, seq_len: int, batch: int, *, world: int = 1, paralle
     else:
         # autocast keeps a half-precision copy of every weight it multiplies, alive until backward
         out["working_params"] = 2 * matmul_params(s) if half else 0
-    per_layer = activation_bytes_per_token_layer(s, precision, fsdp)
+    per_layer = activation_bytes_per_token_layer(s, precision, fsdp, compiled)
     if checkpointing:
         r = 2 if (half and fsdp) else 4
         act = tokens * (s.n_layers * r * s.d_model + per_layer)  # block inputs + one block recomputed
     else:
         act = tokens * s.n_layers * per_layer
     out["activations"] = act
-    out["logits"] = tokens * s.vocab_size * LOGIT_BYTES["half" if half else "fp32"]
+    out["logits"] = tokens * s.vocab_size * LOGIT_BYTES[("half" if half else "fp32", compiled)]
     out = {k: float(v) for k, v in out.items()}
-    out["total"] = sum(out.values())
+    out["total"] = (out["params"] + out["optimizer"] + out["working_params"]
+                    + max(out["activations"] + out["logits"], out["grads"]))
     out.update(world=world, parallel=parallel, checkpointing=checkpointing, batch=batch, seq_len=seq_len,
-               precision=precision, activation_bytes_per_token_layer=per_layer)
+               precision=precision, compiled=compiled, activation_bytes_per_token_layer=per_layer)
     return out

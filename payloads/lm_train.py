@@ -51,7 +51,7 @@ def _shape(cfg: dict[str, Any]) -> tuple[lm_shapes.LMShape, int]:
 
 
 def choose_parallel(cfg: dict[str, Any], shape: lm_shapes.LMShape, seq: int, world: int,
-                    device: torch.device) -> tuple[str, bool]:
+                    device: torch.device, compiled: bool) -> tuple[str, bool]:
     """(single | ddp | fsdp, activation checkpointing) for this run, from the config and the plan."""
     want, ac = cfg["parallel"], cfg["activation_checkpointing"]
     if world == 1:
@@ -63,7 +63,7 @@ def choose_parallel(cfg: dict[str, Any], shape: lm_shapes.LMShape, seq: int, wor
     elif device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
         plan = lm_shapes.memory_plan(shape, seq, cfg["batch_size"], world=world, parallel="ddp",
-                                     checkpointing=bool(ac), precision=cfg["precision"])
+                                     checkpointing=bool(ac), precision=cfg["precision"], compiled=compiled)
         mode = "ddp" if lm_shapes.fits(plan["total"], total) else "fsdp"
     else:
         mode = "ddp"
@@ -72,7 +72,7 @@ def choose_parallel(cfg: dict[str, Any], shape: lm_shapes.LMShape, seq: int, wor
         if device.type == "cuda":
             total = torch.cuda.get_device_properties(device).total_memory
             plan = lm_shapes.memory_plan(shape, seq, cfg["batch_size"], world=world, parallel=mode,
-                                         precision=cfg["precision"])
+                                         precision=cfg["precision"], compiled=compiled)
             ac = not lm_shapes.fits(plan["total"], total)
     return mode, ac
 
@@ -124,12 +124,12 @@ def run(cfg: dict[str, Any]) -> int:
     except lm_data.DataError as exc:
         raise UsageError(f"dataset: {exc}") from None
     autocast, _ = set_precision(cfg["precision"], device)
-    mode, ac = choose_parallel(cfg, shape, seq, dd.world, device)
+    use_compile = cfg["compile"] if cfg["compile"] is not None else device.type == "cuda"
+    mode, ac = choose_parallel(cfg, shape, seq, dd.world, device, use_compile)
     if mode == "fsdp":  # FSDP casts the weights itself; autocast would only add casts
         from contextlib import nullcontext
 
         autocast = nullcontext
-    use_compile = cfg["compile"] if cfg["compile"] is not None else device.type == "cuda"
     model, raw, opt = build(cfg, shape, mode, ac, device, use_compile)
     loss_fn = torch.compile(lm_loss) if use_compile else lm_loss
     base_lr = cfg["learning_rate"] or ADAMW_LR
@@ -140,7 +140,7 @@ def run(cfg: dict[str, Any]) -> int:
     total_steps = max(1, math.ceil(total_tokens / tokens_per_step))
     flops_per_token = lm_shapes.train_flops_per_token(shape, seq)
     plan = lm_shapes.memory_plan(shape, seq, batch, world=dd.world, parallel=mode, checkpointing=ac,
-                                 precision=cfg["precision"])
+                                 precision=cfg["precision"], compiled=use_compile)
     warmup = cfg["warmup_steps"] if cfg["warmup_steps"] is not None else (5 if device.type == "cuda" else 2)
     ckpt_root = os.path.join(cfg["output_dir"], "checkpoints", "lm")
     shape_cfg = {"model": cfg["model"], "shape": shape.to_dict(), "seq_len": seq}

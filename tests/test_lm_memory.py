@@ -28,13 +28,20 @@ def test_hand_computed_single_gpu_plan():
     p = S.memory_plan(s, 2048, 4, precision="bf16")
     assert (p["params"], p["grads"], p["optimizer"]) == (4 * n, 4 * n, 8 * n)
     assert p["working_params"] == 2 * matmul  # autocast's bf16 weight copies
-    # per token per layer: residual x and h in fp32 (2 x 4 x 2048), two bf16 norm outputs
-    # (2 x 2 x 2048), q, k, v, out for flash attention (4 x 2 x 2048), SwiGLU 3 x 2 x 8192
-    per_layer = 2 * 4 * 2048 + 2 * 2 * 2048 + 4 * 2 * 2048 + 3 * 2 * 8192
+    # per token per layer, compiled: residual x and h in fp32 (2 x 4 x 2048), q, k, v, out for
+    # flash attention (4 x 2 x 2048), the gate|up product (2 x 8192 in bf16)
+    per_layer = 2 * 4 * 2048 + 4 * 2 * 2048 + 2 * 2 * 8192
     assert p["activation_bytes_per_token_layer"] == per_layer
     assert p["activations"] == 4 * 2048 * 16 * per_layer
-    assert p["logits"] == 4 * 2048 * 128256 * 10
-    assert p["total"] == pytest.approx(sum(p[k] for k in S.MEMORY_TERMS))
+    assert p["logits"] == 4 * 2048 * 128256 * 4  # bf16 logits and their bf16 gradient
+    static = 4 * n + 8 * n + 2 * matmul
+    assert p["total"] == static + p["activations"] + p["logits"]  # gradients come as these go
+    eager = S.memory_plan(s, 2048, 4, precision="bf16", compiled=False)
+    # eager autograd also keeps both bf16 norm outputs and the SwiGLU output; fp32 logits copies
+    assert eager["activation_bytes_per_token_layer"] == per_layer + 2 * 2 * 2048 + 2 * 8192
+    assert eager["logits"] == 4 * 2048 * 128256 * 10
+    tiny = S.memory_plan(s, 16, 1, precision="bf16")
+    assert tiny["total"] == static + 4 * n  # one short sequence: the gradients are the larger part
 
 
 def test_hand_computed_fsdp_and_checkpointing():
@@ -47,7 +54,7 @@ def test_hand_computed_fsdp_and_checkpointing():
     ac = S.memory_plan(s, 2048, 2, world=4, parallel="fsdp", checkpointing=True, precision="bf16")
     per_layer = p["activation_bytes_per_token_layer"]
     assert ac["activations"] == 2 * 2048 * (32 * 2 * 4096 + per_layer)  # block inputs + one recomputed block
-    assert ac["activations"] < p["activations"] / 10
+    assert ac["activations"] < p["activations"] / 8
     ddp = S.memory_plan(s, 2048, 2, world=4, parallel="ddp", precision="bf16")
     assert ddp["params"] == 4 * n  # DDP keeps a whole copy per GPU
 
@@ -61,8 +68,8 @@ def test_plan_picks_ddp_then_fsdp_then_checkpointing():
     assert small.parallel == "fsdp" and small.checkpointing
     assert plan_lm(workload("model: gpt2-124m;batch_size: 8"), 2, 16).parallel == "ddp"
     assert smallest_fit(w, 141, [1, 2, 4, 8], checkpointing=False)[:2] == (2, 1)
-    count, nodes, plan = smallest_fit(w, 24, [1, 2, 4, 8], checkpointing=True)
-    assert count == 8 and nodes > 1 and plan.fits and plan.world == 8 * nodes
+    count, nodes, plan = smallest_fit(w, 16, [1, 2, 4, 8], checkpointing=True)
+    assert count == 8 and nodes > 1 and plan.fits and plan.world == 8 * nodes  # 16 GiB GPUs: several machines
     assert smallest_fit(w, 8, [1], nodes_allowed=False) is None
 
 
@@ -88,7 +95,7 @@ def test_language_model_jobs_estimate_without_torch():
     assert all(c["fits_memory"] for c in small["candidates"])
     plan = {r["gpu"]: r for r in big["memory_plan"]}
     h100 = plan["H100"]["without_checkpointing"]
-    assert h100["parallel"] == "fsdp" and h100["gpus"] == 8 and h100["allocated_gib"] < 0.85 * 80
+    assert h100["parallel"] == "fsdp" and h100["gpus"] == 4 and h100["allocated_gib"] < 0.85 * 80
     assert plan["T4"]["without_checkpointing"] is None  # 16 GiB GPUs never hold it
     fits = [c for c in big["candidates"] if c["fits_memory"]]
     assert fits and all(c["memory"]["parallel"] == "fsdp" for c in fits)

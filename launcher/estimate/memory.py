@@ -43,18 +43,16 @@ class MemoryPlan:
 
 
 def _options(workload, world: int) -> list[tuple[str, bool]]:
-    """(parallel, checkpointing) in the order the payload's auto rule tries them."""
+    """(parallel, checkpointing) in the order the payload's auto rules try them."""
     if world == 1:
         modes = ["single"]
     elif workload.parallel in ("ddp", "fsdp"):
         modes = [workload.parallel]
     else:
         modes = ["ddp", "fsdp"]
-    acs = [workload.activation_checkpointing] if workload.activation_checkpointing is not None else [False, True]
-    opts = [(m, False) for m in modes if False in acs]
-    if True in acs:
-        opts.append((modes[-1], True))
-    return opts
+    if workload.activation_checkpointing is not None:  # the spec decides
+        return [(m, workload.activation_checkpointing) for m in modes]
+    return [(m, False) for m in modes] + [(modes[-1], True)]  # checkpointing only when nothing else fits
 
 
 def plan_lm(workload, world: int, gpu_memory_gib: float) -> MemoryPlan:
@@ -64,7 +62,7 @@ def plan_lm(workload, world: int, gpu_memory_gib: float) -> MemoryPlan:
     plan = None
     for mode, ac in _options(workload, world):
         raw = lm_shapes.memory_plan(shape, seq, workload.batch_size, world=world, parallel=mode, checkpointing=ac,
-                                    precision=workload.precision)
+                                    precision=workload.precision, compiled=workload.compile is not False)
         fits = lm_shapes.fits(raw["total"], gpu_memory_gib * GIB)
         plan = MemoryPlan(world, mode, ac, raw["total"] / GIB, gpu_memory_gib, fits,
                           {k: round(raw[k] / GIB, 3) for k in lm_shapes.MEMORY_TERMS})
