@@ -41,6 +41,12 @@ PLANS = {
         [dict(model="lm-3b", seq_len=2048, batch_size=8, gpus=[0]),
          dict(model="lm-1b", seq_len=2048, batch_size=32, gpus=[1], activation_checkpointing=True)],
     ],
+    "h200-1gpu": [  # when only one GPU is lent: the single-GPU runs of "h200", one after another
+        [dict(model="lm-1b", seq_len=2048, batch_size=16, gpus=[0])],
+        [dict(model="lm-3b", seq_len=2048, batch_size=8, gpus=[0])],
+        [dict(model="gpt2-124m", vocab_size=50304, seq_len=1024, batch_size=32, gpus=[0])],
+        [dict(model="lm-1b", seq_len=2048, batch_size=32, gpus=[0], activation_checkpointing=True)],
+    ],
     "cpu-tiny": [
         [dict(model="lm", model_args=TINY, vocab_size=256, seq_len=32, batch_size=2, gpus=[]),
          dict(model="gpt2-124m", model_args={"n_layers": 1}, vocab_size=512, seq_len=32, batch_size=2, gpus=[])],
