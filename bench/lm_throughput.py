@@ -47,6 +47,12 @@ PLANS = {
         [dict(model="gpt2-124m", vocab_size=50304, seq_len=1024, batch_size=32, gpus=[0])],
         [dict(model="lm-1b", seq_len=2048, batch_size=32, gpus=[0], activation_checkpointing=True)],
     ],
+    "h200-check": [  # configurations the memory count was not fitted on (second call)
+        [dict(model="lm-8b", model_args={"n_layers": 8}, seq_len=2048, batch_size=4, gpus=[0])],
+        [dict(model="lm-1b", seq_len=4096, batch_size=8, gpus=[0])],
+        [dict(model="lm-3b", seq_len=2048, batch_size=16, gpus=[0], activation_checkpointing=True)],
+        [dict(model="gpt2-124m", seq_len=1024, batch_size=64, gpus=[0])],
+    ],
     "cpu-tiny": [
         [dict(model="lm", model_args=TINY, vocab_size=256, seq_len=32, batch_size=2, gpus=[]),
          dict(model="gpt2-124m", model_args={"n_layers": 1}, vocab_size=512, seq_len=32, batch_size=2, gpus=[])],
@@ -118,7 +124,8 @@ def finish(proc: subprocess.Popen, info: dict, cfg: dict, timeout: float, peak: 
     rec["flops_per_sample"] = rec["flops_per_token"]
     rec["batch_tokens"] = cfg["batch_size"] * cfg["seq_len"]
     rec["precision"] = cfg.get("precision", "bf16")
-    rec["role"] = "variant" if cfg.get("activation_checkpointing") or cfg.get("compile") is False else "fit"  # the calibration fits defaults
+    rec["role"] = ("variant" if cfg.get("activation_checkpointing") or cfg.get("compile") is False
+                   or cfg.get("model_args") else "fit")  # the calibration fits defaults
     if peak and rec.get("tflops_per_gpu") is not None:
         rec["mfu"] = round(rec["tflops_per_gpu"] / peak, 4)
     if rec.get("max_memory_allocated_gib") and rec.get("planned_memory_gib"):

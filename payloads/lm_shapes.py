@@ -196,10 +196,10 @@ PARALLEL = ("single", "ddp", "fsdp")
 WEIGHT_BYTES, GRAD_BYTES, ADAMW_BYTES = 4, 4, 8
 # Output logits per token per vocabulary entry around the loss. Compiled (the payload's default
 # on GPUs): the logits and their gradient, in the compute dtype (the fused cross-entropy keeps
-# no fp32 copy). Eager: half-precision logits (2), their fp32 copy for the loss (4), the fp32
-# gradient (4); fp32 runs 4 + 4 + 4.
+# no fp32 copy; 4 bytes in bf16 matches the H200 peaks). Eager: half-precision logits (2), their
+# fp32 copy for the loss (4), the fp32 gradient (4); fp32 runs 4 + 4 + 4.
 LOGIT_BYTES = {("half", True): 4, ("fp32", True): 8, ("half", False): 10, ("fp32", False): 12}
-MEMORY_TERMS = ("params", "grads", "optimizer", "working_params", "activations", "logits")
+MEMORY_TERMS = ("params", "grads", "optimizer", "working_params", "activations", "logits", "recomputed_block")
 # The planned peak may take this share of a GPU's memory; the CUDA context, NCCL's buffers and
 # the caching allocator's slack take the rest.
 FITS_FRACTION = 0.85
@@ -210,27 +210,25 @@ def fits(planned_bytes: float, gpu_bytes: float) -> bool:
     return planned_bytes <= FITS_FRACTION * gpu_bytes
 
 
-def activation_bytes_per_token_layer(s: LMShape, precision: str, fsdp: bool, compiled: bool = True) -> float:
+def activation_bytes_per_token_layer(s: LMShape, precision: str, fsdp: bool) -> float:
     """Tensors one block keeps for backward, per token, without activation checkpointing.
 
-    Always: the residual stream at the block input and mid-block (r bytes x d_model each, the
-    norms' backward reads them) and flash attention's q, k, v (k and v after the GQA repeat)
-    and output (a bytes x d_model each); the MLP's first product (llama: gate|up, 2 x d_ff;
-    gpt2: d_ff). Eager autograd also keeps the two norm outputs cast for their products
-    (a x d_model each) and the MLP's activation output (d_ff); a compiled block recomputes
-    those element-wise results in backward instead. a = 2 in bf16/fp16, 4 in fp32; r = 4 under
-    autocast (fp32 weights promote the residual adds to fp32) and in fp32, 2 under FSDP's bf16
-    parameters (no autocast).
+    The residual stream at the block input and mid-block (r bytes x d_model each: the norms'
+    backward reads them); the two norm outputs cast for their matrix products and flash
+    attention's q, k, v (k and v after the GQA repeat) and output (a bytes x d_model each);
+    the MLP: llama keeps the gate|up product (2 x d_ff) and the SwiGLU output (d_ff), gpt2 the
+    GELU input and output (d_ff each), a bytes each. a = 2 in bf16/fp16, 4 in fp32; r = 4
+    under autocast (fp32 weights promote the residual adds to fp32) and in fp32, 2 under FSDP's
+    bf16 parameters (no autocast). torch.compile keeps the same tensors: measured on an H200
+    (docs/benchmarks.md), the peaks match this count within 2%, while a count that assumed the
+    compiled backward recomputes the norm outputs and MLP activations was 13-17% low.
     """
     half = precision in HALF
     a = 2 if half else 4
     r = 2 if (half and fsdp) else 4
     d, f = s.d_model, s.d_ff
-    first = (2 if s.style == "llama" else 1) * f
-    saved = 2 * r * d + 4 * a * d + a * first
-    if not compiled:
-        saved += 2 * a * d + a * f
-    return saved
+    mlp = (3 if s.style == "llama" else 2) * a * f
+    return 2 * r * d + 2 * a * d + 4 * a * d + mlp
 
 
 def memory_plan(s: LMShape, seq_len: int, batch: int, *, world: int = 1, parallel: str = "single",
@@ -242,9 +240,12 @@ def memory_plan(s: LMShape, seq_len: int, batch: int, *, world: int = 1, paralle
     divided by ``world``; bf16 parameters gathered one block ahead); ``compiled``: blocks and
     loss under torch.compile (the payload's default on GPUs).
 
-    total = weights + AdamW state + working copies + max(activations + logits, gradients):
-    gradients (set to None after each step) grow during backward while the activations and
-    logits are freed, so the peak is at one end of backward. That total is what torch's
+    total = weights + AdamW state + working copies
+            + max(activations + logits, recomputed block + gradients):
+    gradients (set to None after each step) grow during backward while the saved activations
+    and the logits are freed, so the peak is at one end of backward; with activation
+    checkpointing the saved activations are the block inputs, and each block's own are made
+    again in backward, one block at a time. That total is what torch's
     ``max_memory_allocated`` reports; the CUDA context and the allocator's slack are not in it
     (``fits`` leaves room for them).
     """
@@ -271,17 +272,18 @@ def memory_plan(s: LMShape, seq_len: int, batch: int, *, world: int = 1, paralle
     else:
         # autocast keeps a half-precision copy of every weight it multiplies, alive until backward
         out["working_params"] = 2 * matmul_params(s) if half else 0
-    per_layer = activation_bytes_per_token_layer(s, precision, fsdp, compiled)
+    per_layer = activation_bytes_per_token_layer(s, precision, fsdp)
     if checkpointing:
         r = 2 if (half and fsdp) else 4
-        act = tokens * (s.n_layers * r * s.d_model + per_layer)  # block inputs + one block recomputed
+        out["activations"] = tokens * s.n_layers * r * s.d_model  # block inputs
+        out["recomputed_block"] = tokens * per_layer
     else:
-        act = tokens * s.n_layers * per_layer
-    out["activations"] = act
+        out["activations"] = tokens * s.n_layers * per_layer
+        out["recomputed_block"] = 0
     out["logits"] = tokens * s.vocab_size * LOGIT_BYTES[("half" if half else "fp32", compiled)]
     out = {k: float(v) for k, v in out.items()}
     out["total"] = (out["params"] + out["optimizer"] + out["working_params"]
-                    + max(out["activations"] + out["logits"], out["grads"]))
+                    + max(out["activations"] + out["logits"], out["recomputed_block"] + out["grads"]))
     out.update(world=world, parallel=parallel, checkpointing=checkpointing, batch=batch, seq_len=seq_len,
                precision=precision, compiled=compiled, activation_bytes_per_token_layer=per_layer)
     return out
