@@ -7,7 +7,8 @@ so adding measurements is a data change, never a code change:
 * ``bench/results/calibration_public.json``  published figures (sources inside the file)
 * ``bench/results/h100_payload.json``        our payload measured on an H100 (docs/benchmarks.md)
 * ``bench/results/cpu_payload.json``         our payload on CPUs (per-core rate for the no-torch baseline)
-* ``bench/results/h200_lm.json``             our language models on H200s (bench/lm_throughput.py)
+* ``bench/results/h200_lm.json``             our language models on H200s (bench/lm_throughput.py),
+  fitted apart from the rest (``Calibration.lm``)
 
 Fit: log(MFU) = mu + precision class + arch + arch x class + model family + model, each effect
 shrunk toward zero (ridge) so an unseen combination falls back to the broader effects.
@@ -142,6 +143,11 @@ class Calibration:
     cpu_gflops_per_core: float = CPU_GFLOPS_PER_CORE
     n_points: int = 0
     sources: tuple = ()
+    # Language models are fitted apart (their MFU says nothing about CNNs' and the other way
+    # round): their own fit on their own points, carried to other GPUs by the main fit's
+    # architecture effects relative to the architecture they were measured on.
+    lm: "Calibration | None" = None
+    lm_arch: str = ""
 
     @staticmethod
     def keys(arch: str, cls: str, model: str) -> dict:
@@ -153,8 +159,14 @@ class Calibration:
 
     def efficiency(self, arch: str, cls: str, model: str) -> float:
         """Fitted MFU; unseen keys contribute 0 (fall back to the broader effects)."""
+        if self.lm is not None and model_family(model) == "lm":
+            shift = self._arch_effect(arch, cls) - self._arch_effect(self.lm_arch, cls)
+            return min(0.95, self.lm.efficiency(self.lm_arch, cls, model) * math.exp(shift))
         log_e = self.mu + sum(self.effects.get(t, {}).get(k, 0.0) for t, k in self.keys(arch, cls, model).items())
         return min(0.95, math.exp(log_e))
+
+    def _arch_effect(self, arch: str, cls: str) -> float:
+        return self.effects.get("arch", {}).get(arch, 0.0) + self.effects.get("arch_cls", {}).get(f"{arch}/{cls}", 0.0)
 
 
 def implied_mfu(point: Point, flops_per_sample: float, peak_tflops: float, overhead_s: float) -> float:
@@ -227,7 +239,7 @@ def build(points: list[Point], get_gpu=None, exclude: Point | None = None) -> Ca
     get_gpu = get_gpu or _gpu_lookup()
     cal = Calibration()
     fit_points = [p for p in points if p.role == "fit" and p is not exclude]
-    rows = []
+    rows, lm_rows, lm_archs = [], [], []
     for p in fit_points:
         if p.count != 1:
             continue
@@ -237,8 +249,16 @@ def build(points: list[Point], get_gpu=None, exclude: Point | None = None) -> Ca
             mfu = implied_mfu(p, flops_for(p), peak, cal.step_overhead_s)
         except Exception:
             continue  # unknown GPU or model: the point cannot inform the fit
-        rows.append((Calibration.keys(gpu.arch, cls, p.model), math.log(mfu)))
+        row = (Calibration.keys(gpu.arch, cls, p.model), math.log(mfu))
+        if model_family(p.model) == "lm":
+            lm_rows.append(row)
+            lm_archs.append(gpu.arch)
+        else:
+            rows.append(row)
     fit(rows, cal)
+    if lm_rows:
+        cal.lm = fit(lm_rows, Calibration())
+        cal.lm_arch = statistics.mode(lm_archs)
     # Multi-GPU efficiency: measured n-GPU rate over n x the same setup's 1-GPU rate.
     singles = {(p.gpu, p.model, p.precision, p.source): p.samples_per_second
                for p in fit_points if p.count == 1}
