@@ -1,5 +1,5 @@
 #!/bin/bash
-# gpujob EC2 user data, rendered by launcher/providers/aws_common.py: a string.Template whose
+# gpujob EC2 user data, rendered by launcher/providers/aws/common.py: a string.Template whose
 # placeholders start with @@ (write @@@@ for a literal @@), so shell $$VARIABLES stay as they are.
 # Runs once, as root, at first boot (cloud-init scripts-user, after its own host-key step).
 

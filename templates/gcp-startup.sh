@@ -1,5 +1,5 @@
 #!/bin/bash
-# gpujob boot script for run $run_id (string.Template; rendered by launcher/providers/gcp_shape.py).
+# gpujob boot script for run $run_id (string.Template; rendered by launcher/providers/gcp/selection.py).
 # It pins SSH: sshd presents only this run's host key, whose public half the client already holds,
 # so the first connection is verified instead of trusted on first use.
 set -euo pipefail

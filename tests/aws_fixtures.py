@@ -62,7 +62,7 @@ def register_dlami(region: str, ami_id: str | None = None) -> str:
     """Put the public DLAMI parameter into moto's SSM (put_parameter refuses /aws/ names)."""
     from moto.ssm.models import Parameter, ssm_backends
 
-    from launcher.providers.aws_common import DLAMI_SSM_PARAMETER
+    from launcher.providers.aws.common import DLAMI_SSM_PARAMETER
 
     ami_id = ami_id or known_ami(region)
     params = ssm_backends[ACCOUNT][region]._parameters

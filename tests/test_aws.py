@@ -13,8 +13,8 @@ pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
 from launcher.errors import CapacityError, CredentialsError, ProviderError, QuotaError, WaitTimeout  # noqa: E402
-from launcher.providers.aws import AwsProvider  # noqa: E402
-from launcher.providers.aws_common import DLAMI_SSM_PARAMETER, family_of, quota_for  # noqa: E402
+from launcher.providers.aws.launch import AwsProvider  # noqa: E402
+from launcher.providers.aws.common import DLAMI_SSM_PARAMETER, family_of, quota_for  # noqa: E402
 from launcher.providers.base import TAG_CREATED, TAG_JOB, TAG_OWNER, TAG_RUN  # noqa: E402
 from tests.aws_fixtures import (  # noqa: E402, F401
     aws,
@@ -459,7 +459,7 @@ def test_quota_codes_by_family(itype, spot, code):
 
 
 def test_importing_the_provider_does_not_import_boto3():
-    code = "import sys, launcher.providers.aws; assert 'boto3' not in sys.modules and 'botocore' not in sys.modules"
+    code = "import sys, launcher.providers.aws.launch; assert 'boto3' not in sys.modules and 'botocore' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -11,7 +11,7 @@ pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
 from launcher.errors import QuotaError  # noqa: E402
-from launcher.providers.aws import AwsProvider  # noqa: E402
+from launcher.providers.aws.launch import AwsProvider  # noqa: E402
 from launcher.providers.base import TAG_RUN  # noqa: E402
 from tests.aws_fixtures import (  # noqa: E402, F401
     aws,

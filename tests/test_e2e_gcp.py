@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("google.cloud.compute_v1")
 
 from launcher.errors import QuotaError  # noqa: E402
-from launcher.providers.gcp import GcpProvider  # noqa: E402
+from launcher.providers.gcp.launch import GcpProvider  # noqa: E402
 from tests.e2e_support import (  # noqa: E402
     E2E,
     REPO,

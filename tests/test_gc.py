@@ -11,7 +11,7 @@ pytest.importorskip("moto")
 from typer.testing import CliRunner  # noqa: E402
 
 from launcher.cli import app  # noqa: E402
-from launcher.providers.aws import AwsProvider  # noqa: E402
+from launcher.providers.aws.launch import AwsProvider  # noqa: E402
 from launcher.store import Store  # noqa: E402
 from tests.aws_fixtures import aws, aws_env, fast_session, make_ctx  # noqa: E402, F401
 

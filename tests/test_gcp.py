@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from launcher.errors import CapacityError, CredentialsError, ProviderError, QuotaError
 from launcher.providers.base import TAG_JOB, TAG_RUN, Resource
-from launcher.providers.gcp import GcpProvider
+from launcher.providers.gcp.launch import GcpProvider
 from launcher.spec import JobSpec
 from tests.fake_gce import FakeGce
 
@@ -445,7 +445,7 @@ def test_teardown_without_credentials_returns_leftovers_with_commands(monkeypatc
 
 
 def test_names_and_labels_are_valid_for_gcp() -> None:
-    from launcher.providers.gcp_shape import label_value, resource_name
+    from launcher.providers.gcp.selection import label_value, resource_name
 
     name = resource_name("Run_2024-01-01T10:00:00Z" + "x" * 80)
     assert len(name) <= 63 and name.startswith("gpujob-") and name[-1] != "-"

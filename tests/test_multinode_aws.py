@@ -8,8 +8,8 @@ pytest.importorskip("boto3")
 pytest.importorskip("moto")
 
 from launcher.errors import CapacityError  # noqa: E402
-from launcher.providers.aws import AwsProvider  # noqa: E402
-from launcher.providers.aws_common import cluster_placement  # noqa: E402
+from launcher.providers.aws.launch import AwsProvider  # noqa: E402
+from launcher.providers.aws.common import cluster_placement  # noqa: E402
 from launcher.providers.base import TAG_RUN  # noqa: E402
 from tests.aws_fixtures import (  # noqa: E402, F401
     aws,

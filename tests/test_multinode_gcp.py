@@ -6,7 +6,7 @@ import pytest
 
 from launcher.errors import CapacityError
 from launcher.providers.base import TAG_RUN
-from launcher.providers.gcp import GcpProvider
+from launcher.providers.gcp.launch import GcpProvider
 from tests.fake_gce import FakeGce
 from tests.test_gcp import Ctx, TinyCatalog, _spec, fake, loopback_only, provider  # noqa: F401
 

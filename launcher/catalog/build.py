@@ -1,6 +1,6 @@
 """SkyPilot v8 ``vms.csv`` (AWS, GCP) -> one offer per (provider, type, GPU, count, region).
 
-Used twice: to build the bundled snapshot (``python -m launcher.catalog.build``) and by
+Used twice: to build the bundled snapshot (``python -m launcher.catalog.bundle``) and by
 ``update_catalog`` on freshly downloaded files, so both go through the same rules:
 
 * Columns are found by header name (AWS and GCP order them differently; GpuInfo holds commas).
@@ -18,7 +18,6 @@ from __future__ import annotations
 import ast
 import csv
 import io
-import sys
 from dataclasses import dataclass, field
 
 from launcher.errors import CatalogError
@@ -210,43 +209,3 @@ def build_offers(aws_csv: str, gcp_csv: str) -> list[Offer]:
     if not offers:
         raise CatalogError("the downloaded catalogs hold no GPU offers", "the source format may have changed")
     return offers
-
-
-# Where the bundled snapshot comes from (see ../shared/data/skypilot-catalog-v8/README.md).
-BUNDLED_SOURCES = {
-    "aws": {"repo": "skypilot-org/skypilot-catalog", "path": "catalogs/v8/aws/vms.csv",
-            "commit": "00148f2af3672e2229b4f7bf8157d5a3f36e3c35",
-            # The source README gives no date for this commit and the file carries none.
-            "snapshot": None},
-    "gcp": {"repo": "anycloud-sh/catalog", "path": "gcp/vms.csv",
-            "commit": "62ff0a987e0c257a89235415d2877812fb1aaf29", "snapshot": "2026-05-20"},
-}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """python -m launcher.catalog.build AWS_VMS_CSV GCP_VMS_CSV [OUT]"""
-    import datetime as dt
-    from pathlib import Path
-
-    from launcher.catalog.store import BUNDLED_PATH, write_snapshot
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) not in (2, 3):
-        sys.stderr.write(main.__doc__ + "\n")
-        return 2
-    aws_text = Path(args[0]).read_text(encoding="utf-8")
-    gcp_text = Path(args[1]).read_text(encoding="utf-8")
-    out = Path(args[2]) if len(args) == 3 else BUNDLED_PATH
-    offers = build_offers(aws_text, gcp_text)
-    details = {k: dict(v) for k, v in BUNDLED_SOURCES.items()}
-    details["built"] = dt.date.today().isoformat()
-    details["note"] = "AWS snapshot date unknown; the catalog date is the GCP one"
-    source = ("bundled: skypilot-org/skypilot-catalog catalogs/v8/aws/vms.csv@00148f2 + "
-              "anycloud-sh/catalog gcp/vms.csv@62ff0a9")
-    write_snapshot(out, offers, source=source, snapshot=BUNDLED_SOURCES["gcp"]["snapshot"], details=details)
-    sys.stdout.write(f"wrote {len(offers)} offers to {out} ({out.stat().st_size} bytes)\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

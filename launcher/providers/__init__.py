@@ -10,8 +10,8 @@ from launcher.errors import ProviderUnavailable, UsageError
 _REGISTRY = {
     "local": ("launcher.providers.local", "LocalProvider", None),
     "ssh": ("launcher.providers.ssh", "SshProvider", None),
-    "aws": ("launcher.providers.aws", "AwsProvider", "pip install 'gpujob[aws]'"),
-    "gcp": ("launcher.providers.gcp", "GcpProvider", "pip install 'gpujob[gcp]'"),
+    "aws": ("launcher.providers.aws.launch", "AwsProvider", "pip install 'gpujob[aws]'"),
+    "gcp": ("launcher.providers.gcp.launch", "GcpProvider", "pip install 'gpujob[gcp]'"),
 }
 
 PROVIDER_NAMES = tuple(_REGISTRY)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from launcher.errors import GpujobError, ProviderError
-from launcher.providers.aws_common import NOT_FOUND_CODES, PROVIDER, delete_command, one_line, tag_value
+from launcher.providers.aws.common import NOT_FOUND_CODES, PROVIDER, delete_command, one_line, tag_value, translate
 from launcher.providers.base import TAG_RUN, Leftover, Resource
 
 if TYPE_CHECKING:
-    from launcher.providers.aws import AwsProvider
+    from launcher.providers.aws.api import AwsApi
 
 _NOT_TERMINATED = ["pending", "running", "shutting-down", "stopping", "stopped"]
 
@@ -30,7 +30,7 @@ def _tag_filter(run_id: str | None) -> list[dict]:
     return [{"Name": f"tag:{TAG_RUN}", "Values": [run_id]}]
 
 
-def _instances(p: "AwsProvider", region: str, run_id: str | None) -> list[Resource]:
+def _instances(p: "AwsApi", region: str, run_id: str | None) -> list[Resource]:
     out = []
     pages = p.client("ec2", region).get_paginator("describe_instances").paginate(
         Filters=_tag_filter(run_id) + [{"Name": "instance-state-name", "Values": _NOT_TERMINATED}])
@@ -45,7 +45,7 @@ def _instances(p: "AwsProvider", region: str, run_id: str | None) -> list[Resour
     return out
 
 
-def _groups(p: "AwsProvider", region: str, run_id: str | None) -> list[Resource]:
+def _groups(p: "AwsApi", region: str, run_id: str | None) -> list[Resource]:
     out = []
     try:
         for page in p.client("ec2", region).get_paginator("describe_security_groups").paginate(Filters=_tag_filter(run_id)):
@@ -56,29 +56,27 @@ def _groups(p: "AwsProvider", region: str, run_id: str | None) -> list[Resource]
     return out
 
 
-def _key_pairs(p: "AwsProvider", region: str, run_id: str | None) -> list[Resource]:
+def _key_pairs(p: "AwsApi", region: str, run_id: str | None) -> list[Resource]:
     kps = p.api(region, "ec2", "describe_key_pairs", Filters=_tag_filter(run_id))["KeyPairs"]
     return [_res("key-pair", k["KeyName"], region, tag_value(k.get("Tags"), TAG_RUN)) for k in kps]
 
 
-def _placement_groups(p: "AwsProvider", region: str, run_id: str | None) -> list[Resource]:
+def _placement_groups(p: "AwsApi", region: str, run_id: str | None) -> list[Resource]:
     pgs = p.api(region, "ec2", "describe_placement_groups", Filters=_tag_filter(run_id))["PlacementGroups"]
     return [_res("placement-group", g["GroupName"], region, tag_value(g.get("Tags"), TAG_RUN), g.get("State"))
             for g in pgs if g.get("State") != "deleted"]
 
 
-def _tagged(p: "AwsProvider", region: str, run_id: str | None) -> list[Resource]:
+def _tagged(p: "AwsApi", region: str, run_id: str | None) -> list[Resource]:
     return (_instances(p, region, run_id) + _groups(p, region, run_id) + _key_pairs(p, region, run_id)
             + _placement_groups(p, region, run_id))
 
 
 def _wrap(exc: Exception, op: str, region: str) -> Exception:
-    from launcher.providers.aws_common import translate
-
     return exc if isinstance(exc, GpujobError) else translate(exc, op, region)
 
 
-def find(p: "AwsProvider", regions: list[str] | None) -> list[Resource]:
+def find(p: "AwsApi", regions: list[str] | None) -> list[Resource]:
     """Every live instance, security group, key pair and placement group carrying TAG_RUN in
     these regions (all enabled regions when None)."""
     if not regions:
@@ -89,7 +87,7 @@ def find(p: "AwsProvider", regions: list[str] | None) -> list[Resource]:
     return found
 
 
-def teardown(p: "AwsProvider", run_id: str, resources: list[Resource], ctx, regions: list[str]) -> list[Leftover]:
+def teardown(p: "AwsApi", run_id: str, resources: list[Resource], ctx, regions: list[str]) -> list[Leftover]:
     leftovers: list[Leftover] = []
     todo: dict[tuple[str, str, str], Resource] = {}  # (kind, region, id): key pair names repeat per region
     for r in resources:
@@ -135,7 +133,7 @@ def _is_cloud_id(kind: str, rid: str | None) -> bool:
     return kind in ("key-pair", "placement-group")
 
 
-def _terminate(p: "AwsProvider", instances: list[Resource], done) -> list[tuple[Resource, str | None, str]]:
+def _terminate(p: "AwsApi", instances: list[Resource], done) -> list[tuple[Resource, str | None, str]]:
     """Terminate, then wait (bounded) until terminated. Returns (resource, state, reason) left."""
     pending: list[Resource] = []
     stuck: list[tuple[Resource, str | None, str]] = []
@@ -178,18 +176,18 @@ def _terminate(p: "AwsProvider", instances: list[Resource], done) -> list[tuple[
     return stuck
 
 
-def _delete_group(p: "AwsProvider", r: Resource) -> str | None:
+def _delete_group(p: "AwsApi", r: Resource) -> str | None:
     """None when gone; else why not. DependencyViolation lasts until the instance's ENI is released."""
     kwargs = {"GroupId": r.id} if r.id.startswith("sg-") else {"GroupName": r.id}
     return _delete_retrying(p, r, "delete_security_group", kwargs, "DependencyViolation")
 
 
-def _delete_placement_group(p: "AwsProvider", r: Resource) -> str | None:
+def _delete_placement_group(p: "AwsApi", r: Resource) -> str | None:
     # InUse lasts while a member is still shutting down.
     return _delete_retrying(p, r, "delete_placement_group", {"GroupName": r.id}, "InvalidPlacementGroup.InUse")
 
 
-def _delete_retrying(p: "AwsProvider", r: Resource, op: str, kwargs: dict, busy_code: str) -> str | None:
+def _delete_retrying(p: "AwsApi", r: Resource, op: str, kwargs: dict, busy_code: str) -> str | None:
     """None when gone; else why not. ``busy_code`` means "not yet": retried with a backoff."""
     for attempt in range(p.sg_delete_attempts):
         try:
@@ -204,7 +202,7 @@ def _delete_retrying(p: "AwsProvider", r: Resource, op: str, kwargs: dict, busy_
     return "delete failed"  # pragma: no cover - the loop returns
 
 
-def _delete_key_pair(p: "AwsProvider", r: Resource) -> str | None:
+def _delete_key_pair(p: "AwsApi", r: Resource) -> str | None:
     # Our key pairs are recorded by name; an id ("key-...") from elsewhere is accepted too.
     kwargs = {"KeyPairId": r.id} if r.id.startswith("key-") else {"KeyName": r.id}
     try:

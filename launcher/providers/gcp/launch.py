@@ -4,7 +4,7 @@ Launch creates a per-run firewall rule (22/tcp from the caller's /32 to a per-ru
 tag), then tries zones cheapest first until one has capacity; the VM carries the run's SSH
 key in its own metadata, pins its SSH host key through the boot script, and deletes itself
 after limits.max_duration + 10 minutes (``scheduling.maxRunDuration``).
-The endpoint can be redirected with GPUJOB_GCP_API_ENDPOINT (see ``gcp_api``).
+The endpoint can be redirected with GPUJOB_GCP_API_ENDPOINT (see ``gcp.api``).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from launcher.errors import CapacityError, GpujobError, ProviderError, WaitTimeout
-from launcher.providers import gcp_api as api
-from launcher.providers import gcp_shape as shp
+from launcher.providers.address import detect_public_ip
+from launcher.providers.gcp import api, cleanup
+from launcher.providers.gcp import selection as shp
 from launcher.providers.base import TAG_RUN, Leftover, Machine, Resource, RunContext
 
 if TYPE_CHECKING:
     from launcher.spec import JobSpec
 
-TEARDOWN_TIMEOUT_S = 600.0
 _GONE_STATES = {"STOPPING", "STOPPED", "TERMINATED", "SUSPENDING", "SUSPENDED"}
 
 
@@ -71,7 +71,7 @@ class GcpProvider:
             cidr = "127.0.0.1"  # a loopback fake endpoint hands out loopback machines: no need to look outside
         elif not cidr:
             try:
-                cidr = (self._detect_ip or _public_ip)().strip()
+                cidr = (self._detect_ip or detect_public_ip)().strip()
             except Exception as exc:  # noqa: BLE001 - any failure means: ask the user
                 raise ProviderError("gcp", f"could not detect your public address ({api.first_line(exc)})",
                                     hint="pass --ssh-cidr YOUR.PUBLIC.IP/32 (port 22 is never opened to everyone)") from None
@@ -235,10 +235,10 @@ class GcpProvider:
     def _free(self, c: api.Clients, ctx: RunContext, zone: str, names: list[str], deadline: float) -> None:
         """Delete a zone's partial set before the next zone is tried: they would bill for nothing.
         Best effort; whatever stays is recorded and labelled, so teardown still finds it."""
-        begun = [(name, self._delete_start(c.instances.delete_unary, {"project": c.project, "zone": zone, "instance": name}))
+        begun = [(name, cleanup.delete_start(self, c.instances.delete_unary, {"project": c.project, "zone": zone, "instance": name}))
                  for name in names]
         for name, started in begun:
-            self._delete_finish(c, ctx, f"{zone}/{name}", zone, deadline, started)
+            cleanup.delete_finish(self, c, ctx, f"{zone}/{name}", zone, deadline, started)
 
     def _create_policy(self, c: api.Clients, ctx: RunContext, zone: str, job: str, count: int, deadline: float) -> str:
         """A compact placement policy for this zone's attempt (policies are regional; one per zone so a
@@ -410,142 +410,13 @@ class GcpProvider:
             return None
         return "spot-interrupted" if machine.spot else "terminated"
 
-    # --- teardown / find --------------------------------------------------------------------
+    # --- teardown / find (gcp.cleanup) --------------------------------------------------------
 
     def teardown(self, run_id: str, resources: list[Resource], ctx: RunContext | None) -> list[Leftover]:
-        ours = [r for r in resources if r.provider == self.name]
-        try:
-            c = self._api()
-        except GpujobError as err:
-            if not ours:
-                raise
-            return [Leftover(self._with_command(r), f"not deleted: {err}") for r in ours]
-        deadline = self._clock() + TEARDOWN_TIMEOUT_S
-        instances = {r.id for r in ours if r.kind == "instance" and "/" in r.id}
-        policies = {r.id for r in ours if r.kind == "resource-policy" and "/" in r.id}
-        firewalls = ({r.id for r in ours if r.kind == "firewall"}
-                     | {shp.resource_name(run_id), shp.nodes_firewall_name(run_id)})
-        leftovers: list[Leftover] = []
-        label = f'labels.{TAG_RUN} = "{shp.label_value(run_id)}"'
-        try:  # the label sweep also finds what a lost or partial record does not name
-            instances |= {r.id for r in self._find_instances(c, label, None)}
-        except Exception as exc:  # noqa: BLE001 - still delete what the record names
-            sweep = Resource(self.name, "instance", f"label {label}", None, run_id,
-                             delete_command=f"gcloud compute instances list --filter '{label}' --project {c.project}")
-            leftovers.append(Leftover(sweep, f"could not list instances by label: {exc}"))
-        try:  # policies carry no labels: the run mark in their description finds them
-            policies |= {r.id for r in self._find_policies(c, None) if r.run_id == shp.label_value(run_id)}
-        except Exception as exc:  # noqa: BLE001
-            sweep = Resource(self.name, "resource-policy", f"gpujob-run={run_id}", None, run_id,
-                             delete_command=f"gcloud compute resource-policies list --filter 'name~^gpujob-' --project {c.project}")
-            leftovers.append(Leftover(sweep, f"could not list resource policies: {exc}"))
-        # Every instance delete is sent before any is waited for: N nodes take one delete's time.
-        # Then policies (refused while a member exists) and firewall rules.
-        steps = [[("instance", rid, rid.split("/", 1)[0], None, c.instances.delete_unary,
-                   {"project": c.project, "zone": rid.split("/", 1)[0], "instance": rid.split("/", 1)[1]})
-                  for rid in sorted(instances)],
-                 [("resource-policy", rid, None, rid.split("/", 1)[0], c.resource_policies.delete_unary,
-                   {"project": c.project, "region": rid.split("/", 1)[0], "resource_policy": rid.split("/", 1)[1]})
-                  for rid in sorted(policies)],
-                 [("firewall", name, None, None, c.firewalls.delete_unary, {"project": c.project, "firewall": name})
-                  for name in sorted(firewalls)]]
-        for step in steps:
-            begun = [(kind, rid, zone, region, self._delete_start(fn, args)) for kind, rid, zone, region, fn, args in step]
-            for kind, rid, zone, region, started in begun:
-                reason = self._delete_finish(c, ctx, rid, zone, deadline, started, region)
-                if reason:
-                    leftovers.append(Leftover(self._with_command(Resource(self.name, kind, rid, region or (
-                        shp.region_of(zone) if zone else None), run_id), c.project), reason))
-        return leftovers
-
-    def _delete_start(self, fn: Callable[..., Any], args: dict[str, Any]) -> tuple[Any, Any]:
-        """(operation, None) or (None, the call's exception)."""
-        try:
-            return self._call(fn, **args), None
-        except Exception as exc:  # noqa: BLE001 - classified in _delete_finish
-            return None, exc
-
-    def _delete_finish(self, c: api.Clients, ctx: RunContext | None, rid: str, zone: str | None, deadline: float,
-                       started: tuple[Any, Any], region: str | None = None) -> str | None:
-        """Wait for a delete sent by _delete_start; None when gone (already gone counts), else why not."""
-        op, error = started
-        failure = None
-        try:
-            if error is not None:
-                raise error
-            op = api.wait_operation(c, op, zone, deadline, f"delete of {rid}", self._clock, self._sleep, region=region)
-            failure = api.op_failure(op)
-        except GpujobError as exc:  # a timeout, or a failure the wait already classified
-            return str(exc)
-        except Exception as exc:  # noqa: BLE001
-            failure = api.api_failure(exc)
-        if failure is not None and failure.kind != "not-found":
-            return f"{failure.code}: {failure.message}"
-        if ctx is not None:
-            ctx.deleted(rid)
-        return None
+        return cleanup.teardown(self, run_id, resources, ctx)
 
     def find(self, regions: list[str] | None) -> list[Resource]:
-        c = self._api()
-        wanted = set(shp.gcp_regions(regions)) if regions else None
-        try:
-            found = self._find_instances(c, f"labels.{TAG_RUN}:*", wanted) + self._find_policies(c, wanted)
-            for fw in self._call(c.firewalls.list, project=c.project):
-                run = shp.firewall_run_id(fw.description)
-                if fw.name.startswith("gpujob-") and run:
-                    found.append(Resource(self.name, "firewall", fw.name, None, run, "ACTIVE",
-                                          shp.firewall_delete_command(fw.name, c.project)))
-        except Exception as exc:  # noqa: BLE001 - into the error tree
-            api.raise_failure(api.api_failure(exc), c.project, "listing gpujob resources")
-        return found
-
-    def _find_instances(self, c: api.Clients, filter_: str, regions: set[str] | None) -> list[Resource]:
-        out = []
-        pager = self._call(c.instances.aggregated_list, request={"project": c.project, "filter": filter_})
-        for scope, listing in pager:
-            zone = scope.rsplit("/", 1)[-1]
-            if regions is not None and shp.region_of(zone) not in regions:
-                continue
-            for inst in listing.instances:
-                out.append(Resource(self.name, "instance", f"{zone}/{inst.name}", shp.region_of(zone),
-                                    inst.labels.get(TAG_RUN), inst.status,
-                                    shp.instance_delete_command(inst.name, zone, c.project)))
-        return out
-
-    def _find_policies(self, c: api.Clients, regions: set[str] | None) -> list[Resource]:
-        out = []
-        pager = self._call(c.resource_policies.aggregated_list, request={"project": c.project})
-        for scope, listing in pager:
-            region = scope.rsplit("/", 1)[-1]
-            if regions is not None and region not in regions:
-                continue
-            for pol in listing.resource_policies:
-                run = shp.firewall_run_id(pol.description)
-                if pol.name.startswith("gpujob-") and run:
-                    out.append(Resource(self.name, "resource-policy", f"{region}/{pol.name}", region, run, pol.status or None,
-                                        shp.policy_delete_command(pol.name, region, c.project)))
-        return out
-
-    def _with_command(self, r: Resource, project: str | None = None) -> Resource:
-        if r.delete_command:
-            return r
-        project = project or self._project
-        if r.kind == "instance" and "/" in r.id:
-            zone, name = r.id.split("/", 1)
-            cmd = shp.instance_delete_command(name, zone, project)
-        elif r.kind == "resource-policy" and "/" in r.id:
-            region, name = r.id.split("/", 1)
-            cmd = shp.policy_delete_command(name, region, project)
-        else:
-            cmd = shp.firewall_delete_command(r.id, project)
-        return Resource(r.provider, r.kind, r.id, r.region, r.run_id, r.state, cmd)
-
-
-def _public_ip() -> str:
-    """The caller's public address, found the same way as for AWS (one HTTPS GET)."""
-    from launcher.providers.aws import _default_detect_ip
-
-    return _default_detect_ip()
+        return cleanup.find(self, regions)
 
 
 def _addresses(inst: Any) -> tuple[str | None, str | None]:

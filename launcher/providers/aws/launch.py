@@ -2,7 +2,7 @@
 
 Launch order per region: key pair -> security group (22/tcp from one CIDR) -> instance, each
 announced with ``ctx.intent`` first. Zones and regions are tried in price order; capacity
-errors move on, quota errors name the quota. Cleanup lives in ``aws_cleanup``.
+errors move on, quota errors name the quota. Cleanup lives in ``aws.cleanup``, SDK plumbing in ``aws.api``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from launcher.errors import (
     QuotaError,
     WaitTimeout,
 )
-from launcher.providers import aws_cleanup, aws_select
-from launcher.providers.aws_common import (
+from launcher.providers.address import detect_public_ip
+from launcher.providers.aws import cleanup as aws_cleanup, selection as aws_select
+from launcher.providers.aws.api import AwsApi
+from launcher.providers.aws.common import (
     DLAMI_SSM_PARAMETER,
     PROVIDER,
     QUOTA_CODES,
@@ -39,7 +41,7 @@ from launcher.providers.aws_common import (
     translate,
     watchdog_minutes,
 )
-from launcher.providers.aws_select import Choice, RegionPlan, normalize_cidr
+from launcher.providers.aws.selection import Choice, RegionPlan, normalize_cidr
 from launcher.providers.base import TAG_RUN, Leftover, Machine, Resource
 
 DEFAULT_REGION = "us-east-1"
@@ -56,19 +58,8 @@ class _ZoneLost(Exception):
         self.had = had  # multi-node: how many of the zone's nodes were still alive
 
 
-def _default_detect_ip() -> str:
-    """The caller's public IPv4, as AWS sees it. Only used when no CIDR was given."""
-    import urllib.request
-
-    with urllib.request.urlopen("https://checkip.amazonaws.com", timeout=5) as resp:  # noqa: S310
-        return resp.read().decode().strip()
-
-
-class AwsProvider:
+class AwsProvider(AwsApi):
     name = "aws"
-    poll_interval_s = 3.0  # describe cadence while waiting for running / terminated
-    teardown_wait_s = 600.0  # bound on waiting for instances to terminate
-    sg_delete_attempts = 6  # DependencyViolation until the ENIs are gone
 
     def __init__(
         self,
@@ -80,57 +71,11 @@ class AwsProvider:
         clock: Callable[[], float] = time.monotonic,
         detect_ip: Callable[[], str] | None = None,
     ):
+        super().__init__(session, sleep, clock)
         self.regions = list(regions or [])
         self.ssh_cidr = ssh_cidr
-        self._session = session
         self._catalog = catalog
-        self.sleep, self.clock = sleep, clock
-        self.detect_ip = detect_ip or _default_detect_ip
-        self._clients: dict[tuple[str, str, bool], Any] = {}
-
-    # --- SDK plumbing ----------------------------------------------------------------------
-
-    def _boto_session(self):
-        if self._session is None:
-            from launcher.providers.cloudenv import quiet_aws_metadata
-
-            quiet_aws_metadata()
-            try:
-                import boto3
-            except ImportError:
-                raise ProviderUnavailable(PROVIDER, "boto3 is not installed", "pip install 'gpujob[aws]'") from None
-            try:
-                self._session = boto3.session.Session()
-            except Exception as exc:  # e.g. ProfileNotFound for a wrong AWS_PROFILE
-                raise translate(exc, "loading the AWS configuration") from None
-        return self._session
-
-    def client(self, service: str, region: str, fail_fast: bool = False):
-        """A cached client. fail_fast: one attempt (create calls must not be replayed blindly);
-        otherwise botocore's standard retry mode handles throttling."""
-        key = (service, region, fail_fast)
-        if key not in self._clients:
-            from botocore.config import Config
-
-            retries = {"mode": "standard", "total_max_attempts": 1} if fail_fast else {"mode": "standard"}
-            config = Config(retries=retries, connect_timeout=10, read_timeout=60)
-            try:
-                self._clients[key] = self._boto_session().client(service, region_name=region, config=config)
-            except GpujobError:
-                raise
-            except Exception as exc:
-                raise translate(exc, f"creating the {service} client", region) from None
-        return self._clients[key]
-
-    def api(self, region: str, service: str, op: str, fail_fast: bool = False, **kwargs) -> dict:
-        """Call one operation; SDK errors come back as launcher.errors (with ``.code``)."""
-        fn = getattr(self.client(service, region, fail_fast), op)
-        try:
-            return fn(**kwargs)
-        except Exception as exc:
-            if type(exc).__module__.startswith(("botocore", "boto3")):
-                raise translate(exc, op, region) from None
-            raise
+        self.detect_ip = detect_ip or detect_public_ip
 
     # --- choosing what to launch -------------------------------------------------------------
 
@@ -482,19 +427,6 @@ class AwsProvider:
             except GpujobError:
                 pass  # teardown terminates them
         return len(alive)
-
-    def describe_instance(self, region: str, iid: str) -> dict | None:
-        """The instance's description, or None when EC2 does not know it (yet, or any more)."""
-        try:
-            res = self.api(region, "ec2", "describe_instances", InstanceIds=[iid])["Reservations"]
-        except ProviderError as exc:
-            if exc.code == "InvalidInstanceID.NotFound":
-                return None
-            raise
-        for r in res:
-            for i in r.get("Instances", []):
-                return i
-        return None
 
     def _wait_running(self, region: str, iid: str, end: float) -> dict:
         start, last = self.clock(), "unknown"

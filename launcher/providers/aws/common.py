@@ -28,7 +28,7 @@ CREDENTIALS_FIX = "run `aws configure` or set AWS_PROFILE"
 DLAMI_SSM_PARAMETER = "/aws/service/deeplearning/ami/x86_64/oss-nvidia-driver-gpu-pytorch-2.9-ubuntu-24.04/latest/ami-id"
 SSH_USER = "ubuntu"  # the DLAMI Ubuntu images log in as ubuntu
 WATCHDOG_GRACE_S = 600  # the timer fires this long after limits.max_duration
-USER_DATA_TEMPLATE = Path(__file__).resolve().parents[2] / "templates" / "aws-user-data.sh"
+USER_DATA_TEMPLATE = Path(__file__).resolve().parents[3] / "templates" / "aws-user-data.sh"
 USER_DATA_LIMIT = 16384  # EC2 rejects larger user data (raw, before base64)
 
 # ClientError codes, by what the launcher does about them.

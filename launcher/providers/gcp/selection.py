@@ -224,7 +224,7 @@ def _disk_type(machine_type: str) -> str:
 
 def render_startup(run_id: str, host_key_private: str, host_key_public: str) -> str:
     here = Path(__file__).resolve()
-    for folder in (here.parents[1] / "templates", here.parents[2] / "templates"):
+    for folder in (here.parents[2] / "templates", here.parents[3] / "templates"):
         path = folder / _TEMPLATE
         if path.is_file():
             text = path.read_text(encoding="utf-8")

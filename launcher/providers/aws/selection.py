@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from launcher.errors import ProviderError
-from launcher.providers.aws_common import (
+from launcher.providers.aws.common import (
     DLAMI_SSM_PARAMETER,
     PROVIDER,
     SSH_USER,
