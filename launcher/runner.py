@@ -128,6 +128,10 @@ class Runner:
     def _run(self, spec, opts: RunOptions, spec_path: str | None, spec_text: str | None,
              held: ExitStack) -> RunResult:
         provider = self.provider_factory(opts.provider, **opts.provider_config)
+        preflight = getattr(provider, "preflight", None)
+        if preflight is not None:  # credentials, quota, address: before the probe, the run record, any create
+            preflight(spec, _Ctx(self.store, "pre-flight", spec, opts.provider, lambda *a, **k: None,
+                                 opts.provider_config.get("ssh_cidr")))
         run_id = new_run_id()
         self.store.create_run(run_id, spec.name, opts.provider, spec_path=spec_path, spec_text=spec_text,
                                        spec=spec.model_dump(mode="json"), provider_config=opts.provider_config)

@@ -297,7 +297,9 @@ def _explain(err: dict, path: str, root: yaml.Node | None) -> SpecError:
     return SpecError(path, line, dotted, msg, hint)
 
 
-def parse_spec(text: str, path: str = "<spec>") -> JobSpec:
+def parse_spec(text: str, path: str = "<spec>", check_catalog: bool = True) -> JobSpec:
+    """YAML text -> JobSpec. Raises SpecError for bad YAML, duplicate keys, schema errors and
+    (``check_catalog``) names the price catalog or GPU table refutes (see ``spec_names``)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -308,14 +310,50 @@ def parse_spec(text: str, path: str = "<spec>") -> JobSpec:
         raise SpecError(path, line, "", f"invalid YAML: {problem}", "check indentation and quoting") from None
     except (ValueError, RecursionError) as exc:  # e.g. exotic scalars the SafeLoader rejects
         raise SpecError(path, None, "", f"invalid YAML: {exc}", "check the file is plain YAML") from None
+    _no_duplicate_keys(root, path)
     if data is None:
         raise SpecError(path, 1, "", "the spec is empty", "start from jobs/quickstart.yaml")
     if not isinstance(data, dict):
         raise SpecError(path, 1, "", "the spec must be a mapping of keys", "start from jobs/quickstart.yaml")
     try:
-        return JobSpec.model_validate(data)
+        spec = JobSpec.model_validate(data)
     except ValidationError as exc:
         raise _explain(exc.errors()[0], path, root) from None
+    if check_catalog:
+        from launcher.spec_names import check_names
+
+        check_names(spec, _catalog(), lambda loc: _key_line(root, loc), path)
+    return spec
+
+
+def _catalog():
+    """The price catalog for name checks; None when it cannot be read (names are then checked
+    against the GPU table only, and `gpujob catalog update` says what is wrong)."""
+    from launcher.catalog import load_catalog
+    from launcher.errors import CatalogError
+
+    try:
+        return load_catalog()
+    except CatalogError:
+        return None
+
+
+def _no_duplicate_keys(node: yaml.Node | None, path: str, loc: tuple = ()) -> None:
+    """YAML lets a repeated key silently replace the first: refuse it at any depth, naming both lines."""
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(getattr(key, "value", ""))
+            line = key.start_mark.line + 1
+            if name in first:
+                dotted = ".".join(str(p) for p in loc + (name,))
+                raise SpecError(path, line, dotted, f"duplicate key '{name}' (first at line {first[name]}, again at line {line})",
+                                "keep one of them: YAML would silently use the last")
+            first[name] = line
+            _no_duplicate_keys(value, path, loc + (name,))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _no_duplicate_keys(item, path, loc + (i,))
 
 
 def load_spec(path: str | Path) -> JobSpec:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import itertools
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -396,3 +397,19 @@ def booted_sshd_for(instance_id: str, workdir, region: str = "us-east-1", port: 
         raise AssertionError(f"{instance_id} has public IP {host}: launch it inside loopback_addresses()")
     return Sshd(workdir, authorized_keys=[imported_public_key(instance_id, region)], host=host, port=port,
                 host_key_pem=installed_host_key(instance_id, region)).start()
+
+
+@contextmanager
+def iam_enforced(after: int = 0):
+    """moto checks every request's access key like IAM once ``after`` requests have passed:
+    the fixtures' "testing" key is unknown, so AWS rejects it (InvalidClientTokenId / AuthFailure).
+    ``after`` > 0 lets a run start and has its credentials rejected mid-way."""
+    from moto import settings
+    from moto.core.responses import ActionAuthenticatorMixin
+
+    saved = settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count
+    settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count = after, 0
+    try:
+        yield
+    finally:
+        settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count = saved

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from launcher.errors import GpujobError, ProviderError, ProviderUnavailable
-from launcher.providers.aws.common import PROVIDER, translate
+from launcher.errors import CredentialsError, GpujobError, ProviderError, ProviderUnavailable
+from launcher.providers.aws.common import CREDENTIALS_FIX, PROVIDER, translate
 
 
 class AwsApi:
@@ -19,19 +19,34 @@ class AwsApi:
                  clock: Callable[[], float] = time.monotonic):
         self._session = session
         self.sleep, self.clock = sleep, clock
+        self._core = None  # botocore session, until boto3's is needed
         self._clients: dict[tuple[str, str, bool], Any] = {}
 
-    def _boto_session(self):
-        if self._session is None:
+    def _core_session(self):
+        """The botocore session: the credential chain, without boto3's heavier import (a
+        pre-flight that finds no credentials stays fast)."""
+        if self._session is not None:
+            return self._session._session
+        if self._core is None:
             from launcher.providers.cloudenv import quiet_aws_metadata
 
             quiet_aws_metadata()
+            try:
+                import botocore.session
+            except ImportError:
+                raise ProviderUnavailable(PROVIDER, "boto3 is not installed", "pip install 'gpujob[aws]'") from None
+            self._core = botocore.session.Session()
+        return self._core
+
+    def _boto_session(self):
+        if self._session is None:
+            core = self._core_session()
             try:
                 import boto3
             except ImportError:
                 raise ProviderUnavailable(PROVIDER, "boto3 is not installed", "pip install 'gpujob[aws]'") from None
             try:
-                self._session = boto3.session.Session()
+                self._session = boto3.session.Session(botocore_session=core)
             except Exception as exc:  # e.g. ProfileNotFound for a wrong AWS_PROFILE
                 raise translate(exc, "loading the AWS configuration") from None
         return self._session
@@ -52,6 +67,28 @@ class AwsApi:
             except Exception as exc:
                 raise translate(exc, f"creating the {service} client", region) from None
         return self._clients[key]
+
+    def caller_identity(self, region: str, timeout_s: float = 5.0) -> dict[str, str]:
+        """Who AWS says we are: {"account", "arn"} from STS GetCallerIdentity (one attempt,
+        ``timeout_s`` seconds to connect and to read). Needs no permission, so it checks exactly
+        the credentials. Raises CredentialsError when the chain finds none or AWS rejects them,
+        ProviderError when STS cannot be reached."""
+        try:
+            found = self._core_session().get_credentials()
+        except Exception as exc:  # e.g. a broken credential_process or SSO cache
+            raise translate(exc, "loading AWS credentials") from None
+        if found is None:
+            raise CredentialsError(PROVIDER, "no AWS credentials found (environment, ~/.aws, SSO, instance role)",
+                                   hint=CREDENTIALS_FIX)
+        from botocore.config import Config
+
+        config = Config(retries={"mode": "standard", "total_max_attempts": 1},
+                        connect_timeout=timeout_s, read_timeout=timeout_s)
+        try:
+            ident = self._boto_session().client("sts", region_name=region, config=config).get_caller_identity()
+        except Exception as exc:
+            raise translate(exc, "checking the AWS credentials (STS GetCallerIdentity)", region) from None
+        return {"account": ident.get("Account", ""), "arn": ident.get("Arn", "")}
 
     def api(self, region: str, service: str, op: str, fail_fast: bool = False, **kwargs) -> dict:
         """Call one operation; SDK errors come back as launcher.errors (with ``.code``)."""

@@ -20,7 +20,7 @@ from launcher.errors import (
     QuotaError,
     WaitTimeout,
 )
-from launcher.providers.address import detect_public_ip
+from launcher.providers.address import CHECKIP_URL, detect_public_ip
 from launcher.providers.aws import cleanup as aws_cleanup, selection as aws_select
 from launcher.providers.aws.api import AwsApi
 from launcher.providers.aws.common import (
@@ -101,6 +101,32 @@ class AwsProvider(AwsApi):
         """What launch() would do. Calls no AWS API at all, so it works without an account."""
         return aws_select.plan(spec, ctx, self.choose(spec), getattr(ctx, "ssh_cidr", None) or self.ssh_cidr)
 
+    # --- pre-flight ------------------------------------------------------------------------
+
+    def preflight(self, spec, ctx) -> dict[str, Any]:
+        """Everything that can fail before anything is slow or billable, in this order:
+        credentials (boto3's chain, then STS GetCallerIdentity, 5 s deadline), the vCPU quota of
+        the chosen family (best effort: Service Quotas, one attempt per region; unknown passes),
+        the caller's address for the ingress rule (kept for launch). Creates nothing.
+
+        Returns {"account", "arn", "ssh_cidr"}. Raises CredentialsError, QuotaError (every
+        allowed region is below one instance) or ProviderError (exit code 3)."""
+        ident = self.caller_identity(self.allowed_regions(spec)[0])
+        choice = self.choose(spec)
+        if choice.instance_type:
+            shorts = []
+            for rp in choice.regions:
+                vcpus = rp.vcpus or self._vcpus(rp.region, choice.instance_type)
+                short = self._quota_short(rp.region, choice.instance_type, choice.spot, vcpus, spec.resources.num_nodes)
+                if short is None:
+                    break
+                shorts.append(short)
+            else:
+                if shorts:
+                    raise shorts[0]
+        self.ssh_cidr = self.ingress_cidr(ctx)
+        return {**ident, "ssh_cidr": self.ssh_cidr}
+
     # --- launch ----------------------------------------------------------------------------
 
     def ingress_cidr(self, ctx) -> str:
@@ -110,7 +136,8 @@ class AwsProvider(AwsApi):
         try:
             ip = ipaddress.ip_address(self.detect_ip().strip())
         except Exception as exc:
-            raise ProviderError(PROVIDER, f"could not detect your public address ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+            raise ProviderError(PROVIDER, f"could not detect your public address from {CHECKIP_URL} "
+                                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
                                 hint="pass --ssh-cidr <your-ip>/32") from None
         return f"{ip}/{ip.max_prefixlen}"
 

@@ -69,7 +69,7 @@ def choose(spec, allowed: list[str], catalog) -> Choice:
         if not offers:
             market = "spot" if res.spot else "on-demand"
             raise ProviderError(PROVIDER, f"no {market} AWS offer for {acc} in {', '.join(allowed)}",
-                                hint="try other resources.regions, another GPU, or set resources.instance_type")
+                                hint=_what_aws_sells(catalog, acc, res.spot))
         itype = min(offers, key=lambda o: (price(o), o.instance_type)).instance_type
     offers = sorted((o for o in offers if o.instance_type == itype), key=price)
 
@@ -94,6 +94,20 @@ def choose(spec, allowed: list[str], catalog) -> Choice:
         price=plans[0].price if plans else None,
         regions=plans,
     )
+
+
+def _what_aws_sells(catalog, acc, spot: bool) -> str:
+    """The hint for a GPU request AWS cannot meet: what it does sell of that GPU, and where."""
+    sold = catalog.query(provider="aws", gpu=acc.name, spot=spot)
+    if not sold:
+        others = sorted({o.provider for o in catalog.query(gpu=acc.name)} - {PROVIDER})
+        return (f"AWS does not sell {acc.name}" + (f"; {', '.join(others)} does: use --provider {others[0]}" if others else "")
+                + "; or pick another GPU")
+    counts = sorted({o.gpu_count for o in sold})
+    if acc.count not in counts:
+        return f"AWS sells {acc.name} in counts of {', '.join(map(str, counts))}: write e.g. {acc.name}:{counts[0]}"
+    regions = sorted({o.region for o in sold if o.gpu_count == acc.count})
+    return f"AWS offers {acc} in {', '.join(regions[:8])}{' ...' if len(regions) > 8 else ''}: add one to resources.regions"
 
 
 def normalize_cidr(cidr: str) -> str:

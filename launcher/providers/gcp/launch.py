@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from launcher.errors import CapacityError, GpujobError, ProviderError, WaitTimeout
-from launcher.providers.address import detect_public_ip
+from launcher.providers.address import CHECKIP_URL, detect_public_ip
 from launcher.providers.gcp import api, cleanup
 from launcher.providers.gcp import selection as shp
 from launcher.providers.base import TAG_RUN, Leftover, Machine, Resource, RunContext
@@ -73,13 +73,25 @@ class GcpProvider:
             try:
                 cidr = (self._detect_ip or detect_public_ip)().strip()
             except Exception as exc:  # noqa: BLE001 - any failure means: ask the user
-                raise ProviderError("gcp", f"could not detect your public address ({api.first_line(exc)})",
+                raise ProviderError("gcp", f"could not detect your public address from {CHECKIP_URL} ({api.first_line(exc)})",
                                     hint="pass --ssh-cidr YOUR.PUBLIC.IP/32 (port 22 is never opened to everyone)") from None
         return shp.check_cidr(cidr if "/" in cidr else f"{cidr}/{128 if ':' in cidr else 32}")
 
     def _call(self, fn: Callable[..., Any], **kw: Any) -> Any:
         """One API call with a bounded time and no hidden retry loop (our loops retry)."""
         return fn(timeout=api.CALL_TIMEOUT_S, retry=None, **kw)
+
+    # --- pre-flight -------------------------------------------------------------------------
+
+    def preflight(self, spec: "JobSpec", ctx: RunContext) -> dict[str, Any]:
+        """Before anything slow or billable: the machine shape (local), Application Default
+        Credentials and the project, then the caller's address for the firewall rule (kept for
+        launch). Creates nothing. Returns {"project", "ssh_cidr"}; raises CredentialsError or
+        ProviderError (exit code 3)."""
+        self._shape(spec)
+        project = self._api().project
+        self._ssh_cidr = self._cidr(ctx)
+        return {"project": project, "ssh_cidr": self._ssh_cidr}
 
     # --- plan -------------------------------------------------------------------------------
 
