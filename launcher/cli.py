@@ -107,6 +107,7 @@ def estimate(
     all_regions: bool = typer.Option(False, "--all-regions", help="One row per region, not only the cheapest."),
     refresh_baseline: bool = typer.Option(False, "--refresh-baseline",
                                           help="Measure the CPU again even when a cached measurement exists."),
+    show_all: bool = typer.Option(False, "--all", help="Every offer, not only what the spec asks for and cheaper alternatives."),
 ) -> None:
     """Price the job on every AWS and GCP GPU, next to this machine's CPU."""
     from launcher.jobestimate import full_estimate
@@ -117,7 +118,8 @@ def estimate(
         _err().print(f"measuring this machine's CPU on the job (up to ~{probe_seconds:.0f} s the first time, "
                      "cached afterwards; --no-baseline skips)")
     result = full_estimate(job, providers=tuple(provider), baseline=not no_baseline, probe_seconds=probe_seconds,
-                           top=top, all_regions=all_regions, refresh_baseline=refresh_baseline)
+                           top=top, all_regions=all_regions, refresh_baseline=refresh_baseline,
+                           show_all=show_all)
     if as_json:
         _json_out(result)
         return

@@ -59,13 +59,22 @@ def render_estimate(con, est: dict[str, Any]) -> None:
     con.print(f"[bold]{escape(job.get('name', ''))}[/]: {job.get('model')} {job.get('precision')}, batch "
               f"{job.get('batch_size')}, {job.get('total_samples', 0):,} samples, "
               f"{(job.get('train_flops_per_sample') or 0) / 1e9:.1f} GFLOP/sample (train)")
-    t = Table(show_edge=False, header_style="bold")
-    for col, just in (("provider", "left"), ("instance", "left"), ("region", "left"), ("GPU", "left"),
-                      ("market", "left"), ("$/h", "right"), ("samples/s", "right"), ("GPU eff.", "right"),
-                      ("train", "right"), ("overhead", "right"), ("total", "right"), ("total $", "right"),
-                      ("$/epoch", "right"), ("note", "left")):
-        t.add_column(col, justify=just)
+    def table(title: str | None) -> Table:
+        t = Table(show_edge=False, header_style="bold", title=title, title_justify="left", title_style="bold")
+        for col, just in (("provider", "left"), ("instance", "left"), ("region", "left"), ("GPU", "left"),
+                          ("market", "left"), ("$/h", "right"), ("samples/s", "right"), ("GPU eff.", "right"),
+                          ("train", "right"), ("overhead", "right"), ("total", "right"), ("total $", "right"),
+                          ("$/epoch", "right"), ("note", "left")):
+            t.add_column(col, justify=just)
+        return t
+
+    sections, section, t = est.get("sections") or {}, None, None
     for c in est.get("candidates", []):
+        if t is None or c.get("section", "requested") != section:  # one labelled table per section
+            if t is not None:
+                con.print(t)
+            section = c.get("section", "requested")
+            t = table(escape(sections[section]) if section in sections else None)
         notes = []
         if not c.get("fits_memory", True):
             notes.append("too few GPUs (memory plan below)" if c.get("memory") else
@@ -89,6 +98,7 @@ def render_estimate(con, est: dict[str, Any]) -> None:
                   fmt_seconds(c.get("train_seconds")), fmt_seconds(c.get("overhead_seconds")),
                   fmt_seconds(c.get("total_seconds")), fmt_usd(c.get("total_usd")), fmt_usd(c.get("usd_per_epoch")),
                   ", ".join(notes), style=style)
+    t = t if t is not None else table(None)
     b = est.get("baseline") or {}
     if b:
         sps = b.get("samples_per_second")
@@ -104,7 +114,7 @@ def render_estimate(con, est: dict[str, Any]) -> None:
     con.print(t)
     shown, total = len(est.get("candidates", [])), est.get("candidates_total")
     if total and total > shown:
-        con.print(f"{shown} of {total} priced machines shown (cheapest first, plus the spec's own; --top N for more)")
+        con.print(f"{shown} of {total} priced machines shown (the spec's own, then cheaper alternatives; --all for every one)")
     for note in est.get("notes", []):
         con.print(f"[yellow]note:[/] {escape(str(note))}")
     _print_bands(con, est.get("candidates", []))
@@ -112,14 +122,6 @@ def render_estimate(con, est: dict[str, Any]) -> None:
     summary = est.get("summary") or {}
     if summary.get("sentence"):
         con.print(f"[bold]{escape(summary['sentence'])}[/]")
-    asked = [c for c in est.get("candidates", []) if c.get("requested") and c.get("total_usd") is not None]
-    for market in (False, True):
-        rows = [c for c in asked if c["spot"] is market]
-        if rows:
-            c = min(rows, key=lambda c: c["total_usd"])
-            con.print(f"The spec's own GPU ({c['gpu']} x{c['gpu_count']}), {'spot' if market else 'on-demand'}: "
-                      f"{c['provider']} {c['instance_type']} in {c['region']}, {fmt_seconds(c.get('total_seconds'))}, "
-                      f"{fmt_usd(c['total_usd'])}.")
     age = cat.get("age_days")
     stale = " [yellow](old: run `gpujob catalog update`)[/]" if cat.get("stale") else ""
     con.print(f"prices: {escape(str(cat.get('source')))}, snapshot {cat.get('snapshot')}"

@@ -65,7 +65,7 @@ def test_bad_spec_as_a_process_is_one_line_exit_2(home):
 
 
 def test_estimate_json_contract():
-    res = cli.invoke(app, ["estimate", VGG, "--json", "--no-baseline"])
+    res = cli.invoke(app, ["estimate", VGG, "--json", "--no-baseline", "--all"])
     assert res.exit_code == 0, res.output
     est = json.loads(res.output)
     assert est["job"]["name"] == "vgg16-imagenet-1epoch" and est["job"]["model"] == "vgg16"
@@ -79,8 +79,10 @@ def test_estimate_json_contract():
     for c in cands:
         assert keys <= set(c)
         assert isinstance(c["spot"], bool) and isinstance(c["fits_memory"], bool)
-    priced = [c["total_usd"] for c in cands if c["total_usd"] is not None and c["fits_memory"]]
-    assert priced == sorted(priced)
+    for section in ("requested", "alternative"):
+        priced = [c["total_usd"] for c in cands if c["total_usd"] is not None and c["fits_memory"]
+                  and c["section"] == section]
+        assert priced == sorted(priced)
 
 
 def test_estimate_table_mentions_cpu_and_free_tiers():

@@ -246,37 +246,112 @@ def _base(sps: float = 0.5) -> Baseline:
 
 
 def test_table_sorted_by_total_usd_unfit_last():
-    est = estimate(_spec(batch=1024), catalog=_catalog(), baseline=_base(), top=None)
-    fits = [c.fits_memory for c in est.candidates]
-    assert fits == sorted(fits, reverse=True) and not all(fits)
-    fit_usd = [c.total_usd for c in est.candidates if c.fits_memory]
-    assert fit_usd == sorted(fit_usd)
+    est = estimate(_spec(batch=1024), catalog=_catalog(), baseline=_base(), top=None, show_all=True)
+    for section in ("requested", "alternative"):  # each section sorted on its own
+        rows = [c for c in est.candidates if c.section == section]
+        fits = [c.fits_memory for c in rows]
+        assert fits == sorted(fits, reverse=True)
+        fit_usd = [c.total_usd for c in rows if c.fits_memory]
+        assert fit_usd == sorted(fit_usd)
+    assert not all(c.fits_memory for c in est.candidates)
     unfit = next(c for c in est.candidates if not c.fits_memory)
     assert unfit.max_batch is None or unfit.max_batch < 1024
     assert "batch 1024 needs" in unfit.note
 
 
 def test_rows_per_price_kind_and_cheapest_region():
-    est = estimate(_spec(), catalog=_catalog(), baseline=_base(), top=None)
+    est = estimate(_spec(), catalog=_catalog(), baseline=_base(), top=None, show_all=True)
     keys = [(c.provider, c.instance_type, c.spot) for c in est.candidates]
     assert len(keys) == len(set(keys))
     p3 = [c for c in est.candidates if c.instance_type == "p3.2xlarge"]
     assert {c.spot for c in p3} == {True, False} and {c.region for c in p3} == {"us-east-1"}
-    every = estimate(_spec(), catalog=_catalog(), baseline=_base(), top=None, all_regions=True)
+    every = estimate(_spec(), catalog=_catalog(), baseline=_base(), top=None, all_regions=True, show_all=True)
     assert {c.region for c in every.candidates if c.instance_type == "p3.2xlarge"} == {"us-east-1", "eu-west-1"}
     no_spot = estimate(_spec(), catalog=_catalog(), baseline=_base(), include_spot=False)
     assert not any(c.spot for c in no_spot.candidates)
 
 
 def test_budget_flags_and_requested_rows():
-    est = estimate(_spec(budget=3), catalog=_catalog(), baseline=_base(), top=None)
+    est = estimate(_spec(budget=3), catalog=_catalog(), baseline=_base(), top=None, show_all=True)
     for c in est.candidates:
         assert c.over_budget == (c.total_usd is not None and c.total_usd > 3)
     assert any(c.over_budget for c in est.candidates) and not all(c.over_budget for c in est.candidates)
-    assert {c.instance_type for c in est.candidates if c.requested} == {"p3.2xlarge"}
+    assert {(c.instance_type, c.spot) for c in est.candidates if c.requested} == {("p3.2xlarge", False)}
     one = estimate(_spec(), catalog=_catalog(), baseline=_base(), top=1)
-    assert one.candidates[0].instance_type != "p3.2xlarge"
-    assert any(c.requested for c in one.candidates)  # the asked-for GPU survives the cut
+    assert (one.candidates[0].instance_type, one.candidates[0].requested) == ("p3.2xlarge", True)
+
+
+def _vgg16_like(spot: bool = False, regions: str = "[us-east-1, us-west-2]"):
+    return parse_spec(f"""
+name: t
+workload: {{model: vgg16, batch_size: 128, precision: fp16}}
+resources: {{accelerators: "V100:1", spot: {str(spot).lower()}, regions: {regions}}}
+""")
+
+
+def _many_offers():
+    return Catalog([
+        _offer("aws", "p3.2xlarge", "us-east-1", "V100", 1, 3.06, 0.9),
+        _offer("aws", "p3.2xlarge", "us-west-2", "V100", 1, 3.06, 0.95),
+        _offer("aws", "p3.2xlarge", "eu-west-1", "V100", 1, 2.90, 0.8),
+        _offer("aws", "g4dn.xlarge", "us-east-1", "T4", 1, 0.526, 0.2),
+        _offer("aws", "g4dn.xlarge", "ap-south-1", "T4", 1, 0.50, 0.15),
+        _offer("aws", "p3.8xlarge", "us-east-1", "V100", 4, 12.24, 3.6),
+        _offer("gcp", "n1-standard-8", "us-central1", "V100", 1, 2.86, 0.9),
+    ], make_provenance("test catalog", "2026-01-01"))
+
+
+def test_default_table_is_what_the_spec_asks_for_then_labelled_cheaper_alternatives():
+    est = estimate(_vgg16_like(), catalog=_many_offers(), baseline=_base())
+    asked = [c for c in est.candidates if c.section == "requested"]
+    others = [c for c in est.candidates if c.section == "alternative"]
+    # the spec: on-demand, us-east-1 or us-west-2, V100 x1 -> every requested row is exactly that
+    assert asked and all(not c.spot and c.region in ("us-east-1", "us-west-2") and c.gpu == "V100"
+                         and c.gpu_count == 1 and c.requested for c in asked)
+    assert est.candidates[:len(asked)] == asked  # the spec's section comes first
+    best = min(c.total_usd for c in asked)
+    assert others and all(c.total_usd < best and not c.requested for c in others)
+    assert len(others) <= 5
+    d = est.to_dict()
+    assert {c["section"] for c in d["candidates"]} == {"requested", "alternative"}
+    assert "on-demand, us-east-1 or us-west-2, V100 x1" in d["sections"]["requested"]
+    assert d["sections"]["alternative"]
+    # the headline is about what the spec would launch, never a spot price elsewhere
+    assert d["summary"]["cheapest"]["instance_type"] == "p3.2xlarge"
+    assert d["summary"]["cheapest"]["region"] in ("us-east-1", "us-west-2") and not d["summary"]["cheapest"]["spot"]
+    assert "The spec would launch p3.2xlarge" in d["summary"]["sentence"] and " spot" not in d["summary"]["sentence"]
+
+
+def test_spot_spec_asks_for_spot_rows():
+    est = estimate(_vgg16_like(spot=True), catalog=_many_offers(), baseline=_base())
+    asked = [c for c in est.candidates if c.section == "requested"]
+    assert asked and all(c.spot for c in asked) and est.summary["cheapest"]["spot"]
+
+
+def test_all_shows_every_row_with_its_section():
+    est = estimate(_vgg16_like(), catalog=_many_offers(), baseline=_base(), show_all=True, all_regions=True)
+    assert len(est.candidates) == est.candidates_total == 14  # 7 offers x 2 markets
+    assert {c.section for c in est.candidates} == {"requested", "alternative"}
+    assert sum(c.requested for c in est.candidates) == 2  # on-demand p3.2xlarge in the two regions
+
+
+def test_cli_estimate_prints_labelled_sections(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from launcher.cli import app
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text("name: t\nworkload: {model: vgg16, batch_size: 128, precision: fp16}\n"
+                    "resources: {accelerators: 'V100:1', regions: [us-east-1, us-west-2]}\n")
+    out = CliRunner().invoke(app, ["estimate", str(spec), "--no-baseline"]).output
+    assert "what the spec asks for (on-demand, us-east-1 or us-west-2, V100 x1)" in out
+    assert "cheaper, but not what the spec asks for" in out
+    assert out.index("what the spec asks for") < out.index("cheaper, but not")
+    every = CliRunner().invoke(app, ["estimate", str(spec), "--no-baseline", "--all", "--json"]).output
+    import json as _json
+
+    rows = _json.loads(every)["candidates"]
+    assert len(rows) > 26 and {r["section"] for r in rows} == {"requested", "alternative"}
 
 
 def test_json_contract_keys_and_types():
@@ -308,17 +383,17 @@ def test_json_contract_keys_and_types():
     assert s["cheapest"]["total_usd"] <= s["fastest"]["total_usd"]
     assert s["fastest"]["total_seconds"] <= s["cheapest"]["total_seconds"]
     assert s["speedup_vs_cpu"] > 1 and s["hours_saved"] > 0
-    assert s["sentence"].startswith("The GPU run costs $") and "saves" in s["sentence"]
+    assert s["sentence"].startswith("The spec would launch ") and "saving" in s["sentence"]
 
 
 def test_unpriced_and_unknown_gpus_do_not_break_the_table():
-    est = estimate(_spec(), catalog=_catalog(), baseline=_base(), top=None)
+    est = estimate(_spec(), catalog=_catalog(), baseline=_base(), top=None, show_all=True)
     k80 = next(c for c in est.candidates if c.gpu == "K80")
     assert k80.samples_per_second > 0
     assert not any(c.instance_type == "weird-1" for c in est.candidates)  # no price at all: no row
     odd = Catalog([_offer("aws", "x1", "us-east-1", "T4", 1, 1.0), replace(
         _offer("aws", "x2", "us-east-1", "T4", 1, 1.0), gpu="MYSTERY")], make_provenance("t", "2026-01-01"))
-    est = estimate(_spec(), catalog=odd, baseline=_base())
+    est = estimate(_spec(), catalog=odd, baseline=_base(), show_all=True)
     assert est.candidates[-1].gpu == "MYSTERY" and est.candidates[-1].total_usd is None
     assert any("MYSTERY" in n for n in est.notes)
 

@@ -21,16 +21,17 @@ from launcher.estimate.throughput import predict
 
 def full_estimate(spec, *, providers=("aws", "gcp"), baseline: bool = True, probe_seconds: float = 15.0,
                   top: int = DEFAULT_TOP, all_regions: bool = False, catalog=None,
-                  refresh_baseline: bool = False) -> dict[str, Any]:
+                  refresh_baseline: bool = False, show_all: bool = False) -> dict[str, Any]:
     """The whole table. baseline=False skips the CPU probe: the CPU row is the cached measurement
     of this workload on this machine when there is one (it says so), else predicted.
-    refresh_baseline: probe again even when a cached measurement exists."""
+    refresh_baseline: probe again even when a cached measurement exists. show_all: every row,
+    not only the spec's and the cheaper alternatives (``table.estimate``)."""
     if baseline:
         base = measure_baseline(spec, probe_seconds=probe_seconds, refresh=refresh_baseline)
     else:
         base = cached_baseline(spec, probe_seconds=probe_seconds)
     return estimate(spec, catalog=catalog, baseline=base, providers=providers, top=top,
-                    all_regions=all_regions).to_dict()
+                    all_regions=all_regions, show_all=show_all).to_dict()
 
 
 def _pick_offer(spec, catalog, provider: str, instance_type: str):

@@ -21,6 +21,8 @@ from launcher.estimate.scaling import network_for
 from launcher.estimate.throughput import Prediction, predict, predict_cpu
 
 DEFAULT_TOP = 25
+ALTERNATIVES_TOP = 5  # cheaper rows the spec did not ask for, shown by default (--all: every row)
+SECTIONS = {"requested": "what the spec asks for", "alternative": "cheaper, but not what the spec asks for"}
 
 # What a human table shows, in order: (header, candidate key). The CLI formats
 # *_seconds as durations and *_usd / price_per_hour as dollars.
@@ -55,7 +57,8 @@ class Candidate:
     fits_memory: bool
     over_budget: bool
     max_batch: int | None
-    requested: bool = False
+    requested: bool = False  # the spec asks for exactly this: its market, regions, GPU or instance type
+    section: str = "requested"  # "requested" | "alternative" (see SECTIONS)
     mfu: float | None = None
     bound: str | None = None
     memory_gib_needed: float | None = None
@@ -105,6 +108,7 @@ class Estimate:
     notes: list[str] = field(default_factory=list)
     candidates_total: int = 0  # before dedupe / top-N
     memory_plan: list[dict] = field(default_factory=list)  # language models: fewest GPUs per type
+    asked: str = ""  # the spec's choices in words ("on-demand, us-east-1 or us-west-2, V100 x1")
 
     def to_dict(self) -> dict:
         return {
@@ -117,6 +121,8 @@ class Estimate:
             "summary": self.summary,
             "notes": self.notes,
             "memory_plan": self.memory_plan,
+            "asked": self.asked,
+            "sections": {"requested": f"{SECTIONS['requested']} ({self.asked})", "alternative": SECTIONS["alternative"]},
         }
 
 
@@ -174,23 +180,44 @@ def per_epoch(train_seconds: float | None, epochs: float, price_per_hour: float 
     return secs, (None if price_per_hour is None else secs * price_per_hour * num_nodes / 3600)
 
 
-def _regions_filter(spec, offers) -> set | None:
-    want = {r.casefold() for r in spec.resources.regions}
-    if not want:
-        return None
-    return want
-
-
-def _requested(spec, offer) -> bool:
+def _asks_for(spec, offer, spot: bool) -> bool:
+    """Is this row what the spec asks for? Its market, one of its regions (when it names any),
+    its instance type or its GPU and count."""
     r = spec.resources
-    if r.instance_type and offer.instance_type == r.instance_type:
-        return True
+    if spot != r.spot:
+        return False
+    if r.regions and offer.region.casefold() not in {x.casefold() for x in r.regions}:
+        return False
+    if r.instance_type:
+        return offer.instance_type == r.instance_type
     if r.accelerators:
         from launcher.catalog.model import normalize_gpu
 
         return (normalize_gpu(r.accelerators.name).casefold() == offer.gpu.casefold()
                 and r.accelerators.count == offer.gpu_count)
-    return False
+    return True
+
+
+def _asked_words(spec) -> str:
+    r = spec.resources
+    what = (r.instance_type if r.instance_type else
+            f"{r.accelerators.name} x{r.accelerators.count}" if r.accelerators else "any GPU")
+    where = " or ".join(r.regions) if r.regions else "any region"
+    return f"{'spot' if r.spot else 'on-demand'}, {where}, {what}"
+
+
+def _pick(rows: list, all_regions: bool, top: int | None) -> list:
+    """Sorted rows, the cheapest region per (provider, type, market) unless all_regions, first ``top``."""
+    rows = sorted(rows, key=Candidate.sort_key)
+    if not all_regions:
+        seen, kept = set(), []
+        for c in rows:  # sorted: the first row per key is the cheapest region
+            k = (c.provider, c.instance_type, c.spot)
+            if k not in seen:
+                seen.add(k)
+                kept.append(c)
+        rows = kept
+    return rows if top is None else rows[:top]
 
 
 def _summary(rows: list[Candidate], base: dict, budget: float | None) -> dict:
@@ -202,7 +229,7 @@ def _summary(rows: list[Candidate], base: dict, budget: float | None) -> dict:
     if budget is not None:
         out["within_budget"] = sum(1 for c in priced if not c.over_budget)
     if cheapest is None:
-        out["sentence"] = "No GPU offer in the catalog fits this job."
+        out["sentence"] = "No offer the spec asks for fits this job (see the alternatives)."
         return out
     machines = f" x {cheapest.num_nodes} machines" if cheapest.num_nodes > 1 else ""
     what = (f"{cheapest.instance_type}{machines} ({cheapest.gpu} x{cheapest.gpu_count}, {cheapest.provider} "
@@ -210,28 +237,34 @@ def _summary(rows: list[Candidate], base: dict, budget: float | None) -> dict:
     gpu_part = f"takes {human_duration(cheapest.total_seconds)} and costs ${cheapest.total_usd:.2f}"
     cpu_s, cpu_sps = base.get("seconds"), base.get("samples_per_second")
     if not cpu_s or not cpu_sps:
-        out["sentence"] = f"The cheapest GPU run, {what}, {gpu_part}."
+        out["sentence"] = f"The spec would launch {what}: it {gpu_part}."
         return out
     out["speedup_vs_cpu"] = round(cheapest.samples_per_second / cpu_sps, 2)
     saved = cpu_s - cheapest.total_seconds
     out["hours_saved"] = round(saved / 3600, 3)
     how = "measured" if base.get("measured") else "predicted"
     if saved > 0:
-        out["sentence"] = (f"The GPU run costs ${cheapest.total_usd:.2f} and saves {human_duration(saved)}: "
-                           f"{what} {gpu_part}; this CPU would take {human_duration(cpu_s)} ({how}).")
+        out["sentence"] = (f"The spec would launch {what}: it {gpu_part}, saving {human_duration(saved)} "
+                           f"over this CPU ({human_duration(cpu_s)}, {how}).")
     else:
-        out["sentence"] = (f"This CPU finishes in {human_duration(cpu_s)} ({how}), sooner than the cheapest "
-                           f"GPU run ({what}, {human_duration(cheapest.total_seconds)} with start-up, "
+        out["sentence"] = (f"This CPU finishes in {human_duration(cpu_s)} ({how}), sooner than what the spec "
+                           f"would launch ({what}, {human_duration(cheapest.total_seconds)} with start-up, "
                            f"${cheapest.total_usd:.2f}): no GPU needed.")
     return out
 
 
 def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=("aws", "gcp"),
              include_spot: bool = True, overheads: dict | None = None, all_regions: bool = False,
-             top: int | None = DEFAULT_TOP, get_gpu=None, free_options=None) -> Estimate:
+             top: int | None = DEFAULT_TOP, get_gpu=None, free_options=None, show_all: bool = False) -> Estimate:
     """Price ``spec`` on every GPU offer of ``providers``. ``baseline``: a measured CPU
     baseline (measure_baseline); None predicts the CPU from the model. ``overheads``:
-    overrides for overheads_for (boot_s, setup_s, teardown_s, data_s, upload_mbps)."""
+    overrides for overheads_for (boot_s, setup_s, teardown_s, data_s, upload_mbps).
+
+    Rows come in two sections (``Candidate.section``): "requested", what the spec would
+    launch (its market, regions, GPU or instance type; first ``top``), then "alternative",
+    up to ALTERNATIVES_TOP rows the spec did not ask for that are cheaper than its cheapest
+    row. ``show_all``: every row of both sections, no ``top`` cut. The summary sentence is
+    about the cheapest requested row."""
     w = spec.workload
     cost = workload_cost(w)
     step_batch = lm_step_batch(w)
@@ -255,13 +288,8 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     if nodes > 1:
         notes.append(f"every row is {nodes} machines of its instance type, billed {nodes} x its price; "
                      "machines all-reduce over the instance's network (docs/estimator.md)")
-    want_regions = _regions_filter(spec, catalog.offers)
     providers = tuple(providers)
     offers = [o for o in catalog.offers if o.provider in providers]
-    if want_regions:
-        # Restrict a provider to the spec's regions only when the spec names one of its regions.
-        named = {o.provider for o in offers if o.region.casefold() in want_regions}
-        offers = [o for o in offers if o.provider not in named or o.region.casefold() in want_regions]
 
     preds: dict[tuple, Prediction | None] = {}
     slow_path: dict[str, list[str]] = {}
@@ -306,7 +334,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
                 train_seconds=train, overhead_seconds=over[o.provider], total_seconds=total_s, total_usd=usd,
                 fits_memory=bool(p and p.fits_memory), over_budget=bool(budget is not None and usd is not None
                                                                         and usd > budget),
-                max_batch=p.max_batch if p else None, requested=_requested(spec, o),
+                max_batch=p.max_batch if p else None, requested=_asks_for(spec, o, spot),
                 mfu=p.mfu if p else None, bound=p.bound if p else None,
                 memory_gib_needed=p.memory_gib_needed if p else None,
                 num_nodes=nodes, world_size=nodes * o.gpu_count, memory=p.memory if p else None,
@@ -323,19 +351,17 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
         raise EstimateError(f"no GPU offers for providers {', '.join(providers)} in the catalog",
                             "check resources.regions or run `gpujob catalog update`")
     n_all = len(rows)
-    rows.sort(key=Candidate.sort_key)
-    if not all_regions:
-        seen, kept = set(), []
-        for c in rows:  # sorted: the first row per key is the cheapest region
-            k = (c.provider, c.instance_type, c.spot)
-            if k not in seen:
-                seen.add(k)
-                kept.append(c)
-        rows = kept
-    if top is not None and len(rows) > top:
-        head = rows[:top]
-        head += [c for c in rows[top:] if c.requested]  # what the spec asked for is always shown
-        rows = head
+    for c in rows:
+        c.section = "requested" if c.requested else "alternative"
+    asked = _pick([c for c in rows if c.requested], all_regions, None if show_all else top)
+    others = _pick([c for c in rows if not c.requested], all_regions, None)
+    if not show_all:
+        best = min((c.total_usd for c in asked if c.fits_memory and c.total_usd is not None), default=None)
+        others = [c for c in others if c.fits_memory and c.total_usd is not None
+                  and (best is None or c.total_usd < best)][:ALTERNATIVES_TOP]
+    if not asked:
+        notes.append(f"no offer in the catalog is what the spec asks for ({_asked_words(spec)})")
+    rows = asked + others
 
     base = baseline or model_baseline(spec, cost)
     free_rows = []
@@ -365,8 +391,9 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
         candidates=rows,
         free_options=free_rows,
         catalog={"source": prov.source, "snapshot": prov.snapshot, "age_days": prov.age_days, "stale": prov.stale},
-        summary=_summary(rows, base_dict, budget),
+        summary=_summary(asked, base_dict, budget),
         notes=notes,
         candidates_total=n_all,
         memory_plan=memory_table(w, offers, get_gpu) if w.is_lm else [],
+        asked=_asked_words(spec),
     )
