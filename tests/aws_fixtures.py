@@ -55,8 +55,17 @@ def known_ami(region: str) -> str:
     found = ec2.describe_images(Filters=[{"Name": "name", "Values": ["gpujob-test-dlami"]}])["Images"]
     if found:
         return found[0]["ImageId"]
-    return ec2.register_image(Name="gpujob-test-dlami", RootDeviceName="/dev/sda1", Architecture="x86_64",
-                              VirtualizationType="hvm")["ImageId"]
+    ami = ec2.register_image(Name="gpujob-test-dlami", RootDeviceName="/dev/sda1", Architecture="x86_64",
+                             VirtualizationType="hvm")["ImageId"]
+    return set_image_arch(region, ami, "x86_64")
+
+
+def set_image_arch(region: str, ami: str, arch: str) -> str:
+    """moto 5 drops RegisterImage's Architecture: put it on its model so DescribeImages has it."""
+    from moto.ec2.models import ec2_backends
+
+    ec2_backends[ACCOUNT][region].amis[ami].architecture = arch
+    return ami
 
 
 def register_dlami(region: str, ami_id: str | None = None) -> str:

@@ -22,6 +22,10 @@ from launcher.estimate.throughput import Prediction, predict, predict_cpu
 
 DEFAULT_TOP = 25
 ALTERNATIVES_TOP = 5  # cheaper rows the spec did not ask for, shown by default (--all: every row)
+# CPU architectures each provider has an image for (aws: x86_64 and arm64 Deep Learning AMIs,
+# providers.aws.common.DLAMI_SSM_PARAMETERS; gcp: the x86_64 Deep Learning VM family only).
+# An offer of another architecture cannot launch with our image: it is left out, with a note.
+LAUNCHABLE_ARCHS = {"aws": ("x86_64", "arm64"), "gcp": ("x86_64",)}
 SECTIONS = {"requested": "what the spec asks for", "alternative": "cheaper, but not what the spec asks for"}
 
 # What a human table shows, in order: (header, candidate key). The CLI formats
@@ -75,6 +79,7 @@ class Candidate:
     band_basis: str = ""
     measured: dict | None = None  # an earlier run of this job on this GPU (launcher.estimate.learned)
     memory: dict | None = None  # language models: the per-GPU memory plan (launcher/estimate/memory.py)
+    arch: str = "x86_64"  # host CPU of the offer; the provider launches it with an image of this arch
 
     def sort_key(self) -> tuple:
         # Unfit and unpriced rows last; then cheapest, then fastest.
@@ -290,6 +295,11 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
                      "machines all-reduce over the instance's network (docs/estimator.md)")
     providers = tuple(providers)
     offers = [o for o in catalog.offers if o.provider in providers]
+    unlaunchable = sorted({(o.provider, o.arch) for o in offers
+                           if o.arch not in LAUNCHABLE_ARCHS.get(o.provider, (o.arch,))})
+    for provider, arch in unlaunchable:
+        notes.append(f"{provider} {arch} offers left out: gpujob has no {arch} image for {provider}")
+    offers = [o for o in offers if o.arch in LAUNCHABLE_ARCHS.get(o.provider, (o.arch,))]
 
     preds: dict[tuple, Prediction | None] = {}
     slow_path: dict[str, list[str]] = {}
@@ -339,7 +349,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
                 memory_gib_needed=p.memory_gib_needed if p else None,
                 num_nodes=nodes, world_size=nodes * o.gpu_count, memory=p.memory if p else None,
                 scaling_efficiency=p.scaling_efficiency if p else None, seconds_per_epoch=epoch_s,
-                usd_per_epoch=epoch_usd, interconnect=p.interconnect if p else "",
+                usd_per_epoch=epoch_usd, interconnect=p.interconnect if p else "", arch=o.arch,
                 note="; ".join(x for x in (_memory_note(w, p), seen_run["label"] if seen_run else "") if x),
                 error_band=err, band_basis=basis, measured=seen_run,
             ))

@@ -26,6 +26,24 @@ CREDENTIALS_FIX = "run `aws configure` or set AWS_PROFILE"
 # "learning", "ami". "latest" is the newest build of that PyTorch/Ubuntu line, so the version
 # in the path is a pin to revisit when AWS retires the line (ParameterNotFound then).
 DLAMI_SSM_PARAMETER = "/aws/service/deeplearning/ami/x86_64/oss-nvidia-driver-gpu-pytorch-2.9-ubuntu-24.04/latest/ami-id"
+# The same line for Graviton (arm64) GPU types: "Deep Learning ARM64 AMI OSS Nvidia Driver GPU
+# PyTorch 2.9 (Ubuntu 24.04)", whose release notes list G5g among its supported instances
+# (https://docs.aws.amazon.com/dlami/latest/devguide/ , gpupt29ossarm64-ul2404 pages); the
+# path follows the same rule with $arch = arm64.
+DLAMI_SSM_PARAMETERS = {
+    "x86_64": DLAMI_SSM_PARAMETER,
+    "arm64": "/aws/service/deeplearning/ami/arm64/oss-nvidia-driver-gpu-pytorch-2.9-ubuntu-24.04/latest/ami-id",
+}
+# Graviton families carry a "g" after the generation digit (g5g, c7g, m6gd, r8g...).
+_GRAVITON = re.compile(r"^[a-z]+\d+g[a-z]*\.")
+
+
+def arch_of(instance_type: str, catalog_arch: str | None = None) -> str:
+    """The CPU architecture of an EC2 type ("x86_64" | "arm64"): the catalog's when it knows
+    the type, else from the family name (Graviton families end the prefix in "g")."""
+    if catalog_arch:
+        return catalog_arch
+    return "arm64" if _GRAVITON.match(instance_type) else "x86_64"
 SSH_USER = "ubuntu"  # the DLAMI Ubuntu images log in as ubuntu
 WATCHDOG_GRACE_S = 600  # the timer fires this long after limits.max_duration
 USER_DATA_TEMPLATE = Path(__file__).resolve().parents[3] / "templates" / "aws-user-data.sh"

@@ -24,7 +24,7 @@ from launcher.providers.address import CHECKIP_URL, detect_public_ip
 from launcher.providers.aws import cleanup as aws_cleanup, selection as aws_select
 from launcher.providers.aws.api import AwsApi
 from launcher.providers.aws.common import (
-    DLAMI_SSM_PARAMETER,
+    DLAMI_SSM_PARAMETERS,
     PROVIDER,
     QUOTA_CODES,
     SSH_USER,
@@ -185,7 +185,7 @@ class AwsProvider(AwsApi):
                 quota_errors.append(short)
                 tried.append(f"{region} (quota)")
                 continue
-            image_id, root_device = self._image(region, spec)
+            image_id, root_device = self._image(region, spec, choice.arch)
             sg_id, key_name = self._ensure_access(region, spec, ctx, cidr, intra=multi)
             for zone in zones:
                 had = 0
@@ -267,25 +267,34 @@ class AwsProvider(AwsApi):
         return quota_error(itype, spot, region, f"the limit is {value:g} vCPUs and {need}",
                            "VcpuLimitExceeded", vcpus * count)
 
-    def _image(self, region: str, spec) -> tuple[str, str]:
+    def _image(self, region: str, spec, arch: str = "x86_64") -> tuple[str, str]:
+        """(AMI id, root device name): the spec's image_id, else the DLAMI for ``arch``. An
+        image whose architecture is not the instance type's is refused before anything exists."""
         image_id = spec.resources.image_id
         if not image_id:
+            param = DLAMI_SSM_PARAMETERS[arch]
             try:
-                image_id = self.api(region, "ssm", "get_parameter", Name=DLAMI_SSM_PARAMETER)["Parameter"]["Value"]
+                image_id = self.api(region, "ssm", "get_parameter", Name=param)["Parameter"]["Value"]
             except ProviderError as exc:
                 if exc.code == "ParameterNotFound":
-                    raise ProviderError(PROVIDER, f"the Deep Learning AMI parameter {DLAMI_SSM_PARAMETER} does not exist in {region}",
-                                        hint="set resources.image_id to an AMI in that region", code=exc.code) from None
+                    raise ProviderError(PROVIDER, f"the Deep Learning AMI parameter {param} does not exist in {region}",
+                                        hint=f"set resources.image_id to an {arch} AMI in that region", code=exc.code) from None
                 raise
         root = "/dev/sda1"  # Ubuntu AMIs; read from the image when we can
         try:
             images = self.api(region, "ec2", "describe_images", ImageIds=[image_id])["Images"]
-            if images and images[0].get("RootDeviceName"):
-                root = images[0]["RootDeviceName"]
         except ProviderError as exc:
             if exc.code in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed"):
                 raise ProviderError(PROVIDER, f"image {image_id} does not exist in {region}",
                                     hint="check resources.image_id (AMI ids are per region)", code=exc.code) from None
+            images = []
+        if images and images[0].get("RootDeviceName"):
+            root = images[0]["RootDeviceName"]
+        image_arch = images[0].get("Architecture") if images else None
+        if image_arch and image_arch.replace("aarch64", "arm64") != arch:
+            raise ProviderError(PROVIDER, f"image {image_id} is {image_arch} but {spec.resources.instance_type or 'the instance type'} "
+                                f"is {arch}: EC2 would refuse the launch",
+                                hint=f"set resources.image_id to an {arch} AMI, or drop it to use the {arch} Deep Learning AMI")
         return image_id, root
 
     def _ensure_access(self, region: str, spec, ctx, cidr: str, intra: bool = False) -> tuple[str, str]:

@@ -10,8 +10,9 @@ from typing import Any
 
 from launcher.errors import ProviderError
 from launcher.providers.aws.common import (
-    DLAMI_SSM_PARAMETER,
+    DLAMI_SSM_PARAMETERS,
     PROVIDER,
+    arch_of,
     SSH_USER,
     cluster_placement,
     quota_for,
@@ -40,6 +41,7 @@ class Choice:
     spot: bool
     price: float | None
     regions: list[RegionPlan] = field(default_factory=list)
+    arch: str = "x86_64"  # host CPU; picks the DLAMI (see common.DLAMI_SSM_PARAMETERS)
 
 
 def choose(spec, allowed: list[str], catalog) -> Choice:
@@ -93,6 +95,7 @@ def choose(spec, allowed: list[str], catalog) -> Choice:
         spot=res.spot,
         price=plans[0].price if plans else None,
         regions=plans,
+        arch=arch_of(itype, getattr(first, "arch", None) if first else None),
     )
 
 
@@ -145,7 +148,8 @@ def plan(spec, ctx, choice: Choice, ssh_cidr: str | None) -> dict[str, Any]:
         "price_per_hour": choice.price,
         "regions": [p.region for p in choice.regions],
         "zones": zones,
-        "image": spec.resources.image_id or f"SSM parameter {DLAMI_SSM_PARAMETER} (resolved per region at launch)",
+        "arch": choice.arch,
+        "image": spec.resources.image_id or f"SSM parameter {DLAMI_SSM_PARAMETERS[choice.arch]} (resolved per region at launch)",
         "ssh_user": SSH_USER,
         "key_pair": f"{resource_name(run_id)} (per-run ed25519, imported, deleted at teardown)",
         "security_group": f"{resource_name(run_id)}: {rule}",

@@ -189,6 +189,8 @@ def choose_shape(spec: "JobSpec", catalog: Any, regions: list[str]) -> Shape:
     if acc is None:
         raise ProviderError("gcp", f"GPU {gpu} is not offered on GCP", hint=f"use one of {', '.join(sorted(ACCELERATOR_TYPES))}")
     offers = list(catalog.query(provider="gcp", gpu=gpu, count=count, regions=regions or None, spot=spot))
+    # Our image (the DLVM family) is x86_64: an arm64 machine type could not boot it.
+    offers = [o for o in offers if getattr(o, "arch", "x86_64") == "x86_64"]
     if res.instance_type:
         offers = [o for o in offers if o.instance_type == res.instance_type]
     offers.sort(key=lambda o: _offer_price(o, spot))
