@@ -351,6 +351,9 @@ def render_runs(con, runs) -> None:
                   time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
                   fmt_seconds(r.billed_seconds()), fmt_usd(r.spent_usd()))
     con.print(t)
+    for r in runs:  # a run that may still bill says what is left and the command that deletes it
+        if r.state == "leftovers":
+            con.print(f"[red]{r.id}: {escape(r.reason or 'resources not confirmed gone')}[/]")
 
 
 def render_catalog(con, prov, offers) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from launcher import artifacts
 
-from launcher.errors import (BudgetError, FetchFailed, GpujobError, Interrupted, MachineGone, JobFailed, RemoteError, SSHConnectError,
+from launcher.errors import (BudgetError, CredentialsError, FetchFailed, GpujobError, Interrupted, MachineGone, JobFailed, RemoteError, SSHConnectError,
                              TeardownError, UsageError, WaitTimeout)
 from launcher.providers import get_provider
 from launcher.providers.base import Leftover, Machine, Resource
@@ -466,6 +466,7 @@ class Runner:
         """Stream the log until the job exits; watch spot interruption and the budget meanwhile."""
         progress = Progress(self.store, self.on_event, self.clock, run_id, spec, offset)
         stop_reason: list[str] = []
+        warned: list[GpujobError] = []
         done = threading.Event()
 
         def watch() -> None:
@@ -479,6 +480,11 @@ class Runner:
                     return
                 try:
                     state = provider.poll(machine)
+                except CredentialsError as exc:  # the job goes on; teardown will need working credentials
+                    state = None
+                    if not warned:
+                        warned.append(exc)
+                        self._emit("warning", run_id=run_id, message=f"the cloud rejected our credentials: {exc}")
                 except GpujobError:
                     state = None
                 if state:
@@ -611,10 +617,15 @@ class Runner:
         except GpujobError as exc:
             leftovers = [Leftover(r, str(exc)) for r in resources] or [
                 Leftover(Resource(provider.name, "run", run_id, run_id=run_id), str(exc))]
-        if not leftovers:  # includes intents whose create call never succeeded
+        rec = self.store.get_run(run_id)
+        if leftovers:  # billing is not known to have ended: the state says so and names the fix
+            self.store.set_state(run_id, "leftovers", leftovers_reason(leftovers, rec.reason))
+        else:  # includes intents whose create call never succeeded
             self.store.all_deleted(run_id)
-        if self.store.get_run(run_id).ended_at is None:  # billing ended once; a later `down` keeps it
-            self.store.update_run(run_id, ended_at=self.clock())
+            if rec.state == "leftovers":
+                self.store.set_state(run_id, "released", f"leftovers deleted; before: {rec.reason}")
+            if rec.ended_at is None:  # billing ended once; a later `down` keeps it
+                self.store.update_run(run_id, ended_at=self.clock())
         self._emit("teardown-done", run_id=run_id, leftovers=len(leftovers))
         return leftovers
 
@@ -628,8 +639,8 @@ class Runner:
         except Exception:
             pass
         if leftovers:
-            raise TeardownError([(f"{lo.resource.kind} {lo.resource.id}",
-                                  lo.resource.delete_command or f"gpujob gc --provider {lo.resource.provider} --yes")
+            raise TeardownError([(f"{lo.resource.kind} {lo.resource.id} ({lo.reason})",
+                                  lo.resource.delete_command or gc_command(leftovers))
                                  for lo in leftovers])
         if isinstance(outcome, Stop):
             raise Interrupted(f"run {run_id} interrupted ({outcome}); everything it created was released")
@@ -641,6 +652,24 @@ class Runner:
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+
+def gc_command(leftovers: list[Leftover]) -> str:
+    """The one `gpujob gc` command that deletes these leftovers (their provider and regions)."""
+    providers = sorted({lo.resource.provider for lo in leftovers})
+    regions = sorted({lo.resource.region for lo in leftovers if lo.resource.region})
+    return " ".join(["gpujob gc"] + [f"--provider {p}" for p in providers] + [f"--region {r}" for r in regions]
+                    + ["--yes"])
+
+
+def leftovers_reason(leftovers: list[Leftover], before: str | None) -> str:
+    """One line for the run record: what is not confirmed gone and why, the gc command, the earlier reason."""
+    order = {"instance": 0, "region": 2}  # the billable machine first, "could not list" sweeps last
+    first = min(leftovers, key=lambda lo: order.get(lo.resource.kind, 1))
+    what = f"{first.resource.kind} {first.resource.id}: {first.reason}"
+    more = f" (+{len(leftovers) - 1} more)" if len(leftovers) > 1 else ""
+    return (f"{len(leftovers)} resource(s) not confirmed gone; {what}{more}; run: {gc_command(leftovers)}"
+            + (f"; before teardown: {before}" if before else ""))
 
 
 @dataclass

@@ -35,6 +35,10 @@ STATES: dict[str, State] = {s.name: s for s in (
     State("cancelled", True, False, "stopped before launch or with `gpujob down`"),
     State("launch-failed", True, False, "no machine could be created"),
     State("spot-interrupted", True, False, "the cloud reclaimed the spot machine while the job ran"),
+    # Over, but teardown could not confirm everything gone (e.g. the cloud rejected our
+    # credentials): billing is not known to have stopped, the reason holds the exact gc command.
+    State("leftovers", True, True, "over, but some resources could not be confirmed gone: run the gc command"),
+    State("released", True, False, "its leftovers were deleted later (gpujob down / gc)"),
 )}
 
 TERMINAL_STATES: tuple[str, ...] = tuple(n for n, s in STATES.items() if s.terminal)

@@ -149,3 +149,58 @@ def test_cli_dry_run_prints_the_plan_and_creates_nothing(aws, monkeypatch, tmp_p
         assert c.describe_instances()["Reservations"] == []
         assert [g for g in c.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"] == []
         assert c.describe_key_pairs()["KeyPairs"] == []
+
+
+@pytest.mark.sshd
+def test_credentials_rejected_mid_run_leave_a_leftovers_run_that_names_the_cause(e2e, monkeypatch):
+    """The cloud starts refusing our key once the job runs (moto's IAM enforcement): teardown
+    reports only what it could not confirm, with why; the run says `leftovers` with the gc
+    command and keeps counting time; `down` with working credentials releases it."""
+    require_sshd()
+    from moto import settings
+
+    from launcher.errors import TeardownError
+
+    monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", float("inf"))
+    emit = e2e.runner.on_event
+
+    def on_event(kind, **fields):
+        emit(kind, **fields)
+        if kind == "job-started":  # from here on AWS rejects the fixtures' unknown key
+            settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+
+    e2e.runner.on_event = on_event
+    with loopback_addresses(first=180):
+        with pytest.raises(TeardownError) as info:
+            e2e.run(tiny_spec("creds-aws", RESOURCES), ssh_cidr="127.0.0.1/32")
+    (m,) = e2e.machines
+    assert f"instance {m.id}" in str(info.value) and "AWS rejected our credentials" in str(info.value)
+    rec = e2e.runner.store.list_runs()[0]
+    assert rec.state == "leftovers" and not rec.state == "interrupted"
+    assert "AWS rejected our credentials" in rec.reason and f"cannot confirm {m.id} is gone" in rec.reason
+    assert "run: gpujob gc --provider aws --region us-east-1 --yes" in rec.reason
+    assert rec.ended_at is None and rec.billed_seconds(rec.launched_at + 3600) == 3600  # still counting
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")  # the user fixes the credentials
+    e2e.runner.down(rec.id)
+    rec = e2e.runner.store.get_run(rec.id)
+    assert rec.state == "released" and rec.ended_at is not None
+    assert_nothing_left(e2e, rec.id)
+
+
+def test_ls_shows_a_leftovers_run_with_its_gc_command(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from launcher.cli import app
+    from launcher.store import Store
+
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path))
+    store = Store()
+    store.create_run("rleft1", "job", "aws", spec_path=None, spec_text=None, spec={}, provider_config={})
+    store.update_run("rleft1", launched_at=time.time() - 120, price_per_hour=3.6)
+    reason = ("1 resource(s) not confirmed gone; instance i-0abc: AWS rejected our credentials (AuthFailure): "
+              "cannot confirm i-0abc is gone; run: gpujob gc --provider aws --region us-east-1 --yes")
+    store.set_state("rleft1", "leftovers", reason)
+    out = CliRunner().invoke(app, ["ls"], env={"COLUMNS": "200"}).output
+    assert "leftovers" in out and "gpujob gc --provider aws --region us-east-1 --yes" in out
+    rows = __import__("json").loads(CliRunner().invoke(app, ["ls", "--json"]).output)
+    assert rows[0]["state"] == "leftovers" and rows[0]["elapsed_s"] >= 120 and rows[0]["spent_usd"] > 0.1

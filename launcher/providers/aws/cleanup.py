@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from launcher.errors import GpujobError, ProviderError
+from launcher.errors import CredentialsError, GpujobError, ProviderError
 from launcher.providers.aws.common import NOT_FOUND_CODES, PROVIDER, delete_command, one_line, tag_value, translate
 from launcher.providers.base import TAG_RUN, Leftover, Resource
 
@@ -100,7 +100,7 @@ def teardown(p: "AwsApi", run_id: str, resources: list[Resource], ctx, regions: 
         except GpujobError as exc:  # cannot list here: still delete what the store recorded
             where = Resource(PROVIDER, "region", region, region=region, run_id=run_id,
                              delete_command=f"gpujob gc --provider aws --region {region}")
-            leftovers.append(Leftover(where, f"could not list tagged resources: {exc}"))
+            leftovers.append(Leftover(where, _unconfirmed(exc, f"the rest of this run in {region}", "could not list")))
 
     def done(rid: str) -> None:
         if ctx is not None:
@@ -119,6 +119,14 @@ def teardown(p: "AwsApi", run_id: str, resources: list[Resource], ctx, regions: 
             else:
                 done(r.id)
     return leftovers
+
+
+def _unconfirmed(exc: Exception, what: str, failed: str) -> str:
+    """Why ``what`` is reported as left: the cloud refused our credentials (so nothing about it
+    can be confirmed), or the call failed for another reason."""
+    if isinstance(exc, CredentialsError):
+        return f"AWS rejected our credentials ({exc.code or 'no credentials'}): cannot confirm {what} is gone"
+    return f"{failed}: {one_line(exc)}"
 
 
 def _is_cloud_id(kind: str, rid: str | None) -> bool:
@@ -145,7 +153,7 @@ def _terminate(p: "AwsApi", instances: list[Resource], done) -> list[tuple[Resou
             if exc.code in NOT_FOUND_CODES:
                 done(r.id)
             else:
-                stuck.append((r, r.state, f"terminate failed: {one_line(exc)}"))
+                stuck.append((r, r.state, _unconfirmed(exc, r.id, "terminate failed")))
     start = p.clock()
     end = start + p.teardown_wait_s
     last: dict[str, str | None] = {}
@@ -155,6 +163,9 @@ def _terminate(p: "AwsApi", instances: list[Resource], done) -> list[tuple[Resou
             try:
                 desc = p.describe_instance(r.region, r.id)
             except ProviderError as exc:
+                if isinstance(exc, CredentialsError):  # will not get better by waiting
+                    stuck.append((r, last.get(r.id), _unconfirmed(exc, r.id, "describe failed")))
+                    continue
                 last[r.id] = f"unknown ({one_line(exc)})"
                 still.append(r)
                 continue
@@ -197,7 +208,7 @@ def _delete_retrying(p: "AwsApi", r: Resource, op: str, kwargs: dict, busy_code:
             if exc.code in NOT_FOUND_CODES:
                 return None
             if exc.code != busy_code or attempt == p.sg_delete_attempts - 1:
-                return f"delete failed: {one_line(exc)}"
+                return _unconfirmed(exc, r.id, "delete failed")
         p.sleep(min(5.0 * (attempt + 1), 20.0))
     return "delete failed"  # pragma: no cover - the loop returns
 
@@ -209,5 +220,5 @@ def _delete_key_pair(p: "AwsApi", r: Resource) -> str | None:
         p.api(r.region, "ec2", "delete_key_pair", **kwargs)
     except ProviderError as exc:
         if exc.code not in NOT_FOUND_CODES:
-            return f"delete failed: {one_line(exc)}"
+            return _unconfirmed(exc, r.id, "delete failed")
     return None
