@@ -150,12 +150,20 @@ def run(
     artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="Where results land (default ./gpujob-runs/RUN_ID)."),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the local CPU baseline in the report."),
     as_json: bool = typer.Option(False, "--json", help="Events as JSON lines."),
+    env: list[str] = typer.Option([], "--env", help="Pass this variable from your environment to the job "
+                                  "(repeatable; the value is never stored or printed)."),
+    env_file: list[Path] = typer.Option([], "--env-file", help="Pass NAME=VALUE lines of this file to the job "
+                                        "(repeatable; never stored or printed)."),
 ) -> None:
     """Launch, ship, stream, fetch and tear down. Provider `local` needs no cloud account."""
     from launcher.runner import RunOptions, Runner
-    from launcher.spec import load_spec
+    from launcher.spec import load_spec, with_env
 
     job = load_spec(spec)
+    if env or env_file:
+        from launcher.secrets import cli_env
+
+        job = with_env(job, cli_env(list(env), list(env_file)), str(spec))
     config = _provider_config(provider, host, user, port, identity, known_hosts, region, project, ssh_cidr)
     opts = RunOptions(provider=provider, provider_config=config, detach=detach, keep=keep, force=force,
                       artifacts_dir=str(artifacts) if artifacts else None, baseline=not no_baseline)

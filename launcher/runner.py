@@ -26,6 +26,7 @@ from launcher import artifacts
 from launcher.errors import (BudgetError, CredentialsError, FetchFailed, GpujobError, Interrupted, MachineGone, JobFailed, RemoteError, SSHConnectError,
                              TeardownError, UsageError, WaitTimeout)
 from launcher.providers import get_provider
+from launcher.secrets import redact_spec, redact_spec_text
 from launcher.providers.base import Leftover, Machine, Resource
 from launcher.job import (DEFAULT_ENTRYPOINT, EXIT_SIGNALLED, EXIT_TIMEOUT, GRACE_S, PAYLOADS_DIR, Paths,
                           default_host, describes_work, host_paths, job_command, job_env, machine_dict,
@@ -133,8 +134,10 @@ class Runner:
             preflight(spec, _Ctx(self.store, "pre-flight", spec, opts.provider, lambda *a, **k: None,
                                  opts.provider_config.get("ssh_cidr")))
         run_id = new_run_id()
-        self.store.create_run(run_id, spec.name, opts.provider, spec_path=spec_path, spec_text=spec_text,
-                                       spec=spec.model_dump(mode="json"), provider_config=opts.provider_config)
+        # env values are secrets: the record keeps their names only (the job gets them through its 0600 file).
+        self.store.create_run(run_id, spec.name, opts.provider, spec_path=spec_path,
+                              spec_text=redact_spec_text(spec_text), spec=redact_spec(spec.model_dump(mode="json")),
+                              provider_config=opts.provider_config)
         held.enter_context(Lease(self.store, run_id))  # a killed client leaves an orphaned run for ls/gc
         self._emit("run", run_id=run_id, name=spec.name, provider=opts.provider)
         ctx = _Ctx(self.store, run_id, spec, opts.provider, self.on_event, opts.provider_config.get("ssh_cidr"))

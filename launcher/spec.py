@@ -356,6 +356,16 @@ def _no_duplicate_keys(node: yaml.Node | None, path: str, loc: tuple = ()) -> No
             _no_duplicate_keys(item, path, loc + (i,))
 
 
+def with_env(spec: JobSpec, extra: dict[str, str], path: str = "<spec>") -> JobSpec:
+    """The spec with ``extra`` variables added to ``env`` (they win), validated like the file's."""
+    env = {**spec.env, **extra}
+    try:  # the names are checked like the file's; the copy keeps which sections the file set
+        JobSpec.model_validate({"name": spec.name, "env": env})
+    except ValidationError as exc:
+        raise _explain(exc.errors()[0], path, None) from None
+    return spec.model_copy(update={"env": env})
+
+
 def load_spec(path: str | Path) -> JobSpec:
     p = Path(path)
     try:
