@@ -346,6 +346,16 @@ def gc(provider: list[str] = typer.Option([], "--provider", "-p",
         # "nothing to collect" would be a lie: nothing was checked
         raise ProviderError("gc", "could not check any provider: " + "; ".join(report["errors"]))
     _json_out(report) if as_json else render_gc(_out(), report, deleted=yes)
+    # The exit code says whether anything may be left: unlisted kinds (3), undeleted resources (6).
+    if yes and report["leftovers"]:
+        from launcher.errors import TeardownError
+
+        raise TeardownError([(x, "gpujob gc --yes (again)") for x in report["leftovers"]])
+    if report["unchecked"]:
+        from launcher.errors import ProviderError
+
+        raise ProviderError("gc", f"could not check {len(report['unchecked'])} kind(s)/region(s): "
+                            + "; ".join(report["unchecked"]), hint="rerun `gpujob gc` once the listing works")
 
 
 # --- catalog -------------------------------------------------------------------------------

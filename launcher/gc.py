@@ -23,14 +23,16 @@ def collect(providers: list[str] | None, regions: list[str] | None, delete: bool
     are stopped, their results brought home and their resources released, as `gpujob down` does;
     then resources found by tag whose run is not live (finished, orphaned, or unknown to this
     machine's store) are deleted. ``providers`` None: orphaned runs of every provider, tags on
-    every cloud. Returns {"orphaned_runs", "orphans", "live", "errors", "leftovers"}."""
+    every cloud. Returns {"orphaned_runs", "orphans", "live", "errors", "unchecked", "leftovers"}:
+    "errors" are providers skipped whole (no SDK, no credentials); "unchecked" one kind/region of a
+    provider that could not be listed while the rest was (and is collected)."""
     store = store or Store()
     provider_factory = provider_factory or get_provider
     runs = store.list_runs(limit=10_000)
     lost = [r for r in runs if (providers is None or r.provider in providers) and orphaned(r)]
     live_ids = {r.id for r in runs if not r.finished and not orphaned(r)}
     report: dict[str, Any] = {"orphaned_runs": [_describe(store, r) for r in lost], "orphans": [], "live": [],
-                              "errors": [], "leftovers": []}
+                              "errors": [], "unchecked": [], "leftovers": []}
     if delete and lost:
         from launcher.runner import Runner
 
@@ -49,10 +51,12 @@ def collect(providers: list[str] | None, regions: list[str] | None, delete: bool
             config["project"] = project
         try:
             provider = provider_factory(name, **config)
-            found = provider.find(regions)
+            find_all = getattr(provider, "find_all", None)
+            found, unchecked = find_all(regions) if find_all else (provider.find(regions), [])
         except (ProviderUnavailable, CredentialsError) as exc:
             report["errors"].append(str(exc))
             continue
+        report["unchecked"] += [f"{name} {line}" for line in unchecked]
         orphans = [r for r in found if r.run_id not in live_ids]
         report["live"] += [asdict(r) for r in found if r.run_id in live_ids]
         report["orphans"] += [asdict(r) for r in orphans]
@@ -66,8 +70,9 @@ def collect(providers: list[str] | None, regions: list[str] | None, delete: bool
                 except GpujobError as exc:
                     report["leftovers"].append(f"run {run_id}: {exc}")
                     continue
+                # A kind teardown could not list ("region" leftovers) is in "unchecked" already.
                 report["leftovers"] += [f"{lo.resource.kind} {lo.resource.id}: {lo.resource.delete_command or lo.reason}"
-                                        for lo in left]
+                                        for lo in left if lo.resource.kind != "region"]
     return report
 
 

@@ -67,24 +67,43 @@ def _placement_groups(p: "AwsApi", region: str, run_id: str | None) -> list[Reso
             for g in pgs if g.get("State") != "deleted"]
 
 
-def _tagged(p: "AwsApi", region: str, run_id: str | None) -> list[Resource]:
-    return (_instances(p, region, run_id) + _groups(p, region, run_id) + _key_pairs(p, region, run_id)
-            + _placement_groups(p, region, run_id))
+_LISTERS = (("instance", lambda p, r, run: _instances(p, r, run)), ("security-group", lambda p, r, run: _groups(p, r, run)),
+            ("key-pair", lambda p, r, run: _key_pairs(p, r, run)),
+            ("placement-group", lambda p, r, run: _placement_groups(p, r, run)))
+
+
+def _tagged(p: "AwsApi", region: str, run_id: str | None) -> tuple[list[Resource], list[tuple[str, GpujobError]]]:
+    """Tagged resources of every kind in one region, and (kind, error) for each kind whose
+    listing failed: one kind failing never hides the others."""
+    found: list[Resource] = []
+    failed: list[tuple[str, GpujobError]] = []
+    for kind, lister in _LISTERS:
+        try:
+            found += lister(p, region, run_id)
+        except GpujobError as exc:
+            failed.append((kind, exc))
+    return found, failed
 
 
 def _wrap(exc: Exception, op: str, region: str) -> Exception:
     return exc if isinstance(exc, GpujobError) else translate(exc, op, region)
 
 
-def find(p: "AwsApi", regions: list[str] | None) -> list[Resource]:
+def find(p: "AwsApi", regions: list[str] | None) -> tuple[list[Resource], list[str]]:
     """Every live instance, security group, key pair and placement group carrying TAG_RUN in
-    these regions (all enabled regions when None)."""
+    these regions (all enabled regions when None), and one line per kind and region that could
+    not be listed. Raises CredentialsError when AWS refuses every call (nothing was checked)."""
     if not regions:
         regions = sorted(r["RegionName"] for r in p.api("us-east-1", "ec2", "describe_regions")["Regions"])
     found: list[Resource] = []
+    problems: list[str] = []
     for region in regions:
-        found += _tagged(p, region, None)
-    return found
+        got, failed = _tagged(p, region, None)
+        if failed and len(failed) == len(_LISTERS) and all(isinstance(e, CredentialsError) for _, e in failed):
+            raise failed[0][1]
+        found += got
+        problems += [f"{kind} in {region}: could not list ({one_line(exc)})" for kind, exc in failed]
+    return found, problems
 
 
 def teardown(p: "AwsApi", run_id: str, resources: list[Resource], ctx, regions: list[str]) -> list[Leftover]:
@@ -94,13 +113,14 @@ def teardown(p: "AwsApi", run_id: str, resources: list[Resource], ctx, regions: 
         if r.provider == PROVIDER and r.region and _is_cloud_id(r.kind, r.id):
             todo[(r.kind, r.region, r.id)] = r
     for region in regions:
-        try:
-            for r in _tagged(p, region, run_id):
-                todo.setdefault((r.kind, r.region, r.id), r)
-        except GpujobError as exc:  # cannot list here: still delete what the store recorded
-            where = Resource(PROVIDER, "region", region, region=region, run_id=run_id,
-                             delete_command=f"gpujob gc --provider aws --region {region}")
-            leftovers.append(Leftover(where, _unconfirmed(exc, f"the rest of this run in {region}", "could not list")))
+        got, failed = _tagged(p, region, run_id)
+        for r in got:
+            todo.setdefault((r.kind, r.region, r.id), r)
+        for kind, exc in failed:  # cannot list this kind here: still delete what the store recorded
+            where = Resource(PROVIDER, "region", f"{region} ({kind}s)", region=region, run_id=run_id,
+                             delete_command=f"gpujob gc --provider aws --region {region} --yes")
+            leftovers.append(Leftover(where, _unconfirmed(exc, f"no other {kind} of this run is left in {region}",
+                                                          f"could not list {kind}s")))
 
     def done(rid: str) -> None:
         if ctx is not None:
@@ -125,7 +145,7 @@ def _unconfirmed(exc: Exception, what: str, failed: str) -> str:
     """Why ``what`` is reported as left: the cloud refused our credentials (so nothing about it
     can be confirmed), or the call failed for another reason."""
     if isinstance(exc, CredentialsError):
-        return f"AWS rejected our credentials ({exc.code or 'no credentials'}): cannot confirm {what} is gone"
+        return f"AWS rejected our credentials ({exc.code or 'no credentials'}): cannot confirm {what}"
     return f"{failed}: {one_line(exc)}"
 
 
@@ -153,7 +173,7 @@ def _terminate(p: "AwsApi", instances: list[Resource], done) -> list[tuple[Resou
             if exc.code in NOT_FOUND_CODES:
                 done(r.id)
             else:
-                stuck.append((r, r.state, _unconfirmed(exc, r.id, "terminate failed")))
+                stuck.append((r, r.state, _unconfirmed(exc, f"{r.id} is gone", "terminate failed")))
     start = p.clock()
     end = start + p.teardown_wait_s
     last: dict[str, str | None] = {}
@@ -164,7 +184,7 @@ def _terminate(p: "AwsApi", instances: list[Resource], done) -> list[tuple[Resou
                 desc = p.describe_instance(r.region, r.id)
             except ProviderError as exc:
                 if isinstance(exc, CredentialsError):  # will not get better by waiting
-                    stuck.append((r, last.get(r.id), _unconfirmed(exc, r.id, "describe failed")))
+                    stuck.append((r, last.get(r.id), _unconfirmed(exc, f"{r.id} is gone", "describe failed")))
                     continue
                 last[r.id] = f"unknown ({one_line(exc)})"
                 still.append(r)
@@ -208,7 +228,7 @@ def _delete_retrying(p: "AwsApi", r: Resource, op: str, kwargs: dict, busy_code:
             if exc.code in NOT_FOUND_CODES:
                 return None
             if exc.code != busy_code or attempt == p.sg_delete_attempts - 1:
-                return _unconfirmed(exc, r.id, "delete failed")
+                return _unconfirmed(exc, f"{r.id} is gone", "delete failed")
         p.sleep(min(5.0 * (attempt + 1), 20.0))
     return "delete failed"  # pragma: no cover - the loop returns
 
@@ -220,5 +240,5 @@ def _delete_key_pair(p: "AwsApi", r: Resource) -> str | None:
         p.api(r.region, "ec2", "delete_key_pair", **kwargs)
     except ProviderError as exc:
         if exc.code not in NOT_FOUND_CODES:
-            return _unconfirmed(exc, r.id, "delete failed")
+            return _unconfirmed(exc, f"{r.id} is gone", "delete failed")
     return None

@@ -524,6 +524,10 @@ class AwsProvider(AwsApi):
         return aws_cleanup.teardown(self, run_id, resources, ctx, sorted(regions))
 
     def find(self, regions: list[str] | None) -> list[Resource]:
+        return self.find_all(regions)[0]
+
+    def find_all(self, regions: list[str] | None) -> tuple[list[Resource], list[str]]:
+        """(tagged resources, one line per kind and region that could not be listed)."""
         return aws_cleanup.find(self, regions or self.regions or None)
 
 

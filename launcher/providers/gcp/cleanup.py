@@ -103,19 +103,35 @@ def delete_finish(p: "GcpCaller", c: api.Clients, ctx: RunContext | None, rid: s
         ctx.deleted(rid)
     return None
 
-def find(p: "GcpCaller", regions: list[str] | None) -> list[Resource]:
+def find(p: "GcpCaller", regions: list[str] | None) -> tuple[list[Resource], list[str]]:
+    """Labelled instances, marked resource policies and firewall rules, and one line per kind
+    that could not be listed (one kind failing never hides the others). Raises the error tree's
+    CredentialsError when every listing is refused for credentials (nothing was checked)."""
     c = p._api()
     wanted = set(shp.gcp_regions(regions)) if regions else None
-    try:
-        found = _find_instances(p, c, f"labels.{TAG_RUN}:*", wanted) + _find_policies(p, c, wanted)
+
+    def firewalls() -> list[Resource]:
+        out = []
         for fw in p._call(c.firewalls.list, project=c.project):
             run = shp.firewall_run_id(fw.description)
             if fw.name.startswith("gpujob-") and run:
-                found.append(Resource(p.name, "firewall", fw.name, None, run, "ACTIVE",
-                                      shp.firewall_delete_command(fw.name, c.project)))
-    except Exception as exc:  # noqa: BLE001 - into the error tree
-        api.raise_failure(api.api_failure(exc), c.project, "listing gpujob resources")
-    return found
+                out.append(Resource(p.name, "firewall", fw.name, None, run, "ACTIVE",
+                                    shp.firewall_delete_command(fw.name, c.project)))
+        return out
+
+    listers = (("instance", lambda: _find_instances(p, c, f"labels.{TAG_RUN}:*", wanted)),
+               ("resource-policy", lambda: _find_policies(p, c, wanted)), ("firewall", firewalls))
+    found: list[Resource] = []
+    failures: list[tuple[str, api.Failure]] = []
+    for kind, lister in listers:
+        try:
+            found += lister()
+        except Exception as exc:  # noqa: BLE001 - classified, reported per kind
+            failures.append((kind, api.api_failure(exc)))
+    if failures and len(failures) == len(listers) and all(f.kind == "auth" for _, f in failures):
+        api.raise_failure(failures[0][1], c.project, "listing gpujob resources")
+    return found, [f"{kind}: could not list ({f.code}: {f.message})" for kind, f in failures]
+
 
 def _find_instances(p: "GcpCaller", c: api.Clients, filter_: str, regions: set[str] | None) -> list[Resource]:
     out = []

@@ -428,6 +428,10 @@ class GcpProvider:
         return cleanup.teardown(self, run_id, resources, ctx)
 
     def find(self, regions: list[str] | None) -> list[Resource]:
+        return cleanup.find(self, regions)[0]
+
+    def find_all(self, regions: list[str] | None) -> tuple[list[Resource], list[str]]:
+        """(gpujob resources, one line per kind that could not be listed)."""
         return cleanup.find(self, regions)
 
 
