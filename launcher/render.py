@@ -299,6 +299,10 @@ def render_plan(con, plan: dict[str, Any]) -> None:
     t.add_column(style="bold")
     t.add_column()
     for key, value in plan.get("plan", {}).items():
+        if key == "commands":  # one row per node: the exact command line it runs
+            for c in value:
+                t.add_row(f"node {c['node']} runs", escape(c["command"]))
+            continue
         t.add_row(key, escape(value if isinstance(value, str) else json.dumps(value, default=str)))
     est = plan.get("estimate") or {}
     if est.get("total_seconds"):

@@ -118,6 +118,7 @@ class Runner:
         # No probe in a dry run: a cached CPU measurement or the model (the plan must be instant).
         est = job_estimate(spec, opts.provider, plan.get("instance_type"), plan.get("price_per_hour"),
                            spot=spec.resources.spot, baseline=False, gpu=plan.get("gpu_name"))
+        plan["commands"] = plan_commands(spec, opts.provider, plan)
         return {"plan": plan, "estimate": est, "budget_usd": spec.limits.budget_usd}
 
     def run(self, spec, opts: RunOptions, spec_path: str | None = None, spec_text: str | None = None) -> RunResult:
@@ -655,6 +656,21 @@ class Runner:
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+
+def plan_commands(spec, provider: str, plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """What each node would run: [{"node": rank, "command": the job command line}], the same
+    ``job_command`` a run starts (environment values are not part of it: they travel in the
+    job's 0600 env file). Multi-node rendezvous addresses are placeholders until launch."""
+    acc = spec.resources.accelerators
+    count = acc.count if acc else int(plan.get("gpu_count") or 0)
+    if not count and isinstance(plan.get("gpu"), str) and ":" in plan["gpu"]:
+        count = int(plan["gpu"].rsplit(":", 1)[1])
+    machine = Machine(provider=provider, id="<planned>", gpu_count=count)
+    nodes = spec.resources.num_nodes
+    master = "<node 0 private address>" if nodes > 1 else None
+    return [{"node": rank, "command": job_command(spec, machine, Paths("<workdir>"), rank, master, "<run-id>")}
+            for rank in range(nodes)]
 
 
 def gc_command(leftovers: list[Leftover]) -> str:

@@ -1,0 +1,49 @@
+"""The dry-run plan shows the command each node runs, in the table and in its JSON."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from launcher.cli import app
+
+SPEC = """name: big
+workload: {model: resnet50}
+resources: {accelerators: "A100:8", num_nodes: 2, regions: [us-east-1]}
+env: {TOKEN: supersecret-1234}
+"""
+
+
+def test_dry_run_json_has_one_torchrun_command_per_node(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    spec = tmp_path / "big.yaml"
+    spec.write_text(SPEC)
+    res = CliRunner().invoke(app, ["run", str(spec), "--provider", "aws", "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    commands = json.loads(res.output)["plan"]["commands"]
+    assert [c["node"] for c in commands] == [0, 1]
+    for rank, c in enumerate(commands):
+        cmd = c["command"]
+        assert "torch.distributed.run" in cmd and "--nnodes 2" in cmd and f"--node_rank {rank}" in cmd
+        assert "--nproc_per_node 8" in cmd and "payloads/train.py" in cmd and "timeout" in cmd
+        assert "supersecret" not in cmd  # the environment travels in the 0600 file, not the command
+
+
+def test_dry_run_table_prints_each_nodes_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    spec = tmp_path / "big.yaml"
+    spec.write_text(SPEC)
+    res = CliRunner().invoke(app, ["run", str(spec), "--provider", "aws", "--dry-run"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    assert "node 0 runs" in res.output and "node 1 runs" in res.output
+    assert "--node_rank 1" in res.output and "supersecret" not in res.output
+
+
+def test_single_gpu_plan_runs_the_script_directly(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    spec = tmp_path / "one.yaml"
+    spec.write_text("name: one\nresources: {accelerators: 'T4:1', regions: [us-east-1]}\n")
+    res = CliRunner().invoke(app, ["run", str(spec), "--provider", "aws", "--dry-run", "--json"])
+    (c,) = json.loads(res.output)["plan"]["commands"]
+    assert c["command"].endswith("python3 -u payloads/train.py --config job.json --output-dir outputs")
