@@ -26,6 +26,7 @@ from launcher import artifacts
 from launcher.errors import (BudgetError, CredentialsError, FetchFailed, GpujobError, Interrupted, MachineGone, JobFailed, RemoteError, SSHConnectError,
                              TeardownError, UsageError, WaitTimeout)
 from launcher.providers import get_provider
+from launcher.hostcheck import check_host
 from launcher.secrets import redact_spec, redact_spec_text
 from launcher.providers.base import Leftover, Machine, Resource
 from launcher.job import (DEFAULT_ENTRYPOINT, EXIT_SIGNALLED, EXIT_TIMEOUT, GRACE_S, PAYLOADS_DIR, Paths,
@@ -208,14 +209,18 @@ class Runner:
             for w in workers:  # a worker's own directory: nodes may share a home directory (NFS)
                 w.paths = Paths(f"{paths.workdir}-node{w.rank}")
             master = machine.private_ip or machine.host
+            nodes = [(0, machine, host, paths)] + [(w.rank, w.machine, w.host, w.paths) for w in workers]
+            if not spec.setup:  # nothing will install anything: check the hosts before uploading
+                self._check_hosts(run_id, spec, nodes)
             self.store.set_state(run_id, "uploading")
-            for rank, m, h, p in [(0, machine, host, paths)] + [(w.rank, w.machine, w.host, w.paths)
-                                                                 for w in workers]:
+            for rank, m, h, p in nodes:
                 self._upload(h, spec, p, m)
                 if spec.setup:
                     self.store.set_state(run_id, "setup")
                     self._emit("setup", run_id=run_id, node=rank)
                     h.run(f"cd {q(p.workdir)} && {spec.setup}", timeout=opts.launch_deadline_s)
+            if spec.setup:  # setup may install python or torch: check after it, before the start
+                self._check_hosts(run_id, spec, nodes)
             signals.check()
             # Workers first: with a static rendezvous they wait for node 0, never the other way round.
             for w in workers:
@@ -284,6 +289,14 @@ class Runner:
             raise SSHConnectError(f"cannot reach {machine.user}@{machine.host}:{machine.port} over SSH "
                                   f"({exc.last_state or 'no answer'})",
                                   "check --host and --port, and that sshd runs there and lets you in") from None
+
+    def _check_hosts(self, run_id: str, spec, nodes: list) -> None:
+        """The host pre-flight on every remote node (python, torch, CUDA count); see hostcheck."""
+        for rank, m, h, _ in nodes:
+            if m.provider == "local":
+                continue
+            found = check_host(h, spec, m, f"{m.user}@{m.host}" + (f" (node {rank})" if len(nodes) > 1 else ""))
+            self._emit("host-checked", run_id=run_id, node=rank, **found)
 
     def _launch(self, provider, spec, ctx, opts: RunOptions) -> list[Machine]:
         nodes = spec.resources.num_nodes

@@ -44,6 +44,13 @@ class LocalProvider:
                        gpu=gpu, gpu_count=count, price_per_hour=0.0,
                        extra={"cpus": os.cpu_count(), "gpus": gpus})
 
+    def preflight(self, spec, ctx) -> dict[str, Any]:
+        """This Python runs the job: our trainer needs torch (UsageError naming gpujob[train])."""
+        from launcher.hostcheck import check_local_torch
+
+        check_local_torch(spec)
+        return {}
+
     def plan(self, spec, ctx) -> dict[str, Any]:
         m = self._machine(spec)
         return {"provider": "local", "machine": m.id, "cpus": m.extra["cpus"],
