@@ -468,3 +468,17 @@ def test_payload_measurements_are_a_data_change(tmp_path):
     assert cal.efficiency("hopper", "half", "vgg16") != before
     got = predict(get_gpu("H100"), 1, "bf16", model_cost("vgg16", 224, 1000), 128, "vgg16", cal)
     assert got.samples_per_second == pytest.approx(3000, rel=0.15)
+
+
+def test_vgg16_example_estimate_is_about_what_its_spec_launches():
+    """jobs/vgg16.yaml asks for on-demand V100 x1 in us-east-1 or us-west-2: before, 25 of 26
+    rows were spot, 9 in other regions, and the headline a spot price elsewhere."""
+    from launcher.spec import load_spec
+
+    est = estimate(load_spec(Path(__file__).resolve().parents[1] / "jobs" / "vgg16.yaml"), baseline=_base())
+    asked = [c for c in est.candidates if c.section == "requested"]
+    assert asked and all(not c.spot and c.region in ("us-east-1", "us-west-2") and c.gpu == "V100" for c in asked)
+    others = [c for c in est.candidates if c.section == "alternative"]
+    assert all(not c.requested for c in others) and len(others) <= 5
+    cheapest = est.summary["cheapest"]
+    assert not cheapest["spot"] and cheapest["region"] in ("us-east-1", "us-west-2") and cheapest["gpu"] == "V100"
