@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = "jobs/vgg16.yaml"
@@ -72,11 +73,10 @@ def main() -> int:
     }
     result["meets_target"] = (result["exit_codes"] == [3] and result["wall_s_max"] <= 2.0
                               and all(len(r["stderr_lines"]) == 1 for r in runs) and result["runs_recorded"] == 0)
-    text = json.dumps(result, indent=2)
-    print(text)
+    text = json.dumps(result, indent=2) + "\n"
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+        Path(args.out).write_text(text, encoding="utf-8")
+    sys.stdout.write(text)
     return 0
 
 

@@ -14,23 +14,10 @@ from launcher.hostcheck import HostNotReady
 from launcher.runner import RunOptions, Runner
 from launcher.spec import parse_spec
 from launcher.store import Store
+from tests.test_runner_ssh import ssh_runner  # noqa: F401 - the fixture
 
 TINY_WORKLOAD = ("{model: mlp, image_size: 8, num_classes: 10, in_channels: 1, dataset: digits, "
                  "samples_per_epoch: 512, epochs: 1, batch_size: 64, precision: fp32}")
-
-
-@pytest.fixture
-def ssh_runner(tmp_path, monkeypatch, sshd, client_key):
-    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    known = tmp_path / "known_hosts"
-    known.write_text(sshd.known_hosts_line() + "\n")
-    config = {"host": sshd.host, "port": sshd.port, "user": sshd.user, "identity": str(client_key.path),
-              "known_hosts": str(known)}
-    events: list[tuple[str, dict]] = []
-    runner = Runner(store=Store(), on_event=lambda kind, **f: events.append((kind, f)))
-    runner.events = events
-    return runner, RunOptions(provider="ssh", provider_config=config, baseline=False)
 
 
 def _fails_before_upload(runner, opts, spec_text: str) -> HostNotReady:
