@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from launcher.errors import EstimateError
-from launcher.estimate.paths import cache_dir, read_json, write_json_atomic
+from launcher.estimate.paths import cache_dir, cost_key, read_json, write_json_atomic
 
 BUNDLED = Path(__file__).with_name("model_costs.json")
 # Autocast keeps some saved tensors in fp32 (BN statistics, softmax inputs), so half precision
@@ -54,10 +54,6 @@ class ModelCost:
         if not self.ops:
             return None
         return float(sum(c.get("kernels", 0.0) for c in self.ops.get("classes", {}).values()))
-
-
-def cost_key(model: str, image_size: int, num_classes: int, in_channels: int = 3) -> str:
-    return f"{model}:{image_size}:{num_classes}:{in_channels}"
 
 
 def _from_entry(entry: dict, source: str) -> ModelCost:

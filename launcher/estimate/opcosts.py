@@ -16,7 +16,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from launcher.estimate.paths import read_json
+from launcher.estimate.paths import cost_key, read_json
 
 BUNDLED_OPS = Path(__file__).with_name("op_costs.json")
 SIZES = {"vgg16": (32, 64, 128, 224), "vgg11": (32, 224), "resnet50": (32, 64, 128, 224, 256),
@@ -33,7 +33,6 @@ def _table() -> dict:
 
 def builtin_ops(model: str, image_size: int, num_classes: int, in_channels: int = 3) -> dict | None:
     """OpCost dict of a built-in model (bundled or scaled from the nearest bundled size); None if unknown."""
-    from launcher.estimate.flops import cost_key
 
     table = _table()
     hit = table.get(cost_key(model, image_size, num_classes, in_channels))
@@ -63,7 +62,6 @@ def builtin_ops(model: str, image_size: int, num_classes: int, in_channels: int 
 def main() -> None:
     import torch
 
-    from launcher.estimate.flops import cost_key
     from launcher.estimate.opcount import count
     from payloads.models import build_model
 

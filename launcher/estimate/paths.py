@@ -51,3 +51,8 @@ def write_json_atomic(path: Path, data) -> bool:
         return True
     except OSError:
         return False
+
+
+def cost_key(model: str, image_size: int, num_classes: int, in_channels: int = 3) -> str:
+    """The key of one model shape in the bundled cost tables (model_costs.json, op_costs.json)."""
+    return f"{model}:{image_size}:{num_classes}:{in_channels}"
