@@ -133,3 +133,40 @@ def test_cli_run_aws_without_credentials_exits_3_with_one_line_and_no_record(tmp
     ls = subprocess.run([sys.executable, "-m", "launcher", "ls", "--json"], env=env, cwd=tmp_path,
                         capture_output=True, text=True, timeout=120)
     assert ls.returncode == 0 and ls.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("setup", ["key", "profile", "credentials-file", "config-file", "web-identity", "container"])
+def test_any_credential_source_defers_to_boto3s_chain(setup, monkeypatch, tmp_path):
+    from launcher.providers.aws.api import credential_source_possible
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "creds"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert not credential_source_possible()
+    if setup == "key":
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA")
+    elif setup == "profile":
+        monkeypatch.setenv("AWS_PROFILE", "work")
+    elif setup == "credentials-file":
+        (tmp_path / "creds").write_text("[default]\n")
+    elif setup == "config-file":
+        (tmp_path / "config").write_text("[profile sso]\nsso_session = x\n")
+    elif setup == "web-identity":
+        monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(tmp_path / "token"))
+    else:
+        monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/credentials/x")
+    assert credential_source_possible()
+
+
+def test_no_credential_source_fails_without_importing_botocore(tmp_path):
+    code = ("import sys\nfrom launcher.providers.aws.launch import AwsProvider\nfrom launcher.errors import CredentialsError\n"
+            "try:\n    AwsProvider().caller_identity('us-east-1')\nexcept CredentialsError as e:\n    print('refused', e)\n"
+            "assert 'botocore' not in sys.modules, 'botocore imported'\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(HOME=str(tmp_path), AWS_EC2_METADATA_DISABLED="true", PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "refused aws: no AWS credentials found" in out.stdout, out.stderr

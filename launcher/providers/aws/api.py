@@ -10,6 +10,32 @@ from launcher.errors import CredentialsError, GpujobError, ProviderError, Provid
 from launcher.providers.aws.common import CREDENTIALS_FIX, PROVIDER, translate
 
 
+# Where boto3's default chain can find credentials (botocore.credentials): environment keys,
+# a profile, the shared credentials/config files (profiles, SSO, credential_process), web
+# identity, the ECS container endpoint, the EC2 instance role. None of them present means none.
+_CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                   "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+
+
+def credential_source_possible() -> bool:
+    """False only when no source boto3's chain reads exists at all: no variable above, no
+    shared credentials or config file, not on EC2 (or its metadata service disabled). Lets a
+    machine with no AWS setup fail in milliseconds, before botocore is even imported; anything
+    else goes through boto3's own chain."""
+    import os
+    from pathlib import Path
+
+    from launcher.providers.cloudenv import on_ec2
+
+    if any(os.environ.get(v) for v in _CREDENTIAL_ENV):
+        return True
+    files = (os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials",
+             os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config")
+    if any(Path(f).expanduser().exists() for f in files):
+        return True
+    return on_ec2() and os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() != "true"
+
+
 class AwsApi:
     poll_interval_s = 3.0  # describe cadence while waiting for running / terminated
     teardown_wait_s = 600.0  # bound on waiting for instances to terminate
@@ -73,6 +99,9 @@ class AwsApi:
         ``timeout_s`` seconds to connect and to read). Needs no permission, so it checks exactly
         the credentials. Raises CredentialsError when the chain finds none or AWS rejects them,
         ProviderError when STS cannot be reached."""
+        if self._session is None and not credential_source_possible():
+            raise CredentialsError(PROVIDER, "no AWS credentials found (environment, ~/.aws, SSO, instance role)",
+                                   hint=CREDENTIALS_FIX)
         try:
             found = self._core_session().get_credentials()
         except Exception as exc:  # e.g. a broken credential_process or SSO cache
