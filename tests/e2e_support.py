@@ -77,6 +77,26 @@ def isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return project
 
 
+def gpus_as_launched(host: Any, gpus: int) -> Any:
+    """A loopback sshd stands in for a GPU VM: the host pre-flight runs for real (python, torch)
+    and its CUDA line is answered as the VM would (``gpus`` devices). Only that line changes."""
+    import re
+    import shlex
+
+    from launcher.hostcheck import _SCRIPT
+
+    real_run = host.run
+
+    def run(cmd: str, timeout: float | None = None, check: bool = True):
+        status, out, err = real_run(cmd, timeout=timeout, check=check)
+        if shlex.quote(_SCRIPT) in cmd:
+            out = re.sub(r"^cuda \d+$", f"cuda {gpus}", out, flags=re.M)
+        return status, out, err
+
+    host.run = run
+    return host
+
+
 class E2E:
     """A Runner whose provider boots a real sshd per launched machine, recording what happened."""
 
@@ -112,7 +132,7 @@ class E2E:
         assert [" ".join(k.split()[:2]) for k in machine.host_keys] == [sshd.host_public.strip()]
         session = Session.from_machine(machine)
         assert session.host_keys == machine.host_keys
-        return session
+        return gpus_as_launched(session, machine.gpu_count)
 
     def run(self, spec: JobSpec, **config: Any):
         return self.runner.run(spec, RunOptions(provider=self.provider.name, provider_config=config,

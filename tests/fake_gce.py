@@ -38,6 +38,7 @@ _ROUTES = [  # (method, pattern, handler name); paths after /compute/v1/projects
     ("POST", r"/global/operations/(?P<op>[^/]+)/wait", "poll_operation"),
     ("POST", r"/global/firewalls", "insert_firewall"),
     ("GET", r"/global/firewalls", "list_firewalls"),
+    ("GET", r"/regions/(?P<region>[^/]+)", "get_region"),
     ("GET", r"/global/firewalls/(?P<name>[^/]+)", "get_firewall"),
     ("DELETE", r"/global/firewalls/(?P<name>[^/]+)", "delete_firewall"),
     ("GET", r"/global/images/family/(?P<family>[^/]+)", "image_from_family"),
@@ -83,6 +84,7 @@ class FakeGce:
         self.firewalls: dict[str, dict] = {}
         self.policies: dict[tuple[str, str], dict] = {}  # (region, name) -> resource policy
         self.operations: dict[str, dict] = {}
+        self.region_quotas: dict[str, dict[str, tuple[float, float]]] = {}  # region -> metric -> (limit, usage)
         self.images = {"pytorch-2-9-cu129-ubuntu-2204-nvidia-580": "pytorch-2-9-cu129-ubuntu-2204-nvidia-580-v20260416"}
         self.requests: list[Request] = []
         self._insert_faults: dict[str, list[_Fault]] = {}
@@ -236,6 +238,11 @@ class FakeGce:
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
         h.wfile.write(data)
+
+    def _get_region(self, region: str, **_: Any) -> dict:
+        quotas = self.region_quotas.get(region, {})
+        return {"name": region, "status": "UP", "selfLink": self._link(f"regions/{region}"),
+                "quotas": [{"metric": m, "limit": lim, "usage": use} for m, (lim, use) in quotas.items()]}
 
     def _link(self, path: str) -> str:
         return f"{self.url}/compute/v1/projects/{self.project}/{path}"

@@ -501,3 +501,26 @@ def test_fake_machine_can_be_a_real_sshd_presenting_the_pinned_key(tmp_path, fak
     finally:
         sshd.stop()
     assert p.teardown(ctx.run_id, ctx.resources(), ctx) == [] and fake.leftovers() == []
+
+
+@pytest.mark.parametrize("acc,spot,metric", [("nvidia-tesla-t4", False, "NVIDIA_T4_GPUS"),
+                                             ("nvidia-tesla-t4", True, "PREEMPTIBLE_NVIDIA_T4_GPUS"),
+                                             ("nvidia-a100-80gb", False, "NVIDIA_A100_80GB_GPUS"),
+                                             ("nvidia-tesla-a100", False, "NVIDIA_A100_GPUS"),
+                                             ("nvidia-h100-80gb", False, "NVIDIA_H100_GPUS"),
+                                             ("nvidia-l4", True, "PREEMPTIBLE_NVIDIA_L4_GPUS")])
+def test_quota_metric_names(acc: str, spot: bool, metric: str) -> None:
+    from launcher.providers.gcp.selection import quota_metric
+
+    assert quota_metric(acc, spot) == metric
+
+
+def test_preflight_quota_short_everywhere_fails_before_anything(provider: GcpProvider, fake: FakeGce) -> None:
+    spec = JobSpec.model_validate({"name": "q", "resources": {"accelerators": "T4:1", "regions": ["us-central1"]}})
+    ctx = Ctx(spec)
+    fake.region_quotas["us-central1"] = {"NVIDIA_T4_GPUS": (4.0, 4.0)}
+    with pytest.raises(QuotaError, match="NVIDIA_T4_GPUS has room for fewer than 1 GPU"):
+        provider.preflight(spec, ctx)
+    assert fake.inserted("instances") == [] and fake.firewalls == {}
+    fake.region_quotas["us-central1"] = {"NVIDIA_T4_GPUS": (4.0, 2.0)}
+    assert provider.preflight(spec, ctx)["project"] == "test-project"

@@ -75,6 +75,7 @@ class Clients:
     images: Any
     resource_policies: Any  # compact placement of multi-node runs (regional)
     region_ops: Any
+    regions: Any = None  # regional quotas for the pre-flight (RegionsClient)
 
 
 def build_clients(project: str | None, credentials: Any, endpoint: str | None, anonymous: bool) -> Clients:
@@ -110,7 +111,7 @@ def build_clients(project: str | None, credentials: Any, endpoint: str | None, a
     return Clients(project, compute_v1.InstancesClient(**kw), compute_v1.ZoneOperationsClient(**kw),
                    compute_v1.GlobalOperationsClient(**kw), compute_v1.FirewallsClient(**kw),
                    compute_v1.ImagesClient(**kw), compute_v1.ResourcePoliciesClient(**kw),
-                   compute_v1.RegionOperationsClient(**kw))
+                   compute_v1.RegionOperationsClient(**kw), compute_v1.RegionsClient(**kw))
 
 
 def _env_project() -> str | None:

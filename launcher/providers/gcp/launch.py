@@ -13,7 +13,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from launcher.errors import CapacityError, GpujobError, ProviderError, WaitTimeout
+from launcher.errors import CapacityError, GpujobError, ProviderError, QuotaError, WaitTimeout
 from launcher.providers.address import CHECKIP_URL, detect_public_ip
 from launcher.providers.gcp import api, cleanup
 from launcher.providers.gcp import selection as shp
@@ -88,10 +88,32 @@ class GcpProvider:
         Credentials and the project, then the caller's address for the firewall rule (kept for
         launch). Creates nothing. Returns {"project", "ssh_cidr"}; raises CredentialsError or
         ProviderError (exit code 3)."""
-        self._shape(spec)
-        project = self._api().project
+        shape = self._shape(spec)
+        c = self._api()
+        if shape.accelerator_type:
+            self._check_quota(c, shape, shape.gpu_count * spec.resources.num_nodes)
         self._ssh_cidr = self._cidr(ctx)
-        return {"project": project, "ssh_cidr": self._ssh_cidr}
+        return {"project": c.project, "ssh_cidr": self._ssh_cidr}
+
+    def _check_quota(self, c: api.Clients, s: shp.Shape, need: int) -> None:
+        """Best effort: QuotaError when every candidate region's GPU quota has room for fewer than
+        ``need`` GPUs. A region, metric or call we cannot read counts as enough (launch will say)."""
+        metric = shp.quota_metric(s.accelerator_type, s.spot)
+        short = []
+        for region in s.regions:
+            try:
+                quotas = self._call(c.regions.get, project=c.project, region=region).quotas
+            except Exception:  # noqa: BLE001 - no permission, not reachable: unknown
+                return
+            q = next((q for q in quotas if q.metric == metric), None)
+            if q is None or q.limit - q.usage >= need:
+                return
+            short.append(f"{region} {q.limit - q.usage:g} free")
+        if short:
+            raise QuotaError("gcp", f"quota {metric} has room for fewer than {need} GPU(s) in every candidate region "
+                                    f"({'; '.join(short)})",
+                             hint=f"request more {metric} at https://console.cloud.google.com/iam-admin/quotas?project={c.project}, "
+                                  "or add resources.regions where it has room", code="QUOTA_EXCEEDED")
 
     # --- plan -------------------------------------------------------------------------------
 

@@ -220,6 +220,17 @@ def choose_shape(spec: "JobSpec", catalog: Any, regions: list[str]) -> Shape:
                  disk_type=_disk_type(mt), **common, notes=["not in the price catalog: zones guessed, price unknown"])
 
 
+def quota_metric(accelerator_type: str, spot: bool) -> str:
+    """The regional quota metric that caps this accelerator type, as Compute Engine names it:
+    nvidia-tesla-t4 -> NVIDIA_T4_GPUS, nvidia-a100-80gb -> NVIDIA_A100_80GB_GPUS,
+    nvidia-h100-80gb -> NVIDIA_H100_GPUS; spot capacity counts against PREEMPTIBLE_<metric>."""
+    name = accelerator_type.removeprefix("nvidia-").removeprefix("tesla-")
+    if not name.startswith("a100-"):  # only the A100 keeps its memory in the metric name
+        name = re.sub(r"-\d+gb$", "", name)
+    metric = "NVIDIA_" + name.upper().replace("-", "_") + "_GPUS"
+    return ("PREEMPTIBLE_" + metric) if spot else metric
+
+
 def _disk_type(machine_type: str) -> str:
     return "hyperdisk-balanced" if machine_type.startswith(HYPERDISK_ONLY_PREFIXES) else "pd-balanced"
 
