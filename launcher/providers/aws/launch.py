@@ -38,7 +38,6 @@ from launcher.providers.aws.common import (
     resource_name,
     run_tags,
     tag_value,
-    translate,
     watchdog_minutes,
 )
 from launcher.providers.aws.selection import Choice, RegionPlan, normalize_cidr

@@ -17,7 +17,7 @@ from launcher.errors import CapacityError, GpujobError, ProviderError, QuotaErro
 from launcher.providers.address import CHECKIP_URL, detect_public_ip
 from launcher.providers.gcp import api, cleanup
 from launcher.providers.gcp import selection as shp
-from launcher.providers.base import TAG_RUN, Leftover, Machine, Resource, RunContext
+from launcher.providers.base import Leftover, Machine, Resource, RunContext
 
 if TYPE_CHECKING:
     from launcher.spec import JobSpec
