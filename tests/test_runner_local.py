@@ -89,7 +89,7 @@ def test_budget_refuses_before_creating_anything(runner, monkeypatch):
     import launcher.runner as runner_mod
 
     monkeypatch.setattr(runner_mod, "job_estimate", lambda *a, **k: {"total_usd": 50.0, "total_seconds": 10})
-    spec = parse_spec(TINY + "  budget_usd: 5\n".replace("  budget", "limits: {max_duration: 5m, budget_usd: 5}\n#"))
+    spec = parse_spec(TINY.replace("limits: {max_duration: 5m}", "limits: {max_duration: 5m, budget_usd: 5}"))
     with pytest.raises(BudgetError, match="--force"):
         runner.run(spec, _opts())
     assert RecordingLocal.teardowns == []
