@@ -235,9 +235,8 @@ def run(cfg: dict[str, Any]) -> int:
                  epoch=round(tokens / cfg["samples_per_epoch"], 4), lr=lr_at(step - 1, total_steps, base_lr))
             log_t, log_tokens = now, tokens
         now = time.monotonic()
-        want_stop = stop.reason(cfg, step, now - t0)
-        if dd.any(want_stop is not None) and step < total_steps:
-            reason = want_stop or "signal"
+        reason = stop.agreed(dd, cfg, step, total_steps, now - t0)
+        if reason:
             break
         if now - last_ckpt >= cfg["checkpoint_every_s"] and step < total_steps:
             save("periodic")

@@ -165,6 +165,14 @@ class Stop:
             raise KeyboardInterrupt  # a second Ctrl-C means now
         self.signal = signum
 
+    def agreed(self, dd: "Dist", cfg: dict[str, Any], step: int, total_steps: int, elapsed: float) -> str | None:
+        """Why every rank stops after this step (None: go on); a collective when world > 1, so
+        all ranks call it every step and stop at the same one."""
+        want = self.reason(cfg, step, elapsed)
+        if dd.any(want is not None) and step < total_steps:
+            return want or "signal"
+        return None
+
     def reason(self, cfg: dict[str, Any], step: int, elapsed: float) -> str | None:
         """Why the loop stops after this step: signal, max_steps or max_seconds; None: go on."""
         if self.signal is not None:

@@ -374,9 +374,8 @@ def run(cfg: dict[str, Any]) -> int:
             loss_sum.zero_()
             loss_count = 0
         now = time.monotonic()
-        want_stop = stop.reason(cfg, step, now - t0)
-        if dd.any(want_stop is not None) and step < total_steps:
-            reason = want_stop or "signal"
+        reason = stop.agreed(dd, cfg, step, total_steps, now - t0)
+        if reason:
             break
         if now - last_ckpt >= cfg["checkpoint_every_s"] and step < total_steps:
             save("periodic")
