@@ -110,3 +110,15 @@ def test_every_lm_spec_in_jobs_resolves_its_shape():
         w = load_spec(path).workload
         if w.is_lm:
             assert S.param_count(w.lm_shape()) > 1e8 and w.effective_seq_len >= 1024
+
+
+def test_checkpointing_costs_throughput_in_the_estimate():
+    from launcher.estimate.table import CHECKPOINTING_SPEED, lm_memory_override
+    from launcher.estimate.throughput import Prediction
+
+    base = Prediction(samples_per_second=1000.0, step_seconds=1.0, mfu=0.5, fits_memory=True, max_batch=None,
+                      memory_gib_needed=1.0, bound="compute")
+    plain = lm_memory_override(workload("model: lm-1b;batch_size: 4"), base, 1, 141)
+    assert plain.samples_per_second == 1000.0 and not plain.memory["checkpointing"]
+    ac = lm_memory_override(workload("model: lm-1b;batch_size: 4;activation_checkpointing: true"), base, 1, 141)
+    assert ac.memory["checkpointing"] and ac.samples_per_second == pytest.approx(1000.0 * CHECKPOINTING_SPEED)

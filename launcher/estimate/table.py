@@ -141,6 +141,11 @@ def human_duration(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
+# Tokens/s with activation checkpointing over without, measured on an H200: 0.836 (lm-1b) and
+# 0.856 (lm-3b) (docs/benchmarks.md, "Language models"); 6/8 if recomputing were as slow as the rest.
+CHECKPOINTING_SPEED = 0.85
+
+
 def lm_step_batch(w) -> int:
     """Samples per GPU step for the throughput model: tokens (batch x seq_len) for language models."""
     return w.batch_size * w.effective_seq_len if w.is_lm else w.batch_size
@@ -152,8 +157,11 @@ def lm_memory_override(w, p: Prediction | None, world: int, gpu_memory_gib: floa
     if p is None or not w.is_lm:
         return p
     plan = plan_lm(w, world, gpu_memory_gib)
-    return replace(p, fits_memory=plan.fits, memory_gib_needed=plan.allocated_gib, max_batch=None,
-                   memory=plan.to_dict())
+    p = replace(p, fits_memory=plan.fits, memory_gib_needed=plan.allocated_gib, max_batch=None, memory=plan.to_dict())
+    if plan.checkpointing:  # every block's forward runs twice
+        f = CHECKPOINTING_SPEED
+        p = replace(p, samples_per_second=p.samples_per_second * f, step_seconds=p.step_seconds / f, mfu=p.mfu * f)
+    return p
 
 
 def _memory_note(w, p: Prediction | None) -> str:
