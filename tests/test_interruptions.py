@@ -82,7 +82,7 @@ def project(tmp_path, monkeypatch):
 
 def _aws_run(tmp_path, stage, sig):
     from tests.aws_fixtures import booted_sshd_for, fast_session, loopback_addresses
-    from launcher.providers.aws import AwsProvider
+    from launcher.providers.aws.launch import AwsProvider
     import boto3
 
     provider = AwsProvider(regions=["us-east-1"], ssh_cidr="127.0.0.1/32", session=fast_session(),

@@ -127,7 +127,7 @@ def test_gc_collects_an_orphaned_aws_run(aws, tmp_path, monkeypatch):
     from tests.aws_fixtures import booted_sshd_for, fast_session, loopback_addresses
     from tests.e2e_support import E2E, guard_loopback, isolate, require_sshd, tiny_spec
     from tests.sshd import free_port
-    from launcher.providers.aws import AwsProvider
+    from launcher.providers.aws.launch import AwsProvider
     from launcher.runner import RunOptions
 
     require_sshd()
