@@ -204,3 +204,25 @@ def test_bundled_builtin_costs_match_a_fresh_count():
     for cls, c in fresh.classes.items():
         assert bundled.classes[cls].bytes_per_sample == pytest.approx(c.bytes_per_sample)
         assert bundled.classes[cls].kernels == c.kernels
+
+
+def test_warmup_fit_per_model_and_by_graph_size():
+    from launcher.estimate import opfit
+
+    small = count(_meta(lambda: nn.Linear(8, 4)), (8,), 4)
+    big = count(_meta(lambda: nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(),
+                                            nn.Linear(8, 4))), (8,), 4)
+
+    def rec(model, ops, compile_s, startup):
+        step = 0.01  # 100 samples/s at batch 1: the 5 warm-up steps take 0.05 s at the steady rate
+        return {"model": model, "batch_size": 1, "samples_per_second": 1 / step, "cache": "cold",
+                "warmup_s": compile_s + opfit.WARMUP_STEPS * step, "startup_s": startup, "ops": ops.to_dict()}
+
+    fit = opfit.fit_warmup([rec("small", small, 10.0, 8.0), rec("big", big, 20.0, 10.0),
+                            {**rec("big", big, 99.0, 1.0), "cache": "warm"}])
+    assert fit["compile_s"] == {"small": pytest.approx(10.0), "big": pytest.approx(20.0)}
+    assert fit["startup_s"] == pytest.approx(9.0)
+    gs, gb = opfit.graph_ops(small), opfit.graph_ops(big)
+    line = fit["line"]
+    assert line["a"] + line["b"] * gs == pytest.approx(10.0, abs=1e-2)
+    assert line["a"] + line["b"] * gb == pytest.approx(20.0, abs=1e-2)
