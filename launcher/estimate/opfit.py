@@ -205,13 +205,34 @@ def cross_gpu_rows(doc: dict, get_gpu) -> list[dict]:
             except Exception:
                 continue
         for a, b in combinations([p for p in pts if p.gpu in pred], 2):
-            if a.gpu == b.gpu:
-                continue
+            ga, gb = get_gpu(a.gpu), get_gpu(b.gpu)
+            if (ga.peak_tflops, ga.bandwidth_gbs) == (gb.peak_tflops, gb.bandwidth_gbs):
+                continue  # the same chip (V100 16/32 GB): its ratio says nothing about the model
             measured = a.samples_per_second / b.samples_per_second
             predicted = pred[a.gpu] / pred[b.gpu]
             rows.append({"source": source, "model": model, "precision": precision, "gpus": f"{a.gpu}/{b.gpu}",
                          "measured_ratio": round(measured, 3), "predicted_ratio": round(predicted, 3),
                          "error": round(predicted / measured - 1, 4)})
+    return rows
+
+
+def own_gpu_rows(doc: dict, get_gpu, profiled: set) -> list[dict]:
+    """Our payload measured earlier on another GPU (bench/results/h100_payload.json, default
+    configuration rows), predicted by the fit of the profiles: never fitted, a held-out check."""
+    from launcher.estimate.calibration import load_points
+    from launcher.estimate.opcosts import builtin_ops
+
+    rows = []
+    for p in load_points():
+        if not p.source.startswith("h100_payload") or p.role != "fit" or p.count != 1 or p.gpu in profiled:
+            continue
+        ops = builtin_ops(p.model, p.image_size, p.num_classes, p.in_channels)
+        if ops is None:
+            continue
+        pred = p.batch_size / step_time(ops, get_gpu(p.gpu), p.precision, p.batch_size, True, doc).seconds
+        rows.append({"gpu": p.gpu, "model": p.model, "precision": p.precision, "batch_size": p.batch_size,
+                     "measured": round(p.samples_per_second, 1), "predicted": round(pred, 1),
+                     "error": round(pred / p.samples_per_second - 1, 4)})
     return rows
 
 
@@ -266,6 +287,17 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def own_markdown(rows: list[dict]) -> str:
+    out = ["| GPU | model | precision | batch | measured samples/s | predicted | error |", "|---|---|---|---|---|---|---|"]
+    out += [f"| {r['gpu']} | {r['model']} | {r['precision']} | {r['batch_size']} | {r['measured']:,.0f} | "
+            f"{r['predicted']:,.0f} | {r['error']:+.1%} |" for r in rows]
+    if rows:
+        errs = [abs(r["error"]) for r in rows]
+        out += ["", f"Our payload on another GPU, never fitted: median {statistics.median(errs):.1%}, "
+                    f"max {max(errs):.1%} over {len(rows)} runs."]
+    return "\n".join(out)
+
+
 def cross_markdown(rows: list[dict]) -> str:
     out = ["| source | model | precision | GPUs | published ratio | predicted ratio | error |",
            "|---|---|---|---|---|---|---|"]
@@ -288,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     doc = fit(obs)
     doc["warmup"] = fit_warmup(profiles)
     cross = cross_gpu_rows(doc, get_gpu)
+    own = own_gpu_rows(doc, get_gpu, {o["gpu"] for o in obs})
+    if own:
+        doc["own_other_gpu"] = {"median": round(statistics.median(abs(r["error"]) for r in own), 4),
+                                "max": round(max(abs(r["error"]) for r in own), 4), "n": len(own)}
     if cross:
         doc["cross_gpu"] = {"median": round(statistics.median(abs(r["error"]) for r in cross), 4),
                             "max": round(max(abs(r["error"]) for r in cross), 4), "n": len(cross),
@@ -298,10 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         (results_dir() / EFFICIENCY_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n",
                                                      encoding="utf-8")
     if "--json" in argv:
-        sys.stdout.write(json.dumps({"rows": rows, "summary": summary(rows), "fit": doc, "cross_gpu": cross},
-                                    indent=1) + "\n")
+        sys.stdout.write(json.dumps({"rows": rows, "summary": summary(rows), "fit": doc, "cross_gpu": cross,
+                                     "own_other_gpu": own}, indent=1) + "\n")
     else:
-        sys.stdout.write(markdown(rows) + "\n\n" + cross_markdown(cross) + "\n")
+        sys.stdout.write(markdown(rows) + "\n\n" + own_markdown(own) + "\n\n" + cross_markdown(cross) + "\n")
     return 0
 
 

@@ -114,7 +114,7 @@ def step_time(ops: OpCost | dict, gpu, precision: str, batch: int, compiled: boo
         ops = OpCost.from_dict(ops)
     doc = efficiencies() if doc is None else doc
     mode = "compiled" if compiled else "eager"
-    pcls = precision_class(precision) if precision in gpu.peak_tflops else "fp32"
+    pcls = precision_class(precision) if gpu.peak_tflops.get(precision) else "fp32"
     per, bound, kernels = {}, {}, 0.0
     for cls, cost in grouped(ops, precision, compiled).items():
         t, b = roofline(cls, cost, gpu, precision, batch)
