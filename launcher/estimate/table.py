@@ -80,6 +80,7 @@ class Candidate:
     measured: dict | None = None  # an earlier run of this job on this GPU (launcher.estimate.learned)
     memory: dict | None = None  # language models: the per-GPU memory plan (launcher/estimate/memory.py)
     arch: str = "x86_64"  # host CPU of the offer; the provider launches it with an image of this arch
+    method: str = ""  # "per-operation" | "mfu" (launcher.estimate.throughput)
 
     def sort_key(self) -> tuple:
         # Unfit and unpriced rows last; then cheapest, then fastest.
@@ -359,7 +360,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
                 scaling_efficiency=p.scaling_efficiency if p else None, seconds_per_epoch=epoch_s,
                 usd_per_epoch=epoch_usd, interconnect=p.interconnect if p else "", arch=o.arch,
                 note="; ".join(x for x in (_memory_note(w, p), seen_run["label"] if seen_run else "") if x),
-                error_band=err, band_basis=basis, measured=seen_run,
+                error_band=err, band_basis=basis, measured=seen_run, method=p.method if p else "",
             ))
     for prec, gpus in slow_path.items():
         names = ", ".join(sorted(set(gpus)))
