@@ -128,7 +128,7 @@ def _fake_profile(model: str, module_factory, shape, eff: dict, gap: float, batc
 
     ops = count(_meta(module_factory), shape, 10)
     gpu = get_gpu("H200")
-    names = {"conv": "sm90_xmma_fprop_implicit_gemm_bf16", "matmul": "nvjet_hsh_128x256", "fused":
+    names = {"gemm": "sm90_xmma_fprop_implicit_gemm_bf16", "fused":
              "triton_poi_fused_relu_0", "optimizer": "fused_sgd_kernel", "attention": "flash_fwd_kernel"}
     rows, kernels, busy = [], 0.0, 0.0
     for cls, cost in grouped(ops, "bf16", compiled=True).items():
@@ -145,7 +145,7 @@ def _fake_profile(model: str, module_factory, shape, eff: dict, gap: float, batc
 def test_fit_recovers_known_efficiencies_and_predicts_a_left_out_model():
     from launcher.estimate import opfit
 
-    eff = {"conv": 0.6, "matmul": 0.7, "fused": 0.5, "optimizer": 0.8, "attention": 0.4}
+    eff = {"gemm": 0.6, "fused": 0.5, "optimizer": 0.8, "attention": 0.4}
     cnn = lambda: nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),  # noqa: E731
                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
     mlp = lambda: nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 512), nn.ReLU(),  # noqa: E731
@@ -153,12 +153,12 @@ def test_fit_recovers_known_efficiencies_and_predicts_a_left_out_model():
     profiles = [_fake_profile("cnn", cnn, (3, 16, 16), eff, 3e-6), _fake_profile("mlp", mlp, (3, 16, 16), eff, 3e-6)]
     obs = opfit.observations(profiles, get_gpu)
     doc = opfit.fit(obs)
-    for cls in ("conv", "matmul", "fused", "optimizer"):
+    for cls in ("gemm", "fused", "optimizer"):
         assert doc["efficiency"][f"hopper/half/compiled/{cls}"] == pytest.approx(eff[cls], rel=1e-3)
     assert doc["launch_gap_s"]["hopper/compiled"] == pytest.approx(3e-6, rel=1e-3)
     rows = opfit.error_table(obs, get_gpu)
     assert all(abs(r["error_fit"]) < 1e-3 for r in rows)
-    # the MLP has no convolution: left out, the CNN's fit still holds every class the MLP runs
+    # left out, the MLP is predicted by the CNN's fit, which holds every class the MLP runs
     mlp_row = next(r for r in rows if r["model"] == "mlp")
     assert abs(mlp_row["error_lomo"]) < 1e-3
 

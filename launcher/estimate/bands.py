@@ -9,15 +9,19 @@ Cases, narrowest first:
   configurations in our H100 payload measurements, bench/results/h100_payload.json),
 * ``profiled``: a GPU architecture with per-kernel profiles behind the per-operation model;
   the band is that model's median leave-one-model-out error (bench/results/op_efficiency.json),
-* ``cross-gpu``: any other GPU; the band is the median held-out error of the estimate on
-  published figures of other GPUs (the ``cross_gpu`` entry of op_efficiency.json, written by
-  ``python -m launcher.estimate.opfit --write`` from launcher.estimate.calibrate's table).
+* ``mfu``: a model priced by the MFU fit (section 2 of docs/estimator.md): that fit's median
+  held-out error (``mfu_error`` in op_efficiency.json),
+* ``cross-gpu``: the per-operation model on an architecture never profiled: its
+  leave-one-model-out error combined (root sum of squares) with the median error of the GPU
+  speed ratios it predicts for published figures of other GPUs (``cross_gpu``), both written by
+  ``python -m launcher.estimate.opfit --write``.
 
 A band is a median absolute error: about half of the cases measured so far landed inside it.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from functools import lru_cache
 
@@ -62,7 +66,13 @@ def band(arch: str, method: str, measured: dict | None = None, user_spread: floa
     archs = {k.split("/")[0] for k in doc.get("efficiency", {}) if not k.startswith("*")}
     if method == "per-operation" and arch in archs and err.get("leave_one_model_out", {}).get("median") is not None:
         return float(err["leave_one_model_out"]["median"]), f"leave-one-model-out error on {arch} profiles"
+    if method == "mfu" and doc.get("mfu_error", {}).get("median") is not None:
+        return float(doc["mfu_error"]["median"]), "held-out error of the MFU fit on measured and published runs"
     cross = doc.get("cross_gpu", {}).get("median")
+    lomo = err.get("leave_one_model_out", {}).get("median")
+    if cross is not None and lomo is not None:  # the model's own error and the transfer to this GPU
+        return math.hypot(float(cross), float(lomo)), ("leave-one-model-out error combined with the ratio error "
+                                                        "on published figures of other GPUs")
     if cross is not None:
-        return float(cross), "held-out error on published figures of other GPUs"
+        return float(cross), "ratio error on published figures of other GPUs"
     return FALLBACK_BAND, "no measured error for this case yet"

@@ -157,6 +157,10 @@ class Calibration:
         return {"cls": cls, "arch": arch, "arch_cls": f"{arch}/{cls}", "family": f"{model_family(model)}/{cls}",
                 "model": f"{model}/{cls}"}
 
+    def knows(self, model: str, cls: str) -> bool:
+        """True when fitted runs of this model's family (at this precision class) exist."""
+        return f"{model_family(model)}/{cls}" in self.effects.get("family", {}) and model_family(model) != "other"
+
     def efficiency(self, arch: str, cls: str, model: str) -> float:
         """Fitted MFU; unseen keys contribute 0 (fall back to the broader effects)."""
         if self.lm is not None and model_family(model) == "lm":

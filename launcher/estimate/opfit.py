@@ -4,7 +4,7 @@
 
 A profile (``bench/op_profile.py``) holds, per (model, precision, batch) on one GPU, the
 payload's steady samples/s and torch.profiler's device time per kernel name. ``kernel_class``
-sorts kernels into the classes a compiled step runs (conv, matmul, attention, optimizer and
+sorts kernels into the classes a compiled step runs (gemm: convolution and matmul, attention, optimizer and
 ``fused``: the generated Triton kernels with whatever element-wise, normalisation, reduction or
 copy kernels remain). For each profile and class:
 
@@ -59,7 +59,10 @@ def measured_classes(rec: dict) -> tuple[dict, float]:
     for row in rec.get("rows", []):
         if row.get("device_type", "CUDA") != "CUDA" or not row.get("device_us"):
             continue
+        if row["name"].startswith(("## ", "ProfilerStep")):  # annotation ranges (Inductor's "## Call
+            continue  # CompiledFxGraph ... ##") span kernels counted on their own: no double counting
         cls = kernel_class(row["name"])
+        cls = "gemm" if cls in ("conv", "matmul") else cls  # as opmodel.grouped(compiled=True)
         per[cls] = per.get(cls, 0.0) + row["device_us"] * 1e-6 / steps
         kernels += row.get("count", 0) / steps
     return per, kernels
@@ -133,7 +136,8 @@ def fit(obs: list[dict]) -> dict:
     # (no eager profile was taken: an assumption, documented in docs/estimator.md).
     for key, value in list(eff.items()):
         arch, pcls, _, cls = key.split("/")
-        targets = ("norm", "elementwise", "reduction", "data_movement") if cls == "fused" else (cls,)
+        targets = {"fused": ("norm", "elementwise", "reduction", "data_movement"),
+                   "gemm": ("conv", "matmul")}.get(cls, (cls,))
         for t in targets:
             eff.setdefault(f"{arch}/{pcls}/eager/{t}", value)
     gaps: dict[str, list[float]] = {}
@@ -320,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     doc = fit(obs)
     doc["warmup"] = fit_warmup(profiles)
     cross = cross_gpu_rows(doc, get_gpu)
+    from launcher.estimate import calibrate as mfu
+
+    doc["mfu_error"] = mfu.summary(mfu.error_table())["held_out"]
     own = own_gpu_rows(doc, get_gpu, {o["gpu"] for o in obs})
     if own:
         doc["own_other_gpu"] = {"median": round(statistics.median(abs(r["error"]) for r in own), 4),

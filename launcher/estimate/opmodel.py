@@ -11,7 +11,8 @@ the fp32 (CUDA-core) peak for everything else; bandwidth is the datasheet HBM/GD
 compiled job (torch.compile, the payload's default on CUDA) fuses element-wise chains with
 their normalisation and reduction neighbours into generated (Triton) kernels: there the
 classes norm, elementwise, reduction and data movement form one class ``fused`` costed on their
-fused bytes and fused kernel count. An eager job runs every operation as its own kernel.
+fused bytes and fused kernel count, and convolution with matmul form one class ``gemm``
+(Inductor lowers 1x1 convolutions to matmuls). An eager job runs every operation as its own kernel.
 
 Efficiencies and the launch gap come from ``bench/results/op_efficiency.json`` (written by
 ``python -m launcher.estimate.opfit`` from the per-kernel profiles in
@@ -28,12 +29,13 @@ from pathlib import Path
 from launcher.estimate.opcount import CLASSES, ClassCost, OpCost
 from launcher.estimate.paths import read_json, results_dir
 
-TENSOR_CLASSES = ("conv", "matmul", "attention")
+TENSOR_CLASSES = ("conv", "matmul", "attention", "gemm")
+GEMM_MEMBERS = ("conv", "matmul")
 FUSED_MEMBERS = ("norm", "elementwise", "reduction", "data_movement")
 # Before any profile is fitted: round figures (cuDNN/cuBLAS reach ~60% of the tensor peak on large
 # layers; STREAM-like kernels ~70% of the datasheet bandwidth); replaced by the fit when it exists.
 DEFAULT_EFFICIENCY = {"conv": 0.55, "matmul": 0.6, "attention": 0.45, "norm": 0.6, "elementwise": 0.7,
-                      "reduction": 0.5, "optimizer": 0.7, "data_movement": 0.6, "fused": 0.6}
+                      "reduction": 0.5, "optimizer": 0.7, "data_movement": 0.6, "fused": 0.6, "gemm": 0.55}
 DEFAULT_LAUNCH_GAP_S = {"eager": 4e-6, "compiled": 2e-6}
 EFFICIENCY_FILE = "op_efficiency.json"
 
@@ -80,22 +82,27 @@ def launch_gap(doc: dict, arch: str, mode: str) -> float:
 
 
 def grouped(ops: OpCost, precision: str, compiled: bool) -> dict:
-    """class -> ClassCost at this precision; compiled: the fused members summed into ``fused``."""
+    """class -> ClassCost at this precision; compiled: the fused members summed into ``fused`` and
+    convolution + matmul into ``gemm`` (Inductor lowers 1x1 convolutions to matmuls, so a profile
+    cannot tell them apart)."""
     at = ops.at_precision(precision)
     if not compiled:
         return at
-    out = {c: v for c, v in at.items() if c not in FUSED_MEMBERS}
-    members = [at[c] for c in FUSED_MEMBERS if c in at]
-    if members:
-        out["fused"] = ClassCost(
-            flops_per_sample=sum(m.flops_per_sample for m in members),
-            flops_fixed=sum(m.flops_fixed for m in members),
-            bytes_per_sample=sum(m.bytes_fused_per_sample for m in members),
-            bytes_fixed=sum(m.bytes_fused_fixed for m in members),
-            bytes_fused_per_sample=sum(m.bytes_fused_per_sample for m in members),
-            bytes_fused_fixed=sum(m.bytes_fused_fixed for m in members),
-            kernels=sum(m.kernels_fused for m in members), kernels_fused=sum(m.kernels_fused for m in members))
+    out = {c: v for c, v in at.items() if c not in FUSED_MEMBERS + GEMM_MEMBERS}
+    for name, member_names, fused in (("fused", FUSED_MEMBERS, True), ("gemm", GEMM_MEMBERS, False)):
+        members = [at[c] for c in member_names if c in at]
+        if members:
+            out[name] = _summed(members, fused)
     return out
+
+
+def _summed(members: list, fused: bool) -> ClassCost:
+    bps = sum(m.bytes_fused_per_sample if fused else m.bytes_per_sample for m in members)
+    bfx = sum(m.bytes_fused_fixed if fused else m.bytes_fixed for m in members)
+    k = sum(m.kernels_fused for m in members)
+    return ClassCost(flops_per_sample=sum(m.flops_per_sample for m in members),
+                     flops_fixed=sum(m.flops_fixed for m in members), bytes_per_sample=bps, bytes_fixed=bfx,
+                     bytes_fused_per_sample=bps, bytes_fused_fixed=bfx, kernels=k, kernels_fused=k)
 
 
 def roofline(cls: str, cost: ClassCost, gpu, precision: str, batch: int) -> tuple[float, str]:

@@ -98,7 +98,10 @@ def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, m
     flops_step = cost.train_flops_per_sample * batch_size
     doc = efficiencies() if op_doc is None else op_doc
     per_class = None
-    if cost.ops is not None and doc.get("efficiency"):
+    # The per-operation model prices every model it has counts for, except those whose family the
+    # MFU fit has measured runs of (VGG, ResNet): there that fit's held-out error is the smaller
+    # one (docs/estimator.md, section 12).
+    if cost.ops is not None and doc.get("efficiency") and not cal.knows(model, cls):
         st = step_time(cost.ops, gpu, precision, batch_size, compiled, doc)
         busy, per_class, method = st.seconds, {k: round(v, 6) for k, v in st.per_class.items()}, "per-operation"
         step = busy
