@@ -3,8 +3,14 @@
     step_1    = one GPU's step (throughput.predict: compute/memory roofline + overhead)
     allreduce = 2 (P-1)/P x gradient bytes / bus bandwidth          (NCCL ring, P = G x N)
     exposed   = allreduce - OVERLAP x min(allreduce, backward)       (DDP buckets overlap backward)
-    step_P    = step_1 + exposed
-    efficiency = step_1 / step_P x E_sync   (E_sync: calibration.multi_gpu_efficiency; 1 when P = 1)
+    host      = DDP_HOST_SECONDS when the step is host-bound (launches, not GPU work), else 0
+    efficiency = step_1 / (step_1 + exposed + host) x E_sync                    (1 when P = 1)
+
+E_sync is what more than one rank loses even when the all-reduce hides: rank synchronisation,
+NCCL kernels sharing the GPU with compute, DDP's per-bucket work. On one NVLink machine it is
+measured (two H200s, NVLINK_POINTS; fit_nvlink() reproduces the constants); elsewhere it is
+calibration.multi_gpu_efficiency (published 8-GPU runs), a documented estimate like the PCIe
+and network terms.
 
 Bus bandwidth: NVLink (one direction) or PCIe within a machine; across machines the ring
 crosses every machine's network once, so the slower of the two binds. Gradients are fp32
@@ -28,6 +34,12 @@ PCIE_GEN = {"kepler": 3, "pascal": 3, "volta": 3, "turing": 3, "ampere": 4, "ada
 # PCIe cards whose NVLink bridge joins pairs only: more than two GPUs ring over PCIe.
 NVLINK_BRIDGE_PAIRS = {"H100-PCIE"}
 DEFAULT_NETWORK_GBPS = 25.0
+# Two H200s over NVLink (NV18), torch 2.11 DDP + torch.compile, bf16 batch 256 per GPU:
+# fit_nvlink() on NVLINK_POINTS reproduces both (docs/benchmarks.md, "Two GPUs").
+NVLINK_SYNC_EFFICIENCY = 0.94  # E_sync of 2 ranks on one NVLink machine
+DDP_HOST_SECONDS = 0.00075  # host time DDP adds to a step (hooks, bucket launches, the stop vote)
+# E_sync of the published 8-GPU NVLink runs (calibration.multi_gpu_efficiency) holds from 8 up.
+_PUBLISHED_WORLD = 8
 
 
 @dataclass(frozen=True)
@@ -174,11 +186,27 @@ def exposed_seconds(allreduce: float, backward: float, overlap: float = OVERLAP)
     return allreduce - overlap * min(allreduce, backward)
 
 
+def nvlink_sync_efficiency(world_size: int, published: float) -> float:
+    """E_sync of ``world_size`` ranks on one NVLink machine: measured at 2, the published 8-GPU
+    figure from 8 up, linear in log2(ranks) between (an estimate: 4 GPUs were not measured)."""
+    if world_size <= 2:
+        return NVLINK_SYNC_EFFICIENCY
+    if world_size >= _PUBLISHED_WORLD:
+        return published
+    t = (math.log2(world_size) - 1) / (math.log2(_PUBLISHED_WORLD) - 1)
+    return NVLINK_SYNC_EFFICIENCY + t * (published - NVLINK_SYNC_EFFICIENCY)
+
+
 def scale(step_1: float, compute_seconds: float, grad_bytes: float, gpu, gpus_per_node: int,
           num_nodes: int = 1, network: Network | None = None, sync_efficiency: float = 1.0,
-          overlap: float = OVERLAP) -> Scaling:
-    """Scaling of one GPU's step (``step_1``, of which ``compute_seconds`` is GPU work) to
-    gpus_per_node x num_nodes data-parallel ranks with per-GPU batch unchanged."""
+          overlap: float = OVERLAP, host_bound: bool = False) -> Scaling:
+    """Scaling of one GPU's step (``step_1`` seconds, of which ``compute_seconds`` is GPU work)
+    to gpus_per_node x num_nodes data-parallel ranks with per-GPU batch unchanged.
+
+    ``sync_efficiency`` is E_sync for PCIe and multi-machine rings (calibration's published
+    figure); one NVLink machine uses the measured nvlink_sync_efficiency() instead.
+    ``host_bound``: the step waits on the host (launches, Python), not the GPU, so the host
+    time DDP adds per step (DDP_HOST_SECONDS) shows in full; a GPU-bound step hides it."""
     g, n = max(1, gpus_per_node), max(1, num_nodes)
     world = g * n
     if world == 1:
@@ -186,6 +214,8 @@ def scale(step_1: float, compute_seconds: float, grad_bytes: float, gpu, gpus_pe
     parts, buses = [], []
     if g > 1:
         link, gbs = intra_node(gpu, g)
+        if n == 1 and link == "nvlink":
+            sync_efficiency = nvlink_sync_efficiency(world, sync_efficiency)
         parts.append(link)
         buses.append(gbs * LINK_EFFICIENCY)
     if n > 1:
@@ -195,7 +225,8 @@ def scale(step_1: float, compute_seconds: float, grad_bytes: float, gpu, gpus_pe
     bus = min(buses)
     ar = allreduce_seconds(grad_bytes, world, bus)
     exposed = exposed_seconds(ar, BACKWARD_FRACTION * compute_seconds, overlap)
-    eff = step_1 / (step_1 + exposed) * sync_efficiency
+    host = DDP_HOST_SECONDS if host_bound else 0.0
+    eff = step_1 / (step_1 + exposed + host) * sync_efficiency
     return Scaling(world, n, g, bus, ar, exposed, min(1.0, eff), " + ".join(parts))
 
 
@@ -258,3 +289,64 @@ def fit_overlap(sync_efficiency: float, points=SCALING_POINTS) -> float:
         return sum(math.log(predict_point(p, sync_efficiency, f) / p.measured_efficiency) ** 2 for p in fit)
 
     return min((i / 100 for i in range(101)), key=loss)
+
+
+# --- Calibration of E_sync and DDP_HOST_SECONDS on two NVLink GPUs ---------------------------
+
+@dataclass(frozen=True)
+class MeasuredDDP:
+    """One model's probe step on 1 and on 2 GPUs of one NVLink machine (same per-GPU batch)."""
+
+    model: str
+    step_1: float  # seconds per step, one GPU
+    step_2: float  # seconds per step, two GPUs (DDP)
+    grad_bytes: float  # fp32 gradients all-reduced per step
+    host_bound: bool  # the 1-GPU step waits on the host, not the GPU
+    role: str = "fit"  # fit | check
+
+    @property
+    def efficiency(self) -> float:
+        return self.step_1 / self.step_2
+
+
+_H200X2 = "bench/results/h200x2_ddp (bench/ddp_scaling.py; two H200 SXM, NV18, torch 2.11)"
+# bf16, batch 256 per GPU, 224x224, 1000 classes, the payload's CUDA defaults (compile, channels_last,
+# fast layers); plain-layer rows (--no-fast-layers) are checks. mlp's step (1.6 ms) is launch-bound.
+NVLINK_POINTS = (
+    MeasuredDDP("vgg16", 0.049784, 0.052444, 553.43e6, False),
+    MeasuredDDP("vgg11", 0.027052, 0.02877, 531.45e6, False),
+    MeasuredDDP("resnet50", 0.036654, 0.038214, 102.23e6, False),
+    MeasuredDDP("resnet18", 0.012394, 0.01376, 46.76e6, False),
+    MeasuredDDP("tinycnn", 0.011051, 0.011226, 0.89e6, False),
+    MeasuredDDP("mlp", 0.00158, 0.002494, 3.44e6, True),
+    MeasuredDDP("vgg16 plain layers", 0.052584, 0.055248, 553.43e6, False, "check"),
+    MeasuredDDP("resnet50 plain layers", 0.038194, 0.04043, 102.23e6, False, "check"),
+)
+
+
+def _exposed_2(p: MeasuredDDP, gpu) -> float:
+    ar = allreduce_seconds(p.grad_bytes, 2, intra_node(gpu, 2)[1] * LINK_EFFICIENCY)
+    return exposed_seconds(ar, BACKWARD_FRACTION * p.step_1)
+
+
+def predict_measured(p: MeasuredDDP, gpu, sync: float = NVLINK_SYNC_EFFICIENCY,
+                     host_s: float = DDP_HOST_SECONDS) -> float:
+    """Predicted 2-GPU efficiency of a measured point from its measured 1-GPU step."""
+    host = host_s if p.host_bound else 0.0
+    return min(1.0, p.step_1 / (p.step_1 + _exposed_2(p, gpu) + host) * sync)
+
+
+def fit_nvlink(gpu, points=NVLINK_POINTS) -> tuple[float, float]:
+    """(E_sync, DDP_HOST_SECONDS) from the fit points. E_sync minimises the worst relative error
+    over the GPU-bound points (grid of 0.005); the host time is what the host-bound points'
+    2-GPU step holds beyond that (mean, rounded to 0.05 ms)."""
+    gpu_bound = [p for p in points if p.role == "fit" and not p.host_bound]
+    host_bound = [p for p in points if p.role == "fit" and p.host_bound]
+
+    def worst(e: float) -> float:
+        return max(abs(math.log(predict_measured(p, gpu, e, 0.0) / p.efficiency)) for p in gpu_bound)
+
+    sync = min((i / 200 for i in range(160, 201)), key=worst)
+    extra = [p.step_2 * sync - p.step_1 - _exposed_2(p, gpu) for p in host_bound]
+    host = round(sum(extra) / len(extra) / 5e-5) * 5e-5 if extra else DDP_HOST_SECONDS
+    return sync, round(host, 6)

@@ -4,7 +4,7 @@
     compute = FLOPs per step / (peak[precision] x MFU(arch, precision class, model))
     memory  = bytes moved per step / (bandwidth x 0.8)
     G GPUs x N machines (data parallel, batch per GPU): launcher.estimate.scaling
-    step_P  = step_1 + exposed all-reduce;  samples/s = P x batch / step_1 x scaling efficiency
+    step_P  = step_1 + exposed all-reduce (+ DDP host time);  samples/s = P x batch / step_1 x efficiency
 
 MFU comes from launcher.estimate.calibration (fitted on measured and published runs).
 The memory term is a floor for low-arithmetic-intensity models (tiny CNNs, MLPs); for
@@ -105,6 +105,7 @@ def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, m
         st = step_time(cost.ops, gpu, precision, batch_size, compiled, doc)
         busy, per_class, method = st.seconds, {k: round(v, 6) for k, v in st.per_class.items()}, "per-operation"
         step = busy
+        host_bound = st.seconds - st.launch_s < st.launch_s  # GPU work per step under its launch time
         bound = max(st.bound.items(), key=lambda kv: st.per_class.get(kv[0], 0.0))[1]
         mfu = flops_step / (peak * 1e12 * step)
     else:
@@ -116,9 +117,12 @@ def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, m
         bound = "compute" if compute >= memory else "memory"
         busy = max(compute, memory)
         step = busy + cal.step_overhead_s
+        host_bound = busy < cal.step_overhead_s  # GPU work per step under the host's time per step
     factor = user_factor(gpu.arch, precision)
     step, busy = step / factor, busy / factor
-    sc = scale(step, busy, cost.param_bytes, gpu, count, num_nodes, network, cal.multi_gpu_efficiency)
+    # Host-bound: DDP's own host time per step shows in full (scaling.DDP_HOST_SECONDS).
+    sc = scale(step, busy, cost.param_bytes, gpu, count, num_nodes, network, cal.multi_gpu_efficiency,
+               host_bound=host_bound)
     sps = sc.world_size * batch_size / step * sc.efficiency
     step /= sc.efficiency  # the effective step: exposed all-reduce and rank synchronisation
     err, basis = band(gpu.arch, method)
