@@ -14,8 +14,8 @@ longer fits is recorded as skipped, so the command always ends with its table. R
 to ``OUT_DIR/ddp_scaling.json`` after every cell.
 
     python bench/ddp_scaling.py --out-dir $OUT --budget-s 520 --run-model vgg16
-    python bench/ddp_scaling.py --device cpu --image-size 32 --models tinycnn,mlp --core "" --steps 3 --out-dir /tmp/d
-    python bench/ddp_scaling.py --compare bench/results/h200x2_ddp/ddp_scaling.json --gpu H200
+    python bench/ddp_scaling.py --device cpu --image-size 32 --num-classes 10 --batch-size 8 \
+        --models tinycnn,mlp --core tinycnn --tf32 "" --steps 3 --tiny-steps 3 --warmup 1 --allreduce-mb 1,2 --out-dir /tmp/d
 """
 
 from __future__ import annotations
