@@ -266,9 +266,11 @@ def train_batches(data: Data, batch: int, world: int, rank: int, seed: int, star
         pass_no += 1
 
 
-def eval_batches(data: Data, batch: int, workers: int, pin: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def eval_batches(data: Data, batch: int, workers: int, pin: bool, rank: int = 0,
+                 world: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The held-out split in order, in batches; rank r of ``world`` gets batches r, r + world, ..."""
     n = len(data.eval)
-    chunks = [list(range(i, min(i + batch, n))) for i in range(0, n, batch)]
+    chunks = [list(range(i, min(i + batch, n))) for i in range(0, n, batch)][rank::world]
     if data.in_memory:
         return (data.eval[c] for c in chunks)
     return iter(DataLoader(data.eval, batch_size=None, sampler=chunks, num_workers=workers, pin_memory=pin))

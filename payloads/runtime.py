@@ -47,11 +47,42 @@ class Dist:
 
     def any(self, flag: bool) -> bool:
         """True on every rank if it is true on any: all ranks stop at the same step."""
+        return self.vote(flag)[0]
+
+    def vote(self, *flags: bool) -> tuple[bool, ...]:
+        """Each flag true on every rank if it is true on any, in one round trip over the CPU group:
+        whatever a rank decides from its own clock or signals, all ranks then act at the same step."""
         if self.world == 1:
-            return flag
-        t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+            return tuple(bool(f) for f in flags)
+        t = torch.tensor([1 if f else 0 for f in flags], dtype=torch.int32)
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.ctl)
-        return bool(t.item())
+        return tuple(bool(v) for v in t.tolist())
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over the ranks (CPU group)."""
+        if self.world == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t, group=self.ctl)
+        return t.tolist()
+
+    def average_buffers(self, module: torch.nn.Module) -> None:
+        """Average floating-point buffers (BatchNorm running mean and variance) over the ranks.
+
+        DDP runs with broadcast_buffers=False, so each rank's running statistics follow its own
+        shard of the data (training itself uses batch statistics, never these); before they are
+        used (evaluation) or kept (checkpoint) they become the mean over all ranks, as timm's
+        distribute_bn does. Every rank must call this at the same step."""
+        if self.world == 1:
+            return
+        bufs = [b for b in module.buffers() if b.is_floating_point()]
+        if not bufs:
+            return
+        flat = torch.cat([b.detach().reshape(-1).float() for b in bufs])
+        dist.all_reduce(flat)
+        flat /= self.world
+        for b, v in zip(bufs, flat.split([b.numel() for b in bufs])):
+            b.copy_(v.view_as(b))
 
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
@@ -144,7 +175,13 @@ def atomic_write_text(text: str, path: str) -> None:
 
 
 def log(msg: str) -> None:
-    print(f"[train] {msg}", file=sys.stderr, flush=True)
+    """One line on stderr, tagged with the rank when torchrun runs several (their lines interleave)."""
+    print(f"{_log_tag()} {msg}", file=sys.stderr, flush=True)
+
+
+def _log_tag() -> str:
+    world = os.environ.get("WORLD_SIZE", "1")
+    return f"[train rank {os.environ.get('RANK', '0')}/{world}]" if world not in ("", "1") else "[train]"
 
 
 def sync(device: torch.device) -> None:

@@ -257,17 +257,29 @@ def run(cfg: dict[str, Any]) -> int:
                 scaler.load_state_dict(ck["scaler"])
             step, samples, resumed_from = ck["step"], ck["samples"], ck["step"]
             set_rng_state(ck["rng"], device)
+            ck_global = ck["config"].get("global_batch_size", global_batch)
+            if ck_global != global_batch:
+                # Another number of processes: steps are counted in global batches, samples are
+                # not, so the step (and with it the schedule and the data position) follows them.
+                step = samples // global_batch
+                log(f"checkpoint's global batch was {ck_global}, now {global_batch}: "
+                    f"{samples} samples done = step {step} of {total_steps}")
             log(f"resumed from {ckpt_path} at step {step}")
         else:
             log(f"--resume: no checkpoint at {ckpt_path}; starting from scratch")
-    if not resumed_from and dd.world > 1:
-        torch.manual_seed(cfg["seed"] + 1000 * dd.rank)  # different dropout per rank
+    if dd.world > 1:
+        # Different dropout per rank. A checkpoint holds rank 0's RNG only: restoring it on every
+        # rank would give all of them the same masks, so each rank seeds from (seed, rank, step).
+        torch.manual_seed(cfg["seed"] + 1000 * dd.rank + 1_000_003 * step)
 
     model = raw
     if dd.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        model = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
+        # broadcast_buffers=False: no per-step broadcast of rank 0's BatchNorm statistics; they
+        # are averaged over the ranks before evaluation and checkpoints (Dist.average_buffers).
+        model = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True,
+                    broadcast_buffers=False)
     if use_compile:
         mode = None if cfg["compile_mode"] in (None, "default") else cfg["compile_mode"]
         model = torch.compile(model, mode=mode)
@@ -325,7 +337,7 @@ def run(cfg: dict[str, Any]) -> int:
     t0 = time.monotonic()
     last_ckpt = t0
     steady_t = steady_samples = None  # clock and samples once warm-up (compile) is over
-    start_step = step
+    start_step, start_samples = step, samples
     log_t, log_samples = t0, samples
     loss_sum = torch.zeros((), device=device)  # epoch loss accumulates on the device: no sync
     loss_count = 0
@@ -335,7 +347,9 @@ def run(cfg: dict[str, Any]) -> int:
     epoch = step // steps_per_epoch
 
     def save(why: str) -> None:
+        """Every rank calls it at the same step; rank 0 alone writes."""
         nonlocal last_ckpt
+        dd.average_buffers(raw)
         if dd.main:
             state = {"model": raw.state_dict(), "optimizer": opt.state_dict(),
                      "scaler": scaler.state_dict() if scaler is not None else None,
@@ -367,17 +381,32 @@ def run(cfg: dict[str, Any]) -> int:
         if step % steps_per_epoch == 0 or step == total_steps:
             epoch = math.ceil(step / steps_per_epoch)
             mean_loss = (loss_sum / max(1, loss_count)).item()
-            accuracy = evaluate(raw, data, batch, device, autocast, pad_to, channels_last) if dd.main else None
+            dd.average_buffers(raw)
+            accuracy = evaluate(raw, data, batch, device, autocast, pad_to, channels_last, dd)
             model.train()
             emit("epoch", epoch=epoch, samples=samples, loss=mean_loss, accuracy=accuracy,
                  elapsed=round(time.monotonic() - t0, 3))
             loss_sum.zero_()
             loss_count = 0
         now = time.monotonic()
-        reason = stop.agreed(dd, cfg, step, total_steps, now - t0)
-        if reason:
+        want_stop = stop.reason(cfg, step, now - t0)
+        # One vote for all three, so every rank stops, checkpoints or gives up at the same step
+        # (a checkpoint averages BatchNorm statistics: a collective every rank must join).
+        diverged = last_loss is not None and not math.isfinite(last_loss)
+        stop_any, due_any, diverged_any = dd.vote(want_stop is not None, now - last_ckpt >= cfg["checkpoint_every_s"],
+                                                  diverged)
+        if diverged_any:
+            # Non-finite weights are worth nothing: keep the last checkpoint as it is.
+            msg = (f"training diverged: the loss is not finite at step {step} (lr {cfg['learning_rate']:g}); "
+                   f"lower learning_rate; the last checkpoint, if any, is left as it was")
+            log(msg)
+            emit("error", message=msg)
+            dd.close()
+            return protocol.EXIT_TRAINING_ERROR
+        if stop_any and step < total_steps:
+            reason = want_stop or "signal"
             break
-        if now - last_ckpt >= cfg["checkpoint_every_s"] and step < total_steps:
+        if due_any and step < total_steps:
             save("periodic")
 
     sync(device)
@@ -388,7 +417,7 @@ def run(cfg: dict[str, Any]) -> int:
     if steady_t is not None and t_end > steady_t:
         sps = (samples - steady_samples) / (t_end - steady_t)
     else:
-        sps = (samples - start_step * global_batch) / max(elapsed, 1e-9)
+        sps = (samples - start_samples) / max(elapsed, 1e-9)
     save("signal" if reason == "signal" else (reason or "end"))
     status = "interrupted" if reason else "ok"
     # warmup_seconds: from the loop's start to the first steady step (compile, autotuning).
@@ -494,19 +523,22 @@ def _prep(x: torch.Tensor, pad_to: int, channels_last: bool) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(raw: torch.nn.Module, data: Any, batch: int, device: torch.device, autocast: Any, pad_to: int,
-             channels_last: bool) -> float | None:
-    """Top-1 accuracy on the held-out split, with the uncompiled module (no eval-mode recompile)."""
+             channels_last: bool, dd: Dist) -> float | None:
+    """Top-1 accuracy on the held-out split, with the uncompiled module (no eval-mode recompile).
+    Every rank scores its share of the batches and the counts are summed, so no rank idles in
+    a collective (NCCL's watchdog ends those after 10 minutes) while another evaluates."""
     if data is None or data.eval is None:
         return None
     raw.eval()
     correct = total = 0
-    for x, y in D.eval_batches(data, batch, 0, False):
+    for x, y in D.eval_batches(data, batch, 0, False, dd.rank, dd.world):
         x = _prep(x.to(device), pad_to, channels_last)
         with autocast():
             pred = raw(x).argmax(dim=1)
         correct += int((pred.cpu() == y).sum())
         total += len(y)
     raw.train()
+    correct, total = dd.sum([correct, total])
     return round(correct / max(1, total), 4)
 
 
@@ -530,7 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # report it in the protocol too, so the launcher can show why
         traceback.print_exc()
         try:
-            protocol.emit("error", message=f"{type(exc).__name__}: {exc}"[:2000])
+            where = f"rank {os.environ.get('RANK')}: " if os.environ.get("WORLD_SIZE", "1") not in ("", "1") else ""
+            protocol.emit("error", message=f"{where}{type(exc).__name__}: {exc}"[:2000])
         except Exception:
             pass
         return protocol.EXIT_TRAINING_ERROR
