@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -401,8 +400,6 @@ def catalog_update() -> None:
 def main() -> None:
     try:
         app()
-    except click.exceptions.Exit as exc:  # raised by _Group after printing the error line
-        sys.exit(exc.exit_code)
     except Exception as exc:  # a bug, not a user error: one line, no traceback unless asked
         if _DEBUG:
             raise

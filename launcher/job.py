@@ -12,7 +12,6 @@ from typing import Any
 from launcher.errors import UsageError
 from launcher.providers.base import Machine
 
-PAYLOADS_DIR = Path(__file__).resolve().parent.parent / "payloads"
 DEFAULT_ENTRYPOINT = "payloads/train.py"
 EXIT_SIGNALLED = 75  # the payload's "checkpointed and stopped on a signal"
 EXIT_TIMEOUT = 124  # coreutils timeout: limits.max_duration reached

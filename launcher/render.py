@@ -224,7 +224,7 @@ class EventPrinter:
     def _on_log(self, text, replay=False, **_):
         if not text:
             return
-        from payloads.protocol import parse_line as parse_protocol
+        from launcher.payloads.protocol import parse_line as parse_protocol
 
         for line in text.splitlines() if replay else [text]:
             ev = parse_protocol(line)

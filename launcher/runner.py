@@ -25,11 +25,12 @@ from launcher import artifacts
 
 from launcher.errors import (BudgetError, CredentialsError, FetchFailed, GpujobError, Interrupted, MachineGone, JobFailed, RemoteError, SSHConnectError,
                              TeardownError, UsageError, WaitTimeout)
+from launcher.packaged import payload_dir
 from launcher.providers import get_provider
 from launcher.hostcheck import check_host
 from launcher.secrets import redact_spec, redact_spec_text
 from launcher.providers.base import Leftover, Machine, Resource
-from launcher.job import (DEFAULT_ENTRYPOINT, EXIT_SIGNALLED, EXIT_TIMEOUT, GRACE_S, PAYLOADS_DIR, Paths,
+from launcher.job import (DEFAULT_ENTRYPOINT, EXIT_SIGNALLED, EXIT_TIMEOUT, GRACE_S, Paths,
                           default_host, describes_work, host_paths, job_command, job_env, machine_dict,
                           machine_from, machine_public, q)
 from launcher.liveness import Lease
@@ -472,7 +473,7 @@ class Runner:
         if spec.payload.entrypoint == DEFAULT_ENTRYPOINT:
             if spec.workload.is_factory:  # the user's model lives in the project: ship it, then our payload
                 host.put_dir(Path.cwd(), paths.workdir, ignore=list(spec.payload.ignore) + ["gpujob-runs"])
-            host.put_dir(PAYLOADS_DIR, f"{paths.workdir}/payloads", ignore=list(spec.payload.ignore))
+            host.put_dir(payload_dir(), f"{paths.workdir}/payloads", ignore=list(spec.payload.ignore))
         else:
             host.put_dir(Path.cwd(), paths.workdir, ignore=list(spec.payload.ignore) + ["gpujob-runs"])
         config = {**spec.workload.model_dump(mode="json"), "output_dir": "outputs"}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from launcher import state
 from launcher.errors import StoreError
 from launcher.states import is_terminal
 
@@ -85,14 +86,6 @@ MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 BUSY_TIMEOUT_S = 10.0
-
-
-def gpujob_home() -> Path:
-    """State directory: $GPUJOB_HOME, else $XDG_STATE_HOME/gpujob, else ~/.local/state/gpujob."""
-    if os.environ.get("GPUJOB_HOME"):
-        return Path(os.environ["GPUJOB_HOME"]).expanduser()
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "gpujob"
 
 
 def new_run_id() -> str:
@@ -165,17 +158,21 @@ class Store:
     its pid), damaged (moved aside, a new one made, `gpujob gc` suggested) or was deleted."""
 
     def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path else gpujob_home() / "runs.db"
+        self.path = Path(path) if path else state.db_path()
         marker = self.path.with_name(self.path.name + ".created")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if path is None:
+                state.ensure_home()
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             deleted = marker.exists() and not self.path.exists()
+            state.create_private_file(self.path)  # SQLite gives its -wal/-shm files the same mode
             try:
                 self._migrate()
             except sqlite3.DatabaseError as exc:
                 if not ("malformed" in str(exc) or "not a database" in str(exc)):
                     raise
                 broken = self._move_aside()
+                state.create_private_file(self.path)
                 self._migrate()
                 marker.write_text(f"{time.time()}\n")
                 raise StoreError(f"the run database {self.path} was damaged ({exc}): moved aside to {broken.name}, "

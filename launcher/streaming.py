@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from payloads.protocol import parse_line as parse_protocol  # stdlib only: cheap
+from launcher.payloads.protocol import parse_line as parse_protocol  # stdlib only: cheap
 
 
 class WorkerStream(threading.Thread):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import time
 
 import pytest
 
 from launcher.catalog import Catalog, Offer, load_catalog, show, update_catalog
 from launcher.catalog.build import build_offers, gcp_hosts, parse_aws, parse_gcp
 from launcher.catalog.model import make_provenance
-from launcher.catalog.store import BUNDLED_PATH, SOURCE_URLS, user_catalog_path
+from launcher.catalog.store import SOURCE_URLS, bundled_path, user_catalog_path
 from launcher.errors import CatalogError
 
 GI = "\"{'Gpus': [{'Name': 'V100', 'MemoryInfo': {'SizeInMiB': 16384}}], 'TotalGpuMemoryInMiB': 16384}\""
@@ -131,14 +130,13 @@ def test_provenance_age_and_stale():
 
 # --- the real bundled snapshot -------------------------------------------------------------
 
-def test_bundled_snapshot_is_small_and_fast(monkeypatch, tmp_path):
+def test_bundled_snapshot_is_small_and_cached(monkeypatch, tmp_path):
+    # Load time is measured by bench/cli_speed.py, never asserted here.
     monkeypatch.setenv("GPUJOB_HOME", str(tmp_path))
-    assert BUNDLED_PATH.stat().st_size < 2_000_000
+    assert bundled_path().stat().st_size < 2_000_000
     from launcher.catalog import store
     store._cache.clear()
-    t = time.perf_counter()
     cat = load_catalog()
-    assert time.perf_counter() - t < 0.2
     assert load_catalog() is cat  # cached
     assert cat.provenance.details["gcp"]["commit"].startswith("62ff0a98")
     assert cat.provenance.snapshot == "2026-05-20"

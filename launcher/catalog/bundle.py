@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from launcher.catalog.build import build_offers
-from launcher.catalog.store import BUNDLED_PATH, write_snapshot
+from launcher.catalog.store import bundled_path, write_snapshot
 
 # Where the bundled snapshot comes from (see ../shared/data/skypilot-catalog-v8/README.md).
 BUNDLED_SOURCES = {
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     aws_text = Path(args[0]).read_text(encoding="utf-8")
     gcp_text = Path(args[1]).read_text(encoding="utf-8")
-    out = Path(args[2]) if len(args) == 3 else BUNDLED_PATH
+    out = Path(args[2]) if len(args) == 3 else bundled_path()
     offers = build_offers(aws_text, gcp_text)
     details = {k: dict(v) for k, v in BUNDLED_SOURCES.items()}
     details["built"] = dt.date.today().isoformat()

@@ -17,10 +17,10 @@ from typing import Callable
 
 from launcher.errors import CatalogError
 from launcher.catalog.model import Catalog, Offer, Provenance, make_provenance
+from launcher.packaged import data_path
 
 FORMAT = 1
 SNAPSHOT_NAME = "offers.json.gz"
-BUNDLED_PATH = Path(__file__).parent / "data" / SNAPSHOT_NAME
 SOURCE_URLS = {
     "aws": "https://raw.githubusercontent.com/skypilot-org/skypilot-catalog/master/catalogs/v8/aws/vms.csv",
     "gcp": "https://raw.githubusercontent.com/skypilot-org/skypilot-catalog/master/catalogs/v8/gcp/vms.csv",
@@ -30,12 +30,16 @@ _TUPLES = {"zones", "spot_zones"}
 _cache: dict[tuple, Catalog] = {}
 
 
-def gpujob_home() -> Path:
-    return Path(os.environ.get("GPUJOB_HOME") or Path.home() / ".gpujob").expanduser()
+def bundled_path() -> Path:
+    """The price snapshot shipped inside the package (launcher/catalog/data/)."""
+    return data_path("launcher.catalog", "data", SNAPSHOT_NAME)
 
 
 def user_catalog_path() -> Path:
-    return gpujob_home() / "catalog" / SNAPSHOT_NAME
+    """The refreshed snapshot `gpujob catalog update` writes into the state directory."""
+    from launcher import state
+
+    return state.catalog_dir() / SNAPSHOT_NAME
 
 
 def encode(offers: list[Offer], source: str, snapshot: str, details: dict) -> bytes:
@@ -93,7 +97,7 @@ def load_catalog(path: str | os.PathLike | None = None) -> Catalog:
         target = Path(path)
     else:
         user = user_catalog_path()
-        target = user if user.is_file() else BUNDLED_PATH
+        target = user if user.is_file() else bundled_path()
     try:
         st = target.stat()
     except OSError as exc:
@@ -113,7 +117,7 @@ def _urlopen_fetch(url: str) -> bytes:
 
 def _bundled_date() -> str:
     try:
-        return load_catalog(BUNDLED_PATH).provenance.snapshot
+        return load_catalog(bundled_path()).provenance.snapshot
     except CatalogError:
         return "unknown"
 
@@ -141,6 +145,10 @@ def update_catalog(fetch: Callable[[str], bytes] | None = None,
     details = {p: {"url": u, "fetched": now.isoformat(timespec="seconds"), "snapshot": today}
                for p, u in SOURCE_URLS.items()}
     source = "downloaded: skypilot-org/skypilot-catalog master catalogs/v8/{aws,gcp}/vms.csv"
+    if dest is None:
+        from launcher import state
+
+        state.ensure_home()
     target = Path(dest) if dest is not None else user_catalog_path()
     if target.is_dir():
         target = target / SNAPSHOT_NAME

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from launcher.errors import EstimateError
+from launcher.estimate import calibration
 from launcher.estimate.baseline import cached_baseline, measure_baseline
 from launcher.estimate.billing import bill_usd
 from launcher.estimate.flops import workload_cost
@@ -30,8 +31,10 @@ def full_estimate(spec, *, providers=("aws", "gcp"), baseline: bool = True, prob
         base = measure_baseline(spec, probe_seconds=probe_seconds, refresh=refresh_baseline)
     else:
         base = cached_baseline(spec, probe_seconds=probe_seconds)
-    return estimate(spec, catalog=catalog, baseline=base, providers=providers, top=top,
-                    all_regions=all_regions, show_all=show_all).to_dict()
+    out = estimate(spec, catalog=catalog, baseline=base, providers=providers, top=top,
+                   all_regions=all_regions, show_all=show_all).to_dict()
+    out["calibration"] = calibration.provenance()
+    return out
 
 
 def _pick_offer(spec, catalog, provider: str, instance_type: str):

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from launcher.estimate.paths import cache_dir, payload_script, read_json, write_json_atomic
+from launcher.estimate.paths import cache_dir, read_json, write_json_atomic
+from launcher.packaged import payload_script
 
 HARD_TIMEOUT_MARGIN_S = 60.0  # start-up (torch import, model build) + warm-up on top of the probe
 CACHE_MAX_AGE_S = 30 * 86400
@@ -177,7 +178,7 @@ def _from_model(spec, device: str, cores: int, note: str) -> Baseline:
 
 
 def _parse_probe(stdout: str) -> tuple[dict | None, dict | None]:
-    from payloads.protocol import parse_line
+    from launcher.payloads.protocol import parse_line
 
     probe = error = None
     for line in stdout.splitlines():

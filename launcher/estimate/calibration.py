@@ -10,6 +10,11 @@ so adding measurements is a data change, never a code change:
 * ``bench/results/h200_lm.json``             our language models on H200s (bench/lm_throughput.py),
   fitted apart from the rest (``Calibration.lm``)
 
+They ship as package data (``launcher/estimate/calibration/``, byte-equal copies made by
+``python3 bench/package_calibration.py``, which also stamps ``manifest.json``; a test fails
+when bench/results and the packaged copy differ), so an installed gpujob fits exactly what
+the checkout fits.
+
 Fit: log(MFU) = mu + precision class + arch + arch x class + model family + model, each effect
 shrunk toward zero (ridge) so an unseen combination falls back to the broader effects.
 Pure Python: it runs in well under a millisecond and needs neither numpy nor torch.
@@ -24,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from launcher.estimate.paths import read_json, results_dir
+from launcher.estimate.paths import calibration_dir, read_json
 
 MODEL_FAMILY = {"vgg16": "vgg", "vgg11": "vgg", "resnet50": "resnet", "resnet18": "resnet",
                 "tinycnn": "small", "mlp": "small"}
@@ -127,8 +132,12 @@ def _load_payload(path: Path, default_gpu: str | None) -> list[Point]:
     return out
 
 
+DATA_FILES = ("calibration_public.json", "h100_payload.json", "cpu_payload.json", "h200_lm.json")
+MANIFEST = "manifest.json"  # {"fitted_at": ISO time the packaged copy was taken, "files": {name: sha256}}
+
+
 def load_points(directory: Path | None = None) -> list[Point]:
-    d = directory or results_dir()
+    d = directory or calibration_dir()
     return (_load_public(d / "calibration_public.json")
             + _load_payload(d / "h100_payload.json", default_gpu="H100")
             + _load_payload(d / "h200_lm.json", default_gpu="H200"))
@@ -271,7 +280,7 @@ def build(points: list[Point], get_gpu=None, exclude: Point | None = None) -> Ca
     if ratios:
         cal.multi_gpu_efficiency = statistics.median(ratios)
     cal.sources = tuple(sorted({p.source for p in fit_points}))
-    cpu_rate = _cpu_rate(results_dir() / "cpu_payload.json")
+    cpu_rate = _cpu_rate(calibration_dir() / "cpu_payload.json")
     if cpu_rate:
         cal.cpu_gflops_per_core = cpu_rate
     return cal
@@ -291,7 +300,7 @@ def _cpu_rate(path: Path) -> float | None:
 
 def _stamp(directory: Path) -> tuple:
     out = []
-    for name in ("calibration_public.json", "h100_payload.json", "cpu_payload.json", "h200_lm.json"):
+    for name in DATA_FILES:
         try:
             out.append(os.stat(directory / name).st_mtime_ns)
         except OSError:
@@ -305,6 +314,19 @@ def _cached(directory: str, stamp: tuple) -> Calibration:
 
 
 def current() -> Calibration:
-    """The calibration from the repository's bench/results, refitted when a file changes."""
-    d = results_dir()
+    """The calibration from the packaged points, refitted when a file changes."""
+    d = calibration_dir()
     return _cached(str(d), _stamp(d))
+
+
+def provenance() -> dict:
+    """Which calibration the estimator uses: {"source", "points", "fitted_at"}.
+
+    source: where the points came from; points: measurements the fit used (int);
+    fitted_at: when the packaged points were taken from bench/results (ISO 8601 UTC), the fit
+    being a deterministic function of them. Missing data reads as 0 points and fitted_at None.
+    """
+    d = calibration_dir()
+    manifest = read_json(d / MANIFEST, {})
+    return {"source": f"gpujob package data ({', '.join(DATA_FILES)} from bench/results)",
+            "points": current().n_points, "fitted_at": manifest.get("fitted_at")}

@@ -115,7 +115,7 @@ def compute_with_torch(model: str, image_size: int, num_classes: int, in_channel
     """Build the payload's own model on the meta device and count it (imports torch)."""
     import torch
 
-    from payloads.models import build_model
+    from launcher.payloads.models import build_model
 
     with torch.device("meta"):
         module = build_model(model, num_classes, in_channels=in_channels, image_size=image_size)

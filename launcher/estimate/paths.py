@@ -1,4 +1,4 @@
-"""Where the estimator keeps its cache and finds the repository's payloads and bench data."""
+"""Where the estimator keeps its cache and finds its packaged calibration data."""
 
 from __future__ import annotations
 
@@ -8,25 +8,18 @@ import tempfile
 from pathlib import Path
 
 
-def gpujob_home() -> Path:
-    return Path(os.environ.get("GPUJOB_HOME") or "~/.gpujob").expanduser()
-
-
 def cache_dir() -> Path:
-    return gpujob_home() / "cache"
+    """The estimator's caches (CPU baseline, model costs) in gpujob's state directory."""
+    from launcher import state
+
+    return state.cache_dir()
 
 
-def repo_root() -> Path:
-    # launcher/estimate/paths.py -> repository root (payloads/ and bench/ live beside launcher/)
-    return Path(__file__).resolve().parent.parent.parent
+def calibration_dir() -> Path:
+    """The packaged calibration points (copies of bench/results files; see bench/package_calibration.py)."""
+    from launcher.packaged import data_path
 
-
-def payload_script() -> Path:
-    return repo_root() / "payloads" / "train.py"
-
-
-def results_dir() -> Path:
-    return repo_root() / "bench" / "results"
+    return data_path("launcher.estimate", "calibration")
 
 
 def read_json(path: Path, default):
@@ -43,6 +36,9 @@ def write_json_atomic(path: Path, data) -> bool:
     Returns False when the cache cannot be written (read-only home): caching is best effort.
     """
     try:
+        from launcher import state
+
+        state.ensure_home()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -10,10 +10,10 @@ import math
 import re
 import string
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from launcher.errors import CredentialsError, GpujobError, ProviderError, QuotaError
+from launcher.packaged import template_text
 from launcher.providers.base import TAG_CREATED, TAG_JOB, TAG_OWNER, TAG_RUN
 
 PROVIDER = "aws"
@@ -46,7 +46,7 @@ def arch_of(instance_type: str, catalog_arch: str | None = None) -> str:
     return "arm64" if _GRAVITON.match(instance_type) else "x86_64"
 SSH_USER = "ubuntu"  # the DLAMI Ubuntu images log in as ubuntu
 WATCHDOG_GRACE_S = 600  # the timer fires this long after limits.max_duration
-USER_DATA_TEMPLATE = Path(__file__).resolve().parents[3] / "templates" / "aws-user-data.sh"
+USER_DATA_TEMPLATE = "aws-user-data.sh"  # in launcher.templates (package data)
 USER_DATA_LIMIT = 16384  # EC2 rejects larger user data (raw, before base64)
 
 # ClientError codes, by what the launcher does about them.
@@ -300,7 +300,7 @@ def watchdog_minutes(max_duration_s: float) -> int:
 def render_user_data(host_key_private: str, host_key_public: str, max_duration_s: float) -> str:
     """The boot script: arm the power-off timer first, then install the pinned host key."""
     minutes = watchdog_minutes(max_duration_s)
-    text = Template(USER_DATA_TEMPLATE.read_text(encoding="utf-8")).substitute(
+    text = Template(template_text(USER_DATA_TEMPLATE)).substitute(
         shutdown_minutes=minutes,
         # The systemd-independent fallback fires 5 min after the normal timer.
         fallback_seconds=(minutes + 5) * 60,

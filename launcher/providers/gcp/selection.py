@@ -13,10 +13,10 @@ import re
 import string
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from launcher.errors import ProviderError
+from launcher.packaged import template_text
 from launcher.providers.base import TAG_CREATED, TAG_JOB, TAG_OWNER, TAG_RUN
 
 if TYPE_CHECKING:
@@ -236,15 +236,7 @@ def _disk_type(machine_type: str) -> str:
 
 
 def render_startup(run_id: str, host_key_private: str, host_key_public: str) -> str:
-    here = Path(__file__).resolve()
-    for folder in (here.parents[2] / "templates", here.parents[3] / "templates"):
-        path = folder / _TEMPLATE
-        if path.is_file():
-            text = path.read_text(encoding="utf-8")
-            break
-    else:
-        raise ProviderError("gcp", f"boot script template {_TEMPLATE} is missing", hint="reinstall gpujob")
-    return string.Template(text).substitute(
+    return string.Template(template_text(_TEMPLATE)).substitute(
         run_id=run_id, host_key_private=host_key_private.strip(), host_key_public=host_key_public.strip()
     )
 
