@@ -39,7 +39,7 @@ class _Group(TyperGroup):
             sys.exit(130)
 
 
-app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=_Group, add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Estimate, launch, stream and always tear down GPU training jobs.")
 catalog_app = typer.Typer(no_args_is_help=True, help="The bundled GPU price catalog.")
 app.add_typer(catalog_app, name="catalog")
@@ -66,7 +66,12 @@ def _json_out(obj: Any) -> None:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"gpujob {__version__}")
+        from launcher.catalog.store import snapshot_date
+        from launcher.estimate.calibration import provenance
+
+        cal = provenance()
+        typer.echo(f"gpujob {__version__} (calibration {(cal['fitted_at'] or 'never')[:10]}, {cal['points']} points; "
+                   f"price catalog snapshot {snapshot_date()})")
         raise typer.Exit()
 
 
@@ -80,12 +85,16 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 @app.command()
-def validate(specs: list[Path] = typer.Argument(..., help="Job spec(s) (YAML).")) -> None:
+def validate(specs: list[Path] = typer.Argument(..., help="Job spec(s) (YAML)."),
+             as_json: bool = typer.Option(False, "--json", help="One JSON object per spec, in a list.")) -> None:
     """Check job specs and print what each asks for."""
     from launcher.spec import load_spec
 
-    for spec in specs:
-        job = load_spec(spec)
+    jobs = [(spec, load_spec(spec)) for spec in specs]  # the first bad spec stops here, before any output
+    if as_json:
+        _json_out([{"spec": str(spec), "ok": True, **job.model_dump(mode="json")} for spec, job in jobs])
+        return
+    for spec, job in jobs:
         w, r = job.workload, job.resources
         acc = str(r.accelerators) if r.accelerators else "any GPU"
         what = (f"{w.effective_seq_len}-token sequences, {w.total_samples:,} tokens" if w.is_lm
@@ -269,16 +278,18 @@ def show(run_id: str = typer.Argument(...), as_json: bool = typer.Option(False, 
 
 @app.command()
 def down(run_id: str = typer.Argument(...),
-         discard: bool = typer.Option(False, "--discard", help="Release a fetch-failed run without its results.")
+         discard: bool = typer.Option(False, "--discard", help="Release a fetch-failed run without its results."),
+         as_json: bool = typer.Option(False, "--json", help="Events as JSON lines, then {\"event\": \"down\"}.")
          ) -> None:
     """Stop the job (it checkpoints first), bring its results home and release everything it holds."""
     from launcher.render import EventPrinter
     from launcher.runner import Runner
 
-    printer = EventPrinter(_out())
+    printer = EventPrinter(_out(), as_json=as_json)
     Runner(on_event=printer).down(run_id, discard=discard)
     printer.close()
-    _out().print(f"run {run_id}: everything released")
+    _json_out({"event": "down", "run_id": run_id, "released": True}) if as_json else _out().print(
+        f"run {run_id}: everything released")
 
 
 @app.command()
@@ -386,12 +397,18 @@ def catalog_show(gpu: Optional[str] = typer.Option(None, "--gpu"),
 
 
 @catalog_app.command("update")
-def catalog_update() -> None:
+def catalog_update(as_json: bool = typer.Option(False, "--json", help="The new snapshot's provenance as JSON.")) -> None:
     """Download the current public price catalog (needs the internet)."""
     from launcher.catalog import update_catalog
+    from launcher.catalog.store import user_catalog_path
 
     prov = update_catalog()
-    _out().print(f"catalog updated: {prov.source} as of {prov.snapshot}")
+    if as_json:
+        from dataclasses import asdict
+
+        _json_out({"path": str(user_catalog_path()), **asdict(prov)})
+        return
+    _out().print(f"catalog updated: {prov.source} as of {prov.snapshot} ({user_catalog_path()})")
 
 
 # --- entry point ---------------------------------------------------------------------------

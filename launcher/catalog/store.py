@@ -115,6 +115,14 @@ def _urlopen_fetch(url: str) -> bytes:
         return resp.read()
 
 
+def snapshot_date() -> str:
+    """The date of the price snapshot in use (the refreshed one if present), or "unknown"."""
+    try:
+        return load_catalog().provenance.snapshot
+    except CatalogError:
+        return "unknown"
+
+
 def _bundled_date() -> str:
     try:
         return load_catalog(bundled_path()).provenance.snapshot
