@@ -4,7 +4,7 @@
     python3 bench/package_calibration.py --check  # exit 1 if the packaged copy differs (what the test runs)
 
 bench/results keeps the raw measurements; the wheel ships byte-equal copies so an installed
-gpujob fits exactly what the checkout fits. manifest.json records each file's sha256 and
+gpujob fits exactly what the checkout fits. manifest.json records each file's sha256 (null: not measured yet) and
 ``fitted_at``, the time the copy was taken (kept when nothing changed, so a re-run is a no-op).
 Prints one JSON object: {"changed": [...], "fitted_at": ...}.
 """
@@ -35,8 +35,7 @@ def drift() -> list[str]:
     """Files whose packaged copy (or manifest entry) differs from bench/results."""
     manifest = json.loads((TARGET / MANIFEST).read_text()) if (TARGET / MANIFEST).is_file() else {}
     recorded = manifest.get("files", {})
-    return [n for n in DATA_FILES
-            if not (sha256(SOURCE / n) == sha256(TARGET / n) == recorded.get(n) is not None)]
+    return [n for n in DATA_FILES if not sha256(SOURCE / n) == sha256(TARGET / n) == recorded.get(n, "missing")]
 
 
 def main(argv: list[str]) -> int:
@@ -48,8 +47,11 @@ def main(argv: list[str]) -> int:
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     if changed or not manifest.get("fitted_at"):
         TARGET.mkdir(parents=True, exist_ok=True)
-        for name in DATA_FILES:
-            shutil.copyfile(SOURCE / name, TARGET / name)
+        for name in DATA_FILES:  # a file bench/results lacks is absent from the package too
+            if (SOURCE / name).is_file():
+                shutil.copyfile(SOURCE / name, TARGET / name)
+            else:
+                (TARGET / name).unlink(missing_ok=True)
         manifest = {"fitted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                     "files": {n: sha256(TARGET / n) for n in DATA_FILES}}
         manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")

@@ -26,7 +26,7 @@ import statistics
 from functools import lru_cache
 
 from launcher.estimate.opmodel import efficiencies
-from launcher.estimate.paths import read_json, results_dir
+from launcher.estimate.paths import calibration_dir, read_json
 
 FALLBACK_BAND = 0.25  # no measured error for the case at all (no fit file): said so in the basis
 
@@ -34,7 +34,7 @@ FALLBACK_BAND = 0.25  # no measured error for the case at all (no fit file): sai
 @lru_cache(maxsize=1)
 def repeat_spread() -> float | None:
     """Median |rate / group median - 1| over repeated identical default-configuration runs."""
-    doc = read_json(results_dir() / "h100_payload.json", [])
+    doc = read_json(calibration_dir() / "h100_payload.json", [])
     rows = doc.get("results", []) if isinstance(doc, dict) else doc
     groups: dict[tuple, list[float]] = {}
     for r in rows if isinstance(rows, list) else []:

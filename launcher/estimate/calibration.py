@@ -132,7 +132,9 @@ def _load_payload(path: Path, default_gpu: str | None) -> list[Point]:
     return out
 
 
-DATA_FILES = ("calibration_public.json", "h100_payload.json", "cpu_payload.json", "h200_lm.json")
+# Every bench/results file the estimator reads at run time (op_efficiency.json: written by opfit,
+# absent until op profiles were measured). Packaged by bench/package_calibration.py.
+DATA_FILES = ("calibration_public.json", "h100_payload.json", "cpu_payload.json", "h200_lm.json", "op_efficiency.json")
 MANIFEST = "manifest.json"  # {"fitted_at": ISO time the packaged copy was taken, "files": {name: sha256}}
 
 

@@ -268,7 +268,7 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
     if not _torch_available():
         raise EstimateError(f"model {ref!r} is a factory: counting it needs PyTorch, which is not installed here",
                             "pip install torch (the CPU build is enough), or use a built-in model")
-    from payloads.factory import FactoryError
+    from launcher.payloads.factory import FactoryError
 
     try:
         ops = count_factory(ref, model_args, sample_shape, num_classes, str(root_path))
@@ -296,7 +296,7 @@ def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: 
     import torch
 
     from launcher.estimate.opcount import count
-    from payloads.factory import build_factory_model
+    from launcher.payloads.factory import build_factory_model
 
     with torch.device("meta"):
         module = build_factory_model(ref, model_args, root)

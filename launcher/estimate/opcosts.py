@@ -63,7 +63,7 @@ def main() -> None:
     import torch
 
     from launcher.estimate.opcount import count
-    from payloads.models import build_model
+    from launcher.payloads.models import build_model
 
     entries, t0 = {}, time.time()
     for model, sizes in SIZES.items():

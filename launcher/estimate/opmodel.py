@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from launcher.estimate.opcount import CLASSES, ClassCost, OpCost
-from launcher.estimate.paths import read_json, results_dir
+from launcher.estimate.paths import calibration_dir, read_json
 
 TENSOR_CLASSES = ("conv", "matmul", "attention", "gemm")
 GEMM_MEMBERS = ("conv", "matmul")
@@ -59,7 +59,7 @@ def _load(path: str, mtime: float) -> dict:
 
 def efficiencies(directory: Path | None = None) -> dict:
     """The fitted efficiency document (empty when none was fitted)."""
-    p = (directory or results_dir()) / EFFICIENCY_FILE
+    p = (directory or calibration_dir()) / EFFICIENCY_FILE
     try:
         mtime = p.stat().st_mtime
     except OSError:

@@ -22,6 +22,12 @@ def calibration_dir() -> Path:
     return data_path("launcher.estimate", "calibration")
 
 
+def results_dir() -> Path:
+    """The repository's bench/results: raw measurements, for the tools that refit them in a checkout
+    (opfit). The estimator itself reads only calibration_dir(), which works installed too."""
+    return Path(__file__).resolve().parents[2] / "bench" / "results"
+
+
 def read_json(path: Path, default):
     """A missing or corrupt cache file is the same as no cache: recompute, never fail."""
     try:
