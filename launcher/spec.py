@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from launcher.errors import SpecError
-from payloads import lm_shapes  # standard library only
+from launcher.payloads import lm_shapes  # standard library only
 
 IMAGE_MODELS = ("vgg16", "vgg11", "resnet50", "resnet18", "mobilenetv2", "vit_b16", "tinycnn", "mlp")
 MODELS = IMAGE_MODELS + lm_shapes.ALL_NAMES  # language models: payloads/lm_shapes.py

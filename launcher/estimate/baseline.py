@@ -239,7 +239,7 @@ def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, 
     if runner is None and not script.exists():
         return _from_model(spec, device, cores, f"payload {script} not found: CPU baseline from the model only")
     if spec.workload.is_lm:
-        from payloads.lm_shapes import param_count
+        from launcher.payloads.lm_shapes import param_count
 
         n = param_count(spec.workload.lm_shape())
         if n > LM_PROBE_MAX_PARAMS:

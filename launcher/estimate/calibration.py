@@ -47,7 +47,7 @@ _ITERATIONS = 60
 
 
 def model_family(model: str) -> str:
-    from payloads.lm_shapes import is_lm  # standard library only
+    from launcher.payloads.lm_shapes import is_lm  # standard library only
 
     return "lm" if is_lm(model) else MODEL_FAMILY.get(model, "other")
 
@@ -134,7 +134,8 @@ def _load_payload(path: Path, default_gpu: str | None) -> list[Point]:
 
 # Every bench/results file the estimator reads at run time (op_efficiency.json: written by opfit,
 # absent until op profiles were measured). Packaged by bench/package_calibration.py.
-DATA_FILES = ("calibration_public.json", "h100_payload.json", "cpu_payload.json", "h200_lm.json", "op_efficiency.json")
+DATA_FILES = ("calibration_public.json", "h100_payload.json", "cpu_payload.json", "h200_lm.json",
+              "op_efficiency.json")
 MANIFEST = "manifest.json"  # {"fitted_at": ISO time the packaged copy was taken, "files": {name: sha256}}
 
 

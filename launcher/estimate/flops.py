@@ -162,7 +162,7 @@ def lm_cost(workload) -> ModelCost:
     """Cost of one trained token of a built-in language model (a "sample" is a token for them),
     from payloads/lm_shapes.py's exact formulas: no torch. Activation bytes are fp32-equivalent
     per token over all layers; launcher/estimate/memory.py holds the per-GPU memory account."""
-    from payloads import lm_shapes
+    from launcher.payloads import lm_shapes
 
     try:
         shape = workload.lm_shape()
@@ -181,7 +181,7 @@ def model_cost(
     model: str, image_size: int, num_classes: int, in_channels: int = 3, *, allow_torch: bool = True
 ) -> ModelCost:
     """Cost of one training sample of a built-in model; see the module docstring for the order."""
-    from payloads.lm_shapes import is_lm
+    from launcher.payloads.lm_shapes import is_lm
 
     if is_lm(model):
         raise EstimateError(f"{model} is a language model: its cost depends on the sequence length",
@@ -198,7 +198,7 @@ def model_cost(
         try:
             cost = compute_with_torch(model, image_size, num_classes, in_channels)
         except ImportError:
-            cost = None  # payloads/ not importable (installed without the repo): scale instead
+            cost = None  # torch found but unusable (a partial install): scale instead
         except Exception as exc:  # a model that cannot run at this size (e.g. too small an image)
             raise EstimateError(
                 f"cannot count FLOPs of {model} at {image_size}x{image_size}x{in_channels}: {exc}",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from payloads import lm_shapes
+from launcher.payloads import lm_shapes
 
 GIB = 1024**3
 MAX_NODES = 64  # the spec's limit on resources.num_nodes
