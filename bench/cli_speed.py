@@ -67,6 +67,8 @@ def main() -> int:
             "python -c pass": [str(venv / "bin" / "python"), "-c", "pass"],
             "gpujob --help": [gpujob, "--help"],
             "gpujob estimate jobs/vgg16.yaml --no-baseline": [gpujob, "estimate", str(SPEC), "--no-baseline"],
+            "gpujob gpus": [gpujob, "gpus"],  # issue 17
+            "gpujob cost": [gpujob, "cost"],
         }
         where = subprocess.run([str(venv / "bin" / "python"), "-c", "import launcher; print(launcher.__file__)"],
                                cwd=tmp, env=env, capture_output=True, text=True, check=True).stdout.strip()
@@ -98,6 +100,8 @@ def main() -> int:
         "goals": {
             f"help_within_{HELP_GOAL_S}s_of_python": help_delta <= HELP_GOAL_S,
             f"estimate_within_{ESTIMATE_GOAL_S}s": est <= ESTIMATE_GOAL_S,
+            "gpus_within_estimate_goal": med["gpujob gpus"] <= ESTIMATE_GOAL_S,
+            "cost_within_estimate_goal": med["gpujob cost"] <= ESTIMATE_GOAL_S,
         },
     }
     text = json.dumps(result, indent=2)

@@ -110,7 +110,8 @@ def estimate(
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the local CPU probe."),
     probe_seconds: float = typer.Option(15.0, "--probe-seconds", min=1, max=600, help="Length of the CPU probe."),
-    provider: list[str] = typer.Option(["aws", "gcp"], "--provider", "-p", help="Providers to price (repeatable)."),
+    provider: list[str] = typer.Option(["aws", "gcp", "azure", "lambda", "vast"], "--provider", "-p",
+                                       help="Providers to price (repeatable); azure, lambda, vast are estimate only."),
     top: int = typer.Option(25, "--top", min=1, help="Rows to show."),
     all_regions: bool = typer.Option(False, "--all-regions", help="One row per region, not only the cheapest."),
     refresh_baseline: bool = typer.Option(False, "--refresh-baseline",
@@ -142,10 +143,12 @@ def estimate(
 @app.command()
 def run(
     spec: Path = typer.Argument(..., help="Job spec (YAML)."),
-    provider: str = typer.Option("local", "--provider", "-p", help="local | ssh | aws | gcp"),
+    provider: str = typer.Option("local", "--provider", "-p",
+                                 help="local | ssh | aws | gcp | auto (the cheapest AWS/GCP offer, failing over)"),
     host: Optional[str] = typer.Option(None, "--host", help="ssh: the machine to use."),
-    user: Optional[str] = typer.Option(None, "--user", help="ssh: login user."),
-    port: int = typer.Option(22, "--port", help="ssh: port."),
+    user: Optional[str] = typer.Option(None, "--user", help="ssh: login user (default: ~/.ssh/config, else $USER)."),
+    port: Optional[int] = typer.Option(None, "--port", help="ssh: port (default: ~/.ssh/config, else 22)."),
+    ssh_config: Optional[Path] = typer.Option(None, "--ssh-config", help="ssh: OpenSSH config (default ~/.ssh/config)."),
     identity: Optional[Path] = typer.Option(None, "--identity", "-i", help="ssh: private key file."),
     known_hosts: Optional[Path] = typer.Option(None, "--known-hosts", help="ssh: known_hosts file with the pinned key."),
     region: list[str] = typer.Option([], "--region", help="aws/gcp: allowed regions (repeatable)."),
@@ -173,6 +176,8 @@ def run(
 
         job = with_env(job, cli_env(list(env), list(env_file)), str(spec))
     config = _provider_config(provider, host, user, port, identity, known_hosts, region, project, ssh_cidr)
+    if provider == "ssh" and ssh_config:
+        config["ssh_config"] = str(ssh_config)
     opts = RunOptions(provider=provider, provider_config=config, detach=detach, keep=keep, force=force,
                       artifacts_dir=str(artifacts) if artifacts else None, baseline=not no_baseline)
     from launcher.render import EventPrinter, render_plan, render_report
@@ -194,17 +199,17 @@ def run(
 def _provider_config(provider, host, user, port, identity, known_hosts, region, project, ssh_cidr) -> dict:
     if provider == "ssh":
         if not host:
-            raise UsageError("--provider ssh needs --host", "e.g. --host gpu-box --user ubuntu")
-        return {"host": host, "user": user or os.environ.get("USER", "root"), "port": port,
+            raise UsageError("--provider ssh needs --host", "e.g. --host gpu-box (a ~/.ssh/config alias works)")
+        return {"host": host, "user": user, "port": port,
                 "identity": str(identity) if identity else None,
                 "known_hosts": str(known_hosts) if known_hosts else None}
     config: dict[str, Any] = {}
-    if provider in ("aws", "gcp"):
+    if provider in ("aws", "gcp", "auto"):
         if region:
             config["regions"] = list(region)
         if ssh_cidr:
             config["ssh_cidr"] = _check_cidr(ssh_cidr)
-    if provider == "gcp" and project:
+    if provider in ("gcp", "auto") and project:
         config["project"] = project
     return config
 
@@ -255,6 +260,21 @@ def list_runs(as_json: bool = typer.Option(False, "--json"),
 
 
 @app.command()
+def cost(days: Optional[float] = typer.Option(None, "--days", help="Only runs started in the last N days."),
+         as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout.")) -> None:
+    """What runs cost: estimate vs actual time and $, totals per provider, GPU and month."""
+    from launcher.costs import cost_report
+
+    rep = cost_report(days=days)
+    if as_json:
+        _json_out(rep)
+        return
+    from launcher.render_cost import render_cost
+
+    render_cost(_out(), rep)
+
+
+@app.command()
 def show(run_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json"),
          plot: Optional[Path] = typer.Option(None, "--plot", help="Draw estimate vs actual and GPU vs CPU to a PNG.")
          ) -> None:
@@ -290,6 +310,26 @@ def down(run_id: str = typer.Argument(...),
     printer.close()
     _json_out({"event": "down", "run_id": run_id, "released": True}) if as_json else _out().print(
         f"run {run_id}: everything released")
+
+
+@app.command(context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})
+def ssh(run_id: str = typer.Argument(..., help="A running run, or one kept with --keep."),
+        command: Optional[list[str]] = typer.Argument(None, help="After --: a command to run instead of a shell.")
+        ) -> None:
+    """A shell (or `-- CMD`) on a run's machine: its key, its pinned host key, the system ssh."""
+    from launcher import runshell
+
+    command = list(command or [])
+    if command[:1] == ["--"]:  # click keeps the separator when options stop at the run id
+        command = command[1:]
+    inv = runshell.prepare(run_id, command)
+    for note in inv.notes:
+        _err().print(note, markup=False)
+    if not command:
+        _err().print(f"connecting to {inv.target} (run {run_id}); `exit` leaves, the job keeps running",
+                     markup=False)
+    sys.stdout.flush()
+    raise typer.Exit(runshell.run(inv))
 
 
 @app.command()
@@ -368,6 +408,34 @@ def gc(provider: list[str] = typer.Option([], "--provider", "-p",
                             + "; ".join(report["unchecked"]), hint="rerun `gpujob gc` once the listing works")
 
 
+# --- gpus ----------------------------------------------------------------------------------
+
+
+@app.command()
+def gpus(name: Optional[str] = typer.Argument(None, help="One GPU (family): list every offer of it, e.g. A100."),
+         gpu: Optional[str] = typer.Option(None, "--gpu", help="Only this GPU family (A100 includes A100-80GB)."),
+         provider: Optional[str] = typer.Option(None, "--provider", "-p", help="aws, gcp, azure, lambda or vast."),
+         region: Optional[str] = typer.Option(None, "--region", help="Only offers in this region."),
+         spot: bool = typer.Option(False, "--spot", help="Only offers with a spot price; --max-price applies to it."),
+         max_price: Optional[float] = typer.Option(None, "--max-price", min=0, help="At most this $ per GPU-hour."),
+         min_memory: Optional[float] = typer.Option(None, "--min-memory", min=0, help="At least this GiB per GPU."),
+         as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout.")) -> None:
+    """GPU models with memory, peak bf16 and the cheapest $/GPU-hour per provider."""
+    from launcher.catalog import load_catalog
+    from launcher.catalog.listing import gpus_result
+
+    if name and gpu and name.casefold() != gpu.casefold():
+        raise UsageError(f"two GPUs asked for: {name} and --gpu {gpu}", "give one of them")
+    result = gpus_result(load_catalog(), name or gpu, one=bool(name), provider=provider, region=region,
+                         spot=spot, max_price=max_price, min_memory=min_memory)
+    if as_json:
+        _json_out(result)
+        return
+    from launcher.render_gpus import render_gpu_offers, render_gpus
+
+    (render_gpu_offers if name else render_gpus)(_out(), result)
+
+
 # --- catalog -------------------------------------------------------------------------------
 
 
@@ -380,8 +448,10 @@ def catalog_show(gpu: Optional[str] = typer.Option(None, "--gpu"),
     from launcher.catalog import load_catalog, show as catalog_offers
     from launcher.render import render_catalog
 
-    if provider and provider not in ("aws", "gcp"):
-        raise UsageError(f"the catalog has no provider '{provider}'", "use --provider aws or --provider gcp")
+    from launcher.catalog.listing import ALL_PROVIDERS
+
+    if provider and provider not in ALL_PROVIDERS:
+        raise UsageError(f"the catalog has no provider '{provider}'", f"use one of {', '.join(ALL_PROVIDERS)}")
     cat = load_catalog()
     offers = catalog_offers(gpu=gpu, provider=provider, region=region)
     if not offers:
@@ -409,6 +479,10 @@ def catalog_update(as_json: bool = typer.Option(False, "--json", help="The new s
         _json_out({"path": str(user_catalog_path()), **asdict(prov)})
         return
     _out().print(f"catalog updated: {prov.source} as of {prov.snapshot} ({user_catalog_path()})")
+    for name, d in prov.details.items():
+        if isinstance(d, dict) and d.get("kept"):
+            _err().print(f"{name}: not refreshed ({d['error']}); kept its prices from {d['kept']} (estimate only)",
+                         markup=False)
 
 
 # --- entry point ---------------------------------------------------------------------------

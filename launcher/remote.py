@@ -147,6 +147,17 @@ class _Cursor:
             self.on_text(text)
 
 
+def agent_keys() -> list:
+    """Keys held by the ssh-agent at SSH_AUTH_SOCK (empty: no agent, or it holds none)."""
+    if not os.environ.get("SSH_AUTH_SOCK"):
+        return []
+    try:
+        agent = paramiko.Agent()
+        return list(agent.get_keys())
+    except (paramiko.SSHException, OSError):
+        return []
+
+
 def load_private_key(key_path: str | os.PathLike) -> paramiko.PKey:
     """The client key, or one clear SSHConnectError (missing, encrypted, not a key)."""
     try:
@@ -166,8 +177,11 @@ class Session:
 
     The host key is pinned: from ``host_keys`` (public lines the provider installed), else
     from a known_hosts file (default ``~/.ssh/known_hosts``). Unknown or changed keys raise
-    HostKeyError; nothing is ever auto-accepted. Only ``key_path`` is offered: no agent, no
-    ~/.ssh key search, no agent forwarding.
+    HostKeyError; nothing is ever auto-accepted. Only ``key_path`` is offered, or, when it is
+    empty, the keys of the running ssh-agent (``SSH_AUTH_SOCK``); no ~/.ssh key search, no agent
+    forwarding. ``jumps`` (ProxyJump hops, first hop first; dicts with host, port, user and
+    optionally key_path) are crossed with direct-tcpip channels, each hop's host key pinned
+    from the same known_hosts.
     """
 
     def __init__(
@@ -179,9 +193,12 @@ class Session:
         host_keys: list[str] | None = None,
         known_hosts: str | os.PathLike | None = None,
         connect_timeout: float = 10,
+        jumps: list[dict] | None = None,
     ):
         self.host, self.port, self.user = host, int(port), user
-        self.key_path = os.path.expanduser(str(key_path))
+        self.key_path = os.path.expanduser(str(key_path)) if key_path else ""
+        self.jumps = list(jumps or [])
+        self._jump: "Session | None" = None
         self.host_keys = list(host_keys or [])
         self.known_hosts = os.path.expanduser(str(known_hosts or DEFAULT_KNOWN_HOSTS))
         self.connect_timeout = connect_timeout
@@ -201,6 +218,7 @@ class Session:
             host_keys=machine.host_keys or None,
             known_hosts=machine.extra.get("known_hosts"),
             connect_timeout=connect_timeout,
+            jumps=machine.extra.get("jumps"),
         )
 
     @property
@@ -226,6 +244,38 @@ class Session:
         if self._pkey is None:
             self._pkey = load_private_key(self.key_path)
         return self._pkey
+
+    def _keys(self) -> list:
+        """The key file's key, or the ssh-agent's keys when no key file is set."""
+        if self.key_path:
+            return [self._load_key()]
+        keys = agent_keys()
+        if not keys:
+            raise SSHConnectError(f"no key for {self.user}@{self.label}: no identity file and no ssh-agent key",
+                                  hint="pass --identity PATH, set IdentityFile in ~/.ssh/config, or ssh-add a key")
+        return keys
+
+    def _open_socket(self):
+        """A TCP socket to the machine, or a direct-tcpip channel through the last ProxyJump hop."""
+        if not self.jumps:
+            try:
+                sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+            except OSError as err:
+                raise SSHConnectError(f"cannot reach {self.label}: {err.strerror or err}") from None
+            _tune_socket(sock)
+            return sock
+        hop = self.jumps[-1]
+        if self._jump is None or not self._jump._alive():
+            self._jump = Session(hop["host"], hop.get("port") or 22, hop.get("user") or self.user,
+                                 hop.get("key_path") or self.key_path, known_hosts=self.known_hosts,
+                                 connect_timeout=self.connect_timeout, jumps=self.jumps[:-1])
+            self._jump.connect()
+        try:
+            return self._jump._transport.open_channel("direct-tcpip", (self.host, self.port), ("127.0.0.1", 0),
+                                                      timeout=self.connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as err:
+            raise SSHConnectError(f"jump host {self._jump.label} cannot reach {self.label}: {err}",
+                                  hint="check ProxyJump and that the jump host allows TCP forwarding") from None
 
     def _check_host_key(self, key: paramiko.PKey, pinned: list[str]) -> None:
         if key.asbytes() in {_key_blob(line) for line in pinned}:
@@ -256,13 +306,9 @@ class Session:
         if self._abandoned:
             raise SSHConnectError(f"{self.label}: {self._abandoned}")
         self._drop_connection()
-        pkey = self._load_key()
+        keys = self._keys()
         pinned = self._pinned()
-        try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
-        except OSError as err:
-            raise SSHConnectError(f"cannot reach {self.label}: {err.strerror or err}") from None
-        _tune_socket(sock)
+        sock = self._open_socket()
         transport = paramiko.Transport(sock)
         transport.banner_timeout = transport.handshake_timeout = self.connect_timeout
         transport.auth_timeout = self.connect_timeout
@@ -274,14 +320,20 @@ class Session:
         try:
             transport.start_client(timeout=self.connect_timeout)
             self._check_host_key(transport.get_remote_server_key(), pinned)
-            transport.auth_publickey(self.user, pkey)
+            for i, pkey in enumerate(keys):  # an agent may hold several keys: offer each in turn
+                try:
+                    transport.auth_publickey(self.user, pkey)
+                    break
+                except paramiko.AuthenticationException:
+                    if i == len(keys) - 1:
+                        raise
         except HostKeyError:
             transport.close()
             raise
         except paramiko.AuthenticationException:
             transport.close()
             raise SSHConnectError(
-                f"{self.user}@{self.label} refused the key {self.key_path}",
+                f"{self.user}@{self.label} refused the key {self.key_path or '(ssh-agent keys)'}",
                 hint="check the user name and that the public key is in the machine's "
                 "~/.ssh/authorized_keys",
             ) from None
@@ -294,6 +346,8 @@ class Session:
 
     def _probe_banner(self, timeout: float) -> None:
         """Cheap reachability check: TCP connect and read the 'SSH-' identification line."""
+        if self.jumps:  # only the jump host can reach it: the login attempt is the check
+            return
         with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
             data = b""
             while b"\n" not in data and len(data) < 256:
@@ -360,6 +414,9 @@ class Session:
 
     def close(self) -> None:
         self._drop_connection()
+        if self._jump is not None:
+            self._jump.close()
+            self._jump = None
 
     def abandon(self, why: str) -> None:
         """The machine is gone (e.g. spot reclaim): drop the link; no wait reconnects (any thread)."""

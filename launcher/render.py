@@ -87,6 +87,8 @@ def render_estimate(con, est: dict[str, Any]) -> None:
             notes.append("requested")
         if c.get("measured"):
             notes.append("measured before")
+        if c.get("launchable") is False:
+            notes.append("estimate only")
         style = "dim" if notes and not c.get("requested") else None
         nodes = c.get("num_nodes") or 1
         eff = c.get("scaling_efficiency")
@@ -122,6 +124,8 @@ def render_estimate(con, est: dict[str, Any]) -> None:
     summary = est.get("summary") or {}
     if summary.get("sentence"):
         con.print(f"[bold]{escape(summary['sentence'])}[/]")
+    if summary.get("reference_note"):
+        con.print(escape(summary["reference_note"]))
     age = cat.get("age_days")
     stale = " [yellow](old: run `gpujob catalog update`)[/]" if cat.get("stale") else ""
     con.print(f"prices: {escape(str(cat.get('source')))}, snapshot {cat.get('snapshot')}"
@@ -212,6 +216,21 @@ class EventPrinter:
     def _on_zone_failed(self, zone=None, code=None, message=None, **_):
         self._say(f"[yellow]no capacity in {zone}[/] ({code}); trying the next zone")
 
+    def _on_auto_try(self, offer, of, provider, instance_type, region, price_per_hour=None, **_):
+        self._say(f"auto: trying offer {offer} of {of}: {provider} {escape(instance_type)} in {escape(region)}"
+                  + (f" ({fmt_usd(price_per_hour)}/h)" if price_per_hour else ""))
+
+    def _on_auto_next(self, provider, instance_type, region, reason, next=None, **_):
+        self._say(f"[yellow]auto: {provider} {escape(instance_type)} in {escape(region)} failed[/] ({escape(reason)})"
+                  + (f"; next: {escape(next)}" if next else "; no offer left"))
+
+    def _on_kept(self, run_id, target, reach, release, **_):
+        self._say(f"[yellow]kept:[/] {escape(target)} still runs and bills; reach it with `{reach}` "
+                  f"(or `{reach} -- CMD`), release it with `{release}`")
+
+    def _on_upload(self, message, **_):
+        self._say(f"[yellow]large upload:[/] {escape(str(message))}")
+
     def _on_warning(self, message, **_):
         self._say(f"[yellow]warning:[/] {escape(str(message))}")
 
@@ -299,6 +318,8 @@ def render_plan(con, plan: dict[str, Any]) -> None:
     t.add_column(style="bold")
     t.add_column()
     for key, value in plan.get("plan", {}).items():
+        if key == "order" and isinstance(value, list):
+            value = "\n".join(map(str, value))  # --provider auto: one offer a line
         if key == "commands":  # one row per node: the exact command line it runs
             for c in value:
                 t.add_row(f"node {c['node']} runs", escape(c["command"]))
@@ -369,6 +390,11 @@ def render_catalog(con, prov, offers) -> None:
                   f"{o.gpu_memory_gib:g} GiB" if o.gpu_memory_gib else "-", f"{o.vcpus:g}", fmt_usd(o.price),
                   fmt_usd(o.spot_price), str(len(o.zones)))
     con.print(t)
+    from launcher.catalog.reference import NOTE, is_reference
+
+    ref = sorted({o.provider for o in offers if is_reference(o.provider)})
+    if ref:
+        con.print(f"{', '.join(ref)}: {NOTE}")
     stale = " [yellow](old: run `gpujob catalog update`)[/]" if prov.stale else ""
     con.print(f"{len(offers)} offers; source {escape(prov.source)}, snapshot {prov.snapshot}, "
               f"{prov.age_days:.0f} days old{stale}")

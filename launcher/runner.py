@@ -29,6 +29,7 @@ from launcher.packaged import payload_dir
 from launcher.providers import get_provider
 from launcher.hostcheck import check_host
 from launcher.secrets import redact_spec, redact_spec_text
+from launcher.uploads import plan_upload
 from launcher.providers.base import Leftover, Machine, Resource
 from launcher.job import (DEFAULT_ENTRYPOINT, EXIT_SIGNALLED, EXIT_TIMEOUT, GRACE_S, Paths,
                           default_host, describes_work, host_paths, job_command, job_env, machine_dict,
@@ -77,8 +78,9 @@ class _Ctx:
         self.ssh_private_key_path, self.ssh_public_key = str(path), pub
         self.host_key_private, self.host_key_public = keys.generate_ed25519(f"gpujob-host-{self.run_id}")
 
-    def intent(self, kind: str, name: str, region: str | None = None) -> int:
-        return self.store.intent(self.run_id, self.provider, kind, name, region)
+    def intent(self, kind: str, name: str, region: str | None = None, provider: str | None = None) -> int:
+        # provider: who creates it, when that is not the run's provider (--provider auto)
+        return self.store.intent(self.run_id, provider or self.provider, kind, name, region)
 
     def created(self, handle: int, resource_id: str) -> None:
         self.store.created(handle, resource_id)
@@ -118,7 +120,8 @@ class Runner:
                    opts.provider_config.get("ssh_cidr"))
         plan = provider.plan(spec, ctx)
         # No probe in a dry run: a cached CPU measurement or the model (the plan must be instant).
-        est = job_estimate(spec, opts.provider, plan.get("instance_type"), plan.get("price_per_hour"),
+        est = job_estimate(spec, plan.get("estimate_provider") or opts.provider, plan.get("instance_type"),
+                           plan.get("price_per_hour"),
                            spot=spec.resources.spot, baseline=False, gpu=plan.get("gpu_name"))
         plan["commands"] = plan_commands(spec, opts.provider, plan)
         return {"plan": plan, "estimate": est, "budget_usd": spec.limits.budget_usd}
@@ -159,8 +162,9 @@ class Runner:
         else:
             if opts.baseline:
                 self._emit("baseline", run_id=run_id)
-            est = job_estimate(spec, opts.provider, plan.get("instance_type"), plan.get("price_per_hour"),
-                               spot=spec.resources.spot, baseline=opts.baseline, gpu=plan.get("gpu_name"))
+            est = job_estimate(spec, plan.get("estimate_provider") or opts.provider, plan.get("instance_type"),
+                               plan.get("price_per_hour"), spot=spec.resources.spot, baseline=opts.baseline,
+                               gpu=plan.get("gpu_name"))
         self.store.update_run(run_id, estimate=est)
         self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ("total_seconds", "total_usd",
                                                                            "samples_per_second")})
@@ -177,7 +181,7 @@ class Runner:
             raise BudgetError(f"the estimate ${est['total_usd']:.2f} exceeds limits.budget_usd ${budget:.2f}",
                               "raise the budget, shorten the job, or pass --force")
 
-        if opts.provider in ("aws", "gcp"):
+        if opts.provider in ("aws", "gcp", "auto"):
             ctx.make_keys(run_dir)
         machine: Machine | None = None
         host = None
@@ -193,6 +197,14 @@ class Runner:
             machines = self._launch(provider, spec, ctx, opts)
             signals.check()
             machine = machines[0]
+            if plan.get("estimate_provider") and describes_work(spec) and (
+                    machine.provider, machine.instance_type) != (plan["estimate_provider"], plan.get("instance_type")):
+                # --provider auto moved on to another offer: estimate the machine it got
+                est = job_estimate(spec, machine.provider, machine.instance_type, machine.price_per_hour,
+                                   spot=spec.resources.spot, baseline=opts.baseline, gpu=machine.gpu)
+                self.store.update_run(run_id, estimate=est)
+                self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ("total_seconds", "total_usd",
+                                                                                   "samples_per_second")})
             price = None if machine.price_per_hour is None else machine.price_per_hour * len(machines)
             self.store.update_run(run_id, machine=machine_dict(machine), price_per_hour=price)
             for m in machines:
@@ -277,6 +289,9 @@ class Runner:
             if host is not None:
                 host.close()  # a detached job lives on: it was started with setsid
                 self._emit("connections", run_id=run_id, opened=getattr(host, "connections_opened", 0))
+            if opts.keep and machine is not None and machine.provider != "local" and not detached:
+                self._emit("kept", run_id=run_id, target=f"{machine.user}@{machine.host}:{machine.port}",
+                           reach=f"gpujob ssh {run_id}", release=f"gpujob down {run_id}")
         return self._conclude(run_id, outcome, leftovers)
 
     def _reach(self, host, machine: Machine, opts: RunOptions) -> None:
@@ -475,7 +490,12 @@ class Runner:
                 host.put_dir(Path.cwd(), paths.workdir, ignore=list(spec.payload.ignore) + ["gpujob-runs"])
             host.put_dir(payload_dir(), f"{paths.workdir}/payloads", ignore=list(spec.payload.ignore))
         else:
-            host.put_dir(Path.cwd(), paths.workdir, ignore=list(spec.payload.ignore) + ["gpujob-runs"])
+            ignore = list(spec.payload.ignore) + ["gpujob-runs"]
+            plan = plan_upload(Path.cwd(), ignore)
+            if plan.large:  # said before a byte is sent, so a mistaken dataset upload can be stopped
+                self._emit("upload", bytes=plan.total_bytes, files=len(plan.files), message=plan.describe(
+                    f"payload.entrypoint {spec.payload.entrypoint} is your own code, so the current directory is sent"))
+            host.put_dir(Path.cwd(), paths.workdir, ignore=ignore)
         config = {**spec.workload.model_dump(mode="json"), "output_dir": "outputs"}
         host.put_bytes(json.dumps(config, indent=2).encode(), f"{paths.workdir}/job.json", mode=0o644)
 

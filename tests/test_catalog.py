@@ -10,7 +10,7 @@ import pytest
 from launcher.catalog import Catalog, Offer, load_catalog, show, update_catalog
 from launcher.catalog.build import build_offers, gcp_hosts, parse_aws, parse_gcp
 from launcher.catalog.model import make_provenance
-from launcher.catalog.store import SOURCE_URLS, bundled_path, user_catalog_path
+from launcher.catalog.store import REFERENCE_URLS, SOURCE_URLS, bundled_path, user_catalog_path
 from launcher.errors import CatalogError
 
 GI = "\"{'Gpus': [{'Name': 'V100', 'MemoryInfo': {'SizeInMiB': 16384}}], 'TotalGpuMemoryInMiB': 16384}\""
@@ -161,15 +161,19 @@ def test_update_catalog_writes_user_copy_that_load_prefers(monkeypatch, tmp_path
 
     def fake_fetch(url):
         asked.append(url)
+        if url in REFERENCE_URLS.values():
+            raise OSError("404")  # a reference cloud that fails keeps its rows
         return (AWS_CSV if "/aws/" in url else GCP_CSV).encode()
 
     prov = update_catalog(fetch=fake_fetch)
-    assert sorted(asked) == sorted(SOURCE_URLS.values())
+    assert sorted(asked) == sorted([*SOURCE_URLS.values(), *REFERENCE_URLS.values()])
+    assert prov.details["azure"]["kept"] == "2026-05-20" and "404" in prov.details["azure"]["error"]
     assert prov.snapshot == dt.datetime.now(dt.timezone.utc).date().isoformat() and not prov.stale
     assert user_catalog_path().is_file()
     cat = load_catalog()
     assert cat.provenance.source.startswith("downloaded")
-    assert len(cat.offers) == len(build_offers(AWS_CSV, GCP_CSV))
+    kept = [o for o in load_catalog(bundled_path()).offers if o.provider in REFERENCE_URLS]
+    assert len(cat.offers) == len(build_offers(AWS_CSV, GCP_CSV)) + len(kept)
     assert not list(user_catalog_path().parent.glob(".*"))  # no temp files left
 
 

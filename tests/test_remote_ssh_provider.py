@@ -19,6 +19,7 @@ def test_launch_needs_an_existing_identity(tmp_path):
 
 def test_identity_defaults_to_ed25519_then_rsa(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     p = SshProvider("example.org", "ubuntu")
     with pytest.raises(ProviderError, match="id_ed25519 nor"):
         p.resolve_identity()

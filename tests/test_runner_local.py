@@ -213,3 +213,28 @@ def test_report_compares_training_time_with_the_predicted_compile_warmup():
     assert rep["estimate"]["train_seconds"] == 48.0
     assert round(rep["delta_pct"]["train_seconds"], 1) == round(100 * (44.9 - 48.0) / 48.0, 1)
     assert round(rep["delta_pct"]["total_seconds"], 1) == round(100 * (67.0 - 66.0) / 66.0, 1)
+
+
+def test_large_upload_is_announced_before_it_is_sent(runner, tmp_path, monkeypatch):
+    import launcher.uploads as uploads
+
+    monkeypatch.setattr(uploads, "LARGE_UPLOAD_BYTES", 10_000)  # the real threshold is 100 MB
+    tmp_path = tmp_path / "project"  # the run database lives beside it, not inside
+    tmp_path.mkdir()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.py").write_text("print('ok')\n")
+    (tmp_path / "dataset.npz").write_bytes(b"x" * 20_000)
+    (tmp_path / ".gpujobignore").write_text("skip/\n")
+    (tmp_path / "skip").mkdir()
+    (tmp_path / "skip" / "huge.bin").write_bytes(b"y" * 50_000)
+    runner.run(parse_spec("name: big\npayload: {entrypoint: job.py}\n"), _opts())
+    kinds = [k for k, _ in runner.events]
+    notice = dict(runner.events)["upload"]
+    assert kinds.index("upload") < kinds.index("setup") if "setup" in kinds else True
+    assert 20_000 <= notice["bytes"] < 21_000 and "dataset.npz" in notice["message"] and "huge.bin" not in notice["message"]
+    assert ".gpujobignore" in notice["message"]
+    assert "payload.entrypoint job.py is your own code" in notice["message"]
+    (tmp_path / "dataset.npz").unlink()
+    runner.events.clear()
+    runner.run(parse_spec("name: small\npayload: {entrypoint: job.py}\n"), _opts())
+    assert "upload" not in [k for k, _ in runner.events]

@@ -88,3 +88,22 @@ def test_ssh_detach_then_logs_follow(ssh_runner):
     assert result.run.state == "succeeded"
     log = runner.store.log_text(rec.id)
     assert log.count('"event": "start"') + log.count('"event":"start"') == 1
+
+
+def test_kept_run_says_how_to_reach_and_release_and_gpujob_ssh_reaches_it(ssh_runner, tmp_path, capfd):
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from launcher.cli import app
+
+    runner, opts = ssh_runner
+    (tmp_path / "job.py").write_text("print('kept job', flush=True)\n")
+    spec = parse_spec(f"name: kept\npayload: {{entrypoint: job.py, python: {sys.executable}}}\n")
+    rec = runner.run(spec, replace(opts, keep=True)).run
+    kept = dict(runner.events)["kept"]
+    assert kept["reach"] == f"gpujob ssh {rec.id}" and kept["release"] == f"gpujob down {rec.id}"
+    res = CliRunner().invoke(app, ["ssh", rec.id, "--", "cat", "job.log"])  # the run's workdir, kept
+    captured = capfd.readouterr()
+    assert res.exit_code == 0, res.output + captured.err
+    assert "kept job" in captured.out and f"gpujob down {rec.id}" in captured.err + res.output

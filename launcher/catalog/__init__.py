@@ -7,11 +7,11 @@
 
 from __future__ import annotations
 
-from launcher.catalog.model import Catalog, Offer, Provenance, STALE_AFTER_DAYS, normalize_gpu
+from launcher.catalog.model import Catalog, Offer, Provenance, STALE_AFTER_DAYS, in_family, normalize_gpu
 from launcher.catalog.store import load_catalog, update_catalog, user_catalog_path
 
-__all__ = ["Catalog", "Offer", "Provenance", "STALE_AFTER_DAYS", "SHOW_COLUMNS", "load_catalog",
-           "normalize_gpu", "show", "update_catalog", "user_catalog_path"]
+__all__ = ["Catalog", "Offer", "Provenance", "STALE_AFTER_DAYS", "SHOW_COLUMNS", "in_family",
+           "load_catalog", "normalize_gpu", "show", "update_catalog", "user_catalog_path"]
 
 # What `gpujob catalog show` prints, in order: (header, Offer attribute).
 SHOW_COLUMNS = (
@@ -30,7 +30,9 @@ def _price_order(o: Offer) -> tuple:
 def show(gpu: str | None = None, provider: str | None = None, region: str | None = None,
          count: int | None = None, spot: bool | None = None,
          catalog: Catalog | None = None) -> list[Offer]:
-    """Offers for `gpujob catalog show`, cheapest on-demand first (unpriced last)."""
+    """Offers for `gpujob catalog show`, cheapest on-demand first (unpriced last).
+
+    gpu matches the family ("A100" also lists A100-80GB)."""
     cat = catalog or load_catalog()
-    return sorted(cat.query(provider=provider, gpu=gpu, count=count,
-                            regions=[region] if region else None, spot=spot), key=_price_order)
+    return sorted(cat.query(provider=provider, gpu=gpu, count=count, regions=[region] if region else None,
+                            spot=spot, family=True), key=_price_order)

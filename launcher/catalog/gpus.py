@@ -100,11 +100,32 @@ _SPECS = [
             "derived by halving per precision step (FP4->FP8->FP16->TF32) and removing sparsity"),
 ]
 
+# GPUs priced only by the reference clouds (Azure, Lambda, Vast.ai; launcher/catalog/reference.py).
+# GeForce/RTX figures are the "with FP32 accumulate" tensor rates (what autocast training gets).
+_ADA_WP = "https://images.nvidia.com/aem-dam/Solutions/geforce/ada/nvidia-ada-gpu-architecture.pdf"
+_AMPERE_WP = "https://www.nvidia.com/content/PDF/nvidia-ampere-ga-102-gpu-architecture-whitepaper-v2.pdf"
+_SPECS += [
+    GPUSpec("RTX3090", "ampere", 24, 936, _p(35.6, 35.6, 71.0, 71.0), None, _AMPERE_WP,
+            "GeForce: tensor rates with FP32 accumulate (dense); datasheet sparse figures are double"),
+    GPUSpec("RTX-A6000", "ampere", 48, 768, _p(38.7, 77.4, 154.8, 154.8), None, _AMPERE_WP,
+            "dense = half of the whitepaper's sparse figures"),
+    GPUSpec("RTX4090", "ada", 24, 1008, _p(82.6, 82.6, 165.2, 165.2), None, _ADA_WP,
+            "GeForce: tensor rates with FP32 accumulate (dense), half of the FP16-accumulate rate"),
+    GPUSpec("RTX5090", "blackwell", 32, 1792, _p(104.8, 104.8, 209.5, 209.5), None,
+            "https://images.nvidia.com/aem-dam/Solutions/geforce/blackwell/nvidia-rtx-blackwell-gpu-architecture.pdf",
+            "GeForce: tensor rates with FP32 accumulate (dense)"),
+]
+
 GPUS: dict[str, GPUSpec] = {s.name: s for s in _SPECS}
 # Same silicon, different name in the catalogs.
 GPUS["V100-32GB"] = replace(GPUS["V100"], name="V100-32GB", memory_gib=32,
                             note="SXM2 32 GB (AWS p3dn); compute as V100")
 GPUS["T4g"] = replace(GPUS["T4"], name="T4g", note="a T4 behind an arm64 Graviton2 host (AWS g5g)")
+GPUS["GH200"] = replace(GPUS["H100"], name="GH200", memory_gib=96, bandwidth_gbs=4000,
+                        source="https://www.nvidia.com/en-us/data-center/grace-hopper-superchip/",
+                        note="the Hopper GPU of a GH200 (96 GB HBM3, 4 TB/s): H100 SXM compute")
+GPUS["RTX-PRO-6000-WS"] = replace(GPUS["RTX-PRO-6000"], name="RTX-PRO-6000-WS",
+                                  note="workstation edition; figures as the server edition (estimate)")
 GPUS["H100-MEGA"] = replace(GPUS["H100"], name="H100-MEGA",
                             note="H100 SXM in GCP a3-megagpu-8g (more GPU networking, same GPU)")
 

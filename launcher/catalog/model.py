@@ -31,6 +31,16 @@ def normalize_gpu(name: str) -> str:
     return _ALIASES.get(key, name.strip())
 
 
+def in_family(name: str, query: str) -> bool:
+    """True when GPU ``name`` belongs to the family a user typed: the same normalised name, or
+    that name plus a variant suffix ("A100" -> A100, A100-80GB; "H100" -> H100-MEGA). Case-insensitive.
+    An alias naming one part ("A100-40GB") matches that part only."""
+    want = normalize_gpu(query).casefold()
+    have = name.casefold()
+    typed = " ".join(query.split()).casefold()
+    return have == want or (typed == want and have.startswith(want + "-"))
+
+
 @dataclass(frozen=True)
 class Offer:
     provider: str  # "aws" | "gcp"
@@ -83,10 +93,12 @@ class Catalog:
         return len(self.offers)
 
     def query(self, provider: str | None = None, gpu: str | None = None, count: int | None = None,
-              regions: Iterable[str] | str | None = None, spot: bool | None = None) -> list[Offer]:
+              regions: Iterable[str] | str | None = None, spot: bool | None = None,
+              family: bool = False) -> list[Offer]:
         """Offers matching every given filter, in catalog order.
 
-        gpu matches the normalised name exactly, ignoring case ("A100" is not "A100-80GB").
+        gpu matches the normalised name exactly, ignoring case ("A100" is not "A100-80GB");
+        with family=True it matches the family (``in_family``: "A100" is A100 and A100-80GB).
         spot=True keeps offers with a spot price, spot=False those with an on-demand price.
         """
         want_gpu = normalize_gpu(gpu).casefold() if gpu else None
@@ -98,7 +110,7 @@ class Catalog:
         for o in self.offers:
             if want_provider and o.provider != want_provider:
                 continue
-            if want_gpu and o.gpu.casefold() != want_gpu:
+            if want_gpu and o.gpu.casefold() != want_gpu and not (family and in_family(o.gpu, gpu)):
                 continue
             if count is not None and o.gpu_count != count:
                 continue

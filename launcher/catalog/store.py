@@ -25,6 +25,12 @@ SOURCE_URLS = {
     "aws": "https://raw.githubusercontent.com/skypilot-org/skypilot-catalog/master/catalogs/v8/aws/vms.csv",
     "gcp": "https://raw.githubusercontent.com/skypilot-org/skypilot-catalog/master/catalogs/v8/gcp/vms.csv",
 }
+# Reference clouds (estimate only, launcher/catalog/reference.py). A failed refresh of one keeps
+# its previous rows: prices of clouds gpujob cannot launch on never block an AWS/GCP refresh.
+REFERENCE_URLS = {
+    p: f"https://raw.githubusercontent.com/skypilot-org/skypilot-catalog/master/catalogs/v8/{p}/vms.csv"
+    for p in ("azure", "lambda", "vast")
+}
 _COLUMNS = [f.name for f in fields(Offer)]
 _TUPLES = {"zones", "spot_zones"}
 _cache: dict[tuple, Catalog] = {}
@@ -130,11 +136,41 @@ def _bundled_date() -> str:
         return "unknown"
 
 
+def _refresh_reference(fetch: Callable[[str], bytes], now: _dt.datetime) -> tuple[list[Offer], dict]:
+    from launcher.catalog.reference import parse_reference
+
+    offers: list[Offer] = []
+    details: dict = {}
+    current = None
+    for provider, url in REFERENCE_URLS.items():
+        try:
+            got = parse_reference(provider, fetch(url).decode("utf-8"))
+            if not got:
+                raise CatalogError(f"{provider} vms.csv holds no GPU offers")
+        except Exception as exc:  # keep what we have; say why
+            if current is None:
+                try:
+                    current = load_catalog()
+                except CatalogError:
+                    current = load_catalog(bundled_path())
+            offers += [o for o in current.offers if o.provider == provider]
+            details[provider] = {"url": url, "kept": current.provenance.snapshot,
+                                 "error": f"{exc.__class__.__name__}: {exc}"}
+            continue
+        offers += got
+        details[provider] = {"url": url, "fetched": now.isoformat(timespec="seconds"),
+                             "snapshot": now.date().isoformat()}
+    return offers, details
+
+
 def update_catalog(fetch: Callable[[str], bytes] | None = None,
                    dest: str | os.PathLike | None = None) -> Provenance:
-    """Download the current AWS and GCP vms.csv, rebuild offers, write the user copy atomically.
+    """Download the current AWS, GCP, Azure, Lambda and Vast vms.csv, rebuild offers, write the
+    user copy atomically.
 
-    Any failure leaves the existing copy untouched and raises CatalogError.
+    An AWS/GCP failure leaves the existing copy untouched and raises CatalogError. A reference
+    cloud (Azure, Lambda, Vast) that fails keeps its rows from the catalog in use; its
+    ``details[provider]`` then holds "kept" (that catalog's snapshot date) and "error".
     """
     from launcher.catalog.build import build_offers
 
@@ -152,7 +188,11 @@ def update_catalog(fetch: Callable[[str], bytes] | None = None,
     today = now.date().isoformat()
     details = {p: {"url": u, "fetched": now.isoformat(timespec="seconds"), "snapshot": today}
                for p, u in SOURCE_URLS.items()}
-    source = "downloaded: skypilot-org/skypilot-catalog master catalogs/v8/{aws,gcp}/vms.csv"
+    ref_offers, ref_details = _refresh_reference(fetch, now)
+    offers += ref_offers
+    details.update(ref_details)
+    source = ("downloaded: skypilot-org/skypilot-catalog master catalogs/v8/{aws,gcp}/vms.csv"
+              " + {azure,lambda,vast}/vms.csv (estimate only)")
     if dest is None:
         from launcher import state
 

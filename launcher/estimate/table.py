@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
+from launcher.catalog.reference import is_reference
 from launcher.errors import EstimateError
 from launcher.estimate.baseline import Baseline, cpu_cores, cpu_name
 from launcher.estimate.bands import band
@@ -81,6 +82,7 @@ class Candidate:
     memory: dict | None = None  # language models: the per-GPU memory plan (launcher/estimate/memory.py)
     arch: str = "x86_64"  # host CPU of the offer; the provider launches it with an image of this arch
     method: str = ""  # "per-operation" | "mfu" (launcher.estimate.throughput)
+    launchable: bool = True  # False: a reference cloud (azure, lambda, vast), priced but not launched on
 
     def sort_key(self) -> tuple:
         # Unfit and unpriced rows last; then cheapest, then fastest.
@@ -245,6 +247,14 @@ def _summary(rows: list[Candidate], base: dict, budget: float | None) -> dict:
     if cheapest is None:
         out["sentence"] = "No offer the spec asks for fits this job (see the alternatives)."
         return out
+    if not cheapest.launchable:  # the real cheapest GPU hour, and what gpujob itself can launch
+        from launcher.catalog.reference import NOTE
+
+        own = min((c for c in priced if c.launchable), key=Candidate.sort_key, default=None)
+        out["cheapest_launchable"] = asdict(own) if own else None
+        out["reference_note"] = (f"the cheapest row is {cheapest.provider} ({NOTE})" + (
+            f"; the cheapest gpujob launches: {own.instance_type} ({own.provider} {own.region}"
+            f"{' spot' if own.spot else ''}) at ${own.total_usd:.2f}" if own else ""))
     machines = f" x {cheapest.num_nodes} machines" if cheapest.num_nodes > 1 else ""
     what = (f"{cheapest.instance_type}{machines} ({cheapest.gpu} x{cheapest.gpu_count}, {cheapest.provider} "
             f"{cheapest.region}{' spot' if cheapest.spot else ''})")
@@ -311,6 +321,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     offers = [o for o in offers if o.arch in LAUNCHABLE_ARCHS.get(o.provider, (o.arch,))]
 
     preds: dict[tuple, Prediction | None] = {}
+    unknown: set[str] = set()
     slow_path: dict[str, list[str]] = {}
     over: dict[str, float] = {}
     rows: list[Candidate] = []
@@ -326,9 +337,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
                     get_gpu(o.gpu).memory_gib)
             except Exception:
                 preds[key] = None  # a GPU missing from the spec table: row shown, unpredicted
-                missing = f"no hardware figures for {o.gpu}: its offers are not predicted"
-                if missing not in notes:  # one per GPU, though each network is its own key
-                    notes.append(missing)
+                unknown.add(o.gpu)
             if preds[key] and preds[key].note:
                 slow_path.setdefault(w.precision, []).append(o.gpu)
         p = preds[key]
@@ -360,8 +369,11 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
                 scaling_efficiency=p.scaling_efficiency if p else None, seconds_per_epoch=epoch_s,
                 usd_per_epoch=epoch_usd, interconnect=p.interconnect if p else "", arch=o.arch,
                 note="; ".join(x for x in (_memory_note(w, p), seen_run["label"] if seen_run else "") if x),
+                launchable=not is_reference(o.provider),
                 error_band=err, band_basis=basis, measured=seen_run, method=p.method if p else "",
             ))
+    if unknown:
+        notes.append(f"no hardware figures for {', '.join(sorted(unknown))}: their offers are not predicted")
     for prec, gpus in slow_path.items():
         names = ", ".join(sorted(set(gpus)))
         hint = "; use precision: fp16 there" if prec == "bf16" else ""

@@ -12,6 +12,7 @@ _REGISTRY = {
     "ssh": ("launcher.providers.ssh", "SshProvider", None),
     "aws": ("launcher.providers.aws.launch", "AwsProvider", "pip install 'gpujob[aws]'"),
     "gcp": ("launcher.providers.gcp.launch", "GcpProvider", "pip install 'gpujob[gcp]'"),
+    "auto": ("launcher.providers.auto", "AutoProvider", None),  # the cheapest of aws/gcp, with failover
 }
 
 PROVIDER_NAMES = tuple(_REGISTRY)
