@@ -117,6 +117,7 @@ def estimate(
     refresh_baseline: bool = typer.Option(False, "--refresh-baseline",
                                           help="Measure the CPU again even when a cached measurement exists."),
     show_all: bool = typer.Option(False, "--all", help="Every offer, not only what the spec asks for and cheaper alternatives."),
+    wide: bool = typer.Option(False, "--wide", help="All columns: $/h, samples/s, GPU efficiency, overheads, notes."),
 ) -> None:
     """Price the job on every AWS and GCP GPU, next to this machine's CPU."""
     from launcher.jobestimate import full_estimate
@@ -134,7 +135,7 @@ def estimate(
         return
     from launcher.render import render_estimate
 
-    render_estimate(_out(), result)
+    render_estimate(_out(), result, wide=wide)
 
 
 # --- run and friends -------------------------------------------------------------------

@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -54,11 +55,83 @@ def _print_bands(con, candidates: list) -> None:
         con.print(f"[cyan]{escape(label)}[/]")
 
 
-def render_estimate(con, est: dict[str, Any]) -> None:
-    job, cat = est.get("job", {}), est.get("catalog", {})
+def render_estimate(con, est: dict[str, Any], wide: bool = False) -> None:
+    """The estimate: one line per row at 80 columns (``wide``: every column), then notes and footer."""
+    job = est.get("job", {})
     con.print(f"[bold]{escape(job.get('name', ''))}[/]: {job.get('model')} {job.get('precision')}, batch "
               f"{job.get('batch_size')}, {job.get('total_samples', 0):,} samples, "
               f"{(job.get('train_flops_per_sample') or 0) / 1e9:.1f} GFLOP/sample (train)")
+    (_wide_table if wide else _narrow_table)(con, est)
+    _estimate_footer(con, est)
+
+
+# Flags after the provider in the narrow table; the legend under it names those present.
+_FLAGS = (("$", "over the budget"), ("!", "does not fit the GPU memory (--wide or memory plan)"))
+
+
+def _flags(c: dict[str, Any]) -> str:
+    return ("$" if c.get("over_budget") else "") + ("" if c.get("fits_memory", True) else "!")
+
+
+def _free_name(name: str) -> str:
+    """'Kaggle Notebooks (GPU T4 x2)' -> 'Kaggle': the GPU column says the rest."""
+    return name.split(" (")[0].removesuffix(" Notebooks")
+
+
+def _narrow_table(con, est: dict[str, Any]) -> None:
+    """Provider, instance type, region, GPU x count, market, total time, total $: one line per row.
+
+    One table per section (the spec's own offers, cheaper alternatives), then this machine and
+    the free tiers for comparison; all share the column widths so they line up.
+    """
+    groups: list[tuple[str | None, list[tuple[list[str], str | None]]]] = []
+    sections, section = est.get("sections") or {}, object()
+    for c in est.get("candidates", []):
+        if c.get("section", "requested") != section:
+            section = c.get("section", "requested")
+            groups.append((sections.get(section), []))
+        nodes, flags = c.get("num_nodes") or 1, _flags(c)
+        groups[-1][1].append(([c["provider"] + flags, c["instance_type"] + (f" x{nodes}" if nodes > 1 else ""),
+                               c["region"], f"{c['gpu']} x{c['gpu_count']}", "spot" if c["spot"] else "on-demand",
+                               fmt_seconds(c.get("total_seconds")), fmt_usd(c.get("total_usd"))],
+                              "dim" if flags else None))
+    compare: list[tuple[list[str], str | None]] = []
+    b = est.get("baseline") or {}
+    if b:
+        compare.append((["local", "this machine", "-", f"CPU x{b['cores']}" if b.get("cores") else "CPU", "-",
+                         fmt_seconds(b.get("seconds")), "$0.00"], "cyan"))
+    for f in est.get("free_options", []):
+        compare.append((["free", _free_name(f["name"]), "-", f"{f['gpu']} x{f['gpu_count']}", "free tier",
+                         fmt_seconds(f.get("train_seconds")), "$0.00"], "green"))
+    if compare:
+        over = [_free_name(f["name"]) for f in est.get("free_options", []) if not f.get("fits_one_session")]
+        groups.append(("for comparison, not launch targets"
+                       + (f" (over one free session: {', '.join(dict.fromkeys(over))})" if over else ""), compare))
+    headers = ("provider", "instance", "region", "GPU", "market", "total", "total $")
+    rows = [r for _, g in groups for r, _ in g]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    tight = sum(widths) + 2 * (len(widths) - 1) > con.width
+    for n, (title, group) in enumerate(groups):
+        if title:
+            con.print(f"[bold]{escape(title)}[/]")
+        # SIMPLE_HEAD draws a one-space divider between columns; the right padding adds a second.
+        t = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", pad_edge=False,
+                  padding=0 if tight else (0, 1, 0, 0), show_header=n == 0)
+        for i, h in enumerate(headers):
+            t.add_column(h, justify="right" if i >= 5 else "left", no_wrap=True, overflow="ellipsis",
+                         min_width=widths[i])
+        for cells, style in group:
+            t.add_row(*(escape(x) for x in cells), style=style)
+        con.print(t)
+    marks = [f"{m} {what}" for m, what in _FLAGS if any(m in _flags(c) for c in est.get("candidates", []))]
+    if marks:
+        budget = (est.get("job") or {}).get("budget_usd")
+        con.print(escape("  ".join(marks).replace("over the budget", f"over the ${budget:g} budget" if budget
+                                                   else "over the budget")))
+
+
+def _wide_table(con, est: dict[str, Any]) -> None:
+    """Every column: $/h, samples/s, GPU efficiency, train and overhead time, $/epoch, notes."""
     def table(title: str | None) -> Table:
         t = Table(show_edge=False, header_style="bold", title=title, title_justify="left", title_style="bold")
         for col, just in (("provider", "left"), ("instance", "left"), ("region", "left"), ("GPU", "left"),
@@ -114,13 +187,17 @@ def render_estimate(con, est: dict[str, Any]) -> None:
                   ("fits one session" if f.get("fits_one_session") else
                    f"exceeds a {f.get('max_session_hours')}h session") + " (not a launch target)", style="green")
     con.print(t)
+
+
+def _estimate_footer(con, est: dict[str, Any]) -> None:
+    cat = est.get("catalog", {})
     shown, total = len(est.get("candidates", [])), est.get("candidates_total")
     if total and total > shown:
-        con.print(f"{shown} of {total} priced machines shown (the spec's own, then cheaper alternatives; --all for every one)")
+        con.print(f"{shown} of {total} priced machines shown (the spec's own, then cheaper alternatives; --all for every one, --wide for all columns)")
     for note in est.get("notes", []):
         con.print(f"[yellow]note:[/] {escape(str(note))}")
     _print_bands(con, est.get("candidates", []))
-    render_memory_plan(con, est.get("memory_plan") or [])
+    render_memory_plan(con, est.get("memory_plan") or [], wide=con.width > 120)
     summary = est.get("summary") or {}
     if summary.get("sentence"):
         con.print(f"[bold]{escape(summary['sentence'])}[/]")
@@ -130,21 +207,34 @@ def render_estimate(con, est: dict[str, Any]) -> None:
     stale = " [yellow](old: run `gpujob catalog update`)[/]" if cat.get("stale") else ""
     con.print(f"prices: {escape(str(cat.get('source')))}, snapshot {cat.get('snapshot')}"
               + (f", {age:.0f} days old" if age is not None else "") + stale)
+    cal = est.get("calibration")
+    if cal:  # one line: the source's detail (file names) is in --json
+        con.print(escape(f"calibration: {cal.get('points')} points, {str(cal.get('source')).split(' (')[0]}, fitted "
+                         f"{(cal.get('fitted_at') or 'never')[:10]}"), no_wrap=True, overflow="ellipsis")
 
 
-def render_memory_plan(con, rows: list[dict[str, Any]]) -> None:
-    """Language models: the fewest GPUs of each type that hold the job, per GPU GiB planned."""
+def render_memory_plan(con, rows: list[dict[str, Any]], wide: bool = True) -> None:
+    """Language models: the fewest GPUs of each type that hold the job, per GPU GiB planned.
+
+    ``wide=False``: one line per GPU at 80 columns (instance without its provider, GiB/GPU as G).
+    """
     if not rows:
         return
-    t = Table(show_edge=False, header_style="bold", title="memory plan: fewest GPUs that fit (AdamW, fp32 master)")
+    t = (Table(show_edge=False, header_style="bold", title="memory plan: fewest GPUs that fit (AdamW, fp32 master)")
+         if wide else Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", pad_edge=False, padding=0))
+    if not wide:
+        con.print("[bold]memory plan: fewest GPUs that fit (AdamW, fp32 master; G = GiB per GPU)[/]")
     for col in ("GPU", "GiB", "no checkpointing", "with checkpointing"):
-        t.add_column(col, justify="right" if col == "GiB" else "left")
+        t.add_column(col, justify="right" if col == "GiB" else "left", no_wrap=not wide)
 
     def cell(fit: dict | None) -> str:
         if not fit:
             return "does not fit"
-        machines = f"{fit['machines']} x " if fit["machines"] > 1 else ""
         how = {"single": "1 GPU", "ddp": "DDP", "fsdp": "FSDP"}[fit["parallel"]]
+        if not wide:
+            machines = f"{fit['machines']}x " if fit["machines"] > 1 else ""
+            return f"{fit['gpus']} ({machines}{fit['instance'].split()[-1]}) {how} {fit['allocated_gib']:.0f}G"
+        machines = f"{fit['machines']} x " if fit["machines"] > 1 else ""
         return f"{fit['gpus']} ({machines}{fit['instance']}), {how}, {fit['allocated_gib']:.0f} GiB/GPU"
 
     for r in rows:

@@ -1,0 +1,100 @@
+"""The estimate table at 80 columns: one line per row, deciding columns in full; the rest with --wide."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from launcher.cli import app
+from launcher.render import fmt_usd, render_estimate
+
+REPO = Path(__file__).resolve().parent.parent
+JOBS = ("vgg16", "resnet50", "quickstart", "llama-8b-fsdp")
+
+
+@pytest.fixture(scope="module")
+def estimates(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GPUJOB_HOME", str(tmp_path_factory.mktemp("home")))
+    out = {}
+    for name in JOBS:
+        res = CliRunner().invoke(app, ["estimate", str(REPO / "jobs" / f"{name}.yaml"), "--no-baseline", "--json"])
+        assert res.exit_code == 0, res.output
+        out[name] = json.loads(res.stdout)
+    mp.undo()
+    return out
+
+
+def _render(est, width=80, wide=False) -> list[str]:
+    buf = io.StringIO()
+    render_estimate(Console(file=buf, width=width, force_terminal=True, color_system=None), est, wide=wide)
+    return buf.getvalue().splitlines()
+
+
+def _rows(lines: list[str]) -> list[str]:
+    """Table rows: the lines under the header rule that start with a provider name."""
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("provider"))
+    return [ln for ln in lines[start + 2:] if ln.split() and ln.split()[0].rstrip("$!") in
+            ("aws", "gcp", "local", "free")]
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_every_row_is_one_line_with_the_deciding_columns_in_full(estimates, job):
+    est = json.loads(json.dumps(estimates[job]))
+    est["baseline"] = {"cores": 2, "seconds": 1e6}
+    lines = _render(est)
+    assert all(len(ln) <= 80 for ln in lines), max(lines, key=len)
+    rows = _rows(lines)
+    assert len(rows) == len(est["candidates"]) + 1 + len(est["free_options"])  # + this machine
+    for row, c in zip(rows, est["candidates"]):
+        assert "…" not in row
+        for cell in (c["provider"], c["instance_type"], c["region"], f"{c['gpu']} x{c['gpu_count']}",
+                     "spot" if c["spot"] else "on-demand", fmt_usd(c["total_usd"])):
+            assert cell in row, (cell, row)
+    assert all(r.startswith("free") and "free tier" in r and "$0.00" in r for r in rows[-len(est["free_options"]):])
+
+
+def test_sections_are_labelled_and_share_one_header(estimates):
+    est = estimates["vgg16"]
+    lines = _render(est)
+    titles = [est["sections"]["requested"], est["sections"]["alternative"]]
+    at = [lines.index(t) for t in titles]
+    assert at[0] < at[1] and "p3.2xlarge" in lines[at[0] + 3] and sum(ln.startswith("provider") for ln in lines) == 1
+    assert any(ln.startswith("for comparison, not launch targets") for ln in lines)
+
+
+def test_flags_and_legend(estimates):
+    est = json.loads(json.dumps(estimates["vgg16"]))
+    est["candidates"][1]["over_budget"] = True
+    est["candidates"][2]["fits_memory"] = False
+    rows = _rows(_render(est))
+    assert rows[1].split()[0].endswith("$") and rows[2].split()[0].endswith("!")
+    legend = next(ln for ln in _render(est) if ln.startswith("$ "))
+    assert "over the $25 budget" in legend and "! does not fit" in legend
+
+
+def test_footer_names_the_calibration_in_one_line(estimates):
+    cal = estimates["vgg16"]["calibration"]
+    line = next(ln for ln in _render(estimates["vgg16"]) if ln.startswith("calibration:"))
+    assert f"{cal['points']} points" in line and cal["fitted_at"][:10] in line and len(line) <= 80
+
+
+def test_wide_adds_throughput_and_notes(estimates):
+    wide = "\n".join(_render(estimates["vgg16"], width=250, wide=True))
+    assert "samples/s" in wide and "$/h" in wide and "overhead" in wide
+    assert "$/h" not in "\n".join(_render(estimates["vgg16"]))
+
+
+def test_memory_plan_is_one_line_per_gpu_at_80_columns(estimates):
+    est = estimates["llama-8b-fsdp"]
+    lines = _render(est)
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("memory plan"))
+    plan = lines[start + 3:start + 3 + len(est["memory_plan"])]
+    assert [ln.split()[0] for ln in plan] == [r["gpu"] for r in est["memory_plan"]]
+    assert all(len(ln) <= 80 and "…" not in ln for ln in plan)
+    assert "GiB/GPU" in "\n".join(_render(est, width=250))  # a wide console keeps the long cells
