@@ -335,10 +335,15 @@ class EventPrinter:
             return
         from launcher.payloads.protocol import parse_line as parse_protocol
 
-        for line in text.splitlines() if replay else [text]:
-            ev = parse_protocol(line)
+        from launcher.streaming import display_line
+
+        lines = text.split("\n") if replay else [text]  # not splitlines(): a `\r` update is no line end
+        if replay and lines and not lines[-1]:
+            lines.pop()
+        for line in lines:
+            ev = parse_protocol(line) if len(line) < 65536 else None
             if ev is None:
-                self._say(escape(line))
+                self._say(escape(display_line(line) if replay else line))
             elif replay:
                 self._payload(ev)
 

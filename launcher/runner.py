@@ -282,10 +282,9 @@ class Runner:
                     leftovers = self._teardown(run_id, provider, ctx)
             for w in workers:
                 w.host.close()
-            if machine is not None and machine.provider == "local" and paths is not None and not detached:
-                # The results were copied home: don't keep a second copy (checkpoints are big).
-                if self.store.get_run(run_id).fetched_at:
-                    shutil.rmtree(paths.workdir, ignore_errors=True)
+            if machine is not None and paths is not None and not detached and not opts.keep:
+                with signals.shielded():
+                    self._clean_workdir(run_id, host, machine, paths)
             if host is not None:
                 host.close()  # a detached job lives on: it was started with setsid
                 self._emit("connections", run_id=run_id, opened=getattr(host, "connections_opened", 0))
@@ -406,6 +405,7 @@ class Runner:
                     self._fetch(run_id, host, Paths(rec.machine["workdir"]))  # FetchFailed: keep the machine
                 else:
                     self._salvage(run_id, host, Paths(rec.machine["workdir"]))
+                self._clean_workdir(run_id, host, machine_from(rec.machine), Paths(rec.machine["workdir"]))
                 for w in rec.machine.get("workers", []):
                     wh = self.host_factory(machine_from(w))
                     self._stop_pid(wh, w.get("pid"))
@@ -450,6 +450,8 @@ class Runner:
 
             with signals.shielded(1, notice):
                 self._fetch(run_id, host, Paths(rec.machine["workdir"]))
+            with signals.shielded():
+                self._clean_workdir(run_id, host, machine_from(rec.machine), Paths(rec.machine["workdir"]))
         except GpujobError as exc:
             if not isinstance(exc, FetchFailed):
                 self.store.set_state(run_id, "fetch-failed", f"fetching the results failed: {exc.message}")
@@ -469,6 +471,19 @@ class Runner:
         with signals.shielded():
             leftovers = self._teardown(run_id, provider, ctx)
         return self._conclude(run_id, None, leftovers)
+
+    def _clean_workdir(self, run_id: str, host, machine: Machine, paths: Paths) -> None:
+        """Once the results are home, delete the run's directory on a machine that outlives the run
+        (local, ssh: payload, outputs and checkpoints are big); a cloud machine is deleted whole."""
+        if machine.provider not in ("local", "ssh") or not self.store.get_run(run_id).fetched_at:
+            return
+        if machine.provider == "local":
+            shutil.rmtree(paths.workdir, ignore_errors=True)
+            return
+        try:
+            host.run(f"rm -rf {q(paths.workdir)}", timeout=120)
+        except GpujobError as exc:
+            self._emit("warning", run_id=run_id, message=f"could not delete {paths.workdir} on {machine.host}: {exc}")
 
     def _reopen(self, rec: RunRecord):
         """The provider and context of a recorded run (for attach/down/fetch from another process)."""

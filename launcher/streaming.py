@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 from launcher.payloads.protocol import parse_line as parse_protocol  # stdlib only: cheap
@@ -41,28 +42,102 @@ class WorkerStream(threading.Thread):
         return self.status
 
 
+SHOW_MAX = 4096  # characters of one line shown on screen; the stored log keeps every byte
+UPDATE_EVERY_S = 0.5  # `\r` progress updates (tqdm) shown at most this often
+STORE_EVERY_S, STORE_BYTES = 0.5, 1 << 20  # log text is committed in batches of this age or size
+
+
+def shown(head: str, length: int) -> str:
+    """A line as the screen shows it: its first SHOW_MAX characters, then a note of what was cut."""
+    if length <= SHOW_MAX:
+        return head
+    return (f"{head[:SHOW_MAX]} ... [{length - SHOW_MAX:,} more characters not shown; "
+            "the stored log keeps them: `gpujob logs RUN`]")
+
+
+def display_line(line: str) -> str:
+    """A whole stored line for the screen: the latest `\r` update, cut to SHOW_MAX (see shown)."""
+    if "\r" in line:
+        line = next((seg for seg in reversed(line.split("\r")) if seg.strip()), "")
+    return shown(line[:SHOW_MAX], len(line))
+
+
 class Progress:
-    """Turns log text into stored chunks, lines, and protocol events into progress (samples, ETA, dollars)."""
+    """Turns log text into stored chunks, lines, and protocol events into progress (samples, ETA, dollars).
+
+    Cost is linear in bytes whatever the shape: the line being received keeps only its first
+    SHOW_MAX characters (and its length); a `\r` starts it over (tqdm-style updates show the
+    latest, at most every UPDATE_EVERY_S). The store gets every chunk as it came."""
 
     def __init__(self, store, emit: Callable[..., None], clock: Callable[[], float], run_id: str, spec,
                  offset: int):
         self.store, self.emit, self.clock, self.run_id, self.offset = store, emit, clock, run_id, offset
-        self.buf = ""
+        self.head, self.length = "", 0  # the line being received: first SHOW_MAX chars, total length
         self.total = spec.workload.total_samples
         self.rec = store.get_run(run_id)  # price and launch time are fixed by now
+        self._last_update = 0.0
+        self._pending: list[str] = []  # text not yet committed, starting at byte self._pending_at
+        self._pending_at, self._pending_bytes, self._pending_since = offset, 0, 0.0
 
     def feed(self, text: str) -> None:
-        self.store.append_log(self.run_id, self.offset, text)
-        self.offset += len(text.encode())
-        self.buf += text
-        *lines, self.buf = self.buf.split("\n")
-        for line in lines:
-            self._line(line)
+        size = len(text.encode())
+        if not self._pending:
+            self._pending_at, self._pending_since = self.offset, time.monotonic()
+        self._pending.append(text)
+        self._pending_bytes += size
+        self.offset += size
+        if self._pending_bytes >= STORE_BYTES or time.monotonic() - self._pending_since >= STORE_EVERY_S:
+            self._store()
+        start, n = 0, len(text)
+        while start < n:
+            nl = text.find("\n", start)
+            self._take(text, start, n if nl < 0 else nl)
+            if nl < 0:
+                break
+            self._end_line()
+            start = nl + 1
+
+    def _take(self, text: str, start: int, end: int) -> None:
+        cr = text.rfind("\r", start, end)
+        if cr >= 0:  # an update ended here: show it (now and then), start the line over after it
+            prev = text.rfind("\r", start, cr)
+            if prev >= 0:
+                self.head, self.length = text[prev + 1:min(cr, prev + 1 + SHOW_MAX)], cr - prev - 1
+            else:
+                self._keep(text, start, cr)
+            now = time.monotonic()
+            if self.head.strip() and now - self._last_update >= UPDATE_EVERY_S:
+                self._last_update = now
+                self.emit("log", run_id=self.run_id, text=shown(self.head, self.length), update=True)
+            self.head, self.length = "", 0
+            start = cr + 1
+        self._keep(text, start, end)
+
+    def _keep(self, text: str, start: int, end: int) -> None:
+        room = SHOW_MAX - len(self.head)
+        if room > 0:
+            self.head += text[start:min(end, start + room)]
+        self.length += end - start
+
+    def _end_line(self) -> None:
+        head, length = self.head, self.length
+        self.head, self.length = "", 0
+        if length > SHOW_MAX:
+            self.emit("log", run_id=self.run_id, text=shown(head, length))
+        else:
+            self._line(head)
+
+    def _store(self) -> None:
+        """Commit the pending text as one chunk (a crash loses at most it: a re-attach reads it again)."""
+        if self._pending:
+            self.store.append_log(self.run_id, self._pending_at, "".join(self._pending))
+            self._pending, self._pending_bytes = [], 0
 
     def flush(self) -> None:
-        if self.buf:
-            self._line(self.buf)
-            self.buf = ""
+        """At the end of the stream: the last partial line, and every pending byte to the store."""
+        self._store()
+        if self.length:
+            self._end_line()
 
     def _line(self, line: str) -> None:
         event = parse_protocol(line)

@@ -50,6 +50,15 @@ def test_ssh_run_trains_streams_and_fetches(ssh_runner):
     log = runner.store.log_text(rec.id)
     assert log.count('"event": "end"') + log.count('"event":"end"') == 1
     assert result.report["actual"]["samples"] >= 512
+    # issue 14, failure 10: the results are home, so ~/gpujob/RUN is gone from the user's machine
+    assert not Path(rec.machine["workdir"]).exists()
+
+
+def test_ssh_keep_keeps_the_remote_work_dir(ssh_runner):
+    runner, opts = ssh_runner
+    opts.keep = True
+    rec = runner.run(parse_spec(TINY), opts).run
+    assert rec.state == "succeeded" and Path(rec.machine["workdir"], "outputs", "model.pt").is_file()
 
 
 def test_ssh_job_failure_still_fetches_logs_and_artifacts(ssh_runner, tmp_path):

@@ -1,0 +1,65 @@
+"""Output of any shape (issue 14, failure 8): a huge line without newlines is stored whole and shown cut
+with a note; `\\r` updates show as the latest; ordinary lines and protocol events are unchanged."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from rich.console import Console
+
+from launcher.render import EventPrinter
+from launcher.spec import parse_spec
+from launcher.streaming import SHOW_MAX, Progress, display_line
+from launcher.store import Store
+
+
+def _progress(tmp_path):
+    store = Store(tmp_path / "runs.db")
+    store.create_run("r1", "job", "local", spec_path=None, spec_text=None, spec={}, provider_config={})
+    events: list = []
+    spec = parse_spec("name: job\n")
+    return store, events, Progress(store, lambda kind, **f: events.append((kind, f)), lambda: 0.0, "r1", spec, 0)
+
+
+def test_huge_line_is_stored_whole_and_shown_cut_with_a_note(tmp_path):
+    store, events, p = _progress(tmp_path)
+    chunk = "x" * 65536
+    for _ in range(64):  # 4 MiB, no newline, in the chunks a stream delivers
+        p.feed(chunk)
+    p.feed("\nafter\n")
+    p.flush()  # the end of the stream commits what is pending
+    logs = [f["text"] for k, f in events if k == "log"]
+    assert len(logs) == 2 and logs[1] == "after"
+    assert logs[0].startswith("x" * SHOW_MAX) and len(logs[0]) < SHOW_MAX + 200
+    assert f"{64 * 65536 - SHOW_MAX:,} more characters not shown" in logs[0]
+    assert store.log_text("r1") == chunk * 64 + "\nafter\n"  # every byte kept
+
+
+def test_carriage_return_updates_show_the_latest(tmp_path):
+    store, events, p = _progress(tmp_path)
+    p.feed("epoch 1:  10%\r")
+    p.feed("epoch 1:  20%\repoch 1:  30")
+    p.feed("%\repoch 1: 100%\n")
+    p.flush()
+    logs = [f for k, f in events if k == "log"]
+    assert logs[0] == {"run_id": "r1", "text": "epoch 1:  10%", "update": True}  # the first update, at once
+    assert logs[-1] == {"run_id": "r1", "text": "epoch 1: 100%"}  # the line as it ended
+    assert display_line("a\rb\rc\r") == "c"
+    assert store.log_text("r1").count("\r") == 3  # the stored log keeps the bytes
+
+
+def test_protocol_events_still_parse(tmp_path):
+    store, events, p = _progress(tmp_path)
+    p.feed(json.dumps({"gpujob": 1, "event": "epoch", "epoch": 1, "loss": 0.5}) + "\nplain\n")
+    kinds = [k for k, _ in events]
+    assert kinds in (["payload", "log"], ["log", "log"])
+    assert events[-1] == ("log", {"run_id": "r1", "text": "plain"})
+
+
+def test_replay_of_a_huge_line_is_cut_too():
+    out = io.StringIO()
+    printer = EventPrinter(Console(file=out, width=200), replay=True)
+    printer("log", run_id="r1", text="y" * (1 << 20) + "\nshort\n", replay=True)
+    text = out.getvalue()
+    assert "more characters not shown" in text and "short" in text and len(text) < 20_000
