@@ -156,3 +156,25 @@ def test_gc_collects_an_orphaned_aws_run(aws, tmp_path, monkeypatch):
         assert_nothing_left(e2e, rec.id)
     finally:
         e2e.stop()
+
+
+def test_gc_for_gcp_takes_project(tmp_path, monkeypatch):
+    """Failure 1 (its second half): `gc --provider gcp` asked for --project and did not accept it."""
+    pytest.importorskip("google.cloud.compute_v1")
+    from typer.testing import CliRunner
+
+    from launcher.cli import app
+    from tests.test_e2e_gcp import fake_for
+
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "state"))
+    for var in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    fake = fake_for(monkeypatch, 240)
+    try:
+        res = CliRunner().invoke(app, ["gc", "--provider", "gcp", "--project", "test-project", "--json"])
+    finally:
+        fake.stop()
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["errors"] == [] and report["orphans"] == [] and report["orphaned_runs"] == []
