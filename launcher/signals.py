@@ -79,7 +79,10 @@ def sleep(seconds: float) -> None:
         left = end - time.monotonic()
         if left <= 0:
             return
-        _flag.event.wait(min(left, 0.2))
+        if _flag.event.is_set():  # a shielded section absorbed a signal: sleep plainly, don't spin
+            time.sleep(min(left, 0.2))
+        else:
+            _flag.event.wait(min(left, 0.2))
         check()
 
 

@@ -11,6 +11,7 @@ import ipaddress
 import time
 from typing import Any, Callable
 
+from launcher import signals
 from launcher.errors import (
     CapacityError,
     CredentialsError,
@@ -66,7 +67,7 @@ class AwsProvider(AwsApi):
         ssh_cidr: str | None = None,
         session=None,
         catalog=None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = signals.sleep,  # a signal ends a launch wait
         clock: Callable[[], float] = time.monotonic,
         detect_ip: Callable[[], str] | None = None,
     ):

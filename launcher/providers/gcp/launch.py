@@ -13,6 +13,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from launcher import signals
 from launcher.errors import CapacityError, GpujobError, ProviderError, QuotaError, WaitTimeout
 from launcher.providers.address import CHECKIP_URL, detect_public_ip
 from launcher.providers.gcp import api, cleanup
@@ -29,7 +30,7 @@ class GcpProvider:
     name = "gcp"
 
     def __init__(self, project: str | None = None, regions: list[str] | None = None, ssh_cidr: str | None = None,
-                 credentials: Any = None, catalog: Any = None, sleep: Callable[[float], None] = time.sleep,
+                 credentials: Any = None, catalog: Any = None, sleep: Callable[[float], None] = signals.sleep,
                  clock: Callable[[], float] = time.monotonic, detect_ip: Callable[[], str] | None = None):
         self._project = project
         self._regions = shp.gcp_regions(regions)
