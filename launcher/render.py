@@ -62,7 +62,7 @@ def render_estimate(con, est: dict[str, Any], wide: bool = False) -> None:
               f"{job.get('batch_size')}, {job.get('total_samples', 0):,} samples, "
               f"{(job.get('train_flops_per_sample') or 0) / 1e9:.1f} GFLOP/sample (train)")
     (_wide_table if wide else _narrow_table)(con, est)
-    _estimate_footer(con, est)
+    _estimate_footer(con, est, wide)
 
 
 # Flags after the provider in the narrow table; the legend under it names those present.
@@ -109,8 +109,9 @@ def _narrow_table(con, est: dict[str, Any]) -> None:
                        + (f" (over one free session: {', '.join(dict.fromkeys(over))})" if over else ""), compare))
     headers = ("provider", "instance", "region", "GPU", "market", "total", "total $")
     rows = [r for _, g in groups for r, _ in g]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    tight = sum(widths) + 2 * (len(widths) - 1) > con.width
+    width = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    cut = _fit_reference_rows(rows, headers, width, con.width - (len(headers) - 1))
+    tight = sum(width) + 2 * (len(width) - 1) > con.width
     for n, (title, group) in enumerate(groups):
         if title:
             con.print(f"[bold]{escape(title)}[/]")
@@ -119,15 +120,42 @@ def _narrow_table(con, est: dict[str, Any]) -> None:
                   padding=0 if tight else (0, 1, 0, 0), show_header=n == 0)
         for i, h in enumerate(headers):
             t.add_column(h, justify="right" if i >= 5 else "left", no_wrap=True, overflow="ellipsis",
-                         min_width=widths[i])
+                         min_width=width[i])
         for cells, style in group:
             t.add_row(*(escape(x) for x in cells), style=style)
         con.print(t)
     marks = [f"{m} {what}" for m, what in _FLAGS if any(m in _flags(c) for c in est.get("candidates", []))]
+    if cut:
+        marks.append("… cut to fit: " + "/".join(cut) + " offers (estimate only; --wide for full names)")
     if marks:
         budget = (est.get("job") or {}).get("budget_usd")
         con.print(escape("  ".join(marks).replace("over the budget", f"over the ${budget:g} budget" if budget
                                                    else "over the budget")))
+
+
+_LAUNCHABLE = ("aws", "gcp", "ssh", "local", "free")
+
+
+def _fit_reference_rows(rows: list[list[str]], headers, width: list[int], room: int) -> list[str]:
+    """Shorten instance, region and GPU cells of estimate-only clouds (Azure, Lambda, Vast) to fit.
+
+    Rows of providers gpujob launches on keep every cell in full: a column never shrinks below
+    their longest cell. Edits ``rows`` and ``width`` in place; returns the providers whose cells were cut.
+    """
+    floor = {i: max([len(headers[i])] + [len(r[i]) for r in rows if r[0].rstrip("$!") in _LAUNCHABLE])
+             for i in (1, 2, 3)}
+    while sum(width) > room:
+        i = max(floor, key=lambda k: width[k] - floor[k])
+        if width[i] <= floor[i]:
+            break
+        width[i] -= 1
+    cut = []
+    for r in rows:
+        for i in floor:
+            if len(r[i]) > width[i]:
+                r[i] = r[i][:width[i] - 1] + "…"
+                cut.append(r[0].rstrip("$!"))
+    return list(dict.fromkeys(cut))
 
 
 def _wide_table(con, est: dict[str, Any]) -> None:
@@ -189,7 +217,7 @@ def _wide_table(con, est: dict[str, Any]) -> None:
     con.print(t)
 
 
-def _estimate_footer(con, est: dict[str, Any]) -> None:
+def _estimate_footer(con, est: dict[str, Any], wide: bool = False) -> None:
     cat = est.get("catalog", {})
     shown, total = len(est.get("candidates", [])), est.get("candidates_total")
     if total and total > shown:
@@ -197,7 +225,7 @@ def _estimate_footer(con, est: dict[str, Any]) -> None:
     for note in est.get("notes", []):
         con.print(f"[yellow]note:[/] {escape(str(note))}")
     _print_bands(con, est.get("candidates", []))
-    render_memory_plan(con, est.get("memory_plan") or [], wide=con.width > 120)
+    render_memory_plan(con, est.get("memory_plan") or [], wide=wide or con.width > 120)
     summary = est.get("summary") or {}
     if summary.get("sentence"):
         con.print(f"[bold]{escape(summary['sentence'])}[/]")
@@ -216,14 +244,14 @@ def _estimate_footer(con, est: dict[str, Any]) -> None:
 def render_memory_plan(con, rows: list[dict[str, Any]], wide: bool = True) -> None:
     """Language models: the fewest GPUs of each type that hold the job, per GPU GiB planned.
 
-    ``wide=False``: one line per GPU at 80 columns (instance without its provider, GiB/GPU as G).
+    ``wide=False``: one line per GPU at 80 columns (GPU count and parallelism; instances with ``wide``).
     """
     if not rows:
         return
     t = (Table(show_edge=False, header_style="bold", title="memory plan: fewest GPUs that fit (AdamW, fp32 master)")
          if wide else Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", pad_edge=False, padding=0))
     if not wide:
-        con.print("[bold]memory plan: fewest GPUs that fit (AdamW, fp32 master; G = GiB per GPU)[/]")
+        con.print("[bold]memory plan, fewest GPUs that fit (AdamW; G = GiB per GPU; --wide: instances)[/]")
     for col in ("GPU", "GiB", "no checkpointing", "with checkpointing"):
         t.add_column(col, justify="right" if col == "GiB" else "left", no_wrap=not wide)
 
@@ -231,9 +259,11 @@ def render_memory_plan(con, rows: list[dict[str, Any]], wide: bool = True) -> No
         if not fit:
             return "does not fit"
         how = {"single": "1 GPU", "ddp": "DDP", "fsdp": "FSDP"}[fit["parallel"]]
-        if not wide:
-            machines = f"{fit['machines']}x " if fit["machines"] > 1 else ""
-            return f"{fit['gpus']} ({machines}{fit['instance'].split()[-1]}) {how} {fit['allocated_gib']:.0f}G"
+        if not wide:  # "16 (2x8) FSDP, 13G": GPUs (machines x GPUs each), how, GiB per GPU
+            if fit["parallel"] == "single":
+                return f"1 GPU, {fit['allocated_gib']:.0f}G"
+            machines = f" ({fit['machines']}x{fit['gpus_per_machine']})" if fit["machines"] > 1 else ""
+            return f"{fit['gpus']}{machines} {how}, {fit['allocated_gib']:.0f}G"
         machines = f"{fit['machines']} x " if fit["machines"] > 1 else ""
         return f"{fit['gpus']} ({machines}{fit['instance']}), {how}, {fit['allocated_gib']:.0f} GiB/GPU"
 
