@@ -60,8 +60,10 @@ def test_gpu_with_no_similar_name_lists_the_known_ones():
     assert "known GPUs:" in str(err) and "H100" in str(err)
 
 
-@pytest.mark.parametrize("acc,counts", [("A100:3", "aws: 8; gcp: 1, 2, 4, 8, 16"), ("H200:2", "aws: 8; gcp: 8"),
-                                        ("T4:16", "aws: 1, 4, 8; gcp: 1, 2, 4")])
+@pytest.mark.parametrize("acc,counts", [
+    ("A100:3", "aws: 8; azure: 8; gcp: 1, 2, 4, 8, 16; lambda: 1, 2, 4, 8; vast: 1, 2"),
+    ("H200:3", "aws: 8; azure: 8; gcp: 8; vast: 1, 2, 4, 8"),
+    ("T4:16", "aws: 1, 4, 8; azure: 1, 4; gcp: 1, 2, 4")])  # estimate-only clouds count: an estimate is a use
 def test_a_count_no_provider_sells_names_the_counts_that_exist(acc, counts):
     err = _err(f"name: a\nresources:\n  accelerators: '{acc}'\n")
     assert "no provider sells" in str(err) and counts in str(err)
