@@ -26,7 +26,7 @@ if __package__:
     from . import lm_data, lm_shapes, protocol, sharding
     from .lm import build_lm, lm_loss
     from .runtime import (AUTOCAST_DTYPES, Dist, Stop, UsageError, atomic_save, atomic_write_text, cpu_name, log,
-                          lr_at, pick_device, set_precision, sync)
+                          lr_at, set_precision, start_process, sync)
 else:  # run as a script: the siblings sit next to this file
     import lm_data  # type: ignore[no-redef]
     import lm_shapes  # type: ignore[no-redef]
@@ -34,7 +34,7 @@ else:  # run as a script: the siblings sit next to this file
     import sharding  # type: ignore[no-redef]
     from lm import build_lm, lm_loss  # type: ignore[no-redef]
     from runtime import (AUTOCAST_DTYPES, Dist, Stop, UsageError, atomic_save,  # type: ignore[no-redef]
-                         atomic_write_text, cpu_name, log, lr_at, pick_device, set_precision, sync)
+                         atomic_write_text, cpu_name, log, lr_at, set_precision, start_process, sync)
 
 ADAMW_LR = 3e-4
 ADAMW = dict(betas=(0.9, 0.95), weight_decay=0.1, eps=1e-8)
@@ -114,11 +114,8 @@ def run(cfg: dict[str, Any]) -> int:
     if cfg["precision"] == "fp16":
         raise UsageError("precision fp16 is not offered for language models; use bf16 (same speed, no loss scaling)")
     probe = cfg["probe_steps"] is not None or cfg["probe_seconds"] is not None
-    want = cfg["device"]
-    kind = "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
-    dd = Dist(kind)
+    dd, device = start_process(cfg["device"])
     emit = protocol.emit if dd.main else (lambda *a, **k: None)
-    device = pick_device(want, dd.local_rank)
     try:
         data = lm_data.open_tokens(cfg["dataset"], shape.vocab_size)
     except lm_data.DataError as exc:

@@ -97,6 +97,16 @@ def pick_device(want: str, local_rank: int) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+def start_process(want: str) -> tuple[Dist, torch.device]:
+    """This process's group and device for the job's device choice ``want`` ('auto', 'cuda' or 'cpu').
+
+    The group is NCCL when the job runs on CUDA ('cuda', or 'auto' with a GPU present), else gloo;
+    the device is this rank's (``pick_device``). Raises UsageError where ``pick_device`` does.
+    """
+    dd = Dist("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+    return dd, pick_device(want, dd.local_rank)
+
+
 def set_precision(precision: str, device: torch.device) -> tuple[Any, Any]:
     """(autocast context factory, GradScaler or None). fp32 is strict IEEE fp32 on GPUs."""
     tf32 = precision != "fp32"

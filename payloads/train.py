@@ -23,7 +23,7 @@ if __package__:
     from . import data as D
     from . import fast_layers, lm_shapes, models, protocol
     from .runtime import (AUTOCAST_DTYPES, PRECISIONS, Dist, Stop, UsageError, atomic_save, atomic_write_text,
-                          cpu_name, log, lr_at, pick_device, rng_state, set_precision, set_rng_state, sync)
+                          cpu_name, log, lr_at, rng_state, set_precision, set_rng_state, start_process, sync)
 else:  # run as a script: the siblings sit next to this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import data as D  # type: ignore[no-redef]
@@ -32,7 +32,7 @@ else:  # run as a script: the siblings sit next to this file
     import models  # type: ignore[no-redef]
     import protocol  # type: ignore[no-redef]
     from runtime import (AUTOCAST_DTYPES, PRECISIONS, Dist, Stop, UsageError, atomic_save,  # type: ignore[no-redef]
-                         atomic_write_text, cpu_name, log, lr_at, pick_device, rng_state, set_precision,
+                         atomic_write_text, cpu_name, log, lr_at, rng_state, set_precision, start_process,
                          set_rng_state, sync)
 
 import numpy as np
@@ -189,11 +189,8 @@ def run(cfg: dict[str, Any]) -> int:
     cfg = {**cfg, "learning_rate": cfg["learning_rate"] or SGD_LR}
     stop = Stop()
     probe = cfg["probe_steps"] is not None or cfg["probe_seconds"] is not None
-    want = cfg["device"]
-    kind = "cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu"
-    dd = Dist(kind)
+    dd, device = start_process(cfg["device"])
     emit = protocol.emit if dd.main else (lambda *a, **k: None)
-    device = pick_device(want, dd.local_rank)
     autocast, scaler = set_precision(cfg["precision"], device)
     use_compile = cfg["compile"] if cfg["compile"] is not None else device.type == "cuda"
     channels_last = bool(cfg["channels_last"])
