@@ -96,7 +96,7 @@ class LocalHost:
             return None
 
     def start_detached(self, command: str, workdir: str | Path, log_path: str | Path, exit_path: str | Path,
-                       env: dict[str, str] | None = None) -> int:
+                       env: dict[str, str] | None = None, started_file: str | Path | None = None) -> int:
         # Same shape as on a remote machine: the exit file appears atomically when the job ends.
         exit_q = shlex.quote(str(exit_path))
         # The wrapper ignores TERM so that it outlives a group signal and still writes the exit file.
@@ -109,6 +109,8 @@ class LocalHost:
         finally:
             log.close()
         self._proc = proc  # reaped in stream(); a detached run is reaped by init
+        if started_file is not None and Path(started_file).parent.is_dir():  # as remote.Session does
+            Path(started_file).write_text(f"{proc.pid} {Path(exit_path).absolute()}\n")
         return proc.pid
 
     def stream(self, log_path: str | Path, exit_path: str | Path, on_text: Callable[[str], None], offset: int = 0,

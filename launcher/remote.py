@@ -627,6 +627,7 @@ class Session:
         log_path: str,
         exit_path: str,
         env: dict[str, str] | None = None,
+        started_file: str | None = None,
     ) -> int:
         """Start ``command`` in its own session so a dropped connection kills nothing.
 
@@ -634,6 +635,8 @@ class Session:
         then rename) once the command ends, also after kill_job's TERM. Env values travel in
         a 0600 file that the job sources and deletes, never on a command line, so they reach
         neither `ps` nor any error message. Returns the pid, which is also the process group.
+        ``started_file`` (when its directory exists) gets "PGID ABSOLUTE_EXIT_PATH" from the same
+        remote shell that starts the job, so the machine's guard learns of it even if we die now.
         """
         env = env or {}
         bad = [k for k in env if not _ENV_NAME.fullmatch(k)]
@@ -659,7 +662,9 @@ class Session:
             f"test -d {q(wd)} || {{ echo no such directory: {q(wd)} >&2; {give_up}; }}\n"
             f"mkdir -p {dirs} && rm -f {q(ex)} {q(ex + '.tmp')} && : > {q(log)} || {{ {give_up}; }}\n"
             f"setsid nohup bash -c {q(wrapper)} > {q(log)} 2>&1 < /dev/null &\n"
-            "echo $!"
+            "pid=$!\n"
+            + (_record_start(started_file, ex) if started_file else "")
+            + "echo $pid"
         )
         status, out, err = self._exec(launch, None, 60, f"start job in {wd}")
         if status != 0:
@@ -803,6 +808,15 @@ class Session:
                 if self._alive():
                     raise  # not a link problem (e.g. raised by on_text): not ours to retry
                 self._reconnect(reconnect_deadline_s, err)
+
+
+def _record_start(started_file: str, exit_path: str) -> str:
+    """Shell lines: write "$pid ABSOLUTE_EXIT_PATH" to started_file when its directory exists."""
+    q = shlex.quote
+    f, parent = _rpath(started_file), str(PurePosixPath(_rpath(started_file)).parent)
+    return (f"e={q(exit_path)}; case $e in /*) ;; *) e=$HOME/$e ;; esac\n"
+            f"[ ! -d {q(parent)} ] || {{ printf '%s %s\\n' \"$pid\" \"$e\" > {q(f + '.tmp')} && "
+            f"mv -f {q(f + '.tmp')} {q(f)}; }} || true\n")
 
 
 class _ChannelWriter:

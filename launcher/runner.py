@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from launcher import artifacts
+from launcher import artifacts, guard
 
 from launcher.errors import (BudgetError, CredentialsError, FetchFailed, GpujobError, Interrupted, MachineGone, JobFailed, RemoteError, SSHConnectError,
                              TeardownError, UsageError, WaitTimeout)
@@ -239,9 +239,11 @@ class Runner:
             for w in workers:
                 w.pid = w.host.start_detached(job_command(spec, w.machine, w.paths, w.rank, master, run_id),
                                               w.paths.workdir, w.paths.log, w.paths.exit,
-                                              env=job_env(spec, w.machine, w.rank))
+                                              env=job_env(spec, w.machine, w.rank),
+                                              started_file=guard.job_file(w.machine.extra))
             command = job_command(spec, machine, paths, 0, master if workers else None, run_id)
-            pid = host.start_detached(command, paths.workdir, paths.log, paths.exit, env=job_env(spec, machine))
+            pid = host.start_detached(command, paths.workdir, paths.log, paths.exit, env=job_env(spec, machine),
+                                      started_file=guard.job_file(machine.extra))
             self.store.update_run(run_id, job_started_at=self.clock(),
                                   machine={**machine_dict(machine), "pid": pid, "workdir": paths.workdir,
                                            "workers": [{**machine_dict(w.machine), "pid": w.pid}
@@ -586,7 +588,7 @@ class Runner:
                                                           "a second Ctrl-C skips the fetch and the results are lost")
 
         with signals.shielded(1, notice):
-            files = self._fetch(run_id, host, paths, workers)
+            files = self._fetch(run_id, host, paths, workers, keep=opts.keep)
         signals.check()  # the results are home; a signal during the fetch still ends the run as interrupted
         rec = self.store.get_run(run_id)
         self.store.update_run(run_id, result={**(rec.result or {}), "files": files})
@@ -595,8 +597,9 @@ class Runner:
             raise JobFailed(run_id, exit_status, reason or "see `gpujob logs`")
         self.store.set_state(run_id, "succeeded", reason)
 
-    def _fetch(self, run_id: str, host, paths: Paths, workers=()) -> int:
-        """Fetch into the run's results directory (resuming a partial fetch there); fetch-failed on error."""
+    def _fetch(self, run_id: str, host, paths: Paths, workers=(), keep: bool = False) -> int:
+        """Fetch into the run's results directory (resuming a partial fetch there); fetch-failed on error.
+        Then tell the machine's guard the results are home (``keep``: the user keeps the machine)."""
         rec = self.store.get_run(run_id)
         started = any(kind == "fetch-started" for _, kind, _ in self.store.events(run_id))
         planned = Path(rec.artifacts_dir) if rec.artifacts_dir else artifacts.choose_destination(run_id, None)
@@ -611,10 +614,20 @@ class Runner:
             files = artifacts.fetch(host, paths, dest, workers)
         except (GpujobError, OSError) as exc:
             why = getattr(exc, "message", None) or str(exc)
+            if guard.guard_dir((rec.machine or {}).get("extra")):  # the machine will not wait forever
+                grace = ((rec.spec or {}).get("limits") or {}).get("unfetched_grace") or 900
+                why += (f"; with no client attached the machine powers itself off {grace / 60:g} min after the "
+                        "job's end (limits.unfetched_grace)")
             self.store.set_state(run_id, "fetch-failed", f"fetching the results failed: {why}")
             raise FetchFailed(run_id, why) from None
         self.store.update_run(run_id, fetched_at=self.clock())
         self._emit("artifacts", run_id=run_id, path=str(dest), files=files)
+        nodes = [(host, (rec.machine or {}).get("extra"))] + [(w.host, w.machine.extra) for w in workers]
+        for node_host, extra in nodes:
+            try:
+                guard.mark_fetched(node_host, extra, keep)
+            except GpujobError as exc:  # the release goes on; unmarked, the guard waits out its grace
+                self._emit("warning", run_id=run_id, message=f"could not tell the machine's guard: {exc}")
         return files
 
     def _interrupted(self, run_id: str, host, machine, paths, workers, opts: RunOptions) -> None:
@@ -629,16 +642,16 @@ class Runner:
                 if signals.received() > 1 and self.store.get_run(run_id).exit_status is not None:
                     self._emit("warning", run_id=run_id, message="results not fetched (skipped by a second signal)")
                 else:
-                    self._salvage(run_id, host, paths)
+                    self._salvage(run_id, host, paths, keep=opts.keep)
         for w in workers:
             self._stop_pid(w.host, w.pid)
 
-    def _salvage(self, run_id: str, host, paths: Paths) -> None:
+    def _salvage(self, run_id: str, host, paths: Paths, keep: bool = False) -> None:
         """Bring home what a stopped job left (its checkpoint, the log) before the machine goes."""
         if self.store.get_run(run_id).fetched_at:
             return
         try:
-            self._fetch(run_id, host, paths)
+            self._fetch(run_id, host, paths, keep=keep)
         except FetchFailed as exc:  # the release must go on regardless
             self._emit("warning", run_id=run_id, message=f"could not fetch the checkpoint: {exc.message}")
 

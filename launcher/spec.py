@@ -189,14 +189,30 @@ class Resources(_Strict):
         return v
 
 
+MIN_GUARD_S = 60.0  # shorter would power a machine off while its client reconnects
+
+
 class Limits(_Strict):
     max_duration: float = Field(6 * 3600.0, description="seconds")
     budget_usd: float | None = Field(None, gt=0)
+    # The machine's guard (launcher/guard.py): seconds the results wait for a client once the job
+    # ended, and seconds without any attached client (while no job runs) before it powers off.
+    unfetched_grace: float = Field(15 * 60.0, description="seconds")
+    idle_timeout: float = Field(10 * 60.0, description="seconds")
 
     @field_validator("max_duration", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> float:
         return parse_duration(v)
+
+    @field_validator("unfetched_grace", "idle_timeout", mode="before")
+    @classmethod
+    def _guard_duration(cls, v: Any) -> float:
+        seconds = parse_duration(v)
+        if seconds < MIN_GUARD_S:
+            raise ValueError(f"{v!r} is too short: at least 1m (60s), so a client that is reconnecting "
+                             "is not mistaken for a gone one")
+        return seconds
 
 
 class Payload(_Strict):

@@ -3,6 +3,13 @@
 # It pins SSH: sshd presents only this run's host key, whose public half the client already holds,
 # so the first connection is verified instead of trusted on first use.
 set -euo pipefail
+# The guard (launcher/guard.py, templates/gpujob-guard.sh), started before anything that could fail:
+# powers off once the job has ended and nobody fetched the results within limits.unfetched_grace,
+# once the results are home and no client is attached, or when no client was attached for
+# limits.idle_timeout while no job ran. This script runs at every boot, so a reboot restarts it.
+# A guest power-off stops a Compute Engine VM (the VM has no credentials to delete itself):
+# GPU, CPU and memory stop billing, the boot disk bills until teardown, `gpujob down` or `gpujob gc`.
+$guard
 umask 077
 install -d -m 755 /etc/ssh/sshd_config.d
 cat > /etc/ssh/gpujob_host_key <<'GPUJOB_HOST_KEY_END'
@@ -20,6 +27,8 @@ HostKey /etc/ssh/gpujob_host_key
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin no
+ClientAliveInterval 15
+ClientAliveCountMax 4
 GPUJOB_SSHD_END
 chmod 644 /etc/ssh/sshd_config.d/00-gpujob.conf
 systemctl restart ssh 2>/dev/null || systemctl restart sshd

@@ -297,13 +297,18 @@ def watchdog_minutes(max_duration_s: float) -> int:
     return math.ceil((max_duration_s + WATCHDOG_GRACE_S) / 60)
 
 
-def render_user_data(host_key_private: str, host_key_public: str, max_duration_s: float) -> str:
-    """The boot script: arm the power-off timer first, then install the pinned host key."""
-    minutes = watchdog_minutes(max_duration_s)
+def render_user_data(host_key_private: str, host_key_public: str, limits) -> str:
+    """The boot script: arm the power-off timer and start the guard (``limits``: the spec's
+    limits: max_duration, unfetched_grace, idle_timeout), then install the pinned host key."""
+    from launcher import guard
+
+    minutes = watchdog_minutes(limits.max_duration)
     text = Template(template_text(USER_DATA_TEMPLATE)).substitute(
         shutdown_minutes=minutes,
         # The systemd-independent fallback fires 5 min after the normal timer.
         fallback_seconds=(minutes + 5) * 60,
+        guard=guard.boot_lines(limits),
+        guard_command=guard.command(limits),
         host_key_private=host_key_private.strip(),
         host_key_public=host_key_public.strip(),
     )

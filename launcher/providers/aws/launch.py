@@ -11,7 +11,7 @@ import ipaddress
 import time
 from typing import Any, Callable
 
-from launcher import signals
+from launcher import guard, signals
 from launcher.errors import (
     CapacityError,
     CredentialsError,
@@ -159,7 +159,7 @@ class AwsProvider(AwsApi):
         end = self.clock() + deadline_s
         choice = self.choose(spec)
         cidr = self.ingress_cidr(ctx)  # before creating anything: a missing CIDR must cost nothing
-        user_data = render_user_data(ctx.host_key_private, ctx.host_key_public, spec.limits.max_duration)
+        user_data = render_user_data(ctx.host_key_private, ctx.host_key_public, spec.limits)
         multi = count > 1
         tried: list[str] = []
         quota_errors: list[QuotaError] = []
@@ -424,7 +424,7 @@ class AwsProvider(AwsApi):
                 lost.had = self._drop_survivors(region, ids)
             raise
         extra = {"image_id": image_id, "security_group": sg_id, "key_pair": key_name,
-                 "watchdog_minutes": watchdog_minutes(spec.limits.max_duration)}
+                 "watchdog_minutes": watchdog_minutes(spec.limits.max_duration), guard.EXTRA_KEY: guard.GUARD_DIR}
         if count > 1:
             extra["placement_group"] = placement_group
         return [Machine(

@@ -13,7 +13,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from launcher import signals
+from launcher import guard, signals
 from launcher.errors import CapacityError, GpujobError, ProviderError, QuotaError, WaitTimeout
 from launcher.providers.address import CHECKIP_URL, detect_public_ip
 from launcher.providers.gcp import api, cleanup
@@ -200,7 +200,7 @@ class GcpProvider:
         image = self._resolve_image(c, s)
         name = shp.resource_name(ctx.run_id)
         self._create_firewall(c, ctx, name, spec.name, cidr, deadline)
-        script = shp.render_startup(ctx.run_id, ctx.host_key_private, ctx.host_key_public)
+        script = shp.render_startup(ctx.run_id, ctx.host_key_private, ctx.host_key_public, spec.limits)
         return s, c, image, name, shp.labels_for(ctx.run_id, spec.name, ctx.owner), script
 
     def launch_nodes(self, spec: "JobSpec", ctx: RunContext, deadline_s: float, count: int) -> list[Machine]:
@@ -419,7 +419,7 @@ class GcpProvider:
                         gpu_count=s.gpu_count, spot=s.spot, price_per_hour=s.price, private_ip=private or None,
                         extra={"project": c.project, "firewall": name, "image": image,
                                "host_price_per_hour": s.host_price, "accelerator_price_per_hour": s.accelerator_price,
-                               "max_run_duration_s": s.max_run_s},
+                               "max_run_duration_s": s.max_run_s, guard.EXTRA_KEY: guard.GUARD_DIR},
                     )
                 if status in _GONE_STATES:
                     raise ProviderError("gcp", f"instance {name} in {zone} went {status} while booting", code=status)

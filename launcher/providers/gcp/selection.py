@@ -235,9 +235,13 @@ def _disk_type(machine_type: str) -> str:
     return "hyperdisk-balanced" if machine_type.startswith(HYPERDISK_ONLY_PREFIXES) else "pd-balanced"
 
 
-def render_startup(run_id: str, host_key_private: str, host_key_public: str) -> str:
+def render_startup(run_id: str, host_key_private: str, host_key_public: str, limits) -> str:
+    """The boot script: start the guard (``limits``: the spec's limits), then pin the SSH host key."""
+    from launcher import guard
+
     return string.Template(template_text(_TEMPLATE)).substitute(
-        run_id=run_id, host_key_private=host_key_private.strip(), host_key_public=host_key_public.strip()
+        run_id=run_id, host_key_private=host_key_private.strip(), host_key_public=host_key_public.strip(),
+        guard=guard.boot_lines(limits),
     )
 
 
