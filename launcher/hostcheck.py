@@ -1,5 +1,6 @@
-"""Host pre-flight: right after SSH connects, one command checks the job's python, torch and,
-when the spec asks for GPUs, that CUDA sees that many; locally, that torch is installed.
+"""Host pre-flight: right after SSH connects, one command checks the job's python and, when the
+job needs it (our trainer, or GPUs asked for), torch and that CUDA sees the GPUs asked for;
+locally, that torch is installed.
 
 A failure is one ``HostNotReady`` line naming the fix (``payload.python``, ``setup:``, the
 image, ``gpujob[train]``) before anything is uploaded or started.
@@ -14,9 +15,10 @@ from launcher.errors import RemoteError, UsageError
 from launcher.job import DEFAULT_ENTRYPOINT
 
 CHECK_TIMEOUT_S = 120.0  # importing torch and initialising CUDA on a cold disk can take a while
-_SCRIPT = """import sys
+_PYTHON = """import sys
 print("python", sys.version.split()[0])
-try:
+"""
+_SCRIPT = _PYTHON + """try:
     import torch
 except Exception as exc:
     print("torch-missing", type(exc).__name__)
@@ -48,8 +50,9 @@ def check_host(host: Any, spec: Any, machine: Any, where: str) -> dict[str, Any]
     HostNotReady naming the fix when python is missing, torch is missing (and needed), or CUDA
     sees fewer GPUs than wanted."""
     python = spec.payload.python
-    status, out, err = host.run(f"{shlex.quote(python)} -c {shlex.quote(_SCRIPT)}", timeout=CHECK_TIMEOUT_S,
-                                check=False)
+    torch = needs_torch(spec, machine)  # importing torch costs seconds: only when the job needs it
+    status, out, err = host.run(f"{shlex.quote(python)} -c {shlex.quote(_SCRIPT if torch else _PYTHON)}",
+                                timeout=CHECK_TIMEOUT_S, check=False)
     facts = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
     if status != 0 or "python" not in facts:
         detail = (err.strip().splitlines() or [f"exit {status}"])[-1]
@@ -58,7 +61,7 @@ def check_host(host: Any, spec: Any, machine: Any, where: str) -> dict[str, Any]
                            "or install it in setup:")
     found = {"python": facts["python"], "torch": facts.get("torch"),
              "cuda_devices": int(facts["cuda"]) if facts.get("cuda", "").isdigit() else None}
-    if not needs_torch(spec, machine):
+    if not torch:
         return found
     if "torch-missing" in facts:
         raise HostNotReady(f"torch is not importable by {python} on {where} ({facts['torch-missing']})",

@@ -70,6 +70,29 @@ def test_a_ready_host_is_checked_and_reported(ssh_runner):
     assert checked["python"] == sys.version.split()[0] and checked["torch"]
 
 
+@pytest.mark.sshd
+def test_own_entrypoint_without_gpus_does_not_import_torch_on_the_host(ssh_runner, tmp_path, monkeypatch):
+    """Importing torch costs seconds: a job that needs neither our trainer nor GPUs skips it."""
+    runner, opts = ssh_runner
+    shadow = tmp_path / "no-torch"
+    shadow.mkdir()
+    marker = tmp_path / "torch-imported"
+    (shadow / "torch.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise ImportError('no torch')\n")
+    wrapper = tmp_path / "py-without-torch"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={shadow} exec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "job.py").write_text("print('no torch here')\n")
+    monkeypatch.chdir(project)
+    result = runner.run(parse_spec(f"name: t\npayload: {{entrypoint: job.py, python: {wrapper}}}\n"
+                                   "limits: {max_duration: 5m}\n"), opts)
+    assert result.run.state == "succeeded", result.run.reason
+    (checked,) = [f for k, f in runner.events if k == "host-checked"]
+    assert checked["python"] == sys.version.split()[0] and checked["torch"] is None
+    assert not marker.exists()
+
+
 def test_local_run_without_torch_says_install_gpujob_train(tmp_path, monkeypatch):
     import importlib.util
 

@@ -1,157 +1,278 @@
-"""The interruption matrix: aws (moto) / gcp (fake endpoint) / ssh (loopback sshd) x SIGINT, SIGTERM,
-SIGHUP x the stages provisioning, waiting for SSH, upload, running, fetch.
+"""The interruption matrix (issue 14): aws (moto server) / gcp (tests/fake_gce.py, the real
+google-cloud-compute client) / ssh (loopback sshd) x SIGINT, SIGTERM, SIGHUP, SIGKILL x the stages
+provisioning, waiting for SSH, upload, running, fetch: 60 cells.
 
-The real signal is sent to this process the moment the run enters the stage (the runner's
-handlers are installed: nothing is raised from the handler, the lifecycle stops at its next
-safe point). After it: Interrupted (exit 130), state `interrupted`, every resource released,
-no job left running. SIGKILL of the CLI process is covered in tests/test_liveness.py (gc).
+Each cell runs the real CLI as a child process (tests/cli_child.py: `gpujob run`, a cloud machine
+booting as a loopback sshd), started as a user starts it: SIGINT at its default (a background job
+of a non-interactive shell would ignore it). The child announces the stage and holds inside it
+until the signal arrives (`running`: the store says so and the job's log flows), so every signal
+lands in its stage. Then:
+- SIGINT / SIGTERM / SIGHUP: the CLI exits 130, the record is `interrupted` naming the signal;
+- SIGKILL (`kill -9`): the run is left behind; `gpujob gc --yes` (another child) finds it orphaned
+  through the dead client's lease, stops its job, brings its results home and releases it;
+and in every cell: no instance, security group / firewall rule or key pair of the run exists in the
+cloud, the store holds no live resource, the job's processes are gone, nothing printed a traceback
+or "internal error"; a signal during the fetch still brings the results home.
+
+For speed the servers are shared by the module and the cells run CELL_WORKERS at a time in one
+module fixture; each cell stays its own test, with its own outcome.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from launcher.errors import Interrupted
 from launcher.localhost import group_alive
-from launcher.runner import RunOptions, Runner
+from launcher.providers.base import TAG_RUN
 from launcher.store import Store
-from tests.aws_fixtures import aws, aws_env  # noqa: F401 (fixtures)
-from tests.e2e_support import E2E, assert_store_released, guard_loopback, isolate, require_sshd, tiny_spec
-from tests.sshd import free_port
+from tests.e2e_support import REPO, require_sshd
+from tests.sshd import Sshd, free_port
 
-pytestmark = pytest.mark.sshd
+pytestmark = [pytest.mark.sshd, pytest.mark.slow, pytest.mark.timeout(900)]
 
-STAGES = ["provisioning", "connecting", "uploading", "running", "fetching"]
-SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+PROVIDERS = ("aws", "gcp", "ssh")
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL)
+STAGES = ("provisioning", "connecting", "uploading", "running", "fetching")
+CELL_WORKERS = 8  # cells in flight at once: mostly waiting on sockets and children
+WAIT_S = 120.0  # bound on any one wait (a hang fails the cell instead of the suite)
+PROJECT = "test-project"  # the fake GCE project
+REGION = {"aws": "us-east-1", "gcp": "us-central1"}
 SLOW_PY = ("import os, time\nos.makedirs('outputs', exist_ok=True)\n"
-           "for i in range(300):\n    print('line', i, flush=True)\n    time.sleep(0.05)\n"
+           "for i in range(600):\n    print('line', i, flush=True)\n    time.sleep(0.05)\n"
            "open('outputs/done.txt', 'w').write('x')\n")
+QUICK_PY = SLOW_PY.replace("range(600)", "range(3)")  # ends at once: the signal lands in the fetch
 
 
-def signal_on_state(store: Store, stage: str, sig: int) -> None:
-    """Send `sig` to this process when the run enters `stage` (for `running`: a second after the job started)."""
-    real = store.set_state
-
-    def set_state(run_id, state, *a, **k):
-        real(run_id, state, *a, **k)
-        if state == stage:
-            if stage == "running":
-                time.sleep(1.0)  # the job is up and logging
-            os.kill(os.getpid(), sig)
-
-    store.set_state = set_state
+def cell_id(provider: str, sig: int, stage: str) -> str:
+    return f"{provider}-{signal.Signals(sig).name}-{stage}"
 
 
-def cells():
-    out = []
-    for provider in ("aws", "gcp", "ssh"):
-        for i, stage in enumerate(STAGES):
-            sig = SIGNALS[(i + ("aws", "gcp", "ssh").index(provider)) % 3]  # each signal on each provider
-            out.append(pytest.param(provider, stage, sig, id=f"{provider}-{stage}-{signal.Signals(sig).name}"))
-    return out
+CELLS = [(p, sig, st) for p in PROVIDERS for sig in SIGNALS for st in STAGES]
 
 
-def assert_interrupted(runner: Runner, run_id: str, stage: str) -> None:
-    rec = runner.store.get_run(run_id)
-    assert rec.state == "interrupted", (rec.state, rec.reason)
-    assert rec.ended_at is not None
-    assert runner.store.resources(run_id) == []
-    pid = (rec.machine or {}).get("pid")
-    if pid:  # the job was started: it is stopped (the job host is this machine, via loopback sshd)
-        deadline = time.time() + 10
-        while group_alive(pid) and time.time() < deadline:
-            time.sleep(0.1)
-        assert not group_alive(pid)
-    if stage == "fetching":  # the fetch finished before the run stopped: results are home
-        assert rec.exit_status == 0 and rec.fetched_at
-        assert (Path(rec.artifacts_dir) / "outputs" / "done.txt").is_file()
+class Servers:
+    """What the cells share: a moto server, a fake GCE endpoint, an sshd for the ssh provider."""
 
+    def __init__(self, root: Path, stack: ExitStack):
+        self.root = root
+        self.base_env = {k: v for k, v in os.environ.items()
+                         if not k.startswith(("AWS_", "GOOGLE_", "CLOUDSDK_", "GPUJOB_"))}
+        self.base_env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        self.aws_env = self._start_moto(stack)
+        self.gcp_env = self._start_gce(stack)
+        self._start_sshd(stack)
+        self.lock = threading.Lock()
 
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    guard_loopback(monkeypatch)
-    proj = isolate(tmp_path, monkeypatch)
-    (proj / "slow.py").write_text(SLOW_PY)
-    return proj
-
-
-def _aws_run(tmp_path, stage, sig):
-    from tests.aws_fixtures import booted_sshd_for, fast_session, loopback_addresses
-    from launcher.providers.aws.launch import AwsProvider
-    import boto3
-
-    provider = AwsProvider(regions=["us-east-1"], ssh_cidr="127.0.0.1/32", session=fast_session(),
-                           sleep=lambda s: time.sleep(min(s, 0.05)))
-    e2e = E2E(provider, lambda m: booted_sshd_for(m.id, tmp_path / f"sshd-{m.id}", region=m.region,
-                                                  port=free_port(m.host)))
-    signal_on_state(e2e.runner.store, stage, sig)
-    try:
-        with loopback_addresses(first=200 + STAGES.index(stage) * 3 + SIGNALS.index(sig)):
-            with pytest.raises(Interrupted) as info:
-                e2e.run(tiny_spec("int-aws", "{accelerators: 'T4:1', regions: [us-east-1]}", entrypoint="slow.py"))
-    finally:
-        e2e.stop()
-    assert provider.find(["us-east-1"]) == []
-    live = boto3.client("ec2", region_name="us-east-1").describe_instances(
-        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
-    assert [i for r in live["Reservations"] for i in r["Instances"]] == []
-    return e2e.runner, info.value
-
-
-def _gcp_run(tmp_path, monkeypatch, stage, sig):
-    from tests.test_e2e_gcp import fake_for, make_e2e
-
-    fake = fake_for(monkeypatch, 100 + STAGES.index(stage) * 3 + SIGNALS.index(sig))
-    e2e = make_e2e(fake, tmp_path)
-    signal_on_state(e2e.runner.store, stage, sig)
-    try:
-        with pytest.raises(Interrupted) as info:
-            e2e.run(tiny_spec("int-gcp", "{accelerators: 'T4:1', regions: [us-central1]}", entrypoint="slow.py"))
-        assert fake.leftovers() == []
-    finally:
-        e2e.stop()
-        fake.stop()
-    return e2e.runner, info.value
-
-
-def _ssh_run(tmp_path, sshd, client_key, stage, sig):
-    known = tmp_path / "known_hosts"
-    known.write_text(sshd.known_hosts_line() + "\n")
-    config = {"host": sshd.host, "port": sshd.port, "user": sshd.user, "identity": str(client_key.path),
-              "known_hosts": str(known)}
-    runner = Runner(store=Store())
-    signal_on_state(runner.store, stage, sig)
-    with pytest.raises(Interrupted) as info:
-        runner.run(tiny_spec("int-ssh", "{}", entrypoint="slow.py"),
-                   RunOptions(provider="ssh", provider_config=config, baseline=False))
-    return runner, info.value
-
-
-@pytest.mark.parametrize("provider,stage,sig", cells())
-def test_signal_at_every_stage_releases_everything(provider, stage, sig, project, tmp_path, monkeypatch, request):
-    require_sshd()
-    if stage == "fetching":  # a job that ends quickly, so the signal lands in the fetch
-        (project / "slow.py").write_text(SLOW_PY.replace("range(300)", "range(3)"))
-    if provider == "aws":
+    def _start_moto(self, stack: ExitStack) -> dict[str, str]:
         pytest.importorskip("moto")
-        request.getfixturevalue("aws")
-        runner, err = _aws_run(tmp_path, stage, sig)
-    elif provider == "gcp":
+        from moto.server import ThreadedMotoServer
+
+        from tests.aws_fixtures import loopback_addresses, placement_groups, register_dlami
+
+        port = free_port()
+        env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION["aws"],
+               "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_EC2_METADATA_DISABLED": "true",
+               "AWS_CONFIG_FILE": "/nonexistent/gpujob-test-aws-config",
+               "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/gpujob-test-aws-credentials",
+               "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}
+        mp = stack.enter_context(pytest.MonkeyPatch.context())
+        for k in [k for k in os.environ if k.startswith("AWS_")]:
+            mp.delenv(k)
+        for k, v in env.items():
+            mp.setenv(k, v)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        stack.callback(server.stop)
+        stack.enter_context(loopback_addresses(first=2))  # instances at 127.0.0.2..
+        stack.enter_context(placement_groups())  # moto 5.2.1 lacks the API; gc lists placement groups
+        register_dlami(REGION["aws"])
+        return env
+
+    def _start_gce(self, stack: ExitStack) -> dict[str, str]:
         pytest.importorskip("google.cloud.compute_v1")
-        for var in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT"):
-            monkeypatch.delenv(var, raising=False)
-        monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
-        runner, err = _gcp_run(tmp_path, monkeypatch, stage, sig)
-    else:
-        runner, err = _ssh_run(tmp_path, request.getfixturevalue("sshd"), request.getfixturevalue("client_key"),
-                               stage, sig)
-    assert err.exit_code == 130 and signal.Signals(sig).name in str(err)
-    (rec,) = runner.store.list_runs()
-    assert_interrupted(runner, rec.id, stage)
-    if provider != "ssh":
-        assert_store_released(runner.store, rec.id, {"instance"})
+        from tests.fake_gce import FakeGce
+
+        self.gce = FakeGce(project=PROJECT, first_host=100).start()  # VMs at 127.0.0.100..
+        stack.callback(self.gce.stop)
+        return {"GPUJOB_GCP_API_ENDPOINT": self.gce.url, "CLOUDSDK_CONFIG": str(self.root / "gcloud")}
+
+    def _start_sshd(self, stack: ExitStack) -> None:
+        from launcher.keys import generate_ed25519, write_private_key
+
+        pem, public = generate_ed25519("gpujob-matrix")
+        self.client_key = write_private_key(self.root / "id_ed25519", pem)
+        self.sshd = Sshd(self.root / "sshd", authorized_keys=[public]).start()
+        stack.callback(self.sshd.stop)
+        self.known_hosts = self.root / "known_hosts"
+        self.known_hosts.write_text(self.sshd.known_hosts_line() + "\n")
+
+    def provider_env(self, provider: str) -> dict[str, str]:
+        return {"aws": self.aws_env, "gcp": self.gcp_env}.get(provider, {})
+
+    def provider_args(self, provider: str) -> list[str]:
+        if provider == "ssh":
+            return ["--host", self.sshd.host, "--port", str(self.sshd.port), "--user", self.sshd.user,
+                    "-i", str(self.client_key), "--known-hosts", str(self.known_hosts)]
+        args = ["--region", REGION[provider], "--ssh-cidr", "127.0.0.1/32"]
+        return args + (["--project", PROJECT] if provider == "gcp" else [])
+
+    def cloud_leftovers(self, provider: str, run_id: str) -> list[str]:
+        """What the cloud still holds of this run (by its tag/label or its name)."""
+        if provider == "gcp":
+            return [x for x in self.gce.leftovers() if run_id.lower() in x]
+        if provider != "aws":
+            return []
+        import boto3
+
+        ec2 = boto3.client("ec2", region_name=REGION["aws"], endpoint_url=self.aws_env["AWS_ENDPOINT_URL"])
+        tag = [{"Name": f"tag:{TAG_RUN}", "Values": [run_id]}]
+        live = ec2.describe_instances(Filters=tag + [{"Name": "instance-state-name", "Values": [
+            "pending", "running", "stopping", "stopped", "shutting-down"]}])
+        left = [f"instance {i['InstanceId']}" for r in live["Reservations"] for i in r["Instances"]]
+        left += [f"security-group {g['GroupId']}" for g in ec2.describe_security_groups(Filters=tag)["SecurityGroups"]]
+        left += [f"key-pair {k['KeyName']}" for k in ec2.describe_key_pairs()["KeyPairs"] if run_id in k["KeyName"]]
+        return left
+
+
+def _wait(what: str, ready, proc: subprocess.Popen, out: Path) -> None:
+    end = time.monotonic() + WAIT_S
+    while not ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"the CLI exited {proc.returncode} before {what}:\n{out.read_text()[-3000:]}")
+        if time.monotonic() > end:
+            raise AssertionError(f"never reached {what} in {WAIT_S:.0f} s:\n{out.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
+def _running_with_log(db: Path):
+    def ready() -> bool:
+        if not db.exists():
+            return False
+        runs = Store(db).list_runs()
+        return bool(runs) and runs[0].state == "running" and bool(Store(db).log_text(runs[0].id))
+    return ready
+
+
+def _start_sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _reap_booted(boot_dir: Path) -> None:
+    """Stop the sshd that each booted machine is (the child started them; a killed child can't)."""
+    for pid_file in boot_dir.glob("*/sshd.pid"):
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+        except (OSError, ValueError, IndexError):
+            pass
+
+
+def run_cell(servers: Servers, provider: str, sig: int, stage: str) -> None:
+    """One cell; raises AssertionError saying what went wrong."""
+    d = servers.root / cell_id(provider, sig, stage)
+    project, home, boot = d / "project", d / "home", d / "machines"
+    for p in (project, home, boot):
+        p.mkdir(parents=True)
+    (project / "slow.py").write_text(QUICK_PY if stage == "fetching" else SLOW_PY)
+    accel = "{accelerators: 'T4:1'}" if provider != "ssh" else "{}"
+    (project / "job.yaml").write_text(f"name: m-{provider}\npayload: {{entrypoint: slow.py, python: {sys.executable}}}\n"
+                                      f"resources: {accel}\nlimits: {{max_duration: 10m}}\n")
+    announce = d / "stage"
+    env = {**servers.base_env, **servers.provider_env(provider), "GPUJOB_HOME": str(d / "state"),
+           "HOME": str(home), "GPUJOB_TEST_HOLD": "" if stage == "running" else stage,
+           "GPUJOB_TEST_ANNOUNCE": str(announce), "GPUJOB_TEST_BOOT_DIR": str(boot) if provider != "ssh" else ""}
+    out = d / "cli.out"
+    args = ["run", "job.yaml", "--provider", provider, "--no-baseline", *servers.provider_args(provider)]
+    try:
+        with open(out, "w") as sink:
+            proc = subprocess.Popen([sys.executable, "-m", "tests.cli_child", *args], cwd=project, env=env,
+                                    stdout=sink, stderr=subprocess.STDOUT, preexec_fn=_start_sigint_default)
+        try:
+            db = d / "state" / "runs.db"
+            _wait(f"stage {stage}", _running_with_log(db) if stage == "running" else announce.exists, proc, out)
+            os.kill(proc.pid, sig)
+            proc.wait(WAIT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        text = out.read_text()
+        gc_text = ""
+        if sig == signal.SIGKILL:
+            assert proc.returncode == -signal.SIGKILL
+            gc_args = ["gc", "--provider", provider, "--yes"]
+            if provider != "ssh":
+                gc_args += ["--region", REGION[provider]] + (["--project", PROJECT] if provider == "gcp" else [])
+            gc = subprocess.run([sys.executable, "-m", "launcher", *gc_args], cwd=project, capture_output=True,
+                                text=True, timeout=WAIT_S, env={k: v for k, v in env.items()
+                                                                if not k.startswith("GPUJOB_TEST_")})
+            gc_text = gc.stdout + gc.stderr
+            assert gc.returncode == 0, f"gc exited {gc.returncode}:\n{gc_text}"
+        else:
+            assert proc.returncode == 130, f"exit {proc.returncode}, not 130:\n{text[-3000:]}"
+        for what, said in (("the CLI", text), ("gc", gc_text)):
+            assert "Traceback" not in said and "internal error" not in said, f"{what} printed:\n{said[-3000:]}"
+        store = Store(db)
+        (rec,) = store.list_runs()
+        assert rec.state == "interrupted", (rec.state, rec.reason, text[-2000:], gc_text)
+        if sig == signal.SIGKILL:
+            assert "collected by gpujob gc" in (rec.reason or ""), rec.reason
+        else:
+            assert signal.Signals(sig).name in (rec.reason or ""), rec.reason
+        assert store.resources(rec.id) == [], store.resources(rec.id)
+        assert servers.cloud_leftovers(provider, rec.id) == []
+        pid = (rec.machine or {}).get("pid")
+        if pid:  # the job was started (on this machine, through loopback sshd): it is stopped
+            end = time.monotonic() + WAIT_S
+            while group_alive(pid) and time.monotonic() < end:
+                time.sleep(0.1)
+            assert not group_alive(pid), f"job process group {pid} still runs"
+        if stage == "fetching":  # the job had ended: its results came home before the release
+            assert rec.exit_status == 0 and rec.fetched_at, (rec.exit_status, rec.fetched_at)
+            assert (Path(rec.artifacts_dir) / "outputs" / "done.txt").is_file()
+    finally:
+        _reap_booted(boot)
+
+
+@pytest.fixture(scope="module")
+def matrix(request, tmp_path_factory):
+    """Run the selected cells concurrently; {cell id: None (passed) or what failed}."""
+    require_sshd()
+    wanted = {item.callspec.id for item in request.session.items
+              if item.module is request.module and hasattr(item, "callspec")}
+    # providers interleaved: the cells that import the heavier SDK are spread out
+    cells = sorted((c for c in CELLS if cell_id(*c) in wanted), key=lambda c: (STAGES.index(c[2]), c[1], c[0]))
+    results: dict[str, str | None] = {}
+    with ExitStack() as stack:
+        servers = Servers(tmp_path_factory.mktemp("matrix"), stack)
+
+        def one(cell):
+            start = time.monotonic()
+            try:
+                run_cell(servers, *cell)
+                results[cell_id(*cell)] = None
+            except BaseException as exc:  # noqa: BLE001 - reported by the cell's own test
+                results[cell_id(*cell)] = "".join(traceback.format_exception_only(type(exc), exc)) or repr(exc)
+            finally:
+                (servers.root / cell_id(*cell) / "seconds").write_text(f"{time.monotonic() - start:.1f}")
+
+        with ThreadPoolExecutor(CELL_WORKERS) as pool:
+            list(pool.map(one, cells))
+    return results
+
+
+@pytest.mark.parametrize("provider,sig,stage", [pytest.param(*c, id=cell_id(*c)) for c in CELLS])
+def test_signal_at_every_stage_releases_everything(matrix, provider, sig, stage):
+    problem = matrix.get(cell_id(provider, sig, stage), "the cell did not run")
+    if problem:
+        pytest.fail(problem, pytrace=False)
