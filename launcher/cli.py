@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from launcher import __version__
 from launcher.errors import GpujobError, UsageError
+from launcher.signals import ignore_from_now
 
 _DEBUG = bool(os.environ.get("GPUJOB_DEBUG"))
 
@@ -28,6 +29,8 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except GpujobError as exc:
+            if exc.exit_code == 130:  # released already: more Ctrl-C's must not cut the message
+                ignore_from_now()
             if _DEBUG:
                 raise
             from rich.markup import escape
@@ -35,6 +38,7 @@ class _Group(TyperGroup):
             _err().print(f"[red]error:[/] {escape(str(exc))}")
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:  # a command with nothing to release (a run handles its own signals)
+            ignore_from_now()
             _err().print("interrupted")
             sys.exit(130)
 

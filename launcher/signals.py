@@ -113,6 +113,15 @@ def shielded(extra: float = float("inf"), notice: Callable[[], None] | None = No
         _flag.shield, _flag.notice, _flag.noticed = prev
 
 
+def ignore_from_now() -> None:
+    """Ignore SIGINT, SIGTERM and SIGHUP for the rest of the process (main thread only): for a
+    process whose run was interrupted and released and that only has to say so and exit, so that
+    more Ctrl-C's can neither kill it mid-message nor print a KeyboardInterrupt traceback."""
+    if threading.current_thread() is threading.main_thread():
+        for s in HANDLED:
+            signal.signal(s, signal.SIG_IGN)
+
+
 @contextmanager
 def handled() -> Iterator[None]:
     """Install the flag-setting handlers for SIGINT, SIGTERM and SIGHUP (main thread only) for the block.

@@ -142,3 +142,56 @@ def test_interrupted_download_resumes_per_file(tmp_path, sshd, client_key):
     assert sorted(p.name for p in got) == ["big.bin", "small.txt"]
     assert (local / "big.bin").read_bytes() == big
     assert (local / "sub" / "small.txt").read_text() == "SMALL"
+
+
+@pytest.mark.sshd
+def test_fetch_from_a_peer_that_stops_answering_ends_fetch_failed_then_resumes(tmp_path, monkeypatch, sshd, client_key):
+    """Failure 5: a fetch "hung 174 s in sftp.get" while the instance billed. The machine's sshd stops
+    answering (SIGSTOP: the kernel still acks, nothing replies) as the download starts: the fetch
+    ends, bounded, in fetch-failed naming `gpujob fetch RUN`; once the peer is back, that command
+    resumes into the same directory and releases the run."""
+    import signal as _signal
+    import sys
+
+    from launcher import remote
+    from launcher.remote import Session
+    from launcher.runner import Runner
+    from launcher.store import Store
+
+    monkeypatch.setattr(remote, "DEAD_LINK_S", 1)  # keep the test short; the product waits 15 s x 4
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    (project / "job.py").write_text("import os\nos.makedirs('outputs', exist_ok=True)\n"
+                                    "open('outputs/weights.bin', 'wb').write(os.urandom(4 << 20))\n")
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_line() + "\n")
+    config = {"host": sshd.host, "port": sshd.port, "user": sshd.user, "identity": str(client_key.path),
+              "known_hosts": str(known)}
+    stopped: list[int] = []
+    real_get_dir = Session.get_dir
+
+    def get_dir(self, remote_dir, local_dir):
+        if not stopped:  # the first download: the peer freezes
+            stopped.extend(sshd.connection_pids())
+            for pid in stopped:
+                os.kill(pid, _signal.SIGSTOP)
+        return real_get_dir(self, remote_dir, local_dir)
+
+    monkeypatch.setattr(Session, "get_dir", get_dir)
+    runner = Runner(store=Store())
+    spec = parse_spec(f"name: stall\npayload: {{entrypoint: job.py, python: {sys.executable}}}\n"
+                      "limits: {max_duration: 5m}\n")
+    try:
+        with pytest.raises(FetchFailed) as info:
+            runner.run(spec, RunOptions(provider="ssh", provider_config=config, baseline=False))
+    finally:
+        for pid in stopped:
+            os.kill(pid, _signal.SIGCONT)
+    (rec,) = runner.store.list_runs()
+    assert stopped and rec.state == "fetch-failed" and rec.exit_status == 0
+    assert f"gpujob fetch {rec.id}" in str(info.value) and f"gpujob down {rec.id} --discard" in str(info.value)
+    result = runner.fetch(rec.id)
+    assert result.run.state == "succeeded" and result.run.artifacts_dir == rec.artifacts_dir
+    assert (Path(rec.artifacts_dir) / "outputs" / "weights.bin").stat().st_size == 4 << 20

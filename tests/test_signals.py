@@ -11,6 +11,7 @@ import pytest
 
 from launcher import signals
 from launcher.store import Store, new_run_id
+from tests.test_liveness import ssh_cli  # noqa: F401 - the fixture
 
 
 def _kill_repeatedly(sig: int, n: int, every_s: float) -> threading.Thread:
@@ -92,3 +93,36 @@ def test_signal_during_upload_is_an_interruption_not_an_ssh_failure(tmp_path, ss
                 s.put_dir(src, str(tmp_path / "remote"))
         # the session is still usable afterwards (nothing was cut mid-packet)
         assert s.run("echo ok")[1].strip() == "ok"
+
+
+FAST_LOG_PY = ("import time\nfor i in range(100000):\n    print('line', i, 'x' * 60, flush=True)\n"
+               "    time.sleep(0.002)\n")  # ~500 lines/s, each its own write
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("presses", [1, 2, 40])
+def test_ctrl_c_on_a_job_logging_500_lines_per_second_stops_it(ssh_cli, presses):
+    """Failure 3 as reported: the CLI (a real process, SIGINT at its default) follows a job that logs
+    ~500 lines/s over the ssh provider, so Ctrl-C lands among log commits; pressed once, twice, or
+    40 times through the stop, the release and the exit. It used to exit 1 with "internal error:
+    OperationalError('cannot rollback ...')" and leave the job running; the late presses killed the
+    CLI by SIGINT after the release. Now: exit 130, state interrupted, the job stopped, no traceback."""
+    from launcher.localhost import group_alive
+    from tests.test_liveness import _start, _wait_state
+
+    env, project, args, home = ssh_cli
+    (project / "slow.py").write_text(FAST_LOG_PY)
+    proc = _start(args, env, project)
+    store = Store(home / "runs.db")
+    rec = _wait_state(store, "running")
+    while store.log_text(rec.id).count("\n") < 200:  # the job is logging fast (bounded: pytest timeout)
+        time.sleep(0.05)
+    for _ in range(presses):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out[-2000:], err)
+    assert "Traceback" not in out + err and "internal error" not in out + err, err
+    got = store.get_run(rec.id)
+    assert got.state == "interrupted" and "SIGINT" in got.reason and got.ended_at
+    assert not group_alive(got.machine["pid"])
