@@ -15,6 +15,15 @@ from launcher.providers.base import Machine
 DEFAULT_ENTRYPOINT = "payloads/train.py"
 EXIT_SIGNALLED = 75  # the payload's "checkpointed and stopped on a signal"
 EXIT_TIMEOUT = 124  # coreutils timeout: limits.max_duration reached
+
+
+def payload_exit_status(status: int, end_event: dict | None) -> int:
+    """The job's exit status as the payload meant it. torchrun reports a worker's 75 (stopped
+    with a checkpoint) as 1; the payload's own `end` event with status "interrupted" (emitted
+    after the checkpoint is written) says what it was, so that wins over the launcher's code."""
+    if status not in (0, EXIT_SIGNALLED, EXIT_TIMEOUT) and (end_event or {}).get("status") == "interrupted":
+        return EXIT_SIGNALLED
+    return status
 GRACE_S = 120  # how long a signalled payload gets to checkpoint before SIGKILL
 
 

@@ -33,7 +33,7 @@ from launcher.uploads import plan_upload
 from launcher.providers.base import Leftover, Machine, Resource
 from launcher.job import (DEFAULT_ENTRYPOINT, EXIT_SIGNALLED, EXIT_TIMEOUT, GRACE_S, Paths,
                           default_host, describes_work, host_paths, job_command, job_env, machine_dict,
-                          machine_from, machine_public, q)
+                          machine_from, machine_public, payload_exit_status, q)
 from launcher.liveness import Lease
 from launcher.report import build_report
 from launcher import signals
@@ -564,6 +564,8 @@ class Runner:
             done.set()
             progress.flush()
         self.store.update_run(run_id, job_ended_at=self.clock())
+        if exit_status not in (0, EXIT_SIGNALLED, EXIT_TIMEOUT):  # torchrun: a checkpointed stop exits 1
+            exit_status = payload_exit_status(exit_status, last_event(self.store.log_text(run_id), "end"))
         reason = stop_reason[0] if stop_reason else None
         if exit_status == EXIT_TIMEOUT:
             reason = reason or f"limits.max_duration ({spec.limits.max_duration:.0f}s) reached"

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from payloads.protocol import EXIT_INTERRUPTED, EXIT_TRAINING_ERROR, parse_line
@@ -112,3 +113,47 @@ def test_a_diverged_run_stops_with_an_error_and_keeps_its_checkpoint(tmp_path):
     assert not [e for e in events if e["event"] in ("checkpoint", "end")]
     assert ckpt.read_bytes() == before
     assert not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.sshd
+def test_torchrun_turns_a_checkpointed_stop_into_1_and_the_runner_still_says_stopped(tmp_path, monkeypatch, sshd,
+                                                                                       client_key):
+    """Two gloo ranks under torchrun on a "2-GPU" machine (loopback sshd): the payload stops early with
+    a checkpoint (--max-steps, as if signalled) and exits 75, which torchrun reports as 1. The
+    runner trusts the payload's `end` event (status interrupted) over torchrun's code: exit status
+    75, "stopped by a signal (checkpoint written)", not "job exited 1"; the checkpoint comes home."""
+    import dataclasses
+    import re
+
+    from launcher.errors import JobFailed
+    from launcher.job import EXIT_SIGNALLED, default_host
+    from launcher.providers import get_provider
+    from launcher.runner import RunOptions, Runner
+    from launcher.spec import parse_spec
+    from launcher.store import Store
+    from tests.e2e_support import gpus_as_launched, require_sshd
+
+    require_sshd()
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.known_hosts_line() + "\n")
+    provider = get_provider("ssh", host=sshd.host, port=sshd.port, user=sshd.user, identity=str(client_key.path),
+                            known_hosts=str(known))
+    real_launch = provider.launch
+    provider.launch = lambda spec, ctx, deadline: dataclasses.replace(real_launch(spec, ctx, deadline), gpu_count=2)
+    runner = Runner(store=Store(), provider_factory=lambda name, **c: provider,
+                    host_factory=lambda m: gpus_as_launched(default_host(m), 2))
+    spec = parse_spec("name: ddp-stop\nworkload: {model: tinycnn, image_size: 16, num_classes: 10, in_channels: 1, "
+                      "dataset: digits, samples_per_epoch: 640, epochs: 1, batch_size: 32, precision: fp32}\n"
+                      f"payload: {{python: {sys.executable}, args: ['--max-steps', '4', '--log-every', '2']}}\n"
+                      "resources: {accelerators: 'T4:2'}\nlimits: {max_duration: 5m}\n")
+    with pytest.raises(JobFailed) as info:
+        runner.run(spec, RunOptions(provider="ssh", baseline=False))
+    (rec,) = runner.store.list_runs()
+    log = runner.store.log_text(rec.id)
+    assert "ChildFailedError" in log and re.search(r"exitcode\s*:\s*75", log), log[-3000:]  # torchrun: 75 -> 1
+    assert info.value.exit_status == EXIT_SIGNALLED and rec.exit_status == EXIT_SIGNALLED, log[-3000:]
+    assert "stopped by a signal (checkpoint written)" in rec.reason
+    assert rec.result["end"]["status"] == "interrupted" and rec.result["end"]["steps"] == 4
+    assert (Path(rec.artifacts_dir) / "outputs" / "checkpoints" / "last.pt").is_file()
