@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--mib", type=int, nargs="+", default=[8, 32])
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]  # the machine is shared: the numbers say how busy it was
     cases = []
     for mib in args.mib:
         n = mib << 20
@@ -71,7 +72,9 @@ def main() -> None:
                 cases.append({"shape": shape, "mib": mib, "delivery": label, "seconds": round(s, 3),
                               "mib_per_s": round(len(text) / (1 << 20) / s, 1), "runs": [round(t, 3) for t in times]})
     print(json.dumps({"bench": "huge_output", "machine": platform.node(), "cpus": os.cpu_count(),
-                      "python": platform.python_version(), "cases": cases}, indent=2))
+                      "python": platform.python_version(),
+                      "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+                      "cases": cases}, indent=2))
 
 
 if __name__ == "__main__":
