@@ -47,37 +47,39 @@ def aws(aws_env):
         yield
 
 
-def known_ami(region: str) -> str:
-    """An Ubuntu-like AMI that moto knows in this region (registered here, root /dev/sda1)."""
+def known_ami(region: str, ec2=None, account: str = ACCOUNT) -> str:
+    """An Ubuntu-like AMI that moto knows in this region (registered here, root /dev/sda1);
+    ``ec2``: a client of another moto account (``account``), e.g. against a moto server."""
     import boto3
 
-    ec2 = boto3.client("ec2", region_name=region)
+    ec2 = ec2 or boto3.client("ec2", region_name=region)
     found = ec2.describe_images(Filters=[{"Name": "name", "Values": ["gpujob-test-dlami"]}])["Images"]
     if found:
         return found[0]["ImageId"]
     ami = ec2.register_image(Name="gpujob-test-dlami", RootDeviceName="/dev/sda1", Architecture="x86_64",
                              VirtualizationType="hvm")["ImageId"]
-    return set_image_arch(region, ami, "x86_64")
+    return set_image_arch(region, ami, "x86_64", account)
 
 
-def set_image_arch(region: str, ami: str, arch: str) -> str:
+def set_image_arch(region: str, ami: str, arch: str, account: str = ACCOUNT) -> str:
     """moto 5 drops RegisterImage's Architecture: put it on its model so DescribeImages has it."""
     from moto.ec2.models import ec2_backends
 
-    ec2_backends[ACCOUNT][region].amis[ami].architecture = arch
+    ec2_backends[account][region].amis[ami].architecture = arch
     return ami
 
 
-def register_dlami(region: str, ami_id: str | None = None) -> str:
-    """Put the public DLAMI parameter into moto's SSM (put_parameter refuses /aws/ names)."""
+def register_dlami(region: str, ami_id: str | None = None, account: str = ACCOUNT, ec2=None) -> str:
+    """Put the public DLAMI parameter into moto's SSM (put_parameter refuses /aws/ names);
+    ``account``/``ec2`` as for known_ami."""
     from moto.ssm.models import Parameter, ssm_backends
 
     from launcher.providers.aws.common import DLAMI_SSM_PARAMETER
 
-    ami_id = ami_id or known_ami(region)
-    params = ssm_backends[ACCOUNT][region]._parameters
+    ami_id = ami_id or known_ami(region, ec2, account)
+    params = ssm_backends[account][region]._parameters
     params[DLAMI_SSM_PARAMETER] = [Parameter(
-        account_id=ACCOUNT, name=DLAMI_SSM_PARAMETER, value=ami_id, parameter_type="String",
+        account_id=account, name=DLAMI_SSM_PARAMETER, value=ami_id, parameter_type="String",
         description=None, allowed_pattern=None, keyid=None, last_modified_date=datetime.now(timezone.utc), version=1,
         data_type="aws:ec2:image")]
     return ami_id

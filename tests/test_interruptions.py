@@ -14,8 +14,11 @@ and in every cell: no instance, security group / firewall rule or key pair of th
 cloud, the store holds no live resource, the job's processes are gone, nothing printed a traceback
 or "internal error"; a signal during the fetch still brings the results home.
 
-For speed the servers are shared by the module and the cells run CELL_WORKERS at a time in one
-module fixture; each cell stays its own test, with its own outcome.
+For speed one moto server and one sshd serve the module and the cells run CELL_WORKERS at a time
+in one module fixture; each cell stays its own test, with its own outcome. Each aws cell has a
+moto account of its own and each gcp cell a fake endpoint of its own: `gc` sweeps every tagged
+resource of no live run it can see, so a shared cloud would let one cell's gc clean up (and
+hide) another cell's leftovers; and "nothing left" is checked over the cell's whole cloud.
 """
 
 from __future__ import annotations
@@ -24,17 +27,18 @@ import os
 import signal
 import subprocess
 import sys
+import itertools
 import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from launcher.localhost import group_alive
-from launcher.providers.base import TAG_RUN
 from launcher.store import Store
 from tests.e2e_support import REPO, require_sshd
 from tests.sshd import Sshd, free_port
@@ -69,43 +73,68 @@ class Servers:
         self.base_env = {k: v for k, v in os.environ.items()
                          if not k.startswith(("AWS_", "GOOGLE_", "CLOUDSDK_", "GPUJOB_"))}
         self.base_env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-        self.aws_env = self._start_moto(stack)
-        self.gcp_env = self._start_gce(stack)
-        self._start_sshd(stack)
         self.lock = threading.Lock()
+        self.aws_env = self._start_moto(stack)
+        self.gce_hosts = itertools.count(100, 2)  # a fake per cell, its VMs at 127.0.0.100..
+        self._start_sshd(stack)
 
     def _start_moto(self, stack: ExitStack) -> dict[str, str]:
         pytest.importorskip("moto")
         from moto.server import ThreadedMotoServer
 
-        from tests.aws_fixtures import loopback_addresses, placement_groups, register_dlami
+        from tests.aws_fixtures import loopback_addresses, placement_groups
 
         port = free_port()
-        env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION["aws"],
-               "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_EC2_METADATA_DISABLED": "true",
-               "AWS_CONFIG_FILE": "/nonexistent/gpujob-test-aws-config",
+        env = {"AWS_DEFAULT_REGION": REGION["aws"], "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+               "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/nonexistent/gpujob-test-aws-config",
                "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/gpujob-test-aws-credentials",
                "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}
         mp = stack.enter_context(pytest.MonkeyPatch.context())
         for k in [k for k in os.environ if k.startswith("AWS_")]:
             mp.delenv(k)
-        for k, v in env.items():
+        for k, v in {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
             mp.setenv(k, v)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
         stack.callback(server.stop)
         stack.enter_context(loopback_addresses(first=2))  # instances at 127.0.0.2..
         stack.enter_context(placement_groups())  # moto 5.2.1 lacks the API; gc lists placement groups
-        register_dlami(REGION["aws"])
+        self.accounts = itertools.count(100000000001)
         return env
 
-    def _start_gce(self, stack: ExitStack) -> dict[str, str]:
+    def aws_account(self) -> dict[str, str]:
+        """A moto account of its own (its access key selects it): a cell's `gc` sweeps by tag and
+        must neither see nor clean up another cell's resources."""
+        from moto.iam.models import iam_backends
+
+        from tests.aws_fixtures import register_dlami
+
+        with self.lock:
+            account = str(next(self.accounts))
+        iam = iam_backends[account]["aws"]
+        iam.create_user(REGION["aws"], "matrix")
+        key = iam.create_access_key("matrix")
+        creds = {"AWS_ACCESS_KEY_ID": key.access_key_id, "AWS_SECRET_ACCESS_KEY": key.secret_access_key}
+        register_dlami(REGION["aws"], account=account, ec2=self.ec2(creds))
+        return creds
+
+    def ec2(self, creds: dict[str, str]):
+        import boto3
+
+        return boto3.client("ec2", region_name=REGION["aws"], endpoint_url=self.aws_env["AWS_ENDPOINT_URL"],
+                            aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"])
+
+    def gce(self, stack: ExitStack) -> tuple[Any, dict[str, str]]:
+        """A fake Compute Engine of the cell's own (its VMs at their own 127.0.0.x addresses)."""
         pytest.importorskip("google.cloud.compute_v1")
         from tests.fake_gce import FakeGce
 
-        self.gce = FakeGce(project=PROJECT, first_host=100).start()  # VMs at 127.0.0.100..
-        stack.callback(self.gce.stop)
-        return {"GPUJOB_GCP_API_ENDPOINT": self.gce.url, "CLOUDSDK_CONFIG": str(self.root / "gcloud")}
+        with self.lock:
+            first = next(self.gce_hosts)
+        fake = FakeGce(project=PROJECT, first_host=first).start()
+        stack.callback(fake.stop)
+        return fake, {"GPUJOB_GCP_API_ENDPOINT": fake.url, "CLOUDSDK_CONFIG": str(self.root / "gcloud")}
 
     def _start_sshd(self, stack: ExitStack) -> None:
         from launcher.keys import generate_ed25519, write_private_key
@@ -117,9 +146,6 @@ class Servers:
         self.known_hosts = self.root / "known_hosts"
         self.known_hosts.write_text(self.sshd.known_hosts_line() + "\n")
 
-    def provider_env(self, provider: str) -> dict[str, str]:
-        return {"aws": self.aws_env, "gcp": self.gcp_env}.get(provider, {})
-
     def provider_args(self, provider: str) -> list[str]:
         if provider == "ssh":
             return ["--host", self.sshd.host, "--port", str(self.sshd.port), "--user", self.sshd.user,
@@ -127,22 +153,15 @@ class Servers:
         args = ["--region", REGION[provider], "--ssh-cidr", "127.0.0.1/32"]
         return args + (["--project", PROJECT] if provider == "gcp" else [])
 
-    def cloud_leftovers(self, provider: str, run_id: str) -> list[str]:
-        """What the cloud still holds of this run (by its tag/label or its name)."""
-        if provider == "gcp":
-            return [x for x in self.gce.leftovers() if run_id.lower() in x]
-        if provider != "aws":
-            return []
-        import boto3
-
-        ec2 = boto3.client("ec2", region_name=REGION["aws"], endpoint_url=self.aws_env["AWS_ENDPOINT_URL"])
-        tag = [{"Name": f"tag:{TAG_RUN}", "Values": [run_id]}]
-        live = ec2.describe_instances(Filters=tag + [{"Name": "instance-state-name", "Values": [
+    def aws_leftovers(self, creds: dict[str, str]) -> list[str]:
+        """What the cell's own account still holds: live instances, security groups, key pairs."""
+        ec2 = self.ec2(creds)
+        live = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": [
             "pending", "running", "stopping", "stopped", "shutting-down"]}])
         left = [f"instance {i['InstanceId']}" for r in live["Reservations"] for i in r["Instances"]]
-        left += [f"security-group {g['GroupId']}" for g in ec2.describe_security_groups(Filters=tag)["SecurityGroups"]]
-        left += [f"key-pair {k['KeyName']}" for k in ec2.describe_key_pairs()["KeyPairs"] if run_id in k["KeyName"]]
-        return left
+        left += [f"security-group {g['GroupId']}" for g in ec2.describe_security_groups()["SecurityGroups"]
+                 if g["GroupName"] != "default"]
+        return left + [f"key-pair {k['KeyName']}" for k in ec2.describe_key_pairs()["KeyPairs"]]
 
 
 def _wait(what: str, ready, proc: subprocess.Popen, out: Path) -> None:
@@ -159,8 +178,9 @@ def _running_with_log(db: Path):
     def ready() -> bool:
         if not db.exists():
             return False
-        runs = Store(db).list_runs()
-        return bool(runs) and runs[0].state == "running" and bool(Store(db).log_text(runs[0].id))
+        store = Store(db)
+        runs = store.list_runs()
+        return bool(runs) and runs[0].state == "running" and bool(store.log_text(runs[0].id))
     return ready
 
 
@@ -187,8 +207,22 @@ def run_cell(servers: Servers, provider: str, sig: int, stage: str) -> None:
     accel = "{accelerators: 'T4:1'}" if provider != "ssh" else "{}"
     (project / "job.yaml").write_text(f"name: m-{provider}\npayload: {{entrypoint: slow.py, python: {sys.executable}}}\n"
                                       f"resources: {accel}\nlimits: {{max_duration: 10m}}\n")
-    announce = d / "stage"
-    env = {**servers.base_env, **servers.provider_env(provider), "GPUJOB_HOME": str(d / "state"),
+    cloud: dict[str, str] = {}
+    with ExitStack() as stack:
+        if provider == "aws":
+            cloud = {**servers.aws_env, **servers.aws_account()}
+            leftovers = lambda: servers.aws_leftovers(cloud)  # noqa: E731
+        elif provider == "gcp":
+            fake, cloud = servers.gce(stack)
+            leftovers = fake.leftovers
+        else:
+            leftovers = list
+        _run_cell(servers, provider, sig, stage, d, {**servers.base_env, **cloud}, leftovers)
+
+
+def _run_cell(servers: Servers, provider: str, sig: int, stage: str, d: Path, env: dict[str, str], leftovers) -> None:
+    project, home, boot, announce = d / "project", d / "home", d / "machines", d / "stage"
+    env = {**env, "GPUJOB_HOME": str(d / "state"),
            "HOME": str(home), "GPUJOB_TEST_HOLD": "" if stage == "running" else stage,
            "GPUJOB_TEST_ANNOUNCE": str(announce), "GPUJOB_TEST_BOOT_DIR": str(boot) if provider != "ssh" else ""}
     out = d / "cli.out"
@@ -230,7 +264,7 @@ def run_cell(servers: Servers, provider: str, sig: int, stage: str) -> None:
         else:
             assert signal.Signals(sig).name in (rec.reason or ""), rec.reason
         assert store.resources(rec.id) == [], store.resources(rec.id)
-        assert servers.cloud_leftovers(provider, rec.id) == []
+        assert leftovers() == []  # the cell's own account / fake: nothing of any run is left
         pid = (rec.machine or {}).get("pid")
         if pid:  # the job was started (on this machine, through loopback sshd): it is stopped
             end = time.monotonic() + WAIT_S
