@@ -11,7 +11,7 @@
   safe point decides), so the parent's signal lands inside the stage every time:
   provisioning: the machine exists, `launch` has not returned; connecting: the cloud machine never
   boots (its SSH is refused, the client waits and retries), the ssh provider's host holds before
-  the connect; uploading: the tar stream is open and no byte sent yet; fetching: inside the download.
+  the connect; uploading: the tar stream is open and no byte sent yet; fetching: the fetch has begun, no file copied yet.
 - Only loopback can be dialled (as tests/e2e_support.guard_loopback).
 
 Nothing here changes what the runner, the providers or the CLI do after a signal.
@@ -158,6 +158,15 @@ def _install() -> None:
         return real_get_dir(self, remote_dir, local_dir)
 
     remote.Session.get_dir = get_dir
+    from launcher import artifacts
+
+    real_fetch = artifacts.fetch  # the runner's way in, whatever carries the bytes below it
+
+    def fetch(*args, **kwargs):
+        hold("fetching")
+        return real_fetch(*args, **kwargs)
+
+    artifacts.fetch = fetch
 
 
 def main() -> None:
