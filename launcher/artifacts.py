@@ -6,7 +6,8 @@ Where results land (``--artifacts DIR``), decided before anything is created:
 - DIR is a directory with files in it (``.``, ``..``, ``~``, ...): a new ``DIR/gpujob-RUN_ID`` inside it;
 - DIR, or a directory on the way to it, is a file: refused (UsageError) before launch.
 Nothing already there is overwritten. A fetch that stopped half way resumes in the same
-directory: complete files are skipped, partial ones continued.
+directory: complete files are skipped, partial ones continued (over SFTP, from their length),
+the missing ones fetched in one tar of just their names.
 """
 
 from __future__ import annotations
@@ -48,11 +49,14 @@ def prepare(dest: Path) -> Path:
     return candidate
 
 
-def fetch(host, paths: Paths, dest: Path, workers=()) -> int:
+def fetch(host, paths: Paths, dest: Path, workers=(), on_skip=None) -> int:
     """Copy outputs/ and job.log (and each worker's log) from the host into dest; returns the file count.
 
-    Resumable: files already complete in dest are skipped and partial ones continued."""
-    got = host.get_dir(paths.outputs, dest / "outputs")  # rank 0 writes checkpoints and metrics
+    Over SSH outputs/ comes as one streamed tar (``remote.Session.get_dir``); entries that would
+    land outside dest (links pointing out, absolute or ``..`` names) and device files are not
+    written, each told to ``on_skip("name: why")``. Resumable: files already complete in dest
+    are skipped, partial ones continued, the missing ones fetched in one tar."""
+    got = host.get_dir(paths.outputs, dest / "outputs", on_skip=on_skip)  # rank 0 writes checkpoints, metrics
     log = host.read_file(paths.log)
     if log is not None:
         (dest / "job.log").write_bytes(log)

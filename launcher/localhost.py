@@ -74,7 +74,8 @@ class LocalHost:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
 
-    def get_dir(self, remote_dir: str | Path, local_dir: str | Path) -> list[Path]:
+    def get_dir(self, remote_dir: str | Path, local_dir: str | Path, on_skip=None) -> list[Path]:
+        """Copy a tree of files (links followed, as a copy would; nothing to skip on this machine)."""
         src, dst = Path(remote_dir), Path(local_dir)
         if not src.is_dir():
             return []

@@ -580,42 +580,111 @@ class Session:
                 dst.write(chunk)
                 signals.check()
 
-    def get_dir(self, remote_dir: str, local_dir: str | os.PathLike) -> list[Path]:
-        """Download a remote tree; a missing remote dir gives [] (a job may write nothing).
+    def get_dir(self, remote_dir: str, local_dir: str | os.PathLike,
+                on_skip: Callable[[str], None] | None = None) -> list[Path]:
+        """Download a remote tree into ``local_dir``; returns the local paths of its regular files.
+        A missing remote dir gives [] (a job may write nothing).
 
-        Resumes an interrupted download: files complete locally are skipped, shorter ones continued."""
-        sftp = self._sftp()
-        got: list[Path] = []
-
-        def walk(remote: str, local: Path) -> None:
-            try:
-                entries = sftp.listdir_attr(remote)
-            except FileNotFoundError:
-                return
-            local.mkdir(parents=True, exist_ok=True)
-            for entry in entries:
-                r, l = f"{remote}/{entry.filename}", local / entry.filename
-                mode = entry.st_mode or 0
-                if stat.S_ISLNK(mode):
-                    try:  # follow links to files only: a linked dir could loop
-                        mode = sftp.stat(r).st_mode or 0
-                    except FileNotFoundError:
-                        continue
-                    if stat.S_ISDIR(mode):
-                        continue
-                if stat.S_ISDIR(mode):
-                    walk(r, l)
-                elif stat.S_ISREG(mode):
-                    signals.check()
-                    self._get_file(sftp, r, l, entry.st_size or 0)
-                    got.append(l)
-
+        Fresh (``local_dir`` missing or empty): one remote ``tar c`` streamed over an exec channel,
+        unpacked as it arrives with tarfile's ``data`` filter. Resumed (``local_dir`` holds
+        something): the remote tree is listed over SFTP; files complete locally are skipped, shorter
+        ones continued over SFTP from their length, and the missing ones come in one tar of just
+        their names. Entries the filter refuses (absolute or ``..`` names, links pointing outside
+        ``local_dir``, devices, FIFOs) are not written; each is told to ``on_skip`` as "name: why".
+        Nothing in ``local_dir`` is overwritten: a local file or directory in the way raises
+        RemoteError naming it. A dropped link raises SSHConnectError (calling again resumes)."""
+        root = _rpath(remote_dir).rstrip("/") or "/"
+        local = Path(local_dir)
+        skip = on_skip or (lambda why: None)
+        if os.path.lexists(local) and not local.is_dir():
+            raise _in_the_way(local, local)
         try:
-            walk(_rpath(remote_dir).rstrip("/") or "/", Path(local_dir))
-        except (paramiko.SSHException, EOFError) as err:
+            if local.is_dir() and any(local.iterdir()):
+                return self._resume_dir(root, local, skip)
+            return self._get_tar(root, local, None, skip)
+        except (paramiko.SSHException, EOFError, socket.timeout) as err:
             raise SSHConnectError(f"connection to {self.label} lost during download: {err}") from None
         except OSError as err:
-            raise self._file_error("downloading", remote_dir, err) from None
+            if not self._alive() or err.filename is None:  # no local file named: the remote side failed
+                raise self._file_error("downloading", remote_dir, err) from None
+            raise RemoteError(f"cannot write {err.filename}: {err.strerror or err}",
+                              hint="free space or fix permissions there, then retry the fetch") from None
+
+    def _resume_dir(self, root: str, local: Path, skip: Callable[[str], None]) -> list[Path]:
+        sftp = self._sftp()
+        got: list[Path] = []
+        missing: list[str] = []
+
+        def walk(rel: str) -> None:
+            for entry in sftp.listdir_attr(f"{root}/{rel}" if rel else root):
+                name = f"{rel}/{entry.filename}" if rel else entry.filename
+                target, mode = local / name, entry.st_mode or 0
+                if stat.S_ISDIR(mode):
+                    if not target.is_dir() or target.is_symlink():
+                        if os.path.lexists(target):
+                            raise _in_the_way(local, target)
+                        target.mkdir(parents=True)
+                    walk(name)
+                elif stat.S_ISREG(mode) and target.is_file() and not target.is_symlink():
+                    signals.check()
+                    self._get_file(sftp, f"{root}/{name}", target, entry.st_size or 0)  # kept or continued
+                    got.append(target)
+                elif os.path.lexists(target):
+                    if stat.S_ISREG(mode):  # a directory, link or other thing where a file goes
+                        raise _in_the_way(local, target)
+                else:  # missing here (or a link / special file: the tar filter decides)
+                    missing.append(name)
+
+        try:
+            walk("")
+        except FileNotFoundError:
+            if not got and not missing:
+                return []
+            raise
+        if missing:
+            got += self._get_tar(root, local, missing, skip)
+        return got
+
+    def _get_tar(self, root: str, local: Path, names: list[str] | None, skip: Callable[[str], None]) -> list[Path]:
+        """``tar c`` of root (or of just ``names``, relative to it) unpacked into local as it streams."""
+        q = shlex.quote
+        if names is None:
+            cmd, stdin = f"cd {q(root)} 2>/dev/null || exit 3; exec tar -cf - .", b""
+        else:
+            cmd = f"cd {q(root)} && exec tar -cf - --null --no-recursion -T -"
+            stdin = b"".join(n.encode() + b"\0" for n in names)
+        got: list[Path] = []
+        chan = self._session_channel()
+        try:
+            chan.exec_command(cmd)
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            chan.settimeout(1.0)
+            reader = _ChannelReader(chan, self._alive)
+            try:
+                with tarfile.open(fileobj=reader, mode="r|", bufsize=1 << 20, copybufsize=1 << 20) as tar:
+                    for member in tar:
+                        got += _extract(tar, member, local, skip)
+            except tarfile.ReadError as err:
+                if reader.total:  # a stream cut short: not an empty or missing directory
+                    raise EOFError(f"the tar stream broke off: {err}") from None
+            reader.drain()
+            end = time.monotonic() + STATUS_WAIT_S
+            while not chan.exit_status_ready() and time.monotonic() < end and self._alive():
+                chan.status_event.wait(0.1)
+            status = chan.recv_exit_status() if chan.exit_status_ready() else -1
+            err = b""
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+        finally:
+            chan.close()
+        if status == 3 and names is None and not got:
+            return []  # no such directory: the job wrote nothing there
+        if status != 0:
+            if status == -1:
+                raise SSHConnectError(f"connection to {self.label} lost during download of {root}")
+            raise RemoteCommandFailed(f"tar of {root}", status, err.decode("utf-8", "replace")[-2000:])
         return got
 
     # -- the detached job ------------------------------------------------------------------
@@ -817,6 +886,71 @@ def _record_start(started_file: str, exit_path: str) -> str:
     return (f"e={q(exit_path)}; case $e in /*) ;; *) e=$HOME/$e ;; esac\n"
             f"[ ! -d {q(parent)} ] || {{ printf '%s %s\\n' \"$pid\" \"$e\" > {q(f + '.tmp')} && "
             f"mv -f {q(f + '.tmp')} {q(f)}; }} || true\n")
+
+
+def _in_the_way(local: Path, target: Path) -> RemoteError:
+    """The error for a local path that blocks a download: the first non-directory on the way."""
+    chain = [local] + [p for p in reversed(target.parents) if local in p.parents] + [target]
+    blocker = next((p for p in chain if os.path.lexists(p) and (p.is_symlink() or not p.is_dir())), target)
+    kind = "a link" if blocker.is_symlink() else "a directory" if blocker.is_dir() else "a file"
+    return RemoteError(f"cannot download {target}: {blocker} is already there ({kind})",
+                       hint=f"move {blocker} aside (nothing is overwritten), then retry the fetch")
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, local: Path, skip: Callable[[str], None]) -> list[Path]:
+    """Unpack one streamed member into local through the "data" filter; [path] for a regular file."""
+    try:
+        safe = tarfile.data_filter(member, str(local))
+    except tarfile.FilterError as err:
+        skip(f"{member.name}: {err}")
+        return []
+    target = local / safe.name
+    if safe.isdir() and target.is_dir() and not target.is_symlink():
+        return []  # "." or a directory an earlier fetch made
+    if os.path.lexists(target):
+        raise _in_the_way(local, target)
+    try:
+        tar.extract(safe, str(local), set_attrs=not safe.isdir(), filter="data")
+    except (FileExistsError, NotADirectoryError, IsADirectoryError):
+        raise _in_the_way(local, target) from None
+    except tarfile.ReadError as err:  # the stream ended inside the member: the link broke
+        raise EOFError(f"the tar stream broke off in {member.name}: {err}") from None
+    except tarfile.TarError as err:  # e.g. a hard link whose target was refused
+        skip(f"{member.name}: {err}")
+        return []
+    signals.check()  # between members: a signal never cuts a header in half
+    return [target] if safe.isreg() else []
+
+
+class _ChannelReader:
+    """The file-like ``read`` that tarfile's stream mode needs, from an SSH channel (timeout set);
+    a signal is checked between reads, a dead link ends the wait."""
+
+    def __init__(self, chan: paramiko.Channel, alive: Callable[[], bool]):
+        self._chan, self._alive = chan, alive
+        self.total = 0
+
+    def read(self, size: int = 1 << 20) -> bytes:
+        buf = bytearray()
+        while len(buf) < size:
+            try:
+                data = self._chan.recv(min(size - len(buf), 1 << 20))
+            except socket.timeout:
+                if not self._alive():
+                    raise EOFError("SSH transport closed") from None
+                signals.check()
+                continue
+            if not data:
+                break
+            buf += data
+        self.total += len(buf)
+        signals.check()  # between reads (at most 1 MiB): a big file never holds off a second Ctrl-C
+        return bytes(buf)
+
+    def drain(self) -> None:
+        """Read what follows the archive's end marker (tar pads its last record) until EOF."""
+        while self.read(1 << 16):
+            pass
 
 
 class _ChannelWriter:

@@ -613,7 +613,8 @@ class Runner:
             self.store.update_run(run_id, artifacts_dir=str(dest))
             self.store.add_event(run_id, "fetch-started", {"path": str(dest)})
         try:
-            files = artifacts.fetch(host, paths, dest, workers)
+            files = artifacts.fetch(host, paths, dest, workers, on_skip=lambda why: self._emit(
+                "warning", run_id=run_id, message=f"not fetched, for safety: {why}"))
         except (GpujobError, OSError) as exc:
             why = getattr(exc, "message", None) or str(exc)
             if guard.guard_dir((rec.machine or {}).get("extra")):  # the machine will not wait forever

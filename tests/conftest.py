@@ -36,3 +36,13 @@ def sshd(tmp_path: Path, client_key: ClientKey):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def session(sshd, client_key):
+    """A launcher.remote.Session to the `sshd` fixture, pinned to its host key; closed at the end."""
+    from launcher.remote import Session
+
+    s = Session(sshd.host, sshd.port, sshd.user, client_key.path, host_keys=[sshd.host_public])
+    yield s
+    s.close()

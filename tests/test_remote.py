@@ -16,13 +16,6 @@ from launcher.uploads import select_files
 pytestmark = pytest.mark.sshd
 
 
-@pytest.fixture
-def session(sshd, client_key):
-    s = Session(sshd.host, sshd.port, sshd.user, client_key.path, host_keys=[sshd.host_public])
-    yield s
-    s.close()
-
-
 def test_run_returns_status_stdout_stderr(session):
     assert session.run("echo out; echo err >&2; exit 7", check=False) == (7, "out\n", "err\n")
     assert session.run("printf 'h\\xc3\\xa9'")[1] == "hé"

@@ -62,11 +62,11 @@ class _BrokenFetchHost(LocalHost):
 
     fail = 1
 
-    def get_dir(self, remote_dir, local_dir):
+    def get_dir(self, remote_dir, local_dir, on_skip=None):
         if _BrokenFetchHost.fail > 0:
             _BrokenFetchHost.fail -= 1
             raise OSError("link dropped during the download")
-        return super().get_dir(remote_dir, local_dir)
+        return super().get_dir(remote_dir, local_dir, on_skip)
 
 
 @pytest.fixture
