@@ -661,7 +661,7 @@ class Session:
                 chan.sendall(stdin)
             chan.shutdown_write()
             chan.settimeout(1.0)
-            reader = _ChannelReader(chan, self._alive)
+            reader = _ChannelReader(chan, self._alive, DEAD_LINK_S * 4)  # as SFTP's channel timeout
             try:
                 with tarfile.open(fileobj=reader, mode="r|", bufsize=1 << 20, copybufsize=1 << 20) as tar:
                     for member in tar:
@@ -924,10 +924,12 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, local: Path, skip: C
 
 class _ChannelReader:
     """The file-like ``read`` that tarfile's stream mode needs, from an SSH channel (timeout set);
-    a signal is checked between reads, a dead link ends the wait."""
+    a signal is checked between reads; a dead link, or ``stall_s`` seconds without a byte (a peer
+    that stopped answering while its kernel still acks), ends the wait with EOFError."""
 
-    def __init__(self, chan: paramiko.Channel, alive: Callable[[], bool]):
-        self._chan, self._alive = chan, alive
+    def __init__(self, chan: paramiko.Channel, alive: Callable[[], bool], stall_s: float = 60.0):
+        self._chan, self._alive, self._stall_s = chan, alive, stall_s
+        self._last = time.monotonic()
         self.total = 0
 
     def read(self, size: int = 1 << 20) -> bytes:
@@ -938,8 +940,11 @@ class _ChannelReader:
             except socket.timeout:
                 if not self._alive():
                     raise EOFError("SSH transport closed") from None
+                if time.monotonic() - self._last > self._stall_s:
+                    raise EOFError(f"no data for {self._stall_s:g} s") from None
                 signals.check()
                 continue
+            self._last = time.monotonic()
             if not data:
                 break
             buf += data

@@ -153,9 +153,9 @@ def _install() -> None:
 
     real_get_dir = remote.Session.get_dir
 
-    def get_dir(self, remote_dir, local_dir):
+    def get_dir(self, remote_dir, local_dir, **kw):
         hold("fetching")
-        return real_get_dir(self, remote_dir, local_dir)
+        return real_get_dir(self, remote_dir, local_dir, **kw)
 
     remote.Session.get_dir = get_dir
     from launcher import artifacts

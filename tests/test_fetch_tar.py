@@ -190,3 +190,14 @@ def test_a_run_over_ssh_brings_the_tree_home_and_reports_what_it_refused(sshd, c
     assert not os.path.lexists(out / "host")
     warned = [f["message"] for k, f in events if k == "warning" and "not fetched" in f["message"]]
     assert len(warned) == 1 and "./host" in warned[0] and "link" in warned[0], warned
+
+
+def test_channel_reader_gives_up_on_a_peer_that_stopped_answering():
+    from launcher.remote import _ChannelReader
+
+    class Chan:
+        def recv(self, n):
+            raise socket.timeout()
+
+    with pytest.raises(EOFError, match="no data for 0 s"):
+        _ChannelReader(Chan(), lambda: True, stall_s=0).read(10)

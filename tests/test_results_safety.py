@@ -172,12 +172,12 @@ def test_fetch_from_a_peer_that_stops_answering_ends_fetch_failed_then_resumes(t
     stopped: list[int] = []
     real_get_dir = Session.get_dir
 
-    def get_dir(self, remote_dir, local_dir):
+    def get_dir(self, remote_dir, local_dir, **kw):
         if not stopped:  # the first download: the peer freezes
             stopped.extend(sshd.connection_pids())
             for pid in stopped:
                 os.kill(pid, _signal.SIGSTOP)
-        return real_get_dir(self, remote_dir, local_dir)
+        return real_get_dir(self, remote_dir, local_dir, **kw)
 
     monkeypatch.setattr(Session, "get_dir", get_dir)
     runner = Runner(store=Store())
