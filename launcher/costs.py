@@ -35,11 +35,9 @@ def run_row(rec, now: float) -> dict[str, Any]:
     rep = build_report(rec)
     est, act = rep["estimate"], rep["actual"]
     seconds, usd = act["total_seconds"], act["usd"]
-    if not rec.finished and rec.launched_at is not None:  # still billing: up to now
-        from launcher.estimate.billing import bill_usd
-
+    if not rec.finished and rec.launched_at is not None:  # still billing: up to now (every attempt)
         seconds = rec.billed_seconds(now)
-        usd = bill_usd(seconds, rec.price_per_hour, rec.provider) if rec.price_per_hour is not None else None
+        usd = rec.billed_usd(now)
     if usd is None and rec.provider in ("local", "ssh"):
         usd = 0.0 if seconds is not None else None
     m = rep["machine"]

@@ -153,10 +153,21 @@ class MachineGone(GpujobError):
     STATES = ("spot-interrupted", "terminated")
     exit_code = 10
 
-    def __init__(self, run_id: str, how: str):
-        self.run_id, self.how = run_id, how
+    def __init__(self, run_id: str, how: str, attempts: int = 1, checkpoint: str | None = None,
+                 why_stopped: str | None = None):
+        """attempts: how many machines the run had; checkpoint: where its last checkpoint is safe
+        (client path or bucket URL; None: none was saved); why_stopped: why no further attempt ran."""
+        self.run_id, self.how, self.attempts, self.checkpoint = run_id, how, attempts, checkpoint
         self.state = "spot-interrupted" if how == "spot-interrupted" else "failed"
         what = "spot instance was reclaimed by the cloud" if how == "spot-interrupted" else "machine was terminated"
+        if attempts > 1 or checkpoint or why_stopped:
+            ran = f" ({attempts} attempt{'s' if attempts != 1 else ''} ran" + (f"; {why_stopped}" if why_stopped else "") + ")"
+            where = (f"the last checkpoint is safe at {checkpoint}" if checkpoint
+                     else "no checkpoint was saved (set limits.checkpoint_every)")
+            super().__init__(f"run {run_id}: the {what} while the job ran{ran}; {where}",
+                             "raise limits.max_restarts, set resources.spot_fallback: on-demand, "
+                             "or use on-demand capacity (resources.spot: false)")
+            return
         super().__init__(f"run {run_id}: the {what} while the job ran",
                          "its checkpoint is on the client only if it was fetched; rerun with `gpujob run`, "
                          "or use on-demand capacity (resources.spot: false)")

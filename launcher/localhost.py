@@ -90,6 +90,9 @@ class LocalHost:
                 got.append(target)
         return got
 
+    def get_file(self, remote_path: str | Path, local_path: str | Path) -> None:
+        shutil.copyfile(remote_path, local_path)
+
     def read_file(self, path: str | Path) -> bytes | None:
         try:
             return Path(path).read_bytes()

@@ -565,6 +565,15 @@ class Session:
         except OSError as err:
             raise self._file_error("reading", path, err) from None
 
+    def get_file(self, remote_path: str, local_path: str | os.PathLike) -> None:
+        """Download one remote file to ``local_path`` (overwritten); raises RemoteError/SSHConnectError."""
+        try:
+            self._sftp().get(_rpath(remote_path), str(local_path))
+        except (paramiko.SSHException, EOFError) as err:
+            raise SSHConnectError(f"connection to {self.label} lost reading {remote_path}: {err}") from None
+        except OSError as err:
+            raise self._file_error("reading", remote_path, err) from None
+
     @staticmethod
     def _get_file(sftp: paramiko.SFTPClient, remote: str, local: Path, size: int) -> None:
         """Download one file, resuming: a complete local copy is kept, a shorter one continued."""

@@ -354,6 +354,15 @@ class EventPrinter:
     def _on_warning(self, message, **_):
         self._say(f"[yellow]warning:[/] {escape(str(message))}")
 
+    def _on_recovering(self, attempt, market, reclaimed_zone=None, checkpoint=None, **_):
+        self._say(f"[yellow]spot machine reclaimed[/]{f' in {escape(reclaimed_zone)}' if reclaimed_zone else ''}: "
+                  f"released it; attempt {attempt} on {market} capacity, resuming from "
+                  + (escape(str(checkpoint)) if checkpoint else "the start (no checkpoint was saved)"))
+
+    def _on_checkpoint_pulled(self, path, bytes, **_):
+        if self._progress is None:  # the progress bar's line says enough; plain output notes each copy
+            self._say(f"checkpoint home: {escape(str(path))} ({bytes:,} bytes)")
+
     def _on_setup(self, **_):
         self._say("running setup")
 
@@ -483,8 +492,23 @@ def render_report(con, r: dict[str, Any]) -> None:
         con.print(f"vs this machine's CPU: {fmt_seconds(vs['cpu_seconds'])} on CPU, speedup {vs['speedup']:.1f}x, "
                   f"{'saves' if vs['hours_saved'] >= 0 else 'loses'} {fmt_seconds(abs(vs['hours_saved']) * 3600)}"
                   + (f" for {fmt_usd(a.get('usd'))}" if a.get("usd") else ""))
+    if len(r.get("attempts") or ()) > 1:
+        render_attempts(con, r["attempts"])
     if r.get("artifacts_dir"):
         con.print(f"artifacts: {escape(r['artifacts_dir'])}")
+
+
+def render_attempts(con, attempts: list[dict[str, Any]]) -> None:
+    """One row per attempt of a run whose spot machine was replaced (store.RunRecord.attempt_rows)."""
+    t = Table(title="attempts", show_edge=False, header_style="bold")
+    for col in ("#", "where", "instance", "market", "time", "cost", "ended"):
+        t.add_column(col, justify="right" if col in ("#", "time", "cost") else "left")
+    for a in attempts:
+        where = a.get("zone") or a.get("region") or "-"
+        t.add_row(str(a["attempt"]), escape(f"{a.get('provider')} {where}"), escape(str(a.get("instance_id") or "-")),
+                  a.get("market") or "-", fmt_seconds(a.get("seconds")), fmt_usd(a.get("cost_usd")),
+                  escape(str(a.get("end_reason") or "-")))
+    con.print(t)
 
 
 def render_runs(con, runs) -> None:

@@ -16,9 +16,7 @@ def build_report(rec: RunRecord) -> dict[str, Any]:
     train_seconds = end.get("elapsed") or job_seconds
     actual_usd = None
     if rec.price_per_hour is not None and actual_total is not None:
-        from launcher.estimate.billing import bill_usd
-
-        actual_usd = bill_usd(actual_total, rec.price_per_hour, rec.provider)
+        actual_usd = rec.billed_usd()  # every attempt, each billed by its own price and minimum
 
     def delta(actual, predicted):
         if actual is None or not predicted:
@@ -47,6 +45,7 @@ def build_report(rec: RunRecord) -> dict[str, Any]:
                       "samples_per_second": delta(end.get("samples_per_second"), est.get("samples_per_second")),
                       "usd": delta(actual_usd, est.get("total_usd"))},
         "baseline": base or None,
+        "attempts": rec.attempt_rows(),
     }
     device = ((rec.result or {}).get("start") or {}).get("device", "")
     if cpu_seconds and train_seconds and not str(device).startswith("cpu"):  # a CPU run vs itself says nothing

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 from contextlib import ExitStack
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from launcher import artifacts, guard
+from launcher import artifacts, checkpoints, guard, recovery
 
 from launcher.errors import (BudgetError, CredentialsError, FetchFailed, GpujobError, Interrupted, MachineGone, JobFailed, RemoteError, SSHConnectError,
                              TeardownError, UsageError, WaitTimeout)
@@ -66,6 +67,7 @@ class _Ctx:
         self._emit = emit
         self.ssh_cidr = ssh_cidr
         self.owner = os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+        self.avoid_zones: tuple[str, ...] = ()  # zones where this run's spot machine was reclaimed: tried last
         self.ssh_public_key = self.ssh_private_key_path = ""
         self.host_key_private = self.host_key_public = ""
 
@@ -183,42 +185,98 @@ class Runner:
 
         if opts.provider in ("aws", "gcp", "auto"):
             ctx.make_keys(run_dir)
-        machine: Machine | None = None
-        host = None
-        workers: list[_Node] = []  # nodes 1..N-1 of a multi-node job
-        paths: Paths | None = None
+        live = _Live()  # the current attempt's machine, connections, paths
         detached = False
         outcome: BaseException | None = None
         try:
             signals.check()  # a signal during the estimate: stop before creating anything
-            self.store.set_state(run_id, "provisioning")
-            launched_at = self.clock()
-            self.store.update_run(run_id, launched_at=launched_at)
-            machines = self._launch(provider, spec, ctx, opts)
-            signals.check()
-            machine = machines[0]
-            if plan.get("estimate_provider") and describes_work(spec) and (
-                    machine.provider, machine.instance_type) != (plan["estimate_provider"], plan.get("instance_type")):
-                # --provider auto moved on to another offer: estimate the machine it got
-                est = job_estimate(spec, machine.provider, machine.instance_type, machine.price_per_hour,
-                                   spot=spec.resources.spot, baseline=opts.baseline, gpu=machine.gpu)
-                self.store.update_run(run_id, estimate=est)
-                self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ("total_seconds", "total_usd",
-                                                                                   "samples_per_second")})
-            price = None if machine.price_per_hour is None else machine.price_per_hour * len(machines)
-            self.store.update_run(run_id, machine=machine_dict(machine), price_per_hour=price)
-            for m in machines:
-                self._emit("machine", run_id=run_id, **machine_public(m))
+            attempt_spec, reclaimed = spec, 0
+            while True:
+                try:
+                    status = self._attempt(run_id, attempt_spec, opts, provider, ctx, plan, live, reclaimed > 0)
+                    break
+                except MachineGone as gone:
+                    if gone.how != "spot-interrupted" or not spec.resources.spot:
+                        raise
+                    reclaimed += 1
+                    attempt_spec = self._recover(run_id, spec, reclaimed, provider, ctx, live)
+            if status is None:
+                detached = True
+                return RunResult(self.store.get_run(run_id), {})
+            exit_status, reason = status
+            self._finish(run_id, spec, live.host, live.paths, opts, exit_status, reason, live.workers)
+        except Stop as exc:
+            outcome = exc
+            with signals.shielded():  # the stage decides; nothing below is skipped by a signal
+                self._interrupted(run_id, live.host, live.machine, live.paths, live.workers, opts)
+        except GpujobError as exc:
+            outcome = exc
+            if isinstance(exc, MachineGone):
+                self.store.set_state(run_id, exc.state, exc.message)
+            elif not isinstance(exc, (JobFailed, FetchFailed)):
+                state = "launch-failed" if live.machine is None and not self.store.get_run(run_id).attempts else "failed"
+                self.store.set_state(run_id, state, str(exc))
+            for w in live.workers:  # one node failing stops the others
+                self._stop_pid(w.host, w.pid)
+        except BaseException as exc:  # noqa: BLE001 - a bug or SystemExit must still tear down
+            outcome = exc
+            self.store.set_state(run_id, "failed", f"internal error: {exc!r}")
+        finally:
+            leftovers: list[Leftover] = []
+            machine, host, paths = live.machine, live.host, live.paths
+            if not detached and not opts.keep and self.store.get_run(run_id).state != "fetch-failed":
+                with signals.shielded():  # a second Ctrl-C shortens waits, never skips the release
+                    leftovers = self._teardown(run_id, provider, ctx)
+            for w in live.workers:
+                w.host.close()
+            if machine is not None and paths is not None and not detached and not opts.keep:
+                with signals.shielded():
+                    self._clean_workdir(run_id, host, machine, paths)
+            if host is not None:
+                host.close()  # a detached job lives on: it was started with setsid
+                self._emit("connections", run_id=run_id, opened=getattr(host, "connections_opened", 0))
+            if opts.keep and machine is not None and machine.provider != "local" and not detached:
+                self._emit("kept", run_id=run_id, target=f"{machine.user}@{machine.host}:{machine.port}",
+                           reach=f"gpujob ssh {run_id}", release=f"gpujob down {run_id}")
+        return self._conclude(run_id, outcome, leftovers)
 
+    def _attempt(self, run_id: str, spec, opts: RunOptions, provider, ctx: _Ctx, plan: dict[str, Any],
+                 live: "_Live", resume: bool) -> tuple[int, str | None] | None:
+        """One machine's go: launch, connect, upload (with the last checkpoint when ``resume``), start,
+        stream. Returns (exit status, reason), or None when the job was detached. Fills ``live``
+        as things come up, so the caller can stop and release them. A reclaimed spot machine
+        raises MachineGone("spot-interrupted")."""
+        run_dir = self.store.run_dir(run_id)
+        self.store.set_state(run_id, "provisioning")
+        launched_at = self.clock()
+        self.store.update_run(run_id, launched_at=launched_at)
+        machines = self._launch(provider, spec, ctx, opts)
+        signals.check()
+        machine = live.machine = machines[0]
+        if plan.get("estimate_provider") and describes_work(spec) and not resume and (
+                machine.provider, machine.instance_type) != (plan["estimate_provider"], plan.get("instance_type")):
+            # --provider auto moved on to another offer: estimate the machine it got
+            est = job_estimate(spec, machine.provider, machine.instance_type, machine.price_per_hour,
+                               spot=spec.resources.spot, baseline=opts.baseline, gpu=machine.gpu)
+            self.store.update_run(run_id, estimate=est)
+            self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ("total_seconds", "total_usd",
+                                                                               "samples_per_second")})
+        price = None if machine.price_per_hour is None else machine.price_per_hour * len(machines)
+        self.store.update_run(run_id, machine=machine_dict(machine), price_per_hour=price)
+        for m in machines:
+            self._emit("machine", run_id=run_id, **machine_public(m))
+
+        try:
             self.store.set_state(run_id, "connecting")
-            host = self.host_factory(machine)
-            workers = [_Node(rank, m, self.host_factory(m)) for rank, m in enumerate(machines[1:], start=1)]
+            host = live.host = self.host_factory(machine)
+            live.workers = [_Node(rank, m, self.host_factory(m)) for rank, m in enumerate(machines[1:], start=1)]
+            workers = live.workers
             self._reach(host, machine, opts)
             for w in workers:
                 self._reach(w.host, w.machine, opts)
             signals.check()
             self._emit("connected", run_id=run_id)
-            paths = host_paths(machine, run_id, run_dir, host)
+            paths = live.paths = host_paths(machine, run_id, run_dir, host)
             for w in workers:  # a worker's own directory: nodes may share a home directory (NFS)
                 w.paths = Paths(f"{paths.workdir}-node{w.rank}")
             master = machine.private_ip or machine.host
@@ -232,68 +290,106 @@ class Runner:
                     self.store.set_state(run_id, "setup")
                     self._emit("setup", run_id=run_id, node=rank)
                     h.run(f"cd {q(p.workdir)} && {spec.setup}", timeout=opts.launch_deadline_s)
-            if spec.setup:  # setup may install python or torch: check after it, before the start
-                self._check_hosts(run_id, spec, nodes)
-            signals.check()
-            # Workers first: with a static rendezvous they wait for node 0, never the other way round.
-            for w in workers:
-                w.pid = w.host.start_detached(job_command(spec, w.machine, w.paths, w.rank, master, run_id),
-                                              w.paths.workdir, w.paths.log, w.paths.exit,
-                                              env=job_env(spec, w.machine, w.rank),
-                                              started_file=guard.job_file(w.machine.extra))
-            command = job_command(spec, machine, paths, 0, master if workers else None, run_id)
-            pid = host.start_detached(command, paths.workdir, paths.log, paths.exit, env=job_env(spec, machine),
-                                      started_file=guard.job_file(machine.extra))
-            self.store.update_run(run_id, job_started_at=self.clock(),
-                                  machine={**machine_dict(machine), "pid": pid, "workdir": paths.workdir,
-                                           "workers": [{**machine_dict(w.machine), "pid": w.pid}
-                                                       for w in workers]})
-            self.store.set_state(run_id, "running")
-            self._emit("job-started", run_id=run_id, pid=pid)
-            if opts.detach:
-                detached = True
-                self._emit("detached", run_id=run_id)
-                return RunResult(self.store.get_run(run_id), {})
-            streams = [WorkerStream(self._node_log(run_id, w.rank), w) for w in workers]
-            exit_status, reason = self._follow(run_id, spec, provider, machine, host, paths, pid, opts, 0)
-            worker_status = [t.join_status(opts.ssh_deadline_s) for t in streams]
-            failed = [(r, st) for r, st in enumerate(worker_status, start=1) if st != 0]
-            if exit_status == 0 and failed:
-                exit_status, reason = failed[0][1] or 1, f"node {failed[0][0]} exited {failed[0][1]}"
-            self._finish(run_id, spec, host, paths, opts, exit_status, reason, workers)
-        except Stop as exc:
-            outcome = exc
-            with signals.shielded():  # the stage decides; nothing below is skipped by a signal
-                self._interrupted(run_id, host, machine, paths, workers, opts)
-        except GpujobError as exc:
-            outcome = exc
-            if isinstance(exc, MachineGone):
-                self.store.set_state(run_id, exc.state, exc.message)
-            elif not isinstance(exc, (JobFailed, FetchFailed)):
-                state = "launch-failed" if machine is None else "failed"
-                self.store.set_state(run_id, state, str(exc))
-            for w in workers:  # one node failing stops the others
-                self._stop_pid(w.host, w.pid)
-        except BaseException as exc:  # noqa: BLE001 - a bug or SystemExit must still tear down
-            outcome = exc
-            self.store.set_state(run_id, "failed", f"internal error: {exc!r}")
+            sent = checkpoints.upload(host, run_dir, paths.workdir) if resume and not spec.checkpoint_store else None
+            if sent is not None:  # the client's copy, where the payload's --resume looks for it
+                self._emit("checkpoint-uploaded", run_id=run_id, bytes=sent)
+        except (RemoteError, WaitTimeout) as exc:  # a machine reclaimed before the job started
+            if spec.resources.spot and self._poll(provider, machine) == "spot-interrupted":
+                raise MachineGone(run_id, "spot-interrupted") from None
+            raise exc
+        if spec.setup:  # setup may install python or torch: check after it, before the start
+            self._check_hosts(run_id, spec, nodes)
+        signals.check()
+        # Workers first: with a static rendezvous they wait for node 0, never the other way round.
+        for w in workers:
+            w.pid = w.host.start_detached(job_command(spec, w.machine, w.paths, w.rank, master, run_id),
+                                          w.paths.workdir, w.paths.log, w.paths.exit,
+                                          env=job_env(spec, w.machine, w.rank),
+                                          started_file=guard.job_file(w.machine.extra))
+        log_base = len(self.store.log_text(run_id).encode())  # an earlier attempt's log stays; this one follows
+        command = job_command(spec, machine, paths, 0, master if workers else None, run_id)
+        python = sys.executable if machine.provider == "local" else spec.payload.python
+        if spec.checkpoint_store:
+            command = f"{checkpoints.store_prefix(spec, run_id, python, resume)} && {command}"
+        pid = host.start_detached(command, paths.workdir, paths.log, paths.exit, env=job_env(spec, machine),
+                                  started_file=guard.job_file(machine.extra))
+        if spec.checkpoint_store:  # the machine keeps the checkpoint in the bucket while the job runs
+            host.start_detached(checkpoints.store_watch(spec, run_id, python, pid), paths.workdir,
+                                f"{paths.workdir}/checkpoint_sync.log", f"{paths.workdir}/checkpoint_sync.exit",
+                                env=job_env(spec, machine))
+        self.store.update_run(run_id, job_started_at=self.clock(),
+                              machine={**machine_dict(machine), "pid": pid, "workdir": paths.workdir,
+                                       "log_base": log_base,
+                                       "workers": [{**machine_dict(w.machine), "pid": w.pid} for w in workers]})
+        self.store.set_state(run_id, "running")
+        self._emit("job-started", run_id=run_id, pid=pid)
+        if opts.detach:
+            self._emit("detached", run_id=run_id)
+            return None
+        streams = [WorkerStream(self._node_log(run_id, w.rank), w) for w in workers]
+        puller = self._puller(run_id, spec, machine, paths)
+        try:
+            exit_status, reason = self._follow(run_id, spec, provider, machine, host, paths, pid, opts, 0, log_base)
         finally:
-            leftovers: list[Leftover] = []
-            if not detached and not opts.keep and self.store.get_run(run_id).state != "fetch-failed":
-                with signals.shielded():  # a second Ctrl-C shortens waits, never skips the release
-                    leftovers = self._teardown(run_id, provider, ctx)
-            for w in workers:
-                w.host.close()
-            if machine is not None and paths is not None and not detached and not opts.keep:
-                with signals.shielded():
-                    self._clean_workdir(run_id, host, machine, paths)
-            if host is not None:
-                host.close()  # a detached job lives on: it was started with setsid
-                self._emit("connections", run_id=run_id, opened=getattr(host, "connections_opened", 0))
-            if opts.keep and machine is not None and machine.provider != "local" and not detached:
-                self._emit("kept", run_id=run_id, target=f"{machine.user}@{machine.host}:{machine.port}",
-                           reach=f"gpujob ssh {run_id}", release=f"gpujob down {run_id}")
-        return self._conclude(run_id, outcome, leftovers)
+            if puller is not None:
+                puller.stop(1.0)
+        worker_status = [t.join_status(opts.ssh_deadline_s) for t in streams]
+        failed = [(r, st) for r, st in enumerate(worker_status, start=1) if st != 0]
+        if exit_status == 0 and failed:
+            exit_status, reason = failed[0][1] or 1, f"node {failed[0][0]} exited {failed[0][1]}"
+        return exit_status, reason
+
+    def _recover(self, run_id: str, spec, reclaimed: int, provider, ctx: _Ctx, live: "_Live"):
+        """The ``reclaimed``-th spot reclaim: release what is left of the machine (verified), record
+        the attempt, and return the spec of the next attempt; MachineGone when there is none
+        (restarts used, budget spent, or the release not confirmed)."""
+        rec = self.store.get_run(run_id)
+        zone = (rec.machine or {}).get("zone") or (rec.machine or {}).get("region")
+        for w in live.workers:
+            w.host.close()
+        if live.host is not None:
+            live.host.close()
+        live.clear()
+        with signals.shielded():  # the release of the reclaimed machine always completes
+            leftovers = self._teardown(run_id, provider, ctx, final=False)
+        end = self.clock()
+        attempts = [*(rec.attempts or ()), recovery.closed_attempt(rec, end, "spot-interrupted")]
+        self.store.update_run(run_id, attempts=attempts, launched_at=None, job_started_at=None,
+                              job_ended_at=None, machine={**(rec.machine or {}), "pid": None})
+        checkpoint = checkpoints.location(spec, run_id, self.store.run_dir(run_id))
+        nxt, why = recovery.plan_next(spec, reclaimed)
+        budget = spec.limits.budget_usd
+        spent = self.store.get_run(run_id).spent_usd(end)
+        if leftovers:
+            nxt, why = None, "the reclaimed machine's resources are not confirmed gone"
+        elif nxt is not None and budget and spent >= budget:
+            nxt, why = None, (f"limits.budget_usd ${budget:.2f} reached (${spent:.2f} over {len(attempts)} "
+                         f"attempt{'s' if len(attempts) > 1 else ''})")
+        if nxt is None:
+            raise MachineGone(run_id, "spot-interrupted", attempts=len(attempts), checkpoint=checkpoint,
+                              why_stopped=why)
+        signals.check()  # a signal during the release: stop here, before anything new is created
+        ctx.spec = nxt.spec
+        ctx.avoid_zones = tuple(a["zone"] for a in attempts if a.get("zone"))
+        self.store.add_event(run_id, "recovering", {"attempt": nxt.number, "spot": nxt.spot,
+                                                    "reclaimed_zone": zone, "checkpoint": checkpoint})
+        self._emit("recovering", run_id=run_id, attempt=nxt.number, market="spot" if nxt.spot else "on-demand",
+                   reclaimed_zone=zone, checkpoint=checkpoint, spent_usd=spent)
+        return nxt.spec
+
+    def _puller(self, run_id: str, spec, machine: Machine, paths: Paths):
+        def pulled(path: Path, size: int) -> None:
+            self.store.add_event(run_id, "checkpoint-pulled", {"path": str(path), "bytes": size})
+            self._emit("checkpoint-pulled", run_id=run_id, path=str(path), bytes=size)
+
+        return checkpoints.start_puller(spec, machine, lambda: self.host_factory(machine), paths.workdir,
+                                        self.store.run_dir(run_id), pulled)
+
+    def _poll(self, provider, machine: Machine) -> str | None:
+        try:
+            return provider.poll(machine)
+        except GpujobError:
+            return None
 
     def _reach(self, host, machine: Machine, opts: RunOptions) -> None:
         # A cloud machine needs minutes to boot; an existing one (ssh) answers now or not at all.
@@ -351,7 +447,8 @@ class Runner:
         ctx = _Ctx(self.store, run_id, spec, rec.provider, self.on_event, rec.provider_config.get("ssh_cidr"))
         host = self.host_factory(machine)
         paths = Paths(rec.machine["workdir"])
-        offset = len(self.store.log_text(run_id).encode())
+        log_base = rec.machine.get("log_base") or 0  # the stored log holds earlier attempts' text first
+        offset = len(self.store.log_text(run_id).encode()) - log_base
         self.on_event("log", run_id=run_id, text=self.store.log_text(run_id), replay=True)
         if not follow:
             return RunResult(rec, build_report(rec))
@@ -362,7 +459,7 @@ class Runner:
         with signals.handled(), Lease(self.store, run_id):  # adopts an orphaned run
             try:
                 exit_status, reason = self._follow(run_id, spec, provider, machine, host, paths,
-                                                   rec.machine.get("pid"), opts, offset)
+                                                   rec.machine.get("pid"), opts, offset, log_base)
                 self._finish(run_id, spec, host, paths, opts, exit_status, reason)
             except Stop as exc:
                 # Leaving `logs --follow` detaches again; it never kills the job.
@@ -513,13 +610,20 @@ class Runner:
                 self._emit("upload", bytes=plan.total_bytes, files=len(plan.files), message=plan.describe(
                     f"payload.entrypoint {spec.payload.entrypoint} is your own code, so the current directory is sent"))
             host.put_dir(Path.cwd(), paths.workdir, ignore=ignore)
+        if spec.checkpoint_store:
+            sync = (payload_dir() / "checkpoint_sync.py").read_bytes()
+            host.put_bytes(sync, f"{paths.workdir}/{checkpoints.SYNC_REL}", mode=0o644)
         config = {**spec.workload.model_dump(mode="json"), "output_dir": "outputs"}
+        if checkpoints.pull_every(spec):  # the payload checkpoints at least as often as the client pulls
+            config["checkpoint_every_s"] = checkpoints.pull_every(spec)
         host.put_bytes(json.dumps(config, indent=2).encode(), f"{paths.workdir}/job.json", mode=0o644)
 
     def _follow(self, run_id, spec, provider, machine, host, paths: Paths, pid, opts: RunOptions,
-                offset: int) -> tuple[int, str | None]:
-        """Stream the log until the job exits; watch spot interruption and the budget meanwhile."""
-        progress = Progress(self.store, self.on_event, self.clock, run_id, spec, offset)
+                offset: int, log_base: int = 0) -> tuple[int, str | None]:
+        """Stream the log from byte ``offset`` until the job exits; watch spot interruption and the
+        budget meanwhile. The stored log holds earlier attempts' text first: this machine's log
+        byte N is the stored log's byte ``log_base + N``."""
+        progress = Progress(self.store, self.on_event, self.clock, run_id, spec, log_base + offset)
         stop_reason: list[str] = []
         warned: list[GpujobError] = []
         done = threading.Event()
@@ -677,15 +781,22 @@ class Runner:
         except GpujobError:
             pass
 
-    def _teardown(self, run_id: str, provider, ctx: _Ctx) -> list[Leftover]:
+    def _teardown(self, run_id: str, provider, ctx: _Ctx, final: bool = True) -> list[Leftover]:
+        """Delete everything the run holds (verified by the provider). ``final=False``: between two
+        attempts of a recovered run (the record's state and end of billing are left alone)."""
         rows = self.store.resources(run_id)
         resources = [Resource(r.provider, r.kind, r.resource_id or r.name, r.region, run_id, r.state) for r in rows]
-        self._emit("teardown", run_id=run_id, resources=len(resources))
+        self._emit("teardown", run_id=run_id, resources=len(resources), final=final)
         try:
             leftovers = provider.teardown(run_id, resources, ctx)
         except GpujobError as exc:
             leftovers = [Leftover(r, str(exc)) for r in resources] or [
                 Leftover(Resource(provider.name, "run", run_id, run_id=run_id), str(exc))]
+        if not final:
+            if not leftovers:
+                self.store.all_deleted(run_id)
+            self._emit("teardown-done", run_id=run_id, leftovers=len(leftovers), final=False)
+            return leftovers
         rec = self.store.get_run(run_id)
         if leftovers:  # billing is not known to have ended: the state says so and names the fix
             self.store.set_state(run_id, "leftovers", leftovers_reason(leftovers, rec.reason))
@@ -754,6 +865,19 @@ def leftovers_reason(leftovers: list[Leftover], before: str | None) -> str:
     more = f" (+{len(leftovers) - 1} more)" if len(leftovers) > 1 else ""
     return (f"{len(leftovers)} resource(s) not confirmed gone; {what}{more}; run: {gc_command(leftovers)}"
             + (f"; before teardown: {before}" if before else ""))
+
+
+@dataclass
+class _Live:
+    """The current attempt's machine (node 0), its connection, directory and worker nodes."""
+
+    machine: Machine | None = None
+    host: Any = None
+    paths: Paths | None = None
+    workers: list["_Node"] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.machine, self.host, self.paths, self.workers = None, None, None, []
 
 
 @dataclass

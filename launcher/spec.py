@@ -177,6 +177,14 @@ class Resources(_Strict):
     num_nodes: int = Field(1, ge=1, le=64)
     disk_gb: int = Field(100, ge=20, le=16384)
     image_id: str | None = None
+    # after limits.max_restarts reclaimed spot attempts, the next one runs on-demand (None: give up)
+    spot_fallback: Literal["on-demand"] | None = None
+
+    @model_validator(mode="after")
+    def _fallback_needs_spot(self) -> "Resources":
+        if self.spot_fallback and not self.spot:
+            raise ValueError("spot_fallback applies to spot runs only; set spot: true or remove spot_fallback")
+        return self
 
     @field_validator("accelerators", mode="before")
     @classmethod
@@ -199,6 +207,10 @@ class Limits(_Strict):
     # ended, and seconds without any attached client (while no job runs) before it powers off.
     unfetched_grace: float = Field(15 * 60.0, description="seconds")
     idle_timeout: float = Field(10 * 60.0, description="seconds")
+    # spot runs: how many times a reclaimed machine is replaced (resume from the last checkpoint)
+    max_restarts: int = Field(3, ge=0, le=100)
+    # seconds between checkpoint pulls to the client (only when it changed); None: 10 min for spot runs
+    checkpoint_every: float | None = Field(None, description="seconds")
 
     @field_validator("max_duration", mode="before")
     @classmethod
@@ -213,6 +225,10 @@ class Limits(_Strict):
             raise ValueError(f"{v!r} is too short: at least 1m (60s), so a client that is reconnecting "
                              "is not mistaken for a gone one")
         return seconds
+    @field_validator("checkpoint_every", mode="before")
+    @classmethod
+    def _every(cls, v: Any) -> float | None:
+        return None if v is None else parse_duration(v)
 
 
 class Payload(_Strict):
@@ -233,6 +249,17 @@ class JobSpec(_Strict):
     setup: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     artifacts: list[str] = Field(default_factory=lambda: ["outputs/"])
+    # s3://bucket/prefix: the machine keeps the checkpoint there instead of the client pulling it
+    checkpoint_store: str | None = None
+
+    @field_validator("checkpoint_store")
+    @classmethod
+    def _store_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from launcher.checkpoints import parse_store
+
+        return parse_store(v).url
 
     @model_validator(mode="after")
     def _checks(self) -> "JobSpec":

@@ -83,6 +83,8 @@ MIGRATIONS: tuple[str, ...] = (
     # 2: where the results go (chosen at launch), when they were home, and the attached client's lease
     "ALTER TABLE runs ADD COLUMN fetched_at REAL;"
     "ALTER TABLE runs ADD COLUMN lease_json TEXT;",
+    # 3: the earlier attempts of a run whose spot machine was reclaimed and replaced (a JSON list)
+    "ALTER TABLE runs ADD COLUMN attempts_json TEXT;",
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 BUSY_TIMEOUT_S = 10.0
@@ -118,21 +120,54 @@ class RunRecord:
     result: dict[str, Any] | None = None
     fetched_at: float | None = None  # the results are home (artifacts_dir holds them)
     lease: dict[str, Any] | None = None  # the attached client: {"pid", "host", "started", "refreshed"}
+    # Earlier attempts, closed (a reclaimed spot machine, released): dicts with attempt, provider,
+    # region, zone, instance_id, instance_type, market, start, end, end_reason, price_per_hour,
+    # seconds, cost_usd. The run's own fields (machine, launched_at, price_per_hour) are the last attempt.
+    attempts: list[dict[str, Any]] | None = None
 
     @property
     def finished(self) -> bool:
         return is_terminal(self.state)
 
-    def billed_seconds(self, now: float | None = None) -> float:
+    def _current_seconds(self, now: float | None) -> float:
         if self.launched_at is None:
             return 0.0
         end = self.ended_at or (now if now is not None else time.time())
         return max(0.0, end - self.launched_at)
 
+    def billed_seconds(self, now: float | None = None) -> float:
+        """Seconds billed over every attempt (each from its launch to its release)."""
+        return sum(a["seconds"] for a in self.attempts or ()) + self._current_seconds(now)
+
     def spent_usd(self, now: float | None = None) -> float:
-        if not self.price_per_hour:
-            return 0.0
-        return self.price_per_hour * self.billed_seconds(now) / 3600.0
+        """Dollars so far over every attempt: seconds x that attempt's price (no billing minimum)."""
+        done = sum(a["price_per_hour"] * a["seconds"] / 3600.0 for a in self.attempts or () if a.get("price_per_hour"))
+        return done + (self.price_per_hour or 0.0) * self._current_seconds(now) / 3600.0
+
+    def billed_usd(self, now: float | None = None) -> float | None:
+        """Dollars as the cloud bills them (estimate.billing: per second, one-minute minimum), summed
+        over every attempt; None when the last machine has no price."""
+        from launcher.estimate.billing import bill_usd
+
+        current = bill_usd(self._current_seconds(now), self.price_per_hour, self.provider) if self.launched_at else 0.0
+        if current is None:
+            return None
+        return sum(a.get("cost_usd") or 0.0 for a in self.attempts or ()) + current
+
+    def attempt_rows(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Every attempt, the last one (still going, or how the run ended) included."""
+        if self.launched_at is None:  # no machine yet, or none after the last reclaimed one
+            return list(self.attempts or ())
+        m = self.machine or {}
+        last = {"attempt": len(self.attempts or ()) + 1, "provider": m.get("provider") or self.provider,
+                "region": m.get("region"), "zone": m.get("zone"), "instance_id": m.get("id"),
+                "instance_type": m.get("instance_type"), "market": "spot" if m.get("spot") else "on-demand",
+                "start": self.launched_at, "end": self.ended_at, "end_reason": self.state,
+                "price_per_hour": self.price_per_hour, "seconds": self._current_seconds(now)}
+        from launcher.estimate.billing import bill_usd
+
+        last["cost_usd"] = bill_usd(last["seconds"], self.price_per_hour, last["provider"])
+        return [*(self.attempts or ()), last]
 
 
 @dataclass(frozen=True)
@@ -148,7 +183,8 @@ class ResourceRow:
 
 
 _JSON_COLS = {"spec_json": "spec", "provider_config": "provider_config", "estimate_json": "estimate",
-              "machine_json": "machine", "result_json": "result", "lease_json": "lease"}
+              "machine_json": "machine", "result_json": "result", "lease_json": "lease",
+              "attempts_json": "attempts"}
 
 
 class Store:
@@ -207,8 +243,8 @@ class Store:
                             db.execute(stmt)
                     version = 1
                     cols = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
-                    if "fetched_at" in cols:  # a database made before versions were recorded, already current
-                        version = SCHEMA_VERSION
+                    if "fetched_at" in cols:  # a database made before versions were recorded: schema 2
+                        version = 2
                 for step in MIGRATIONS[version - 1:]:
                     for stmt in step.split(";"):
                         if stmt.strip():

@@ -129,4 +129,12 @@ class Provider(Protocol):
         """Every resource carrying our tags, for `gpujob gc`."""
 
 
+def tried_last(zones: list[str], ctx: Any) -> list[str]:
+    """Zones in try order with those in ``ctx.avoid_zones`` (where this run's spot machine was
+    reclaimed) moved to the end: a recovery goes to the next zone the provider offers, and back
+    to the same one only when no other has capacity."""
+    avoid = set(getattr(ctx, "avoid_zones", ()) or ())
+    return [z for z in zones if z not in avoid] + [z for z in zones if z in avoid]
+
+
 EventSink = Callable[..., None]

@@ -42,7 +42,7 @@ from launcher.providers.aws.common import (
     watchdog_minutes,
 )
 from launcher.providers.aws.selection import Choice, RegionPlan, normalize_cidr
-from launcher.providers.base import TAG_RUN, Leftover, Machine, Resource
+from launcher.providers.base import TAG_RUN, Leftover, Machine, Resource, tried_last
 
 DEFAULT_REGION = "us-east-1"
 SPOT_INTERRUPTION = "Server.SpotInstanceTermination"
@@ -167,7 +167,7 @@ class AwsProvider(AwsApi):
         for rp in choice.regions:
             region = rp.region
             try:
-                zones = self._zone_names(region, choice.instance_type, rp.zone_ids)
+                zones = tried_last(self._zone_names(region, choice.instance_type, rp.zone_ids), ctx)
             except GpujobError as exc:
                 if isinstance(exc, (ProviderUnavailable, CredentialsError)):
                     raise

@@ -18,7 +18,7 @@ from launcher.errors import CapacityError, GpujobError, ProviderError, QuotaErro
 from launcher.providers.address import CHECKIP_URL, detect_public_ip
 from launcher.providers.gcp import api, cleanup
 from launcher.providers.gcp import selection as shp
-from launcher.providers.base import Leftover, Machine, Resource, RunContext
+from launcher.providers.base import Leftover, Machine, Resource, RunContext, tried_last
 
 if TYPE_CHECKING:
     from launcher.spec import JobSpec
@@ -176,7 +176,7 @@ class GcpProvider:
         deadline = self._clock() + deadline_s
         s, c, image, name, labels, script = self._prepare(spec, ctx, deadline)
         tried: list[str] = []
-        for zone in s.zones:
+        for zone in tried_last(s.zones, ctx):
             body = shp.instance_body(s, zone, name, labels, image, ctx.ssh_public_key, script)
             failure = self._insert(c, ctx, zone, name, body, deadline)
             if failure is None:

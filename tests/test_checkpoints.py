@@ -1,0 +1,232 @@
+"""Checkpoint safety and the spot recovery policy: spec fields, atomic pulls, restart decisions,
+the attempts record (schema 3)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from launcher.checkpoints import Puller, local_path, parse_store, pull, pull_every
+from launcher.errors import RemoteError, SpecError
+from launcher.localhost import LocalHost
+from launcher.recovery import closed_attempt, plan_next
+from launcher.spec import parse_spec
+from launcher.store import SCHEMA_VERSION, Store
+
+
+def spec(extra: str = "", resources: str = "spot: true"):
+    return parse_spec(f"name: s\nresources: {{{resources}}}\n{extra}")
+
+
+@pytest.mark.parametrize("text,where,needle", [
+    ("limits: {max_restarts: -1}\n", "limits.max_restarts", "greater than or equal to 0"),
+    ("limits: {checkpoint_every: soon}\n", "limits.checkpoint_every", "not a duration"),
+    ("resources: {spot_fallback: on-demand}\n", "resources", "spot_fallback applies to spot runs only"),
+    ("resources: {spot: true, spot_fallback: reserved}\n", "resources.spot_fallback", "'reserved' is not allowed"),
+    ("checkpoint_store: gs://b/p\n", "checkpoint_store", "gs:// checkpoint stores are not supported yet"),
+    ("checkpoint_store: ftp://b/p\n", "checkpoint_store", "ftp:// is not a checkpoint store"),
+    ("checkpoint_store: my-bucket\n", "checkpoint_store", "not a bucket URL"),
+    ("checkpoint_store: s3://Bad_Bucket/p\n", "checkpoint_store", "not an S3 bucket name"),
+])
+def test_bad_recovery_fields_are_one_clear_line(text, where, needle):
+    with pytest.raises(SpecError) as info:
+        parse_spec("name: s\n" + text)
+    msg = str(info.value)
+    assert f" {where}:" in msg and needle in msg and "\n" not in msg
+
+
+def test_s3_store_names_the_object_per_run_and_pulls_nothing():
+    s = spec("checkpoint_store: s3://my-bucket/team/ckpt/\n")
+    assert s.checkpoint_store == "s3://my-bucket/team/ckpt"
+    assert parse_store(s.checkpoint_store).key("r1") == "team/ckpt/r1/last.pt"
+    assert parse_store("s3://my-bucket").key("r1") == "r1/last.pt"
+    assert pull_every(s) is None  # the machine keeps it in the bucket
+
+
+def test_defaults_and_pull_interval():
+    s = spec()
+    assert s.limits.max_restarts == 3 and s.resources.spot_fallback is None and s.checkpoint_store is None
+    assert pull_every(s) == 600.0  # spot runs keep a checkpoint home by default
+    assert pull_every(spec(resources="spot: false")) is None
+    assert pull_every(spec("limits: {checkpoint_every: 90s}\n", resources="spot: false")) == 90.0
+
+
+def test_restart_policy_spot_then_on_demand_then_give_up():
+    s = spec("limits: {max_restarts: 2}\n", resources="spot: true, spot_fallback: on-demand")
+    first, _ = plan_next(s, 1)
+    assert first.number == 2 and first.spot and "--resume" in first.spec.payload.args
+    assert first.spec.env["GPUJOB_RESUME"] == "1"
+    second, _ = plan_next(s, 2)  # max_restarts spot failures: the next one is on-demand
+    assert not second.spot and not second.spec.resources.spot
+    none, why = plan_next(s, 3)
+    assert none is None and why == "limits.max_restarts (2) used"
+    plain = spec("limits: {max_restarts: 1}\n")
+    assert plan_next(plain, 1)[0].spot and plan_next(plain, 2)[0] is None
+
+
+class CutHost(LocalHost):
+    """A machine whose link drops half way through a download."""
+
+    def get_file(self, remote, local):
+        data = open(remote, "rb").read()
+        open(local, "wb").write(data[: len(data) // 2])
+        raise RemoteError("connection lost during download")
+
+
+def test_pull_is_atomic_and_only_when_changed(tmp_path):
+    remote = tmp_path / "machine" / "last.pt"
+    remote.parent.mkdir()
+    remote.write_bytes(b"A" * 1000)
+    home = local_path(tmp_path / "run")
+    sig = pull(LocalHost(), str(remote), home, None)
+    assert home.read_bytes() == b"A" * 1000 and sig[0] == 1000
+    assert pull(LocalHost(), str(remote), home, sig) is None  # unchanged: nothing copied
+    remote.write_bytes(b"B" * 2000)
+    with pytest.raises(RemoteError):
+        pull(CutHost(), str(remote), home, sig)
+    assert home.read_bytes() == b"A" * 1000  # the good copy stays whole
+    assert [p.name for p in home.parent.iterdir()] == ["last.pt"]  # no partial left behind
+    assert pull(LocalHost(), str(remote), home, sig)[0] == 2000 and home.read_bytes() == b"B" * 2000
+    assert pull(LocalHost(), str(tmp_path / "none.pt"), home, None) is None  # no checkpoint yet
+
+
+def test_puller_reports_each_new_copy(tmp_path):
+    remote = tmp_path / "last.pt"
+    remote.write_bytes(b"x")
+    got = []
+    puller = Puller(LocalHost, str(remote), local_path(tmp_path / "run"), 0.05,
+                    lambda path, size: got.append(size)).start()
+    try:
+        for _ in range(200):
+            if got:
+                break
+            puller._done.wait(0.05)
+    finally:
+        puller.stop()
+    assert got == [1]  # copied once, not again while unchanged
+
+
+def test_attempts_survive_and_sum_in_the_record(tmp_path):
+    store = Store(tmp_path / "runs.db")
+    store.create_run("r1", "s", "aws", spec_path=None, spec_text=None, spec={}, provider_config={})
+    store.update_run("r1", launched_at=1000.0, price_per_hour=0.36,
+                     machine={"provider": "aws", "id": "i-1", "zone": "us-east-1a", "spot": True})
+    first = closed_attempt(store.get_run("r1"), 1000.0 + 1800, "spot-interrupted")
+    assert first["seconds"] == 1800 and first["cost_usd"] == pytest.approx(0.18) and first["market"] == "spot"
+    store.update_run("r1", attempts=[first], launched_at=3000.0, price_per_hour=1.2, ended_at=3000.0 + 30,
+                     machine={"provider": "aws", "id": "i-2", "zone": "us-east-1b", "spot": False})
+    rec = store.get_run("r1")
+    assert rec.billed_seconds() == 1830
+    assert rec.spent_usd() == pytest.approx(0.18 + 1.2 * 30 / 3600)
+    assert rec.billed_usd() == pytest.approx(0.18 + 1.2 * 60 / 3600)  # each attempt has AWS's one-minute minimum
+    rows = rec.attempt_rows()
+    assert [(r["attempt"], r["instance_id"], r["market"]) for r in rows] == [(1, "i-1", "spot"), (2, "i-2", "on-demand")]
+
+
+def test_show_ls_and_cost_count_every_attempt(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from launcher.cli import app
+
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    store = Store()
+    store.create_run("r1", "spotty", "aws", spec_path=None, spec_text=None, spec={}, provider_config={})
+    store.update_run("r1", launched_at=1000.0, price_per_hour=0.36,
+                     machine={"provider": "aws", "id": "i-first", "zone": "us-east-1a", "spot": True})
+    first = closed_attempt(store.get_run("r1"), 1000.0 + 1800, "spot-interrupted")
+    store.update_run("r1", attempts=[first], launched_at=3000.0, price_per_hour=1.2, ended_at=3000.0 + 1800,
+                     state="succeeded", machine={"provider": "aws", "id": "i-second", "zone": "us-east-1b", "spot": False})
+    cli = CliRunner()
+    shown = cli.invoke(app, ["show", "r1"], env={"COLUMNS": "120"})
+    assert shown.exit_code == 0, shown.output
+    assert "attempts" in shown.output and "i-first" in shown.output and "i-second" in shown.output
+    assert "spot-interrupted" in shown.output and "on-demand" in shown.output
+    report = json.loads(cli.invoke(app, ["show", "r1", "--json"]).output)
+    assert report["actual"]["usd"] == pytest.approx(0.18 + 0.6)
+    listed = json.loads(cli.invoke(app, ["ls", "--json"]).output)
+    row = listed[0] if isinstance(listed, list) else listed["runs"][0]
+    assert row["spent_usd"] == pytest.approx(0.78) and row["elapsed_s"] == pytest.approx(3600)
+    cost = json.loads(cli.invoke(app, ["cost", "--json"]).output)
+    assert cost["total_usd"] == pytest.approx(0.78)
+
+
+def test_schema_2_database_gains_the_attempts_column(tmp_path):
+    path = tmp_path / "runs.db"
+    Store(path).create_run("r1", "s", "aws", spec_path=None, spec_text=None, spec={}, provider_config={})
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE runs DROP COLUMN attempts_json")
+    db.execute("PRAGMA user_version=2")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.get_run("r1").attempts is None
+    store.update_run("r1", attempts=[{"attempt": 1, "seconds": 5.0}])
+    assert store.get_run("r1").attempts == [{"attempt": 1, "seconds": 5.0}]
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
+class Sticky:
+    """A provider whose release of the reclaimed machine is not confirmed (or is, when ``ok``)."""
+
+    name = "aws"
+
+    def __init__(self, ok: bool = False):
+        self.ok, self.calls = ok, []
+
+    def teardown(self, run_id, resources, ctx):
+        from launcher.providers.base import Leftover
+
+        self.calls.append([r.id for r in resources])
+        return [] if self.ok else [Leftover(r, "still shutting-down") for r in resources]
+
+
+def _reclaimed_run(tmp_path, spec_text: str):
+    from launcher.runner import Runner, _Ctx, _Live
+
+    store = Store(tmp_path / "runs.db")
+    spec = parse_spec(spec_text)
+    store.create_run("r1", "s", "aws", spec_path=None, spec_text=None, spec={}, provider_config={})
+    h = store.intent("r1", "aws", "instance", "gpujob-r1", "us-east-1")
+    store.created(h, "i-1")
+    store.update_run("r1", launched_at=1000.0, price_per_hour=0.5,
+                     machine={"provider": "aws", "id": "i-1", "zone": "us-east-1a", "spot": True, "pid": 7})
+    runner = Runner(store=store, clock=lambda: 1000.0 + 7200)
+    return runner, spec, _Ctx(store, "r1", spec, "aws", lambda *a, **k: None, None), _Live()
+
+
+def test_no_new_machine_while_the_reclaimed_one_is_not_confirmed_gone(tmp_path):
+    from launcher.errors import MachineGone
+
+    runner, spec, ctx, live = _reclaimed_run(tmp_path, "name: s\nresources: {spot: true}\n")
+    provider = Sticky()
+    with pytest.raises(MachineGone) as info:
+        runner._recover("r1", spec, 1, provider, ctx, live)
+    assert provider.calls == [["i-1"]]  # the release was tried, its result checked
+    assert "not confirmed gone" in str(info.value) and info.value.exit_code == 10
+    rec = runner.store.get_run("r1")
+    assert [a["instance_id"] for a in rec.attempts] == ["i-1"]
+    assert [r.resource_id for r in runner.store.resources("r1")] == ["i-1"]  # still recorded for teardown/gc
+
+
+def test_no_new_machine_once_the_attempts_spent_the_budget(tmp_path):
+    from launcher.errors import MachineGone
+
+    runner, spec, ctx, live = _reclaimed_run(tmp_path, "name: s\nresources: {spot: true}\nlimits: {budget_usd: 0.9}\n")
+    with pytest.raises(MachineGone) as info:  # two hours at $0.50/h: $1.00 of $0.90
+        runner._recover("r1", spec, 1, Sticky(ok=True), ctx, live)
+    assert "limits.budget_usd $0.90 reached ($1.00 over 1 attempt)" in str(info.value)
+    assert runner.store.resources("r1") == []  # the reclaimed machine's rows are closed
+
+
+def test_recovery_moves_the_reclaimed_zone_last_and_resumes(tmp_path):
+    from launcher.providers.base import tried_last
+
+    runner, spec, ctx, live = _reclaimed_run(tmp_path, "name: s\nresources: {spot: true}\n")
+    nxt = runner._recover("r1", spec, 1, Sticky(ok=True), ctx, live)
+    assert nxt.resources.spot and "--resume" in nxt.payload.args and ctx.spec is nxt
+    assert tried_last(["us-east-1a", "us-east-1b", "us-east-1c"], ctx) == ["us-east-1b", "us-east-1c", "us-east-1a"]
+    (ev,) = [d for _, k, d in runner.store.events("r1") if k == "recovering"]
+    assert ev == {"attempt": 2, "spot": True, "reclaimed_zone": "us-east-1a", "checkpoint": None}
