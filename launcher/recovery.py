@@ -35,6 +35,23 @@ def plan_next(spec, reclaimed: int) -> tuple[NextAttempt | None, str]:
     return NextAttempt(reclaimed + 1, not on_demand, resumed_spec(spec, spot=not on_demand)), ""
 
 
+def describe(spec) -> str | None:
+    """One line for the plan: what happens when the spot machine is reclaimed (None: not spot)."""
+    if not spec.resources.spot:
+        return None
+    from launcher.checkpoints import pull_every
+
+    n = spec.limits.max_restarts
+    if n == 0:
+        return "a reclaimed machine ends the run (limits.max_restarts: 0)"
+    last = " (the last on-demand)" if spec.resources.spot_fallback == "on-demand" else ""
+    if spec.checkpoint_store:
+        where = f"the checkpoint the machine keeps in {spec.checkpoint_store}"
+    else:
+        where = f"the checkpoint pulled home every {pull_every(spec) / 60:g} min"
+    return f"a reclaimed machine is replaced up to {n} time{'s' if n > 1 else ''}{last}, resuming from {where}"
+
+
 def resumed_spec(spec, spot: bool):
     """The spec a restart runs: on the given market, the payload told to resume (our trainer gets
     ``--resume``; any payload gets ``GPUJOB_RESUME=1`` in its environment)."""

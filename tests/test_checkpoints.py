@@ -230,3 +230,18 @@ def test_recovery_moves_the_reclaimed_zone_last_and_resumes(tmp_path):
     assert tried_last(["us-east-1a", "us-east-1b", "us-east-1c"], ctx) == ["us-east-1b", "us-east-1c", "us-east-1a"]
     (ev,) = [d for _, k, d in runner.store.events("r1") if k == "recovering"]
     assert ev == {"attempt": 2, "spot": True, "reclaimed_zone": "us-east-1a", "checkpoint": None}
+
+
+def test_the_plan_says_what_a_reclaim_does():
+    from launcher.recovery import describe
+    from launcher.runner import RunOptions, Runner
+
+    assert describe(spec(resources="spot: false")) is None
+    assert describe(spec("limits: {max_restarts: 0}\n")) == "a reclaimed machine ends the run (limits.max_restarts: 0)"
+    assert describe(spec("checkpoint_store: s3://bkt/p\n")) == (
+        "a reclaimed machine is replaced up to 3 times, resuming from the checkpoint the machine keeps in s3://bkt/p")
+    s = spec("limits: {max_restarts: 2, checkpoint_every: 5m}\n", resources="spot: true, spot_fallback: on-demand")
+    line = "a reclaimed machine is replaced up to 2 times (the last on-demand), resuming from the checkpoint pulled home every 5 min"
+    assert describe(s) == line
+    assert Runner(store=Store()).plan(s, RunOptions(provider="local"))["plan"]["spot recovery"] == line
+
