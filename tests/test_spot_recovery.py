@@ -3,7 +3,7 @@ the payload resumes from the checkpoint the client pulled home, and every attemp
 
 The real Runner, AwsProvider (moto) and GcpProvider (tests/fake_gce.py); each "instance" is a real
 sshd on its 127.0.0.x address running the real trainer (payloads/train.py) on a tiny model whose
-forward pass sleeps 50 ms, so a run lasts long enough to be reclaimed between its first pulled
+forward pass sleeps 50 ms, so a run lasts long enough (6 s or more) to be reclaimed between its first pulled
 checkpoint and its end whatever the load. A reclaim is what the cloud does: the instance is
 terminated with the spot reason (moto) or deleted (fake GCE), its sshd and processes vanish.
 """
@@ -40,7 +40,7 @@ from tests.sshd import Sshd, free_port  # noqa: E402
 
 R = "us-east-1"
 PROJECT = "test-project"
-STEPS = 100  # 6,400 samples / 64 per step: 5 s of 50 ms steps at least
+STEPS = 120  # 7,680 samples / 64 per step: 6 s of 50 ms steps at least
 SLOW_MODEL = ("import time\nimport torch\n\n\nclass Slow(torch.nn.Module):\n"
               "    def __init__(self):\n        super().__init__()\n"
               "        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))\n\n"
@@ -57,7 +57,7 @@ def spot_spec(name: str, accelerators: str, region: str, limits: str = "", resou
         f"samples_per_epoch: {STEPS * 64}, epochs: 1, batch_size: 64, precision: fp32}}\n"
         f"payload: {{python: {sys.executable}}}\n"
         f"resources: {{accelerators: '{accelerators}', regions: [{region}], spot: true{resources}}}\n"
-        f"limits: {{max_duration: 5m, checkpoint_every: 1s{limits}}}\n")
+        f"limits: {{max_duration: 5m, checkpoint_every: 0.5s{limits}}}\n")
 
 
 class Cloud:
@@ -297,7 +297,7 @@ def test_aws_checkpoint_store_keeps_the_checkpoint_in_s3_and_the_restart_reads_i
 
         def reclaim_once_uploaded(event, run_id, **_):
             if event.get("event") == "checkpoint" and on_aws.attempt == 1 and not on_aws.reclaims:
-                for _ in range(200):  # the machine's uploader looks every second
+                for _ in range(200):  # the machine's uploader looks every checkpoint_every
                     if in_bucket(run_id):
                         return on_aws.reclaim(run_id)
                     time.sleep(0.05)
