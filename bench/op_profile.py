@@ -14,7 +14,12 @@ Per configuration it records
   warm-up steps, from the payload's ``probe`` event,
 * ``samples_per_second``: the payload's timed steady steps (unprofiled),
 * ``rows``: torch.profiler's per-kernel self device time over 3 further steps (one row per
-  kernel name; ``launcher.estimate.opcount.kernel_class`` sorts them into operation classes).
+  kernel name; ``launcher.estimate.opfit.kernel_class`` sorts them into operation classes),
+* ``shaped``: the matrix, convolution and attention calls of those steps per input shapes, with
+  the device time of the kernels each launched (``payloads/runtime.profile_steps``).
+
+Language models (``gpt2-124m:bf16:16``) run ``payloads/lm_train.py`` on synthetic tokens; their
+samples/s are tokens/s.
 
 ``--warm`` configurations run a second time on the cache the first run filled (warm compile).
 A configuration that would start after ``--deadline-s`` is skipped and listed as such, so the
@@ -49,6 +54,8 @@ FACTORY_SETTINGS = {"jobs/models/unet.py:build": {"model_args": {"in_channels": 
                                                    "input_shape": [3, 256, 256], "num_classes": 21,
                                                    "image_size": 256}}
 SIZES = {"tinycnn": 32}
+# Language models (payloads/lm_train.py): synthetic tokens; a "sample" in samples_per_second is a token.
+LM_SETTINGS = {"gpt2-124m": {"seq_len": 1024, "vocab_size": 50304}}
 
 
 def parse_config(text: str) -> dict:
@@ -57,6 +64,8 @@ def parse_config(text: str) -> dict:
     cfg = {"model": model, "precision": precision, "batch_size": int(batch), "image_size": SIZES.get(model, 224),
            "num_classes": 10 if model == "tinycnn" else 1000}
     cfg.update(FACTORY_SETTINGS.get(model, {}))
+    if model in LM_SETTINGS:
+        cfg.update(LM_SETTINGS[model], num_classes=LM_SETTINGS[model]["vocab_size"])
     return cfg
 
 
@@ -93,7 +102,7 @@ def run_one(cfg: dict, gpu: str | None, device: str, probe_seconds: float, cache
         if isinstance(ev, dict) and "event" in ev:
             events[ev["event"]] = ev
     rec = {**{k: cfg[k] for k in ("model", "precision", "batch_size", "image_size", "num_classes")},
-           **{k: cfg[k] for k in ("model_args", "input_shape") if k in cfg},
+           **{k: cfg[k] for k in ("model_args", "input_shape", "seq_len", "vocab_size") if k in cfg},
            "gpu": gpu, "wall_s": round(time.time() - launched, 3), "cache": "warm" if warm else "cold"}
     start, probe = events.get("start"), events.get("probe")
     if rc != 0 or not probe:
@@ -106,7 +115,7 @@ def run_one(cfg: dict, gpu: str | None, device: str, probe_seconds: float, cache
                compile=probe.get("compile"), fast_layers=probe.get("fast_layers"))
     try:
         prof = json.loads(Path(prof_path).read_text(encoding="utf-8"))
-        rec["profiled_steps"], rec["rows"] = prof["steps"], prof["rows"]
+        rec["profiled_steps"], rec["rows"], rec["shaped"] = prof["steps"], prof["rows"], prof.get("shaped", [])
     except (OSError, ValueError, KeyError):
         rec["rows"] = []
     return rec
@@ -163,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             rec = run_one(parse_config(text), gpu, args.device, args.probe_seconds, cache, is_warm,
                           timeout=left - 2, cpus=cpus)
             rec["config"] = text
-            print(json.dumps({k: v for k, v in rec.items() if k != "rows"}), flush=True)
+            print(json.dumps({k: v for k, v in rec.items() if k not in ("rows", "shaped")}), flush=True)
             with lock:
                 results.append(rec)
                 _write(args.out, results, t0)

@@ -26,7 +26,7 @@ if __package__:
     from . import lm_data, lm_shapes, protocol, sharding
     from .lm import build_lm, lm_loss
     from .runtime import (AUTOCAST_DTYPES, Dist, Stop, UsageError, atomic_save, atomic_write_text, cpu_name, log,
-                          lr_at, set_precision, start_process, sync)
+                          lr_at, profile_steps, set_precision, start_process, sync)
 else:  # run as a script: the siblings sit next to this file
     import lm_data  # type: ignore[no-redef]
     import lm_shapes  # type: ignore[no-redef]
@@ -34,7 +34,8 @@ else:  # run as a script: the siblings sit next to this file
     import sharding  # type: ignore[no-redef]
     from lm import build_lm, lm_loss  # type: ignore[no-redef]
     from runtime import (AUTOCAST_DTYPES, Dist, Stop, UsageError, atomic_save,  # type: ignore[no-redef]
-                         atomic_write_text, cpu_name, log, lr_at, set_precision, start_process, sync)
+                         atomic_write_text, cpu_name, log, lr_at, profile_steps, set_precision,
+                         start_process, sync)
 
 ADAMW_LR = 3e-4
 ADAMW = dict(betas=(0.9, 0.95), weight_decay=0.1, eps=1e-8)
@@ -279,9 +280,15 @@ def _probe(cfg: dict[str, Any], dd: Dist, emit: Any, device: torch.device, stop:
     """Warm-up steps untimed (compile), then N steps or T seconds timed; one ``probe`` event."""
     n, limit = cfg["probe_steps"], cfg["probe_seconds"]
     lr = (cfg["learning_rate"] or ADAMW_LR) * 0.1
+    t_warm = time.monotonic()
+    first_step_s = None
     for i in range(warmup):
         loss = train_step(i, lr)
+        if i == 0:
+            sync(device)
+            first_step_s = time.monotonic() - t_warm  # compile + autotune + the step itself
     sync(device)
+    warmup_s = time.monotonic() - t_warm
     static_gib = torch.cuda.memory_allocated(device) / GIB if device.type == "cuda" else None
     t0 = time.monotonic()
     steps = 0
@@ -293,12 +300,14 @@ def _probe(cfg: dict[str, Any], dd: Dist, emit: Any, device: torch.device, stop:
             break
     sync(device)
     seconds = time.monotonic() - t0
+    if cfg["profile"] and cfg["profile"].endswith(".json"):  # a few more steps under the profiler
+        profile_steps(lambda: train_step(warmup + steps, lr), device, cfg["profile"])
     tps = steps * tokens_per_step / seconds
     emit("probe", samples_per_second=round(tps, 3), tokens_per_second=round(tps, 3), steps=steps,
          seconds=round(seconds, 4), warmup_steps=warmup, device=device.type, precision=cfg["precision"],
          batch_size=cfg["batch_size"], global_batch_size=cfg["batch_size"] * dd.world, world_size=dd.world,
          model=cfg["model"], compile=bool(use_compile), channels_last=False, fast_layers=False, loss=loss.item(),
-         seq_len=seq, parallel=mode, activation_checkpointing=ac, flops_per_token=flops_per_token,
+         first_step_seconds=round(first_step_s or 0.0, 4), warmup_seconds=round(warmup_s, 4), seq_len=seq, parallel=mode, activation_checkpointing=ac, flops_per_token=flops_per_token,
          tflops_per_gpu=round(tps * flops_per_token / dd.world / 1e12, 3),
          static_memory_gib=None if static_gib is None else round(static_gib, 3),
          memory_plan_gib={k: round(v / GIB, 3) for k, v in plan.items() if isinstance(v, float)},

@@ -6,6 +6,7 @@ schedule, RNG state and crash-safe writes. Imports only torch, numpy and the sta
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -197,6 +198,37 @@ def _log_tag() -> str:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+PROFILED_STEPS = 3
+# Library operations whose input shapes the JSON profile keeps (matrix and convolution calls that a
+# compiled graph still makes through the dispatcher): the estimator's per-operation fit reads them.
+_SHAPED_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::convolution",
+               "aten::convolution_backward", "aten::_scaled_dot_product_flash_attention",
+               "aten::_scaled_dot_product_flash_attention_backward", "aten::_scaled_dot_product_cudnn_attention",
+               "aten::_scaled_dot_product_cudnn_attention_backward", "aten::_scaled_dot_product_efficient_attention",
+               "aten::_scaled_dot_product_efficient_attention_backward")
+
+
+def profile_steps(step: Any, device: torch.device, path: str, steps: int = PROFILED_STEPS) -> None:
+    """Run ``step()`` ``steps`` times under torch.profiler and write JSON to ``path``:
+    ``rows`` (per kernel name: count, self device and CPU microseconds) and ``shaped`` (the
+    matrix/convolution/attention operations of ``_SHAPED_OPS`` per input shapes: count and
+    device microseconds of the kernels they launched)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts, record_shapes=True) as prof:
+        for _ in range(steps):
+            step()
+        sync(device)
+    rows = [{"name": e.key, "count": e.count, "device_us": round(e.self_device_time_total, 1),
+             "cpu_us": round(e.self_cpu_time_total, 1), "device_type": str(e.device_type).rsplit(".", 1)[-1]}
+            for e in prof.key_averages() if e.self_device_time_total > 0 or e.self_cpu_time_total > 0]
+    shaped = [{"name": e.key, "shapes": [list(s) for s in e.input_shapes], "count": e.count,
+               "device_us": round(e.device_time_total, 1)}
+              for e in prof.key_averages(group_by_input_shape=True) if e.key in _SHAPED_OPS]
+    atomic_write_text(json.dumps({"steps": steps, "rows": rows, "shaped": shaped}) + "\n", path)
 
 
 class Stop:

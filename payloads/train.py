@@ -23,7 +23,8 @@ if __package__:
     from . import data as D
     from . import fast_layers, lm_shapes, models, protocol
     from .runtime import (AUTOCAST_DTYPES, PRECISIONS, Dist, Stop, UsageError, atomic_save, atomic_write_text,
-                          cpu_name, log, lr_at, rng_state, set_precision, set_rng_state, start_process, sync)
+                          cpu_name, log, lr_at, profile_steps, rng_state, set_precision, set_rng_state,
+                          start_process, sync)
 else:  # run as a script: the siblings sit next to this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import data as D  # type: ignore[no-redef]
@@ -32,8 +33,8 @@ else:  # run as a script: the siblings sit next to this file
     import models  # type: ignore[no-redef]
     import protocol  # type: ignore[no-redef]
     from runtime import (AUTOCAST_DTYPES, PRECISIONS, Dist, Stop, UsageError, atomic_save,  # type: ignore[no-redef]
-                         atomic_write_text, cpu_name, log, lr_at, rng_state, set_precision, start_process,
-                         set_rng_state, sync)
+                         atomic_write_text, cpu_name, log, lr_at, profile_steps, rng_state, set_precision,
+                         start_process, set_rng_state, sync)
 
 import numpy as np
 import torch
@@ -469,15 +470,7 @@ def _probe(cfg: dict[str, Any], dd: Dist, emit: Any, device: torch.device, stop:
             f.write(prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=45,
                                                                         max_name_column_width=60) + "\n")
     elif cfg["profile"]:  # JSON: a few more steps under the profiler, after the timed (unprofiled) ones
-        prof = _profiler(device)
-        for _ in range(_PROFILED_STEPS):
-            loss = train_step(*next_batch(), lr)
-        sync(device)
-        prof.__exit__(None, None, None)
-        rows = [{"name": e.key, "count": e.count, "device_us": round(e.self_device_time_total, 1),
-                 "cpu_us": round(e.self_cpu_time_total, 1), "device_type": str(e.device_type).rsplit(".", 1)[-1]}
-                for e in prof.key_averages() if e.self_device_time_total > 0 or e.self_cpu_time_total > 0]
-        atomic_write_text(json.dumps({"steps": _PROFILED_STEPS, "rows": rows}) + "\n", cfg["profile"])
+        profile_steps(lambda: train_step(*next_batch(), lr), device, cfg["profile"])
     emit("probe", samples_per_second=round(steps * global_batch / seconds, 3), steps=steps,
          seconds=round(seconds, 4), warmup_steps=warmup, device=device.type, precision=cfg["precision"],
          batch_size=batch, global_batch_size=global_batch, world_size=dd.world, model=cfg["model"],
@@ -486,8 +479,6 @@ def _probe(cfg: dict[str, Any], dd: Dist, emit: Any, device: torch.device, stop:
     dd.close()
     return protocol.EXIT_OK
 
-
-_PROFILED_STEPS = 3
 
 
 def _profiler(device: torch.device) -> Any:

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Total time of `gpujob run --provider local` per built-in model on one GPU, cold compile cache.
+
+    python3 bench/local_total.py --out-dir $OUT --gpu H200 --budget-s 530 [--models resnet50,vgg16,...]
+                                 [--warm vgg16,resnet18] [--seconds 20]
+
+Each model runs through the CLI (the code path a user's job takes) in a fresh process with its own
+fresh, empty ``TORCHINDUCTOR_CACHE_DIR`` and ``TRITON_CACHE_DIR`` (a cold compile, as a user's first
+run gets) and its own ``GPUJOB_HOME``, on synthetic data: enough samples for about ``--seconds`` of
+steady training at the rate in ``RATES`` (measured rates of our payload on an H200; a guess only
+sizes the run). ``--warm`` models run once more on the cache their cold run filled (warm compile).
+Per run it records the wall time around the CLI, the run's ``report`` event (the estimate the CLI
+made before starting, and the actual total, job and training time) and the payload's start,
+first step and end events. A run that would not fit the budget left is skipped and listed. The
+file ``local_total.json`` under ``--out-dir`` is rewritten after every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1",
+            "PYTHONUNBUFFERED": "1"}
+# model -> (workload fields, steady samples/s on an H200 used to size the run; tokens/s for the LM)
+MODELS = {
+    "resnet50": ({"image_size": 224, "num_classes": 1000, "batch_size": 256, "precision": "bf16"}, 7000),
+    "vgg16": ({"image_size": 224, "num_classes": 1000, "batch_size": 256, "precision": "bf16"}, 5200),
+    "mobilenetv2": ({"image_size": 224, "num_classes": 1000, "batch_size": 256, "precision": "bf16"}, 10500),
+    "vit_b16": ({"image_size": 224, "num_classes": 1000, "batch_size": 128, "precision": "bf16"}, 3400),
+    "resnet18": ({"image_size": 224, "num_classes": 1000, "batch_size": 256, "precision": "bf16"}, 20000),
+    "gpt2-124m": ({"seq_len": 1024, "vocab_size": 50304, "batch_size": 32, "precision": "bf16"}, 500000),
+    "vgg11": ({"image_size": 224, "num_classes": 1000, "batch_size": 256, "precision": "bf16"}, 9500),
+    "tinycnn": ({"image_size": 32, "num_classes": 10, "batch_size": 256, "precision": "bf16"}, 60000),
+    "mlp": ({"image_size": 28, "num_classes": 10, "batch_size": 256, "precision": "bf16", "in_channels": 1}, 80000),
+}
+# Rough cold-run wall seconds beyond the training itself (start-up + compile), to skip what cannot fit.
+EXPECTED_EXTRA_S = {"resnet50": 85, "mobilenetv2": 85, "vit_b16": 45, "vgg16": 40, "resnet18": 55,
+                    "gpt2-124m": 55, "vgg11": 40, "tinycnn": 30, "mlp": 25}
+
+
+def spec_text(model: str, fields: dict, samples: int, gpu: str) -> str:
+    work = dict(fields)
+    work.update(model=model, dataset="synthetic", samples_per_epoch=samples, epochs=1)
+    inner = ", ".join(f"{k}: {v}" for k, v in work.items())
+    env_lines = "".join(f"  {k}: \"{v}\"\n" for k, v in SAFE_ENV.items())
+    return (f"name: {model}-{gpu.lower()}-total\nworkload: {{{inner}}}\n"
+            f"resources: {{accelerators: \"{gpu}:1\"}}\nlimits: {{max_duration: 15m}}\nenv:\n{env_lines}")
+
+
+def run_one(model: str, gpu: str, seconds: float, out_dir: str, cache: str, warm: bool, timeout: float) -> dict:
+    fields, rate = MODELS[model]
+    per_step = fields["batch_size"] * fields.get("seq_len", 1)
+    samples = max(per_step * 20, int(round(seconds * rate / per_step)) * per_step)
+    home = tempfile.mkdtemp(prefix="gpujob-home-")
+    spec = os.path.join(home, f"{model}.yaml")
+    with open(spec, "w", encoding="utf-8") as f:
+        f.write(spec_text(model, fields, samples, gpu))
+    env = dict(os.environ, **SAFE_ENV, GPUJOB_HOME=home, TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "inductor"),
+               TRITON_CACHE_DIR=os.path.join(cache, "triton"),
+               PYTHONPATH=os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), ROOT) if p))
+    tag = f"{model}_{'warm' if warm else 'cold'}"
+    jsonl, err = os.path.join(out_dir, f"run_{tag}.jsonl"), os.path.join(out_dir, f"run_{tag}.err")
+    t0 = time.monotonic()
+    with open(jsonl, "w") as fo, open(err, "w") as fe:
+        proc = subprocess.Popen([sys.executable, "-m", "launcher", "run", spec, "--provider", "local", "--json",
+                                 "--no-baseline", "--artifacts", os.path.join(home, "artifacts")],
+                                stdout=fo, stderr=fe, env=env, cwd=home, start_new_session=True)
+        try:
+            proc.wait(timeout=max(1.0, timeout))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    row: dict = {"model": model, "cache": "warm" if warm else "cold", "rc": proc.returncode,
+                 "wall_s": round(time.monotonic() - t0, 2), "samples": samples, **fields}
+    events = {}
+    with open(jsonl, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev.get("event") == "report":
+                row["report"] = {k: ev[k] for k in ev if k != "event"}
+            inner = ev.get("event")
+            if isinstance(inner, dict) and inner.get("event") in ("start", "end", "step"):
+                events.setdefault(inner["event"], []).append({**inner, "_t": ev.get("time")})
+    for name in ("start", "end"):
+        if events.get(name):
+            row[name] = events[name][-1]
+    steps = events.get("step", [])
+    if steps:
+        row["first_step_event"], row["last_step_event"] = steps[0], steps[-1]
+    if proc.returncode != 0:
+        with open(err, encoding="utf-8", errors="replace") as f:
+            row["error"] = f"exit {proc.returncode}: {' | '.join(f.read().strip().splitlines()[-3:])[:400]}"
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--gpu", default="H200", help="the spec's accelerator name (what the estimate prices)")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--warm", default="vgg16", help="models to run again on their warm compile cache")
+    ap.add_argument("--seconds", type=float, default=20.0, help="steady training seconds to aim for")
+    ap.add_argument("--budget-s", type=float, default=530.0)
+    a = ap.parse_args(argv)
+    t0 = time.monotonic()
+    os.makedirs(a.out_dir, exist_ok=True)
+    todo = [(m, False) for m in a.models.split(",") if m]
+    warm = [m for m in a.warm.split(",") if m]
+    caches: dict[str, str] = {}
+    doc = {"command": "python3 bench/local_total.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "results": [], "skipped": []}
+    out = os.path.join(a.out_dir, "local_total.json")
+    while todo:
+        model, is_warm = todo.pop(0)
+        left = a.budget_s - (time.monotonic() - t0)
+        need = (0.6 if is_warm else 1.0) * EXPECTED_EXTRA_S.get(model, 60) + a.seconds + 10
+        if need > left:
+            doc["skipped"].append({"model": model, "cache": "warm" if is_warm else "cold",
+                                   "why": f"{left:.0f}s left, ~{need:.0f}s needed"})
+            continue
+        cache = caches.get(model) if is_warm else tempfile.mkdtemp(prefix="inductor-cache-")
+        row = run_one(model, a.gpu, a.seconds, a.out_dir, cache, is_warm, timeout=left - 5)
+        print(json.dumps({k: row.get(k) for k in ("model", "cache", "rc", "wall_s", "error")}), flush=True)
+        doc["results"].append(row)
+        if model in warm and not is_warm and row["rc"] == 0:
+            caches[model] = cache
+            todo.insert(0, (model, True)) if model == warm[0] else todo.append((model, True))
+        doc["elapsed_s"] = round(time.monotonic() - t0, 1)
+        with open(out + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=1)
+        os.replace(out + ".tmp", out)
+    with open(out + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(out + ".tmp", out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
