@@ -12,7 +12,8 @@ sizes the run). ``--warm`` models run once more on the cache their cold run fill
 Per run it records the wall time around the CLI, the run's ``report`` event (the estimate the CLI
 made before starting, and the actual total, job and training time) and the payload's start,
 first step and end events. A run that would not fit the budget left is skipped and listed. The
-file ``local_total.json`` under ``--out-dir`` is rewritten after every run.
+file ``local_total.json`` under ``--out-dir`` is rewritten after every run (the only file written
+there: the CLI's own output stays in each run's temporary ``GPUJOB_HOME``).
 """
 
 from __future__ import annotations
@@ -32,12 +33,16 @@ SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "N
 # model -> (workload fields, steady samples/s on an H200 used to size the run; tokens/s for the LM)
 MODELS = {
     "resnet50": ({"image_size": 224, "num_classes": 1000, "batch_size": 256, "precision": "bf16"}, 7000),
-    "vgg16": ({"image_size": 224, "num_classes": 1000, "batch_size": 256, "precision": "bf16"}, 5200),
+    # VGG has no batch norm: at the default learning rate 0.1 its loss can diverge (the payload
+    # then stops with an error, as it did in the first call); 0.01 trains it.
+    "vgg16": ({"image_size": 224, "num_classes": 1000, "batch_size": 256, "precision": "bf16",
+               "learning_rate": 0.01}, 5200),
     "mobilenetv2": ({"image_size": 224, "num_classes": 1000, "batch_size": 256, "precision": "bf16"}, 10500),
     "vit_b16": ({"image_size": 224, "num_classes": 1000, "batch_size": 128, "precision": "bf16"}, 3400),
     "resnet18": ({"image_size": 224, "num_classes": 1000, "batch_size": 256, "precision": "bf16"}, 20000),
     "gpt2-124m": ({"seq_len": 1024, "vocab_size": 50304, "batch_size": 32, "precision": "bf16"}, 500000),
-    "vgg11": ({"image_size": 224, "num_classes": 1000, "batch_size": 256, "precision": "bf16"}, 9500),
+    "vgg11": ({"image_size": 224, "num_classes": 1000, "batch_size": 256, "precision": "bf16",
+               "learning_rate": 0.01}, 9500),
     "tinycnn": ({"image_size": 32, "num_classes": 10, "batch_size": 256, "precision": "bf16"}, 60000),
     "mlp": ({"image_size": 28, "num_classes": 10, "batch_size": 256, "precision": "bf16", "in_channels": 1}, 80000),
 }
@@ -51,11 +56,11 @@ def spec_text(model: str, fields: dict, samples: int, gpu: str) -> str:
     work.update(model=model, dataset="synthetic", samples_per_epoch=samples, epochs=1)
     inner = ", ".join(f"{k}: {v}" for k, v in work.items())
     env_lines = "".join(f"  {k}: \"{v}\"\n" for k, v in SAFE_ENV.items())
-    return (f"name: {model}-{gpu.lower()}-total\nworkload: {{{inner}}}\n"
+    return (f"name: {model.replace('_', '-')}-{gpu.lower()}-total\nworkload: {{{inner}}}\n"
             f"resources: {{accelerators: \"{gpu}:1\"}}\nlimits: {{max_duration: 15m}}\nenv:\n{env_lines}")
 
 
-def run_one(model: str, gpu: str, seconds: float, out_dir: str, cache: str, warm: bool, timeout: float) -> dict:
+def run_one(model: str, gpu: str, seconds: float, cache: str, warm: bool, timeout: float) -> dict:
     fields, rate = MODELS[model]
     per_step = fields["batch_size"] * fields.get("seq_len", 1)
     samples = max(per_step * 20, int(round(seconds * rate / per_step)) * per_step)
@@ -66,8 +71,9 @@ def run_one(model: str, gpu: str, seconds: float, out_dir: str, cache: str, warm
     env = dict(os.environ, **SAFE_ENV, GPUJOB_HOME=home, TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "inductor"),
                TRITON_CACHE_DIR=os.path.join(cache, "triton"),
                PYTHONPATH=os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), ROOT) if p))
-    tag = f"{model}_{'warm' if warm else 'cold'}"
-    jsonl, err = os.path.join(out_dir, f"run_{tag}.jsonl"), os.path.join(out_dir, f"run_{tag}.err")
+    # The CLI's events and stderr stay in the run's GPUJOB_HOME (the device tool returns few files);
+    # the row keeps the report, the payload's events and the last lines of stderr.
+    jsonl, err = os.path.join(home, "run.jsonl"), os.path.join(home, "run.err")
     t0 = time.monotonic()
     with open(jsonl, "w") as fo, open(err, "w") as fe:
         proc = subprocess.Popen([sys.executable, "-m", "launcher", "run", spec, "--provider", "local", "--json",
@@ -86,16 +92,17 @@ def run_one(model: str, gpu: str, seconds: float, out_dir: str, cache: str, warm
                  "wall_s": round(time.monotonic() - t0, 2), "samples": samples, **fields}
     events = {}
     with open(jsonl, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            if ev.get("event") == "report":
-                row["report"] = {k: ev[k] for k in ev if k != "event"}
-            inner = ev.get("event")
-            if isinstance(inner, dict) and inner.get("event") in ("start", "end", "step"):
-                events.setdefault(inner["event"], []).append({**inner, "_t": ev.get("time")})
+        lines = f.read().splitlines()
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev.get("event") == "report":
+            row["report"] = {k: ev[k] for k in ev if k != "event"}
+        inner = ev.get("event")
+        if isinstance(inner, dict) and inner.get("event") in ("start", "end", "step"):
+            events.setdefault(inner["event"], []).append({**inner, "_t": ev.get("time")})
     for name in ("start", "end"):
         if events.get(name):
             row[name] = events[name][-1]
@@ -105,6 +112,7 @@ def run_one(model: str, gpu: str, seconds: float, out_dir: str, cache: str, warm
     if proc.returncode != 0:
         with open(err, encoding="utf-8", errors="replace") as f:
             row["error"] = f"exit {proc.returncode}: {' | '.join(f.read().strip().splitlines()[-3:])[:400]}"
+        row["payload_errors"] = [ln[:400] for ln in lines if '"error"' in ln][-3:]
     return row
 
 
@@ -134,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "why": f"{left:.0f}s left, ~{need:.0f}s needed"})
             continue
         cache = caches.get(model) if is_warm else tempfile.mkdtemp(prefix="inductor-cache-")
-        row = run_one(model, a.gpu, a.seconds, a.out_dir, cache, is_warm, timeout=left - 5)
+        row = run_one(model, a.gpu, a.seconds, cache, is_warm, timeout=left - 5)
         print(json.dumps({k: row.get(k) for k in ("model", "cache", "rc", "wall_s", "error")}), flush=True)
         doc["results"].append(row)
         if model in warm and not is_warm and row["rc"] == 0:
