@@ -89,7 +89,9 @@ def count_cost(module, image_size: int, num_classes: int, in_channels: int = 3, 
     module.train()
     x = torch.empty(_COUNT_BATCH, in_channels, image_size, image_size, device="meta")
     y = torch.zeros(_COUNT_BATCH, dtype=torch.long, device="meta")
-    with FlopCounterMode(display=False) as counter:
+    from launcher.estimate.opcount import conv_backward_flop_mapping
+
+    with FlopCounterMode(display=False, custom_mapping=conv_backward_flop_mapping()) as counter:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = module(x)
         forward = counter.get_total_flops()

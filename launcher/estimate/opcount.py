@@ -69,6 +69,26 @@ def op_class(name: str) -> str:
     return "elementwise"
 
 
+GEMM_KINDS = ("conv_kxk", "conv_1x1", "conv_depthwise", "matmul", "attention")
+GEMM_FIELDS = ("kind", "flops_per_sample", "flops_fixed", "bytes_per_sample", "bytes_fixed", "count")
+
+
+def gemm_kind(name: str, cls: str, args: tuple) -> str:
+    """Kind of a matrix operation: a convolution is ``conv_depthwise`` (groups > 1), ``conv_1x1`` (a
+    1x1 kernel: a plain matrix product over pixels) or ``conv_kxk`` (a dense k x k kernel)."""
+    if cls != "conv":
+        return cls
+    n = name.split(".")[1] if name.startswith("aten.") else name
+    weight = args[2] if n.startswith("convolution_backward") and len(args) > 2 else (args[1] if len(args) > 1 else None)
+    groups = args[-1] if not n.startswith("convolution_backward") else (args[9] if len(args) > 9 else 1)
+    if isinstance(groups, int) and groups > 1:
+        return "conv_depthwise"
+    shape = tuple(getattr(weight, "shape", ()))
+    if len(shape) >= 3 and all(k == 1 for k in shape[2:]):
+        return "conv_1x1"
+    return "conv_kxk"
+
+
 @dataclass
 class ClassCost:
     """One class's cost of one training step at batch b: flops = flops_fixed + b x flops_per_sample."""
@@ -100,6 +120,9 @@ class OpCost:
     forward_flops_per_sample: float = 0.0
     train_flops_per_sample: float = 0.0
     activation_bytes_per_sample: float = 0.0  # saved for backward, fp32
+    # One row per distinct matrix/convolution/attention operation of the step (``GEMM_FIELDS``):
+    # its kind (``gemm_kind``), FLOPs and fp32 bytes split per sample / fixed, and how many of it.
+    gemm_ops: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -112,7 +135,8 @@ class OpCost:
                       params=int(d.get("params", 0)),
                       forward_flops_per_sample=float(d.get("forward_flops_per_sample", 0.0)),
                       train_flops_per_sample=float(d.get("train_flops_per_sample", 0.0)),
-                      activation_bytes_per_sample=float(d.get("activation_bytes_per_sample", 0.0)))
+                      activation_bytes_per_sample=float(d.get("activation_bytes_per_sample", 0.0)),
+                      gemm_ops=[list(r) for r in d.get("gemm_ops", [])])
 
     def at_precision(self, precision: str) -> dict:
         """class -> (flops per sample, flops fixed, bytes/sample, bytes fixed, fused bytes/sample,
@@ -140,6 +164,7 @@ class _Record:
         self.bytes: dict[str, float] = {c: 0.0 for c in CLASSES}
         self.kernels: dict[str, float] = {c: 0.0 for c in CLASSES}
         self.model_flops = 0.0  # torch's formulas only (conv, matmul, attention): the MFU convention
+        self.gemm: list[tuple[str, float, float]] = []  # (kind, flops, bytes) per conv/matmul/attention op
         # For the fused (compiled) view: each operation's class, inputs and outputs.
         self.ops: list[tuple[str, list[int], list[int], list[float], list[float]]] = []
 
@@ -174,6 +199,40 @@ def _nbytes(t) -> float:
         return float(view)
 
 
+def _groups(args: tuple) -> int:
+    """``groups`` of an ``aten.convolution_backward`` call (its 10th argument)."""
+    g = args[9] if len(args) > 9 else 1
+    return g if isinstance(g, int) else 1
+
+
+def _grouped_conv_backward_flops(args: tuple) -> float:
+    mask = args[10] if len(args) > 10 else (True, True, True)
+    return grouped_conv_backward_flops(tuple(args[0].shape), tuple(args[2].shape), mask)
+
+
+def grouped_conv_backward_flops(grad_out_shape: tuple, weight_shape: tuple, output_mask=(True, True, True)) -> float:
+    """FLOPs of a grouped (e.g. depthwise) convolution's backward: each gradient asked for (input,
+    weight; ``output_mask``) costs what the forward does, 2 x grad_output elements x
+    (C_in / groups) x kh x kw. torch's own formula (2.x flop_counter) ignores ``groups`` here and
+    counts a depthwise layer's backward ~C times too high."""
+    forward = 2.0 * math.prod(grad_out_shape) * math.prod(weight_shape[1:])
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def conv_backward_flop_mapping() -> dict:
+    """``custom_mapping`` for torch's FlopCounterMode with the grouped-convolution backward fixed."""
+    import torch
+    from torch.utils.flop_counter import conv_backward_flop
+
+    def flops(*args, out_val=None, **kwargs) -> int:
+        if _groups(args) > 1:
+            return int(_grouped_conv_backward_flops(args))
+        return conv_backward_flop(*args, out_val=out_val, **kwargs)
+
+    flops._get_raw = True  # tensors, not shapes: the call above converts them itself
+    return {torch.ops.aten.convolution_backward: flops}
+
+
 def _make_mode(record: _Record, keep: dict):
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -194,7 +253,10 @@ def _make_mode(record: _Record, keep: dict):
                 return out
             cls = "optimizer" if self.phase == "optimizer" else op_class(name)
             packet = func._overloadpacket
-            if packet in flop_registry:
+            if packet is torch.ops.aten.convolution_backward and _groups(args) > 1:
+                flops = _grouped_conv_backward_flops(args)
+                record.model_flops += flops
+            elif packet in flop_registry:
                 flops = float(flop_registry[packet](*args, **kwargs, out_val=out))
                 record.model_flops += flops
             else:
@@ -205,11 +267,13 @@ def _make_mode(record: _Record, keep: dict):
             written = _mutated(func, args, kwargs)  # in-place and out= arguments are written too
             seen = {id(t) for t in outs}
             outs += [t for t in written if id(t) not in seen]
-            self.add(cls, flops, ins, outs)
+            self.add(cls, flops, ins, outs, gemm_kind(name, cls, args))
             return out
 
-        def add(self, cls, flops, ins, outs) -> None:
+        def add(self, cls, flops, ins, outs, kind=None) -> None:
             rb, wb = [_nbytes(t) for t in ins], [_nbytes(t) for t in outs]
+            if cls in ("conv", "matmul", "attention") and self.phase != "optimizer":
+                record.gemm.append((kind or cls, flops, sum(rb) + sum(wb)))
             record.flops[cls] += flops
             record.bytes[cls] += sum(rb) + sum(wb)
             record.kernels[cls] += 1
@@ -359,12 +423,27 @@ def count(module, sample_shape: tuple, num_classes: int, label_shape: tuple = ()
         fbp, fbf = split(fb1[c], fb2[c])
         if r1.kernels[c] or r2.kernels[c]:
             classes[c] = ClassCost(fp, ff, bp, bf, fbp, fbf, r2.kernels[c], fk2[c])
+    gemm_ops = _gemm_rows(r1.gemm, r2.gemm, split)
     act = _saved_bytes(module, sample_shape, b2, label_shape) / b2
     fwd_per, _ = split(fwd1, fwd2)
     tot_per, _ = split(tot1, tot2)
     return OpCost(classes=classes, params=sum(p.numel() for p in module.parameters()),
                   forward_flops_per_sample=fwd_per, train_flops_per_sample=tot_per,
-                  activation_bytes_per_sample=act)
+                  activation_bytes_per_sample=act, gemm_ops=gemm_ops)
+
+
+def _gemm_rows(g1: list, g2: list, split) -> list:
+    """Rows of ``GEMM_FIELDS``: the matrix operations of the two counted batches paired in order
+    (the same program), each split into per-sample and fixed parts; identical rows merged."""
+    if len(g1) != len(g2):
+        return []
+    merged: dict[tuple, int] = {}
+    for (kind, f1, b1), (_, f2, b2) in zip(g1, g2):
+        fp, ff = split(f1, f2)
+        bp, bf = split(b1, b2)
+        key = (kind, float(f"{fp:.6g}"), float(f"{ff:.6g}"), float(f"{bp:.6g}"), float(f"{bf:.6g}"))
+        merged[key] = merged.get(key, 0) + 1
+    return [[*k, n] for k, n in merged.items()]
 
 
 def _saved_bytes(module, sample_shape, batch, label_shape) -> float:

@@ -85,10 +85,8 @@ def _ops_for(rec: dict) -> OpCost | None:
     ops = rec.get("ops")
     if ops is None and ":" in rec["model"]:  # a factory: count it (imports torch; offline only)
         from launcher.estimate.flops import factory_cost
-        from launcher.estimate.paths import repo_root
-
         ops = factory_cost(rec["model"], rec.get("model_args") or {}, tuple(rec["input_shape"]),
-                           rec["num_classes"], repo_root()).ops
+                           rec["num_classes"], results_dir().parents[1]).ops
     if ops is None:
         from launcher.estimate.opcosts import _table
 
