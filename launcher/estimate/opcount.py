@@ -70,7 +70,26 @@ def op_class(name: str) -> str:
 
 
 GEMM_KINDS = ("conv_kxk", "conv_1x1", "conv_depthwise", "matmul", "attention")
-GEMM_FIELDS = ("kind", "flops_per_sample", "flops_fixed", "bytes_per_sample", "bytes_fixed", "count")
+GEMM_FIELDS = ("kind", "flops_per_sample", "flops_fixed", "bytes_per_sample", "bytes_fixed", "dim_n", "dim_k", "count")
+
+
+def gemm_dims(name: str, cls: str, args: tuple) -> tuple[int, int]:
+    """The two batch-independent dimensions of a matrix operation's implicit GEMM (what a tile of
+    the kernel spans besides the batch x pixels / tokens dimension): a convolution's output
+    channels and input channels per group x kernel area (its weight's shape, the same for the
+    forward and both gradients); a matrix product's two smallest dimensions. (0, 0) when unknown."""
+    n = name.split(".")[1] if name.startswith("aten.") else name
+    if cls == "conv":
+        weight = args[2] if n.startswith("convolution_backward") and len(args) > 2 else (args[1] if len(args) > 1 else None)
+        shape = tuple(getattr(weight, "shape", ()))
+        return (int(shape[0]), int(math.prod(shape[1:]))) if len(shape) >= 3 else (0, 0)
+    if cls == "matmul":
+        mats = [t for t in args if hasattr(t, "shape") and len(t.shape) >= 2][-2:]
+        if len(mats) == 2:
+            (m, k), (_, n2) = tuple(mats[0].shape[-2:]), tuple(mats[1].shape[-2:])
+            small = sorted((int(m), int(k), int(n2)))
+            return small[0], small[1]
+    return (0, 0)
 
 
 def gemm_kind(name: str, cls: str, args: tuple) -> str:
@@ -121,7 +140,8 @@ class OpCost:
     train_flops_per_sample: float = 0.0
     activation_bytes_per_sample: float = 0.0  # saved for backward, fp32
     # One row per distinct matrix/convolution/attention operation of the step (``GEMM_FIELDS``):
-    # its kind (``gemm_kind``), FLOPs and fp32 bytes split per sample / fixed, and how many of it.
+    # its kind (``gemm_kind``), FLOPs and fp32 bytes split per sample / fixed, its two
+    # batch-independent GEMM dimensions (``gemm_dims``) and how many of it.
     gemm_ops: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -164,7 +184,7 @@ class _Record:
         self.bytes: dict[str, float] = {c: 0.0 for c in CLASSES}
         self.kernels: dict[str, float] = {c: 0.0 for c in CLASSES}
         self.model_flops = 0.0  # torch's formulas only (conv, matmul, attention): the MFU convention
-        self.gemm: list[tuple[str, float, float]] = []  # (kind, flops, bytes) per conv/matmul/attention op
+        self.gemm: list[tuple] = []  # (kind, flops, bytes, (dim_n, dim_k)) per conv/matmul/attention op
         # For the fused (compiled) view: each operation's class, inputs and outputs.
         self.ops: list[tuple[str, list[int], list[int], list[float], list[float]]] = []
 
@@ -267,13 +287,13 @@ def _make_mode(record: _Record, keep: dict):
             written = _mutated(func, args, kwargs)  # in-place and out= arguments are written too
             seen = {id(t) for t in outs}
             outs += [t for t in written if id(t) not in seen]
-            self.add(cls, flops, ins, outs, gemm_kind(name, cls, args))
+            self.add(cls, flops, ins, outs, gemm_kind(name, cls, args), gemm_dims(name, cls, args))
             return out
 
-        def add(self, cls, flops, ins, outs, kind=None) -> None:
+        def add(self, cls, flops, ins, outs, kind=None, dims=(0, 0)) -> None:
             rb, wb = [_nbytes(t) for t in ins], [_nbytes(t) for t in outs]
             if cls in ("conv", "matmul", "attention") and self.phase != "optimizer":
-                record.gemm.append((kind or cls, flops, sum(rb) + sum(wb)))
+                record.gemm.append((kind or cls, flops, sum(rb) + sum(wb), dims))
             record.flops[cls] += flops
             record.bytes[cls] += sum(rb) + sum(wb)
             record.kernels[cls] += 1
@@ -438,10 +458,10 @@ def _gemm_rows(g1: list, g2: list, split) -> list:
     if len(g1) != len(g2):
         return []
     merged: dict[tuple, int] = {}
-    for (kind, f1, b1), (_, f2, b2) in zip(g1, g2):
+    for (kind, f1, b1, dims), (_, f2, b2, _) in zip(g1, g2):
         fp, ff = split(f1, f2)
         bp, bf = split(b1, b2)
-        key = (kind, float(f"{fp:.6g}"), float(f"{ff:.6g}"), float(f"{bp:.6g}"), float(f"{bf:.6g}"))
+        key = (kind, float(f"{fp:.6g}"), float(f"{ff:.6g}"), float(f"{bp:.6g}"), float(f"{bf:.6g}"), *dims)
         merged[key] = merged.get(key, 0) + 1
     return [[*k, n] for k, n in merged.items()]
 

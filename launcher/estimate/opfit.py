@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from launcher.estimate.opcount import OpCost
-from launcher.estimate.opmodel import EFFICIENCY_FILE, grouped, precision_class, roofline, step_time
+from launcher.estimate.opmodel import EFFICIENCY_FILE, class_roofline, grouped, precision_class, step_time
 from launcher.estimate.paths import read_json, results_dir
 
 _KERNEL_RULES = (  # (class, substrings of the lower-cased kernel name); first match wins
@@ -109,14 +109,20 @@ def observations(profiles: list[dict], get_gpu) -> list[dict]:
         measured, kernels = measured_classes(rec)
         step = batch / float(rec["samples_per_second"])
         eff = {}
+        counted_kernels = 0.0
         for cls, cost in grouped(ops, precision, compiled=True).items():
-            t, _ = roofline(cls, cost, gpu, precision, batch)
+            t, _ = class_roofline(cls, cost, ops, gpu, precision, batch)
+            counted_kernels += cost.kernels_fused
             if measured.get(cls, 0.0) > 0 and t > 0:
                 eff[cls] = t / measured[cls]
         gap = max(0.0, step - sum(measured.values())) / max(kernels, 1.0)
+        # Host-bound: the step outlasts its kernels by more than HOST_BOUND_MARGIN; then the step is
+        # the host's time, per kernel the estimator counts (launcher.estimate.opmodel.host_per_kernel).
+        host = step / counted_kernels if counted_kernels and step > HOST_BOUND_MARGIN * sum(measured.values()) \
+            else None
         obs.append({"model": rec["model"], "precision": precision, "batch_size": batch, "gpu": gpu_name,
                     "arch": gpu.arch, "pcls": precision_class(precision), "step_s": step, "efficiency": eff,
-                    "gap_s": gap, "kernels": kernels, "measured": measured, "ops": ops,
+                    "gap_s": gap, "kernels": kernels, "measured": measured, "ops": ops, "host_s_per_kernel": host,
                     "samples_per_second": float(rec["samples_per_second"]), "source": rec.get("source", "")})
     return obs
 
@@ -140,10 +146,14 @@ def fit(obs: list[dict]) -> dict:
             eff.setdefault(f"{arch}/{pcls}/eager/{t}", value)
     gaps: dict[str, list[float]] = {}
     for o in obs:
+        if o.get("host_s_per_kernel") is not None:
+            continue  # a host-bound step's idle time is the host's, not a launch gap
         for key in (f"{o['arch']}/compiled", "*/compiled"):
             gaps.setdefault(key, []).append(o["gap_s"])
     gap = {k: round(statistics.median(v), 9) for k, v in gaps.items()}
+    hosts = [o["host_s_per_kernel"] for o in obs if o.get("host_s_per_kernel") is not None]
     return {"efficiency": eff, "launch_gap_s": gap, "models": sorted({o["model"] for o in obs}),
+            "host_s_per_kernel": {"compiled": round(statistics.median(hosts), 9)} if hosts else {},
             "n_profiles": len(obs)}
 
 
@@ -239,6 +249,7 @@ def own_gpu_rows(doc: dict, get_gpu, profiled: set) -> list[dict]:
 
 
 WARMUP_STEPS = 5  # bench/op_profile.py runs the probe with --warmup-steps 5
+HOST_BOUND_MARGIN = 1.1  # a step 10% longer than its kernels' device time waits on the host
 
 
 def predict_step(o: dict, doc: dict, get_gpu) -> float:
@@ -312,6 +323,31 @@ def cross_markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def method_choice(rows: list[dict], get_gpu) -> dict:
+    """Per model family that the MFU fit (section 2 of docs/estimator.md) has runs of: the median
+    |error| on the profiled rows of the per-operation model (leave-one-model-out) and of the MFU
+    fit; ``mfu_families`` lists those where the MFU fit's is the smaller (the estimate prices them
+    with it: launcher.estimate.throughput.predict)."""
+    from launcher.estimate.calibration import current, model_family
+    from launcher.estimate.flops import model_cost
+    from launcher.estimate.throughput import predict
+
+    cal = current()
+    per: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        fam = model_family(r["model"])
+        if fam in ("other", "lm") or ":" in r["model"]:
+            continue
+        cost = model_cost(r["model"], 224, 1000, 3, allow_torch=False)
+        p = predict(get_gpu(r["gpu"]), 1, r["precision"], cost, r["batch_size"], r["model"], op_doc={})
+        d = per.setdefault(fam, {"per_operation": [], "mfu": []})
+        d["per_operation"].append(abs(r["error_lomo"]))
+        d["mfu"].append(abs(p.samples_per_second / r["measured"] - 1))
+    out = {fam: {k: round(statistics.median(v), 4) for k, v in d.items()} | {"n": len(d["mfu"])}
+           for fam, d in sorted(per.items())}
+    return {"per_family": out, "mfu_families": sorted(f for f, d in out.items() if d["mfu"] < d["per_operation"])}
+
+
 def main(argv: list[str] | None = None) -> int:
     from launcher.catalog.gpus import get_gpu
 
@@ -325,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     from launcher.estimate import calibrate as mfu
 
     doc["mfu_error"] = mfu.summary(mfu.error_table())["held_out"]
+    doc["method_choice"] = method_choice(rows, get_gpu)
     own = own_gpu_rows(doc, get_gpu, {o["gpu"] for o in obs})
     if own:
         doc["own_other_gpu"] = {"median": round(statistics.median(abs(r["error"]) for r in own), 4),

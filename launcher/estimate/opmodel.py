@@ -4,7 +4,10 @@ For one training step at batch b on one GPU, with the per-class FLOPs F_c and by
 ``launcher.estimate.opcount`` at the job's precision:
 
     t_c    = max(F_c / peak_c, B_c / bandwidth) / efficiency(arch, precision class, class c)
-    step   = sum over classes t_c + kernels x launch gap
+    t_gemm = sum over its operations i of max(F_i / (peak x u_i), B_i / bandwidth) / efficiency
+             (compiled; u_i: the share of the kernel's 128-wide tiles the layer's channels fill)
+    device = sum over classes t_c + kernels x launch gap
+    step   = max(device, kernels x host seconds per kernel)
 
 peak_c is the tensor-core peak at the job's precision for convolution, matmul and attention and
 the fp32 (CUDA-core) peak for everything else; bandwidth is the datasheet HBM/GDDR figure. A
@@ -22,6 +25,7 @@ class on any profiled architecture, then to ``DEFAULT_EFFICIENCY``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +34,10 @@ from launcher.estimate.opcount import CLASSES, ClassCost, OpCost
 from launcher.estimate.paths import calibration_dir, read_json
 
 TENSOR_CLASSES = ("conv", "matmul", "attention", "gemm")
+# Tile width (elements) of the GEMM kernels along the output-channel and reduction dimensions:
+# Hopper's wgmma kernels of cuBLAS/cuDNN run 128-wide tiles (64 x 128 ... 256 x 128), as do the
+# Ampere-style fp32 kernels. A fixed constant of the hardware's libraries, not a fitted one.
+TILE = 128
 GEMM_MEMBERS = ("conv", "matmul")
 FUSED_MEMBERS = ("norm", "elementwise", "reduction", "data_movement")
 # Before any profile is fitted: round figures (cuDNN/cuBLAS reach ~60% of the tensor peak on large
@@ -46,6 +54,11 @@ class StepTime:
     per_class: dict  # class -> seconds (incl. nothing for launches)
     launch_s: float
     bound: dict  # class -> "compute" | "memory"
+    host_s: float = 0.0  # the host's time for the step's launches; the step is max(device, host)
+
+    @property
+    def host_bound(self) -> bool:
+        return self.host_s >= self.seconds
 
 
 def precision_class(precision: str) -> str:
@@ -114,6 +127,52 @@ def roofline(cls: str, cost: ClassCost, gpu, precision: str, batch: int) -> tupl
     return (compute, "compute") if compute >= memory else (memory, "memory")
 
 
+def tile_utilization(dim: float, tile: int = TILE) -> float:
+    """Share of a kernel's tiles that hold real work along one GEMM dimension of size ``dim``:
+    dim / (tile x ceil(dim / tile)); 1 when the dimension is unknown (0)."""
+    if dim <= 0:
+        return 1.0
+    return dim / (tile * math.ceil(dim / tile))
+
+
+def gemm_roofline(ops: OpCost, gpu, precision: str, batch: int) -> tuple[float, str] | None:
+    """Unscaled seconds of the convolution and matrix operations, one roofline per operation:
+
+        t_i = max(F_i / (peak x u_i), B_i / bandwidth),   u_i = u(dim_n) x u(dim_k)  (tile_utilization)
+
+    so each operation's own arithmetic intensity decides whether it is compute- or memory-bound,
+    and a layer with few channels (a dimension that fills part of a kernel's tiles) gets its
+    share of the peak. Depthwise convolutions run on their own kernels (no GEMM tiles): u = 1.
+    None when the count has no per-operation rows (counted before they existed)."""
+    if not ops.gemm_ops:
+        return None
+    half = precision in ("fp16", "bf16")
+    peak = (gpu.peak_tflops.get(precision) or gpu.peak_tflops["fp32"]) * 1e12
+    bw = gpu.bandwidth_gbs * 1e9
+    compute = memory = 0.0
+    for kind, fp, ff, bp, bf, dn, dk, n in ops.gemm_ops:
+        if kind == "attention":
+            continue
+        u = 1.0 if kind == "conv_depthwise" else tile_utilization(dn) * tile_utilization(dk)
+        c = (ff + batch * fp) / (peak * u)
+        m = (bf + batch * bp) * (0.5 if half else 1.0) / bw
+        if c >= m:
+            compute += n * c
+        else:
+            memory += n * m
+    return compute + memory, "compute" if compute >= memory else "memory"
+
+
+def class_roofline(cls: str, cost: ClassCost, ops: OpCost, gpu, precision: str, batch: int) -> tuple[float, str]:
+    """Unscaled seconds of one class of a (compiled) step: per operation for ``gemm`` when the
+    count has per-operation rows (``gemm_roofline``), else the class's own roofline."""
+    if cls == "gemm":
+        per_op = gemm_roofline(ops, gpu, precision, batch)
+        if per_op is not None:
+            return per_op
+    return roofline(cls, cost, gpu, precision, batch)
+
+
 def step_time(ops: OpCost | dict, gpu, precision: str, batch: int, compiled: bool = True,
               doc: dict | None = None) -> StepTime:
     """Predicted seconds of one training step (see the module docstring)."""
@@ -124,12 +183,22 @@ def step_time(ops: OpCost | dict, gpu, precision: str, batch: int, compiled: boo
     pcls = precision_class(precision) if gpu.peak_tflops.get(precision) else "fp32"
     per, bound, kernels = {}, {}, 0.0
     for cls, cost in grouped(ops, precision, compiled).items():
-        t, b = roofline(cls, cost, gpu, precision, batch)
+        t, b = class_roofline(cls, cost, ops, gpu, precision, batch) if compiled else \
+            roofline(cls, cost, gpu, precision, batch)
         per[cls] = t / efficiency(doc, gpu.arch, pcls, cls, mode)
         bound[cls] = b
         kernels += cost.kernels_fused if compiled else cost.kernels
     launch = kernels * launch_gap(doc, gpu.arch, mode)
-    return StepTime(sum(per.values()) + launch, per, launch, bound)
+    device = sum(per.values()) + launch
+    host = kernels * host_per_kernel(doc, mode)
+    return StepTime(max(device, host), per, launch, bound, host)
 
 
-__all__ = ["CLASSES", "StepTime", "step_time", "grouped", "roofline", "efficiencies"]
+def host_per_kernel(doc: dict, mode: str) -> float:
+    """Host (CPU) seconds per launched kernel of a step: Python, the compiled graph's wrapper and the
+    launch calls; a step cannot be shorter than its kernels x this (0 when never fitted)."""
+    return float((doc.get("host_s_per_kernel") or {}).get(mode, 0.0))
+
+
+__all__ = ["CLASSES", "StepTime", "step_time", "grouped", "roofline", "class_roofline", "gemm_roofline",
+           "efficiencies"]

@@ -99,13 +99,13 @@ def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, m
     doc = efficiencies() if op_doc is None else op_doc
     per_class = None
     # The per-operation model prices every model it has counts for, except those whose family the
-    # MFU fit has measured runs of (VGG, ResNet): there that fit's held-out error is the smaller
-    # one (docs/estimator.md, section 12).
-    if cost.ops is not None and doc.get("efficiency") and not cal.knows(model, cls):
+    # MFU fit has measured runs of and where that fit's error on the profiled rows is the smaller
+    # (``method_choice`` of op_efficiency.json; docs/estimator.md, section 12).
+    if cost.ops is not None and doc.get("efficiency") and not _mfu_priced(doc, cal, model, cls):
         st = step_time(cost.ops, gpu, precision, batch_size, compiled, doc)
         busy, per_class, method = st.seconds, {k: round(v, 6) for k, v in st.per_class.items()}, "per-operation"
         step = busy
-        host_bound = st.seconds - st.launch_s < st.launch_s  # GPU work per step under its launch time
+        host_bound = st.host_bound or st.seconds - st.launch_s < st.launch_s  # the host sets the pace
         bound = max(st.bound.items(), key=lambda kv: st.per_class.get(kv[0], 0.0))[1]
         mfu = flops_step / (peak * 1e12 * step)
     else:
@@ -150,6 +150,18 @@ def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, m
         band_basis=basis,
         user_factor=factor,
     )
+
+
+def _mfu_priced(doc: dict, cal: Calibration, model: str, cls: str) -> bool:
+    """Price this model with the MFU fit rather than per operation (see predict)."""
+    if not cal.knows(model, cls):
+        return False
+    choice = doc.get("method_choice")
+    if choice is None:  # a fit written before the choice was measured: every known family
+        return True
+    from launcher.estimate.calibration import model_family
+
+    return model_family(model) in choice.get("mfu_families", [])
 
 
 def predict_cpu(cost: ModelCost, cores: int, calibration: Calibration | None = None) -> float:
