@@ -3,6 +3,7 @@
 
     python3 bench/local_total.py --out-dir $OUT --gpu H200 --budget-s 530 [--models resnet50,vgg16,...]
                                  [--warm vgg16,resnet18] [--seconds 20]
+    python3 bench/local_total.py --check bench/results/h200_local_total/*.json   # offline: estimate vs measured
 
 Each model runs through the CLI (the code path a user's job takes) in a fresh process with its own
 fresh, empty ``TORCHINDUCTOR_CACHE_DIR`` and ``TRITON_CACHE_DIR`` (a cold compile, as a user's first
@@ -116,7 +117,48 @@ def run_one(model: str, gpu: str, seconds: float, cache: str, warm: bool, timeou
     return row
 
 
+def check(paths: list[str]) -> dict:
+    """Each recorded run re-estimated by the current estimator (no GPU, no torch for built-ins):
+    predicted vs measured total time, steady samples/s and start-up + warm-up (the CLI's total
+    minus the steady training time), per run and their median |error|."""
+    sys.path.insert(0, ROOT)
+    from launcher.estimate.api import for_machine
+    from launcher.spec import parse_spec
+
+    rows = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        for r in doc.get("results", []):
+            actual = (r.get("report") or {}).get("actual") or {}
+            if r.get("rc") != 0 or not actual.get("total_seconds"):
+                continue
+            fields = {k: r[k] for k in MODELS[r["model"]][0] if k in r}
+            spec = parse_spec(spec_text(r["model"], fields, r["samples"], "H200"), check_catalog=False)
+            est = for_machine(spec, "local", None, 0.0, spot=False, baseline=False, local_gpu="H200")
+            steady = actual["samples"] / actual["samples_per_second"]
+            measured_over = actual["total_seconds"] - steady
+            predicted_over = est["total_seconds"] - est["train_seconds"]
+            rows.append({"model": r["model"], "cache": r["cache"], "source": os.path.basename(path),
+                         "measured_total_s": round(actual["total_seconds"], 1),
+                         "predicted_total_s": round(est["total_seconds"], 1),
+                         "total_error": round(est["total_seconds"] / actual["total_seconds"] - 1, 4),
+                         "measured_samples_per_second": round(actual["samples_per_second"], 1),
+                         "predicted_samples_per_second": round(est["samples_per_second"], 1),
+                         "throughput_error": round(est["samples_per_second"] / actual["samples_per_second"] - 1, 4),
+                         "measured_overhead_s": round(measured_over, 1), "predicted_overhead_s": round(predicted_over, 1),
+                         "predicted_warmup_s": round(est["warmup_seconds"], 1)})
+    cold = [abs(x["total_error"]) for x in rows if x["cache"] == "cold"]
+    return {"rows": rows, "cold_total_error": {"median": round(sorted(cold)[len(cold) // 2], 4) if cold else None,
+                                              "max": round(max(cold), 4) if cold else None, "n": len(cold),
+                                              "within_10pct": sum(e <= 0.10 for e in cold)}}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--check":  # offline: re-estimate recorded runs
+        print(json.dumps(check(argv[1:]), indent=1))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--gpu", default="H200", help="the spec's accelerator name (what the estimate prices)")

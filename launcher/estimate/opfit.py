@@ -100,6 +100,8 @@ def observations(profiles: list[dict], get_gpu) -> list[dict]:
 
     obs = []
     for rec in profiles:
+        if rec.get("seq_len"):
+            continue  # language models: checked against the LM calibration (lm_rows)
         ops = _ops_for(rec)
         gpu_name = gpu_from_device_name(rec.get("device_name") or "") or rec.get("gpu_name")
         if ops is None or gpu_name is None:
@@ -348,6 +350,42 @@ def method_choice(rows: list[dict], get_gpu) -> dict:
     return {"per_family": out, "mfu_families": sorted(f for f, d in out.items() if d["mfu"] < d["per_operation"])}
 
 
+def lm_rows(profiles: list[dict]) -> list[dict]:
+    """Language-model runs the LM calibration (h200_lm.json) was not fitted on: bench/results/
+    h200_lm_check.json and the language-model rows of the profiles that are not in h200_lm.json,
+    each predicted by the estimator as a user's spec would be (tokens/s)."""
+    from launcher.estimate.api import for_machine
+    from launcher.spec import parse_spec
+
+    fitted = {(r.get("model"), r.get("seq_len"), r.get("batch_size"), r.get("precision", "bf16"))
+              for r in read_json(results_dir() / "h200_lm.json", {}).get("results", [])}
+    runs = [{**r, "source": "h200_lm_check.json"} for r in read_json(results_dir() / "h200_lm_check.json", {})
+            .get("results", []) if r.get("tokens_per_second") and r.get("gpu_count", 1) == 1]
+    runs += [{**r, "tokens_per_second": r["samples_per_second"], "source": r.get("source", "")} for r in profiles
+             if r.get("seq_len") and (r["model"], r["seq_len"], r["batch_size"], r["precision"]) not in fitted]
+    out = []
+    for r in runs:
+        args = r.get("model_args") or {}
+        text = (f"name: lm-check\nworkload: {{model: {r['model']}, seq_len: {r['seq_len']}, batch_size: {r['batch_size']}, "
+                f"precision: {r.get('precision', 'bf16')}, dataset: synthetic, samples_per_epoch: 1000000"
+                + (f", model_args: {json.dumps(args)}" if args else "")
+                + (f", vocab_size: {r['vocab_size']}" if r.get("vocab_size") else "")
+                + (", activation_checkpointing: true" if r.get("activation_checkpointing") else "") + "}\n"
+                "resources: {accelerators: H200:1}\n")
+        est = for_machine(parse_spec(text, check_catalog=False), "local", None, 0.0, spot=False, baseline=False,
+                          local_gpu="H200")
+        out.append({"model": r["model"], "seq_len": r["seq_len"], "batch_size": r["batch_size"],
+                    "precision": r.get("precision", "bf16"), "source": r["source"],
+                    "measured": round(r["tokens_per_second"], 1), "predicted": round(est["samples_per_second"], 1),
+                    "error": round(est["samples_per_second"] / r["tokens_per_second"] - 1, 4)})
+    return out
+
+
+def load_lm_profiles() -> list[dict]:
+    """The language-model rows of the profiles (no per-operation counts: they check the LM fit)."""
+    return [r for r in load_profiles() if r.get("seq_len")]
+
+
 def main(argv: list[str] | None = None) -> int:
     from launcher.catalog.gpus import get_gpu
 
@@ -362,6 +400,10 @@ def main(argv: list[str] | None = None) -> int:
 
     doc["mfu_error"] = mfu.summary(mfu.error_table())["held_out"]
     doc["method_choice"] = method_choice(rows, get_gpu)
+    lm = lm_rows(load_lm_profiles())
+    if lm:
+        doc["lm_error"] = {"median": round(statistics.median(abs(r["error"]) for r in lm), 4),
+                           "max": round(max(abs(r["error"]) for r in lm), 4), "n": len(lm)}
     own = own_gpu_rows(doc, get_gpu, {o["gpu"] for o in obs})
     if own:
         doc["own_other_gpu"] = {"median": round(statistics.median(abs(r["error"]) for r in own), 4),
@@ -377,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      encoding="utf-8")
     if "--json" in argv:
         sys.stdout.write(json.dumps({"rows": rows, "summary": summary(rows), "fit": doc, "cross_gpu": cross,
-                                     "own_other_gpu": own}, indent=1) + "\n")
+                                     "own_other_gpu": own, "lm": lm}, indent=1) + "\n")
     else:
         sys.stdout.write(markdown(rows) + "\n\n" + own_markdown(own) + "\n\n" + cross_markdown(cross) + "\n")
     return 0

@@ -125,7 +125,9 @@ def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, m
                host_bound=host_bound)
     sps = sc.world_size * batch_size / step * sc.efficiency
     step /= sc.efficiency  # the effective step: exposed all-reduce and rank synchronisation
-    err, basis = band(gpu.arch, method)
+    from launcher.payloads.lm_shapes import is_lm
+
+    err, basis = band(gpu.arch, method, lm=is_lm(model))
     need = memory_needed_gib(cost, batch_size, precision)
     fits = need <= gpu.memory_gib * USABLE_FRACTION
     return Prediction(
