@@ -124,7 +124,7 @@ def test_step_time_is_the_per_class_roofline():
 
 def _fake_profile(model: str, module_factory, shape, eff: dict, gap: float, batch: int = 256) -> dict:
     """A profile record whose kernel times follow the roofline with known efficiencies."""
-    from launcher.estimate.opmodel import grouped, roofline
+    from launcher.estimate.opmodel import class_roofline, grouped
 
     ops = count(_meta(module_factory), shape, 10)
     gpu = get_gpu("H200")
@@ -132,7 +132,7 @@ def _fake_profile(model: str, module_factory, shape, eff: dict, gap: float, batc
              "triton_poi_fused_relu_0", "optimizer": "fused_sgd_kernel", "attention": "flash_fwd_kernel"}
     rows, kernels, busy = [], 0.0, 0.0
     for cls, cost in grouped(ops, "bf16", compiled=True).items():
-        t = roofline(cls, cost, gpu, "bf16", batch)[0] / eff[cls]
+        t = class_roofline(cls, cost, ops, gpu, "bf16", batch)[0] / eff[cls]
         rows.append({"name": names[cls], "count": 2 * cost.kernels_fused, "device_us": 2 * t * 1e6,
                      "device_type": "CUDA"})
         kernels += cost.kernels_fused
@@ -150,12 +150,13 @@ def test_fit_recovers_known_efficiencies_and_predicts_a_left_out_model():
                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
     mlp = lambda: nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 512), nn.ReLU(),  # noqa: E731
                                 nn.Linear(512, 10))
-    profiles = [_fake_profile("cnn", cnn, (3, 16, 16), eff, 3e-6), _fake_profile("mlp", mlp, (3, 16, 16), eff, 3e-6)]
+    profiles = [_fake_profile("cnn", cnn, (3, 16, 16), eff, 1e-6), _fake_profile("mlp", mlp, (3, 16, 16), eff, 1e-6)]
     obs = opfit.observations(profiles, get_gpu)
     doc = opfit.fit(obs)
     for cls in ("gemm", "fused", "optimizer"):
         assert doc["efficiency"][f"hopper/half/compiled/{cls}"] == pytest.approx(eff[cls], rel=1e-3)
-    assert doc["launch_gap_s"]["hopper/compiled"] == pytest.approx(3e-6, rel=1e-3)
+    assert doc["launch_gap_s"]["hopper/compiled"] == pytest.approx(1e-6, rel=1e-3)
+    assert doc["host_s_per_kernel"] == {}  # no step waited for the host
     rows = opfit.error_table(obs, get_gpu)
     assert all(abs(r["error_fit"]) < 1e-3 for r in rows)
     # left out, the MLP is predicted by the CNN's fit, which holds every class the MLP runs
@@ -226,3 +227,47 @@ def test_warmup_fit_per_model_and_by_graph_size():
     line = fit["line"]
     assert line["a"] + line["b"] * gs == pytest.approx(10.0, abs=1e-2)
     assert line["a"] + line["b"] * gb == pytest.approx(20.0, abs=1e-2)
+
+
+def test_grouped_convolution_backward_counts_what_its_forward_does():
+    """Depthwise 3x3 over 64 channels, 8 x 64 x 32 x 32: forward 2 x 8*64*32*32 x 9 FLOPs; the
+    backward computes the input and the weight gradient, each as costly as the forward (torch's
+    own formula ignores groups and counts ~65x that)."""
+    c = count(_meta(lambda: nn.Sequential(nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False), nn.Flatten())),
+              (64, 32, 32), 64 * 32 * 32)
+    fwd = 2 * 64 * 32 * 32 * 9
+    conv = c.classes["conv"]
+    # forward + the weight gradient (the data needs no input gradient: output_mask leaves it out)
+    assert conv.flops_per_sample == pytest.approx(2 * fwd)
+    rows = {r[0] for r in c.gemm_ops}
+    assert rows == {"conv_depthwise"}
+
+
+def test_gemm_rows_hold_kind_dims_and_counts():
+    c = count(_meta(lambda: nn.Sequential(nn.Conv2d(3, 32, 1), nn.ReLU(), nn.Conv2d(32, 48, 3, padding=1),
+                                          nn.Flatten(), nn.Linear(48 * 8 * 8, 10))), (3, 8, 8), 10)
+    by_kind: dict = {}
+    for kind, fp, ff, bp, bf, dn, dk, n in c.gemm_ops:
+        by_kind.setdefault(kind, set()).add((dn, dk))
+    assert by_kind["conv_1x1"] == {(32, 3)}  # weight 32 x 3 x 1 x 1
+    assert by_kind["conv_kxk"] == {(48, 32 * 9)}
+    # the linear layer's products: the two smallest of (batch or 10, 3072, 10) per call
+    assert all(min(d) <= 10 for d in by_kind["matmul"])
+    # every per-sample FLOP of the convolution class sits in a row
+    total = sum(r[1] * r[7] for r in c.gemm_ops if r[0].startswith("conv"))
+    assert total == pytest.approx(c.classes["conv"].flops_per_sample, rel=1e-5)  # rows keep 6 digits
+
+
+def test_tile_utilization_and_host_floor():
+    assert opmodel.tile_utilization(128) == 1.0
+    assert opmodel.tile_utilization(32) == pytest.approx(0.25)
+    assert opmodel.tile_utilization(130) == pytest.approx(130 / 256)
+    assert opmodel.tile_utilization(0) == 1.0
+    c = count(_meta(lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 10))), (64,), 10)
+    gpu = get_gpu("H200")
+    base = {"efficiency": {}, "launch_gap_s": {"*/compiled": 1e-6}}
+    fast = opmodel.step_time(c, gpu, "bf16", 8, compiled=True, doc=base)
+    slow = opmodel.step_time(c, gpu, "bf16", 8, compiled=True, doc={**base, "host_s_per_kernel": {"compiled": 1e-3}})
+    kernels = sum(v.kernels_fused for v in opmodel.grouped(c, "bf16", True).values())
+    assert not fast.host_bound
+    assert slow.seconds == pytest.approx(kernels * 1e-3) and slow.host_bound

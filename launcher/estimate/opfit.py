@@ -118,10 +118,11 @@ def observations(profiles: list[dict], get_gpu) -> list[dict]:
             if measured.get(cls, 0.0) > 0 and t > 0:
                 eff[cls] = t / measured[cls]
         gap = max(0.0, step - sum(measured.values())) / max(kernels, 1.0)
-        # Host-bound: the step outlasts its kernels by more than HOST_BOUND_MARGIN; then the step is
-        # the host's time, per kernel the estimator counts (launcher.estimate.opmodel.host_per_kernel).
-        host = step / counted_kernels if counted_kernels and step > HOST_BOUND_MARGIN * sum(measured.values()) \
-            else None
+        # Host-bound: the device idles more per kernel than a launch gap (HOST_BOUND_GAP_S) and the
+        # step outlasts its kernels by HOST_BOUND_MARGIN; then the step is the host's time, per
+        # kernel the estimator counts (opmodel.host_per_kernel).
+        waits = gap > HOST_BOUND_GAP_S and step > HOST_BOUND_MARGIN * sum(measured.values())
+        host = step / counted_kernels if counted_kernels and waits else None
         obs.append({"model": rec["model"], "precision": precision, "batch_size": batch, "gpu": gpu_name,
                     "arch": gpu.arch, "pcls": precision_class(precision), "step_s": step, "efficiency": eff,
                     "gap_s": gap, "kernels": kernels, "measured": measured, "ops": ops, "host_s_per_kernel": host,
@@ -251,7 +252,10 @@ def own_gpu_rows(doc: dict, get_gpu, profiled: set) -> list[dict]:
 
 
 WARMUP_STEPS = 5  # bench/op_profile.py runs the probe with --warmup-steps 5
-HOST_BOUND_MARGIN = 1.1  # a step 10% longer than its kernels' device time waits on the host
+# Back-to-back kernels of one stream start ~1-2 us apart on Hopper (the fitted gaps of GPU-bound
+# steps: 0.3-1.5 us); a device idle for more than this per kernel is waiting for the host.
+HOST_BOUND_GAP_S = 3e-6
+HOST_BOUND_MARGIN = 1.1
 
 
 def predict_step(o: dict, doc: dict, get_gpu) -> float:
