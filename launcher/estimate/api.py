@@ -20,6 +20,13 @@ from launcher.estimate.table import (DEFAULT_TOP, estimate, lm_memory_override, 
 from launcher.estimate.throughput import predict
 
 
+def checkpoint_bytes(w, cost) -> float:
+    """Bytes the payload writes when a job ends: the checkpoint (fp32 weights and optimizer state:
+    SGD momentum, or AdamW's two moments for language models) and the fp32 model file."""
+    optimizer_states = 2 if getattr(w, "is_lm", False) else 1
+    return float(cost.params) * 4 * (2 + optimizer_states)
+
+
 def full_estimate(spec, *, providers=("aws", "gcp"), baseline: bool = True, probe_seconds: float = 15.0,
                   top: int = DEFAULT_TOP, all_regions: bool = False, catalog=None,
                   refresh_baseline: bool = False, show_all: bool = False) -> dict[str, Any]:
@@ -106,7 +113,8 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     if not sps:
         raise EstimateError("no throughput for this machine", "check the spec's workload")
     train = w.total_samples / sps
-    over_parts = overheads_for(provider, w, {"graph_ops": cost.graph_ops()}, on_gpu=bool(gpu_name))
+    over_parts = overheads_for(provider, w, {"graph_ops": cost.graph_ops(), "checkpoint_bytes": checkpoint_bytes(w, cost)},
+                               on_gpu=bool(gpu_name))
     over = over_parts.total_s
     total = train + over
     usd = bill_usd(total, None if price_per_hour is None else price_per_hour * nodes, provider)

@@ -194,6 +194,42 @@ def fit_warmup(profiles: list[dict]) -> dict:
             "line": line, "startup_s": round(statistics.median(startups), 2) if startups else None}
 
 
+def fit_end(startup_s: float | None) -> dict | None:
+    """The time a `gpujob run --provider local` GPU job spends outside its training loop beyond the
+    payload's start-up: a + s_per_gb x (final checkpoint + model bytes) / 1e9, least squares over
+    the cold runs of bench/results/h200_local_total/*.json (bench/local_total.py). Those runs are
+    the ones docs/estimator.md compares total times with: an in-sample fit, reported as such."""
+    from launcher.estimate.api import checkpoint_bytes
+    from launcher.estimate.flops import lm_cost, model_cost
+    from launcher.spec import parse_spec
+
+    if not startup_s:
+        return None
+    points = []
+    for path in sorted((results_dir() / "h200_local_total").glob("*.json")):
+        for r in read_json(path, {}).get("results", []):
+            actual = (r.get("report") or {}).get("actual") or {}
+            if r.get("rc") != 0 or r.get("cache") != "cold" or not actual.get("train_seconds"):
+                continue
+            if r.get("seq_len"):
+                w = parse_spec(f"name: x\nworkload: {{model: {r['model']}, seq_len: {r['seq_len']}, "
+                               f"batch_size: {r['batch_size']}}}\n", check_catalog=False).workload
+                cost = lm_cost(w)
+            else:
+                cost = model_cost(r["model"], r["image_size"], r["num_classes"], r.get("in_channels", 3),
+                                  allow_torch=False)
+                w = None
+            x = checkpoint_bytes(w, cost) / 1e9
+            points.append((x, actual["total_seconds"] - actual["train_seconds"] - startup_s))
+    if len(points) < 2:
+        return None
+    mx = statistics.fmean(x for x, _ in points)
+    my = statistics.fmean(y for _, y in points)
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    b = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
+    return {"a": round(my - b * mx, 3), "s_per_gb": round(b, 3), "n": len(points)}
+
+
 def cross_gpu_rows(doc: dict, get_gpu) -> list[dict]:
     """Published single-GPU figures of one program on several GPUs (calibration_public.json), used
     for ratios only: for each pair of GPUs in one source, model and precision, the predicted
@@ -399,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = error_table(obs, get_gpu)
     doc = fit(obs)
     doc["warmup"] = fit_warmup(profiles)
+    end = fit_end(doc["warmup"].get("startup_s"))
+    if end:
+        doc["warmup"]["end"] = end
     cross = cross_gpu_rows(doc, get_gpu)
     from launcher.estimate import calibrate as mfu
 

@@ -109,24 +109,33 @@ def compile_warmup_s(workload, graph_ops: float | None = None) -> float:
     return COMPILE_WARMUP_S.get(workload.model, DEFAULT_COMPILE_WARMUP_S)
 
 
-def local_gpu_setup_s() -> float:
-    """A local GPU job's start-up: measured on the device machine when profiled, else LOCAL_GPU_SETUP_S."""
+def local_gpu_setup_s(checkpoint_bytes: float | None = None) -> float:
+    """A local GPU job's time outside training: the payload's start-up measured on the device
+    machine when profiled (else LOCAL_GPU_SETUP_S), plus, when the end of such runs was measured
+    (``warmup.end`` in op_efficiency.json: `gpujob run --provider local`, bench/local_total.py),
+    the CLI's own time and the final checkpoint and model write: a + checkpoint_bytes x s_per_gb / 1e9."""
     from launcher.estimate.opmodel import efficiencies
 
-    measured = (efficiencies().get("warmup") or {}).get("startup_s")
-    return float(measured) if measured else LOCAL_GPU_SETUP_S
+    fit = efficiencies().get("warmup") or {}
+    measured = fit.get("startup_s")
+    start = float(measured) if measured else LOCAL_GPU_SETUP_S
+    end = fit.get("end")
+    if not end or not measured:
+        return start
+    return start + float(end["a"]) + float(end["s_per_gb"]) * (checkpoint_bytes or 0.0) / 1e9
 
 
 def overheads_for(provider: str, workload=None, overrides: dict | None = None,
                   on_gpu: bool | None = None) -> Overheads:
     """Overheads of one run on ``provider``; ``overrides`` keys: boot_s, setup_s, teardown_s,
-    data_s, warmup_s, upload_mbps (then environment variables, then DEFAULTS). ``on_gpu``: the job runs
+    data_s, warmup_s, upload_mbps (then environment variables, then DEFAULTS); graph_ops and
+    checkpoint_bytes (the final checkpoint + model files) describe the job. ``on_gpu``: the job runs
     on a GPU (compile warm-up; a local GPU job's longer start-up)."""
     base = dict(DEFAULTS.get(provider, DEFAULTS["aws"]))
     if on_gpu is None:  # clouds rent GPUs; local and ssh machines are CPU unless told otherwise
         on_gpu = provider in ("aws", "gcp")
     if on_gpu and provider == "local":
-        base["setup_s"] = local_gpu_setup_s()
+        base["setup_s"] = local_gpu_setup_s((overrides or {}).get("checkpoint_bytes"))
     for key in ("boot_s", "setup_s", "teardown_s"):
         env = _env_float(f"GPUJOB_{key.upper()}")
         if env is not None:
