@@ -102,7 +102,11 @@ def test_faster_gpus_predict_faster():
 
 def test_predictions_near_public_calibration_points():
     # Variants (eager, plain layers, older payloads) are not what a job runs: not calibration.
-    points = [p for p in load_points() if p.count == 1 and p.model == "resnet50" and p.role != "variant"]
+    # Lambda's figures (lambda-pt) enter as GPU-to-GPU ratios only: their absolute level (another
+    # container and data pipeline: 833 images/s on a V100 where NVIDIA's own README has 1,200) is
+    # not ours, and opfit checks their ratios (docs/estimator.md, section 12).
+    points = [p for p in load_points() if p.count == 1 and p.model == "resnet50" and p.role != "variant"
+              and p.source != "lambda-pt"]
     assert points, "bench/results/calibration_public.json is missing"
     for p in points:
         cost = model_cost(p.model, 224, 1000)
@@ -465,7 +469,7 @@ def test_payload_measurements_are_a_data_change(tmp_path):
              "samples_per_second": 1000.0, "device_name": "NVIDIA H100 80GB HBM3"}]
     (tmp_path / "h100_payload.json").write_text(json.dumps(rows))
     points = load_points(tmp_path)
-    mine = [p for p in points if p.gpu == "H100"]
+    mine = [p for p in points if p.gpu == "H100" and p.source.startswith("h100_payload")]
     assert [p.role for p in mine] == ["fit", "variant"]
     cal = build(points)
     assert cal.efficiency("hopper", "half", "vgg16") != before
@@ -485,3 +489,24 @@ def test_vgg16_example_estimate_is_about_what_its_spec_launches():
     assert all(not c.requested for c in others) and len(others) <= 5
     cheapest = est.summary["cheapest"]
     assert not cheapest["spot"] and cheapest["region"] in ("us-east-1", "us-west-2") and cheapest["gpu"] == "V100"
+
+
+def test_language_model_band_comes_from_language_model_runs(monkeypatch):
+    from launcher.estimate import bands
+
+    doc = {"lm_error": {"median": 0.057, "n": 5}, "mfu_error": {"median": 0.11}}
+    monkeypatch.setattr(bands, "efficiencies", lambda: doc)
+    err, basis = bands.band("hopper", "mfu", lm=True)
+    assert err == 0.057 and "language-model" in basis
+    assert bands.band("hopper", "mfu")[0] == 0.11  # an image model keeps the MFU fit's error
+
+
+def test_local_gpu_job_end_time_grows_with_the_checkpoint(monkeypatch):
+    from launcher.estimate import opmodel, overheads
+
+    doc = {"warmup": {"startup_s": 11.0, "end": {"a": 2.5, "s_per_gb": 3.5, "n": 9}}}
+    monkeypatch.setattr(opmodel, "efficiencies", lambda: doc)
+    assert overheads.local_gpu_setup_s(0.0) == pytest.approx(13.5)
+    assert overheads.local_gpu_setup_s(2e9) == pytest.approx(13.5 + 7.0)
+    monkeypatch.setattr(opmodel, "efficiencies", lambda: {"warmup": {"startup_s": 11.0}})
+    assert overheads.local_gpu_setup_s(2e9) == 11.0  # no measured end: start-up alone

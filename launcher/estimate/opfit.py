@@ -370,11 +370,10 @@ def method_choice(rows: list[dict], get_gpu) -> dict:
     |error| on the profiled rows of the per-operation model (leave-one-model-out) and of the MFU
     fit; ``mfu_families`` lists those where the MFU fit's is the smaller (the estimate prices them
     with it: launcher.estimate.throughput.predict)."""
-    from launcher.estimate.calibration import current, model_family
+    from launcher.estimate.calibration import model_family
     from launcher.estimate.flops import model_cost
     from launcher.estimate.throughput import predict
 
-    cal = current()
     per: dict[str, dict[str, list[float]]] = {}
     for r in rows:
         fam = model_family(r["model"])
