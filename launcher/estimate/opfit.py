@@ -1,6 +1,7 @@
 """Fit the per-class efficiencies of launcher/estimate/opmodel.py on per-kernel GPU profiles.
 
     python -m launcher.estimate.opfit [--json] [--write]    # reads bench/results/op_profiles_*.json
+    python -m launcher.estimate.opfit --tile-grid           # held-out error per GEMM tile width
 
 A profile (``bench/op_profile.py``) holds, per (model, precision, batch) on one GPU, the
 payload's steady samples/s and torch.profiler's device time per kernel name. ``kernel_class``
@@ -425,11 +426,33 @@ def load_lm_profiles() -> list[dict]:
     return [r for r in load_profiles() if r.get("seq_len")]
 
 
+def tile_grid(profiles: list[dict], get_gpu, widths=(32, 64, 128, 256), reductions=(1, 32, 64, 128)) -> list:
+    """Leave-one-model-out and fitted error for each (output-channel, reduction) tile width."""
+    from launcher.estimate import opmodel
+
+    saved = opmodel.TILE_N, opmodel.TILE_K
+    out = []
+    try:
+        for n in widths:
+            for k in reductions:
+                opmodel.TILE_N, opmodel.TILE_K = n, k
+                s = summary(error_table(observations(profiles, get_gpu), get_gpu))
+                out.append({"tile_n": n, "tile_k": k, "fit_median": s["fit"]["median"],
+                            "lomo_median": s["leave_one_model_out"]["median"],
+                            "lomo_max": s["leave_one_model_out"]["max"]})
+    finally:
+        opmodel.TILE_N, opmodel.TILE_K = saved
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from launcher.catalog.gpus import get_gpu
 
     argv = sys.argv[1:] if argv is None else argv
     profiles = load_profiles()
+    if "--tile-grid" in argv:  # how the held-out error depends on the tile widths (opmodel.TILE_N/K)
+        sys.stdout.write(json.dumps(tile_grid(profiles, get_gpu), indent=1) + "\n")
+        return 0
     obs = observations(profiles, get_gpu)
     rows = error_table(obs, get_gpu)
     doc = fit(obs)

@@ -36,8 +36,10 @@ from launcher.estimate.paths import calibration_dir, read_json
 TENSOR_CLASSES = ("conv", "matmul", "attention", "gemm")
 # Tile width (elements) of the GEMM kernels along the output-channel and reduction dimensions:
 # Hopper's wgmma kernels of cuBLAS/cuDNN run 128-wide tiles (64 x 128 ... 256 x 128), as do the
-# Ampere-style fp32 kernels. A fixed constant of the hardware's libraries, not a fitted one.
+# Ampere-style fp32 kernels. A fixed constant of the hardware's libraries, not a fitted one
+# (``python -m launcher.estimate.opfit --tile-grid`` measures how much the held-out error leans on it).
 TILE = 128
+TILE_N, TILE_K = TILE, TILE  # output-channel and reduction dimensions
 GEMM_MEMBERS = ("conv", "matmul")
 FUSED_MEMBERS = ("norm", "elementwise", "reduction", "data_movement")
 # Before any profile is fitted: round figures (cuDNN/cuBLAS reach ~60% of the tensor peak on large
@@ -153,7 +155,7 @@ def gemm_roofline(ops: OpCost, gpu, precision: str, batch: int) -> tuple[float, 
     for kind, fp, ff, bp, bf, dn, dk, n in ops.gemm_ops:
         if kind == "attention":
             continue
-        u = 1.0 if kind == "conv_depthwise" else tile_utilization(dn) * tile_utilization(dk)
+        u = 1.0 if kind == "conv_depthwise" else tile_utilization(dn, TILE_N) * tile_utilization(dk, TILE_K)
         c = (ff + batch * fp) / (peak * u)
         m = (bf + batch * bp) * (0.5 if half else 1.0) / bw
         if c >= m:
