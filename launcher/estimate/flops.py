@@ -245,6 +245,11 @@ def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True
     return factory_cost(w.model, dict(w.model_args), tuple(w.sample_shape), w.num_classes, root)
 
 
+# What the counter records: a cached count from an older counter is counted again (2: per-operation
+# GEMM rows and the grouped-convolution backward FLOPs of launcher.estimate.opcount).
+COUNT_VERSION = 2
+
+
 def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Path) -> str:
     import hashlib
     import json
@@ -254,7 +259,8 @@ def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Pat
     path = root / target
     if target.endswith(".py") and path.is_file():
         digest.update(path.read_bytes())  # a changed model file is a new model
-    digest.update(json.dumps([ref, args, list(shape), num_classes], sort_keys=True, default=str).encode())
+    digest.update(json.dumps([ref, args, list(shape), num_classes, COUNT_VERSION], sort_keys=True,
+                             default=str).encode())
     return "factory:" + digest.hexdigest()[:24]
 
 
