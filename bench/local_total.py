@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,18 +48,23 @@ MODELS = {
                "learning_rate": 0.01}, 9500),
     "tinycnn": ({"image_size": 32, "num_classes": 10, "batch_size": 256, "precision": "bf16"}, 60000),
     "mlp": ({"image_size": 28, "num_classes": 10, "batch_size": 256, "precision": "bf16", "in_channels": 1}, 80000),
+    # a user's factory (jobs/unet.yaml's model), copied into the run's project directory
+    "jobs/models/unet.py:build": ({"model_args": {"in_channels": 3, "num_classes": 21, "width": 32, "depth": 4},
+                                   "input_shape": [3, 256, 256], "num_classes": 21, "batch_size": 32,
+                                   "precision": "bf16", "learning_rate": 0.01}, 2500),
 }
 # Rough cold-run wall seconds beyond the training itself (start-up + compile), to skip what cannot fit.
 EXPECTED_EXTRA_S = {"resnet50": 85, "mobilenetv2": 85, "vit_b16": 45, "vgg16": 40, "resnet18": 55,
-                    "gpt2-124m": 55, "vgg11": 40, "tinycnn": 30, "mlp": 25}
+                    "gpt2-124m": 55, "vgg11": 40, "tinycnn": 30, "mlp": 25, "jobs/models/unet.py:build": 50}
 
 
 def spec_text(model: str, fields: dict, samples: int, gpu: str) -> str:
     work = dict(fields)
     work.update(model=model, dataset="synthetic", samples_per_epoch=samples, epochs=1)
-    inner = ", ".join(f"{k}: {v}" for k, v in work.items())
+    inner = ", ".join(f"{k}: {json.dumps(v)}" for k, v in work.items())
     env_lines = "".join(f"  {k}: \"{v}\"\n" for k, v in SAFE_ENV.items())
-    return (f"name: {model.replace('_', '-')}-{gpu.lower()}-total\nworkload: {{{inner}}}\n"
+    name = re.sub(r"[^a-z0-9-]+", "-", model.rpartition("/")[2].lower())
+    return (f"name: {name}-{gpu.lower()}-total\nworkload: {{{inner}}}\n"
             f"resources: {{accelerators: \"{gpu}:1\"}}\nlimits: {{max_duration: 15m}}\nenv:\n{env_lines}")
 
 
@@ -66,7 +73,11 @@ def run_one(model: str, gpu: str, seconds: float, cache: str, warm: bool, timeou
     per_step = fields["batch_size"] * fields.get("seq_len", 1)
     samples = max(per_step * 20, int(round(seconds * rate / per_step)) * per_step)
     home = tempfile.mkdtemp(prefix="gpujob-home-")
-    spec = os.path.join(home, f"{model}.yaml")
+    spec = os.path.join(home, "job.yaml")
+    if ":" in model:  # a factory: the project directory (the run's cwd) holds its file
+        target = model.rpartition(":")[0]
+        os.makedirs(os.path.dirname(os.path.join(home, target)), exist_ok=True)
+        shutil.copy(os.path.join(ROOT, target), os.path.join(home, target))
     with open(spec, "w", encoding="utf-8") as f:
         f.write(spec_text(model, fields, samples, gpu))
     env = dict(os.environ, **SAFE_ENV, GPUJOB_HOME=home, TORCHINDUCTOR_CACHE_DIR=os.path.join(cache, "inductor"),

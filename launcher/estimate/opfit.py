@@ -199,7 +199,8 @@ def fit_end(startup_s: float | None) -> dict | None:
     """The time a `gpujob run --provider local` GPU job spends outside its training loop beyond the
     payload's start-up: a + s_per_gb x (final checkpoint + model bytes) / 1e9, least squares over
     the cold runs of bench/results/h200_local_total/*.json (bench/local_total.py). Those runs are
-    the ones docs/estimator.md compares total times with: an in-sample fit, reported as such."""
+    the ones docs/estimator.md compares total times with: an in-sample fit, reported as such
+    (files named heldout_*.json stay out of it: they check it)."""
     from launcher.estimate.api import checkpoint_bytes
     from launcher.estimate.flops import lm_cost, model_cost
     from launcher.spec import parse_spec
@@ -208,6 +209,8 @@ def fit_end(startup_s: float | None) -> dict | None:
         return None
     points = []
     for path in sorted((results_dir() / "h200_local_total").glob("*.json")):
+        if path.name.startswith("heldout"):
+            continue  # runs kept out of the fit, to check it
         for r in read_json(path, {}).get("results", []):
             actual = (r.get("report") or {}).get("actual") or {}
             if r.get("rc") != 0 or r.get("cache") != "cold" or not actual.get("train_seconds"):
