@@ -279,6 +279,8 @@ class Runner:
             signals.check()
             self._emit("connected", run_id=run_id)
             paths = live.paths = host_paths(machine, run_id, run_dir, host)
+            # recorded before the upload: `down`/`gc` of a killed client clean it up on an ssh host
+            self.store.update_run(run_id, machine={**machine_dict(machine), "workdir": paths.workdir})
             for w in workers:  # a worker's own directory: nodes may share a home directory (NFS)
                 w.paths = Paths(f"{paths.workdir}-node{w.rank}")
             master = machine.private_ip or machine.host
@@ -438,7 +440,7 @@ class Runner:
         """Re-attach to a detached/running job: stream from where the record stops, then finish."""
         rec = self.store.get_run(run_id)
         run_id = rec.id
-        if rec.finished or not rec.machine:
+        if rec.finished or not (rec.machine or {}).get("pid"):  # no job (yet): nothing to follow
             self.on_event("log", run_id=run_id, text=self.store.log_text(run_id), replay=True)
             return RunResult(rec, build_report(rec))
         from launcher.spec import JobSpec
@@ -496,7 +498,8 @@ class Runner:
         run_id = rec.id
         provider, ctx = self._reopen(rec)
         unfetched = rec.state == "fetch-failed"
-        if rec.machine and not rec.finished and rec.machine.get("pid") and not (unfetched and discard):
+        # A workdir: the payload may be there (and the job, when it has a pid) - stop, bring home, clean.
+        if rec.machine and not rec.finished and rec.machine.get("workdir") and not (unfetched and discard):
             host = None
             try:
                 host = self.host_factory(machine_from(rec.machine))

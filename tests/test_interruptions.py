@@ -11,8 +11,9 @@ lands in its stage. Then:
 - SIGKILL (`kill -9`): the run is left behind; `gpujob gc --yes` (another child) finds it orphaned
   through the dead client's lease, stops its job, brings its results home and releases it;
 and in every cell: no instance, security group / firewall rule or key pair of the run exists in the
-cloud, the store holds no live resource, the job's processes are gone, nothing printed a traceback
-or "internal error"; a signal during the fetch still brings the results home.
+cloud, the store holds no live resource, the job's processes are gone, the ssh host keeps no
+~/gpujob/RUN, nothing printed a traceback or "internal error"; a signal during the fetch still
+brings the results home.
 
 For speed one moto server and one sshd serve the module and the cells run CELL_WORKERS at a time
 in one module fixture; each cell stays its own test, with its own outcome. Each aws cell has a
@@ -24,6 +25,7 @@ hide) another cell's leftovers; and "nothing left" is checked over the cell's wh
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -271,6 +273,9 @@ def _run_cell(servers: Servers, provider: str, sig: int, stage: str, d: Path, en
             while group_alive(pid) and time.monotonic() < end:
                 time.sleep(0.1)
             assert not group_alive(pid), f"job process group {pid} still runs"
+        if provider == "ssh":  # failure 10: nothing of the run stays on the user's own machine
+            workdir = Path(pwd.getpwnam(servers.sshd.user).pw_dir) / "gpujob" / rec.id
+            assert not workdir.exists(), f"{workdir} left behind: {sorted(p.name for p in workdir.iterdir())}"
         if stage == "fetching":  # the job had ended: its results came home before the release
             assert rec.exit_status == 0 and rec.fetched_at, (rec.exit_status, rec.fetched_at)
             assert (Path(rec.artifacts_dir) / "outputs" / "done.txt").is_file()

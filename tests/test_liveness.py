@@ -124,3 +124,18 @@ def test_gc_for_gcp_takes_project(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     report = json.loads(res.output)
     assert report["errors"] == [] and report["orphans"] == [] and report["orphaned_runs"] == []
+
+
+def test_following_a_run_whose_job_never_started_replays_it(tmp_path):
+    """A client killed while it connected or uploaded leaves a machine but no job: `logs --follow`
+    (which adopts orphaned runs) replays what there is instead of failing on the missing job."""
+    from launcher.runner import Runner
+
+    store = Store(tmp_path / "runs.db")
+    store.create_run("rnojob001", "j", "ssh", spec_path=None, spec_text=None, spec={"name": "j"}, provider_config={})
+    store.update_run("rnojob001", machine={"provider": "ssh", "id": "box", "host": "127.0.0.1",
+                                           "workdir": "/nonexistent/gpujob/rnojob001"})
+    store.set_state("rnojob001", "uploading")
+    seen = []
+    result = Runner(store=store, on_event=lambda kind, **f: seen.append(kind)).attach("rnojob001", follow=True)
+    assert result.run.state == "uploading" and seen == ["log"]
