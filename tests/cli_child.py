@@ -11,7 +11,8 @@
   safe point decides), so the parent's signal lands inside the stage every time:
   provisioning: the machine exists, `launch` has not returned; connecting: the cloud machine never
   boots (its SSH is refused, the client waits and retries), the ssh provider's host holds before
-  the connect; uploading: the tar stream is open and no byte sent yet; fetching: the fetch has begun, no file copied yet.
+  the connect; uploading: the tar stream is open and no byte sent yet; running: no hold, the file
+  is written once the job's log is stored; fetching: the fetch has begun, no file copied yet.
 - Only loopback can be dialled (as tests/e2e_support.guard_loopback).
 
 Nothing here changes what the runner, the providers or the CLI do after a signal.
@@ -142,6 +143,18 @@ def _install() -> None:
         return real_wait(self, deadline_s)
 
     remote.Session.wait_until_reachable = wait_until_reachable
+
+    from launcher.store import Store
+
+    real_append = Store.append_log
+
+    def append_log(self, *args, **kwargs):  # running: announced once the job's log is stored
+        out = real_append(self, *args, **kwargs)
+        if HOLD == "running" and not Path(ANNOUNCE).exists():
+            Path(ANNOUNCE).write_text("running")
+        return out
+
+    Store.append_log = append_log
 
     real_write = remote._ChannelWriter.write
 

@@ -5,7 +5,7 @@ provisioning, waiting for SSH, upload, running, fetch: 60 cells.
 Each cell runs the real CLI as a child process (tests/cli_child.py: `gpujob run`, a cloud machine
 booting as a loopback sshd), started as a user starts it: SIGINT at its default (a background job
 of a non-interactive shell would ignore it). The child announces the stage and holds inside it
-until the signal arrives (`running`: the store says so and the job's log flows), so every signal
+until the signal arrives (`running`: once the job's log is stored, the job goes on), so every signal
 lands in its stage. Then:
 - SIGINT / SIGTERM / SIGHUP: the CLI exits 130, the record is `interrupted` naming the signal;
 - SIGKILL (`kill -9`): the run is left behind; `gpujob gc --yes` (another child) finds it orphaned
@@ -176,16 +176,6 @@ def _wait(what: str, ready, proc: subprocess.Popen, out: Path) -> None:
         time.sleep(0.05)
 
 
-def _running_with_log(db: Path):
-    def ready() -> bool:
-        if not db.exists():
-            return False
-        store = Store(db)
-        runs = store.list_runs()
-        return bool(runs) and runs[0].state == "running" and bool(store.log_text(runs[0].id))
-    return ready
-
-
 def _start_sigint_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
@@ -225,7 +215,7 @@ def run_cell(servers: Servers, provider: str, sig: int, stage: str) -> None:
 def _run_cell(servers: Servers, provider: str, sig: int, stage: str, d: Path, env: dict[str, str], leftovers) -> None:
     project, home, boot, announce = d / "project", d / "home", d / "machines", d / "stage"
     env = {**env, "GPUJOB_HOME": str(d / "state"),
-           "HOME": str(home), "GPUJOB_TEST_HOLD": "" if stage == "running" else stage,
+           "HOME": str(home), "GPUJOB_TEST_HOLD": stage,
            "GPUJOB_TEST_ANNOUNCE": str(announce), "GPUJOB_TEST_BOOT_DIR": str(boot) if provider != "ssh" else ""}
     out = d / "cli.out"
     args = ["run", "job.yaml", "--provider", provider, "--no-baseline", *servers.provider_args(provider)]
@@ -235,7 +225,8 @@ def _run_cell(servers: Servers, provider: str, sig: int, stage: str, d: Path, en
                                     stdout=sink, stderr=subprocess.STDOUT, preexec_fn=_start_sigint_default)
         try:
             db = d / "state" / "runs.db"
-            _wait(f"stage {stage}", _running_with_log(db) if stage == "running" else announce.exists, proc, out)
+            # announced by the child: the parent never opens the run database while the CLI runs
+            _wait(f"stage {stage}", announce.exists, proc, out)
             os.kill(proc.pid, sig)
             proc.wait(WAIT_S)
         finally:
