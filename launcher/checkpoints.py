@@ -6,10 +6,10 @@ seconds, only when its size or modification time changed, into ``RUN_DIR/checkpo
 downloaded to a temporary name beside it, then renamed over the old copy, so a cut download
 never replaces the good copy with a partial one. A recovery uploads that copy to the next machine.
 
-With ``checkpoint_store: s3://bucket/prefix`` the machine keeps the checkpoint in the bucket
-instead (payloads/checkpoint_sync.py: an uploader beside the job, a restore before a resumed
-one; object PREFIX/RUN_ID/last.pt) and nothing is pulled. gs:// is refused with one line until
-it is supported.
+With ``checkpoint_store: s3://bucket/prefix`` (boto3 on the machine) or ``gs://bucket/prefix``
+(google-cloud-storage on the machine; a GCP VM then gets the storage read-write scope) the
+machine keeps the checkpoint in the bucket instead (payloads/checkpoint_sync.py: an uploader
+beside the job, a restore before a resumed one; object PREFIX/RUN_ID/last.pt) and nothing is pulled.
 """
 
 from __future__ import annotations
@@ -27,21 +27,28 @@ from launcher.errors import GpujobError
 CHECKPOINT_REL = "outputs/checkpoints/last.pt"  # relative to the job's working directory
 SPOT_CHECKPOINT_EVERY_S = 600.0  # spot runs pull this often unless limits.checkpoint_every says otherwise
 
-# S3 bucket names: 3-63 of lowercase letters, digits, dots and hyphens, starting and ending alphanumeric.
-_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# Bucket names, starting and ending alphanumeric: S3 3-63 of lowercase letters, digits, dots and
+# hyphens; Cloud Storage the same plus underscores (up to 222 with dots; 63 is what we accept).
+_BUCKETS = {"s3": (re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"), "an S3 bucket name", "'.' and '-'"),
+            "gs": (re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$"), "a Cloud Storage bucket name", "'.', '-' and '_'")}
 
 
 @dataclass(frozen=True)
 class StoreURL:
-    """A checkpoint store: ``s3://bucket/prefix`` (prefix may be empty; no trailing slash)."""
+    """A checkpoint store: ``s3://bucket/prefix`` or ``gs://bucket/prefix`` (prefix may be empty; no trailing slash)."""
 
     scheme: str
     bucket: str
     prefix: str
 
     @property
+    def root(self) -> str:
+        """The bucket alone: s3://bucket (what payloads/checkpoint_sync.py takes)."""
+        return f"{self.scheme}://{self.bucket}"
+
+    @property
     def url(self) -> str:
-        return f"{self.scheme}://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
+        return self.root + (f"/{self.prefix}" if self.prefix else "")
 
     def key(self, run_id: str, name: str = "last.pt") -> str:
         """The object key of a run's checkpoint: PREFIX/RUN_ID/last.pt."""
@@ -49,18 +56,16 @@ class StoreURL:
 
 
 def parse_store(url: str) -> StoreURL:
-    """'s3://bucket/prefix' -> StoreURL. Raises ValueError with one line saying what to write."""
+    """'s3://bucket/prefix' or 'gs://bucket/prefix' -> StoreURL. Raises ValueError with one line saying what to write."""
     m = re.match(r"^([a-z0-9]+)://([^/]*)/?(.*)$", url.strip())
     if not m:
         raise ValueError(f"{url!r} is not a bucket URL; write it like s3://my-bucket/checkpoints")
     scheme, bucket, prefix = m.group(1), m.group(2), m.group(3).strip("/")
-    if scheme == "gs":
-        raise ValueError("gs:// checkpoint stores are not supported yet; use an s3:// bucket, or leave "
-                         "checkpoint_store out and the client keeps the checkpoint")
-    if scheme != "s3":
-        raise ValueError(f"{scheme}:// is not a checkpoint store; write s3://bucket/prefix")
-    if not _S3_BUCKET.match(bucket) or ".." in bucket:
-        raise ValueError(f"{bucket!r} is not an S3 bucket name (3-63 lowercase letters, digits, '.' and '-')")
+    if scheme not in _BUCKETS:
+        raise ValueError(f"{scheme}:// is not a checkpoint store; write s3://bucket/prefix or gs://bucket/prefix")
+    pattern, what, marks = _BUCKETS[scheme]
+    if not pattern.match(bucket) or ".." in bucket:
+        raise ValueError(f"{bucket!r} is not {what} (3-63 lowercase letters, digits, {marks})")
     return StoreURL(scheme, bucket, prefix)
 
 
@@ -73,7 +78,7 @@ def store_prefix(spec, run_id: str, python: str, resume: bool) -> str:
     rather than training with nowhere to keep its checkpoint)."""
     store = parse_store(spec.checkpoint_store)
     action = "restore" if resume else "check"
-    return " ".join(shlex.quote(a) for a in (python, SYNC_REL, action, store.bucket, store.key(run_id), CHECKPOINT_REL))
+    return " ".join(shlex.quote(a) for a in (python, SYNC_REL, action, store.root, store.key(run_id), CHECKPOINT_REL))
 
 
 def store_watch(spec, run_id: str, python: str, pgid: int) -> str:
@@ -81,26 +86,43 @@ def store_watch(spec, run_id: str, python: str, pgid: int) -> str:
     the job's process group ``pgid`` lives, once more after."""
     store = parse_store(spec.checkpoint_store)
     every = spec.limits.checkpoint_every or SPOT_CHECKPOINT_EVERY_S
-    return " ".join(shlex.quote(str(a)) for a in (python, SYNC_REL, "watch", store.bucket, store.key(run_id),
+    return " ".join(shlex.quote(str(a)) for a in (python, SYNC_REL, "watch", store.root, store.key(run_id),
                                                    CHECKPOINT_REL, "--every", every, "--pgid", pgid))
 
 
 def latest_in_store(url: str, run_id: str) -> str | None:
-    """The bucket object holding the run's checkpoint (s3://bucket/key), or None when there is none.
-    Needs boto3 here (the aws extra); without it the URL is returned, unchecked, saying so."""
+    """The bucket object holding the run's checkpoint (s3://bucket/key or gs://bucket/key), or None
+    when there is none. Needs the store's library here (boto3: the aws extra; google-cloud-storage:
+    the gcp extra); without it the URL is returned, unchecked, saying so."""
     store = parse_store(url)
-    where = f"s3://{store.bucket}/{store.key(run_id)}"
+    key = store.key(run_id)
+    where = f"{store.root}/{key}"
     try:
-        import boto3
+        if store.scheme == "s3":
+            import boto3
+
+            found = _exists(lambda: boto3.client("s3").head_object(Bucket=store.bucket, Key=key))
+        else:
+            from google.cloud.storage import Client
+
+            found = Client().bucket(store.bucket).get_blob(key) is not None
     except ImportError:
-        return f"{where} (not checked: boto3 is not installed here)"
+        lib = "boto3" if store.scheme == "s3" else "google-cloud-storage"
+        return f"{where} (not checked: {lib} is not installed here)"
+    except Exception as exc:  # noqa: BLE001 - the libraries' errors: denied, unreachable, no credentials
+        return f"{where} (not checked: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]})"
+    return where if found else None
+
+
+def _exists(head: Callable[[], Any]) -> bool:
+    """False when ``head()`` fails with a 404 (botocore says so in its text), True when it succeeds."""
     try:
-        boto3.client("s3").head_object(Bucket=store.bucket, Key=store.key(run_id))
-    except Exception as exc:  # noqa: BLE001 - botocore's errors: missing, denied, unreachable
+        head()
+    except Exception as exc:  # noqa: BLE001 - botocore's ClientError
         if "404" in str(exc) or "Not Found" in str(exc):
-            return None
-        return f"{where} (not checked: {str(exc).splitlines()[0]})"
-    return where
+            return False
+        raise
+    return True
 
 
 def pull_every(spec) -> float | None:

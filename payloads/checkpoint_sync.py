@@ -1,15 +1,18 @@
-"""On-machine side of ``checkpoint_store: s3://bucket/prefix``: keeps the job's checkpoint in the bucket.
+"""On-machine side of ``checkpoint_store``: keeps the job's checkpoint in an S3 or Cloud Storage bucket.
 
-    checkpoint_sync.py check   BUCKET KEY FILE   # boto3 importable and the bucket reachable (exit 3 if not)
-    checkpoint_sync.py restore BUCKET KEY FILE   # a resumed attempt: the bucket's copy -> FILE (atomic)
-    checkpoint_sync.py watch   BUCKET KEY FILE --every S --pgid PGID
+    checkpoint_sync.py check   STORE KEY FILE   # the library importable and the bucket reachable (exit 3 if not)
+    checkpoint_sync.py restore STORE KEY FILE   # a resumed attempt: the bucket's copy -> FILE (atomic)
+    checkpoint_sync.py watch   STORE KEY FILE --every S --pgid PGID
         # upload FILE whenever its size or mtime changed, every S seconds, until the job's
         # process group PGID is gone; then once more (the checkpoint written on the way out)
 
-Uploads read a hard link to the file, so a checkpoint the payload replaces (rename) mid-upload
-never mixes two versions; S3 makes an object visible only once it is complete, so the bucket
-always holds a whole checkpoint. Credentials: boto3's usual chain on the machine (instance
-role, or AWS_* variables passed through the spec's env). Standard library + boto3 only.
+STORE is ``s3://BUCKET`` (boto3) or ``gs://BUCKET`` (google-cloud-storage). Uploads read a hard
+link to the file, so a checkpoint the payload replaces (rename) mid-upload never mixes two
+versions; S3 and Cloud Storage make an object visible only once it is complete, so the bucket
+always holds a whole checkpoint. A restore downloads to a temporary file, then renames it.
+Credentials: the library's usual chain on the machine (S3: instance role or AWS_* variables
+passed through the spec's env; Cloud Storage: the VM's service account, which gpujob gives the
+storage read-write scope when the store is gs://). Standard library + that library only.
 """
 
 from __future__ import annotations
@@ -23,42 +26,107 @@ import time
 EXIT_UNUSABLE = 3
 
 
-def _client():
-    import boto3
+class S3Store:
+    """A bucket through boto3. Object keys are the bucket's keys."""
 
-    return boto3.client("s3")
+    library = "boto3"
+
+    def __init__(self, bucket: str):
+        import boto3
+
+        self.bucket, self.client = bucket, boto3.client("s3")
+
+    def check(self) -> None:
+        self.client.head_bucket(Bucket=self.bucket)
+
+    def download(self, key: str, path: str) -> bool:
+        """The object to ``path``; False when there is none."""
+        try:
+            self.client.download_file(self.bucket, key, path)
+        except Exception as exc:  # noqa: BLE001 - botocore's ClientError says 404 in its text
+            if "404" in str(exc) or "Not Found" in str(exc) or "NoSuchKey" in str(exc):
+                return False
+            raise
+        return True
+
+    def upload(self, path: str, key: str) -> None:
+        self.client.upload_file(path, self.bucket, key)
 
 
-def check(bucket: str) -> int:
+class GcsStore:
+    """A bucket through google-cloud-storage (JSON API; STORAGE_EMULATOR_HOST is honoured by the library)."""
+
+    library = "google-cloud-storage"
+
+    def __init__(self, bucket: str):
+        from google.cloud.storage import Client
+
+        self.client = Client()
+        self.bucket = self.client.bucket(bucket)
+
+    def check(self) -> None:
+        self.client.get_bucket(self.bucket.name)
+
+    def download(self, key: str, path: str) -> bool:
+        """The object to ``path``; False when there is none."""
+        blob = self.bucket.get_blob(key)
+        if blob is None:
+            return False
+        blob.download_to_filename(path)
+        return True
+
+    def upload(self, path: str, key: str) -> None:
+        self.bucket.blob(key).upload_from_filename(path)  # multipart, or resumable above 8 MiB
+
+
+STORES = {"s3": S3Store, "gs": GcsStore}
+
+
+def open_store(store: str):
+    """'s3://bucket' or 'gs://bucket' -> its store. Raises ImportError without the library."""
+    scheme, _, bucket = store.partition("://")
+    return STORES[scheme](bucket)
+
+
+def check(store: str) -> int:
+    scheme = store.partition("://")[0]
     try:
-        _client().head_bucket(Bucket=bucket)
+        open_store(store).check()
     except ImportError:
-        print("checkpoint_sync: checkpoint_store needs boto3 on the machine (add `pip install boto3` to setup)",
-              file=sys.stderr, flush=True)
+        lib = STORES[scheme].library
+        print(f"checkpoint_sync: checkpoint_store {scheme}:// needs {lib} on the machine (add `pip install {lib}` "
+              "to setup)", file=sys.stderr, flush=True)
         return EXIT_UNUSABLE
     except Exception as exc:  # noqa: BLE001 - any failure means the store cannot be used: say which
-        print(f"checkpoint_sync: cannot use bucket {bucket}: {exc}", file=sys.stderr, flush=True)
+        print(f"checkpoint_sync: cannot use bucket {store}: {_line(exc)}", file=sys.stderr, flush=True)
         return EXIT_UNUSABLE
-    print(f"checkpoint_sync: bucket {bucket} reachable", flush=True)
+    print(f"checkpoint_sync: bucket {store.partition('://')[2]} reachable", flush=True)
     return 0
 
 
-def restore(bucket: str, key: str, path: str) -> int:
+def _line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def restore(store: str, key: str, path: str) -> int:
     """The bucket's checkpoint to ``path`` (temp file, then rename); 0 also when there is none."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.restore-{os.getpid()}"
+    where = f"{store}/{key}"
     try:
-        _client().download_file(bucket, key, tmp)
+        found = open_store(store).download(key, tmp)
     except Exception as exc:  # noqa: BLE001
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if "404" in str(exc) or "Not Found" in str(exc) or "NoSuchKey" in str(exc):
-            print(f"checkpoint_sync: no checkpoint at s3://{bucket}/{key} yet; the job starts from scratch", flush=True)
-            return 0
-        print(f"checkpoint_sync: cannot read s3://{bucket}/{key}: {exc}", file=sys.stderr, flush=True)
+        print(f"checkpoint_sync: cannot read {where}: {_line(exc)}", file=sys.stderr, flush=True)
         return EXIT_UNUSABLE
+    if not found:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        print(f"checkpoint_sync: no checkpoint at {where} yet; the job starts from scratch", flush=True)
+        return 0
     os.replace(tmp, path)
-    print(f"checkpoint_sync: restored s3://{bucket}/{key} ({os.path.getsize(path)} bytes)", flush=True)
+    print(f"checkpoint_sync: restored {where} ({os.path.getsize(path)} bytes)", flush=True)
     return 0
 
 
@@ -70,7 +138,7 @@ def _signature(path: str) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
-def upload_if_changed(client, bucket: str, key: str, path: str, last: tuple[int, int] | None) -> tuple[int, int] | None:
+def upload_if_changed(store, url: str, key: str, path: str, last: tuple[int, int] | None) -> tuple[int, int] | None:
     """Upload ``path`` when its signature differs from ``last``; returns the uploaded signature or ``last``."""
     sig = _signature(path)
     if sig is None or sig == last:
@@ -81,10 +149,10 @@ def upload_if_changed(client, bucket: str, key: str, path: str, last: tuple[int,
     except FileNotFoundError:
         return last
     try:
-        client.upload_file(snap, bucket, key)
+        store.upload(snap, key)
     finally:
         os.unlink(snap)
-    print(f"checkpoint_sync: uploaded {sig[0]} bytes to s3://{bucket}/{key}", flush=True)
+    print(f"checkpoint_sync: uploaded {sig[0]} bytes to {url}/{key}", flush=True)
     return sig
 
 
@@ -119,33 +187,35 @@ def _alive(pgid: int) -> bool:
     return True
 
 
-def watch(bucket: str, key: str, path: str, every: float, pgid: int) -> int:
-    client = _client()
+def watch(url: str, key: str, path: str, every: float, pgid: int) -> int:
+    store = open_store(url)
     last = None
     while _alive(pgid):
         time.sleep(every)
         try:
-            last = upload_if_changed(client, bucket, key, path, last)
+            last = upload_if_changed(store, url, key, path, last)
         except Exception as exc:  # noqa: BLE001 - a failed upload is retried at the next look
             print(f"checkpoint_sync: upload failed, retrying: {exc}", file=sys.stderr, flush=True)
-    upload_if_changed(client, bucket, key, path, last)
+    upload_if_changed(store, url, key, path, last)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="checkpoint_sync.py")
     p.add_argument("action", choices=("check", "restore", "watch"))
-    p.add_argument("bucket")
+    p.add_argument("store", help="s3://BUCKET or gs://BUCKET")
     p.add_argument("key")
     p.add_argument("file")
     p.add_argument("--every", type=float, default=600.0)
     p.add_argument("--pgid", type=int, default=0)
     a = p.parse_args(argv)
+    if a.store.partition("://")[0] not in STORES:
+        p.error(f"{a.store} is not s3://BUCKET or gs://BUCKET")
     if a.action == "check":
-        return check(a.bucket)
+        return check(a.store)
     if a.action == "restore":
-        return restore(a.bucket, a.key, a.file)
-    return watch(a.bucket, a.key, a.file, a.every, a.pgid)
+        return restore(a.store, a.key, a.file)
+    return watch(a.store, a.key, a.file, a.every, a.pgid)
 
 
 if __name__ == "__main__":

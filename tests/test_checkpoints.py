@@ -24,10 +24,12 @@ def spec(extra: str = "", resources: str = "spot: true"):
     ("limits: {checkpoint_every: soon}\n", "limits.checkpoint_every", "not a duration"),
     ("resources: {spot_fallback: on-demand}\n", "resources", "spot_fallback applies to spot runs only"),
     ("resources: {spot: true, spot_fallback: reserved}\n", "resources.spot_fallback", "'reserved' is not allowed"),
-    ("checkpoint_store: gs://b/p\n", "checkpoint_store", "gs:// checkpoint stores are not supported yet"),
-    ("checkpoint_store: ftp://b/p\n", "checkpoint_store", "ftp:// is not a checkpoint store"),
+    ("checkpoint_store: ftp://b/p\n", "checkpoint_store", "ftp:// is not a checkpoint store; write s3://bucket/prefix or gs://"),
     ("checkpoint_store: my-bucket\n", "checkpoint_store", "not a bucket URL"),
     ("checkpoint_store: s3://Bad_Bucket/p\n", "checkpoint_store", "not an S3 bucket name"),
+    ("checkpoint_store: s3://my_bucket/p\n", "checkpoint_store", "not an S3 bucket name"),
+    ("checkpoint_store: gs://Bad-Bucket/p\n", "checkpoint_store", "not a Cloud Storage bucket name"),
+    ("checkpoint_store: gs://b/p\n", "checkpoint_store", "not a Cloud Storage bucket name"),
 ])
 def test_bad_recovery_fields_are_one_clear_line(text, where, needle):
     with pytest.raises(SpecError) as info:
@@ -41,6 +43,8 @@ def test_s3_store_names_the_object_per_run_and_pulls_nothing():
     assert s.checkpoint_store == "s3://my-bucket/team/ckpt"
     assert parse_store(s.checkpoint_store).key("r1") == "team/ckpt/r1/last.pt"
     assert parse_store("s3://my-bucket").key("r1") == "r1/last.pt"
+    gs = parse_store(spec("checkpoint_store: gs://my_bucket/team/\n").checkpoint_store)
+    assert (gs.root, gs.url, gs.key("r1")) == ("gs://my_bucket", "gs://my_bucket/team", "team/r1/last.pt")
     assert pull_every(s) is None  # the machine keeps it in the bucket
 
 
@@ -245,3 +249,64 @@ def test_the_plan_says_what_a_reclaim_does():
     assert describe(s) == line
     assert Runner(store=Store()).plan(s, RunOptions(provider="local"))["plan"]["spot recovery"] == line
 
+
+
+@pytest.fixture
+def gcs(monkeypatch):
+    pytest.importorskip("google.cloud.storage")
+    from tests.fake_gcs import FakeGcs
+
+    fake = FakeGcs().start()
+    fake.create_bucket("ckpt")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake.url)
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+def test_gs_store_uploads_large_checkpoints_resumably_and_restores_atomically(gcs, tmp_path, capsys):
+    """payloads/checkpoint_sync.py with the real google-cloud-storage client: a 9 MiB checkpoint
+    goes up in a resumable upload (a small one in one multipart request), only when it changed;
+    a restore writes a temporary file, then renames it over the target."""
+    from payloads import checkpoint_sync as sync
+
+    store, ckpt = sync.open_store("gs://ckpt"), tmp_path / "last.pt"
+    ckpt.write_bytes(b"x" * 100)
+    sig = sync.upload_if_changed(store, "gs://ckpt", "r/last.pt", str(ckpt), None)
+    assert sync.upload_if_changed(store, "gs://ckpt", "r/last.pt", str(ckpt), sig) == sig  # unchanged: no request
+    big = bytes(range(256)) * (9 * 4096 + 1)  # 9 MiB + 256 B: above the client's 8 MiB multipart limit
+    ckpt.write_bytes(big)
+    sync.upload_if_changed(store, "gs://ckpt", "r/last.pt", str(ckpt), sig)
+    assert [t for m, _, t in gcs.requests if m in ("POST", "PUT")] == ["multipart", "resumable", "resumable"]
+    assert gcs.buckets["ckpt"]["r/last.pt"] == big and not list(tmp_path.glob("*.upload-*"))
+
+    target = tmp_path / "job" / "last.pt"
+    assert sync.main(["restore", "gs://ckpt", "r/last.pt", str(target)]) == 0
+    assert target.read_bytes() == big and not list(target.parent.glob("*.restore-*"))
+    assert "restored gs://ckpt/r/last.pt (9437440 bytes)" in capsys.readouterr().out
+    assert sync.main(["restore", "gs://ckpt", "other/last.pt", str(tmp_path / "none.pt")]) == 0
+    assert "no checkpoint at gs://ckpt/other/last.pt yet" in capsys.readouterr().out
+    assert not (tmp_path / "none.pt").exists() and not list(tmp_path.glob("none.pt.*"))
+
+
+def test_gs_store_check_says_in_one_line_what_is_missing(gcs, monkeypatch, capsys):
+    from payloads import checkpoint_sync as sync
+
+    assert sync.main(["check", "gs://ckpt", "k", "f"]) == 0
+    assert sync.main(["check", "gs://absent", "k", "f"]) == sync.EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert err.startswith("checkpoint_sync: cannot use bucket gs://absent: 404") and err.count("\n") == 1
+    monkeypatch.setitem(__import__("sys").modules, "google.cloud.storage", None)  # the library not installed
+    assert sync.main(["check", "gs://ckpt", "k", "f"]) == sync.EXIT_UNUSABLE
+    assert capsys.readouterr().err == ("checkpoint_sync: checkpoint_store gs:// needs google-cloud-storage on the "
+                                       "machine (add `pip install google-cloud-storage` to setup)\n")
+
+
+def test_the_client_looks_for_the_checkpoint_in_the_gs_bucket(gcs):
+    from launcher.checkpoints import latest_in_store
+
+    assert latest_in_store("gs://ckpt/p", "r1") is None
+    gcs.buckets["ckpt"]["p/r1/last.pt"] = b"c"
+    gcs.generations[("ckpt", "p/r1/last.pt")] = 1
+    assert latest_in_store("gs://ckpt/p", "r1") == "gs://ckpt/p/r1/last.pt"

@@ -25,7 +25,7 @@ except ModuleNotFoundError:  # Python 3.10
 REPO = Path(__file__).resolve().parent.parent
 
 # import name -> the distribution that provides it (when the names differ, or it comes with another)
-PROVIDED_BY = {"yaml": "pyyaml", "google": "google-cloud-compute", "sklearn": "scikit-learn", "PIL": "pillow",
+PROVIDED_BY = {"yaml": "pyyaml", "google": "google-cloud-compute", "google.cloud.storage": "google-cloud-storage", "sklearn": "scikit-learn", "PIL": "pillow",
                "dotenv": "python-dotenv",
                "botocore": "boto3"}
 # which extra a module belongs to, by path prefix (relative to the repository)
@@ -45,6 +45,12 @@ def declared() -> tuple[set[str], dict[str, set[str]]]:
     extras = {name: {_dist(r) for r in reqs if not r.startswith("gpujob")}
               for name, reqs in project["optional-dependencies"].items() if name != "dev"}
     return core, extras
+
+
+def _prefixes(module: str) -> list[str]:
+    """'a.b.c' -> ['a.b.c', 'a.b', 'a']: the longest name PROVIDED_BY knows wins."""
+    parts = module.split(".")
+    return [".".join(parts[:n]) for n in range(len(parts), 0, -1)]
 
 
 def owner(rel: str) -> str | None:
@@ -92,7 +98,7 @@ def test_every_third_party_import_is_declared_for_its_feature():
             top = module.split(".")[0]
             if top in sys.stdlib_module_names or top in FIRST_PARTY or top == "__future__":
                 continue
-            dist = PROVIDED_BY.get(top, top.lower())
+            dist = next((PROVIDED_BY[m] for m in _prefixes(module) if m in PROVIDED_BY), top.lower())
             allowed = core | mine | (any_extra if lazy else set())
             if dist not in allowed:
                 where = f"extra '{owner(rel)}'" if owner(rel) else "[project.dependencies]"
@@ -129,5 +135,6 @@ def test_extras_hold_what_their_features_need():
     assert {"typer", "rich", "pyyaml", "pydantic", "paramiko", "cryptography", "platformdirs"} <= core
     assert {"torch", "numpy", "scikit-learn", "pillow"} <= extras["train"]
     assert "boto3" in extras["aws"] and "google-cloud-compute" in extras["gcp"] and "matplotlib" in extras["plot"]
+    assert "google-cloud-storage" in extras["gcp"]  # checkpoint_store gs://
     # click comes with no declared dependency (typer vendors its own): never import it
     assert not any(m.split(".")[0] == "click" for _, p in sources() for m, _ in imports(p))

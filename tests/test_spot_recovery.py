@@ -18,6 +18,7 @@ import pytest
 
 pytest.importorskip("moto")
 pytest.importorskip("google.cloud.compute_v1")
+pytest.importorskip("google.cloud.storage")
 
 from launcher.checkpoints import local_path  # noqa: E402
 from launcher.errors import Interrupted, JobFailed, MachineGone  # noqa: E402
@@ -35,7 +36,9 @@ from tests.aws_fixtures import (  # noqa: E402, F401
     spot_interrupt,
 )
 from tests.e2e_support import E2E, assert_store_released, guard_loopback, isolate, require_sshd  # noqa: E402
+from launcher.providers.gcp.selection import STORAGE_RW_SCOPE  # noqa: E402
 from tests.fake_gce import FakeGce  # noqa: E402
+from tests.fake_gcs import FakeGcs  # noqa: E402
 from tests.sshd import Sshd, free_port  # noqa: E402
 
 R = "us-east-1"
@@ -96,6 +99,18 @@ class Cloud:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+    def reclaim_once_in_bucket(self, in_bucket) -> None:
+        """checkpoint_store runs: reclaim attempt 1 at its first checkpoint once ``in_bucket(run_id)``
+        says the machine's uploader put it in the bucket (it looks every checkpoint_every)."""
+        def reclaim_once_uploaded(event, run_id, **_):
+            if event.get("event") == "checkpoint" and self.attempt == 1 and not self.reclaims:
+                for _ in range(200):
+                    if in_bucket(run_id):
+                        return self.reclaim(run_id)
+                    time.sleep(0.05)
+
+        self.on["payload"] = reclaim_once_uploaded
 
     def run(self, spec, **opts):
         config = {"ssh_cidr": "127.0.0.1/32"}
@@ -234,15 +249,14 @@ def test_aws_signal_during_recovery_releases_everything(on_aws):
     aws_nothing_left(on_aws, rec.id)
 
 
-@pytest.mark.sshd
-def test_gcp_preempted_spot_run_resumes_on_demand_after_max_restarts(tmp_path, monkeypatch):
-    """Fake GCE: the spot VM is preempted (deleted); with max_restarts 1 and spot_fallback
-    on-demand the replacement is an on-demand VM, in another zone, resuming from the checkpoint."""
+@pytest.fixture
+def on_gcp(tmp_path, monkeypatch):
+    """Fake GCE (tests/fake_gce.py): each VM a loopback sshd; a reclaim is a preemption (deleted)."""
     require_sshd()
     guard_loopback(monkeypatch)
     project = isolate(tmp_path, monkeypatch)
     (project / "slow.py").write_text(SLOW_MODEL)
-    for var in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT"):
+    for var in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT", "STORAGE_EMULATOR_HOST"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
     fake = FakeGce(project=PROJECT, first_host=84).start()
@@ -256,22 +270,90 @@ def test_gcp_preempted_spot_run_resumes_on_demand_after_max_restarts(tmp_path, m
 
     e2e = E2E(provider, boot)
     cloud = Cloud(e2e, lambda m: fake.preempt(m.id))
+    cloud.fake = fake
     try:
-        result = cloud.run(spot_spec("spot-gcp", "T4:1", "us-central1", limits=", max_restarts: 1",
-                                     resources=", spot_fallback: on-demand"))
-        rec = result.run
-        assert rec.state == "succeeded", rec.reason
-        first, second = e2e.machines
-        assert first.spot and not second.spot and second.zone != first.zone
-        sched = [i.get("scheduling", {}).get("provisioningModel") for i in fake.inserted()]
-        assert sched[0] == "SPOT" and sched[-1] != "SPOT"
-        assert_resumed(cloud, rec)
-        assert [a["market"] for a in result.report["attempts"]] == ["spot", "on-demand"]
-        assert fake.leftovers() == [] and provider.find(None) == []
-        assert_store_released(e2e.runner.store, rec.id, {"firewall", "instance"})
+        yield cloud
     finally:
         e2e.stop()
         fake.stop()
+
+
+@pytest.mark.sshd
+def test_gcp_preempted_spot_run_resumes_on_demand_after_max_restarts(on_gcp):
+    """Fake GCE: the spot VM is preempted (deleted); with max_restarts 1 and spot_fallback
+    on-demand the replacement is an on-demand VM, in another zone, resuming from the checkpoint."""
+    e2e, fake = on_gcp.e2e, on_gcp.fake
+    result = on_gcp.run(spot_spec("spot-gcp", "T4:1", "us-central1", limits=", max_restarts: 1",
+                                  resources=", spot_fallback: on-demand"))
+    rec = result.run
+    assert rec.state == "succeeded", rec.reason
+    first, second = e2e.machines
+    assert first.spot and not second.spot and second.zone != first.zone
+    sched = [i.get("scheduling", {}).get("provisioningModel") for i in fake.inserted()]
+    assert sched[0] == "SPOT" and sched[-1] != "SPOT"
+    assert all(i.get("serviceAccounts", []) == [] for i in fake.inserted())  # no checkpoint_store: no credentials
+    assert_resumed(on_gcp, rec)
+    assert [a["market"] for a in result.report["attempts"]] == ["spot", "on-demand"]
+    assert fake.leftovers() == [] and e2e.provider.find(None) == []
+    assert_store_released(e2e.runner.store, rec.id, {"firewall", "instance"})
+
+
+@pytest.fixture
+def gcs(monkeypatch):
+    """A fake Cloud Storage endpoint with bucket ckpt-bucket; this process reaches it through
+    STORAGE_EMULATOR_HOST, the "machine" through the spec's env (``gcs.env``)."""
+    fake = FakeGcs().start()
+    fake.create_bucket("ckpt-bucket")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake.url)
+    fake.env = f"env: {{STORAGE_EMULATOR_HOST: '{fake.url}'}}\n"
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.mark.sshd
+def test_gcp_checkpoint_store_keeps_the_checkpoint_in_gcs_and_the_restart_reads_it(on_gcp, gcs):
+    """checkpoint_store: gs://...: the preempted VM's uploader put the checkpoint in the bucket
+    (the real google-cloud-storage client against tests/fake_gcs.py), nothing is pulled home, the
+    replacement VM restores it and trains to the full step count; the VMs carry the storage scope."""
+    on_gcp.reclaim_once_in_bucket(lambda run_id: f"runs/{run_id}/last.pt" in gcs.buckets["ckpt-bucket"])
+    result = on_gcp.run(spot_spec("gs-gcp", "T4:1", "us-central1",
+                                  extra=gcs.env + "checkpoint_store: gs://ckpt-bucket/runs\n"))
+    rec = result.run
+    assert rec.state == "succeeded", rec.reason
+    assert on_gcp.reclaims == 1 and len(on_gcp.e2e.machines) == 2
+    assert_resumed(on_gcp, rec)
+    log = on_gcp.e2e.runner.store.log_text(rec.id)
+    assert "checkpoint_sync: bucket ckpt-bucket reachable" in log
+    assert f"checkpoint_sync: restored gs://ckpt-bucket/runs/{rec.id}/last.pt" in log
+    assert not local_path(on_gcp.e2e.runner.store.run_dir(rec.id)).exists()  # kept in the bucket, not pulled
+    (ev,) = [d for _, k, d in on_gcp.e2e.runner.store.events(rec.id) if k == "recovering"]
+    assert ev["checkpoint"] == f"gs://ckpt-bucket/runs/{rec.id}/last.pt"
+    import torch
+
+    ckpt = on_gcp.e2e.runner.store.run_dir(rec.id) / "from-bucket.pt"
+    ckpt.write_bytes(gcs.buckets["ckpt-bucket"][f"runs/{rec.id}/last.pt"])
+    assert torch.load(ckpt, weights_only=False)["step"] == STEPS  # the last upload: the finished run's checkpoint
+    assert ("POST", "/upload/storage/v1/b/ckpt-bucket/o", "multipart") in gcs.requests
+    scopes = [i.get("serviceAccounts") for i in on_gcp.fake.inserted()]
+    assert scopes == [[{"email": "default", "scopes": [STORAGE_RW_SCOPE]}]] * 2
+    assert on_gcp.fake.leftovers() == [] and on_gcp.e2e.provider.find(None) == []
+
+
+@pytest.mark.sshd
+def test_gcp_checkpoint_store_without_its_bucket_fails_fast_with_one_line(on_gcp, gcs):
+    """A gs:// bucket that does not exist: the first attempt's check stops the job before training
+    (exit 3) and the log says which bucket in one line; nothing is left running."""
+    with pytest.raises(JobFailed) as info:
+        on_gcp.run(spot_spec("gs-missing", "T4:1", "us-central1",
+                             extra=gcs.env + "checkpoint_store: gs://no-such-bucket/runs\n"))
+    rec = on_gcp.e2e.runner.store.get_run(info.value.run_id)
+    assert rec.state == "failed" and on_gcp.attempt == 1 and len(on_gcp.e2e.machines) == 1
+    lines = [ln for ln in on_gcp.e2e.runner.store.log_text(rec.id).splitlines() if "checkpoint_sync" in ln]
+    assert len(lines) == 1 and lines[0].startswith("checkpoint_sync: cannot use bucket gs://no-such-bucket: 404"), lines
+    assert on_gcp.payload_events("start") == []  # no step trained without a place for the checkpoint
+    assert on_gcp.fake.leftovers() == [] and on_gcp.e2e.provider.find(None) == []
 
 
 @pytest.mark.sshd
@@ -295,14 +377,7 @@ def test_aws_checkpoint_store_keeps_the_checkpoint_in_s3_and_the_restart_reads_i
         def in_bucket(run_id: str) -> bool:
             return s3.list_objects_v2(Bucket="ckpt-bucket", Prefix=f"runs/{run_id}/").get("KeyCount", 0) > 0
 
-        def reclaim_once_uploaded(event, run_id, **_):
-            if event.get("event") == "checkpoint" and on_aws.attempt == 1 and not on_aws.reclaims:
-                for _ in range(200):  # the machine's uploader looks every checkpoint_every
-                    if in_bucket(run_id):
-                        return on_aws.reclaim(run_id)
-                    time.sleep(0.05)
-
-        on_aws.on["payload"] = reclaim_once_uploaded
+        on_aws.reclaim_once_in_bucket(in_bucket)
         with loopback_addresses(first=90):
             result = on_aws.run(spot_spec("s3-aws", "T4:1", R, extra=env))
         rec = result.run

@@ -131,6 +131,9 @@ def check_cidr(cidr: str) -> str:
     return str(net)
 
 
+STORAGE_RW_SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
+
+
 @dataclass
 class Shape:
     machine_type: str
@@ -150,6 +153,7 @@ class Shape:
     accelerator_price: float | None = None
     on_demand_price: float | None = None  # host + accelerators; the split above is on-demand too
     notes: list[str] = field(default_factory=list)
+    storage_scope: bool = False  # checkpoint_store gs://: the VM's service account may read/write Cloud Storage
 
     @property
     def regions(self) -> list[str]:
@@ -174,7 +178,8 @@ def choose_shape(spec: "JobSpec", catalog: Any, regions: list[str]) -> Shape:
     if res.image_id and "/" not in res.image_id:
         image = f"projects/{DLVM_PROJECT}/global/images/{res.image_id}"
     family = None if res.image_id else DLVM_FAMILY
-    common = dict(spot=spot, image=image, image_family=family, disk_gb=res.disk_gb, max_run_s=max_run_s)
+    common = dict(spot=spot, image=image, image_family=family, disk_gb=res.disk_gb, max_run_s=max_run_s,
+                  storage_scope=(spec.checkpoint_store or "").startswith("gs://"))
 
     if res.accelerators is None:  # a CPU machine: no catalog rows, zones guessed from regions
         zones = _guess_zones(regions or ["us-central1"])
@@ -281,7 +286,9 @@ def instance_body(shape: Shape, zone: str, name: str, labels: dict[str, str], im
                                   "disk_type": f"zones/{zone}/diskTypes/{shape.disk_type}", "labels": dict(labels)},
         }],
         "network_interfaces": [{"network": NETWORK, "access_configs": [{"name": "External NAT", "type_": "ONE_TO_ONE_NAT"}]}],
-        "service_accounts": [],  # the job needs no Google API access: no credentials on the VM
+        # No Google API access (no credentials on the VM) unless the checkpoint lives in a gs://
+        # bucket: then the project's default service account, limited to Cloud Storage read/write.
+        "service_accounts": [{"email": "default", "scopes": [STORAGE_RW_SCOPE]}] if shape.storage_scope else [],
     }
     if resource_policy:
         body["resource_policies"] = [resource_policy]
