@@ -475,7 +475,8 @@ def _probe(cfg: dict[str, Any], dd: Dist, emit: Any, device: torch.device, stop:
          seconds=round(seconds, 4), warmup_steps=warmup, device=device.type, precision=cfg["precision"],
          batch_size=batch, global_batch_size=global_batch, world_size=dd.world, model=cfg["model"],
          compile=bool(use_compile), channels_last=cfg["channels_last"], fast_layers=fast, loss=loss.item(),
-         first_step_seconds=round(first_step_s or 0.0, 4), warmup_seconds=round(warmup_s, 4))
+         first_step_seconds=round(first_step_s or 0.0, 4), warmup_seconds=round(warmup_s, 4),
+         interrupted=stop.signal is not None)  # cut short by a signal: not a measurement
     dd.close()
     return protocol.EXIT_OK
 

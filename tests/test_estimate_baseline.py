@@ -171,3 +171,32 @@ def test_cache_key_is_cpu_model_cores_torch_version_and_workload(monkeypatch, ch
     else:
         spec = _spec(image=96)
     assert bl.cached_baseline(spec, probe_seconds=5) is None
+
+
+def _interrupting_runner(cmd, timeout):
+    """The probe as the runner starts it, with a Ctrl-C (SIGINT to the probe, as the terminal sends
+    it to the whole foreground group) once the payload said it started."""
+    import signal
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if '"event": "start"' in line or '"event":"start"' in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, "".join(lines) + out, err
+
+
+@pytest.mark.skipif(not (ROOT / "payloads" / "train.py").exists(), reason="payload not present")
+def test_a_probe_cut_short_by_ctrl_c_is_neither_used_nor_cached():
+    """Ctrl-C during `gpujob run`'s baseline probe stopped the probe after a step or two, and that
+    figure (a tenth of the real speed) was cached as this machine's baseline for every later run."""
+    pytest.importorskip("torch")
+    spec = parse_spec("name: q\nworkload: {model: tinycnn, image_size: 32, num_classes: 10, in_channels: 1,"
+                      " dataset: synthetic, samples_per_epoch: 1797, epochs: 8, batch_size: 64, precision: fp32}\n")
+    b = measure_baseline(spec, probe_seconds=60.0, python=sys.executable, runner=_interrupting_runner)
+    assert not b.measured and "interrupted" in b.note, b.note
+    assert bl.cached_baseline(spec, probe_seconds=60.0) is None

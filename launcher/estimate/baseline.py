@@ -285,6 +285,8 @@ def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, 
     if rc != 0 or probe is None or not probe.get("samples_per_second"):
         why = (error or {}).get("message") or ((err or "").strip().splitlines() or [f"exit {rc}"])[-1]
         return _from_model(spec, device, cores, f"CPU probe failed: {why}"[:300])
+    if probe.get("interrupted"):  # a Ctrl-C reached the probe too: a step or two, never cached
+        return _from_model(spec, device, cores, "CPU probe interrupted: not measured, nothing cached")
     sps = float(probe["samples_per_second"])
     # The load of the minute before the probe (the probe's own threads would count after it).
     load = load_before
