@@ -258,7 +258,7 @@ def list_runs(as_json: bool = typer.Option(False, "--json"),
     runs = Store().list_runs(limit)
     if as_json:
         _json_out([{"id": r.id, "name": r.name, "provider": r.provider, "state": r.state,
-                    "created_at": r.created_at, "elapsed_s": r.billed_seconds(), "spent_usd": r.spent_usd(),
+                    "created_at": r.created_at, "elapsed_s": r.billed_seconds(), "spent_usd": r.charged_usd(),
                     "reason": r.reason, "orphaned": orphaned(r)} for r in runs])
         return
     render_runs(_out(), runs)

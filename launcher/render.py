@@ -523,7 +523,7 @@ def render_runs(con, runs) -> None:
     for r in runs:
         t.add_row(r.id, escape(r.name), r.provider, r.state + (" [yellow](orphaned: client gone)[/]" if orphaned(r) else ""),
                   time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
-                  fmt_seconds(r.billed_seconds()), fmt_usd(r.spent_usd()))
+                  fmt_seconds(r.billed_seconds()), fmt_usd(r.charged_usd()))
     con.print(t)
     for r in runs:  # a run that may still bill says what is left and the command that deletes it
         if r.state == "leftovers":

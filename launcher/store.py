@@ -154,6 +154,12 @@ class RunRecord:
             return None
         return sum(a.get("cost_usd") or 0.0 for a in self.attempts or ()) + current
 
+    def charged_usd(self, now: float | None = None) -> float:
+        """Dollars so far as `ls` shows them: billed_usd (minimums included, what `show` and `cost`
+        say), else spent_usd where the machine has no price."""
+        billed = self.billed_usd(now)
+        return self.spent_usd(now) if billed is None else billed
+
     def attempt_rows(self, now: float | None = None) -> list[dict[str, Any]]:
         """Every attempt, the last one (still going, or how the run ended) included."""
         if self.launched_at is None:  # no machine yet, or none after the last reclaimed one

@@ -310,3 +310,29 @@ def test_the_client_looks_for_the_checkpoint_in_the_gs_bucket(gcs):
     gcs.buckets["ckpt"]["p/r1/last.pt"] = b"c"
     gcs.generations[("ckpt", "p/r1/last.pt")] = 1
     assert latest_in_store("gs://ckpt/p", "r1") == "gs://ckpt/p/r1/last.pt"
+
+
+def test_ls_shows_what_show_and_cost_bill_for_short_attempts(tmp_path, monkeypatch):
+    """Two spot attempts under a minute each: `gpujob ls` said $0.0022 ($ per second, no minimum)
+    while `gpujob show` and `gpujob cost` said $0.0067 (each attempt's one-minute minimum)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from launcher.cli import app
+
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    store = Store()
+    store.create_run("r1", "spotty", "aws", spec_path=None, spec_text=None, spec={}, provider_config={})
+    store.update_run("r1", launched_at=1000.0, price_per_hour=0.2,
+                     machine={"provider": "aws", "id": "i-first", "zone": "us-east-1a", "spot": True})
+    first = closed_attempt(store.get_run("r1"), 1000.0 + 13, "spot-interrupted")
+    store.update_run("r1", attempts=[first], launched_at=2000.0, price_per_hour=0.2, ended_at=2000.0 + 27,
+                     state="succeeded", machine={"provider": "aws", "id": "i-second", "zone": "us-east-1b", "spot": True})
+    cli = CliRunner()
+    billed = 2 * 0.2 * 60 / 3600
+    assert json.loads(cli.invoke(app, ["show", "r1", "--json"]).output)["actual"]["usd"] == pytest.approx(billed)
+    assert json.loads(cli.invoke(app, ["cost", "--json"]).output)["total_usd"] == pytest.approx(billed, abs=1e-4)
+    assert json.loads(cli.invoke(app, ["ls", "--json"]).output)[0]["spent_usd"] == pytest.approx(billed)
+    listed = cli.invoke(app, ["ls"], env={"COLUMNS": "120"}).output
+    assert "$0.0067" in listed, listed
