@@ -128,6 +128,18 @@ def test_attempts_survive_and_sum_in_the_record(tmp_path):
     assert [(r["attempt"], r["instance_id"], r["market"]) for r in rows] == [(1, "i-1", "spot"), (2, "i-2", "on-demand")]
 
 
+def _two_attempts(first: tuple, second: tuple, second_spot: bool) -> None:
+    """Run r1 in the store: a spot attempt reclaimed, then a second that succeeded; (price/h, seconds) each."""
+    store = Store()
+    store.create_run("r1", "spotty", "aws", spec_path=None, spec_text=None, spec={}, provider_config={})
+    store.update_run("r1", launched_at=1000.0, price_per_hour=first[0],
+                     machine={"provider": "aws", "id": "i-first", "zone": "us-east-1a", "spot": True})
+    done = closed_attempt(store.get_run("r1"), 1000.0 + first[1], "spot-interrupted")
+    store.update_run("r1", attempts=[done], launched_at=5000.0, price_per_hour=second[0], ended_at=5000.0 + second[1],
+                     state="succeeded", machine={"provider": "aws", "id": "i-second", "zone": "us-east-1b",
+                                                 "spot": second_spot})
+
+
 def test_show_ls_and_cost_count_every_attempt(tmp_path, monkeypatch):
     import json
 
@@ -136,13 +148,7 @@ def test_show_ls_and_cost_count_every_attempt(tmp_path, monkeypatch):
     from launcher.cli import app
 
     monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
-    store = Store()
-    store.create_run("r1", "spotty", "aws", spec_path=None, spec_text=None, spec={}, provider_config={})
-    store.update_run("r1", launched_at=1000.0, price_per_hour=0.36,
-                     machine={"provider": "aws", "id": "i-first", "zone": "us-east-1a", "spot": True})
-    first = closed_attempt(store.get_run("r1"), 1000.0 + 1800, "spot-interrupted")
-    store.update_run("r1", attempts=[first], launched_at=3000.0, price_per_hour=1.2, ended_at=3000.0 + 1800,
-                     state="succeeded", machine={"provider": "aws", "id": "i-second", "zone": "us-east-1b", "spot": False})
+    _two_attempts((0.36, 1800), (1.2, 1800), second_spot=False)
     cli = CliRunner()
     shown = cli.invoke(app, ["show", "r1"], env={"COLUMNS": "120"})
     assert shown.exit_code == 0, shown.output
@@ -322,13 +328,7 @@ def test_ls_shows_what_show_and_cost_bill_for_short_attempts(tmp_path, monkeypat
     from launcher.cli import app
 
     monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
-    store = Store()
-    store.create_run("r1", "spotty", "aws", spec_path=None, spec_text=None, spec={}, provider_config={})
-    store.update_run("r1", launched_at=1000.0, price_per_hour=0.2,
-                     machine={"provider": "aws", "id": "i-first", "zone": "us-east-1a", "spot": True})
-    first = closed_attempt(store.get_run("r1"), 1000.0 + 13, "spot-interrupted")
-    store.update_run("r1", attempts=[first], launched_at=2000.0, price_per_hour=0.2, ended_at=2000.0 + 27,
-                     state="succeeded", machine={"provider": "aws", "id": "i-second", "zone": "us-east-1b", "spot": True})
+    _two_attempts((0.2, 13), (0.2, 27), second_spot=True)
     cli = CliRunner()
     billed = 2 * 0.2 * 60 / 3600
     assert json.loads(cli.invoke(app, ["show", "r1", "--json"]).output)["actual"]["usd"] == pytest.approx(billed)
