@@ -43,12 +43,16 @@ def split_ref(ref: str) -> tuple[str, str]:
     return target, attr
 
 
-def _where(exc: BaseException, files: tuple[str, ...]) -> str:
-    """``file:line`` of the innermost traceback frame inside ``files`` (else the innermost)."""
+def _where(exc: BaseException, files: tuple[str, ...], called: Any = None) -> str:
+    """``file:line`` of the innermost traceback frame inside ``files``; else, when the call of
+    ``called`` itself failed (arguments that do not fit), its ``def`` line; else the innermost."""
     frames = traceback.extract_tb(exc.__traceback__)
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{_rel(exc.filename)}:{exc.lineno}"
     wanted = [f for f in frames if os.path.abspath(f.filename) in files]
+    code = getattr(called, "__code__", None)
+    if not wanted and code is not None and frames and os.path.abspath(frames[-1].filename) == os.path.abspath(__file__):
+        return f"{_rel(code.co_filename)}:{code.co_firstlineno}"
     frame = (wanted or frames or [None])[-1]
     return f"{_rel(frame.filename)}:{frame.lineno}" if frame is not None else "?"
 
@@ -124,7 +128,7 @@ def build_factory_model(ref: str, model_args: dict | None = None, root: str | No
     try:
         module = fn(**(model_args or {}))
     except Exception as exc:
-        raise FactoryError(f"{_where(exc, (source,))}: {_one_line(exc)} (building model {ref!r} with "
+        raise FactoryError(f"{_where(exc, (source,), fn)}: {_one_line(exc)} (building model {ref!r} with "
                            f"model_args {model_args or {}})") from None
     if not isinstance(module, torch.nn.Module):
         raise FactoryError(f"model {ref!r}: {fn.__name__ if hasattr(fn, '__name__') else ref} returned "

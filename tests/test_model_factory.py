@@ -78,6 +78,9 @@ def _write(project: Path, name: str, text: str) -> None:
     ("def build():\n    return 42\n", "bad.py:build", "returned int, not a torch.nn.Module"),
     ("def other():\n    pass\n", "bad.py:build", "defines no 'build'"),
     (None, "no_such_pkg.nets:build", "no module named 'no_such_pkg'"),
+    # model_args that do not fit the factory: the user's def, not gpujob's own call site
+    ("import torch\n\ndef build(depth):\n    return torch.nn.Linear(3, depth)\n", "bad.py:build",
+     "bad.py:3: TypeError: build() missing 1 required positional argument: 'depth'"),
 ])
 def test_factory_errors_name_file_line_and_exception(project, source, ref, fragment):
     if source is not None:
