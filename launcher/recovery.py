@@ -35,10 +35,16 @@ def plan_next(spec, reclaimed: int) -> tuple[NextAttempt | None, str]:
     return NextAttempt(reclaimed + 1, not on_demand, resumed_spec(spec, spot=not on_demand)), ""
 
 
-def describe(spec) -> str | None:
-    """One line for the plan: what happens when the spot machine is reclaimed (None: not spot)."""
+NEVER_RECLAIMED = ("local", "ssh")  # providers whose machines are not rented spot capacity
+
+
+def describe(spec, provider: str) -> str | None:
+    """One line for the plan: what happens when the spot machine is reclaimed (None: not spot).
+    ``provider``: the run's provider name; local and ssh machines are never spot capacity."""
     if not spec.resources.spot:
         return None
+    if provider in NEVER_RECLAIMED:
+        return f"does not apply: {provider} machines are never reclaimed (resources.spot is for aws, gcp and auto)"
     from launcher.checkpoints import pull_every
 
     n = spec.limits.max_restarts

@@ -126,8 +126,8 @@ class Runner:
                            plan.get("price_per_hour"),
                            spot=spec.resources.spot, baseline=False, gpu=plan.get("gpu_name"))
         plan["commands"] = plan_commands(spec, opts.provider, plan)
-        if recovery.describe(spec):
-            plan["spot recovery"] = recovery.describe(spec)
+        if recovery.describe(spec, opts.provider):
+            plan["spot recovery"] = recovery.describe(spec, opts.provider)
         return {"plan": plan, "estimate": est, "budget_usd": spec.limits.budget_usd}
 
     def run(self, spec, opts: RunOptions, spec_path: str | None = None, spec_text: str | None = None) -> RunResult:

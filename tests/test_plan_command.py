@@ -47,3 +47,25 @@ def test_single_gpu_plan_runs_the_script_directly(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["run", str(spec), "--provider", "aws", "--dry-run", "--json"])
     (c,) = json.loads(res.output)["plan"]["commands"]
     assert c["command"].endswith("python3 -u payloads/train.py --config job.json --output-dir outputs")
+
+
+SPOT = """name: spotty
+workload: {model: tinycnn, image_size: 32, num_classes: 10, in_channels: 1, samples_per_epoch: 256, epochs: 1}
+resources: {accelerators: "T4:1", regions: [us-east-1], spot: true, spot_fallback: on-demand}
+limits: {max_restarts: 2, max_duration: 15m}
+"""
+
+
+def test_spot_recovery_is_promised_only_where_a_machine_can_be_reclaimed(tmp_path, monkeypatch):
+    """`run --provider local --dry-run` of a spot spec said "a reclaimed machine is replaced up to 2
+    times (the last on-demand)": this machine is never reclaimed, nothing is replaced."""
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    spec = tmp_path / "spot.yaml"
+    spec.write_text(SPOT)
+    local = CliRunner().invoke(app, ["run", str(spec), "--provider", "local", "--dry-run", "--json"])
+    assert local.exit_code == 0, local.output
+    line = json.loads(local.output)["plan"]["spot recovery"]
+    assert "replaced" not in line and "does not apply" in line and "local" in line, line
+    aws = CliRunner().invoke(app, ["run", str(spec), "--provider", "aws", "--dry-run", "--json"])
+    assert aws.exit_code == 0, aws.output
+    assert "replaced up to 2 times" in json.loads(aws.output)["plan"]["spot recovery"]
