@@ -15,13 +15,18 @@ env: {TOKEN: supersecret-1234}
 """
 
 
-def test_dry_run_json_has_one_torchrun_command_per_node(tmp_path, monkeypatch):
+def _dry_run_plan(tmp_path, monkeypatch, text: str, provider: str = "aws", *extra: str) -> dict:
+    """`gpujob run SPEC --provider P --dry-run --json`'s plan for a spec of ``text``."""
     monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
-    spec = tmp_path / "big.yaml"
-    spec.write_text(SPEC)
-    res = CliRunner().invoke(app, ["run", str(spec), "--provider", "aws", "--dry-run", "--json"])
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    res = CliRunner().invoke(app, ["run", str(spec), "--provider", provider, "--dry-run", "--json", *extra])
     assert res.exit_code == 0, res.output
-    commands = json.loads(res.output)["plan"]["commands"]
+    return json.loads(res.output)["plan"]
+
+
+def test_dry_run_json_has_one_torchrun_command_per_node(tmp_path, monkeypatch):
+    commands = _dry_run_plan(tmp_path, monkeypatch, SPEC)["commands"]
     assert [c["node"] for c in commands] == [0, 1]
     for rank, c in enumerate(commands):
         cmd = c["command"]
@@ -59,13 +64,7 @@ limits: {max_restarts: 2, max_duration: 15m}
 def test_spot_recovery_is_promised_only_where_a_machine_can_be_reclaimed(tmp_path, monkeypatch):
     """`run --provider local --dry-run` of a spot spec said "a reclaimed machine is replaced up to 2
     times (the last on-demand)": this machine is never reclaimed, nothing is replaced."""
-    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
-    spec = tmp_path / "spot.yaml"
-    spec.write_text(SPOT)
-    local = CliRunner().invoke(app, ["run", str(spec), "--provider", "local", "--dry-run", "--json"])
-    assert local.exit_code == 0, local.output
-    line = json.loads(local.output)["plan"]["spot recovery"]
-    assert "replaced" not in line and "does not apply" in line and "local" in line, line
-    aws = CliRunner().invoke(app, ["run", str(spec), "--provider", "aws", "--dry-run", "--json"])
-    assert aws.exit_code == 0, aws.output
-    assert "replaced up to 2 times" in json.loads(aws.output)["plan"]["spot recovery"]
+    for provider, extra in (("local", ()), ("ssh", ("--host", "127.0.0.1"))):
+        line = _dry_run_plan(tmp_path, monkeypatch, SPOT, provider, *extra)["spot recovery"]
+        assert "replaced" not in line and "does not apply" in line and provider in line, line
+    assert "replaced up to 2 times" in _dry_run_plan(tmp_path, monkeypatch, SPOT, "aws")["spot recovery"]
