@@ -493,12 +493,32 @@ def catalog_update(as_json: bool = typer.Option(False, "--json", help="The new s
 # --- entry point ---------------------------------------------------------------------------
 
 
+def _click_error(exc: BaseException, name: str) -> bool:
+    """Is ``exc`` click's ``name`` exception (typer may vendor click: matched by class name)?"""
+    return any(c.__name__ == name for c in type(exc).__mro__)
+
+
 def main() -> None:
     try:
-        app()
-    except Exception as exc:  # a bug, not a user error: one line, no traceback unless asked
-        if _DEBUG:
+        code = app(standalone_mode=False)  # click's own error panel is a box: one line instead, below
+    except Exception as exc:
+        if _click_error(exc, "UsageError"):  # a bad option, value or command: what, where, how to fix
+            ctx, names = getattr(exc, "ctx", None), []
+            while ctx is not None and ctx.parent is not None:  # the subcommands, not how gpujob was started
+                names.insert(0, ctx.info_name)
+                ctx = ctx.parent
+            where = " ".join(["gpujob", *names])
+            _err().print(f"error: {exc.format_message()} (see `{where} --help`)", markup=False, soft_wrap=True)
+            sys.exit(2)
+        if _click_error(exc, "ClickException"):
+            _err().print(f"error: {exc.format_message()}", markup=False, soft_wrap=True)
+            sys.exit(getattr(exc, "exit_code", 1))
+        if _click_error(exc, "Abort"):  # end of input at a prompt
+            _err().print("aborted", markup=False)
+            sys.exit(1)
+        if _DEBUG:  # a bug, not a user error: one line, no traceback unless asked
             raise
         _err().print(f"internal error: {exc!r} (rerun with GPUJOB_DEBUG=1 for a traceback and report it)",
                      markup=False)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -131,3 +131,20 @@ def test_wide_home_and_db_are_tightened(home):
     Store()
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     assert stat.S_IMODE((home / "runs.db").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["cost", "--days", "abc"], "--days"),
+    (["ls", "--limit", "abc"], "--limit"),
+    (["gpus", "--max-price", "abc"], "--max-price"),
+    (["ls", "--bogus"], "--bogus"),
+])
+def test_a_bad_option_value_is_one_error_line_not_a_box(argv, option):
+    """`gpujob cost --days abc` drew a five-line box (click's usage panel) instead of one line."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"}
+    res = subprocess.run([sys.executable, "-m", "launcher", *argv], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and option in lines[0], res.stderr
+    assert "--help" in lines[0] and "│" not in res.stderr and res.stdout == ""
