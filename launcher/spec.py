@@ -36,6 +36,8 @@ def parse_duration(value: Any) -> float:
         seconds = float(value)
     else:
         m = _DURATION.match(str(value))
+        if not m and _DURATION.match(str(value).strip().lstrip("-")):  # '-5m': a duration, but negative
+            raise ValueError(f"{value!r}: a duration must be positive, like 5m")
         if not m:
             raise ValueError(f"{value!r} is not a duration; write it like 45s, 90m, 2h or 1d")
         seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
@@ -225,6 +227,13 @@ class Limits(_Strict):
             raise ValueError(f"{v!r} is too short: at least 1m (60s), so a client that is reconnecting "
                              "is not mistaken for a gone one")
         return seconds
+    @field_validator("max_restarts", mode="before")
+    @classmethod
+    def _restarts(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # YAML's true/yes would be 1 restart
+            raise ValueError(f"{v!r} is not a number of restarts; write a whole number like 3 (0: none)")
+        return v
+
     @field_validator("checkpoint_every", mode="before")
     @classmethod
     def _every(cls, v: Any) -> float | None:

@@ -149,3 +149,13 @@ def test_fuzz_structured(data):
 @given(st.text(alphabet=st.sampled_from(list("name: workload\n -[]{}:,'\"&*!|>%@`#?0123456789.\t")), max_size=80))
 def test_fuzz_raw_text(text):
     _check(text)
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("max_restarts", "true", "whole number"),  # YAML's true became 1 restart
+    ("checkpoint_every", "-5m", "must be positive"),
+    ("idle_timeout", "-1m", "must be positive"),
+])
+def test_spot_and_guard_limits_refuse_booleans_and_negative_durations(field, value, fragment):
+    err = _err(f"name: a\nlimits:\n  {field}: {value}\n")
+    assert err.line == 3 and err.loc == f"limits.{field}" and fragment in str(err), str(err)
