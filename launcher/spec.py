@@ -37,7 +37,7 @@ def parse_duration(value: Any) -> float:
     else:
         m = _DURATION.match(str(value))
         if not m and _DURATION.match(str(value).strip().lstrip("-")):  # '-5m': a duration, but negative
-            raise ValueError(f"{value!r}: a duration must be positive, like 5m")
+            raise ValueError(f"{value!r} is not a duration: it must be positive, like 5m")
         if not m:
             raise ValueError(f"{value!r} is not a duration; write it like 45s, 90m, 2h or 1d")
         seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]

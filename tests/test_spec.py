@@ -153,8 +153,8 @@ def test_fuzz_raw_text(text):
 
 @pytest.mark.parametrize("field, value, fragment", [
     ("max_restarts", "true", "whole number"),  # YAML's true became 1 restart
-    ("checkpoint_every", "-5m", "must be positive"),
-    ("idle_timeout", "-1m", "must be positive"),
+    ("checkpoint_every", "-5m", "not a duration: it must be positive"),
+    ("idle_timeout", "-1m", "not a duration: it must be positive"),
 ])
 def test_spot_and_guard_limits_refuse_booleans_and_negative_durations(field, value, fragment):
     err = _err(f"name: a\nlimits:\n  {field}: {value}\n")
