@@ -92,9 +92,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def validate(specs: list[Path] = typer.Argument(..., help="Job spec(s) (YAML)."),
              as_json: bool = typer.Option(False, "--json", help="One JSON object per spec, in a list.")) -> None:
     """Check job specs and print what each asks for."""
-    from launcher.spec import load_spec
+    from launcher.spec import check_factory_file, load_spec
 
     jobs = [(spec, load_spec(spec)) for spec in specs]  # the first bad spec stops here, before any output
+    for spec, job in jobs:
+        check_factory_file(job, spec)
     if as_json:
         _json_out([{"spec": str(spec), "ok": True, **job.model_dump(mode="json")} for spec, job in jobs])
         return

@@ -7,6 +7,7 @@ the field path and the fix. Unknown keys are rejected with "did you mean ...".
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -406,6 +407,33 @@ def _no_duplicate_keys(node: yaml.Node | None, path: str, loc: tuple = ()) -> No
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _no_duplicate_keys(item, path, loc + (i,))
+
+
+def check_factory_file(spec: JobSpec, path: str | Path, root: str | Path | None = None) -> None:
+    """Refuse a ``workload.model`` that names a file missing from the project directory.
+
+    path: the spec file (for the error's line); root: the project directory, the one gpujob
+    runs in and uploads (default: the current directory). Raises SpecError (exit 2) naming the
+    spec's line and the directory looked in; a built-in name or a dotted module reference passes
+    (an installed package is found only when the model is built).
+    """
+    model = spec.workload.model
+    if not spec.workload.is_factory:
+        return
+    target = model.rsplit(":", 1)[0]
+    if not (target.endswith(".py") or "/" in target or os.sep in target):
+        return
+    base = Path(root or Path.cwd()).resolve()
+    if (base / target).is_file():
+        return
+    try:
+        node = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError, ValueError):
+        node = None
+    raise SpecError(str(path), _key_line(node, ("workload", "model")), "workload.model",
+                    f"no file {target} in {base}",
+                    "paths are relative to the project directory gpujob runs in (and uploads): run it from there "
+                    "or fix the path")
 
 
 def with_env(spec: JobSpec, extra: dict[str, str], path: str = "<spec>") -> JobSpec:

@@ -55,6 +55,22 @@ def test_validate_ok_and_bad(home):
     assert "Traceback" not in res.output
 
 
+def test_validate_refuses_a_factory_file_missing_from_the_project(home, monkeypatch):
+    """`validate` said ok for `model: "models/nope.py:build"` although no such file exists; only
+    `estimate`/`run` found out. It is now one line naming the spec's line, exit 2."""
+    spec = home / "mine.yaml"
+    spec.write_text("name: mine\nworkload:\n  model: \"models/nope.py:build\"\n  input_shape: [3, 32, 32]\n")
+    monkeypatch.chdir(home)
+    res = cli.invoke(app, ["validate", str(spec)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "mine.yaml:3" in res.output and "no file models/nope.py in" in res.output
+    (home / "models").mkdir()
+    (home / "models" / "nope.py").write_text("def build(**kw):\n    pass\n")
+    assert cli.invoke(app, ["validate", str(spec)]).exit_code == 0
+    monkeypatch.chdir(REPO)  # the repository's own example names jobs/models/unet.py from the project root
+    assert cli.invoke(app, ["validate", str(Path(REPO) / "jobs" / "unet.yaml")]).exit_code == 0
+
+
 def test_bad_spec_as_a_process_is_one_line_exit_2(home):
     bad = home / "bad.yaml"
     bad.write_text("name: x\nlimits:\n  max_duration: forever\n")
