@@ -32,6 +32,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.local_cli import run_local_cli  # noqa: E402
 from payloads.protocol import parse_line  # noqa: E402
 
 # NVLink multicast stays off (device README: a multicast setup can wedge a shared host's GPUs).
@@ -177,21 +178,8 @@ def sustained_run(a: argparse.Namespace, out_dir: str, timeout: float) -> dict:
     env = _env({"GPUJOB_HOME": home, "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), ROOT) if p)})
     jsonl = os.path.join(out_dir, f"run_{m}.jsonl")
     err = os.path.join(out_dir, f"run_{m}.err")
-    t0 = time.monotonic()
-    with open(jsonl, "w") as fo, open(err, "w") as fe:
-        proc = subprocess.Popen([sys.executable, "-m", "launcher", "run", spec, "--provider", "local", "--json",
-                                 "--no-baseline", "--artifacts", os.path.join(home, "artifacts")],
-                                stdout=fo, stderr=fe, env=env, cwd=home, start_new_session=True)
-        try:
-            proc.wait(timeout=max(1.0, timeout))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    row: dict = {"model": m, "rc": proc.returncode, "wall_s": round(time.monotonic() - t0, 1), "samples": samples}
+    rc, wall = run_local_cli(spec, home, env, jsonl, err, timeout, term_grace_s=30)
+    row: dict = {"model": m, "rc": rc, "wall_s": round(wall, 1), "samples": samples}
     report = None
     with open(jsonl, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -213,8 +201,8 @@ def sustained_run(a: argparse.Namespace, out_dir: str, timeout: float) -> dict:
             p = os.path.join(base, fn)
             listing.append({"path": os.path.relpath(p, home), "bytes": os.path.getsize(p)})
     row["artifacts"] = sorted(listing, key=lambda r: r["path"])
-    if proc.returncode != 0:
-        row["error"] = f"exit {proc.returncode}: {_tail(err)}"
+    if rc != 0:
+        row["error"] = f"exit {rc}: {_tail(err)}"
     return row
 
 

@@ -24,13 +24,15 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.local_cli import run_local_cli  # noqa: E402
+
 SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1",
             "PYTHONUNBUFFERED": "1"}
 # model -> (workload fields, steady samples/s on an H200 used to size the run; tokens/s for the LM)
@@ -86,22 +88,9 @@ def run_one(model: str, gpu: str, seconds: float, cache: str, warm: bool, timeou
     # The CLI's events and stderr stay in the run's GPUJOB_HOME (the device tool returns few files);
     # the row keeps the report, the payload's events and the last lines of stderr.
     jsonl, err = os.path.join(home, "run.jsonl"), os.path.join(home, "run.err")
-    t0 = time.monotonic()
-    with open(jsonl, "w") as fo, open(err, "w") as fe:
-        proc = subprocess.Popen([sys.executable, "-m", "launcher", "run", spec, "--provider", "local", "--json",
-                                 "--no-baseline", "--artifacts", os.path.join(home, "artifacts")],
-                                stdout=fo, stderr=fe, env=env, cwd=home, start_new_session=True)
-        try:
-            proc.wait(timeout=max(1.0, timeout))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    row: dict = {"model": model, "cache": "warm" if warm else "cold", "rc": proc.returncode,
-                 "wall_s": round(time.monotonic() - t0, 2), "samples": samples, **fields}
+    rc, wall = run_local_cli(spec, home, env, jsonl, err, timeout, term_grace_s=20)
+    row: dict = {"model": model, "cache": "warm" if warm else "cold", "rc": rc,
+                 "wall_s": round(wall, 2), "samples": samples, **fields}
     events = {}
     with open(jsonl, encoding="utf-8", errors="replace") as f:
         lines = f.read().splitlines()
@@ -121,9 +110,9 @@ def run_one(model: str, gpu: str, seconds: float, cache: str, warm: bool, timeou
     steps = events.get("step", [])
     if steps:
         row["first_step_event"], row["last_step_event"] = steps[0], steps[-1]
-    if proc.returncode != 0:
+    if rc != 0:
         with open(err, encoding="utf-8", errors="replace") as f:
-            row["error"] = f"exit {proc.returncode}: {' | '.join(f.read().strip().splitlines()[-3:])[:400]}"
+            row["error"] = f"exit {rc}: {' | '.join(f.read().strip().splitlines()[-3:])[:400]}"
         row["payload_errors"] = [ln[:400] for ln in lines if '"error"' in ln][-3:]
     return row
 
@@ -132,7 +121,6 @@ def check(paths: list[str]) -> dict:
     """Each recorded run re-estimated by the current estimator (no GPU, no torch for built-ins):
     predicted vs measured total time, steady samples/s and start-up + warm-up (the CLI's total
     minus the steady training time), per run and their median |error|."""
-    sys.path.insert(0, ROOT)
     from launcher.estimate.api import for_machine
     from launcher.spec import parse_spec
 
