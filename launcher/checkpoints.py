@@ -94,35 +94,18 @@ def latest_in_store(url: str, run_id: str) -> str | None:
     """The bucket object holding the run's checkpoint (s3://bucket/key or gs://bucket/key), or None
     when there is none. Needs the store's library here (boto3: the aws extra; google-cloud-storage:
     the gcp extra); without it the URL is returned, unchecked, saying so."""
+    from launcher.payloads.checkpoint_sync import STORES, open_store
+
     store = parse_store(url)
     key = store.key(run_id)
     where = f"{store.root}/{key}"
     try:
-        if store.scheme == "s3":
-            import boto3
-
-            found = _exists(lambda: boto3.client("s3").head_object(Bucket=store.bucket, Key=key))
-        else:
-            from google.cloud.storage import Client
-
-            found = Client().bucket(store.bucket).get_blob(key) is not None
+        found = open_store(store.root).exists(key)
     except ImportError:
-        lib = "boto3" if store.scheme == "s3" else "google-cloud-storage"
-        return f"{where} (not checked: {lib} is not installed here)"
+        return f"{where} (not checked: {STORES[store.scheme].library} is not installed here)"
     except Exception as exc:  # noqa: BLE001 - the libraries' errors: denied, unreachable, no credentials
         return f"{where} (not checked: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]})"
     return where if found else None
-
-
-def _exists(head: Callable[[], Any]) -> bool:
-    """False when ``head()`` fails with a 404 (botocore says so in its text), True when it succeeds."""
-    try:
-        head()
-    except Exception as exc:  # noqa: BLE001 - botocore's ClientError
-        if "404" in str(exc) or "Not Found" in str(exc):
-            return False
-        raise
-    return True
 
 
 def pull_every(spec) -> float | None:

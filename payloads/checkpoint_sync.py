@@ -39,10 +39,18 @@ class S3Store:
     def check(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)
 
+    def exists(self, key: str) -> bool:
+        return self._found(lambda: self.client.head_object(Bucket=self.bucket, Key=key))
+
     def download(self, key: str, path: str) -> bool:
         """The object to ``path``; False when there is none."""
+        return self._found(lambda: self.client.download_file(self.bucket, key, path))
+
+    @staticmethod
+    def _found(call) -> bool:
+        """True when ``call()`` succeeds, False when it fails because the object is missing."""
         try:
-            self.client.download_file(self.bucket, key, path)
+            call()
         except Exception as exc:  # noqa: BLE001 - botocore's ClientError says 404 in its text
             if "404" in str(exc) or "Not Found" in str(exc) or "NoSuchKey" in str(exc):
                 return False
@@ -66,6 +74,9 @@ class GcsStore:
 
     def check(self) -> None:
         self.client.get_bucket(self.bucket.name)
+
+    def exists(self, key: str) -> bool:
+        return self.bucket.get_blob(key) is not None
 
     def download(self, key: str, path: str) -> bool:
         """The object to ``path``; False when there is none."""
