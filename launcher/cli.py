@@ -104,10 +104,17 @@ def validate(specs: list[Path] = typer.Argument(..., help="Job spec(s) (YAML).")
         w, r = job.workload, job.resources
         acc = str(r.accelerators) if r.accelerators else "any GPU"
         what = (f"{w.effective_seq_len}-token sequences, {w.total_samples:,} tokens" if w.is_lm
-                else f"{w.image_size}px, {w.total_samples:,} samples")
+                else f"{_input_words(w.sample_shape)}, {w.total_samples:,} samples")
         _out().print(f"[green]ok[/] {spec}: {job.name} - {w.model} {what}, "
                      f"batch {w.batch_size}, {w.precision}; {acc}; max {job.limits.max_duration / 3600:.2g} h"
                      + (f", budget ${job.limits.budget_usd:g}" if job.limits.budget_usd else ""))
+
+
+def _input_words(shape: tuple) -> str:
+    """One sample's input in words: ``224px`` for a square image [C, S, S], else ``input 3x8x32x32``."""
+    if len(shape) == 3 and shape[1] == shape[2]:
+        return f"{shape[1]}px"
+    return "input " + "x".join(str(d) for d in shape)
 
 
 @app.command()

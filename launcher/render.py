@@ -35,6 +35,17 @@ def fmt_usd(x: float | None) -> str:
     return f"${x:,.2f}" if x >= 0.01 or x == 0 else f"${x:.4f}"
 
 
+def fmt_flops(x: float | None) -> str:
+    """FLOPs with an SI prefix and three significant figures: 40.4 kFLOP, 15.5 GFLOP, 1.20 TFLOP
+    (a small model is not shown as 0.0 GFLOP)."""
+    x = float(x or 0)
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= scale:
+            v = x / scale
+            return f"{v:.3g} {prefix}FLOP" if v < 1000 else f"{v:,.0f} {prefix}FLOP"
+    return f"{x:.0f} FLOP"
+
+
 def fmt_pct(x: float | None) -> str:
     return "-" if x is None else f"{x:+.0f}%"
 
@@ -60,7 +71,7 @@ def render_estimate(con, est: dict[str, Any], wide: bool = False) -> None:
     job = est.get("job", {})
     con.print(f"[bold]{escape(job.get('name', ''))}[/]: {job.get('model')} {job.get('precision')}, batch "
               f"{job.get('batch_size')}, {job.get('total_samples', 0):,} samples, "
-              f"{(job.get('train_flops_per_sample') or 0) / 1e9:.1f} GFLOP/sample (train)")
+              f"{fmt_flops(job.get('train_flops_per_sample'))}/sample (train)")
     (_wide_table if wide else _narrow_table)(con, est)
     _estimate_footer(con, est, wide)
 

@@ -134,3 +134,51 @@ def build_factory_model(ref: str, model_args: dict | None = None, root: str | No
         raise FactoryError(f"model {ref!r}: {fn.__name__ if hasattr(fn, '__name__') else ref} returned "
                            f"{type(module).__name__}, not a torch.nn.Module")
     return module
+
+
+def output_logits(out: Any):
+    """The tensor a model's output is trained on (cross-entropy against the labels).
+
+    A tensor is itself. Models often return more: an auxiliary head (``(logits, aux)``), a
+    dictionary (``{"logits": ..., "aux": ...}``) or a Hugging Face ``ModelOutput``. The logits
+    are then the ``"logits"`` entry (key or attribute) when there is one, else the first tensor
+    of the tuple, list or dictionary; the other entries are not trained (no gradient flows
+    through them), exactly as the payload trains the model. Raises FactoryError (one line)
+    for an output holding no tensor.
+    """
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    named = out.get("logits") if isinstance(out, dict) else getattr(out, "logits", None)
+    if isinstance(named, torch.Tensor):
+        return named
+    values = list(out.values()) if isinstance(out, dict) else list(out) if isinstance(out, (tuple, list)) else []
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            return v
+    raise FactoryError(f"the model returned {type(out).__name__}, not logits: its forward must return a tensor "
+                       "[batch, classes, ...], or a tuple/list whose first item or a dict whose 'logits' entry "
+                       "is one")
+
+
+def check_classes(logits_shape: tuple, num_classes: int) -> None:
+    """Refuse logits that cannot be trained on labels of ``num_classes`` classes (FactoryError, one
+    line): the class dimension (dim 1 of [batch, classes, ...]) must hold every label."""
+    shown = "[" + ", ".join(["batch", *(str(d) for d in logits_shape[1:])]) + "]"
+    if len(logits_shape) < 2:
+        raise FactoryError(f"the model's output has shape {shown}: gpujob trains a classifier with "
+                           "cross-entropy, so it must be [batch, classes, ...]")
+    if logits_shape[1] < num_classes:
+        raise FactoryError(f"the model's output has {logits_shape[1]} classes (dim 1 of {shown}) but "
+                           f"workload.num_classes is {num_classes}: labels up to {num_classes - 1} are out of range; "
+                           f"set num_classes: {logits_shape[1]} or build the model with {num_classes} outputs")
+
+
+def check_trainable(module, ref: str) -> None:
+    """Refuse a model with no parameter to train (FactoryError, one line): every one frozen
+    (``requires_grad=False``) leaves the optimizer nothing to update."""
+    if not any(p.requires_grad for p in module.parameters()):
+        n = sum(p.numel() for p in module.parameters())
+        raise FactoryError(f"model {ref!r} has no trainable parameter ({n:,} parameters, every one with "
+                           "requires_grad=False): there is nothing to train; leave at least the head trainable")

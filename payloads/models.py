@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 try:
-    from .factory import FactoryError, build_factory_model, is_factory  # noqa: F401 (re-exported)
+    from .factory import FactoryError, build_factory_model, check_classes, check_trainable, is_factory, output_logits  # noqa: F401 (re-exported)
 except ImportError:  # run as a script: the siblings sit next to this file
-    from factory import FactoryError, build_factory_model, is_factory  # type: ignore[no-redef]
+    from factory import FactoryError, build_factory_model, check_classes, check_trainable, is_factory, output_logits  # type: ignore[no-redef]
 
 MODEL_NAMES = ("vgg16", "vgg11", "resnet50", "resnet18", "mobilenetv2", "vit_b16", "tinycnn", "mlp")
 

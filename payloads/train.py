@@ -229,7 +229,9 @@ def run(cfg: dict[str, Any]) -> int:
     model = models.build(cfg["model"], cfg["num_classes"], pad_to, cfg["image_size"], cfg["model_args"])
     # Labels of one sample: a class index per output position beyond the class dimension
     # (a classifier: none; a segmenter's [classes, H, W] output: [H, W]).
-    label_shape = _label_shape(model, shape) if user_model else ()
+    label_shape = _label_shape(model, shape, cfg["num_classes"]) if user_model else ()
+    if user_model:
+        models.check_trainable(model, cfg["model"])
     rewritten = {}
     if fast:
         rewritten = fast_layers.rewrite(model, AUTOCAST_DTYPES.get(cfg["precision"]))
@@ -309,7 +311,7 @@ def run(cfg: dict[str, Any]) -> int:
         for g in opt.param_groups:
             g["lr"] = lr
         with autocast():
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(models.output_logits(model(x)), y)
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -491,14 +493,16 @@ def _profiler(device: torch.device) -> Any:
     return prof
 
 
-def _label_shape(model: torch.nn.Module, shape: tuple) -> tuple:
+def _label_shape(model: torch.nn.Module, shape: tuple, num_classes: int) -> tuple:
     """Output shape of one sample past the class dimension: one eval-mode forward of one sample
-    (on the host, before the model moves to the device)."""
+    (on the host, before the model moves to the device). FactoryError when the model's logits
+    have fewer classes than the labels (num_classes): cross-entropy would fail at the first step."""
     was = model.training
     model.eval()
     with torch.no_grad():
-        out = model(torch.zeros(1, *shape))
+        out = models.output_logits(model(torch.zeros(1, *shape)))
     model.train(was)
+    models.check_classes(tuple(out.shape), num_classes)
     return tuple(out.shape[2:])
 
 
@@ -523,7 +527,7 @@ def evaluate(raw: torch.nn.Module, data: Any, batch: int, device: torch.device, 
     for x, y in D.eval_batches(data, batch, 0, False, dd.rank, dd.world):
         x = _prep(x.to(device), pad_to, channels_last)
         with autocast():
-            pred = raw(x).argmax(dim=1)
+            pred = models.output_logits(raw(x)).argmax(dim=1)
         correct += int((pred.cpu() == y).sum())
         total += len(y)
     raw.train()

@@ -246,8 +246,9 @@ def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True
 
 
 # What the counter records: a cached count from an older counter is counted again (2: per-operation
-# GEMM rows and the grouped-convolution backward FLOPs of launcher.estimate.opcount).
-COUNT_VERSION = 2
+# GEMM rows and the grouped-convolution backward FLOPs of launcher.estimate.opcount; 3: a factory's
+# logits checked against num_classes and its trainable parameters, so an older count skips no check).
+COUNT_VERSION = 3
 
 
 def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Path) -> str:
@@ -300,15 +301,35 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
 
 
 def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: int, root: str):
-    """Build the factory on the meta device and count one training step (OpCost)."""
+    """Build the factory on the meta device and count one training step (OpCost): the step the
+    payload runs, cross-entropy on the model's logits (``payloads.factory.output_logits``: a
+    tuple's first tensor, a dict's ``"logits"``). FactoryError (one line) for a model with nothing
+    to train or logits with fewer classes than num_classes."""
     import torch
 
     from launcher.estimate.opcount import count
-    from launcher.payloads.factory import build_factory_model
+    from launcher.payloads.factory import (FactoryError, build_factory_model, check_classes, check_trainable,
+                                           output_logits)
+
+    class Logits(torch.nn.Module):
+        """The user's module, its output reduced to the logits the loss is taken on."""
+
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return output_logits(self.inner(x))
 
     with torch.device("meta"):
         module = build_factory_model(ref, model_args, root)
     module = module.to("meta")
-    with torch.no_grad():
-        out = module.eval()(torch.empty(2, *sample_shape, device="meta"))
-    return count(module.train(), tuple(sample_shape), num_classes, tuple(out.shape[2:]))
+    check_trainable(module, ref)
+    model = Logits(module)
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.empty(2, *sample_shape, device="meta"))
+        check_classes(tuple(out.shape), num_classes)
+    except FactoryError as exc:
+        raise FactoryError(f"model {ref!r}: {exc}") from None
+    return count(model.train(), tuple(sample_shape), num_classes, tuple(out.shape[2:]))

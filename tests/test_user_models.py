@@ -1,0 +1,169 @@
+"""Users' own models as users write them (tuple/dict outputs, frozen layers, a mismatched
+num_classes, 1-D and 3-D inputs): counted with hand-computed FLOPs, trained by the real payload,
+refused in one line when they cannot train. Real PyTorch on the CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from launcher.cli import app
+from launcher.estimate.flops import workload_cost
+from launcher.spec import parse_spec
+
+REPO = Path(__file__).resolve().parent.parent
+cli = CliRunner()
+
+NETS = '''
+import torch
+from torch import nn
+
+
+class TwoHeads(nn.Module):
+    """head and aux read the same features; only the logits are trained."""
+
+    def __init__(self, kind="tuple", n=4):
+        super().__init__()
+        self.kind = kind
+        self.head = nn.Linear(8, n, bias=False)
+        self.aux = nn.Linear(8, n, bias=False)
+
+    def forward(self, x):
+        logits, aux = self.head(x), self.aux(x)
+        if self.kind == "tuple":
+            return logits, aux
+        if self.kind == "dict":  # the logits are the 'logits' entry, not the first one
+            return {"aux": aux, "logits": logits}
+        return [logits, aux]
+
+
+def heads(kind="tuple", n=4):
+    return TwoHeads(kind, n)
+
+
+def frozen_backbone():
+    body = nn.Sequential(nn.Conv1d(1, 4, 5, bias=False), nn.AdaptiveAvgPool1d(1), nn.Flatten())
+    for p in body.parameters():
+        p.requires_grad = False
+    return nn.Sequential(nn.Unflatten(1, (1, 64)), body, nn.Linear(4, 3, bias=False))
+
+
+def all_frozen():
+    m = nn.Linear(8, 4)
+    m.requires_grad_(False)
+    return m
+
+
+def video():
+    return nn.Sequential(nn.Conv3d(2, 4, 3, padding=1, bias=False), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+                         nn.Linear(4, 3, bias=False))
+
+
+def strings():
+    class Words(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return {"text": "no tensor here"}
+    return Words()
+'''
+
+
+@pytest.fixture(autouse=True)
+def project(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    (tmp_path / "nets.py").write_text(NETS, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _spec(fn: str, shape: list, num_classes: int = 4, **args) -> str:
+    return json.dumps({"name": "user-model", "workload": {
+        "model": f"nets.py:{fn}", "model_args": args, "input_shape": shape, "num_classes": num_classes,
+        "batch_size": 4, "samples_per_epoch": 32, "precision": "fp32"}})
+
+
+def _train(project: Path, spec: str, steps: int = 3) -> tuple[subprocess.CompletedProcess, list]:
+    cfg = {**parse_spec(spec).workload.model_dump(mode="json"), "output_dir": str(project / "out")}
+    (project / "job.json").write_text(json.dumps(cfg), encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(REPO / "payloads" / "train.py"), "--config", "job.json",
+                           "--device", "cpu", "--max-steps", str(steps), "--log-every", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=project)
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return proc, [e for e in events if e["event"] == "step"]
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dict", "list"])
+def test_a_model_with_an_aux_output_is_counted_on_its_logits(kind):
+    # Hand count per sample (input [8], two bias-free 8 -> 4 heads): forward 2 x 2 x 8 x 4 = 128;
+    # backward: only the logits' head gets a weight gradient (2 x 8 x 4 = 64; the input needs none).
+    cost = workload_cost(parse_spec(_spec("heads", [8], kind=kind)).workload)
+    assert cost.forward_flops_per_sample == pytest.approx(128)
+    assert cost.train_flops_per_sample == pytest.approx(192)
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dict"])
+def test_the_payload_trains_a_model_with_an_aux_output(project, kind):
+    proc, steps = _train(project, _spec("heads", [8], kind=kind))
+    assert len(steps) == 3 and all(e["loss"] > 0 for e in steps), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_frozen_layers_get_no_gradient_in_the_count():
+    # Input [64] -> Conv1d(1, 4, k=5) frozen: 60 positions x 4 x 5 MACs = 1,200 -> 2,400 FLOPs forward,
+    # no backward; Linear(4, 3): 24 forward, 24 weight gradient (its input needs no gradient).
+    cost = workload_cost(parse_spec(_spec("frozen_backbone", [64], num_classes=3)).workload)
+    assert cost.forward_flops_per_sample == pytest.approx(2424)
+    assert cost.train_flops_per_sample == pytest.approx(2448)
+    assert cost.params == 4 * 5 + 4 * 3
+
+
+def test_a_video_input_is_counted_in_three_dimensions():
+    # [2, 4, 6, 6] -> Conv3d(2, 4, 3, padding 1): 4 x 6 x 6 x 4 outputs x 2 x 27 MACs = 31,104 -> 62,208;
+    # its weight gradient as much again (the input needs none); Linear(4, 3): 24 forward, 24 weight
+    # gradient and 24 input gradient (the convolution below it trains).
+    cost = workload_cost(parse_spec(_spec("video", [2, 4, 6, 6], num_classes=3)).workload)
+    assert cost.train_flops_per_sample == pytest.approx(2 * 62208 + 3 * 24)
+
+
+@pytest.mark.parametrize("fn, shape, num_classes, fragment", [
+    ("heads", [8], 10, "the model's output has 4 classes (dim 1 of [batch, 4]) but workload.num_classes is 10"),
+    ("all_frozen", [8], 4, "has no trainable parameter (36 parameters, every one with requires_grad=False)"),
+    ("strings", [8], 4, "the model returned dict, not logits"),
+])
+def test_a_model_that_cannot_train_is_one_line_before_any_machine(project, fn, shape, num_classes, fragment):
+    (project / "job.yaml").write_text(_spec(fn, shape, num_classes), encoding="utf-8")
+    res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
+    assert res.exit_code != 0 and fragment in res.output, res.output
+    assert "nets.py" in res.output and "Traceback" not in res.output
+    assert len([line for line in res.output.splitlines() if line.strip()]) == 1, res.output
+
+
+def test_the_payload_refuses_more_labels_than_the_model_has_classes(project):
+    proc, steps = _train(project, _spec("heads", [8], num_classes=10))
+    assert proc.returncode == 2 and not steps
+    assert "the model's output has 4 classes" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_estimate_header_shows_a_small_model_s_flops_in_its_own_unit(project):
+    (project / "job.yaml").write_text(_spec("heads", [8]), encoding="utf-8")
+    res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
+    assert res.exit_code == 0, res.output
+    assert "192 FLOP/sample (train)" in res.output.splitlines()[0]
+    from launcher.render import fmt_flops
+
+    assert [fmt_flops(x) for x in (40448, 1.376e6, 15.47e9, 2.4e12)] == \
+        ["40.4 kFLOP", "1.38 MFLOP", "15.5 GFLOP", "2.4 TFLOP"]
+
+
+def test_validate_names_a_non_image_input_by_its_shape(project):
+    (project / "job.yaml").write_text(_spec("video", [2, 4, 6, 6], num_classes=3), encoding="utf-8")
+    res = cli.invoke(app, ["validate", "job.yaml"])
+    assert res.exit_code == 0 and "input 2x4x6x6" in res.output and "px" not in res.output, res.output
