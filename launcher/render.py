@@ -112,8 +112,9 @@ def _narrow_table(con, est: dict[str, Any]) -> None:
         compare.append((["local", "this machine", "-", f"CPU x{b['cores']}" if b.get("cores") else "CPU", "-",
                          fmt_seconds(b.get("seconds")), "$0.00"], "cyan"))
     for f in est.get("free_options", []):
-        compare.append((["free", _free_name(f["name"]), "-", f"{f['gpu']} x{f['gpu_count']}", "free tier",
-                         fmt_seconds(f.get("train_seconds")), "$0.00"], "green"))
+        fits = f.get("fits_memory", True)
+        compare.append((["free" + ("" if fits else "!"), _free_name(f["name"]), "-", f"{f['gpu']} x{f['gpu_count']}",
+                         "free tier", fmt_seconds(f.get("train_seconds")), "$0.00"], "green" if fits else "dim"))
     if compare:
         over = [_free_name(f["name"]) for f in est.get("free_options", []) if not f.get("fits_one_session")]
         groups.append(("for comparison, not launch targets"
@@ -135,7 +136,9 @@ def _narrow_table(con, est: dict[str, Any]) -> None:
         for cells, style in group:
             t.add_row(*(escape(x) for x in cells), style=style)
         con.print(t)
-    marks = [f"{m} {what}" for m, what in _FLAGS if any(m in _flags(c) for c in est.get("candidates", []))]
+    flagged = [_flags(c) for c in est.get("candidates", [])] + ["" if f.get("fits_memory", True) else "!"
+                                                                 for f in est.get("free_options", [])]
+    marks = [f"{m} {what}" for m, what in _FLAGS if any(m in flags for flags in flagged)]
     if cut:
         marks.append("… cut to fit: " + "/".join(cut) + " offers (estimate only; --wide for full names)")
     if marks:

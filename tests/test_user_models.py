@@ -64,6 +64,10 @@ def video():
                          nn.Linear(4, 3, bias=False))
 
 
+def huge(width=100_000):  # 30 B parameters: 120 GB of fp32 weights before gradients and momentum
+    return nn.Sequential(*[nn.Linear(width, width, bias=False) for _ in range(3)])
+
+
 def strings():
     class Words(nn.Module):
         def __init__(self):
@@ -167,3 +171,17 @@ def test_validate_names_a_non_image_input_by_its_shape(project):
     (project / "job.yaml").write_text(_spec("video", [2, 4, 6, 6], num_classes=3), encoding="utf-8")
     res = cli.invoke(app, ["validate", "job.yaml"])
     assert res.exit_code == 0 and "input 2x4x6x6" in res.output and "px" not in res.output, res.output
+
+
+def test_a_model_no_gpu_holds_says_so_instead_of_pointing_at_alternatives(project):
+    (project / "job.yaml").write_text(_spec("huge", [100_000], num_classes=10), encoding="utf-8")
+    res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline", "--json"])
+    assert res.exit_code == 0, res.output
+    est = json.loads(res.output)
+    assert not any(c["fits_memory"] for c in est["candidates"])
+    sentence = est["summary"]["sentence"]
+    assert sentence.startswith("No GPU in the catalog holds this job: batch 4 needs ") and "alternatives" not in sentence
+    assert "the model alone does not fit one GPU" in sentence
+    res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"], terminal_width=80)
+    free = [line for line in res.output.splitlines() if line.startswith("free")]
+    assert free and all(line.startswith("free!") for line in free), res.output

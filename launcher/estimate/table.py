@@ -236,7 +236,24 @@ def _pick(rows: list, all_regions: bool, top: int | None) -> list:
     return rows if top is None else rows[:top]
 
 
-def _summary(rows: list[Candidate], base: dict, budget: float | None) -> dict:
+def _nothing_fits(w, rows: list[Candidate], get_gpu) -> str | None:
+    """The sentence when no offer at all holds the job on its GPUs (None when one does): what it
+    needs, the largest GPU, and the fix (a batch that fits, else: the model alone is too big)."""
+    if not rows or any(c.fits_memory for c in rows):
+        return None
+    needs = [c.memory_gib_needed for c in rows if c.memory_gib_needed]
+    sizes = {c.gpu: get_gpu(c.gpu).memory_gib for c in rows if c.samples_per_second}
+    if not needs or not sizes:
+        return None
+    largest = max(sizes, key=sizes.get)
+    best = max((c for c in rows if c.max_batch), key=lambda c: c.max_batch, default=None)
+    fix = (f"use batch_size <= {best.max_batch} (on {best.gpu})" if best else
+           "the model alone does not fit one GPU; make it smaller (gpujob shards only language models, with FSDP)")
+    return (f"No GPU in the catalog holds this job: batch {w.batch_size} needs {min(needs):,.1f} GiB per GPU, "
+            f"the largest ({largest}) has {sizes[largest]:g} GiB; {fix}.")
+
+
+def _summary(rows: list[Candidate], base: dict, budget: float | None, nothing_fits: str | None = None) -> dict:
     priced = [c for c in rows if c.fits_memory and c.total_usd is not None]
     cheapest = min(priced, key=Candidate.sort_key, default=None)
     fastest = min(priced, key=lambda c: (c.total_seconds, c.total_usd), default=None)
@@ -245,7 +262,7 @@ def _summary(rows: list[Candidate], base: dict, budget: float | None) -> dict:
     if budget is not None:
         out["within_budget"] = sum(1 for c in priced if not c.over_budget)
     if cheapest is None:
-        out["sentence"] = "No offer the spec asks for fits this job (see the alternatives)."
+        out["sentence"] = nothing_fits or "No offer the spec asks for fits this job (see the alternatives)."
         return out
     if not cheapest.launchable:  # the real cheapest GPU hour, and what gpujob itself can launch
         from launcher.catalog.reference import NOTE
@@ -382,6 +399,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
         raise EstimateError(f"no GPU offers for providers {', '.join(providers)} in the catalog",
                             "check resources.regions or run `gpujob catalog update`")
     n_all = len(rows)
+    nothing_fits = None if w.is_lm else _nothing_fits(w, rows, get_gpu)
     for c in rows:
         c.section = "requested" if c.requested else "alternative"
     asked = _pick([c for c in rows if c.requested], all_regions, None if show_all else top)
@@ -422,7 +440,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
         candidates=rows,
         free_options=free_rows,
         catalog={"source": prov.source, "snapshot": prov.snapshot, "age_days": prov.age_days, "stale": prov.stale},
-        summary=_summary(asked, base_dict, budget),
+        summary=_summary(asked, base_dict, budget, nothing_fits),
         notes=notes,
         candidates_total=n_all,
         memory_plan=memory_table(w, offers, get_gpu) if w.is_lm else [],
