@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from launcher.cli import app
+from launcher.estimate import baseline
 from launcher.estimate.flops import workload_cost
 from launcher.spec import parse_spec
 
@@ -185,3 +186,14 @@ def test_a_model_no_gpu_holds_says_so_instead_of_pointing_at_alternatives(projec
     res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"], terminal_width=80)
     free = [line for line in res.output.splitlines() if line.startswith("free")]
     assert free and all(line.startswith("free!") for line in free), res.output
+
+
+def test_a_model_too_big_for_this_machine_s_ram_is_not_probed(monkeypatch):
+    # 3 x 2,000 x 2,000 = 12 M parameters: 137 MiB of weights, gradients and momentum, over half of
+    # a 256 MiB machine. Building it for the probe would run the machine out of memory.
+    monkeypatch.setattr(baseline, "ram_bytes", lambda: 256 * 2**20, raising=False)
+    spec = parse_spec(_spec("huge", [2000], num_classes=10, width=2000))
+    base = baseline.measure_baseline(spec, probe_seconds=2.0)
+    assert not base.measured and base.samples_per_second > 0
+    assert base.note.startswith("a 12 M-parameter model is not probed on this CPU (its weights, gradients and "
+                                "momentum need 0.1 GiB; this machine has 0.2 GiB of RAM)"), base.note

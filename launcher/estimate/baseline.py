@@ -150,6 +150,39 @@ def _model_prediction(spec, cores: int) -> float | None:
     return predict_cpu(cost, cores)
 
 
+# The probe trains in fp32 with SGD and momentum: weight, gradient and momentum, 4 bytes each.
+_PROBE_BYTES_PER_PARAM = 12
+# Share of this machine's RAM the probe's parameters may take (activations and PyTorch need the rest).
+_PROBE_RAM_SHARE = 0.5
+
+
+def ram_bytes() -> int | None:
+    """This machine's physical memory in bytes (None where the OS does not say: no check)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _too_big_for_ram(spec) -> str | None:
+    """Why a model is not probed on this CPU (None: it fits): its weights, gradients and momentum
+    would take more than half of the RAM. Building it would exhaust memory (the kernel's OOM killer
+    picks a process) before one step runs."""
+    from launcher.estimate.flops import workload_cost
+
+    ram = ram_bytes()
+    try:
+        n = workload_cost(spec.workload, allow_torch=False).params
+    except Exception:
+        return None
+    need = _PROBE_BYTES_PER_PARAM * n
+    if not ram or need <= _PROBE_RAM_SHARE * ram:
+        return None
+    size = f"{n / 1e9:.1f} B" if n >= 1e9 else f"{n / 1e6:.0f} M"
+    return (f"a {size}-parameter model is not probed on this CPU (its weights, gradients and momentum need "
+            f"{need / 2**30:.1f} GiB; this machine has {ram / 2**30:.1f} GiB of RAM)")
+
+
 def probe_batch_size(spec, probe_seconds: float, cores: int) -> int:
     """A power-of-two batch <= the job's for which one CPU step takes ~1/4 of the probe.
 
@@ -245,6 +278,10 @@ def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, 
         if n > LM_PROBE_MAX_PARAMS:
             return _from_model(spec, device, cores, f"a {n / 1e9:.1f} B-parameter model is not probed on this CPU "
                                f"(its AdamW state alone needs {16 * n / 2**30:.0f} GiB of RAM)")
+    else:
+        too_big = _too_big_for_ram(spec)
+        if too_big:
+            return _from_model(spec, device, cores, too_big)
     batch = probe_batch_size(spec, probe_seconds, cores)
     precision = cpu_precision(spec.workload)
     fp, wkey = fingerprint(), _workload_key(spec.workload, batch, precision)
