@@ -69,6 +69,27 @@ def huge(width=100_000):  # 30 B parameters: 120 GB of fp32 weights before gradi
     return nn.Sequential(*[nn.Linear(width, width, bias=False) for _ in range(3)])
 
 
+class DataDependent(nn.Module):
+    """Operations the meta device cannot run: their output's shape (or Python value) is the data's."""
+
+    def __init__(self, op="nonzero"):
+        super().__init__()
+        self.op = op
+        self.fc = nn.Linear(8, 4, bias=False)
+
+    def forward(self, x):
+        h = self.fc(x)
+        if self.op == "nonzero":
+            return h + torch.nonzero(h > 0).shape[0] * 0.0
+        if self.op == "masked_select":
+            return h + torch.masked_select(h, h > 0).sum() * 0.0
+        return h * 2 if h.mean().item() > 100 else h  # control flow on a value
+
+
+def data_dependent(op="nonzero"):
+    return DataDependent(op)
+
+
 def strings():
     class Words(nn.Module):
         def __init__(self):
@@ -197,3 +218,21 @@ def test_a_model_too_big_for_this_machine_s_ram_is_not_probed(monkeypatch):
     assert not base.measured and base.samples_per_second > 0
     assert base.note.startswith("a 12 M-parameter model is not probed on this CPU (its weights, gradients and "
                                 "momentum need 0.1 GiB; this machine has 0.2 GiB of RAM)"), base.note
+
+
+@pytest.mark.parametrize("op", ["nonzero", "masked_select", "item"])
+def test_operations_without_a_meta_kernel_are_counted_on_the_cpu(op):
+    # Linear(8, 4) without bias: 64 FLOPs forward, 64 for its weight gradient; the data-dependent
+    # operations around it are element-wise (not in torch's FLOP formulas).
+    cost = workload_cost(parse_spec(_spec("data_dependent", [8], op=op)).workload)
+    assert cost.forward_flops_per_sample == pytest.approx(64)
+    assert cost.train_flops_per_sample == pytest.approx(128)
+    assert cost.ops["classes"]["matmul"]["kernels"] >= 2
+
+
+def test_a_model_too_big_to_count_on_the_cpu_keeps_the_meta_error_in_one_line(project, monkeypatch):
+    monkeypatch.setattr(baseline, "ram_bytes", lambda: 1024, raising=False)
+    (project / "job.yaml").write_text(_spec("data_dependent", [8], op="masked_select"), encoding="utf-8")
+    res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
+    assert res.exit_code != 0 and "cannot train on input_shape [8]" in res.output and "masked_select" in res.output
+    assert len([line for line in res.output.splitlines() if line.strip()]) == 1, res.output

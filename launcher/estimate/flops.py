@@ -300,16 +300,50 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
     return cost
 
 
+# A model whose operations need data (no meta kernel: nonzero, masked_select, .item()) is counted
+# on the CPU when its weights, gradients and momentum (12 bytes per parameter) take at most this
+# share of the RAM.
+CPU_COUNT_RAM_SHARE = 0.25
+
+
 def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: int, root: str):
     """Build the factory on the meta device and count one training step (OpCost): the step the
     payload runs, cross-entropy on the model's logits (``payloads.factory.output_logits``: a
     tuple's first tensor, a dict's ``"logits"``). FactoryError (one line) for a model with nothing
-    to train or logits with fewer classes than num_classes."""
+    to train or logits with fewer classes than num_classes.
+
+    An operation the meta device cannot run (no meta kernel, or a shape that depends on the data:
+    ``nonzero``, ``masked_select``, ``.item()``) fails the meta count; the model is then built and
+    counted on the CPU, on random data, when it is small enough (``CPU_COUNT_RAM_SHARE``), else
+    the meta device's error stands."""
     import torch
 
-    from launcher.estimate.opcount import count
-    from launcher.payloads.factory import (FactoryError, build_factory_model, check_classes, check_trainable,
-                                           output_logits)
+    from launcher.estimate.baseline import ram_bytes
+    from launcher.payloads.factory import FactoryError, build_factory_model, check_trainable
+
+    with torch.device("meta"):
+        module = build_factory_model(ref, model_args, root)
+    module = module.to("meta")
+    check_trainable(module, ref)
+    try:
+        return _count_module(module, ref, sample_shape, num_classes)
+    except FactoryError:
+        raise
+    except Exception:
+        ram, n = ram_bytes(), sum(p.numel() for p in module.parameters())
+        if not ram or 12 * n > CPU_COUNT_RAM_SHARE * ram:
+            raise
+    with torch.device("cpu"):
+        module = build_factory_model(ref, model_args, root)
+    return _count_module(module.to("cpu"), ref, sample_shape, num_classes)
+
+
+def _count_module(module, ref: str, sample_shape: tuple, num_classes: int):
+    """count() of one step of ``module`` on its own device (meta or CPU), the loss on its logits."""
+    import torch
+
+    from launcher.estimate.opcount import count, device_of
+    from launcher.payloads.factory import FactoryError, check_classes, output_logits
 
     class Logits(torch.nn.Module):
         """The user's module, its output reduced to the logits the loss is taken on."""
@@ -321,14 +355,10 @@ def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: 
         def forward(self, x):
             return output_logits(self.inner(x))
 
-    with torch.device("meta"):
-        module = build_factory_model(ref, model_args, root)
-    module = module.to("meta")
-    check_trainable(module, ref)
     model = Logits(module)
     try:
         with torch.no_grad():
-            out = model.eval()(torch.empty(2, *sample_shape, device="meta"))
+            out = model.eval()(torch.randn(2, *sample_shape, device=device_of(module)))
         check_classes(tuple(out.shape), num_classes)
     except FactoryError as exc:
         raise FactoryError(f"model {ref!r}: {exc}") from None

@@ -350,6 +350,15 @@ def _attention_standin(mode):
 _ORIGINAL_SDPA = None
 
 
+def device_of(module):
+    """The device the step runs on: the module's (``meta`` as a rule; the CPU for a model whose
+    operations need data, see ``launcher.estimate.flops.count_factory``)."""
+    import torch
+
+    first = next(iter(module.parameters()), None)
+    return first.device if first is not None else torch.device("meta")
+
+
 def _count_once(module, sample_shape: tuple, num_classes: int, batch: int, label_shape: tuple,
                 input_dtype=None) -> tuple[_Record, float, float, set]:
     """(record, forward model FLOPs, forward+backward model FLOPs, ids of tensors saved for backward)."""
@@ -370,10 +379,10 @@ def _count_once(module, sample_shape: tuple, num_classes: int, batch: int, label
         return t
 
     if input_dtype is None:
-        x = torch.randn(batch, *sample_shape, device="meta")
+        x = torch.randn(batch, *sample_shape, device=device_of(module))
     else:
-        x = torch.zeros(batch, *sample_shape, device="meta", dtype=input_dtype)
-    y = torch.zeros(batch, *label_shape, dtype=torch.long, device="meta")
+        x = torch.zeros(batch, *sample_shape, device=device_of(module), dtype=input_dtype)
+    y = torch.zeros(batch, *label_shape, dtype=torch.long, device=device_of(module))
     opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=True)
     module.train()
     _ORIGINAL_SDPA = F.scaled_dot_product_attention
@@ -421,7 +430,8 @@ def _fused(record: _Record, saved: set) -> tuple[dict, dict]:
 
 
 def count(module, sample_shape: tuple, num_classes: int, label_shape: tuple = ()) -> OpCost:
-    """Per-class cost of one training step of ``module`` (built on the meta device, fp32).
+    """Per-class cost of one training step of ``module`` (built on the meta device, fp32; a
+    module on the CPU is counted the same way, on real random data).
 
     sample_shape: one input sample (e.g. (3, 224, 224)); label_shape: one sample's labels beyond
     the batch (() for a classifier, (H, W) for a segmenter).
@@ -479,8 +489,8 @@ def _saved_bytes(module, sample_shape, batch, label_shape) -> float:
             saved[id(t)] = t
         return t
 
-    x = torch.empty(batch, *sample_shape, device="meta")
-    y = torch.zeros(batch, *label_shape, dtype=torch.long, device="meta")
+    x = torch.randn(batch, *sample_shape, device=device_of(module))
+    y = torch.zeros(batch, *label_shape, dtype=torch.long, device=device_of(module))
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         F.cross_entropy(module(x), y)
     module.zero_grad(set_to_none=True)
