@@ -57,6 +57,19 @@ def _where(exc: BaseException, files: tuple[str, ...], called: Any = None) -> st
     return f"{_rel(frame.filename)}:{frame.lineno}" if frame is not None else "?"
 
 
+def project_frame(exc: BaseException, root: str) -> str | None:
+    """``file:line`` of the innermost traceback frame in the user's project directory ``root``
+    (not in gpujob's own package, torch or another installed package); None when there is none."""
+    root = os.path.abspath(root)
+    ours = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = os.path.abspath(frame.filename)
+        if (path.startswith(root + os.sep) and os.path.dirname(path) not in ours
+                and f"{os.sep}site-packages{os.sep}" not in path and f"{os.sep}launcher{os.sep}" not in path):
+            return f"{_rel(path)}:{frame.lineno}"
+    return None
+
+
 def _rel(path: str) -> str:
     try:
         rel = os.path.relpath(path)

@@ -90,6 +90,19 @@ def data_dependent(op="nonzero"):
     return DataDependent(op)
 
 
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x, lengths):
+        return self.fc(x)
+
+
+def two_inputs():
+    return TwoInputs()
+
+
 def strings():
     class Words(nn.Module):
         def __init__(self):
@@ -236,3 +249,17 @@ def test_a_model_too_big_to_count_on_the_cpu_keeps_the_meta_error_in_one_line(pr
     res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
     assert res.exit_code != 0 and "cannot train on input_shape [8]" in res.output and "masked_select" in res.output
     assert len([line for line in res.output.splitlines() if line.strip()]) == 1, res.output
+
+
+def test_a_model_that_fails_on_the_input_names_the_project_line_and_the_fix(project):
+    # TwoHeads' layers take 8 features, the spec gives 6: the line is the user's forward.
+    (project / "job.yaml").write_text(_spec("heads", [6]), encoding="utf-8")
+    res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
+    line = 1 + NETS.splitlines().index("        logits, aux = self.head(x), self.aux(x)")
+    assert res.exit_code != 0 and res.output.startswith(f"error: nets.py:{line}: model 'nets.py:heads' cannot "
+                                                        "train on input_shape [6]: RuntimeError: "), res.output
+    assert "Traceback" not in res.output
+    (project / "job.yaml").write_text(_spec("two_inputs", [8]), encoding="utf-8")
+    res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
+    assert "missing 1 required positional argument: 'lengths'" in res.output, res.output
+    assert "gpujob calls forward(x) with the input batch alone: give forward's other arguments defaults" in res.output

@@ -284,9 +284,15 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
     except FactoryError as exc:
         raise EstimateError(str(exc), "fix the model factory (workload.model, workload.model_args)") from None
     except Exception as exc:  # the model builds but cannot run one step at this input shape
-        raise EstimateError(f"model {ref!r} cannot train on input_shape {list(sample_shape)}: "
-                            f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
-                            "check workload.input_shape and workload.num_classes against the model") from None
+        from launcher.payloads.factory import project_frame
+
+        where = project_frame(exc, str(root_path))
+        text = " ".join(str(exc).split())
+        hint = ("gpujob calls forward(x) with the input batch alone: give forward's other arguments defaults"
+                if isinstance(exc, TypeError) and "forward()" in text else
+                "check workload.input_shape and workload.num_classes against the model")
+        raise EstimateError(f"{where + ': ' if where else ''}model {ref!r} cannot train on input_shape "
+                            f"{list(sample_shape)}: {type(exc).__name__}: {text[:300]}", hint) from None
     side = sample_shape[-1] if len(sample_shape) >= 2 else 1
     cost = ModelCost(model=ref, image_size=int(side), num_classes=num_classes,
                      in_channels=int(sample_shape[0]) if len(sample_shape) == 3 else 1,
