@@ -133,6 +133,15 @@ class Workload(_Strict):
                              "takes none")
         return self
 
+    @model_validator(mode="after")
+    def _dataset_gives_images(self) -> "Workload":
+        shape = self.input_shape
+        if self.dataset != "synthetic" and shape is not None and (len(shape) != 3 or shape[1] != shape[2]):
+            raise ValueError(f"dataset {self.dataset} holds images, fed as [in_channels, image_size, image_size]; "
+                             f"input_shape {shape} is not one: give an image input_shape such as "
+                             f"[3, 224, 224], or dataset: synthetic")
+        return self
+
     @property
     def is_factory(self) -> bool:
         return ":" in self.model

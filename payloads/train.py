@@ -232,6 +232,10 @@ def run(cfg: dict[str, Any]) -> int:
     label_shape = _label_shape(model, shape, cfg["num_classes"]) if user_model else ()
     if user_model:
         models.check_trainable(model, cfg["model"])
+    if label_shape and data is not None:
+        raise models.FactoryError(f"the model's output has a class per position ([batch, classes, "
+                                  f"{', '.join(map(str, label_shape))}]), so it needs a label per position; "
+                                  f"dataset {cfg['dataset']} has one label per image: use dataset: synthetic")
     rewritten = {}
     if fast:
         rewritten = fast_layers.rewrite(model, AUTOCAST_DTYPES.get(cfg["precision"]))

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from launcher.cli import app
 from launcher.estimate import baseline
 from launcher.estimate.flops import workload_cost
+from launcher.errors import SpecError
 from launcher.spec import parse_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,6 +102,10 @@ class TwoInputs(nn.Module):
 
 def two_inputs():
     return TwoInputs()
+
+
+def dense():  # a segmenter: a class per pixel
+    return nn.Conv2d(3, 10, 1)
 
 
 def strings():
@@ -263,3 +268,21 @@ def test_a_model_that_fails_on_the_input_names_the_project_line_and_the_fix(proj
     res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
     assert "missing 1 required positional argument: 'lengths'" in res.output, res.output
     assert "gpujob calls forward(x) with the input batch alone: give forward's other arguments defaults" in res.output
+
+
+def test_an_image_dataset_needs_an_image_input_shape():
+    spec = json.loads(_spec("heads", [8]))
+    spec["workload"]["dataset"] = "digits"
+    with pytest.raises(SpecError) as e:
+        parse_spec(json.dumps(spec), "job.yaml")
+    assert "dataset digits holds images" in str(e.value) and "input_shape [8] is not one" in str(e.value)
+    spec["workload"]["input_shape"] = [1, 8, 8]
+    assert parse_spec(json.dumps(spec)).workload.sample_shape == (1, 8, 8)
+
+
+def test_the_payload_refuses_a_segmenter_on_a_dataset_of_one_label_per_image(project):
+    spec = json.loads(_spec("dense", [3, 8, 8], num_classes=10))
+    spec["workload"]["dataset"] = "digits"
+    proc, steps = _train(project, json.dumps(spec))
+    assert proc.returncode == 2 and not steps and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "needs a label per position; dataset digits has one label per image" in proc.stderr
