@@ -141,8 +141,12 @@ def build_factory_model(ref: str, model_args: dict | None = None, root: str | No
     try:
         module = fn(**(model_args or {}))
     except Exception as exc:
+        moved = "CUDA" in str(exc) or "meta tensor" in str(exc)
         raise FactoryError(f"{_where(exc, (source,), fn)}: {_one_line(exc)} (building model {ref!r} with "
-                           f"model_args {model_args or {}})") from None
+                           f"model_args {model_args or {}})" + (
+                               "; the factory moves the model to a device (.cuda(), .to(...)): return it as built, "
+                               "gpujob moves it to the GPU itself (and counts it on PyTorch's meta device)"
+                               if moved else "")) from None
     if not isinstance(module, torch.nn.Module):
         raise FactoryError(f"model {ref!r}: {fn.__name__ if hasattr(fn, '__name__') else ref} returned "
                            f"{type(module).__name__}, not a torch.nn.Module")

@@ -108,6 +108,16 @@ def dense():  # a segmenter: a class per pixel
     return nn.Conv2d(3, 10, 1)
 
 
+def on_device():
+    return nn.Linear(8, 4).to("cpu")
+
+
+def pretrained():
+    m = nn.Linear(8, 4)
+    m.load_state_dict(torch.load("w.pt"))
+    return m
+
+
 def strings():
     class Words(nn.Module):
         def __init__(self):
@@ -286,3 +296,22 @@ def test_the_payload_refuses_a_segmenter_on_a_dataset_of_one_label_per_image(pro
     proc, steps = _train(project, json.dumps(spec))
     assert proc.returncode == 2 and not steps and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "needs a label per position; dataset digits has one label per image" in proc.stderr
+
+
+def test_a_factory_that_moves_its_model_is_told_gpujob_moves_it(project):
+    (project / "job.yaml").write_text(_spec("on_device", [8]), encoding="utf-8")
+    res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
+    assert res.exit_code != 0 and "the factory moves the model to a device (.cuda(), .to(...)): return it as built, " \
+        "gpujob moves it to the GPU itself" in res.output, res.output
+
+
+def test_a_factory_loading_weights_is_counted_without_torch_s_warnings(project):
+    import warnings
+
+    import torch
+
+    torch.save(torch.nn.Linear(8, 4).state_dict(), project / "w.pt")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        cost = workload_cost(parse_spec(_spec("pretrained", [8])).workload)
+    assert cost.params == 36 and not [str(w.message) for w in said]

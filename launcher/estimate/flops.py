@@ -322,17 +322,22 @@ def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: 
     ``nonzero``, ``masked_select``, ``.item()``) fails the meta count; the model is then built and
     counted on the CPU, on random data, when it is small enough (``CPU_COUNT_RAM_SHARE``), else
     the meta device's error stands."""
+    import warnings
+
     import torch
 
     from launcher.estimate.baseline import ram_bytes
     from launcher.payloads.factory import FactoryError, build_factory_model, check_trainable
 
-    with torch.device("meta"):
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. load_state_dict into meta parameters: a no-op, said at length
         module = build_factory_model(ref, model_args, root)
     module = module.to("meta")
     check_trainable(module, ref)
     try:
-        return _count_module(module, ref, sample_shape, num_classes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _count_module(module, ref, sample_shape, num_classes)
     except FactoryError:
         raise
     except Exception:
