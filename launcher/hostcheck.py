@@ -18,12 +18,19 @@ CHECK_TIMEOUT_S = 120.0  # importing torch and initialising CUDA on a cold disk 
 _PYTHON = """import sys
 print("python", sys.version.split()[0])
 """
+# What the built-in trainer imports besides the standard library (payloads/train.py, data.py);
+# torch alone no longer brings numpy along.
+TRAINER_IMPORTS = ("torch", "numpy")
 _SCRIPT = _PYTHON + """try:
     import torch
 except Exception as exc:
     print("torch-missing", type(exc).__name__)
     raise SystemExit(0)
 print("torch", torch.__version__)
+try:
+    import numpy
+except Exception as exc:
+    print("numpy-missing", type(exc).__name__)
 print("cuda", torch.cuda.device_count() if torch.cuda.is_available() else 0)
 """
 
@@ -67,6 +74,10 @@ def check_host(host: Any, spec: Any, machine: Any, where: str) -> dict[str, Any]
         raise HostNotReady(f"torch is not importable by {python} on {where} ({facts['torch-missing']})",
                            "install it in setup: (pip install torch), point payload.python at an interpreter "
                            "that has it, or use an image with PyTorch")
+    if "numpy-missing" in facts and spec.payload.entrypoint == DEFAULT_ENTRYPOINT:
+        raise HostNotReady(f"numpy is not importable by {python} on {where} ({facts['numpy-missing']}): the "
+                           "built-in trainer needs it", "install it in setup: (pip install numpy), or point "
+                           "payload.python at an interpreter that has it")
     wanted = gpus_wanted(spec, machine)
     if wanted and (found["cuda_devices"] or 0) < wanted:
         raise HostNotReady(f"CUDA sees {found['cuda_devices'] or 0} GPU(s) on {where}, the job needs {wanted}",
@@ -80,6 +91,8 @@ def check_local_torch(spec: Any) -> None:
         return
     import importlib.util
 
-    if importlib.util.find_spec("torch") is None:
-        raise UsageError("torch is not installed in this Python, and the built-in trainer needs it",
-                         "pip install 'gpujob[train]' (install a torch build for your CUDA first if you have a GPU)")
+    for name in TRAINER_IMPORTS:
+        if importlib.util.find_spec(name) is None:
+            raise UsageError(f"{name} is not installed in this Python, and the built-in trainer needs it",
+                             "pip install 'gpujob[train]' (install a torch build for your CUDA first if you have "
+                             "a GPU)")

@@ -31,6 +31,17 @@ def _fails_before_upload(runner, opts, spec_text: str) -> HostNotReady:
     return err.value
 
 
+def _python_without(tmp_path: Path, module: str, source: str) -> Path:
+    """An interpreter (a wrapper script) where importing ``module`` runs ``source`` instead."""
+    shadow = tmp_path / f"no-{module}"
+    shadow.mkdir()
+    (shadow / f"{module}.py").write_text(source + "\n")
+    wrapper = tmp_path / f"py-without-{module}"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={shadow} exec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 @pytest.mark.sshd
 def test_missing_python_names_payload_python(ssh_runner, tmp_path):
     runner, opts = ssh_runner
@@ -42,12 +53,7 @@ def test_missing_python_names_payload_python(ssh_runner, tmp_path):
 @pytest.mark.sshd
 def test_python_without_torch_names_the_fix(ssh_runner, tmp_path):
     runner, opts = ssh_runner
-    shadow = tmp_path / "no-torch"
-    shadow.mkdir()
-    (shadow / "torch.py").write_text("raise ImportError('no torch in this interpreter')\n")
-    wrapper = tmp_path / "py-without-torch"
-    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={shadow} exec {sys.executable} \"$@\"\n")
-    wrapper.chmod(0o755)
+    wrapper = _python_without(tmp_path, "torch", "raise ImportError('no torch in this interpreter')")
     err = _fails_before_upload(runner, opts, f"name: t\nworkload: {TINY_WORKLOAD}\npayload: {{python: {wrapper}}}\n")
     assert "torch is not importable" in str(err) and "setup:" in str(err) and "payload.python" in str(err)
 
@@ -103,3 +109,26 @@ def test_local_run_without_torch_says_install_gpujob_train(tmp_path, monkeypatch
     with pytest.raises(UsageError) as err:
         runner.run(parse_spec(f"name: t\nworkload: {TINY_WORKLOAD}\n"), RunOptions(provider="local", baseline=False))
     assert "pip install 'gpujob[train]'" in str(err.value) and runner.store.list_runs() == []
+
+
+def test_local_run_without_numpy_says_install_gpujob_train(tmp_path, monkeypatch):
+    """pip install gpujob torch (no [train]): torch no longer brings numpy, which the trainer imports."""
+    import importlib.util
+
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "numpy" else real(name, *a))
+    runner = Runner(store=Store())
+    with pytest.raises(UsageError) as err:
+        runner.run(parse_spec(f"name: t\nworkload: {TINY_WORKLOAD}\n"), RunOptions(provider="local", baseline=False))
+    assert str(err.value).startswith("numpy is not installed in this Python, and the built-in trainer needs it")
+    assert "pip install 'gpujob[train]'" in str(err.value) and runner.store.list_runs() == []
+
+
+@pytest.mark.sshd
+def test_python_without_numpy_names_the_fix(ssh_runner, tmp_path):
+    runner, opts = ssh_runner
+    # torch imports numpy itself when it can: a missing one is a ModuleNotFoundError, as here
+    wrapper = _python_without(tmp_path, "numpy", "raise ModuleNotFoundError(\"No module named 'numpy'\", name='numpy')")
+    err = _fails_before_upload(runner, opts, f"name: t\nworkload: {TINY_WORKLOAD}\npayload: {{python: {wrapper}}}\n")
+    assert "numpy is not importable" in str(err) and "setup:" in str(err) and "payload.python" in str(err)
