@@ -160,10 +160,12 @@ def _scaled_nearest(model: str, image_size: int, num_classes: int, in_channels: 
     )
 
 
-def lm_cost(workload) -> ModelCost:
+def lm_cost(workload, *, allow_torch: bool = True) -> ModelCost:
     """Cost of one trained token of a built-in language model (a "sample" is a token for them),
     from payloads/lm_shapes.py's exact formulas: no torch. Activation bytes are fp32-equivalent
-    per token over all layers; launcher/estimate/memory.py holds the per-GPU memory account."""
+    per token over all layers; launcher/estimate/memory.py holds the per-GPU memory account.
+    ``ops``: the per-operation count per token (launcher.estimate.opcosts.lm_ops: bundled for the
+    presets, counted with torch otherwise when ``allow_torch`` and torch is installed, else None)."""
     from launcher.payloads import lm_shapes
 
     try:
@@ -174,9 +176,39 @@ def lm_cost(workload) -> ModelCost:
     n = lm_shapes.param_count(shape)
     per_token = lm_shapes.train_flops_per_token(shape, seq)
     act = shape.n_layers * lm_shapes.activation_bytes_per_token_layer(shape, "fp32", False)
+    ops = lm_ops(workload.model, dict(workload.model_args), workload.vocab_size, seq, allow_torch=allow_torch)
     return ModelCost(model=workload.model, image_size=seq, num_classes=shape.vocab_size, in_channels=0,
                      train_flops_per_sample=per_token, forward_flops_per_sample=per_token / 3, params=n,
-                     activation_bytes_per_sample=act, param_bytes=4 * n, source="lm_shapes formula")
+                     activation_bytes_per_sample=act, param_bytes=4 * n, source="lm_shapes formula", ops=ops)
+
+
+def lm_ops(model: str, model_args: dict, vocab_size: int | None, seq_len: int, *,
+           allow_torch: bool = True) -> dict | None:
+    """OpCost dict (per trained token) of a built-in language model at this sequence length:
+    bundled (launcher.estimate.opcosts), else counted with torch (cached per shape and counter
+    version, like a factory's count), else None."""
+    import json
+
+    from launcher.estimate.opcosts import bundled_lm_ops, count_lm
+    from launcher.payloads import lm_shapes
+
+    shape = lm_shapes.resolve(model, model_args, vocab_size, seq_len)
+    if not model_args:
+        hit = bundled_lm_ops(model, seq_len, shape.vocab_size)
+        if hit is not None:
+            return hit
+    if not allow_torch or not _torch_available():
+        return None
+    key = "lm:" + json.dumps([shape.to_dict(), seq_len, COUNT_VERSION], sort_keys=True)
+    cache = _cache_file()
+    hit = read_json(cache, {}).get(key)
+    if hit is not None:
+        return hit
+    ops = count_lm(shape, seq_len).to_dict()
+    cached = read_json(cache, {})  # re-read: another estimate may have written
+    cached[key] = ops
+    write_json_atomic(cache, cached)
+    return ops
 
 
 def model_cost(
@@ -235,7 +267,7 @@ def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True
     when the factory cannot be imported or built.
     """
     if getattr(w, "is_lm", False):
-        return lm_cost(w)
+        return lm_cost(w, allow_torch=allow_torch)
     if not getattr(w, "is_factory", False):
         cost = model_cost(w.model, w.image_size, w.num_classes, w.in_channels, allow_torch=allow_torch)
         from launcher.estimate.opcosts import builtin_ops
@@ -246,8 +278,9 @@ def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True
 
 
 # What the counter records: a cached count from an older counter is counted again (2: per-operation
-# GEMM rows and the grouped-convolution backward FLOPs of launcher.estimate.opcount).
-COUNT_VERSION = 2
+# GEMM rows and the grouped-convolution backward FLOPs of launcher.estimate.opcount; 3: allocations
+# move nothing, causal attention counts its computed tiles, token models).
+COUNT_VERSION = 3
 
 
 def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Path) -> str:

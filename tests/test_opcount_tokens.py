@@ -1,0 +1,132 @@
+"""Token models in the per-operation counter (launcher/estimate/opcount.count_tokens): a tiny
+language model (embedding, one attention block, logits over the vocabulary) and the fused AdamW
+update against FLOPs and bytes computed by hand; the built-in language models priced per
+operation; a user's token-model factory estimated end to end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from launcher.estimate.opcount import _make_mode, _Record, causal_fraction, count_tokens
+
+F32 = 4  # bytes per fp32 element
+V, D, H, S = 16, 8, 2, 4  # vocabulary, width, heads, tokens per sequence
+
+
+class TinyLM(nn.Module):
+    """Embedding -> fused q/k/v projection -> causal attention -> logits (no bias anywhere)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, D)
+        self.qkv = nn.Linear(D, 3 * D, bias=False)
+        self.head = nn.Linear(D, V, bias=False)
+
+    def forward(self, tokens):
+        b, s = tokens.shape
+        q, k, v = (t.view(b, s, H, D // H).transpose(1, 2) for t in self.qkv(self.emb(tokens)).split(D, dim=-1))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.head(y.transpose(1, 2).reshape(b, s, D))
+
+
+def _tiny():
+    with torch.device("meta"):
+        return TinyLM()
+
+
+def test_tiny_token_model_flops_and_bytes_by_hand():
+    c = count_tokens(_tiny(), S)  # per trained token
+    mm = c.classes["matmul"]
+    # q/k/v (D -> 3D) and logits (D -> V): forward, input gradient and weight gradient each
+    # 2 x multiply-adds per token (the embedding's output needs its gradient: the table trains).
+    assert mm.flops_per_sample == 3 * 2 * D * 3 * D + 3 * 2 * D * V and mm.flops_fixed == 0
+    # per token: q/k/v forward reads x (D) writes 3D; input gradient reads 3D writes D; weight
+    # gradient reads 3D and x (D). Logits: forward D + V; input gradient V + D; weight gradient V + D.
+    assert mm.bytes_per_sample == ((D + 3 * D) + (3 * D + D) + (3 * D + D) + 3 * (V + D)) * F32
+    # each weight is read twice (forward, input gradient) and its gradient written once
+    assert mm.bytes_fixed == 3 * (3 * D * D + V * D) * F32
+    assert mm.kernels == 6
+    a = c.classes["attention"]
+    # one sequence is one 128-token tile: causal computes all of it; per token, forward QK^T and
+    # AV (2 x 2 x H x S x head dim), backward five such products (torch's sdpa formulas)
+    assert a.flops_per_sample == (2 + 5) * 2 * H * S * (D // H)
+    # forward reads q, k, v and writes o; backward reads q, k, v, o, do and writes dq, dk, dv
+    assert a.bytes_per_sample == (4 + 8) * D * F32 and a.kernels == 2
+    assert c.params == V * D + 3 * D * D + V * D
+    # the embedding gathers D floats per token forward and scatters them back into a V x D
+    # gradient (written once per step, the fixed part)
+    emb_fwd_bwd = c.classes["data_movement"]
+    assert emb_fwd_bwd.bytes_fixed >= V * D * F32
+
+
+def test_fused_adamw_update_bytes_by_hand():
+    n = 1000
+    p, g, m, v = (torch.empty(n, device="meta") for _ in range(4))
+    step = torch.zeros((), device="meta")
+    rec = _Record()
+    with _make_mode(rec, {}):
+        torch._fused_adamw_([p], [g], [m], [v], [], [step], lr=1e-3, beta1=0.9, beta2=0.95, weight_decay=0.1,
+                            eps=1e-8, amsgrad=False, maximize=False)
+    # reads weight, gradient and both moments (16 bytes) and the step count; writes weight and
+    # moments (12 bytes): the gradient is not written (marked so only for in-kernel unscaling)
+    assert rec.bytes["optimizer"] == 28 * n + F32 and rec.kernels["optimizer"] == 1
+
+
+def test_token_step_optimizer_is_clipping_plus_fused_adamw():
+    c = count_tokens(_tiny(), S)
+    opt = c.classes["optimizer"]
+    # clip_grad_norm_: norms read every gradient (4), the scale multiplies them in place (4 + 4);
+    # AdamW 28: 40 bytes per parameter, plus a few scalars per tensor (norms, scale, step counts)
+    assert 40 * c.params * 1.0 <= opt.bytes_fixed < 40 * c.params + 64 * 3
+    assert opt.bytes_per_sample == 0
+
+
+def test_causal_attention_counts_the_tiles_below_the_diagonal():
+    assert causal_fraction(128, 128) == 1.0
+    assert causal_fraction(1024, 1024) == pytest.approx(9 / 16)  # 8 tiles: 36 of 64 computed
+    assert causal_fraction(4096, 4096) == pytest.approx(33 / 64)
+
+
+def _workload(text: str):
+    from launcher.spec import parse_spec
+
+    return parse_spec(f"name: t\nworkload: {{{text}}}\n", check_catalog=False).workload
+
+
+def test_builtin_language_model_is_priced_per_operation_without_torch(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from launcher.spec import parse_spec; from launcher.catalog.gpus import get_gpu; "
+            "from launcher.estimate.flops import workload_cost; from launcher.estimate.table import predict_job; "
+            "w = parse_spec('name: t\\nworkload: {model: gpt2-124m, batch_size: 32}\\n', check_catalog=False).workload; "
+            "p = predict_job(w, workload_cost(w), get_gpu('H200'), 1); "
+            "print(p.method, round(p.samples_per_second), 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "GPUJOB_HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    method, tokens_per_s, imported = proc.stdout.split()
+    # per-operation: it measured the smaller error on the held-out LM runs (op_efficiency.json)
+    from launcher.estimate.opmodel import efficiencies
+
+    assert method == efficiencies()["method_choice"]["lm"]["method"] == "per-operation"
+    assert int(tokens_per_s) > 0 and imported == "False"
+
+
+def test_fsdp_shards_the_optimizer_update_of_the_per_operation_step():
+    from launcher.catalog.gpus import get_gpu
+    from launcher.estimate.flops import workload_cost
+    from launcher.estimate.table import predict_job
+    from launcher.estimate.throughput import predict
+
+    w = _workload("model: lm-8b, batch_size: 2, seq_len: 2048")
+    gpu, cost = get_gpu("H100"), workload_cost(w)
+    p = predict_job(w, cost, gpu, 8)
+    assert p.memory["parallel"] == "fsdp" and p.method == "per-operation"
+    whole = predict(gpu, 8, "bf16", cost, 2 * 2048, w.model)  # every rank updating every weight
+    assert p.per_class_seconds["optimizer"] == pytest.approx(whole.per_class_seconds["optimizer"] / 8, rel=1e-3)
+    assert p.samples_per_second > whole.samples_per_second
