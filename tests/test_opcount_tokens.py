@@ -130,3 +130,81 @@ def test_fsdp_shards_the_optimizer_update_of_the_per_operation_step():
     whole = predict(gpu, 8, "bf16", cost, 2 * 2048, w.model)  # every rank updating every weight
     assert p.per_class_seconds["optimizer"] == pytest.approx(whole.per_class_seconds["optimizer"] / 8, rel=1e-3)
     assert p.samples_per_second > whole.samples_per_second
+
+
+def test_token_model_factory_is_estimated_probed_and_trained(tmp_path, monkeypatch):
+    """A user's token model in a file (jobs/models/tokenlm.py) with seq_len and vocab_size:
+    counted per token like the built-in language models, estimated by `gpujob estimate`, probed
+    on the CPU and trained a few steps by the payload's language-model loop."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from launcher.cli import app
+    from launcher.estimate.baseline import measure_baseline
+    from launcher.estimate.flops import workload_cost
+    from launcher.spec import parse_spec
+
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    (tmp_path / "models").mkdir()
+    shutil.copy(repo / "jobs" / "models" / "tokenlm.py", tmp_path / "models" / "tokenlm.py")
+    monkeypatch.chdir(tmp_path)
+    text = json.dumps({"name": "tok", "workload": {
+        "model": "models/tokenlm.py:build", "seq_len": 32, "vocab_size": 64, "batch_size": 4,
+        "model_args": {"vocab_size": 64, "max_seq_len": 32, "d_model": 32, "n_layers": 2, "n_heads": 2},
+        "samples_per_epoch": 4096, "precision": "fp32"}, "resources": {"accelerators": "H200:1"}})
+    (tmp_path / "job.yaml").write_text(text, encoding="utf-8")
+    spec = parse_spec(text)
+    w = spec.workload
+    assert w.is_token_model and not w.is_lm and w.sample_shape == (32,)
+    # 1. counted per trained token, as the built-in language models are
+    cost = workload_cost(w)
+    assert cost.ops is not None and cost.num_classes == 64
+    counted = count_tokens(_meta_module(tmp_path, w.model_args), 32)
+    assert cost.ops["train_flops_per_sample"] == counted.train_flops_per_sample
+    per_token_matmul = sum(c["flops_per_sample"] for k, c in cost.ops["classes"].items() if k == "matmul")
+    d, layers = 32, 2  # 6 x (q/k/v + proj + MLP weights per layer + logits) per token, forward + backward
+    assert per_token_matmul == 6 * (layers * (3 * d * d + d * d + 8 * d * d) + d * 64)
+    # 2. `gpujob estimate` prices it per operation in tokens/s
+    res = CliRunner().invoke(app, ["estimate", "job.yaml", "--no-baseline", "--json"])
+    assert res.exit_code == 0, res.output
+    est = json.loads(res.output)
+    assert est["job"]["seq_len"] == 32 and any("token model" in n for n in est["notes"])
+    rows = [r for r in est["candidates"] if r.get("samples_per_second")]
+    assert rows and all(r["samples_per_second"] > 0 for r in rows)
+    # 3. the CPU probe trains the same factory on tokens
+    base = measure_baseline(spec, probe_seconds=2.0)
+    assert base.measured and base.samples_per_second > 0, base.note
+    # 4. the payload trains it for a few steps (AdamW, clipping: the step the count describes)
+    cfg = {**w.model_dump(mode="json"), "samples_per_epoch": 3 * 4 * 32, "output_dir": str(tmp_path / "out")}
+    (tmp_path / "job.json").write_text(json.dumps(cfg), encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(repo / "payloads" / "train.py"), "--config", "job.json",
+                           "--device", "cpu", "--log-every", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    steps = [e for e in events if e["event"] == "step"]
+    assert proc.returncode == 0 and len(steps) == 3 and all(e["loss"] > 0 for e in steps), proc.stderr[-2000:]
+    assert steps[-1]["samples"] == 3 * 4 * 32  # tokens
+
+
+def _meta_module(root, args):
+    from payloads.factory import build_factory_model
+
+    with torch.device("meta"):
+        return build_factory_model("models/tokenlm.py:build", args, str(root))
+
+
+def test_token_fields_on_a_factory_need_both_and_no_input_shape():
+    from launcher.errors import SpecError
+
+    with pytest.raises(SpecError, match="needs vocab_size"):
+        _workload("model: 'm.py:build', seq_len: 64")
+    with pytest.raises(SpecError, match="not both"):
+        _workload("model: 'm.py:build', seq_len: 64, vocab_size: 100, input_shape: [3, 8, 8]")
+    with pytest.raises(SpecError, match="seq_len applies to language models"):
+        _workload("model: resnet50, seq_len: 64")

@@ -20,8 +20,8 @@ from launcher.estimate.table import DEFAULT_TOP, estimate, model_baseline, per_e
 
 def checkpoint_bytes(w, cost) -> float:
     """Bytes the payload writes when a job ends: the checkpoint (fp32 weights and optimizer state:
-    SGD momentum, or AdamW's two moments for language models) and the fp32 model file."""
-    optimizer_states = 2 if getattr(w, "is_lm", False) else 1
+    SGD momentum, or AdamW's two moments for token models) and the fp32 model file."""
+    optimizer_states = 2 if getattr(w, "is_token_model", False) else 1
     return float(cost.params) * 4 * (2 + optimizer_states)
 
 

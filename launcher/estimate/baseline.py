@@ -109,6 +109,8 @@ def _workload_key(workload, probe_batch: int, precision: str = "fp32") -> str:
     if workload.is_lm:
         d["lm_shape"] = workload.lm_shape().to_dict()
         d["seq_len"] = workload.effective_seq_len
+    elif workload.is_token_model:  # a factory fed tokens
+        d["seq_len"], d["vocab_size"] = workload.seq_len, workload.vocab_size
     return json.dumps(d, sort_keys=True)
 
 
@@ -157,11 +159,11 @@ def probe_batch_size(spec, probe_seconds: float, cores: int) -> int:
     depends on the batch once it is a few samples, so a smaller probe batch measures the same.
     """
     predicted = _model_prediction(spec, cores) or 1.0
-    if spec.workload.is_lm:  # predicted tokens/s; the batch counts sequences
+    if spec.workload.is_token_model:  # predicted tokens/s; the batch counts sequences
         predicted /= spec.workload.effective_seq_len
     target = max(1.0, predicted * probe_seconds * _STEP_SHARE)
     b = 1
-    floor = 1 if spec.workload.is_lm else _MIN_PROBE_BATCH  # one sequence is already 1,000+ tokens
+    floor = 1 if spec.workload.is_token_model else _MIN_PROBE_BATCH  # one sequence is already 1,000+ tokens
     while b * 2 <= min(max(target, floor), spec.workload.batch_size):
         b *= 2
     return b
@@ -267,7 +269,7 @@ def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, 
             "precision": precision, "learning_rate": w.learning_rate, "compile": False,
             "channels_last": w.channels_last, "output_dir": str(Path(tmp) / "out"),
         }
-        if w.is_lm:
+        if w.is_token_model:
             config.update(seq_len=w.seq_len, vocab_size=w.vocab_size, model_args=w.model_args,
                           samples_per_epoch=max(w.samples_per_epoch, batch * w.effective_seq_len))
         cfg_path = Path(tmp) / "job.json"

@@ -268,6 +268,8 @@ def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True
     """
     if getattr(w, "is_lm", False):
         return lm_cost(w, allow_torch=allow_torch)
+    if getattr(w, "is_token_model", False):  # a factory fed token ids: counted per trained token
+        return factory_cost(w.model, dict(w.model_args), (w.seq_len,), w.vocab_size, root, tokens=True)
     if not getattr(w, "is_factory", False):
         cost = model_cost(w.model, w.image_size, w.num_classes, w.in_channels, allow_torch=allow_torch)
         from launcher.estimate.opcosts import builtin_ops
@@ -283,7 +285,7 @@ def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True
 COUNT_VERSION = 3
 
 
-def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Path) -> str:
+def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Path, tokens: bool = False) -> str:
     import hashlib
     import json
 
@@ -292,16 +294,18 @@ def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Pat
     path = root / target
     if target.endswith(".py") and path.is_file():
         digest.update(path.read_bytes())  # a changed model file is a new model
-    digest.update(json.dumps([ref, args, list(shape), num_classes, COUNT_VERSION], sort_keys=True,
-                             default=str).encode())
+    digest.update(json.dumps([ref, args, list(shape), num_classes, COUNT_VERSION] + (["tokens"] if tokens else []),
+                             sort_keys=True, default=str).encode())
     return "factory:" + digest.hexdigest()[:24]
 
 
 def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: int,
-                 root: str | Path | None = None) -> ModelCost:
-    """Count a user's model factory (see workload_cost); cached in $GPUJOB_HOME/cache/model_costs.json."""
+                 root: str | Path | None = None, *, tokens: bool = False) -> ModelCost:
+    """Count a user's model factory (see workload_cost); cached in $GPUJOB_HOME/cache/model_costs.json.
+    ``tokens``: a token model, ``sample_shape`` = (seq_len,) and ``num_classes`` the vocabulary;
+    counted per trained token as payloads/lm_train.py trains it (opcount.count_tokens)."""
     root_path = Path(root or Path.cwd()).resolve()
-    key = _factory_key(ref, model_args, sample_shape, num_classes, root_path)
+    key = _factory_key(ref, model_args, sample_shape, num_classes, root_path, tokens)
     cache_path = _cache_file()
     hit = read_json(cache_path, {}).get(key)
     if hit:
@@ -312,16 +316,18 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
     from launcher.payloads.factory import FactoryError
 
     try:
-        ops = count_factory(ref, model_args, sample_shape, num_classes, str(root_path))
+        ops = count_factory(ref, model_args, sample_shape, num_classes, str(root_path), tokens)
     except FactoryError as exc:
         raise EstimateError(str(exc), "fix the model factory (workload.model, workload.model_args)") from None
     except Exception as exc:  # the model builds but cannot run one step at this input shape
-        raise EstimateError(f"model {ref!r} cannot train on input_shape {list(sample_shape)}: "
+        what = f"sequences of seq_len {sample_shape[0]} tokens" if tokens else f"input_shape {list(sample_shape)}"
+        raise EstimateError(f"model {ref!r} cannot train on {what}: "
                             f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
+                            "check workload.seq_len and workload.vocab_size against the model" if tokens else
                             "check workload.input_shape and workload.num_classes against the model") from None
-    side = sample_shape[-1] if len(sample_shape) >= 2 else 1
+    side = sample_shape[0] if tokens else (sample_shape[-1] if len(sample_shape) >= 2 else 1)
     cost = ModelCost(model=ref, image_size=int(side), num_classes=num_classes,
-                     in_channels=int(sample_shape[0]) if len(sample_shape) == 3 else 1,
+                     in_channels=0 if tokens else (int(sample_shape[0]) if len(sample_shape) == 3 else 1),
                      train_flops_per_sample=ops.train_flops_per_sample,
                      forward_flops_per_sample=ops.forward_flops_per_sample, params=ops.params,
                      activation_bytes_per_sample=ops.activation_bytes_per_sample, param_bytes=4 * ops.params,
@@ -332,16 +338,20 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
     return cost
 
 
-def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: int, root: str):
-    """Build the factory on the meta device and count one training step (OpCost)."""
+def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: int, root: str,
+                  tokens: bool = False):
+    """Build the factory on the meta device and count one training step (OpCost); ``tokens``:
+    per trained token of sequences of ``sample_shape[0]`` tokens."""
     import torch
 
-    from launcher.estimate.opcount import count
+    from launcher.estimate.opcount import count, count_tokens
     from launcher.payloads.factory import build_factory_model
 
     with torch.device("meta"):
         module = build_factory_model(ref, model_args, root)
     module = module.to("meta")
+    if tokens:
+        return count_tokens(module.train(), int(sample_shape[0]))
     with torch.no_grad():
         out = module.eval()(torch.empty(2, *sample_shape, device="meta"))
     return count(module.train(), tuple(sample_shape), num_classes, tuple(out.shape[2:]))

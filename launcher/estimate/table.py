@@ -151,7 +151,7 @@ CHECKPOINTING_SPEED = 0.85
 
 def lm_step_batch(w) -> int:
     """Samples per GPU step for the throughput model: tokens (batch x seq_len) for language models."""
-    return w.batch_size * w.effective_seq_len if w.is_lm else w.batch_size
+    return w.batch_size * w.effective_seq_len if w.is_token_model else w.batch_size
 
 
 def predict_job(w, cost: ModelCost, gpu, count: int, *, num_nodes: int = 1, network=None,
@@ -322,6 +322,9 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     if w.is_lm:
         notes.append(f"language model: samples are tokens ({w.batch_size} sequences x {w.effective_seq_len} "
                      "tokens per GPU step); memory per GPU from the AdamW/FSDP plan (docs/estimator.md)")
+    elif w.is_token_model:
+        notes.append(f"token model: samples are tokens ({w.batch_size} sequences x {w.effective_seq_len} "
+                     "tokens per GPU step), counted per operation as the payload trains it (AdamW)")
     total = w.total_samples
     budget = spec.limits.budget_usd
     nodes = spec.resources.num_nodes
@@ -429,7 +432,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
              "image_size": w.image_size, "epochs": w.epochs, "total_samples": total,
              "train_flops_per_sample": cost.train_flops_per_sample, "params": cost.params,
              "flops_source": cost.source, "approximate": cost.approximate, "budget_usd": budget,
-             "seq_len": w.effective_seq_len if w.is_lm else None},
+             "seq_len": w.effective_seq_len if w.is_token_model else None},
         baseline=base_dict,
         candidates=rows,
         free_options=free_rows,
