@@ -449,6 +449,8 @@ def lm_rows(profiles: list[dict], obs: list[dict], get_gpu) -> list[dict]:
     """Each measured LM run (``lm_runs``) predicted by the LM MFU fit and by the per-operation
     model, the latter fitted without that model's profile rows (leave-one-model-out: the rows of
     a language model never profiled are predicted by the full fit, which saw none of them)."""
+    from launcher.payloads import lm_shapes
+
     out = []
     full, held = fit(obs), {}
     for r in lm_runs(profiles):
@@ -458,6 +460,7 @@ def lm_rows(profiles: list[dict], obs: list[dict], get_gpu) -> list[dict]:
         mfu = _lm_predict(r, "mfu", full, get_gpu)
         per_op = _lm_predict(r, "per-operation", held[r["model"]], get_gpu)
         out.append({"model": r["model"], "seq_len": r["seq_len"], "batch_size": r["batch_size"],
+                    "vocab_size": lm_shapes.resolve(r["model"], r.get("model_args") or {}, r.get("vocab_size")).vocab_size,
                     "precision": r.get("precision", "bf16"), "source": r["source"],
                     "activation_checkpointing": bool(r.get("activation_checkpointing")),
                     "model_args": r.get("model_args") or {}, "measured": round(measured, 1),
@@ -482,12 +485,12 @@ def lm_choice(rows: list[dict]) -> dict:
 
 
 def lm_markdown(rows: list[dict], choice: dict) -> str:
-    out = ["| model | seq | batch | precision | source | measured tokens/s | LM MFU fit | error | "
-           "per-operation (model left out) | error |", "|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| model | seq | batch | vocabulary | precision | source | measured tokens/s | LM MFU fit | error | "
+           "per-operation (model left out) | error |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         model = r["model"] + (f" {json.dumps(r['model_args'])}" if r["model_args"] else "") \
             + (" (checkpointing)" if r["activation_checkpointing"] else "")
-        out.append(f"| {model} | {r['seq_len']} | {r['batch_size']} | {r['precision']} | {r['source']}"
+        out.append(f"| {model} | {r['seq_len']} | {r['batch_size']} | {r['vocab_size']} | {r['precision']} | {r['source']}"
                    f"{' (MFU fitted)' if r['mfu_fitted'] else ''} | {r['measured']:,.0f} | {r['mfu']:,.0f} | "
                    f"{r['error_mfu']:+.1%} | {r['per_operation']:,.0f} | {r['error_per_operation']:+.1%} |")
     if choice.get("n"):
