@@ -208,3 +208,27 @@ def test_token_fields_on_a_factory_need_both_and_no_input_shape():
         _workload("model: 'm.py:build', seq_len: 64, vocab_size: 100, input_shape: [3, 8, 8]")
     with pytest.raises(SpecError, match="seq_len applies to language models"):
         _workload("model: resnet50, seq_len: 64")
+
+
+def test_language_models_take_the_method_with_the_smaller_held_out_error():
+    from launcher.catalog.gpus import get_gpu
+    from launcher.estimate import opfit
+    from launcher.estimate.flops import workload_cost
+    from launcher.estimate.opmodel import efficiencies
+    from launcher.estimate.table import predict_job
+
+    def row(per_op, mfu, fitted=False):
+        return {"error_per_operation": per_op, "error_mfu": mfu, "mfu_fitted": fitted}
+
+    # the MFU fit's own runs do not count: on the two held-out runs the MFU fit is better
+    choice = opfit.lm_choice([row(0.01, 0.5, True), row(0.2, 0.05), row(-0.3, 0.1)])
+    assert choice["method"] == "mfu" and choice["n"] == 2 and choice["mfu"]["median"] == pytest.approx(0.075)
+    assert opfit.lm_choice([row(0.02, 0.1), row(-0.04, 0.2)])["method"] == "per-operation"
+    # the estimate follows the written choice
+    doc = dict(efficiencies())
+    w = _workload("model: gpt2-124m, batch_size: 32")
+    cost, gpu = workload_cost(w), get_gpu("H200")
+    mc = doc["method_choice"]
+    as_mfu = {**doc, "method_choice": {**mc, "lm": {**mc["lm"], "method": "mfu"}}}
+    assert predict_job(w, cost, gpu, 1, op_doc=as_mfu).method == "mfu"
+    assert predict_job(w, cost, gpu, 1, op_doc=doc).method == mc["lm"]["method"]
