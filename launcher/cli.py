@@ -103,7 +103,7 @@ def validate(specs: list[Path] = typer.Argument(..., help="Job spec(s) (YAML).")
     for spec, job in jobs:
         w, r = job.workload, job.resources
         acc = str(r.accelerators) if r.accelerators else "any GPU"
-        what = (f"{w.effective_seq_len}-token sequences, {w.total_samples:,} tokens" if w.is_lm
+        what = (f"{w.effective_seq_len}-token sequences, {w.total_samples:,} tokens" if w.is_token_model
                 else f"{_input_words(w.sample_shape)}, {w.total_samples:,} samples")
         _out().print(f"[green]ok[/] {spec}: {job.name} - {w.model} {what}, "
                      f"batch {w.batch_size}, {w.precision}; {acc}; max {job.limits.max_duration / 3600:.2g} h"

@@ -83,8 +83,9 @@ class Workload(_Strict):
     learning_rate: float | None = Field(None, gt=0)  # None: 0.1 (SGD, image models), 3e-4 (AdamW, LMs)
     compile: bool | None = None  # None: on for CUDA, off for CPU
     channels_last: bool = True
-    # Language models (model: gpt2-124m, lm-1b, ..., or lm with model_args): batch_size counts
-    # sequences per GPU and samples_per_epoch counts tokens.
+    # Language models (model: gpt2-124m, lm-1b, ..., or lm with model_args) and factories fed
+    # tokens (seq_len and vocab_size set): batch_size counts sequences per GPU and
+    # samples_per_epoch counts tokens.
     seq_len: int | None = Field(None, ge=8, le=1048576)  # None: the preset's (1024 gpt2, 2048 llama)
     vocab_size: int | None = Field(None, ge=2, le=1048576)  # None: the preset's
     parallel: Literal["auto", "ddp", "fsdp"] = "auto"  # auto: FSDP when the memory plan needs it
@@ -147,8 +148,16 @@ class Workload(_Strict):
         return ":" in self.model
 
     @property
+    def is_token_model(self) -> bool:
+        """A built-in language model, or a factory fed token ids (``seq_len`` set): a sample is a
+        token, ``batch_size`` counts sequences and ``samples_per_epoch`` tokens."""
+        return self.is_lm or (self.is_factory and self.seq_len is not None)
+
+    @property
     def sample_shape(self) -> tuple[int, ...]:
-        """Shape of one input sample (no batch dimension)."""
+        """Shape of one input sample (no batch dimension); a token model's is one sequence."""
+        if self.is_token_model and not self.is_lm:
+            return (int(self.seq_len),)
         if self.input_shape is not None:
             return tuple(self.input_shape)
         return (self.in_channels, self.image_size, self.image_size)
@@ -167,15 +176,24 @@ class Workload(_Strict):
 
     @property
     def effective_seq_len(self) -> int:
+        if not self.is_lm:
+            return int(self.seq_len or 0)
         return self.seq_len or lm_shapes.default_seq_len(self.lm_shape())
 
     @model_validator(mode="after")
     def _lm_fields(self) -> "Workload":
+        if self.is_factory and self.seq_len is not None:  # a token-model factory
+            if self.vocab_size is None:
+                raise ValueError("a model factory fed tokens (seq_len) needs vocab_size too: token ids are "
+                                 "0 .. vocab_size - 1")
+            if self.input_shape is not None:
+                raise ValueError("give seq_len and vocab_size (a token model) or input_shape, not both")
+            return self
         if not self.is_lm:
             for key in ("seq_len", "vocab_size"):
                 if getattr(self, key) is not None:
-                    raise ValueError(f"{key} applies to language models only (model: {', '.join(lm_shapes.NAMES)}"
-                                     f" or lm), not {self.model}")
+                    raise ValueError(f"{key} applies to language models (model: {', '.join(lm_shapes.NAMES)}"
+                                     f" or lm) and to a model factory fed tokens (with seq_len), not {self.model}")
             return self
         self.lm_shape()  # raises ValueError naming the bad key
         return self

@@ -8,6 +8,12 @@ optional activation checkpointing per block; gradient clipping at 1.0; sharded c
 Units: ``batch_size`` is sequences per process; ``samples_per_epoch`` counts tokens; the
 protocol's ``samples`` and ``samples_per_second`` are tokens and tokens/s (``tokens_per_second``
 says so explicitly), ``tflops_per_gpu`` uses lm_shapes.train_flops_per_token.
+
+A user's factory fed tokens (``--model file.py:build`` with ``--seq-len`` and ``--vocab-size``: any
+module mapping int64 token ids (batch, seq_len) to logits (batch, seq_len, vocab)) trains in the
+same loop: one process or DDP, compiled whole, no FSDP or checkpointing (those wrap the built-in
+model's blocks); its FLOPs per token are 6 x parameters (the matrix products' convention,
+attention not counted) and it has no memory plan.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import torch.distributed as dist
 
 if __package__:
     from . import lm_data, lm_shapes, protocol, sharding
+    from .factory import build_factory_model, is_factory
     from .lm import build_lm, lm_loss
     from .runtime import (AUTOCAST_DTYPES, Dist, Stop, UsageError, atomic_save, atomic_write_text, cpu_name, log,
                           lr_at, profile_steps, set_precision, start_process, sync)
@@ -32,6 +39,7 @@ else:  # run as a script: the siblings sit next to this file
     import lm_shapes  # type: ignore[no-redef]
     import protocol  # type: ignore[no-redef]
     import sharding  # type: ignore[no-redef]
+    from factory import build_factory_model, is_factory  # type: ignore[no-redef]
     from lm import build_lm, lm_loss  # type: ignore[no-redef]
     from runtime import (AUTOCAST_DTYPES, Dist, Stop, UsageError, atomic_save,  # type: ignore[no-redef]
                          atomic_write_text, cpu_name, log, lr_at, profile_steps, set_precision,
@@ -43,7 +51,12 @@ CLIP_NORM = 1.0
 GIB = 1024**3
 
 
-def _shape(cfg: dict[str, Any]) -> tuple[lm_shapes.LMShape, int]:
+def _shape(cfg: dict[str, Any]) -> tuple[lm_shapes.LMShape | None, int]:
+    """(the built-in model's shape, tokens per sequence); a factory has no shape (None)."""
+    if is_factory(cfg["model"]):
+        if not cfg["seq_len"] or not cfg["vocab_size"]:
+            raise UsageError("a model factory trained on tokens needs seq_len and vocab_size")
+        return None, cfg["seq_len"]
     try:
         shape = lm_shapes.resolve(cfg["model"], cfg["model_args"], cfg["vocab_size"], cfg["seq_len"])
     except ValueError as exc:
@@ -55,6 +68,11 @@ def choose_parallel(cfg: dict[str, Any], shape: lm_shapes.LMShape, seq: int, wor
                     device: torch.device, compiled: bool) -> tuple[str, bool]:
     """(single | ddp | fsdp, activation checkpointing) for this run, from the config and the plan."""
     want, ac = cfg["parallel"], cfg["activation_checkpointing"]
+    if shape is None:  # a factory: its blocks are unknown, so neither FSDP nor per-block checkpointing
+        if want == "fsdp" or ac:
+            raise UsageError("parallel: fsdp and activation_checkpointing apply to the built-in language models; "
+                             "a model factory trains on one GPU or with DDP")
+        return ("single" if world == 1 else "ddp"), False
     if world == 1:
         if want == "fsdp":
             raise UsageError("parallel: fsdp needs several processes (torchrun --nproc_per_node N)")
@@ -87,11 +105,13 @@ def build(cfg: dict[str, Any], shape: lm_shapes.LMShape, mode: str, ac: bool, de
     meta = mode == "fsdp" and device.type == "cuda"
     torch.manual_seed(cfg["seed"])
     with torch.device("meta" if meta else (device if device.type == "cuda" else "cpu")):
-        model = build_lm(shape)
-    for block in model.blocks:
+        model = build_lm(shape) if shape is not None else build_factory_model(cfg["model"], cfg["model_args"])
+    for block in getattr(model, "blocks", []) if shape is not None else []:
         block.checkpoint = ac
         if use_compile:
             block.compile()
+    if shape is None and use_compile:
+        model.compile()
     if mode == "fsdp":
         sharding.apply_fsdp(model, AUTOCAST_DTYPES[cfg["precision"]] if half else None, device.type)
         if meta:
@@ -117,8 +137,9 @@ def run(cfg: dict[str, Any]) -> int:
     probe = cfg["probe_steps"] is not None or cfg["probe_seconds"] is not None
     dd, device = start_process(cfg["device"])
     emit = protocol.emit if dd.main else (lambda *a, **k: None)
+    vocab = shape.vocab_size if shape is not None else cfg["vocab_size"]
     try:
-        data = lm_data.open_tokens(cfg["dataset"], shape.vocab_size)
+        data = lm_data.open_tokens(cfg["dataset"], vocab)
     except lm_data.DataError as exc:
         raise UsageError(f"dataset: {exc}") from None
     autocast, _ = set_precision(cfg["precision"], device)
@@ -136,12 +157,14 @@ def run(cfg: dict[str, Any]) -> int:
     tokens_per_step = batch * seq * dd.world
     total_tokens = int(round(cfg["samples_per_epoch"] * cfg["epochs"]))
     total_steps = max(1, math.ceil(total_tokens / tokens_per_step))
-    flops_per_token = lm_shapes.train_flops_per_token(shape, seq)
+    params = lm_shapes.param_count(shape) if shape is not None else sum(p.numel() for p in raw.parameters())
+    flops_per_token = lm_shapes.train_flops_per_token(shape, seq) if shape is not None else 6.0 * params
     plan = lm_shapes.memory_plan(shape, seq, batch, world=dd.world, parallel=mode, checkpointing=ac,
-                                 precision=cfg["precision"], compiled=use_compile)
+                                 precision=cfg["precision"], compiled=use_compile) if shape is not None else None
     warmup = cfg["warmup_steps"] if cfg["warmup_steps"] is not None else (5 if device.type == "cuda" else 2)
     ckpt_root = os.path.join(cfg["output_dir"], "checkpoints", "lm")
-    shape_cfg = {"model": cfg["model"], "shape": shape.to_dict(), "seq_len": seq}
+    shape_cfg = {"model": cfg["model"], "seq_len": seq,
+                 "shape": shape.to_dict() if shape is not None else {"model_args": cfg["model_args"], "vocab_size": vocab}}
 
     step = tokens = 0
     resumed_from = None
@@ -161,7 +184,7 @@ def run(cfg: dict[str, Any]) -> int:
 
     def next_batch(at: int) -> tuple[torch.Tensor, torch.Tensor]:
         if data is None:
-            return lm_data.synthetic_batch(at, dd.rank, dd.world, batch, seq, shape.vocab_size, cfg["seed"], device)
+            return lm_data.synthetic_batch(at, dd.rank, dd.world, batch, seq, vocab, cfg["seed"], device)
         x, y = data.batch(at, dd.rank, dd.world, batch, seq, cfg["seed"])
         pin = device.type == "cuda"
         return x.to(device, non_blocking=pin), y.to(device, non_blocking=pin)
@@ -187,14 +210,13 @@ def run(cfg: dict[str, Any]) -> int:
                 loss /= dd.world
         return loss.item()
 
-    params = lm_shapes.param_count(shape)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (cpu_name() or "cpu")
     emit("start", model=cfg["model"], device=device.type, device_name=device_name, precision=cfg["precision"],
          world_size=dd.world, batch_size=batch, global_batch_size=batch * dd.world, total_samples=total_tokens,
          params=params, compile=bool(use_compile), channels_last=False, resumed_from_step=resumed_from,
          dataset=cfg["dataset"], steps=total_steps, host=socket.gethostname(), fast_layers={},
          seq_len=seq, tokens_per_step=tokens_per_step, parallel=mode, activation_checkpointing=ac,
-         flops_per_token=flops_per_token, shape=shape.to_dict())
+         flops_per_token=flops_per_token, shape=shape.to_dict() if shape is not None else None)
     model.train()
     if probe:
         return _probe(cfg, dd, emit, device, stop, train_step, warmup, tokens_per_step, flops_per_token, plan,
@@ -266,9 +288,9 @@ def run(cfg: dict[str, Any]) -> int:
     return protocol.EXIT_INTERRUPTED if reason else protocol.EXIT_OK
 
 
-def _memory(device: torch.device, plan: dict[str, Any]) -> dict[str, Any]:
-    """Measured peak (this rank) beside the planner's figure, in GiB."""
-    out = {"planned_memory_gib": round(plan["total"] / GIB, 3)}
+def _memory(device: torch.device, plan: dict[str, Any] | None) -> dict[str, Any]:
+    """Measured peak (this rank) beside the planner's figure (none for a factory), in GiB."""
+    out = {"planned_memory_gib": round(plan["total"] / GIB, 3) if plan else None}
     if device.type == "cuda":
         out["max_memory_allocated_gib"] = round(torch.cuda.max_memory_allocated(device) / GIB, 3)
     return out
@@ -310,7 +332,7 @@ def _probe(cfg: dict[str, Any], dd: Dist, emit: Any, device: torch.device, stop:
          first_step_seconds=round(first_step_s or 0.0, 4), warmup_seconds=round(warmup_s, 4), seq_len=seq, parallel=mode, activation_checkpointing=ac, flops_per_token=flops_per_token,
          tflops_per_gpu=round(tps * flops_per_token / dd.world / 1e12, 3),
          static_memory_gib=None if static_gib is None else round(static_gib, 3),
-         memory_plan_gib={k: round(v / GIB, 3) for k, v in plan.items() if isinstance(v, float)},
+         memory_plan_gib={k: round(v / GIB, 3) for k, v in (plan or {}).items() if isinstance(v, float)},
          **_memory(device, plan))
     dd.close()
     return protocol.EXIT_OK

@@ -181,7 +181,8 @@ def make_optimizer(params: Any, lr: float, device: torch.device) -> torch.optim.
 
 
 def run(cfg: dict[str, Any]) -> int:
-    if lm_shapes.is_lm(cfg["model"]):  # language models train in their own loop
+    # Language models, and factories fed tokens (seq_len set), train in their own loop.
+    if lm_shapes.is_lm(cfg["model"]) or (models.is_factory(cfg["model"]) and cfg["seq_len"]):
         if __package__:
             from . import lm_train
         else:

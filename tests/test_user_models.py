@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from launcher.cli import app
-from launcher.estimate import baseline
+from launcher.estimate import baseline, hostram
 from launcher.estimate.flops import workload_cost
 from launcher.errors import SpecError
 from launcher.spec import parse_spec
@@ -240,7 +240,7 @@ def test_a_model_no_gpu_holds_says_so_instead_of_pointing_at_alternatives(projec
 def test_a_model_too_big_for_this_machine_s_ram_is_not_probed(monkeypatch):
     # 3 x 2,000 x 2,000 = 12 M parameters: 137 MiB of weights, gradients and momentum, over half of
     # a 256 MiB machine. Building it for the probe would run the machine out of memory.
-    monkeypatch.setattr(baseline, "ram_bytes", lambda: 256 * 2**20, raising=False)
+    monkeypatch.setattr(hostram, "ram_bytes", lambda: 256 * 2**20)
     spec = parse_spec(_spec("huge", [2000], num_classes=10, width=2000))
     base = baseline.measure_baseline(spec, probe_seconds=2.0)
     assert not base.measured and base.samples_per_second > 0
@@ -259,7 +259,7 @@ def test_operations_without_a_meta_kernel_are_counted_on_the_cpu(op):
 
 
 def test_a_model_too_big_to_count_on_the_cpu_keeps_the_meta_error_in_one_line(project, monkeypatch):
-    monkeypatch.setattr(baseline, "ram_bytes", lambda: 1024, raising=False)
+    monkeypatch.setattr(hostram, "ram_bytes", lambda: 1024)
     (project / "job.yaml").write_text(_spec("data_dependent", [8], op="masked_select"), encoding="utf-8")
     res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
     assert res.exit_code != 0 and "cannot train on input_shape [8]" in res.output and "masked_select" in res.output

@@ -15,15 +15,13 @@ from launcher.estimate.billing import bill_usd
 from launcher.estimate.flops import workload_cost
 from launcher.estimate.overheads import overheads_for
 from launcher.estimate.scaling import network_for
-from launcher.estimate.table import (DEFAULT_TOP, estimate, lm_memory_override, lm_step_batch, model_baseline,
-                                    per_epoch)
-from launcher.estimate.throughput import predict
+from launcher.estimate.table import DEFAULT_TOP, estimate, model_baseline, per_epoch, predict_job
 
 
 def checkpoint_bytes(w, cost) -> float:
     """Bytes the payload writes when a job ends: the checkpoint (fp32 weights and optimizer state:
-    SGD momentum, or AdamW's two moments for language models) and the fp32 model file."""
-    optimizer_states = 2 if getattr(w, "is_lm", False) else 1
+    SGD momentum, or AdamW's two moments for token models) and the fp32 model file."""
+    optimizer_states = 2 if getattr(w, "is_token_model", False) else 1
     return float(cost.params) * 4 * (2 + optimizer_states)
 
 
@@ -98,9 +96,7 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
 
         net = network_for(provider, instance_type, count) if nodes > 1 else None
         gpu = get_gpu(gpu_name)
-        p = lm_memory_override(w, predict(gpu, count, w.precision, cost, lm_step_batch(w), w.model, num_nodes=nodes,
-                                          network=net, compiled=w.compile is not False), count * nodes,
-                               gpu.memory_gib)
+        p = predict_job(w, cost, gpu, count, num_nodes=nodes, network=net)
         sps, fits, max_batch, note = p.samples_per_second, p.fits_memory, p.max_batch, p.note
         eff, interconnect, world = p.scaling_efficiency, p.interconnect, p.world_size
         basis = "gpu model"
@@ -113,7 +109,10 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     if not sps:
         raise EstimateError("no throughput for this machine", "check the spec's workload")
     train = w.total_samples / sps
-    over_parts = overheads_for(provider, w, {"graph_ops": cost.graph_ops(), "checkpoint_bytes": checkpoint_bytes(w, cost)},
+    # A language model compiles one block's graph for all its blocks: the graph-size line of whole
+    # image models does not apply (overheads.compile_warmup_s uses its measured or default figure).
+    graph_ops = None if w.is_lm else cost.graph_ops()
+    over_parts = overheads_for(provider, w, {"graph_ops": graph_ops, "checkpoint_bytes": checkpoint_bytes(w, cost)},
                                on_gpu=bool(gpu_name))
     over = over_parts.total_s
     total = train + over

@@ -109,6 +109,8 @@ def _workload_key(workload, probe_batch: int, precision: str = "fp32") -> str:
     if workload.is_lm:
         d["lm_shape"] = workload.lm_shape().to_dict()
         d["seq_len"] = workload.effective_seq_len
+    elif workload.is_token_model:  # a factory fed tokens
+        d["seq_len"], d["vocab_size"] = workload.seq_len, workload.vocab_size
     return json.dumps(d, sort_keys=True)
 
 
@@ -156,21 +158,14 @@ _PROBE_BYTES_PER_PARAM = 12
 _PROBE_RAM_SHARE = 0.5
 
 
-def ram_bytes() -> int | None:
-    """This machine's physical memory in bytes (None where the OS does not say: no check)."""
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
 def _too_big_for_ram(spec) -> str | None:
     """Why a model is not probed on this CPU (None: it fits): its weights, gradients and momentum
     would take more than half of the RAM. Building it would exhaust memory (the kernel's OOM killer
     picks a process) before one step runs."""
+    from launcher.estimate import hostram
     from launcher.estimate.flops import workload_cost
 
-    ram = ram_bytes()
+    ram = hostram.ram_bytes()
     try:
         n = workload_cost(spec.workload, allow_torch=False).params
     except Exception:
@@ -190,11 +185,11 @@ def probe_batch_size(spec, probe_seconds: float, cores: int) -> int:
     depends on the batch once it is a few samples, so a smaller probe batch measures the same.
     """
     predicted = _model_prediction(spec, cores) or 1.0
-    if spec.workload.is_lm:  # predicted tokens/s; the batch counts sequences
+    if spec.workload.is_token_model:  # predicted tokens/s; the batch counts sequences
         predicted /= spec.workload.effective_seq_len
     target = max(1.0, predicted * probe_seconds * _STEP_SHARE)
     b = 1
-    floor = 1 if spec.workload.is_lm else _MIN_PROBE_BATCH  # one sequence is already 1,000+ tokens
+    floor = 1 if spec.workload.is_token_model else _MIN_PROBE_BATCH  # one sequence is already 1,000+ tokens
     while b * 2 <= min(max(target, floor), spec.workload.batch_size):
         b *= 2
     return b
@@ -304,7 +299,7 @@ def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, 
             "precision": precision, "learning_rate": w.learning_rate, "compile": False,
             "channels_last": w.channels_last, "output_dir": str(Path(tmp) / "out"),
         }
-        if w.is_lm:
+        if w.is_token_model:
             config.update(seq_len=w.seq_len, vocab_size=w.vocab_size, model_args=w.model_args,
                           samples_per_epoch=max(w.samples_per_epoch, batch * w.effective_seq_len))
         cfg_path = Path(tmp) / "job.json"

@@ -160,10 +160,12 @@ def _scaled_nearest(model: str, image_size: int, num_classes: int, in_channels: 
     )
 
 
-def lm_cost(workload) -> ModelCost:
+def lm_cost(workload, *, allow_torch: bool = True) -> ModelCost:
     """Cost of one trained token of a built-in language model (a "sample" is a token for them),
     from payloads/lm_shapes.py's exact formulas: no torch. Activation bytes are fp32-equivalent
-    per token over all layers; launcher/estimate/memory.py holds the per-GPU memory account."""
+    per token over all layers; launcher/estimate/memory.py holds the per-GPU memory account.
+    ``ops``: the per-operation count per token (launcher.estimate.opcosts.lm_ops: bundled for the
+    presets, counted with torch otherwise when ``allow_torch`` and torch is installed, else None)."""
     from launcher.payloads import lm_shapes
 
     try:
@@ -174,9 +176,39 @@ def lm_cost(workload) -> ModelCost:
     n = lm_shapes.param_count(shape)
     per_token = lm_shapes.train_flops_per_token(shape, seq)
     act = shape.n_layers * lm_shapes.activation_bytes_per_token_layer(shape, "fp32", False)
+    ops = lm_ops(workload.model, dict(workload.model_args), workload.vocab_size, seq, allow_torch=allow_torch)
     return ModelCost(model=workload.model, image_size=seq, num_classes=shape.vocab_size, in_channels=0,
                      train_flops_per_sample=per_token, forward_flops_per_sample=per_token / 3, params=n,
-                     activation_bytes_per_sample=act, param_bytes=4 * n, source="lm_shapes formula")
+                     activation_bytes_per_sample=act, param_bytes=4 * n, source="lm_shapes formula", ops=ops)
+
+
+def lm_ops(model: str, model_args: dict, vocab_size: int | None, seq_len: int, *,
+           allow_torch: bool = True) -> dict | None:
+    """OpCost dict (per trained token) of a built-in language model at this sequence length:
+    bundled (launcher.estimate.opcosts), else counted with torch (cached per shape and counter
+    version, like a factory's count), else None."""
+    import json
+
+    from launcher.estimate.opcosts import bundled_lm_ops, count_lm
+    from launcher.payloads import lm_shapes
+
+    shape = lm_shapes.resolve(model, model_args, vocab_size, seq_len)
+    if not model_args:
+        hit = bundled_lm_ops(model, seq_len, shape.vocab_size)
+        if hit is not None:
+            return hit
+    if not allow_torch or not _torch_available():
+        return None
+    key = "lm:" + json.dumps([shape.to_dict(), seq_len, COUNT_VERSION], sort_keys=True)
+    cache = _cache_file()
+    hit = read_json(cache, {}).get(key)
+    if hit is not None:
+        return hit
+    ops = count_lm(shape, seq_len).to_dict()
+    cached = read_json(cache, {})  # re-read: another estimate may have written
+    cached[key] = ops
+    write_json_atomic(cache, cached)
+    return ops
 
 
 def model_cost(
@@ -235,7 +267,9 @@ def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True
     when the factory cannot be imported or built.
     """
     if getattr(w, "is_lm", False):
-        return lm_cost(w)
+        return lm_cost(w, allow_torch=allow_torch)
+    if getattr(w, "is_token_model", False):  # a factory fed token ids: counted per trained token
+        return factory_cost(w.model, dict(w.model_args), (w.seq_len,), w.vocab_size, root, tokens=True)
     if not getattr(w, "is_factory", False):
         cost = model_cost(w.model, w.image_size, w.num_classes, w.in_channels, allow_torch=allow_torch)
         from launcher.estimate.opcosts import builtin_ops
@@ -246,12 +280,13 @@ def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True
 
 
 # What the counter records: a cached count from an older counter is counted again (2: per-operation
-# GEMM rows and the grouped-convolution backward FLOPs of launcher.estimate.opcount; 3: a factory's
-# logits checked against num_classes and its trainable parameters, so an older count skips no check).
-COUNT_VERSION = 3
+# GEMM rows and the grouped-convolution backward FLOPs of launcher.estimate.opcount; 3: allocations
+# move nothing, causal attention counts its computed tiles, token models; 4: a factory's logits
+# checked against num_classes and its trainable parameters, so an older count skips no check).
+COUNT_VERSION = 4
 
 
-def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Path) -> str:
+def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Path, tokens: bool = False) -> str:
     import hashlib
     import json
 
@@ -260,16 +295,18 @@ def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Pat
     path = root / target
     if target.endswith(".py") and path.is_file():
         digest.update(path.read_bytes())  # a changed model file is a new model
-    digest.update(json.dumps([ref, args, list(shape), num_classes, COUNT_VERSION], sort_keys=True,
-                             default=str).encode())
+    digest.update(json.dumps([ref, args, list(shape), num_classes, COUNT_VERSION] + (["tokens"] if tokens else []),
+                             sort_keys=True, default=str).encode())
     return "factory:" + digest.hexdigest()[:24]
 
 
 def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: int,
-                 root: str | Path | None = None) -> ModelCost:
-    """Count a user's model factory (see workload_cost); cached in $GPUJOB_HOME/cache/model_costs.json."""
+                 root: str | Path | None = None, *, tokens: bool = False) -> ModelCost:
+    """Count a user's model factory (see workload_cost); cached in $GPUJOB_HOME/cache/model_costs.json.
+    ``tokens``: a token model, ``sample_shape`` = (seq_len,) and ``num_classes`` the vocabulary;
+    counted per trained token as payloads/lm_train.py trains it (opcount.count_tokens)."""
     root_path = Path(root or Path.cwd()).resolve()
-    key = _factory_key(ref, model_args, sample_shape, num_classes, root_path)
+    key = _factory_key(ref, model_args, sample_shape, num_classes, root_path, tokens)
     cache_path = _cache_file()
     hit = read_json(cache_path, {}).get(key)
     if hit:
@@ -280,7 +317,7 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
     from launcher.payloads.factory import FactoryError
 
     try:
-        ops = count_factory(ref, model_args, sample_shape, num_classes, str(root_path))
+        ops = count_factory(ref, model_args, sample_shape, num_classes, str(root_path), tokens)
     except FactoryError as exc:
         raise EstimateError(str(exc), "fix the model factory (workload.model, workload.model_args)") from None
     except Exception as exc:  # the model builds but cannot run one step at this input shape
@@ -288,14 +325,16 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
 
         where = project_frame(exc, str(root_path))
         text = " ".join(str(exc).split())
+        what = f"sequences of seq_len {sample_shape[0]} tokens" if tokens else f"input_shape {list(sample_shape)}"
         hint = ("gpujob calls forward(x) with the input batch alone: give forward's other arguments defaults"
                 if isinstance(exc, TypeError) and "forward()" in text else
+                "check workload.seq_len and workload.vocab_size against the model" if tokens else
                 "check workload.input_shape and workload.num_classes against the model")
-        raise EstimateError(f"{where + ': ' if where else ''}model {ref!r} cannot train on input_shape "
-                            f"{list(sample_shape)}: {type(exc).__name__}: {text[:300]}", hint) from None
-    side = sample_shape[-1] if len(sample_shape) >= 2 else 1
+        raise EstimateError(f"{where + ': ' if where else ''}model {ref!r} cannot train on {what}: "
+                            f"{type(exc).__name__}: {text[:300]}", hint) from None
+    side = sample_shape[0] if tokens else (sample_shape[-1] if len(sample_shape) >= 2 else 1)
     cost = ModelCost(model=ref, image_size=int(side), num_classes=num_classes,
-                     in_channels=int(sample_shape[0]) if len(sample_shape) == 3 else 1,
+                     in_channels=0 if tokens else (int(sample_shape[0]) if len(sample_shape) == 3 else 1),
                      train_flops_per_sample=ops.train_flops_per_sample,
                      forward_flops_per_sample=ops.forward_flops_per_sample, params=ops.params,
                      activation_bytes_per_sample=ops.activation_bytes_per_sample, param_bytes=4 * ops.params,
@@ -312,11 +351,14 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
 CPU_COUNT_RAM_SHARE = 0.25
 
 
-def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: int, root: str):
-    """Build the factory on the meta device and count one training step (OpCost): the step the
-    payload runs, cross-entropy on the model's logits (``payloads.factory.output_logits``: a
-    tuple's first tensor, a dict's ``"logits"``). FactoryError (one line) for a model with nothing
-    to train or logits with fewer classes than num_classes.
+def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: int, root: str,
+                  tokens: bool = False):
+    """Build the factory on the meta device and count one training step (OpCost); ``tokens``:
+    per trained token of sequences of ``sample_shape[0]`` tokens (``opcount.count_tokens``). Else
+    the step the image payload runs: cross-entropy on the model's logits
+    (``payloads.factory.output_logits``: a tuple's first tensor, a dict's ``"logits"``).
+    FactoryError (one line) for a model with nothing to train or logits with fewer classes than
+    num_classes.
 
     An operation the meta device cannot run (no meta kernel, or a shape that depends on the data:
     ``nonzero``, ``masked_select``, ``.item()``) fails the meta count; the model is then built and
@@ -326,7 +368,8 @@ def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: 
 
     import torch
 
-    from launcher.estimate.baseline import ram_bytes
+    from launcher.estimate import hostram
+    from launcher.estimate.opcount import count_tokens
     from launcher.payloads.factory import FactoryError, build_factory_model, check_trainable
 
     with torch.device("meta"), warnings.catch_warnings():
@@ -334,6 +377,8 @@ def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: 
         module = build_factory_model(ref, model_args, root)
     module = module.to("meta")
     check_trainable(module, ref)
+    if tokens:
+        return count_tokens(module.train(), int(sample_shape[0]))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -341,7 +386,7 @@ def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: 
     except FactoryError:
         raise
     except Exception:
-        ram, n = ram_bytes(), sum(p.numel() for p in module.parameters())
+        ram, n = hostram.ram_bytes(), sum(p.numel() for p in module.parameters())
         if not ram or 12 * n > CPU_COUNT_RAM_SHARE * ram:
             raise
     with torch.device("cpu"):

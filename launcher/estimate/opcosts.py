@@ -6,6 +6,12 @@ Each entry is ``launcher.estimate.opcount.count`` of the payload's own model (th
 user's factory goes through) at one (image size, classes, channels). A size not in the table
 is scaled from the nearest entry of the same model: per-sample FLOPs and bytes by the image
 area ratio, fixed parts (weights, optimizer) unchanged, flagged by the caller as approximate.
+
+The built-in language models (payloads/lm.py) are counted per trained token by
+``opcount.count_tokens`` at the sequence lengths and vocabularies of ``LM_SHAPES`` (key
+``model:seq_len:vocab_size:0``); another length, vocabulary or ``model_args`` is counted with torch
+when it is installed (cached like a factory's count, ``launcher.estimate.flops.lm_ops``), else
+priced without per-operation costs (the LM MFU fit, docs/estimator.md section 10).
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ SIZES = {"vgg16": (32, 64, 128, 224), "vgg11": (32, 224), "resnet50": (32, 64, 1
          "tinycnn": (28, 32, 64, 224), "mlp": (28, 32, 224)}
 CLASSES = (10, 1000)
 CHANNELS = (1, 3)
+# Built-in language models: (sequence lengths, vocabularies) bundled; each preset's default
+# vocabulary, and GPT-2's padded to a multiple of 64 (50304, as nanoGPT and our H200 runs use).
+LM_SHAPES = {"gpt2-124m": ((512, 1024), (50257, 50304)), "lm-1b": ((2048, 4096), (128256,)),
+             "lm-3b": ((2048, 4096), (128256,)), "lm-8b": ((2048, 4096), (128256,)),
+             "lm-13b": ((2048, 4096), (32000,))}
 
 
 @lru_cache(maxsize=1)
@@ -59,10 +70,30 @@ def builtin_ops(model: str, image_size: int, num_classes: int, in_channels: int 
     return scaled
 
 
+def bundled_lm_ops(model: str, seq_len: int, vocab_size: int) -> dict | None:
+    """Bundled OpCost dict (per trained token) of a built-in language model preset; None if absent."""
+    from launcher.payloads import lm_shapes
+
+    return _table().get(cost_key(lm_shapes.ALIASES.get(model, model), seq_len, vocab_size, 0))
+
+
+def count_lm(shape, seq_len: int):
+    """opcount.count_tokens of payloads/lm.py's model of this shape (imports torch)."""
+    import torch
+
+    from launcher.estimate.opcount import count_tokens
+    from launcher.payloads.lm import build_lm
+
+    with torch.device("meta"):
+        module = build_lm(shape)
+    return count_tokens(module, seq_len)
+
+
 def main() -> None:
     import torch
 
     from launcher.estimate.opcount import count
+    from launcher.payloads import lm_shapes
     from launcher.payloads.models import build_model
 
     entries, t0 = {}, time.time()
@@ -75,8 +106,13 @@ def main() -> None:
                     with torch.device("meta"):
                         module = build_model(model, classes, ch, size)
                     entries[cost_key(model, size, classes, ch)] = count(module, (ch, size, size), classes).to_dict()
+    for model, (seqs, vocabs) in LM_SHAPES.items():
+        for seq in seqs:
+            for vocab in vocabs:
+                shape = lm_shapes.resolve(model, {}, vocab, seq)
+                entries[cost_key(model, seq, vocab, 0)] = count_lm(shape, seq).to_dict()
     doc = {"about": "per-operation-class cost of one training step of each built-in model (fp32, eager and "
-                    "fused bytes, kernels), counted on the meta device by launcher/estimate/opcount.py",
+                    "fused bytes, kernels; language models per token), counted on the meta device by launcher/estimate/opcount.py",
            "generated_by": "python -m launcher.estimate.opcosts", "torch": torch.__version__, "entries": entries}
     BUNDLED_OPS.write_text(json.dumps(doc, indent=0, sort_keys=True) + "\n", encoding="utf-8")
     print(f"{len(entries)} entries in {time.time() - t0:.1f}s -> {BUNDLED_OPS}")

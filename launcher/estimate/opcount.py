@@ -9,7 +9,7 @@ data, under a ``TorchDispatchMode`` that sees every aten operation. For each ope
   output element (element-wise arithmetic, normalisation, reductions),
 * bytes: what the operation reads (every tensor argument, at most its storage) and writes
   (every tensor result); views (``view``, ``t``, ``permute``...) move nothing and launch nothing,
-* one kernel launch per non-view operation,
+* one kernel launch per non-view operation (allocations, ``empty*``, launch nothing),
 
 grouped into operation classes (``CLASSES``). ``F.scaled_dot_product_attention`` is counted as
 one fused (flash) attention, as it runs on a GPU: FLOPs of ``sdpa_flop_count`` and bytes of
@@ -27,11 +27,22 @@ backward pass or nobody reads it; element-wise inputs produced inside the chain 
 
 Costs are linear in the batch: the step is counted at two batch sizes and each figure is split
 into a per-sample part and a fixed part (weights, weight gradients, the optimizer).
+
+Token models (``count_tokens``: the built-in language models of payloads/lm.py and a user's
+factory with ``seq_len``/``vocab_size``) are counted as payloads/lm_train.py trains them: int64
+token ids (batch, seq) in, logits (batch, seq, vocab) out, ``lm_loss`` (cross-entropy of the
+logits cast to fp32), ``clip_grad_norm_`` (foreach) and one fused AdamW update
+(``torch._fused_adamw_``: reads weight, gradient and both moments, writes weight and moments,
+28 bytes per fp32 parameter). A "sample" is then a token: per-sample figures are per token
+at that ``seq_len``. Causal attention (``is_causal=True``) is counted as the flash kernel runs
+it: only the 128 x 128 tiles on or below the diagonal, (n + 1) / 2n of the score matrix for
+n = ceil(seq / 128) tiles (the MFU convention's model FLOPs keep the full matrix).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 CLASSES = ("conv", "matmul", "attention", "norm", "elementwise", "reduction", "optimizer", "data_movement")
@@ -50,6 +61,9 @@ _MOVEMENT = ("copy", "_to_copy", "clone", "cat", "stack", "contiguous", "index",
              "constant_pad", "slice_backward", "select_backward", "fill", "zero", "empty", "zeros", "ones",
              "new_", "embedding", "repeat", "_unsafe_view", "flip", "roll", "upsample", "col2im", "im2col",
              "narrow_copy", "split_with_sizes_copy", "unbind_copy", "masked_fill", "where", "tril", "triu")
+
+
+_ALLOCATIONS = ("aten.empty", "aten.new_empty", "aten.empty_like", "aten.empty_strided", "aten.new_empty_strided")
 
 
 def op_class(name: str) -> str:
@@ -158,6 +172,18 @@ class OpCost:
                       activation_bytes_per_sample=float(d.get("activation_bytes_per_sample", 0.0)),
                       gemm_ops=[list(r) for r in d.get("gemm_ops", [])])
 
+    def sharded_optimizer(self, world: int) -> "OpCost":
+        """This step with the optimizer update (clipping included) over 1 / ``world`` of the
+        parameters, as each GPU runs it under FSDP (every rank updates its own shard)."""
+        classes = dict(self.classes)
+        o = classes.get("optimizer")
+        if o is not None and world > 1:
+            classes["optimizer"] = ClassCost(o.flops_per_sample, o.flops_fixed / world, o.bytes_per_sample,
+                                             o.bytes_fixed / world, o.bytes_fused_per_sample,
+                                             o.bytes_fused_fixed / world, o.kernels, o.kernels_fused)
+        return OpCost(classes, self.params, self.forward_flops_per_sample, self.train_flops_per_sample,
+                      self.activation_bytes_per_sample, self.gemm_ops)
+
     def at_precision(self, precision: str) -> dict:
         """class -> (flops per sample, flops fixed, bytes/sample, bytes fixed, fused bytes/sample,
         fused bytes fixed, kernels, fused kernels) at this precision (see the module docstring)."""
@@ -203,8 +229,11 @@ def _mutated(func, args, kwargs) -> list:
         schema_args = func._schema.arguments
     except AttributeError:
         return out
+    fused_opt = func.__name__.startswith(("_fused_adam", "_fused_sgd")) and kwargs.get("grad_scale") is None
     for i, a in enumerate(schema_args):
         if a.alias_info is None or not a.alias_info.is_write:
+            continue
+        if fused_opt and a.name == "grads":  # marked written for in-kernel unscaling only
             continue
         value = args[i] if i < len(args) else kwargs.get(a.name)
         out += _tensors(value)
@@ -271,6 +300,8 @@ def _make_mode(record: _Record, keep: dict):
             name = str(func)
             if name.startswith(("aten.detach", "aten.lift", "aten.alias", "aten._unsafe_view", "aten.view")):
                 return out
+            if name.startswith(_ALLOCATIONS):  # memory handed out, nothing written: no kernel
+                return out
             cls = "optimizer" if self.phase == "optimizer" else op_class(name)
             packet = func._overloadpacket
             if packet is torch.ops.aten.convolution_backward and _groups(args) > 1:
@@ -306,6 +337,16 @@ def _make_mode(record: _Record, keep: dict):
     return mode
 
 
+CAUSAL_TILE = 128  # flash attention's query/key block (FlashAttention-2/3, cuDNN: 64-128 on Hopper)
+
+
+def causal_fraction(seq_q: int, seq_k: int, tile: int = CAUSAL_TILE) -> float:
+    """Share of the score matrix a causal flash kernel computes: the tiles on or below the
+    diagonal, (n + 1) / 2n of n x n tiles for n = ceil(seq / tile) (1 for a one-tile sequence)."""
+    n = max(1, math.ceil(max(seq_q, seq_k) / tile))
+    return (n + 1) / (2 * n)
+
+
 def _attention_standin(mode):
     """F.scaled_dot_product_attention as one fused kernel (forward and backward), for counting."""
     import torch
@@ -313,16 +354,17 @@ def _attention_standin(mode):
 
     class FlashCount(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, q, k, v):
+        def forward(ctx, q, k, v, causal):
             mode.quiet += 1
             try:
                 o = q.new_empty(*q.shape[:-1], v.shape[-1])
             finally:
                 mode.quiet -= 1
             ctx.save_for_backward(q, k, v, o)
+            ctx.share = causal_fraction(q.shape[-2], k.shape[-2]) if causal else 1.0
             flops = float(sdpa_flop_count(q.shape, k.shape, v.shape))
             mode.record.model_flops += flops
-            mode.add("attention", flops, [q, k, v], [o])
+            mode.add("attention", flops * ctx.share, [q, k, v], [o])
             return o
 
         @staticmethod
@@ -335,19 +377,59 @@ def _attention_standin(mode):
                 mode.quiet -= 1
             flops = float(sdpa_backward_flop_count(go.shape, q.shape, k.shape, v.shape))
             mode.record.model_flops += flops
-            mode.add("attention", flops, [q, k, v, o, go], list(grads))
-            return grads
+            mode.add("attention", flops * ctx.share, [q, k, v, o, go], list(grads))
+            return (*grads, None)
 
     def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
         if attn_mask is not None:  # masked attention: the math path's operations are what runs
             return _ORIGINAL_SDPA(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                                   scale=scale, enable_gqa=enable_gqa)
-        return FlashCount.apply(q, k, v)
+        return FlashCount.apply(q, k, v, bool(is_causal))
 
     return sdpa
 
 
 _ORIGINAL_SDPA = None
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What one training step feeds the model and how it updates it (image or token model)."""
+
+    inputs: Callable  # batch -> (input, labels) on the meta device
+    loss: Callable  # (model output, labels) -> scalar loss
+    make_optimizer: Callable  # parameters -> update(), run once to create state, then counted
+
+
+def _sgd(params: list) -> Callable:
+    """The image payload's update: SGD with momentum and weight decay (foreach)."""
+    import torch
+
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=True)
+    return opt.step
+
+
+def _clipped_fused_adamw(params: list) -> Callable:
+    """payloads/lm_train.py's update: clip_grad_norm_(1.0, foreach) then fused AdamW, as
+    torch.optim.AdamW(fused=True) runs it on CUDA (the step counters' foreach add, then one
+    ``_fused_adamw_`` over every parameter). torch refuses foreach clipping and fused=True on
+    the meta device, so the operations they run on CUDA are called directly: per-tensor norms
+    (``_foreach_norm``), their norm, the clamped scale, ``_foreach_mul_`` of the gradients.)"""
+    import torch
+
+    moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    steps = [torch.zeros((), device=p.device) for p in params]
+
+    def update() -> None:
+        grads = [p.grad for p in params]
+        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+        torch._foreach_mul_(grads, torch.clamp(1.0 / (total + 1e-6), max=1.0))
+        torch._foreach_add_(steps, 1)
+        torch._fused_adamw_(params, grads, [m[0] for m in moments], [m[1] for m in moments],
+                            [], steps, lr=3e-4, beta1=0.9, beta2=0.95, weight_decay=0.1, eps=1e-8,
+                            amsgrad=False, maximize=False)
+
+    return update
 
 
 def device_of(module):
@@ -359,8 +441,32 @@ def device_of(module):
     return first.device if first is not None else torch.device("meta")
 
 
-def _count_once(module, sample_shape: tuple, num_classes: int, batch: int, label_shape: tuple,
-                input_dtype=None) -> tuple[_Record, float, float, set]:
+def _image_step(sample_shape: tuple, label_shape: tuple, device="meta") -> _Step:
+    import torch
+    import torch.nn.functional as F
+
+    def inputs(batch: int) -> tuple:
+        return (torch.randn(batch, *sample_shape, device=device),
+                torch.zeros(batch, *label_shape, dtype=torch.long, device=device))
+
+    return _Step(inputs, F.cross_entropy, _sgd)
+
+
+def _token_step(seq_len: int) -> _Step:
+    import torch
+    import torch.nn.functional as F
+
+    def inputs(batch: int) -> tuple:
+        return (torch.zeros(batch, seq_len, dtype=torch.long, device="meta"),
+                torch.zeros(batch, seq_len, dtype=torch.long, device="meta"))
+
+    def loss(logits, targets):  # payloads/lm.py's lm_loss
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+    return _Step(inputs, loss, _clipped_fused_adamw)
+
+
+def _count_once(module, step: _Step, batch: int) -> tuple[_Record, float, float, set]:
     """(record, forward model FLOPs, forward+backward model FLOPs, ids of tensors saved for backward)."""
     import torch
     import torch.nn.functional as F
@@ -378,12 +484,7 @@ def _count_once(module, sample_shape: tuple, num_classes: int, batch: int, label
             keep[id(t)] = t
         return t
 
-    if input_dtype is None:
-        x = torch.randn(batch, *sample_shape, device=device_of(module))
-    else:
-        x = torch.zeros(batch, *sample_shape, device=device_of(module), dtype=input_dtype)
-    y = torch.zeros(batch, *label_shape, dtype=torch.long, device=device_of(module))
-    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=True)
+    x, y = step.inputs(batch)
     module.train()
     _ORIGINAL_SDPA = F.scaled_dot_product_attention
     F.scaled_dot_product_attention = _attention_standin(mode)
@@ -392,12 +493,13 @@ def _count_once(module, sample_shape: tuple, num_classes: int, batch: int, label
             out = module(x)
         forward = record.model_flops
         with mode:
-            loss = F.cross_entropy(out, y)
+            loss = step.loss(out, y)
             loss.backward()
-        opt.step()  # first step creates the momentum buffers (not steady state): not counted
+        update = step.make_optimizer(params)
+        update()  # the first step creates optimizer state (not steady state): not counted
         with mode:
             mode.phase = "optimizer"
-            opt.step()
+            update()
             mode.phase = None
     finally:
         F.scaled_dot_product_attention = _ORIGINAL_SDPA
@@ -436,15 +538,28 @@ def count(module, sample_shape: tuple, num_classes: int, label_shape: tuple = ()
     sample_shape: one input sample (e.g. (3, 224, 224)); label_shape: one sample's labels beyond
     the batch (() for a classifier, (H, W) for a segmenter).
     """
+    return _count(module, _image_step(tuple(sample_shape), tuple(label_shape), device_of(module)), 1)
+
+
+def count_tokens(module, seq_len: int) -> OpCost:
+    """Per-class cost of one training step of a token model (built on the meta device, fp32),
+    per trained token: ``module`` maps int64 token ids (batch, seq_len) to logits
+    (batch, seq_len, vocab); trained as payloads/lm_train.py does (see the module docstring)."""
+    return _count(module, _token_step(int(seq_len)), int(seq_len))
+
+
+def _count(module, step: _Step, unit: int) -> OpCost:
+    """Count ``step`` at two batches and split every figure into per-sample and fixed parts; a
+    sample is 1 / ``unit`` of one batch row (a token of a sequence of ``unit`` tokens)."""
     b1, b2 = _COUNT_BATCHES
-    r1, fwd1, tot1, saved1 = _count_once(module, sample_shape, num_classes, b1, label_shape)
-    r2, fwd2, tot2, saved2 = _count_once(module, sample_shape, num_classes, b2, label_shape)
+    r1, fwd1, tot1, saved1 = _count_once(module, step, b1)
+    r2, fwd2, tot2, saved2 = _count_once(module, step, b2)
     fb1, fk1 = _fused(r1, saved1)
     fb2, fk2 = _fused(r2, saved2)
 
     def split(v1: float, v2: float) -> tuple[float, float]:
         per = max(0.0, (v2 - v1) / (b2 - b1))
-        return per, max(0.0, v1 - b1 * per)
+        return per / unit, max(0.0, v1 - b1 * per)
 
     classes = {}
     for c in CLASSES:
@@ -454,7 +569,7 @@ def count(module, sample_shape: tuple, num_classes: int, label_shape: tuple = ()
         if r1.kernels[c] or r2.kernels[c]:
             classes[c] = ClassCost(fp, ff, bp, bf, fbp, fbf, r2.kernels[c], fk2[c])
     gemm_ops = _gemm_rows(r1.gemm, r2.gemm, split)
-    act = _saved_bytes(module, sample_shape, b2, label_shape) / b2
+    act = _saved_bytes(module, step, b2) / (b2 * unit)
     fwd_per, _ = split(fwd1, fwd2)
     tot_per, _ = split(tot1, tot2)
     return OpCost(classes=classes, params=sum(p.numel() for p in module.parameters()),
@@ -476,9 +591,8 @@ def _gemm_rows(g1: list, g2: list, split) -> list:
     return [[*k, n] for k, n in merged.items()]
 
 
-def _saved_bytes(module, sample_shape, batch, label_shape) -> float:
+def _saved_bytes(module, step: _Step, batch: int) -> float:
     import torch
-    import torch.nn.functional as F
 
     params = {id(p) for p in module.parameters()}
     saved: dict[int, object] = {}
@@ -489,10 +603,9 @@ def _saved_bytes(module, sample_shape, batch, label_shape) -> float:
             saved[id(t)] = t
         return t
 
-    x = torch.randn(batch, *sample_shape, device=device_of(module))
-    y = torch.zeros(batch, *label_shape, dtype=torch.long, device=device_of(module))
+    x, y = step.inputs(batch)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        F.cross_entropy(module(x), y)
+        step.loss(module(x), y)
     module.zero_grad(set_to_none=True)
     return float(sum(t.numel() * t.element_size() for t in saved.values()))
 

@@ -81,9 +81,14 @@ def load_profiles(directory: Path | None = None) -> list[dict]:
 
 
 def _ops_for(rec: dict) -> OpCost | None:
+    """The per-operation count of a profile's model (per token for a language model's row)."""
     from launcher.estimate.flops import cost_key
 
     ops = rec.get("ops")
+    if ops is None and rec.get("seq_len"):  # a language model: counted per trained token
+        from launcher.estimate.flops import lm_ops
+
+        ops = lm_ops(rec["model"], rec.get("model_args") or {}, rec.get("vocab_size"), int(rec["seq_len"]))
     if ops is None and ":" in rec["model"]:  # a factory: count it (imports torch; offline only)
         from launcher.estimate.flops import factory_cost
         ops = factory_cost(rec["model"], rec.get("model_args") or {}, tuple(rec["input_shape"]),
@@ -101,14 +106,13 @@ def observations(profiles: list[dict], get_gpu) -> list[dict]:
 
     obs = []
     for rec in profiles:
-        if rec.get("seq_len"):
-            continue  # language models: checked against the LM calibration (lm_rows)
         ops = _ops_for(rec)
         gpu_name = gpu_from_device_name(rec.get("device_name") or "") or rec.get("gpu_name")
         if ops is None or gpu_name is None:
             continue
         gpu = get_gpu(gpu_name)
-        batch, precision = int(rec["batch_size"]), rec["precision"]
+        # A language model's sample is a token: its step trains batch x seq_len of them.
+        batch, precision = int(rec["batch_size"]) * int(rec.get("seq_len") or 1), rec["precision"]
         measured, kernels = measured_classes(rec)
         step = batch / float(rec["samples_per_second"])
         eff = {}
@@ -127,7 +131,8 @@ def observations(profiles: list[dict], get_gpu) -> list[dict]:
         obs.append({"model": rec["model"], "precision": precision, "batch_size": batch, "gpu": gpu_name,
                     "arch": gpu.arch, "pcls": precision_class(precision), "step_s": step, "efficiency": eff,
                     "gap_s": gap, "kernels": kernels, "measured": measured, "ops": ops, "host_s_per_kernel": host,
-                    "samples_per_second": float(rec["samples_per_second"]), "source": rec.get("source", "")})
+                    "samples_per_second": float(rec["samples_per_second"]), "source": rec.get("source", ""),
+                    "seq_len": rec.get("seq_len")})
     return obs
 
 
@@ -176,12 +181,13 @@ def fit_warmup(profiles: list[dict]) -> dict:
     for rec in profiles:
         if rec.get("cache") == "warm" or not rec.get("warmup_s") or not rec.get("samples_per_second"):
             continue
-        step = rec["batch_size"] / rec["samples_per_second"]
+        step = rec["batch_size"] * (rec.get("seq_len") or 1) / rec["samples_per_second"]
         compile_s = max(0.0, rec["warmup_s"] - WARMUP_STEPS * step)
         per_model.setdefault(rec["model"], []).append(compile_s)
         if rec.get("startup_s"):
             startups.append(rec["startup_s"])
-        ops = _ops_for(rec)
+        # A language model compiles one block's graph for all its blocks: not a point of the line.
+        ops = None if rec.get("seq_len") else _ops_for(rec)
         if ops is not None:
             points.append((graph_ops(ops), compile_s))
     line = None
@@ -311,7 +317,8 @@ def error_table(obs: list[dict], get_gpu) -> list[dict]:
         pf, ph = predict_step(o, full, get_gpu), predict_step(o, held, get_gpu)
         measured = o["samples_per_second"]
         rows.append({"gpu": o["gpu"], "model": o["model"], "precision": o["precision"],
-                     "batch_size": o["batch_size"], "measured": round(measured, 1),
+                     "batch_size": o["batch_size"] // (o.get("seq_len") or 1), "seq_len": o.get("seq_len"),
+                     "measured": round(measured, 1),
                      "predicted_fit": round(o["batch_size"] / pf, 1),
                      "predicted_lomo": round(o["batch_size"] / ph, 1),
                      "error_fit": round(o["batch_size"] / pf / measured - 1, 4),
@@ -335,7 +342,8 @@ def markdown(rows: list[dict]) -> str:
     out = ["| GPU | model | precision | batch | measured samples/s | predicted (fit) | error | "
            "predicted (model left out) | error |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['gpu']} | {r['model']} | {r['precision']} | {r['batch_size']} | {r['measured']:,.0f} | "
+        model = f"{r['model']} (tokens/s, seq {r['seq_len']})" if r.get("seq_len") else r["model"]
+        out.append(f"| {r['gpu']} | {model} | {r['precision']} | {r['batch_size']} | {r['measured']:,.0f} | "
                    f"{r['predicted_fit']:,.0f} | {r['error_fit']:+.1%} | {r['predicted_lomo']:,.0f} | "
                    f"{r['error_lomo']:+.1%} |")
     s = summary(rows)
@@ -393,39 +401,108 @@ def method_choice(rows: list[dict], get_gpu) -> dict:
     return {"per_family": out, "mfu_families": sorted(f for f, d in out.items() if d["mfu"] < d["per_operation"])}
 
 
-def lm_rows(profiles: list[dict]) -> list[dict]:
-    """Language-model runs the LM calibration (h200_lm.json) was not fitted on: bench/results/
-    h200_lm_check.json and the language-model rows of the profiles that are not in h200_lm.json,
-    each predicted by the estimator as a user's spec would be (tokens/s)."""
-    from launcher.estimate.api import for_machine
+def lm_runs(profiles: list[dict]) -> list[dict]:
+    """Every measured single-GPU language-model run: bench/results/h200_lm.json (the LM MFU fit's
+    own runs), h200_lm_check.json, the language-model rows of the per-kernel profiles and the
+    language-model runs of h200_local_total/*.json (steady tokens/s of `gpujob run --provider
+    local`). ``mfu_fitted``: the LM MFU fit (section 10 of docs/estimator.md) was fitted on it."""
+    from launcher.estimate.calibration import gpu_from_device_name
+
+    runs = []
+    for name in ("h200_lm.json", "h200_lm_check.json"):
+        for r in read_json(results_dir() / name, {}).get("results", []):
+            if r.get("tokens_per_second") and r.get("gpu_count", 1) == 1:
+                runs.append({**r, "source": name, "mfu_fitted": name == "h200_lm.json"})
+    fitted = {(r["model"], r["seq_len"], r["batch_size"], r.get("precision", "bf16")) for r in runs if r["mfu_fitted"]}
+    for r in profiles:
+        if r.get("seq_len"):
+            key = (r["model"], r["seq_len"], r["batch_size"], r["precision"])
+            runs.append({**r, "tokens_per_second": r["samples_per_second"], "source": r.get("source", ""),
+                         "mfu_fitted": key in fitted, "profiled": True})
+    for path in sorted((results_dir() / "h200_local_total").glob("*.json")):
+        for r in read_json(path, {}).get("results", []):
+            end = r.get("end") or {}
+            if r.get("seq_len") and r.get("rc") == 0 and end.get("tokens_per_second") \
+                    and gpu_from_device_name((r.get("start") or {}).get("device_name") or "") == "H200":
+                runs.append({**r, "tokens_per_second": end["tokens_per_second"], "mfu_fitted": False,
+                             "source": f"h200_local_total/{path.name}"})
+    return runs
+
+
+def _lm_predict(r: dict, method: str, doc: dict, get_gpu) -> float:
+    """tokens/s the estimator predicts for one LM run (one H200) by one method."""
+    from launcher.estimate.flops import lm_cost
+    from launcher.estimate.table import predict_job
     from launcher.spec import parse_spec
 
-    fitted = {(r.get("model"), r.get("seq_len"), r.get("batch_size"), r.get("precision", "bf16"))
-              for r in read_json(results_dir() / "h200_lm.json", {}).get("results", [])}
-    runs = [{**r, "source": "h200_lm_check.json"} for r in read_json(results_dir() / "h200_lm_check.json", {})
-            .get("results", []) if r.get("tokens_per_second") and r.get("gpu_count", 1) == 1]
-    runs += [{**r, "tokens_per_second": r["samples_per_second"], "source": r.get("source", "")} for r in profiles
-             if r.get("seq_len") and (r["model"], r["seq_len"], r["batch_size"], r["precision"]) not in fitted]
+    args = r.get("model_args") or {}
+    text = (f"name: lm-check\nworkload: {{model: {r['model']}, seq_len: {r['seq_len']}, batch_size: {r['batch_size']}, "
+            f"precision: {r.get('precision', 'bf16')}, dataset: synthetic, samples_per_epoch: 1000000"
+            + (f", model_args: {json.dumps(args)}" if args else "")
+            + (f", vocab_size: {r['vocab_size']}" if r.get("vocab_size") else "")
+            + (", activation_checkpointing: true" if r.get("activation_checkpointing") else "") + "}\n")
+    w = parse_spec(text, check_catalog=False).workload
+    return predict_job(w, lm_cost(w), get_gpu("H200"), 1, op_doc=doc, method=method).samples_per_second
+
+
+def lm_rows(profiles: list[dict], obs: list[dict], get_gpu) -> list[dict]:
+    """Each measured LM run (``lm_runs``) predicted by the LM MFU fit and by the per-operation
+    model, the latter fitted without that model's profile rows (leave-one-model-out: the rows of
+    a language model never profiled are predicted by the full fit, which saw none of them)."""
+    from launcher.payloads import lm_shapes
+
     out = []
-    for r in runs:
-        args = r.get("model_args") or {}
-        text = (f"name: lm-check\nworkload: {{model: {r['model']}, seq_len: {r['seq_len']}, batch_size: {r['batch_size']}, "
-                f"precision: {r.get('precision', 'bf16')}, dataset: synthetic, samples_per_epoch: 1000000"
-                + (f", model_args: {json.dumps(args)}" if args else "")
-                + (f", vocab_size: {r['vocab_size']}" if r.get("vocab_size") else "")
-                + (", activation_checkpointing: true" if r.get("activation_checkpointing") else "") + "}\n"
-                "resources: {accelerators: H200:1}\n")
-        est = for_machine(parse_spec(text, check_catalog=False), "local", None, 0.0, spot=False, baseline=False,
-                          local_gpu="H200")
+    full, held = fit(obs), {}
+    for r in lm_runs(profiles):
+        if r["model"] not in held:
+            held[r["model"]] = fit([o for o in obs if o["model"] != r["model"]])
+        measured = float(r["tokens_per_second"])
+        mfu = _lm_predict(r, "mfu", full, get_gpu)
+        per_op = _lm_predict(r, "per-operation", held[r["model"]], get_gpu)
         out.append({"model": r["model"], "seq_len": r["seq_len"], "batch_size": r["batch_size"],
+                    "vocab_size": lm_shapes.resolve(r["model"], r.get("model_args") or {}, r.get("vocab_size")).vocab_size,
                     "precision": r.get("precision", "bf16"), "source": r["source"],
-                    "measured": round(r["tokens_per_second"], 1), "predicted": round(est["samples_per_second"], 1),
-                    "error": round(est["samples_per_second"] / r["tokens_per_second"] - 1, 4)})
+                    "activation_checkpointing": bool(r.get("activation_checkpointing")),
+                    "model_args": r.get("model_args") or {}, "measured": round(measured, 1),
+                    "mfu": round(mfu, 1), "error_mfu": round(mfu / measured - 1, 4), "mfu_fitted": r["mfu_fitted"],
+                    "per_operation": round(per_op, 1), "error_per_operation": round(per_op / measured - 1, 4)})
     return out
 
 
+def lm_choice(rows: list[dict]) -> dict:
+    """The method that prices language models: the one with the smaller median |error| on the LM
+    runs neither saw (every run but the MFU fit's own; the per-operation errors are
+    leave-one-model-out), with both medians and maxima."""
+    held = [r for r in rows if not r["mfu_fitted"]]
+    stats = {}
+    for m in ("per_operation", "mfu"):
+        errs = [abs(r[f"error_{m}"]) for r in held]
+        stats[m] = {"median": round(statistics.median(errs), 4), "max": round(max(errs), 4)} if errs else None
+    if not held:
+        return {"method": "mfu", "n": 0}
+    method = "per-operation" if stats["per_operation"]["median"] < stats["mfu"]["median"] else "mfu"
+    return {"method": method, "n": len(held), **stats}
+
+
+def lm_markdown(rows: list[dict], choice: dict) -> str:
+    out = ["| model | seq | batch | vocabulary | precision | source | measured tokens/s | LM MFU fit | error | "
+           "per-operation (model left out) | error |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        model = r["model"] + (f" {json.dumps(r['model_args'])}" if r["model_args"] else "") \
+            + (" (checkpointing)" if r["activation_checkpointing"] else "")
+        out.append(f"| {model} | {r['seq_len']} | {r['batch_size']} | {r['vocab_size']} | {r['precision']} | {r['source']}"
+                   f"{' (MFU fitted)' if r['mfu_fitted'] else ''} | {r['measured']:,.0f} | {r['mfu']:,.0f} | "
+                   f"{r['error_mfu']:+.1%} | {r['per_operation']:,.0f} | {r['error_per_operation']:+.1%} |")
+    if choice.get("n"):
+        po, mf = choice["per_operation"], choice["mfu"]
+        out += ["", f"On the {choice['n']} LM runs the MFU fit never saw: per-operation median {po['median']:.1%} "
+                    f"(max {po['max']:.1%}), LM MFU fit median {mf['median']:.1%} (max {mf['max']:.1%}); "
+                    f"language models are priced {choice['method']}."]
+    return "\n".join(out)
+
+
 def load_lm_profiles() -> list[dict]:
-    """The language-model rows of the profiles (no per-operation counts: they check the LM fit)."""
+    """The language-model rows of the profiles."""
     return [r for r in load_profiles() if r.get("seq_len")]
 
 
@@ -468,10 +545,13 @@ def main(argv: list[str] | None = None) -> int:
 
     doc["mfu_error"] = mfu.summary(mfu.error_table())["held_out"]
     doc["method_choice"] = method_choice(rows, get_gpu)
-    lm = lm_rows(load_lm_profiles())
+    lm = lm_rows(load_lm_profiles(), obs, get_gpu)
     if lm:
-        doc["lm_error"] = {"median": round(statistics.median(abs(r["error"]) for r in lm), 4),
-                           "max": round(max(abs(r["error"]) for r in lm), 4), "n": len(lm)}
+        choice = lm_choice(lm)
+        doc["method_choice"]["lm"] = choice
+        key = "per_operation" if choice["method"] == "per-operation" else "mfu"
+        if choice.get(key):  # the band of a language model: the chosen method's held-out error
+            doc["lm_error"] = {**choice[key], "n": choice["n"], "method": choice["method"]}
     own = own_gpu_rows(doc, get_gpu, {o["gpu"] for o in obs})
     if own:
         doc["own_other_gpu"] = {"median": round(statistics.median(abs(r["error"]) for r in own), 4),
@@ -489,7 +569,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps({"rows": rows, "summary": summary(rows), "fit": doc, "cross_gpu": cross,
                                      "own_other_gpu": own, "lm": lm}, indent=1) + "\n")
     else:
-        sys.stdout.write(markdown(rows) + "\n\n" + own_markdown(own) + "\n\n" + cross_markdown(cross) + "\n")
+        sys.stdout.write(markdown(rows) + "\n\n" + own_markdown(own) + "\n\n" + cross_markdown(cross) + "\n\n"
+                         + lm_markdown(lm, doc["method_choice"].get("lm", {})) + "\n")
     return 0
 
 

@@ -151,15 +151,32 @@ CHECKPOINTING_SPEED = 0.85
 
 def lm_step_batch(w) -> int:
     """Samples per GPU step for the throughput model: tokens (batch x seq_len) for language models."""
-    return w.batch_size * w.effective_seq_len if w.is_lm else w.batch_size
+    return w.batch_size * w.effective_seq_len if w.is_token_model else w.batch_size
 
 
-def lm_memory_override(w, p: Prediction | None, world: int, gpu_memory_gib: float) -> Prediction | None:
+def predict_job(w, cost: ModelCost, gpu, count: int, *, num_nodes: int = 1, network=None,
+                op_doc: dict | None = None, method: str | None = None) -> Prediction:
+    """The throughput of a spec's workload on ``count`` GPUs of one type per machine x ``num_nodes``
+    (throughput.predict). Language models: a GPU step trains batch x seq_len tokens, the memory
+    plan picks DDP or FSDP and checkpointing (lm_memory_override), and under FSDP each GPU's
+    optimizer update covers its shard only (the per-operation model's optimizer class / GPUs)."""
+    plan = plan_lm(w, count * num_nodes, gpu.memory_gib) if w.is_lm else None
+    if plan is not None and plan.parallel == "fsdp" and cost.ops:
+        from launcher.estimate.opcount import OpCost
+
+        cost = replace(cost, ops=OpCost.from_dict(cost.ops).sharded_optimizer(plan.world).to_dict())
+    p = predict(gpu, count, w.precision, cost, lm_step_batch(w), w.model, num_nodes=num_nodes, network=network,
+                compiled=w.compile is not False, op_doc=op_doc, method=method)
+    return lm_memory_override(w, p, count * num_nodes, gpu.memory_gib, plan)
+
+
+def lm_memory_override(w, p: Prediction | None, world: int, gpu_memory_gib: float,
+                       plan: MemoryPlan | None = None) -> Prediction | None:
     """Language models: the memory plan (AdamW, FSDP, checkpointing) decides whether the job fits
     and the GiB per GPU, instead of the image models' one-GPU rule."""
     if p is None or not w.is_lm:
         return p
-    plan = plan_lm(w, world, gpu_memory_gib)
+    plan = plan or plan_lm(w, world, gpu_memory_gib)
     p = replace(p, fits_memory=plan.fits, memory_gib_needed=plan.allocated_gib, max_batch=None, memory=plan.to_dict())
     if plan.checkpointing:  # every block's forward runs twice
         f = CHECKPOINTING_SPEED
@@ -308,7 +325,6 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     about the cheapest requested row."""
     w = spec.workload
     cost = workload_cost(w)
-    step_batch = lm_step_batch(w)
     if catalog is None:
         from launcher.catalog import load_catalog
 
@@ -323,6 +339,9 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     if w.is_lm:
         notes.append(f"language model: samples are tokens ({w.batch_size} sequences x {w.effective_seq_len} "
                      "tokens per GPU step); memory per GPU from the AdamW/FSDP plan (docs/estimator.md)")
+    elif w.is_token_model:
+        notes.append(f"token model: samples are tokens ({w.batch_size} sequences x {w.effective_seq_len} "
+                     "tokens per GPU step), counted per operation as the payload trains it (AdamW)")
     total = w.total_samples
     budget = spec.limits.budget_usd
     nodes = spec.resources.num_nodes
@@ -348,10 +367,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
         key = (o.gpu, o.gpu_count, net)
         if key not in preds:
             try:
-                preds[key] = lm_memory_override(
-                    w, predict(get_gpu(o.gpu), o.gpu_count, w.precision, cost, step_batch, w.model, num_nodes=nodes,
-                               network=net, compiled=w.compile is not False), o.gpu_count * nodes,
-                    get_gpu(o.gpu).memory_gib)
+                preds[key] = predict_job(w, cost, get_gpu(o.gpu), o.gpu_count, num_nodes=nodes, network=net)
             except Exception:
                 preds[key] = None  # a GPU missing from the spec table: row shown, unpredicted
                 unknown.add(o.gpu)
@@ -416,8 +432,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     free_rows = []
     for f in free_options:
         try:
-            fp = lm_memory_override(w, predict(get_gpu(f.gpu), f.gpu_count, w.precision, cost, step_batch, w.model,
-                                               compiled=w.compile is not False), f.gpu_count, get_gpu(f.gpu).memory_gib)
+            fp = predict_job(w, cost, get_gpu(f.gpu), f.gpu_count)
         except Exception:
             continue
         train = total / fp.samples_per_second
@@ -435,7 +450,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
              "image_size": w.image_size, "epochs": w.epochs, "total_samples": total,
              "train_flops_per_sample": cost.train_flops_per_sample, "params": cost.params,
              "flops_source": cost.source, "approximate": cost.approximate, "budget_usd": budget,
-             "seq_len": w.effective_seq_len if w.is_lm else None},
+             "seq_len": w.effective_seq_len if w.is_token_model else None},
         baseline=base_dict,
         candidates=rows,
         free_options=free_rows,

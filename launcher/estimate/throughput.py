@@ -85,13 +85,16 @@ def max_batch_that_fits(cost: ModelCost, precision: str, memory_gib: float) -> i
 
 def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, model: str,
             calibration: Calibration | None = None, *, num_nodes: int = 1,
-            network: Network | None = None, compiled: bool = True, op_doc: dict | None = None) -> Prediction:
+            network: Network | None = None, compiled: bool = True, op_doc: dict | None = None,
+            method: str | None = None) -> Prediction:
     """Predicted training throughput of ``count`` GPUs of one type per machine on ``num_nodes``
-    machines (joined by ``network``), batch_size per GPU.
+    machines (joined by ``network``), batch_size per GPU (tokens for a language model).
 
     With per-operation costs (``cost.ops``) and fitted per-class efficiencies
     (bench/results/op_efficiency.json) the step is the per-operation roofline of
     launcher.estimate.opmodel; otherwise one calibrated MFU on the total FLOPs (below).
+    ``method`` ("per-operation" | "mfu") overrides the choice by measured error (``_mfu_priced``),
+    for the tools that compare the two.
     """
     cal = calibration or current()
     peak, cls, note = peak_and_class(gpu, precision)
@@ -101,7 +104,8 @@ def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, m
     # The per-operation model prices every model it has counts for, except those whose family the
     # MFU fit has measured runs of and where that fit's error on the profiled rows is the smaller
     # (``method_choice`` of op_efficiency.json; docs/estimator.md, section 12).
-    if cost.ops is not None and doc.get("efficiency") and not _mfu_priced(doc, cal, model, cls):
+    per_op = cost.ops is not None and doc.get("efficiency")
+    if per_op and (method == "per-operation" or (method is None and not _mfu_priced(doc, cal, model, cls))):
         st = step_time(cost.ops, gpu, precision, batch_size, compiled, doc)
         busy, per_class, method = st.seconds, {k: round(v, 6) for k, v in st.per_class.items()}, "per-operation"
         step = busy
@@ -155,14 +159,18 @@ def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, m
 
 
 def _mfu_priced(doc: dict, cal: Calibration, model: str, cls: str) -> bool:
-    """Price this model with the MFU fit rather than per operation (see predict)."""
-    if not cal.knows(model, cls):
-        return False
-    choice = doc.get("method_choice")
-    if choice is None:  # a fit written before the choice was measured: every known family
-        return True
+    """Price this model with the MFU fit rather than per operation (see predict): a family the
+    MFU fit knows whose MFU error measured smaller (``method_choice``); language models by
+    ``method_choice.lm`` (the method with the smaller error on LM runs, opfit.lm_choice)."""
     from launcher.estimate.calibration import model_family
 
+    choice = doc.get("method_choice")
+    if model_family(model) == "lm" and ":" not in model:  # a built-in LM (its own MFU fit)
+        return (choice or {}).get("lm", {}).get("method", "mfu") == "mfu"
+    if not cal.knows(model, cls):
+        return False
+    if choice is None:  # a fit written before the choice was measured: every known family
+        return True
     return model_family(model) in choice.get("mfu_families", [])
 
 
