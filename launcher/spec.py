@@ -137,6 +137,9 @@ class Workload(_Strict):
     @model_validator(mode="after")
     def _dataset_gives_images(self) -> "Workload":
         shape = self.input_shape
+        if self.dataset != "synthetic" and self.input_vocab:
+            raise ValueError(f"dataset {self.dataset} holds images; a model fed token ids (vocab_size) trains on "
+                             "dataset: synthetic")
         if self.dataset != "synthetic" and shape is not None and (len(shape) != 3 or shape[1] != shape[2]):
             raise ValueError(f"dataset {self.dataset} holds images, fed as [in_channels, image_size, image_size]; "
                              f"input_shape {shape} is not one: give an image input_shape such as "
@@ -146,6 +149,13 @@ class Workload(_Strict):
     @property
     def is_factory(self) -> bool:
         return ":" in self.model
+
+    @property
+    def input_vocab(self) -> int | None:
+        """A factory classifier fed token ids (``vocab_size`` with ``input_shape``, no ``seq_len``):
+        its input is int64 ids 0 .. vocab_size - 1 of ``input_shape``, one label per sample (the
+        image trainer's loop); None otherwise."""
+        return self.vocab_size if self.is_factory and self.seq_len is None else None
 
     @property
     def is_token_model(self) -> bool:
@@ -188,6 +198,12 @@ class Workload(_Strict):
                                  "0 .. vocab_size - 1")
             if self.input_shape is not None:
                 raise ValueError("give seq_len and vocab_size (a token model) or input_shape, not both")
+            return self
+        if self.is_factory and self.vocab_size is not None:  # a classifier fed token ids
+            if self.input_shape is None:
+                raise ValueError("a model factory fed token ids needs input_shape (e.g. [128] tokens per sample) "
+                                 "with vocab_size, or seq_len with vocab_size for a language model trained per "
+                                 "token")
             return self
         if not self.is_lm:
             for key in ("seq_len", "vocab_size"):

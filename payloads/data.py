@@ -90,15 +90,19 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def synthetic_batch(batch: int, in_channels: int, image_size: int, num_classes: int, device: torch.device,
                     seed: int, channels_last: bool, shape: tuple | None = None,
-                    label_shape: tuple = ()) -> tuple[torch.Tensor, torch.Tensor]:
+                    label_shape: tuple = (), vocab: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One random batch made on the device itself: no host->device copy in the step loop.
 
     shape: one sample's shape (default [in_channels, image_size, image_size]); label_shape: the
-    labels' shape per sample beyond the batch (() for a classifier, [H, W] for a segmenter).
+    labels' shape per sample beyond the batch (() for a classifier, [H, W] for a segmenter);
+    vocab: the input is int64 token ids 0 .. vocab - 1 (a model fed tokens), not floats.
     """
     g = torch.Generator(device=device).manual_seed(seed)
     shape = tuple(shape or (in_channels, image_size, image_size))
-    x = torch.randn(batch, *shape, device=device, generator=g)
+    if vocab:
+        x = torch.randint(0, vocab, (batch, *shape), device=device, generator=g)
+    else:
+        x = torch.randn(batch, *shape, device=device, generator=g)
     y = torch.randint(0, num_classes, (batch, *label_shape), device=device, generator=g)
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)

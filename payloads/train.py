@@ -230,7 +230,8 @@ def run(cfg: dict[str, Any]) -> int:
     model = models.build(cfg["model"], cfg["num_classes"], pad_to, cfg["image_size"], cfg["model_args"])
     # Labels of one sample: a class index per output position beyond the class dimension
     # (a classifier: none; a segmenter's [classes, H, W] output: [H, W]).
-    label_shape = _label_shape(model, shape, cfg["num_classes"]) if user_model else ()
+    vocab = cfg["vocab_size"] if user_model else None  # a classifier fed token ids (the LM loop takes seq_len)
+    label_shape = _label_shape(model, shape, cfg["num_classes"], vocab) if user_model else ()
     if user_model:
         models.check_trainable(model, cfg["model"])
     if label_shape and data is not None:
@@ -293,7 +294,8 @@ def run(cfg: dict[str, Any]) -> int:
     pin = device.type == "cuda"
     if data is None:
         x_syn, y_syn = D.synthetic_batch(batch, in_ch, cfg["image_size"], cfg["num_classes"], device,
-                                         cfg["seed"] + dd.rank, False, shape=shape, label_shape=label_shape)
+                                         cfg["seed"] + dd.rank, False, shape=shape, label_shape=label_shape,
+                                         vocab=vocab)
         x_syn = _prep(x_syn, pad_to, channels_last)
         batches: Any = None
     else:
@@ -498,14 +500,14 @@ def _profiler(device: torch.device) -> Any:
     return prof
 
 
-def _label_shape(model: torch.nn.Module, shape: tuple, num_classes: int) -> tuple:
+def _label_shape(model: torch.nn.Module, shape: tuple, num_classes: int, vocab: int | None = None) -> tuple:
     """Output shape of one sample past the class dimension: one eval-mode forward of one sample
     (on the host, before the model moves to the device). FactoryError when the model's logits
     have fewer classes than the labels (num_classes): cross-entropy would fail at the first step."""
     was = model.training
     model.eval()
     with torch.no_grad():
-        out = models.output_logits(model(torch.zeros(1, *shape)))
+        out = models.output_logits(model(torch.zeros(1, *shape, dtype=torch.long if vocab else torch.float32)))
     model.train(was)
     models.check_classes(tuple(out.shape), num_classes)
     return tuple(out.shape[2:])

@@ -118,6 +118,23 @@ def pretrained():
     return m
 
 
+class Text(nn.Module):
+    """A text classifier fed token ids: embedding (or a bag of them), mean over the tokens, a head."""
+
+    def __init__(self, bag=False, vocab=100, dim=8, n=4):
+        super().__init__()
+        self.bag = bag
+        self.emb = nn.EmbeddingBag(vocab, dim) if bag else nn.Embedding(vocab, dim)
+        self.fc = nn.Linear(dim, n, bias=False)
+
+    def forward(self, ids):
+        return self.fc(self.emb(ids) if self.bag else self.emb(ids).mean(1))
+
+
+def text(bag=False):
+    return Text(bag)
+
+
 def strings():
     class Words(nn.Module):
         def __init__(self):
@@ -315,3 +332,34 @@ def test_a_factory_loading_weights_is_counted_without_torch_s_warnings(project):
         warnings.simplefilter("always")
         cost = workload_cost(parse_spec(_spec("pretrained", [8])).workload)
     assert cost.params == 36 and not [str(w.message) for w in said]
+
+
+def _text_spec(bag: bool, **workload) -> str:
+    spec = json.loads(_spec("text", [16], bag=bag))
+    spec["workload"].update(vocab_size=100, **workload)
+    return json.dumps(spec)
+
+
+@pytest.mark.parametrize("bag", [False, True])
+def test_a_text_classifier_fed_token_ids_is_counted_and_trained(project, bag):
+    # Token ids 0..99 of 16 tokens per sample, one label each. The embedding (a lookup) and the mean
+    # are not in torch's FLOP formulas; Linear(8, 4): 64 forward, 64 weight and 64 input gradient
+    # (the embedding below it trains).
+    w = parse_spec(_text_spec(bag)).workload
+    assert w.input_vocab == 100 and not w.is_token_model
+    cost = workload_cost(w)
+    assert cost.train_flops_per_sample == pytest.approx(192)
+    assert cost.params == 100 * 8 + 8 * 4
+    proc, steps = _train(project, _text_spec(bag))
+    assert len(steps) == 3 and all(e["loss"] > 0 for e in steps), proc.stderr[-2000:]
+
+
+def test_token_ids_need_an_input_shape_and_synthetic_data():
+    spec = json.loads(_text_spec(False))
+    del spec["workload"]["input_shape"]
+    with pytest.raises(SpecError) as e:
+        parse_spec(json.dumps(spec), "job.yaml")
+    assert "a model factory fed token ids needs input_shape" in str(e.value)
+    with pytest.raises(SpecError) as e:
+        parse_spec(_text_spec(False, dataset="digits"), "job.yaml")
+    assert "a model fed token ids (vocab_size) trains on dataset: synthetic" in str(e.value)

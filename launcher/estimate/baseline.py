@@ -104,6 +104,8 @@ def _workload_key(workload, probe_batch: int, precision: str = "fp32") -> str:
     if getattr(workload, "is_factory", False):  # a user's model: its arguments, shape and source
         d.update(model_args=workload.model_args, input_shape=list(workload.sample_shape),
                  model_source=_source_digest(workload.model))
+        if getattr(workload, "input_vocab", None):  # fed token ids
+            d["vocab_size"] = workload.input_vocab
     if precision != "fp32":  # keeps fp32 keys as they were, so older cache entries still hit
         d["probe_precision"] = precision
     if workload.is_lm:
@@ -299,6 +301,8 @@ def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, 
             "precision": precision, "learning_rate": w.learning_rate, "compile": False,
             "channels_last": w.channels_last, "output_dir": str(Path(tmp) / "out"),
         }
+        if w.input_vocab:
+            config["vocab_size"] = w.input_vocab
         if w.is_token_model:
             config.update(seq_len=w.seq_len, vocab_size=w.vocab_size, model_args=w.model_args,
                           samples_per_epoch=max(w.samples_per_epoch, batch * w.effective_seq_len))

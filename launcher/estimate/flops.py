@@ -276,7 +276,8 @@ def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True
 
         ops = builtin_ops(w.model, w.image_size, w.num_classes, w.in_channels)
         return replace(cost, ops=ops) if ops is not None else cost
-    return factory_cost(w.model, dict(w.model_args), tuple(w.sample_shape), w.num_classes, root)
+    return factory_cost(w.model, dict(w.model_args), tuple(w.sample_shape), w.num_classes, root,
+                        vocab=getattr(w, "input_vocab", None))
 
 
 # What the counter records: a cached count from an older counter is counted again (2: per-operation
@@ -286,7 +287,8 @@ def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True
 COUNT_VERSION = 4
 
 
-def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Path, tokens: bool = False) -> str:
+def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Path, tokens: bool = False,
+                 vocab: int | None = None) -> str:
     import hashlib
     import json
 
@@ -295,18 +297,19 @@ def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Pat
     path = root / target
     if target.endswith(".py") and path.is_file():
         digest.update(path.read_bytes())  # a changed model file is a new model
-    digest.update(json.dumps([ref, args, list(shape), num_classes, COUNT_VERSION] + (["tokens"] if tokens else []),
-                             sort_keys=True, default=str).encode())
+    digest.update(json.dumps([ref, args, list(shape), num_classes, COUNT_VERSION] + (["tokens"] if tokens else [])
+                             + ([f"ids<{vocab}"] if vocab else []), sort_keys=True, default=str).encode())
     return "factory:" + digest.hexdigest()[:24]
 
 
 def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: int,
-                 root: str | Path | None = None, *, tokens: bool = False) -> ModelCost:
+                 root: str | Path | None = None, *, tokens: bool = False, vocab: int | None = None) -> ModelCost:
     """Count a user's model factory (see workload_cost); cached in $GPUJOB_HOME/cache/model_costs.json.
     ``tokens``: a token model, ``sample_shape`` = (seq_len,) and ``num_classes`` the vocabulary;
-    counted per trained token as payloads/lm_train.py trains it (opcount.count_tokens)."""
+    counted per trained token as payloads/lm_train.py trains it (opcount.count_tokens). ``vocab``:
+    a classifier fed int64 token ids 0 .. vocab - 1 of ``sample_shape``."""
     root_path = Path(root or Path.cwd()).resolve()
-    key = _factory_key(ref, model_args, sample_shape, num_classes, root_path, tokens)
+    key = _factory_key(ref, model_args, sample_shape, num_classes, root_path, tokens, vocab)
     cache_path = _cache_file()
     hit = read_json(cache_path, {}).get(key)
     if hit:
@@ -317,7 +320,7 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
     from launcher.payloads.factory import FactoryError
 
     try:
-        ops = count_factory(ref, model_args, sample_shape, num_classes, str(root_path), tokens)
+        ops = count_factory(ref, model_args, sample_shape, num_classes, str(root_path), tokens, vocab)
     except FactoryError as exc:
         raise EstimateError(str(exc), "fix the model factory (workload.model, workload.model_args)") from None
     except Exception as exc:  # the model builds but cannot run one step at this input shape
@@ -352,7 +355,7 @@ CPU_COUNT_RAM_SHARE = 0.25
 
 
 def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: int, root: str,
-                  tokens: bool = False):
+                  tokens: bool = False, vocab: int | None = None):
     """Build the factory on the meta device and count one training step (OpCost); ``tokens``:
     per trained token of sequences of ``sample_shape[0]`` tokens (``opcount.count_tokens``). Else
     the step the image payload runs: cross-entropy on the model's logits
@@ -382,7 +385,7 @@ def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _count_module(module, ref, sample_shape, num_classes)
+            return _count_module(module, ref, sample_shape, num_classes, vocab)
     except FactoryError:
         raise
     except Exception:
@@ -391,11 +394,12 @@ def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: 
             raise
     with torch.device("cpu"):
         module = build_factory_model(ref, model_args, root)
-    return _count_module(module.to("cpu"), ref, sample_shape, num_classes)
+    return _count_module(module.to("cpu"), ref, sample_shape, num_classes, vocab)
 
 
-def _count_module(module, ref: str, sample_shape: tuple, num_classes: int):
-    """count() of one step of ``module`` on its own device (meta or CPU), the loss on its logits."""
+def _count_module(module, ref: str, sample_shape: tuple, num_classes: int, vocab: int | None = None):
+    """count() of one step of ``module`` on its own device (meta or CPU), the loss on its logits;
+    ``vocab``: the input is int64 token ids below it."""
     import torch
 
     from launcher.estimate.opcount import count, device_of
@@ -414,8 +418,10 @@ def _count_module(module, ref: str, sample_shape: tuple, num_classes: int):
     model = Logits(module)
     try:
         with torch.no_grad():
-            out = model.eval()(torch.randn(2, *sample_shape, device=device_of(module)))
+            x = (torch.randint(0, vocab, (2, *sample_shape), device=device_of(module)) if vocab else
+                 torch.randn(2, *sample_shape, device=device_of(module)))
+            out = model.eval()(x)
         check_classes(tuple(out.shape), num_classes)
     except FactoryError as exc:
         raise FactoryError(f"model {ref!r}: {exc}") from None
-    return count(model.train(), tuple(sample_shape), num_classes, tuple(out.shape[2:]))
+    return count(model.train(), tuple(sample_shape), num_classes, tuple(out.shape[2:]), vocab)

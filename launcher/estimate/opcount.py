@@ -441,13 +441,14 @@ def device_of(module):
     return first.device if first is not None else torch.device("meta")
 
 
-def _image_step(sample_shape: tuple, label_shape: tuple, device="meta") -> _Step:
+def _image_step(sample_shape: tuple, label_shape: tuple, device="meta", vocab: int | None = None) -> _Step:
     import torch
     import torch.nn.functional as F
 
     def inputs(batch: int) -> tuple:
-        return (torch.randn(batch, *sample_shape, device=device),
-                torch.zeros(batch, *label_shape, dtype=torch.long, device=device))
+        x = (torch.randint(0, vocab, (batch, *sample_shape), device=device) if vocab else
+             torch.randn(batch, *sample_shape, device=device))
+        return x, torch.zeros(batch, *label_shape, dtype=torch.long, device=device)
 
     return _Step(inputs, F.cross_entropy, _sgd)
 
@@ -531,14 +532,15 @@ def _fused(record: _Record, saved: set) -> tuple[dict, dict]:
     return nbytes, kernels
 
 
-def count(module, sample_shape: tuple, num_classes: int, label_shape: tuple = ()) -> OpCost:
+def count(module, sample_shape: tuple, num_classes: int, label_shape: tuple = (), vocab: int | None = None) -> OpCost:
     """Per-class cost of one training step of ``module`` (built on the meta device, fp32; a
     module on the CPU is counted the same way, on real random data).
 
     sample_shape: one input sample (e.g. (3, 224, 224)); label_shape: one sample's labels beyond
-    the batch (() for a classifier, (H, W) for a segmenter).
+    the batch (() for a classifier, (H, W) for a segmenter); vocab: the input is int64 token ids
+    below it (a classifier of token sequences), not floats.
     """
-    return _count(module, _image_step(tuple(sample_shape), tuple(label_shape), device_of(module)), 1)
+    return _count(module, _image_step(tuple(sample_shape), tuple(label_shape), device_of(module), vocab), 1)
 
 
 def count_tokens(module, seq_len: int) -> OpCost:
