@@ -92,11 +92,13 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def validate(specs: list[Path] = typer.Argument(..., help="Job spec(s) (YAML)."),
              as_json: bool = typer.Option(False, "--json", help="One JSON object per spec, in a list.")) -> None:
     """Check job specs and print what each asks for."""
+    from launcher.estimate.flops import check_model
     from launcher.spec import check_factory_file, load_spec
 
     jobs = [(spec, load_spec(spec)) for spec in specs]  # the first bad spec stops here, before any output
     for spec, job in jobs:
         check_factory_file(job, spec)
+        check_model(job.workload)  # a factory that cannot be built: one line, exit 2
     if as_json:
         _json_out([{"spec": str(spec), "ok": True, **job.model_dump(mode="json")} for spec, job in jobs])
         return
@@ -127,15 +129,13 @@ def estimate(
 ) -> None:
     """Price the job on every AWS and GCP GPU, next to this machine's CPU."""
     from launcher.jobestimate import full_estimate
+    from launcher.render import probe_notice
     from launcher.spec import load_spec
 
     job = load_spec(spec)
-    if not no_baseline:
-        _err().print(f"measuring this machine's CPU on the job (up to ~{probe_seconds:.0f} s the first time, "
-                     "cached afterwards; --no-baseline skips)")
     result = full_estimate(job, providers=tuple(provider), baseline=not no_baseline, probe_seconds=probe_seconds,
                            top=top, all_regions=all_regions, refresh_baseline=refresh_baseline,
-                           show_all=show_all)
+                           show_all=show_all, on_probe=lambda seconds: _err().print(probe_notice(seconds)))
     if as_json:
         _json_out(result)
         return

@@ -275,6 +275,11 @@ def render_memory_plan(con, rows: list[dict[str, Any]], wide: bool = True) -> No
 # --- run events ---------------------------------------------------------------------------
 
 
+def probe_notice(seconds: float) -> str:
+    """The line said just before the CPU probe starts (estimate and run)."""
+    return f"measuring this machine's CPU (~{seconds:.0f} s, then cached; --no-baseline skips)"
+
+
 class EventPrinter:
     """Receives runner events. Progress bar on a terminal, plain lines otherwise, or JSON lines."""
 
@@ -318,10 +323,12 @@ class EventPrinter:
     def _on_run(self, run_id, name, provider, **_):
         self._say(f"[bold]run {run_id}[/] {escape(name)} on {provider}")
 
-    def _on_estimate(self, total_seconds=None, total_usd=None, samples_per_second=None, **_):
+    def _on_estimate(self, total_seconds=None, total_usd=None, samples_per_second=None, error=None, **_):
         if total_seconds:
             self._say(f"estimate: {fmt_seconds(total_seconds)} total, {fmt_usd(total_usd)}"
                       + (f", {samples_per_second:,.0f} samples/s" if samples_per_second else ""))
+        elif error:  # the run goes on (a budget cannot be checked): say why there is no estimate
+            self._say(f"[yellow]no estimate[/]: {escape(error)}")
 
     def _on_machine(self, id, instance_type=None, region=None, zone=None, host=None, price_per_hour=None, **_):
         where = " ".join(x for x in (instance_type, zone or region, host) if x)
@@ -330,8 +337,8 @@ class EventPrinter:
     def _on_connected(self, **_):
         self._say("connected; uploading the payload")
 
-    def _on_baseline(self, **_):
-        self._say("measuring this machine's CPU for the baseline (~15 s, cached afterwards; --no-baseline skips)")
+    def _on_baseline(self, seconds=15.0, **_):
+        self._say(probe_notice(seconds))
 
     def _on_zone_failed(self, zone=None, code=None, message=None, **_):
         self._say(f"[yellow]no capacity in {zone}[/] ({code}); trying the next zone")
@@ -463,6 +470,8 @@ def render_plan(con, plan: dict[str, Any]) -> None:
     if est.get("total_seconds"):
         t.add_row("estimate", f"{fmt_seconds(est.get('total_seconds'))}, {fmt_usd(est.get('total_usd'))}"
                   + (f", {est['samples_per_second']:,.0f} samples/s" if est.get("samples_per_second") else ""))
+    elif est.get("error"):
+        t.add_row("estimate", f"[yellow]none[/]: {escape(est['error'])}")
     if plan.get("budget_usd"):
         t.add_row("budget", fmt_usd(plan["budget_usd"]))
     con.print(t)

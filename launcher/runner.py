@@ -117,6 +117,7 @@ class Runner:
 
     def plan(self, spec, opts: RunOptions) -> dict[str, Any]:
         """--dry-run: what would happen, with no create call."""
+        _check_model(spec)
         provider = self.provider_factory(opts.provider, **opts.provider_config)
         ctx = _Ctx(self.store, "dry-run", spec, opts.provider, lambda *a, **k: None,
                    opts.provider_config.get("ssh_cidr"))
@@ -138,6 +139,7 @@ class Runner:
 
     def _run(self, spec, opts: RunOptions, spec_path: str | None, spec_text: str | None,
              held: ExitStack) -> RunResult:
+        _check_model(spec)  # bad input is refused before the pre-flight, the run record, any create
         provider = self.provider_factory(opts.provider, **opts.provider_config)
         preflight = getattr(provider, "preflight", None)
         if preflight is not None:  # credentials, quota, address: before the probe, the run record, any create
@@ -164,14 +166,13 @@ class Runner:
         if not describes_work(spec):
             est = {"note": "a custom payload with no workload section: nothing to estimate"}
         else:
-            if opts.baseline:
-                self._emit("baseline", run_id=run_id)
             est = job_estimate(spec, plan.get("estimate_provider") or opts.provider, plan.get("instance_type"),
                                plan.get("price_per_hour"), spot=spec.resources.spot, baseline=opts.baseline,
-                               gpu=plan.get("gpu_name"))
+                               gpu=plan.get("gpu_name"),
+                               on_probe=lambda seconds: self._emit("baseline", run_id=run_id, seconds=seconds))
         self.store.update_run(run_id, estimate=est)
         self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ("total_seconds", "total_usd",
-                                                                           "samples_per_second")})
+                                                                           "samples_per_second", "error")})
         # max_duration bounds the job on the machine (boot and setup have the watchdog's grace).
         limit = spec.limits.max_duration
         if est.get("train_seconds") and est["train_seconds"] > limit and not opts.force:
@@ -262,7 +263,7 @@ class Runner:
                                spot=spec.resources.spot, baseline=opts.baseline, gpu=machine.gpu)
             self.store.update_run(run_id, estimate=est)
             self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ("total_seconds", "total_usd",
-                                                                               "samples_per_second")})
+                                                                               "samples_per_second", "error")})
         price = None if machine.price_per_hour is None else machine.price_per_hour * len(machines)
         self.store.update_run(run_id, machine=machine_dict(machine), price_per_hour=price)
         for m in machines:
@@ -896,14 +897,24 @@ class _Node:
     pid: int | None = None
 
 
+def _check_model(spec) -> None:
+    """A model that cannot be built or trained as the spec says is bad input (ModelError, exit 2)."""
+    if describes_work(spec):
+        from launcher.estimate.flops import check_model
+
+        check_model(spec.workload)
+
+
 def job_estimate(spec, provider: str, instance_type: str | None, price_per_hour: float | None, *, spot: bool,
-                 baseline: bool, gpu: str | None = None) -> dict[str, Any]:
-    """The estimate for the machine this run will use, with the price it assumed."""
+                 baseline: bool, gpu: str | None = None, on_probe: Callable[[float], None] | None = None
+                 ) -> dict[str, Any]:
+    """The estimate for the machine this run will use, with the price it assumed (on_probe: see
+    ``for_machine``)."""
     from launcher.jobestimate import for_machine
 
     try:
         return for_machine(spec, provider, instance_type, price_per_hour, spot=spot, baseline=baseline,
-                           local_gpu=gpu)
+                           local_gpu=gpu, on_probe=on_probe)
     except GpujobError as exc:
         return {"error": str(exc), "price_per_hour": price_per_hour}
 

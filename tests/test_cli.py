@@ -65,7 +65,8 @@ def test_validate_refuses_a_factory_file_missing_from_the_project(home, monkeypa
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "mine.yaml:3" in res.output and "no file models/nope.py in" in res.output
     (home / "models").mkdir()
-    (home / "models" / "nope.py").write_text("def build(**kw):\n    pass\n")
+    (home / "models" / "nope.py").write_text("import torch\n\ndef build(**kw):\n"
+                                             "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))\n")
     assert cli.invoke(app, ["validate", str(spec)]).exit_code == 0
     monkeypatch.chdir(REPO)  # the repository's own example names jobs/models/unet.py from the project root
     assert cli.invoke(app, ["validate", str(Path(REPO) / "jobs" / "unet.yaml")]).exit_code == 0

@@ -229,10 +229,12 @@ def cached_baseline(spec, probe_seconds: float = 15.0) -> Baseline | None:
 
 
 def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, python: str = sys.executable,
-                     runner: Runner | None = None, refresh: bool = False) -> Baseline:
+                     runner: Runner | None = None, refresh: bool = False,
+                     on_probe: Callable[[float], None] | None = None) -> Baseline:
     """Measure (or recall) this machine's CPU throughput on the spec's workload. Never raises
     for a failed probe: the result says measured=False and why. refresh: probe again even when
-    a cached figure exists (the new one replaces it)."""
+    a cached figure exists (the new one replaces it). on_probe(probe_seconds): called just
+    before the probe starts, only when one runs (not for a cached figure, nor without PyTorch)."""
     device, cores = cpu_name(), cpu_cores()
     total = spec.workload.total_samples
     if runner is None and _torch_version() is None:
@@ -276,6 +278,8 @@ def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, 
         cfg_path.write_text(json.dumps(config), encoding="utf-8")
         cmd = [python, str(script), "--config", str(cfg_path), "--device", "cpu",
                "--probe-seconds", str(probe_seconds), "--warmup-steps", "1"]
+        if on_probe is not None:
+            on_probe(probe_seconds)
         try:
             rc, out, err = (runner or _default_runner)(cmd, probe_seconds + HARD_TIMEOUT_MARGIN_S)
         except subprocess.TimeoutExpired:
