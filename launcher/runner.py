@@ -126,6 +126,10 @@ class Runner:
         est = job_estimate(spec, plan.get("estimate_provider") or opts.provider, plan.get("instance_type"),
                            plan.get("price_per_hour"),
                            spot=spec.resources.spot, baseline=False, gpu=plan.get("gpu_name"))
+        if spec.checkpoint_store:
+            unused = checkpoints.store_unused(spec, opts.provider)
+            plan["checkpoint store"] = f"{spec.checkpoint_store}: not used ({unused})" if unused else spec.checkpoint_store
+            spec = spec.model_copy(update={"checkpoint_store": None}) if unused else spec
         plan["commands"] = plan_commands(spec, opts.provider, plan)
         if recovery.describe(spec, opts.provider):
             plan["spot recovery"] = recovery.describe(spec, opts.provider)
@@ -140,6 +144,9 @@ class Runner:
     def _run(self, spec, opts: RunOptions, spec_path: str | None, spec_text: str | None,
              held: ExitStack) -> RunResult:
         _check_model(spec)  # bad input is refused before the pre-flight, the run record, any create
+        store_url, store_unused = spec.checkpoint_store, checkpoints.store_unused(spec, opts.provider)
+        if store_unused:  # a local run keeps its checkpoint on this disk: the bucket is not reached
+            spec = spec.model_copy(update={"checkpoint_store": None})
         provider = self.provider_factory(opts.provider, **opts.provider_config)
         preflight = getattr(provider, "preflight", None)
         if preflight is not None:  # credentials, quota, address: before the probe, the run record, any create
@@ -152,6 +159,8 @@ class Runner:
                               provider_config=opts.provider_config)
         held.enter_context(Lease(self.store, run_id))  # a killed client leaves an orphaned run for ls/gc
         self._emit("run", run_id=run_id, name=spec.name, provider=opts.provider)
+        if store_unused:
+            self._emit("warning", run_id=run_id, message=f"checkpoint_store {store_url} is not used ({store_unused})")
         ctx = _Ctx(self.store, run_id, spec, opts.provider, self.on_event, opts.provider_config.get("ssh_cidr"))
         run_dir = self.store.run_dir(run_id)
 
