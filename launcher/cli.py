@@ -105,8 +105,9 @@ def validate(specs: list[Path] = typer.Argument(..., help="Job spec(s) (YAML).")
     for spec, job in jobs:
         w, r = job.workload, job.resources
         acc = str(r.accelerators) if r.accelerators else "any GPU"
+        square = len(w.sample_shape) == 3 and w.sample_shape[1] == w.sample_shape[2]
         what = (f"{w.effective_seq_len}-token sequences, {w.total_samples:,} tokens" if w.is_token_model
-                else f"{w.image_size}px, {w.total_samples:,} samples")
+                else f"{f'{w.image_size}px' if square else f'input {list(w.sample_shape)}'}, {w.total_samples:,} samples")
         _out().print(f"[green]ok[/] {spec}: {job.name} - {w.model} {what}, "
                      f"batch {w.batch_size}, {w.precision}; {acc}; max {job.limits.max_duration / 3600:.2g} h"
                      + (f", budget ${job.limits.budget_usd:g}" if job.limits.budget_usd else ""))

@@ -133,7 +133,9 @@ class Runner:
         plan["commands"] = plan_commands(spec, opts.provider, plan)
         if recovery.describe(spec, opts.provider):
             plan["spot recovery"] = recovery.describe(spec, opts.provider)
-        return {"plan": plan, "estimate": est, "budget_usd": spec.limits.budget_usd}
+        refusal = over_limits(spec, est)
+        return {"plan": plan, "estimate": est, "budget_usd": spec.limits.budget_usd,
+                "refused": None if refusal is None or opts.force else str(refusal[1])}
 
     def run(self, spec, opts: RunOptions, spec_path: str | None = None, spec_text: str | None = None) -> RunResult:
         """Launch, ship, stream, fetch, tear down. SIGINT/SIGTERM/SIGHUP at any stage end in state
@@ -182,18 +184,10 @@ class Runner:
         self.store.update_run(run_id, estimate=est)
         self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ("total_seconds", "total_usd",
                                                                            "samples_per_second", "error")})
-        # max_duration bounds the job on the machine (boot and setup have the watchdog's grace).
-        limit = spec.limits.max_duration
-        if est.get("train_seconds") and est["train_seconds"] > limit and not opts.force:
-            self.store.set_state(run_id, "cancelled", "estimate exceeds limits.max_duration")
-            raise BudgetError(f"training alone is estimated at {est['train_seconds'] / 3600:.1f} h, over "
-                              f"limits.max_duration ({limit / 3600:.1f} h): the job would be stopped before it ends",
-                              "raise max_duration, pick a faster machine, or pass --force")
-        budget = spec.limits.budget_usd
-        if budget and est.get("total_usd") and est["total_usd"] > budget and not opts.force:
-            self.store.set_state(run_id, "cancelled", f"estimate ${est['total_usd']:.2f} exceeds budget")
-            raise BudgetError(f"the estimate ${est['total_usd']:.2f} exceeds limits.budget_usd ${budget:.2f}",
-                              "raise the budget, shorten the job, or pass --force")
+        refusal = over_limits(spec, est)
+        if refusal is not None and not opts.force:
+            self.store.set_state(run_id, "cancelled", refusal[0])
+            raise refusal[1]
 
         if opts.provider in ("aws", "gcp", "auto"):
             ctx.make_keys(run_dir)
@@ -904,6 +898,24 @@ class _Node:
     host: Any
     paths: Paths | None = None
     pid: int | None = None
+
+
+def over_limits(spec, est: dict[str, Any]) -> tuple[str, BudgetError] | None:
+    """(the cancelled run's reason, the error) when the estimate breaks the spec's limits, else None:
+    training alone longer than limits.max_duration (it bounds the job on the machine; boot and setup
+    have the watchdog's grace), or the total over limits.budget_usd. --force launches anyway."""
+    limit = spec.limits.max_duration
+    if est.get("train_seconds") and est["train_seconds"] > limit:
+        return "estimate exceeds limits.max_duration", BudgetError(
+            f"training alone is estimated at {est['train_seconds'] / 3600:.1f} h, over limits.max_duration "
+            f"({limit / 3600:.1f} h): the job would be stopped before it ends",
+            "raise max_duration, pick a faster machine, or pass --force")
+    budget = spec.limits.budget_usd
+    if budget and est.get("total_usd") and est["total_usd"] > budget:
+        return f"estimate ${est['total_usd']:.2f} exceeds budget", BudgetError(
+            f"the estimate ${est['total_usd']:.2f} exceeds limits.budget_usd ${budget:.2f}",
+            "raise the budget, shorten the job, or pass --force")
+    return None
 
 
 def _check_model(spec) -> None:

@@ -185,3 +185,13 @@ def test_gc_without_sdk_credentials_reports_and_exits(monkeypatch):
     monkeypatch.setattr(gc_mod, "get_provider", lambda name, **cfg: Nothing())
     res = cli.invoke(app, ["gc", "--provider", "aws"])
     assert res.exit_code == 0 and "nothing to collect" in res.output
+
+
+def test_validate_names_a_non_image_input_shape(home, monkeypatch):
+    """validate said "224px" for a factory taking input_shape [784] (a flat vector)."""
+    monkeypatch.chdir(home)
+    (home / "mlp.py").write_text("import torch\n\ndef build():\n    return torch.nn.Linear(784, 10)\n")
+    spec = home / "mlp.yaml"
+    spec.write_text('name: m\nworkload: {model: "mlp.py:build", input_shape: [784], num_classes: 10}\n')
+    res = cli.invoke(app, ["validate", str(spec)])
+    assert res.exit_code == 0 and "input [784]" in res.output and "px" not in res.output

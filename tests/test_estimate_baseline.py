@@ -228,3 +228,20 @@ def test_the_probe_is_announced_only_when_one_runs(monkeypatch, tmp_path):
     assert "measuring this machine's CPU (~3 s" in res.output
     res = cli.invoke(app, ["estimate", str(spec), "--probe-seconds", "3"])  # cached now: nothing to announce
     assert res.exit_code == 0 and len(runner.calls) == 1 and "measuring" not in res.output
+
+
+def test_the_summary_says_how_the_cpu_figure_was_obtained(monkeypatch):
+    """The sentence read "saving 50.8 days over this CPU (50.8 days, measured)", also when
+    --no-baseline reused a cached figure: it now names the CPU's time once and its basis."""
+    from launcher.estimate.api import full_estimate
+
+    monkeypatch.setattr(bl, "load_average", lambda: 0.0)
+    spec = _spec(samples=10_000_000)
+    sentence = full_estimate(spec, baseline=False, providers=("aws",))["summary"]["sentence"]
+    assert "this CPU would take" in sentence and "(predicted: no measurement cached)" in sentence
+    measure_baseline(spec, runner=FakeRunner(sps=0.5))
+    sentence = full_estimate(spec, baseline=False, providers=("aws",))["summary"]["sentence"]
+    assert sentence.count("this CPU") == 1 and f"(measured {bl.time.strftime('%Y-%m-%d')}, cached)" in sentence
+    monkeypatch.setattr(bl, "_torch_version", lambda: None)
+    sentence = full_estimate(spec, baseline=True, providers=("aws",))["summary"]["sentence"]
+    assert "(predicted: PyTorch not installed)" in sentence

@@ -50,6 +50,9 @@ class Baseline:
     note: str
     probe_batch_size: int | None = None
     busy: bool = False  # the probe ran while the machine's load exceeded its cores: likely too low
+    # How the figure was obtained, in a few words for a sentence: "measured", "measured 2026-11-30,
+    # cached", "predicted: PyTorch not installed", plus "on a busy machine" when busy.
+    basis: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -176,7 +179,8 @@ def _from_model(spec, device: str, cores: int, note: str) -> Baseline:
 
     rate = current().cpu_gflops_per_core
     return Baseline(device, cores, sps, total / sps if sps else None, measured=False, cached=False,
-                    note=f"{note}; predicted from the model ({cores} cores x {rate:.0f} GFLOP/s per core)")
+                    note=f"{note}; predicted from the model ({cores} cores x {rate:.0f} GFLOP/s per core)",
+                    basis=f"predicted: {note.split(':')[0]}")
 
 
 def _parse_probe(stdout: str) -> tuple[dict | None, dict | None]:
@@ -219,7 +223,8 @@ def _cached_hit(spec, probe_seconds: float, device: str, cores: int) -> Baseline
     if busy:
         note += _busy_note(hit.get("load"), cores)
     return Baseline(device, cores, sps, spec.workload.total_samples / sps, measured=True, cached=True, note=note,
-                    probe_batch_size=batch, busy=busy)
+                    probe_batch_size=batch, busy=busy,
+                    basis=f"measured {hit.get('date', 'earlier')}, cached" + (", on a busy machine" if busy else ""))
 
 
 def cached_baseline(spec, probe_seconds: float = 15.0) -> Baseline | None:
@@ -305,4 +310,5 @@ def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, 
         write_json_atomic(cache_path, cache)
     note = f"measured: {probe.get('steps')} steps in {probe.get('seconds')} s at batch {batch}, {precision}"
     return Baseline(device, cores, sps, total / sps, measured=True, cached=False,
-                    note=note + (_busy_note(load, cores) if busy else ""), probe_batch_size=batch, busy=busy)
+                    note=note + (_busy_note(load, cores) if busy else ""), probe_batch_size=batch, busy=busy,
+                    basis="measured" + (" on a busy machine" if busy else ""))
