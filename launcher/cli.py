@@ -133,6 +133,12 @@ def estimate(
     from launcher.render import probe_notice
     from launcher.spec import load_spec
 
+    from launcher.catalog.listing import ALL_PROVIDERS
+
+    unknown = [p for p in provider if p not in ALL_PROVIDERS]
+    if unknown:  # a typo is bad input, not "no offers"
+        raise UsageError(f"--provider {unknown[0]}: the catalog has no such provider",
+                         f"use one of {', '.join(ALL_PROVIDERS)}")
     job = load_spec(spec)
     result = full_estimate(job, providers=tuple(provider), baseline=not no_baseline, probe_seconds=probe_seconds,
                            top=top, all_regions=all_regions, refresh_baseline=refresh_baseline,

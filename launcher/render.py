@@ -26,7 +26,9 @@ def fmt_seconds(s: float | None) -> str:
         return f"{s / 60:.1f}m"
     if s < 2 * 86400:
         return f"{s / 3600:.1f}h"
-    return f"{s / 86400:.1f}d"
+    if s < 2 * 365 * 86400:
+        return f"{s / 86400:.1f}d"
+    return f"{s / (365 * 86400):.1f}y"
 
 
 def fmt_usd(x: float | None) -> str:

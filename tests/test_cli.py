@@ -195,3 +195,18 @@ def test_validate_names_a_non_image_input_shape(home, monkeypatch):
     spec.write_text('name: m\nworkload: {model: "mlp.py:build", input_shape: [784], num_classes: 10}\n')
     res = cli.invoke(app, ["validate", str(spec)])
     assert res.exit_code == 0 and "input [784]" in res.output and "px" not in res.output
+
+
+def test_estimate_refuses_an_unknown_provider_as_bad_input(home):
+    """`estimate -p bogus` said "no GPU offers ... check resources.regions" and exited 1."""
+    res = cli.invoke(app, ["estimate", str(Path(REPO) / "jobs" / "vgg16.yaml"), "-p", "bogus", "--no-baseline"])
+    assert res.exit_code == 2 and "--provider bogus" in res.output and "aws, gcp" in res.output
+
+
+def test_durations_of_years_read_in_years():
+    """An 8B model on a laptop CPU read "9307.3d" and "9307.3 days"."""
+    from launcher.estimate.table import human_duration
+    from launcher.render import fmt_seconds
+
+    assert fmt_seconds(9307.3 * 86400) == "25.5y" and human_duration(9307.3 * 86400) == "25.5 years"
+    assert fmt_seconds(50.8 * 86400) == "50.8d" and human_duration(50.8 * 86400) == "50.8 days"

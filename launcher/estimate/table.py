@@ -135,6 +135,8 @@ class Estimate:
 
 
 def human_duration(seconds: float) -> str:
+    if seconds >= 2 * 365 * 86400:  # 9307 days reads better as 25.5 years
+        return f"{seconds / (365 * 86400):.1f} years"
     if seconds >= 2 * 86400:
         return f"{seconds / 86400:.1f} days"
     if seconds >= 2 * 3600:
