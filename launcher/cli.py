@@ -355,7 +355,8 @@ def calibrate(reset: bool = typer.Option(False, "--reset", help="Forget your run
     if reset:
         n = learned.reset()
         _json_out({"reset": True, "runs_dropped": n}) if as_json else _out().print(
-            f"dropped {n} measured run(s) and your fit; estimates use the bundled calibration only")
+            (f"dropped {n} measured run{'s' if n != 1 else ''} and your fit" if n else "nothing to drop")
+            + "; estimates use the bundled calibration only")
         return
     doc = learned.refit()
     runs = learned.load_runs()
@@ -363,8 +364,9 @@ def calibrate(reset: bool = typer.Option(False, "--reset", help="Forget your run
         _json_out({**doc, "runs": len(runs)})
         return
     if not doc["factors"]:
-        _out().print(f"{len(runs)} measured run(s), none with a single-GPU prediction to fit: nothing to refit "
-                     "(finished GPU runs are recorded automatically)")
+        _out().print((f"{len(runs)} measured run{'s' if len(runs) != 1 else ''}, none with a single-GPU "
+                      "prediction to fit" if runs else "no measured runs yet")
+                     + ": nothing to refit (each GPU run that finishes is recorded automatically)")
         return
     for key, f in sorted(doc["factors"].items()):
         _out().print(f"{key}: your runs ran at {f['factor']:.2f}x the bundled estimate ({f['runs']} run(s)); "
