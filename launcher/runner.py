@@ -117,7 +117,7 @@ class Runner:
 
     def plan(self, spec, opts: RunOptions) -> dict[str, Any]:
         """--dry-run: what would happen, with no create call."""
-        _check_model(spec)
+        _check_model(spec, opts.provider)
         provider = self.provider_factory(opts.provider, **opts.provider_config)
         ctx = _Ctx(self.store, "dry-run", spec, opts.provider, lambda *a, **k: None,
                    opts.provider_config.get("ssh_cidr"))
@@ -145,7 +145,7 @@ class Runner:
 
     def _run(self, spec, opts: RunOptions, spec_path: str | None, spec_text: str | None,
              held: ExitStack) -> RunResult:
-        _check_model(spec)  # bad input is refused before the pre-flight, the run record, any create
+        _check_model(spec, opts.provider)  # bad input is refused before the pre-flight, the run record, any create
         store_url, store_unused = spec.checkpoint_store, checkpoints.store_unused(spec, opts.provider)
         if store_unused:  # a local run keeps its checkpoint on this disk: the bucket is not reached
             spec = spec.model_copy(update={"checkpoint_store": None})
@@ -918,12 +918,13 @@ def over_limits(spec, est: dict[str, Any]) -> tuple[str, BudgetError] | None:
     return None
 
 
-def _check_model(spec) -> None:
-    """A model that cannot be built or trained as the spec says is bad input (ModelError, exit 2)."""
+def _check_model(spec, provider: str) -> None:
+    """A model that cannot be built or trained as the spec says is bad input (ModelError, exit 2);
+    on this machine (local, no setup to install it) a package missing here is missing for the job too."""
     if describes_work(spec):
         from launcher.estimate.flops import check_model
 
-        check_model(spec.workload)
+        check_model(spec.workload, allow_missing_module=provider != "local" or bool(spec.setup))
 
 
 def job_estimate(spec, provider: str, instance_type: str | None, price_per_hour: float | None, *, spot: bool,

@@ -194,6 +194,12 @@ def test_a_package_missing_here_is_refused_by_estimate_but_not_by_a_run(project)
     res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
     assert res.exit_code == 2 and "no module named 'no_such_pkg'" in res.output and "pip install" in res.output
     assert cli.invoke(app, ["validate", "job.yaml"]).exit_code == 0
-    res = cli.invoke(app, ["run", "--dry-run", "job.yaml"])
+    res = cli.invoke(app, ["run", "--dry-run", "--provider", "ssh", "--host", "gpu-box", "job.yaml"])
     assert res.exit_code == 0, res.output
     assert "none: model 'no_such_pkg.nets:build': no module named 'no_such_pkg'" in " ".join(res.output.split())
+    # a local run without setup: this machine is where the job runs, so it cannot find it either
+    res = cli.invoke(app, ["run", "job.yaml"])
+    assert res.exit_code == 2 and "no module named 'no_such_pkg'" in res.output
+    from launcher.store import Store
+
+    assert Store().list_runs() == []

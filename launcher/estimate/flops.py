@@ -281,21 +281,22 @@ def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True
     return factory_cost(w.model, dict(w.model_args), tuple(w.sample_shape), w.num_classes, root)
 
 
-def check_model(w, root: str | Path | None = None) -> None:
+def check_model(w, root: str | Path | None = None, *, allow_missing_module: bool = True) -> None:
     """Refuse a model that cannot be built or trained one step as the spec describes it (ModelError,
     exit 2): what ``validate`` and a run (``--dry-run`` too) check before anything is created.
 
     Counting the model is the check (``workload_cost``; cached, so the estimate that follows is
     free). Nothing is refused where it cannot be known here: without PyTorch (a factory is then
     checked by the machine's payload), or for a ``"package.module:fn"`` whose package is not
-    installed here (the machine may install it with ``setup:``; the run's estimate says so).
+    installed here (the machine may install it with ``setup:``; the run's estimate says so), unless
+    ``allow_missing_module`` is False (a local run without ``setup:``: this is the machine).
     """
     if getattr(w, "is_factory", False) and not _torch_available():
         return
     try:
         workload_cost(w, root)
     except ModelError as exc:
-        if exc.missing_module is None:
+        if exc.missing_module is None or not allow_missing_module:
             raise
     except EstimateError:
         pass  # not countable here (no PyTorch for an unusual size): the estimate says so
