@@ -10,6 +10,7 @@ With ``checkpoint_store: s3://bucket/prefix`` (boto3 on the machine) or ``gs://b
 (google-cloud-storage on the machine; a GCP VM then gets the storage read-write scope) the
 machine keeps the checkpoint in the bucket instead (payloads/checkpoint_sync.py: an uploader
 beside the job, a restore before a resumed one; object PREFIX/RUN_ID/last.pt) and nothing is pulled.
+A local run leaves the store alone and says so (``store_unused``).
 """
 
 from __future__ import annotations
@@ -106,6 +107,19 @@ def latest_in_store(url: str, run_id: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - the libraries' errors: denied, unreachable, no credentials
         return f"{where} (not checked: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]})"
     return where if found else None
+
+
+def store_unused(spec, provider: str) -> str | None:
+    """Why a run on ``provider`` leaves the spec's checkpoint_store alone (a clause), None when it uses it.
+
+    A local run never uses it: the store exists so that a checkpoint outlives a machine that can
+    vanish (a reclaimed spot VM) and reaches its replacement; this machine is not reclaimed and
+    its checkpoint is already on its own disk, with the results. Reaching the bucket from here
+    would spend the user's own cloud credentials and upload bandwidth on a copy nothing reads,
+    and would fail a cloud spec's local rehearsal on a laptop without those credentials."""
+    if spec.checkpoint_store and provider == "local":
+        return "nothing reclaims this machine; the checkpoint stays with the results, in outputs/checkpoints/"
+    return None
 
 
 def pull_every(spec) -> float | None:

@@ -92,29 +92,25 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def validate(specs: list[Path] = typer.Argument(..., help="Job spec(s) (YAML)."),
              as_json: bool = typer.Option(False, "--json", help="One JSON object per spec, in a list.")) -> None:
     """Check job specs and print what each asks for."""
+    from launcher.estimate.flops import check_model
     from launcher.spec import check_factory_file, load_spec
 
     jobs = [(spec, load_spec(spec)) for spec in specs]  # the first bad spec stops here, before any output
     for spec, job in jobs:
         check_factory_file(job, spec)
+        check_model(job.workload)  # a factory that cannot be built: one line, exit 2
     if as_json:
         _json_out([{"spec": str(spec), "ok": True, **job.model_dump(mode="json")} for spec, job in jobs])
         return
     for spec, job in jobs:
         w, r = job.workload, job.resources
         acc = str(r.accelerators) if r.accelerators else "any GPU"
+        square = len(w.sample_shape) == 3 and w.sample_shape[1] == w.sample_shape[2]
         what = (f"{w.effective_seq_len}-token sequences, {w.total_samples:,} tokens" if w.is_token_model
-                else f"{_input_words(w.sample_shape)}, {w.total_samples:,} samples")
+                else f"{f'{w.image_size}px' if square else f'input {list(w.sample_shape)}'}, {w.total_samples:,} samples")
         _out().print(f"[green]ok[/] {spec}: {job.name} - {w.model} {what}, "
                      f"batch {w.batch_size}, {w.precision}; {acc}; max {job.limits.max_duration / 3600:.2g} h"
                      + (f", budget ${job.limits.budget_usd:g}" if job.limits.budget_usd else ""))
-
-
-def _input_words(shape: tuple) -> str:
-    """One sample's input in words: ``224px`` for a square image [C, S, S], else ``input 3x8x32x32``."""
-    if len(shape) == 3 and shape[1] == shape[2]:
-        return f"{shape[1]}px"
-    return "input " + "x".join(str(d) for d in shape)
 
 
 @app.command()
@@ -134,15 +130,19 @@ def estimate(
 ) -> None:
     """Price the job on every AWS and GCP GPU, next to this machine's CPU."""
     from launcher.jobestimate import full_estimate
+    from launcher.render import probe_notice
     from launcher.spec import load_spec
 
+    from launcher.catalog.listing import ALL_PROVIDERS
+
+    unknown = [p for p in provider if p not in ALL_PROVIDERS]
+    if unknown:  # a typo is bad input, not "no offers"
+        raise UsageError(f"--provider {unknown[0]}: the catalog has no such provider",
+                         f"use one of {', '.join(ALL_PROVIDERS)}")
     job = load_spec(spec)
-    if not no_baseline:
-        _err().print(f"measuring this machine's CPU on the job (up to ~{probe_seconds:.0f} s the first time, "
-                     "cached afterwards; --no-baseline skips)")
     result = full_estimate(job, providers=tuple(provider), baseline=not no_baseline, probe_seconds=probe_seconds,
                            top=top, all_regions=all_regions, refresh_baseline=refresh_baseline,
-                           show_all=show_all)
+                           show_all=show_all, on_probe=lambda seconds: _err().print(probe_notice(seconds)))
     if as_json:
         _json_out(result)
         return
@@ -355,7 +355,8 @@ def calibrate(reset: bool = typer.Option(False, "--reset", help="Forget your run
     if reset:
         n = learned.reset()
         _json_out({"reset": True, "runs_dropped": n}) if as_json else _out().print(
-            f"dropped {n} measured run(s) and your fit; estimates use the bundled calibration only")
+            (f"dropped {n} measured run{'s' if n != 1 else ''} and your fit" if n else "nothing to drop")
+            + "; estimates use the bundled calibration only")
         return
     doc = learned.refit()
     runs = learned.load_runs()
@@ -363,8 +364,9 @@ def calibrate(reset: bool = typer.Option(False, "--reset", help="Forget your run
         _json_out({**doc, "runs": len(runs)})
         return
     if not doc["factors"]:
-        _out().print(f"{len(runs)} measured run(s), none with a single-GPU prediction to fit: nothing to refit "
-                     "(finished GPU runs are recorded automatically)")
+        _out().print((f"{len(runs)} measured run{'s' if len(runs) != 1 else ''}, none with a single-GPU "
+                      "prediction to fit" if runs else "no measured runs yet")
+                     + ": nothing to refit (each GPU run that finishes is recorded automatically)")
         return
     for key, f in sorted(doc["factors"].items()):
         _out().print(f"{key}: your runs ran at {f['factor']:.2f}x the bundled estimate ({f['runs']} run(s)); "

@@ -42,6 +42,23 @@ class SpecError(GpujobError):
         super().__init__(f"{where}:{field} {message}", hint)
 
 
+class ModelError(GpujobError):
+    """The spec's model cannot be built or trained as the spec describes it: a factory
+    (``workload.model: "file.py:fn"``) that fails to import, build or return a module, or a model
+    that cannot train one step at the spec's input shape. Bad input, like a SpecError (exit 2);
+    the message is one line naming the file, the line and the exception.
+
+    missing_module: for a ``"package.module:fn"`` factory whose package is not importable on
+    this machine, the package's name (the job's machine may still install it with ``setup:``);
+    else None."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None, missing_module: str | None = None):
+        self.missing_module = missing_module
+        super().__init__(message, hint)
+
+
 class CatalogError(GpujobError):
     """The price catalog is missing, unreadable, or cannot be refreshed."""
 

@@ -26,7 +26,9 @@ def fmt_seconds(s: float | None) -> str:
         return f"{s / 60:.1f}m"
     if s < 2 * 86400:
         return f"{s / 3600:.1f}h"
-    return f"{s / 86400:.1f}d"
+    if s < 2 * 365 * 86400:
+        return f"{s / 86400:.1f}d"
+    return f"{s / (365 * 86400):.1f}y"
 
 
 def fmt_usd(x: float | None) -> str:
@@ -35,14 +37,18 @@ def fmt_usd(x: float | None) -> str:
     return f"${x:,.2f}" if x >= 0.01 or x == 0 else f"${x:.4f}"
 
 
+def fmt_rate(x: float) -> str:
+    """Samples/s: whole numbers from 10 up, two significant digits below (0.93, not 1)."""
+    return f"{x:,.0f}" if x >= 10 else f"{x:.2g}"
+
+
 def fmt_flops(x: float | None) -> str:
-    """FLOPs with an SI prefix and three significant figures: 40.4 kFLOP, 15.5 GFLOP, 1.20 TFLOP
-    (a small model is not shown as 0.0 GFLOP)."""
-    x = float(x or 0)
-    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if x >= scale:
-            v = x / scale
-            return f"{v:.3g} {prefix}FLOP" if v < 1000 else f"{v:,.0f} {prefix}FLOP"
+    """FLOPs with a unit that keeps 2-4 significant digits: 812.5 MFLOP, 92.6 GFLOP, 1.2 TFLOP."""
+    if not x:
+        return "-"
+    for div, unit in ((1e12, "TFLOP"), (1e9, "GFLOP"), (1e6, "MFLOP"), (1e3, "kFLOP")):
+        if x >= div:
+            return f"{x / div:.1f} {unit}"
     return f"{x:.0f} FLOP"
 
 
@@ -69,11 +75,31 @@ def _print_bands(con, candidates: list) -> None:
 def render_estimate(con, est: dict[str, Any], wide: bool = False) -> None:
     """The estimate: one line per row at 80 columns (``wide``: every column), then notes and footer."""
     job = est.get("job", {})
-    con.print(f"[bold]{escape(job.get('name', ''))}[/]: {job.get('model')} {job.get('precision')}, batch "
-              f"{job.get('batch_size')}, {job.get('total_samples', 0):,} samples, "
-              f"{fmt_flops(job.get('train_flops_per_sample'))}/sample (train)")
+    per = "token" if job.get("seq_len") else "sample"  # a language model counts tokens
+    _print_parts(con, f"[bold]{escape(job.get('name', ''))}[/]:", [
+        f"{escape(str(job.get('model')))} {job.get('precision')}", f"batch {job.get('batch_size')}",
+        f"{job.get('total_samples', 0):,} {per}s", f"{fmt_flops(job.get('train_flops_per_sample'))}/{per} (train)"])
     (_wide_table if wide else _narrow_table)(con, est)
     _estimate_footer(con, est, wide)
+
+
+def _print_parts(con, head: str, parts: list[str]) -> None:
+    """``head`` then ``parts`` joined by ", ", broken between parts (never inside one) when the
+    line is wider than the console; continuation lines are indented by two spaces."""
+    from rich.text import Text
+
+    lines, line = [], head
+    for i, part in enumerate(parts):
+        piece = (" " if i == 0 else ", ") + part
+        if lines or line != head:
+            width = Text.from_markup(line + piece.rstrip()).cell_len
+            if width > con.width:
+                lines.append(line + ("," if i else ""))
+                line = "  " + part
+                continue
+        line += piece
+    for text in [*lines, line]:
+        con.print(text, overflow="fold")
 
 
 # Flags after the provider in the narrow table; the legend under it names those present.
@@ -235,7 +261,7 @@ def _estimate_footer(con, est: dict[str, Any], wide: bool = False) -> None:
     cat = est.get("catalog", {})
     shown, total = len(est.get("candidates", [])), est.get("candidates_total")
     if total and total > shown:
-        con.print(f"{shown} of {total} priced machines shown (the spec's own, then cheaper alternatives; --all for every one, --wide for all columns)")
+        con.print(f"{shown} of {total} priced offers shown (--all for every one, --wide for every column)")
     for note in est.get("notes", []):
         con.print(f"[yellow]note:[/] {escape(str(note))}")
     _print_bands(con, est.get("candidates", []))
@@ -246,9 +272,14 @@ def _estimate_footer(con, est: dict[str, Any], wide: bool = False) -> None:
     if summary.get("reference_note"):
         con.print(escape(summary["reference_note"]))
     age = cat.get("age_days")
-    stale = " [yellow](old: run `gpujob catalog update`)[/]" if cat.get("stale") else ""
-    con.print(f"prices: {escape(str(cat.get('source')))}, snapshot {cat.get('snapshot')}"
-              + (f", {age:.0f} days old" if age is not None else "") + stale)
+    if wide:
+        stale = " [yellow](old: run `gpujob catalog update`)[/]" if cat.get("stale") else ""
+        con.print(f"prices: {escape(str(cat.get('source')))}, snapshot {cat.get('snapshot')}"
+                  + (f", {age:.0f} days old" if age is not None else "") + stale)
+    else:  # one line at 80 columns: the sources are in --wide, --json and `gpujob catalog show`
+        stale = "[yellow]: run `gpujob catalog update`[/]" if cat.get("stale") else ""
+        con.print(f"prices: {escape(str(cat.get('source')).split(':')[0])} snapshot {cat.get('snapshot')}"
+                  + (f", {age:.0f} days old" if age is not None else "") + stale)
     cal = est.get("calibration")
     if cal:  # one line: the source's detail (file names) is in --json
         con.print(escape(f"calibration: {cal.get('points')} points, {str(cal.get('source')).split(' (')[0]}, fitted "
@@ -262,10 +293,11 @@ def render_memory_plan(con, rows: list[dict[str, Any]], wide: bool = True) -> No
     """
     if not rows:
         return
-    t = (Table(show_edge=False, header_style="bold", title="memory plan: fewest GPUs that fit (AdamW, fp32 master)")
+    t = (Table(show_edge=False, header_style="bold",
+               title="memory plan: the fewest GPUs of a machine on offer that fit (AdamW, fp32 master)")
          if wide else Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", pad_edge=False, padding=0))
-    if not wide:
-        con.print("[bold]memory plan, fewest GPUs that fit (AdamW; G = GiB per GPU; --wide: instances)[/]")
+    if not wide:  # GPUs sold only 8 to a machine show 8 even when one would hold the job
+        con.print("[bold]memory plan: fewest GPUs of an offered machine that fit (G: GiB/GPU)[/]")
     for col in ("GPU", "GiB", "no checkpointing", "with checkpointing"):
         t.add_column(col, justify="right" if col == "GiB" else "left", no_wrap=not wide)
 
@@ -287,6 +319,11 @@ def render_memory_plan(con, rows: list[dict[str, Any]], wide: bool = True) -> No
 
 
 # --- run events ---------------------------------------------------------------------------
+
+
+def probe_notice(seconds: float) -> str:
+    """The line said just before the CPU probe starts (estimate and run)."""
+    return f"measuring this machine's CPU (~{seconds:.0f} s, then cached; --no-baseline skips)"
 
 
 class EventPrinter:
@@ -332,10 +369,12 @@ class EventPrinter:
     def _on_run(self, run_id, name, provider, **_):
         self._say(f"[bold]run {run_id}[/] {escape(name)} on {provider}")
 
-    def _on_estimate(self, total_seconds=None, total_usd=None, samples_per_second=None, **_):
+    def _on_estimate(self, total_seconds=None, total_usd=None, samples_per_second=None, error=None, **_):
         if total_seconds:
             self._say(f"estimate: {fmt_seconds(total_seconds)} total, {fmt_usd(total_usd)}"
-                      + (f", {samples_per_second:,.0f} samples/s" if samples_per_second else ""))
+                      + (f", {fmt_rate(samples_per_second)} samples/s" if samples_per_second else ""))
+        elif error:  # the run goes on (a budget cannot be checked): say why there is no estimate
+            self._say(f"[yellow]no estimate[/]: {escape(error)}")
 
     def _on_machine(self, id, instance_type=None, region=None, zone=None, host=None, price_per_hour=None, **_):
         where = " ".join(x for x in (instance_type, zone or region, host) if x)
@@ -344,8 +383,8 @@ class EventPrinter:
     def _on_connected(self, **_):
         self._say("connected; uploading the payload")
 
-    def _on_baseline(self, **_):
-        self._say("measuring this machine's CPU for the baseline (~15 s, cached afterwards; --no-baseline skips)")
+    def _on_baseline(self, seconds=15.0, **_):
+        self._say(probe_notice(seconds))
 
     def _on_zone_failed(self, zone=None, code=None, message=None, **_):
         self._say(f"[yellow]no capacity in {zone}[/] ({code}); trying the next zone")
@@ -472,13 +511,23 @@ def render_plan(con, plan: dict[str, Any]) -> None:
             for c in value:
                 t.add_row(f"node {c['node']} runs", escape(c["command"]))
             continue
+        if value is None:  # a field that does not apply here (no GPU on this machine)
+            continue
+        if key == "price_per_hour" and isinstance(value, (int, float)):
+            value = f"{fmt_usd(value)}/h"
         t.add_row(key, escape(value if isinstance(value, str) else json.dumps(value, default=str)))
     est = plan.get("estimate") or {}
     if est.get("total_seconds"):
+        cpu = (est.get("baseline") or {}).get("basis") if str(est.get("basis", "")).startswith("cpu") else None
         t.add_row("estimate", f"{fmt_seconds(est.get('total_seconds'))}, {fmt_usd(est.get('total_usd'))}"
-                  + (f", {est['samples_per_second']:,.0f} samples/s" if est.get("samples_per_second") else ""))
+                  + (f", {fmt_rate(est['samples_per_second'])} samples/s" if est.get("samples_per_second") else "")
+                  + (f" (this CPU, {escape(cpu)})" if cpu else ""))
+    elif est.get("error"):
+        t.add_row("estimate", f"[yellow]none[/]: {escape(est['error'])}")
     if plan.get("budget_usd"):
         t.add_row("budget", fmt_usd(plan["budget_usd"]))
+    if plan.get("refused"):  # what the run itself would say before creating anything
+        t.add_row("[yellow]refused[/]", escape(plan["refused"]))
     con.print(t)
 
 

@@ -117,6 +117,7 @@ class Runner:
 
     def plan(self, spec, opts: RunOptions) -> dict[str, Any]:
         """--dry-run: what would happen, with no create call."""
+        _check_model(spec, opts.provider)
         provider = self.provider_factory(opts.provider, **opts.provider_config)
         ctx = _Ctx(self.store, "dry-run", spec, opts.provider, lambda *a, **k: None,
                    opts.provider_config.get("ssh_cidr"))
@@ -125,10 +126,16 @@ class Runner:
         est = job_estimate(spec, plan.get("estimate_provider") or opts.provider, plan.get("instance_type"),
                            plan.get("price_per_hour"),
                            spot=spec.resources.spot, baseline=False, gpu=plan.get("gpu_name"))
+        if spec.checkpoint_store:
+            unused = checkpoints.store_unused(spec, opts.provider)
+            plan["checkpoint store"] = f"{spec.checkpoint_store}: not used ({unused})" if unused else spec.checkpoint_store
+            spec = spec.model_copy(update={"checkpoint_store": None}) if unused else spec
         plan["commands"] = plan_commands(spec, opts.provider, plan)
         if recovery.describe(spec, opts.provider):
             plan["spot recovery"] = recovery.describe(spec, opts.provider)
-        return {"plan": plan, "estimate": est, "budget_usd": spec.limits.budget_usd}
+        refusal = over_limits(spec, est)
+        return {"plan": plan, "estimate": est, "budget_usd": spec.limits.budget_usd,
+                "refused": None if refusal is None or opts.force else str(refusal[1])}
 
     def run(self, spec, opts: RunOptions, spec_path: str | None = None, spec_text: str | None = None) -> RunResult:
         """Launch, ship, stream, fetch, tear down. SIGINT/SIGTERM/SIGHUP at any stage end in state
@@ -138,6 +145,10 @@ class Runner:
 
     def _run(self, spec, opts: RunOptions, spec_path: str | None, spec_text: str | None,
              held: ExitStack) -> RunResult:
+        _check_model(spec, opts.provider)  # bad input is refused before the pre-flight, the run record, any create
+        store_url, store_unused = spec.checkpoint_store, checkpoints.store_unused(spec, opts.provider)
+        if store_unused:  # a local run keeps its checkpoint on this disk: the bucket is not reached
+            spec = spec.model_copy(update={"checkpoint_store": None})
         provider = self.provider_factory(opts.provider, **opts.provider_config)
         preflight = getattr(provider, "preflight", None)
         if preflight is not None:  # credentials, quota, address: before the probe, the run record, any create
@@ -150,6 +161,8 @@ class Runner:
                               provider_config=opts.provider_config)
         held.enter_context(Lease(self.store, run_id))  # a killed client leaves an orphaned run for ls/gc
         self._emit("run", run_id=run_id, name=spec.name, provider=opts.provider)
+        if store_unused:
+            self._emit("warning", run_id=run_id, message=f"checkpoint_store {store_url} is not used ({store_unused})")
         ctx = _Ctx(self.store, run_id, spec, opts.provider, self.on_event, opts.provider_config.get("ssh_cidr"))
         run_dir = self.store.run_dir(run_id)
 
@@ -164,26 +177,17 @@ class Runner:
         if not describes_work(spec):
             est = {"note": "a custom payload with no workload section: nothing to estimate"}
         else:
-            if opts.baseline:
-                self._emit("baseline", run_id=run_id)
             est = job_estimate(spec, plan.get("estimate_provider") or opts.provider, plan.get("instance_type"),
                                plan.get("price_per_hour"), spot=spec.resources.spot, baseline=opts.baseline,
-                               gpu=plan.get("gpu_name"))
+                               gpu=plan.get("gpu_name"),
+                               on_probe=lambda seconds: self._emit("baseline", run_id=run_id, seconds=seconds))
         self.store.update_run(run_id, estimate=est)
         self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ("total_seconds", "total_usd",
-                                                                           "samples_per_second")})
-        # max_duration bounds the job on the machine (boot and setup have the watchdog's grace).
-        limit = spec.limits.max_duration
-        if est.get("train_seconds") and est["train_seconds"] > limit and not opts.force:
-            self.store.set_state(run_id, "cancelled", "estimate exceeds limits.max_duration")
-            raise BudgetError(f"training alone is estimated at {est['train_seconds'] / 3600:.1f} h, over "
-                              f"limits.max_duration ({limit / 3600:.1f} h): the job would be stopped before it ends",
-                              "raise max_duration, pick a faster machine, or pass --force")
-        budget = spec.limits.budget_usd
-        if budget and est.get("total_usd") and est["total_usd"] > budget and not opts.force:
-            self.store.set_state(run_id, "cancelled", f"estimate ${est['total_usd']:.2f} exceeds budget")
-            raise BudgetError(f"the estimate ${est['total_usd']:.2f} exceeds limits.budget_usd ${budget:.2f}",
-                              "raise the budget, shorten the job, or pass --force")
+                                                                           "samples_per_second", "error")})
+        refusal = over_limits(spec, est)
+        if refusal is not None and not opts.force:
+            self.store.set_state(run_id, "cancelled", refusal[0])
+            raise refusal[1]
 
         if opts.provider in ("aws", "gcp", "auto"):
             ctx.make_keys(run_dir)
@@ -262,7 +266,7 @@ class Runner:
                                spot=spec.resources.spot, baseline=opts.baseline, gpu=machine.gpu)
             self.store.update_run(run_id, estimate=est)
             self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ("total_seconds", "total_usd",
-                                                                               "samples_per_second")})
+                                                                               "samples_per_second", "error")})
         price = None if machine.price_per_hour is None else machine.price_per_hour * len(machines)
         self.store.update_run(run_id, machine=machine_dict(machine), price_per_hour=price)
         for m in machines:
@@ -896,14 +900,43 @@ class _Node:
     pid: int | None = None
 
 
+def over_limits(spec, est: dict[str, Any]) -> tuple[str, BudgetError] | None:
+    """(the cancelled run's reason, the error) when the estimate breaks the spec's limits, else None:
+    training alone longer than limits.max_duration (it bounds the job on the machine; boot and setup
+    have the watchdog's grace), or the total over limits.budget_usd. --force launches anyway."""
+    limit = spec.limits.max_duration
+    if est.get("train_seconds") and est["train_seconds"] > limit:
+        return "estimate exceeds limits.max_duration", BudgetError(
+            f"training alone is estimated at {est['train_seconds'] / 3600:.1f} h, over limits.max_duration "
+            f"({limit / 3600:.1f} h): the job would be stopped before it ends",
+            "raise max_duration, pick a faster machine, or pass --force")
+    budget = spec.limits.budget_usd
+    if budget and est.get("total_usd") and est["total_usd"] > budget:
+        return f"estimate ${est['total_usd']:.2f} exceeds budget", BudgetError(
+            f"the estimate ${est['total_usd']:.2f} exceeds limits.budget_usd ${budget:.2f}",
+            "raise the budget, shorten the job, or pass --force")
+    return None
+
+
+def _check_model(spec, provider: str) -> None:
+    """A model that cannot be built or trained as the spec says is bad input (ModelError, exit 2);
+    on this machine (local, no setup to install it) a package missing here is missing for the job too."""
+    if describes_work(spec):
+        from launcher.estimate.flops import check_model
+
+        check_model(spec.workload, allow_missing_module=provider != "local" or bool(spec.setup))
+
+
 def job_estimate(spec, provider: str, instance_type: str | None, price_per_hour: float | None, *, spot: bool,
-                 baseline: bool, gpu: str | None = None) -> dict[str, Any]:
-    """The estimate for the machine this run will use, with the price it assumed."""
+                 baseline: bool, gpu: str | None = None, on_probe: Callable[[float], None] | None = None
+                 ) -> dict[str, Any]:
+    """The estimate for the machine this run will use, with the price it assumed (on_probe: see
+    ``for_machine``)."""
     from launcher.jobestimate import for_machine
 
     try:
         return for_machine(spec, provider, instance_type, price_per_hour, spot=spot, baseline=baseline,
-                           local_gpu=gpu)
+                           local_gpu=gpu, on_probe=on_probe)
     except GpujobError as exc:
         return {"error": str(exc), "price_per_hour": price_per_hour}
 

@@ -198,11 +198,21 @@ def _alive(pgid: int) -> bool:
     return True
 
 
+ALIVE_POLL_S = 2.0  # how often the uploader looks whether the job still runs
+
+
 def watch(url: str, key: str, path: str, every: float, pgid: int) -> int:
+    """Upload the checkpoint every ``every`` seconds while the job's process group lives, and once
+    more as soon as it is gone (looked at every ALIVE_POLL_S: the last checkpoint goes up before
+    the machine is released, and no uploader lingers on an ssh host for a whole interval)."""
     store = open_store(url)
     last = None
+    next_upload = time.monotonic() + every
     while _alive(pgid):
-        time.sleep(every)
+        time.sleep(max(0.0, min(ALIVE_POLL_S, next_upload - time.monotonic())))
+        if time.monotonic() < next_upload:
+            continue
+        next_upload = time.monotonic() + every
         try:
             last = upload_if_changed(store, url, key, path, last)
         except Exception as exc:  # noqa: BLE001 - a failed upload is retried at the next look

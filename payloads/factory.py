@@ -30,6 +30,15 @@ class FactoryError(ValueError):
     """A model factory that cannot be found, imported or built (one-line message)."""
 
 
+class FactoryModuleMissing(FactoryError):
+    """The package of a ``"package.module:callable"`` reference is not importable here
+    (``module``: its name); the machine a job runs on may still install it."""
+
+    def __init__(self, message: str, module: str):
+        super().__init__(message)
+        self.module = module
+
+
 def is_factory(model: str) -> bool:
     """True for ``"x:y"`` references, False for built-in model names."""
     return ":" in str(model)
@@ -117,8 +126,8 @@ def load_factory(ref: str, root: str | None = None) -> tuple[Any, str]:
             module = importlib.import_module(target)
         except ModuleNotFoundError as exc:
             if exc.name and target.startswith(exc.name):
-                raise FactoryError(f"model {ref!r}: no module named {exc.name!r} in {root} or the installed "
-                                   "packages") from None
+                raise FactoryModuleMissing(f"model {ref!r}: no module named {exc.name!r} in {root} or the "
+                                           "installed packages", exc.name) from None
             raise FactoryError(f"{_where(exc, ())}: {_one_line(exc)} (importing model {ref!r})") from None
         except Exception as exc:
             raise FactoryError(f"{_where(exc, ())}: {_one_line(exc)} (importing model {ref!r})") from None

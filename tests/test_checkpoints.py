@@ -337,3 +337,26 @@ def test_ls_shows_what_show_and_cost_bill_for_short_attempts(tmp_path, monkeypat
     assert json.loads(cli.invoke(app, ["ls", "--json"]).output)[0]["spent_usd"] == pytest.approx(billed)
     listed = cli.invoke(app, ["ls"], env={"COLUMNS": "120"}).output
     assert "$0.0067" in listed, listed
+
+
+def test_the_uploader_ends_with_the_job_not_an_interval_later(gcs, tmp_path):
+    """The uploader slept a whole interval (10 min by default) before it looked whether the job
+    had ended: the final checkpoint went up (if at all) after the run had fetched and released, and
+    the uploader lingered on an ssh host. It now uploads once more as soon as the job is gone."""
+    import subprocess
+    import sys
+    import threading
+
+    from payloads import checkpoint_sync as sync
+
+    ckpt = tmp_path / "last.pt"
+    ckpt.write_bytes(b"final")
+    job = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
+                           start_new_session=True)
+    done = threading.Thread(target=sync.watch, args=("gs://ckpt", "r/last.pt", str(ckpt), 3600.0, job.pid),
+                            daemon=True)
+    done.start()
+    assert "r/last.pt" not in gcs.buckets["ckpt"]  # no upload before the interval while the job runs
+    job.communicate(b"")  # the job ends
+    done.join(120)  # a bound so a regression fails instead of hanging for the hour
+    assert not done.is_alive() and gcs.buckets["ckpt"]["r/last.pt"] == b"final"

@@ -59,13 +59,15 @@ def test_validate_refuses_a_factory_file_missing_from_the_project(home, monkeypa
     """`validate` said ok for `model: "models/nope.py:build"` although no such file exists; only
     `estimate`/`run` found out. It is now one line naming the spec's line, exit 2."""
     spec = home / "mine.yaml"
-    spec.write_text("name: mine\nworkload:\n  model: \"models/nope.py:build\"\n  input_shape: [3, 32, 32]\n")
+    spec.write_text("name: mine\nworkload:\n  model: \"models/nope.py:build\"\n  input_shape: [3, 32, 32]\n"
+                    "  num_classes: 10\n")  # the model below has 10 outputs
     monkeypatch.chdir(home)
     res = cli.invoke(app, ["validate", str(spec)])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "mine.yaml:3" in res.output and "no file models/nope.py in" in res.output
     (home / "models").mkdir()
-    (home / "models" / "nope.py").write_text("def build(**kw):\n    pass\n")
+    (home / "models" / "nope.py").write_text("import torch\n\ndef build(**kw):\n"
+                                             "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))\n")
     assert cli.invoke(app, ["validate", str(spec)]).exit_code == 0
     monkeypatch.chdir(REPO)  # the repository's own example names jobs/models/unet.py from the project root
     assert cli.invoke(app, ["validate", str(Path(REPO) / "jobs" / "unet.yaml")]).exit_code == 0
@@ -184,3 +186,28 @@ def test_gc_without_sdk_credentials_reports_and_exits(monkeypatch):
     monkeypatch.setattr(gc_mod, "get_provider", lambda name, **cfg: Nothing())
     res = cli.invoke(app, ["gc", "--provider", "aws"])
     assert res.exit_code == 0 and "nothing to collect" in res.output
+
+
+def test_validate_names_a_non_image_input_shape(home, monkeypatch):
+    """validate said "224px" for a factory taking input_shape [784] (a flat vector)."""
+    monkeypatch.chdir(home)
+    (home / "mlp.py").write_text("import torch\n\ndef build():\n    return torch.nn.Linear(784, 10)\n")
+    spec = home / "mlp.yaml"
+    spec.write_text('name: m\nworkload: {model: "mlp.py:build", input_shape: [784], num_classes: 10}\n')
+    res = cli.invoke(app, ["validate", str(spec)])
+    assert res.exit_code == 0 and "input [784]" in res.output and "px" not in res.output
+
+
+def test_estimate_refuses_an_unknown_provider_as_bad_input(home):
+    """`estimate -p bogus` said "no GPU offers ... check resources.regions" and exited 1."""
+    res = cli.invoke(app, ["estimate", str(Path(REPO) / "jobs" / "vgg16.yaml"), "-p", "bogus", "--no-baseline"])
+    assert res.exit_code == 2 and "--provider bogus" in res.output and "aws, gcp" in res.output
+
+
+def test_durations_of_years_read_in_years():
+    """An 8B model on a laptop CPU read "9307.3d" and "9307.3 days"."""
+    from launcher.estimate.table import human_duration
+    from launcher.render import fmt_seconds
+
+    assert fmt_seconds(9307.3 * 86400) == "25.5y" and human_duration(9307.3 * 86400) == "25.5 years"
+    assert fmt_seconds(50.8 * 86400) == "50.8d" and human_duration(50.8 * 86400) == "50.8 days"

@@ -390,7 +390,7 @@ def test_json_contract_keys_and_types():
     assert s["cheapest"]["total_usd"] <= s["fastest"]["total_usd"]
     assert s["fastest"]["total_seconds"] <= s["cheapest"]["total_seconds"]
     assert s["speedup_vs_cpu"] > 1 and s["hours_saved"] > 0
-    assert s["sentence"].startswith("The spec would launch ") and "saving" in s["sentence"]
+    assert s["sentence"].startswith("The spec would launch ") and "this CPU would take" in s["sentence"]
 
 
 def test_unpriced_and_unknown_gpus_do_not_break_the_table():

@@ -200,3 +200,48 @@ def test_a_probe_cut_short_by_ctrl_c_is_neither_used_nor_cached():
     b = measure_baseline(spec, probe_seconds=60.0, python=sys.executable, runner=_interrupting_runner)
     assert not b.measured and "interrupted" in b.note, b.note
     assert bl.cached_baseline(spec, probe_seconds=60.0) is None
+
+
+def test_the_probe_is_announced_only_when_one_runs(monkeypatch, tmp_path):
+    """`gpujob estimate` said "measuring this machine's CPU" and then, without PyTorch, printed a
+    model-predicted row (or failed): the line is said just before a probe starts, and never for a
+    cached figure or where no probe can run; without torch the CPU row is the model's, flagged."""
+    from typer.testing import CliRunner
+
+    from launcher.cli import app
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text("name: b\nworkload: {model: resnet18, image_size: 64, num_classes: 10, samples_per_epoch: 1000,"
+                    " batch_size: 32}\nresources: {accelerators: L4:1}\n")
+    cli = CliRunner()
+    monkeypatch.setattr(bl, "_torch_version", lambda: None)  # a gpujob installed without the train extra
+    res = cli.invoke(app, ["estimate", str(spec), "--json"])
+    assert res.exit_code == 0, res.output
+    assert "measuring" not in res.output
+    base = json.loads(res.output[res.output.index("{"):])["baseline"]
+    assert base["measured"] is False and "PyTorch not installed" in base["note"]
+    monkeypatch.setattr(bl, "_torch_version", lambda: "2.13.0")
+    runner = FakeRunner(sps=40.0)
+    monkeypatch.setattr(bl, "_default_runner", runner)
+    res = cli.invoke(app, ["estimate", str(spec), "--probe-seconds", "3"])
+    assert res.exit_code == 0 and len(runner.calls) == 1
+    assert "measuring this machine's CPU (~3 s" in res.output
+    res = cli.invoke(app, ["estimate", str(spec), "--probe-seconds", "3"])  # cached now: nothing to announce
+    assert res.exit_code == 0 and len(runner.calls) == 1 and "measuring" not in res.output
+
+
+def test_the_summary_says_how_the_cpu_figure_was_obtained(monkeypatch):
+    """The sentence read "saving 50.8 days over this CPU (50.8 days, measured)", also when
+    --no-baseline reused a cached figure: it now names the CPU's time once and its basis."""
+    from launcher.estimate.api import full_estimate
+
+    monkeypatch.setattr(bl, "load_average", lambda: 0.0)
+    spec = _spec(samples=10_000_000)
+    sentence = full_estimate(spec, baseline=False, providers=("aws",))["summary"]["sentence"]
+    assert "this CPU would take" in sentence and "(predicted: no measurement cached)" in sentence
+    measure_baseline(spec, runner=FakeRunner(sps=0.5))
+    sentence = full_estimate(spec, baseline=False, providers=("aws",))["summary"]["sentence"]
+    assert sentence.count("this CPU") == 1 and f"(measured {bl.time.strftime('%Y-%m-%d')}, cached)" in sentence
+    monkeypatch.setattr(bl, "_torch_version", lambda: None)
+    sentence = full_estimate(spec, baseline=True, providers=("aws",))["summary"]["sentence"]
+    assert "(predicted: PyTorch not installed)" in sentence

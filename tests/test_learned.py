@@ -112,3 +112,13 @@ def test_the_estimate_shows_a_measured_run_and_an_error_band():
     out = cli.invoke(app, ["estimate", str(spec_file), "--no-baseline", "--top", "200"])
     assert out.exit_code == 0, out.output
     assert "measured in run r9f8e7d, 3 days ago" in out.output and "samples/s ±" in out.output
+
+
+def test_calibrate_with_no_runs_says_so_plainly():
+    """A new user's `calibrate` read "0 measured run(s), none with a single-GPU prediction" and
+    `--reset` "dropped 0 measured run(s) and your fit"."""
+    res = cli.invoke(app, ["calibrate"])
+    assert res.exit_code == 0 and res.output.startswith("no measured runs yet: nothing to refit")
+    res = cli.invoke(app, ["calibrate", "--reset"])
+    assert res.exit_code == 0 and res.output.startswith("nothing to drop; estimates use the bundled")
+    assert "(s)" not in res.output

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from launcher.cli import app
-from launcher.errors import EstimateError, SpecError
+from launcher.errors import ModelError, SpecError
 from launcher.estimate.baseline import measure_baseline
 from launcher.estimate.flops import workload_cost
 from launcher.spec import load_spec, parse_spec
@@ -152,8 +152,54 @@ def test_jobs_unet_spec_names_a_file_that_exists():
     assert (REPO / spec.workload.model.rpartition(":")[0]).is_file()
 
 
-def test_factory_needing_a_missing_shape_is_an_estimate_error(project):
+def test_factory_needing_a_missing_shape_is_a_model_error(project):
     spec = parse_spec(_spec(input_shape=[3, 30, 30]))  # the U-Net pools twice: 30 -> 15 -> 7, skips mismatch
-    with pytest.raises(EstimateError) as e:
+    with pytest.raises(ModelError) as e:
         workload_cost(spec.workload)
     assert "cannot train on input_shape [3, 30, 30]" in str(e.value)
+
+
+_BROKEN = {  # a factory that fails to build, and one that builds but cannot train at the spec's input_shape
+    "build": ("import torch\n\ndef build(**kw):\n    raise RuntimeError('boom')\n", {},
+              "bad.py:4: RuntimeError: boom"),
+    "shape": (None, {"input_shape": [3, 30, 30]}, "cannot train on input_shape [3, 30, 30]"),
+}
+
+
+@pytest.mark.parametrize("command", [["validate"], ["estimate", "--no-baseline"], ["estimate"],
+                                     ["run", "--dry-run"], ["run", "--provider", "local"]])
+@pytest.mark.parametrize("case", sorted(_BROKEN))
+def test_a_broken_factory_is_bad_input_for_every_command(project, command, case):
+    """Bad input exits 2 in one line from every command, before any probe or run record."""
+    source, workload, fragment = _BROKEN[case]
+    if source is not None:
+        _write(project, "bad.py", source)
+    model = "bad.py:build" if source is not None else "jobs/models/unet.py:build"
+    (project / "job.yaml").write_text(_spec(model, **workload), encoding="utf-8")
+    res = cli.invoke(app, [*command, "job.yaml"])
+    assert res.exit_code == 2, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and fragment in errors[0], res.output
+    assert "Traceback" not in res.output and "measuring this machine's CPU" not in res.output
+    from launcher.store import Store
+
+    assert Store().list_runs() == []  # refused before anything was recorded or created
+
+
+def test_a_package_missing_here_is_refused_by_estimate_but_not_by_a_run(project):
+    """'pkg.mod:fn' whose package is not installed here: the estimate cannot count it (exit 2,
+    how to install it); validate and a run go on (the machine may install it with setup:) and
+    the plan says why it has no estimate."""
+    (project / "job.yaml").write_text(_spec("no_such_pkg.nets:build"), encoding="utf-8")
+    res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
+    assert res.exit_code == 2 and "no module named 'no_such_pkg'" in res.output and "pip install" in res.output
+    assert cli.invoke(app, ["validate", "job.yaml"]).exit_code == 0
+    res = cli.invoke(app, ["run", "--dry-run", "--provider", "ssh", "--host", "gpu-box", "job.yaml"])
+    assert res.exit_code == 0, res.output
+    assert "none: model 'no_such_pkg.nets:build': no module named 'no_such_pkg'" in " ".join(res.output.split())
+    # a local run without setup: this machine is where the job runs, so it cannot find it either
+    res = cli.invoke(app, ["run", "job.yaml"])
+    assert res.exit_code == 2 and "no module named 'no_such_pkg'" in res.output
+    from launcher.store import Store
+
+    assert Store().list_runs() == []

@@ -68,3 +68,26 @@ def test_spot_recovery_is_promised_only_where_a_machine_can_be_reclaimed(tmp_pat
         line = _dry_run_plan(tmp_path, monkeypatch, SPOT, provider, *extra)["spot recovery"]
         assert "replaced" not in line and "does not apply" in line and provider in line, line
     assert "replaced up to 2 times" in _dry_run_plan(tmp_path, monkeypatch, SPOT, "aws")["spot recovery"]
+
+
+def test_local_dry_run_says_where_the_cpu_figure_comes_from_and_what_the_run_would_refuse(tmp_path, monkeypatch):
+    """The local plan printed `gpu_name null`, `0.0` for the price, "1 samples/s" for 0.9, not
+    whether the CPU figure was measured, and nothing about the run refusing it over max_duration."""
+    from launcher.estimate import baseline as bl
+
+    text = ("name: slow\nworkload: {model: resnet18, image_size: 64, num_classes: 10, samples_per_epoch: 100000,"
+            " batch_size: 32}\nlimits: {max_duration: 10m}\n")
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    (tmp_path / "slow.yaml").write_text(text)
+    spec = __import__("launcher.spec", fromlist=["load_spec"]).load_spec(tmp_path / "slow.yaml")
+    monkeypatch.setattr(bl, "load_average", lambda: 0.0)  # a quiet machine (see test_estimate_baseline for a busy one)
+    probe = json.dumps({"event": "probe", "time": 1.0, "samples_per_second": 0.93, "steps": 3, "seconds": 15.0})
+    assert bl.measure_baseline(spec, runner=lambda cmd, timeout: (0, probe, "")).measured  # cached now
+    res = CliRunner().invoke(app, ["run", str(tmp_path / "slow.yaml"), "--dry-run"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "null" not in out and "gpu_name" not in out and "$0.00/h" in out
+    assert "0.93 samples/s (this CPU, measured " in out and ", cached)" in out and "busy" not in out
+    assert "refused" in out and "over limits.max_duration (0.2 h)" in out and "--force" in out
+    res = CliRunner().invoke(app, ["run", str(tmp_path / "slow.yaml"), "--dry-run", "--force", "--json"])
+    assert json.loads(res.output)["refused"] is None  # --force launches anyway: nothing to refuse

@@ -100,3 +100,22 @@ def test_memory_plan_is_one_line_per_gpu_at_80_columns(estimates):
     assert [ln.split()[0] for ln in plan] == [r["gpu"] for r in est["memory_plan"]]
     assert all(len(ln) <= 80 and "…" not in ln for ln in plan)
     assert "GiB/GPU" in "\n".join(_render(est, width=250, wide=True))  # --wide names the instances
+
+
+def test_title_and_footer_lines_do_not_wrap_mid_phrase_at_80_columns(estimates):
+    """At 80 columns the title broke inside "92.6 GFLOP/sample", a small model read "0.0 GFLOP",
+    and the price provenance took four lines: the title now breaks between its parts only, FLOPs
+    carry their own unit, and the footer's count and prices lines are one line each."""
+    est = json.loads(json.dumps(estimates["vgg16"]))
+    est["job"]["name"] = "a-rather-long-job-name-for-an-eighty-column-terminal"
+    lines = _render(est)
+    title = lines[:next(i for i, ln in enumerate(lines) if ln.startswith("what the spec"))]
+    assert len(title) == 2 and title[1].startswith("  ") and "92.6 GFLOP/sample (train)" in title[1]
+    shown = next(ln for ln in lines if " of " in ln and "offers shown" in ln)
+    prices = next(ln for ln in lines if ln.startswith("prices:"))
+    assert lines[lines.index(prices) + 1].startswith("calibration:")  # one line, nothing wrapped under it
+    assert len(shown) <= 80 and len(prices) <= 80 and "snapshot" in prices
+    est["job"]["train_flops_per_sample"] = 1.6e6
+    assert "1.6 MFLOP/sample" in "\n".join(_render(est))
+    lm = _render(estimates["llama-8b-fsdp"])
+    assert any("tokens" in ln for ln in lm[:2]) and any("/token (train)" in ln for ln in lm[:2])

@@ -238,3 +238,60 @@ def test_large_upload_is_announced_before_it_is_sent(runner, tmp_path, monkeypat
     runner.events.clear()
     runner.run(parse_spec("name: small\npayload: {entrypoint: job.py}\n"), _opts())
     assert "upload" not in [k for k, _ in runner.events]
+
+
+@pytest.fixture
+def bucket(request, monkeypatch):
+    """A bucket named ckpt behind a loopback endpoint: moto's S3 server or tests/fake_gcs.py.
+    Yields (store URL, a function listing what the endpoint saw: objects for S3, requests for GCS)."""
+    for var in [k for k in __import__("os").environ if k.startswith("AWS_")] + ["STORAGE_EMULATOR_HOST"]:
+        monkeypatch.delenv(var, raising=False)
+    if request.param == "s3":
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        from tests.sshd import free_port
+
+        port = free_port()
+        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/nonexistent/gpujob-test-aws-config",
+               "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/gpujob-test-aws-credentials"}
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="ckpt")
+        try:
+            yield "s3://ckpt/runs", lambda: s3.list_objects_v2(Bucket="ckpt").get("Contents", [])
+        finally:
+            server.stop()
+        return
+    from tests.fake_gcs import FakeGcs
+
+    fake = FakeGcs().start()
+    fake.create_bucket("ckpt")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake.url)
+    try:
+        yield "gs://ckpt/runs", lambda: list(fake.requests)
+    finally:
+        fake.stop()
+
+
+@pytest.mark.parametrize("bucket", ["s3", "gs"], indirect=True)
+def test_a_local_run_leaves_the_checkpoint_store_alone(runner, bucket):
+    """`run --provider local` with a cloud spec's checkpoint_store reached the bucket from the
+    laptop (the user's own credentials, their upload bandwidth). The store exists for machines that
+    can vanish; here the checkpoint is already on this disk: one line says so, the bucket is not touched."""
+    url, seen = bucket
+    spec = parse_spec(TINY + f"checkpoint_store: {url}\n")
+    plan = runner.plan(spec, _opts())["plan"]
+    assert plan["checkpoint store"].startswith(f"{url}: not used (nothing reclaims this machine")
+    rec = runner.run(spec, _opts()).run
+    assert rec.state == "succeeded", rec.reason
+    warnings = [f["message"] for k, f in runner.events if k == "warning"]
+    assert any(m.startswith(f"checkpoint_store {url} is not used (nothing reclaims") for m in warnings), warnings
+    assert (Path(rec.artifacts_dir) / "outputs" / "checkpoints" / "last.pt").is_file()  # the checkpoint is here
+    assert seen() == []  # nothing listed, uploaded or even asked of the bucket
+    assert "checkpoint_sync" not in runner.store.log_text(rec.id)

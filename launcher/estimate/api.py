@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from launcher.errors import EstimateError
 from launcher.estimate import calibration
@@ -27,13 +27,17 @@ def checkpoint_bytes(w, cost) -> float:
 
 def full_estimate(spec, *, providers=("aws", "gcp"), baseline: bool = True, probe_seconds: float = 15.0,
                   top: int = DEFAULT_TOP, all_regions: bool = False, catalog=None,
-                  refresh_baseline: bool = False, show_all: bool = False) -> dict[str, Any]:
+                  refresh_baseline: bool = False, show_all: bool = False,
+                  on_probe: Callable[[float], None] | None = None) -> dict[str, Any]:
     """The whole table. baseline=False skips the CPU probe: the CPU row is the cached measurement
     of this workload on this machine when there is one (it says so), else predicted.
     refresh_baseline: probe again even when a cached measurement exists. show_all: every row,
-    not only the spec's and the cheaper alternatives (``table.estimate``)."""
+    not only the spec's and the cheaper alternatives (``table.estimate``). on_probe(seconds):
+    called just before the CPU probe starts, only when one runs (no cache hit, PyTorch here).
+    A model that cannot be built raises ModelError before any probe."""
+    workload_cost(spec.workload)  # counted (and cached) first: a broken model fails before the probe
     if baseline:
-        base = measure_baseline(spec, probe_seconds=probe_seconds, refresh=refresh_baseline)
+        base = measure_baseline(spec, probe_seconds=probe_seconds, refresh=refresh_baseline, on_probe=on_probe)
     else:
         base = cached_baseline(spec, probe_seconds=probe_seconds)
     out = estimate(spec, catalog=catalog, baseline=base, providers=providers, top=top,
@@ -59,17 +63,20 @@ def _pick_offer(spec, catalog, provider: str, instance_type: str):
 
 
 def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: float | None, *, spot: bool,
-                baseline: bool, catalog=None, local_gpu: str | None = None) -> dict[str, Any]:
+                baseline: bool, catalog=None, local_gpu: str | None = None,
+                on_probe: Callable[[float], None] | None = None) -> dict[str, Any]:
     """Predicted time and dollars of this job on one machine (the one a run is about to use).
 
     aws/gcp: the catalog's GPU for instance_type (price_per_hour overrides the catalog's).
     local: this machine's GPU (``local_gpu``, found by the provider) or its CPU (measured when
     baseline=True); ssh: the spec's accelerator when it names one, else the CPU; billed $0.
     resources.num_nodes machines of it: num_nodes x the GPUs, num_nodes x the price.
+    on_probe(seconds): called just before the CPU probe starts, only when one runs.
     """
     w = spec.workload
     cost = workload_cost(w)
-    base = measure_baseline(spec) if baseline else (cached_baseline(spec) or model_baseline(spec, cost))
+    base = (measure_baseline(spec, on_probe=on_probe) if baseline
+            else (cached_baseline(spec) or model_baseline(spec, cost)))
     base_dict = base.to_dict()
     gpu_name, count, note = None, 0, ""
     nodes = spec.resources.num_nodes

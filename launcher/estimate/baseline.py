@@ -50,6 +50,9 @@ class Baseline:
     note: str
     probe_batch_size: int | None = None
     busy: bool = False  # the probe ran while the machine's load exceeded its cores: likely too low
+    # How the figure was obtained, in a few words for a sentence: "measured", "measured 2026-11-30,
+    # cached", "predicted: PyTorch not installed", plus "on a busy machine" when busy.
+    basis: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -204,7 +207,8 @@ def _from_model(spec, device: str, cores: int, note: str) -> Baseline:
 
     rate = current().cpu_gflops_per_core
     return Baseline(device, cores, sps, total / sps if sps else None, measured=False, cached=False,
-                    note=f"{note}; predicted from the model ({cores} cores x {rate:.0f} GFLOP/s per core)")
+                    note=f"{note}; predicted from the model ({cores} cores x {rate:.0f} GFLOP/s per core)",
+                    basis=f"predicted: {note.split(':')[0]}")
 
 
 def _parse_probe(stdout: str) -> tuple[dict | None, dict | None]:
@@ -247,7 +251,8 @@ def _cached_hit(spec, probe_seconds: float, device: str, cores: int) -> Baseline
     if busy:
         note += _busy_note(hit.get("load"), cores)
     return Baseline(device, cores, sps, spec.workload.total_samples / sps, measured=True, cached=True, note=note,
-                    probe_batch_size=batch, busy=busy)
+                    probe_batch_size=batch, busy=busy,
+                    basis=f"measured {hit.get('date', 'earlier')}, cached" + (", on a busy machine" if busy else ""))
 
 
 def cached_baseline(spec, probe_seconds: float = 15.0) -> Baseline | None:
@@ -257,10 +262,12 @@ def cached_baseline(spec, probe_seconds: float = 15.0) -> Baseline | None:
 
 
 def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, python: str = sys.executable,
-                     runner: Runner | None = None, refresh: bool = False) -> Baseline:
+                     runner: Runner | None = None, refresh: bool = False,
+                     on_probe: Callable[[float], None] | None = None) -> Baseline:
     """Measure (or recall) this machine's CPU throughput on the spec's workload. Never raises
     for a failed probe: the result says measured=False and why. refresh: probe again even when
-    a cached figure exists (the new one replaces it)."""
+    a cached figure exists (the new one replaces it). on_probe(probe_seconds): called just
+    before the probe starts, only when one runs (not for a cached figure, nor without PyTorch)."""
     device, cores = cpu_name(), cpu_cores()
     total = spec.workload.total_samples
     if runner is None and _torch_version() is None:
@@ -310,6 +317,8 @@ def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, 
         cfg_path.write_text(json.dumps(config), encoding="utf-8")
         cmd = [python, str(script), "--config", str(cfg_path), "--device", "cpu",
                "--probe-seconds", str(probe_seconds), "--warmup-steps", "1"]
+        if on_probe is not None:
+            on_probe(probe_seconds)
         try:
             rc, out, err = (runner or _default_runner)(cmd, probe_seconds + HARD_TIMEOUT_MARGIN_S)
         except subprocess.TimeoutExpired:
@@ -335,4 +344,5 @@ def measure_baseline(spec, probe_seconds: float = 15.0, use_cache: bool = True, 
         write_json_atomic(cache_path, cache)
     note = f"measured: {probe.get('steps')} steps in {probe.get('seconds')} s at batch {batch}, {precision}"
     return Baseline(device, cores, sps, total / sps, measured=True, cached=False,
-                    note=note + (_busy_note(load, cores) if busy else ""), probe_batch_size=batch, busy=busy)
+                    note=note + (_busy_note(load, cores) if busy else ""), probe_batch_size=batch, busy=busy,
+                    basis="measured" + (" on a busy machine" if busy else ""))

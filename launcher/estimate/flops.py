@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from launcher.errors import EstimateError
+from launcher.errors import EstimateError, ModelError
 from launcher.estimate.paths import cache_dir, cost_key, read_json, write_json_atomic
 
 BUNDLED = Path(__file__).with_name("model_costs.json")
@@ -171,7 +171,7 @@ def lm_cost(workload, *, allow_torch: bool = True) -> ModelCost:
     try:
         shape = workload.lm_shape()
     except ValueError as exc:
-        raise EstimateError(f"workload.model_args: {exc}", "fix the language model's shape") from None
+        raise ModelError(f"workload.model_args: {exc}", "fix the language model's shape") from None
     seq = workload.effective_seq_len
     n = lm_shapes.param_count(shape)
     per_token = lm_shapes.train_flops_per_token(shape, seq)
@@ -234,8 +234,9 @@ def model_cost(
         except ImportError:
             cost = None  # torch found but unusable (a partial install): scale instead
         except Exception as exc:  # a model that cannot run at this size (e.g. too small an image)
-            raise EstimateError(
-                f"cannot count FLOPs of {model} at {image_size}x{image_size}x{in_channels}: {exc}",
+            raise ModelError(
+                f"{model} cannot train on {image_size}x{image_size}x{in_channels} images: "
+                f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
                 "check workload.image_size and workload.model",
             ) from None
         if cost is not None:
@@ -263,8 +264,9 @@ def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True
     ``launcher.estimate.opcosts`` attached when known. Factories (``"pkg.mod:fn"`` /
     ``"file.py:fn"``, relative to ``root``, default the current directory): built on the meta
     device and counted by ``launcher.estimate.opcount`` (imports torch; cached per factory source,
-    arguments and input shape). Raises EstimateError with one line naming file, line and exception
-    when the factory cannot be imported or built.
+    arguments and input shape). Raises ModelError (bad input, exit 2) with one line naming file,
+    line and exception when the factory cannot be imported or built or the model cannot train
+    one step at the spec's input shape; EstimateError when a factory needs PyTorch, absent here.
     """
     if getattr(w, "is_lm", False):
         return lm_cost(w, allow_torch=allow_torch)
@@ -278,6 +280,27 @@ def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True
         return replace(cost, ops=ops) if ops is not None else cost
     return factory_cost(w.model, dict(w.model_args), tuple(w.sample_shape), w.num_classes, root,
                         vocab=getattr(w, "input_vocab", None))
+
+
+def check_model(w, root: str | Path | None = None, *, allow_missing_module: bool = True) -> None:
+    """Refuse a model that cannot be built or trained one step as the spec describes it (ModelError,
+    exit 2): what ``validate`` and a run (``--dry-run`` too) check before anything is created.
+
+    Counting the model is the check (``workload_cost``; cached, so the estimate that follows is
+    free). Nothing is refused where it cannot be known here: without PyTorch (a factory is then
+    checked by the machine's payload), or for a ``"package.module:fn"`` whose package is not
+    installed here (the machine may install it with ``setup:``; the run's estimate says so), unless
+    ``allow_missing_module`` is False (a local run without ``setup:``: this is the machine).
+    """
+    if getattr(w, "is_factory", False) and not _torch_available():
+        return
+    try:
+        workload_cost(w, root)
+    except ModelError as exc:
+        if exc.missing_module is None or not allow_missing_module:
+            raise
+    except EstimateError:
+        pass  # not countable here (no PyTorch for an unusual size): the estimate says so
 
 
 # What the counter records: a cached count from an older counter is counted again (2: per-operation
@@ -317,12 +340,15 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
     if not _torch_available():
         raise EstimateError(f"model {ref!r} is a factory: counting it needs PyTorch, which is not installed here",
                             "pip install torch (the CPU build is enough), or use a built-in model")
-    from launcher.payloads.factory import FactoryError
+    from launcher.payloads.factory import FactoryError, FactoryModuleMissing
 
     try:
         ops = count_factory(ref, model_args, sample_shape, num_classes, str(root_path), tokens, vocab)
+    except FactoryModuleMissing as exc:
+        raise ModelError(str(exc), "install it here (pip install -e DIR) or put it in the project directory",
+                         missing_module=exc.module) from None
     except FactoryError as exc:
-        raise EstimateError(str(exc), "fix the model factory (workload.model, workload.model_args)") from None
+        raise ModelError(str(exc), "fix the model factory (workload.model, workload.model_args)") from None
     except Exception as exc:  # the model builds but cannot run one step at this input shape
         from launcher.payloads.factory import project_frame
 
@@ -333,8 +359,8 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
                 if isinstance(exc, TypeError) and "forward()" in text else
                 "check workload.seq_len and workload.vocab_size against the model" if tokens else
                 "check workload.input_shape and workload.num_classes against the model")
-        raise EstimateError(f"{where + ': ' if where else ''}model {ref!r} cannot train on {what}: "
-                            f"{type(exc).__name__}: {text[:300]}", hint) from None
+        raise ModelError(f"{where + ': ' if where else ''}model {ref!r} cannot train on {what}: "
+                         f"{type(exc).__name__}: {text[:300]}", hint) from None
     side = sample_shape[0] if tokens else (sample_shape[-1] if len(sample_shape) >= 2 else 1)
     cost = ModelCost(model=ref, image_size=int(side), num_classes=num_classes,
                      in_channels=0 if tokens else (int(sample_shape[0]) if len(sample_shape) == 3 else 1),

@@ -135,6 +135,8 @@ class Estimate:
 
 
 def human_duration(seconds: float) -> str:
+    if seconds >= 2 * 365 * 86400:  # 9307 days reads better as 25.5 years
+        return f"{seconds / (365 * 86400):.1f} years"
     if seconds >= 2 * 86400:
         return f"{seconds / 86400:.1f} days"
     if seconds >= 2 * 3600:
@@ -201,7 +203,8 @@ def model_baseline(spec, cost: ModelCost) -> Baseline:
     cores = cpu_cores()
     sps = predict_cpu(cost, cores)
     return Baseline(cpu_name(), cores, sps, spec.workload.total_samples / sps, measured=False, cached=False,
-                    note="not measured (probe skipped): predicted from the model")
+                    note="not measured (probe skipped): predicted from the model",
+                    basis="predicted: no measurement cached")
 
 
 def per_epoch(train_seconds: float | None, epochs: float, price_per_hour: float | None,
@@ -300,10 +303,10 @@ def _summary(rows: list[Candidate], base: dict, budget: float | None, nothing_fi
     out["speedup_vs_cpu"] = round(cheapest.samples_per_second / cpu_sps, 2)
     saved = cpu_s - cheapest.total_seconds
     out["hours_saved"] = round(saved / 3600, 3)
-    how = "measured" if base.get("measured") else "predicted"
-    if saved > 0:
-        out["sentence"] = (f"The spec would launch {what}: it {gpu_part}, saving {human_duration(saved)} "
-                           f"over this CPU ({human_duration(cpu_s)}, {how}).")
+    how = base.get("basis") or ("measured" if base.get("measured") else "predicted")
+    if saved > 0:  # (hours_saved, in the JSON, is the difference)
+        out["sentence"] = (f"The spec would launch {what}: it {gpu_part}; this CPU would take "
+                           f"{human_duration(cpu_s)} ({how}).")
     else:
         out["sentence"] = (f"This CPU finishes in {human_duration(cpu_s)} ({how}), sooner than what the spec "
                            f"would launch ({what}, {human_duration(cheapest.total_seconds)} with start-up, "
@@ -444,7 +447,8 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
         ))
     prov = catalog.provenance
     base_dict = {"device": base.device, "cores": base.cores, "samples_per_second": base.samples_per_second,
-                 "seconds": base.seconds, "measured": base.measured, "cached": base.cached, "note": base.note}
+                 "seconds": base.seconds, "measured": base.measured, "cached": base.cached, "note": base.note,
+                 "basis": base.basis}
     return Estimate(
         job={"name": spec.name, "model": w.model, "precision": w.precision, "batch_size": w.batch_size,
              "image_size": w.image_size, "epochs": w.epochs, "total_samples": total,
