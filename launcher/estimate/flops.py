@@ -335,7 +335,7 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
         return _from_entry(hit, "cache")
     if not _torch_available():
         raise EstimateError(f"model {ref!r} is a factory: counting it needs PyTorch, which is not installed here",
-                            "pip install torch (the CPU build is enough), or use a built-in model")
+                            "pip install torch, the CPU build is enough; or use a built-in model")
     from launcher.payloads.factory import FactoryError, FactoryModuleMissing
 
     try:
