@@ -92,13 +92,18 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def validate(specs: list[Path] = typer.Argument(..., help="Job spec(s) (YAML)."),
              as_json: bool = typer.Option(False, "--json", help="One JSON object per spec, in a list.")) -> None:
     """Check job specs and print what each asks for."""
+    from rich.markup import escape
+
     from launcher.estimate.flops import check_model
     from launcher.spec import check_factory_file, load_spec
 
     jobs = [(spec, load_spec(spec)) for spec in specs]  # the first bad spec stops here, before any output
+    unchecked = {}
     for spec, job in jobs:
         check_factory_file(job, spec)
-        check_model(job.workload)  # a factory that cannot be built: one line, exit 2
+        why = check_model(job.workload)  # a model that cannot be built: one line, exit 2
+        if why:
+            unchecked[spec] = why
     if as_json:
         _json_out([{"spec": str(spec), "ok": True, **job.model_dump(mode="json")} for spec, job in jobs])
         return
@@ -110,7 +115,8 @@ def validate(specs: list[Path] = typer.Argument(..., help="Job spec(s) (YAML).")
                 else f"{f'{w.image_size}px' if square else f'input {list(w.sample_shape)}'}, {w.total_samples:,} samples")
         _out().print(f"[green]ok[/] {spec}: {job.name} - {w.model} {what}, "
                      f"batch {w.batch_size}, {w.precision}; {acc}; max {job.limits.max_duration / 3600:.2g} h"
-                     + (f", budget ${job.limits.budget_usd:g}" if job.limits.budget_usd else ""))
+                     + (f", budget ${job.limits.budget_usd:g}" if job.limits.budget_usd else "")
+                     + (f"; model not built here: {escape(unchecked[spec])}" if spec in unchecked else ""))
 
 
 @app.command()

@@ -369,10 +369,11 @@ class EventPrinter:
     def _on_run(self, run_id, name, provider, **_):
         self._say(f"[bold]run {run_id}[/] {escape(name)} on {provider}")
 
-    def _on_estimate(self, total_seconds=None, total_usd=None, samples_per_second=None, error=None, **_):
+    def _on_estimate(self, total_seconds=None, total_usd=None, samples_per_second=None, error=None, unit=None,
+                     **_):
         if total_seconds:
             self._say(f"estimate: {fmt_seconds(total_seconds)} total, {fmt_usd(total_usd)}"
-                      + (f", {fmt_rate(samples_per_second)} samples/s" if samples_per_second else ""))
+                      + (f", {fmt_rate(samples_per_second)} {unit or 'sample'}s/s" if samples_per_second else ""))
         elif error:  # the run goes on (a budget cannot be checked): say why there is no estimate
             self._say(f"[yellow]no estimate[/]: {escape(error)}")
 
@@ -520,7 +521,8 @@ def render_plan(con, plan: dict[str, Any]) -> None:
     if est.get("total_seconds"):
         cpu = (est.get("baseline") or {}).get("basis") if str(est.get("basis", "")).startswith("cpu") else None
         t.add_row("estimate", f"{fmt_seconds(est.get('total_seconds'))}, {fmt_usd(est.get('total_usd'))}"
-                  + (f", {fmt_rate(est['samples_per_second'])} samples/s" if est.get("samples_per_second") else "")
+                  + (f", {fmt_rate(est['samples_per_second'])} {est.get('unit') or 'sample'}s/s"
+                     if est.get("samples_per_second") else "")
                   + (f" (this CPU, {escape(cpu)})" if cpu else ""))
     elif est.get("error"):
         t.add_row("estimate", f"[yellow]none[/]: {escape(est['error'])}")

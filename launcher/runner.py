@@ -183,7 +183,7 @@ class Runner:
                                on_probe=lambda seconds: self._emit("baseline", run_id=run_id, seconds=seconds))
         self.store.update_run(run_id, estimate=est)
         self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ("total_seconds", "total_usd",
-                                                                           "samples_per_second", "error")})
+                                                                           "samples_per_second", "error", "unit")})
         refusal = over_limits(spec, est)
         if refusal is not None and not opts.force:
             self.store.set_state(run_id, "cancelled", refusal[0])
@@ -266,7 +266,7 @@ class Runner:
                                spot=spec.resources.spot, baseline=opts.baseline, gpu=machine.gpu)
             self.store.update_run(run_id, estimate=est)
             self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ("total_seconds", "total_usd",
-                                                                               "samples_per_second", "error")})
+                                                                               "samples_per_second", "error", "unit")})
         price = None if machine.price_per_hour is None else machine.price_per_hour * len(machines)
         self.store.update_run(run_id, machine=machine_dict(machine), price_per_hour=price)
         for m in machines:

@@ -203,3 +203,21 @@ def test_a_package_missing_here_is_refused_by_estimate_but_not_by_a_run(project)
     from launcher.store import Store
 
     assert Store().list_runs() == []
+
+
+def test_validate_says_when_it_could_not_build_the_model(project, monkeypatch):
+    """Without PyTorch (a gpujob installed without the train extra) validate said a plain "ok" for
+    a factory it never built; it now says the model was not built here and why."""
+    from launcher.estimate import flops
+
+    torch_here = flops._torch_available
+    (project / "job.yaml").write_text(_spec(), encoding="utf-8")
+    res = cli.invoke(app, ["validate", "job.yaml"])
+    assert res.exit_code == 0 and "not built" not in res.output
+    monkeypatch.setattr(flops, "_torch_available", lambda: False)
+    res = cli.invoke(app, ["validate", "job.yaml"])
+    assert res.exit_code == 0 and "model not built here: PyTorch is not installed here" in res.output
+    (project / "pkg.yaml").write_text(_spec("no_such_pkg.nets:build"), encoding="utf-8")
+    monkeypatch.setattr(flops, "_torch_available", torch_here)
+    res = cli.invoke(app, ["validate", "pkg.yaml"])
+    assert res.exit_code == 0 and "its package no_such_pkg is not installed here" in res.output

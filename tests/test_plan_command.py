@@ -91,3 +91,14 @@ def test_local_dry_run_says_where_the_cpu_figure_comes_from_and_what_the_run_wou
     assert "refused" in out and "over limits.max_duration (0.2 h)" in out and "--force" in out
     res = CliRunner().invoke(app, ["run", str(tmp_path / "slow.yaml"), "--dry-run", "--force", "--json"])
     assert json.loads(res.output)["refused"] is None  # --force launches anyway: nothing to refuse
+
+
+def test_a_language_models_plan_counts_tokens_per_second(tmp_path, monkeypatch):
+    """A language model's plan said "samples/s" for what are tokens/s."""
+    text = "name: lm\nworkload: {model: gpt2-124m, seq_len: 256}\nresources: {accelerators: 'H100:1', regions: [us-east-1]}\n"
+    res = _dry_run_plan(tmp_path, monkeypatch, text, "aws")
+    assert res  # the plan itself
+    (tmp_path / "lm.yaml").write_text(text)
+    out = CliRunner().invoke(app, ["run", str(tmp_path / "lm.yaml"), "--provider", "aws", "--dry-run"],
+                             env={"COLUMNS": "200"}).output
+    assert " tokens/s" in out and "samples/s" not in out

@@ -137,4 +137,5 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
         "baseline": base_dict,
         "num_nodes": nodes, "world_size": world, "scaling_efficiency": eff, "seconds_per_epoch": epoch_s,
         "usd_per_epoch": epoch_usd, "interconnect": interconnect,
+        "unit": "token" if getattr(w, "is_token_model", False) else "sample",  # what samples_per_second counts
     }

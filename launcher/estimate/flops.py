@@ -282,7 +282,7 @@ def workload_cost(w, root: str | Path | None = None, *, allow_torch: bool = True
                         vocab=getattr(w, "input_vocab", None))
 
 
-def check_model(w, root: str | Path | None = None, *, allow_missing_module: bool = True) -> None:
+def check_model(w, root: str | Path | None = None, *, allow_missing_module: bool = True) -> str | None:
     """Refuse a model that cannot be built or trained one step as the spec describes it (ModelError,
     exit 2): what ``validate`` and a run (``--dry-run`` too) check before anything is created.
 
@@ -291,16 +291,19 @@ def check_model(w, root: str | Path | None = None, *, allow_missing_module: bool
     checked by the machine's payload), or for a ``"package.module:fn"`` whose package is not
     installed here (the machine may install it with ``setup:``; the run's estimate says so), unless
     ``allow_missing_module`` is False (a local run without ``setup:``: this is the machine).
+    Returns None when the model was checked (counted) here, else why it was not (a clause).
     """
     if getattr(w, "is_factory", False) and not _torch_available():
-        return
+        return "PyTorch is not installed here"
     try:
         workload_cost(w, root)
     except ModelError as exc:
         if exc.missing_module is None or not allow_missing_module:
             raise
-    except EstimateError:
-        pass  # not countable here (no PyTorch for an unusual size): the estimate says so
+        return f"its package {exc.missing_module} is not installed here"
+    except EstimateError as exc:  # not countable here (no PyTorch for an unusual size): the estimate says so
+        return exc.message
+    return None
 
 
 # What the counter records: a cached count from an older counter is counted again (2: per-operation
@@ -339,7 +342,7 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
         return _from_entry(hit, "cache")
     if not _torch_available():
         raise EstimateError(f"model {ref!r} is a factory: counting it needs PyTorch, which is not installed here",
-                            "pip install torch (the CPU build is enough), or use a built-in model")
+                            "pip install torch, the CPU build is enough; or use a built-in model")
     from launcher.payloads.factory import FactoryError, FactoryModuleMissing
 
     try:
