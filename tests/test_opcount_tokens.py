@@ -232,3 +232,16 @@ def test_language_models_take_the_method_with_the_smaller_held_out_error():
     as_mfu = {**doc, "method_choice": {**mc, "lm": {**mc["lm"], "method": "mfu"}}}
     assert predict_job(w, cost, gpu, 1, op_doc=as_mfu).method == "mfu"
     assert predict_job(w, cost, gpu, 1, op_doc=doc).method == mc["lm"]["method"]
+
+
+def test_an_unaligned_vocabulary_is_flagged_in_the_estimate():
+    from launcher.estimate.table import estimate
+    from launcher.spec import parse_spec
+
+    def notes(vocab: int) -> list:
+        spec = parse_spec(f"name: t\nworkload: {{model: gpt2-124m, batch_size: 8, vocab_size: {vocab}}}\n",
+                          check_catalog=False)
+        return estimate(spec, providers=("aws",)).notes
+
+    assert any("vocab_size 50,257 is not a multiple of 8" in n for n in notes(50257))
+    assert not any("not a multiple of 8" in n for n in notes(50304))

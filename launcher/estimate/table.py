@@ -328,6 +328,11 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     elif w.is_token_model:
         notes.append(f"token model: samples are tokens ({w.batch_size} sequences x {w.effective_seq_len} "
                      "tokens per GPU step), counted per operation as the payload trains it (AdamW)")
+    vocab = w.lm_shape().vocab_size if w.is_lm else w.vocab_size
+    if w.is_token_model and vocab % 8:
+        notes.append(f"vocab_size {vocab:,} is not a multiple of 8: the logits' matrix products fall off the fast "
+                     "tensor-core kernels (GPT-2 ran ~44% slower at 50,257 than at 50,304 on an H200, "
+                     "docs/benchmarks.md); this estimate does not include that: pad the vocabulary to a multiple of 64")
     total = w.total_samples
     budget = spec.limits.budget_usd
     nodes = spec.resources.num_nodes
