@@ -161,14 +161,18 @@ def predict_job(w, cost: ModelCost, gpu, count: int, *, num_nodes: int = 1, netw
     """The throughput of a spec's workload on ``count`` GPUs of one type per machine x ``num_nodes``
     (throughput.predict). Language models: a GPU step trains batch x seq_len tokens, the memory
     plan picks DDP or FSDP and checkpointing (lm_memory_override), and under FSDP each GPU's
-    optimizer update covers its shard only (the per-operation model's optimizer class / GPUs)."""
+    optimizer update covers its shard only (the per-operation model's optimizer class / GPUs).
+    A token-model factory has no plan: the one-GPU memory rule with AdamW's two moments, its
+    largest batch counted in sequences."""
     plan = plan_lm(w, count * num_nodes, gpu.memory_gib) if w.is_lm else None
     if plan is not None and plan.parallel == "fsdp" and cost.ops:
         from launcher.estimate.opcount import OpCost
 
         cost = replace(cost, ops=OpCost.from_dict(cost.ops).sharded_optimizer(plan.world).to_dict())
+    token = w.is_token_model  # AdamW's two moments; max_batch in sequences
     p = predict(gpu, count, w.precision, cost, lm_step_batch(w), w.model, num_nodes=num_nodes, network=network,
-                compiled=w.compile is not False, op_doc=op_doc, method=method)
+                compiled=w.compile is not False, op_doc=op_doc, method=method, optimizer_states=2 if token else 1,
+                batch_unit=w.effective_seq_len if token else 1)
     return lm_memory_override(w, p, count * num_nodes, gpu.memory_gib, plan)
 
 
