@@ -232,3 +232,40 @@ def test_language_models_take_the_method_with_the_smaller_held_out_error():
     as_mfu = {**doc, "method_choice": {**mc, "lm": {**mc["lm"], "method": "mfu"}}}
     assert predict_job(w, cost, gpu, 1, op_doc=as_mfu).method == "mfu"
     assert predict_job(w, cost, gpu, 1, op_doc=doc).method == mc["lm"]["method"]
+
+
+def test_an_unaligned_vocabulary_is_flagged_in_the_estimate():
+    from launcher.estimate.table import estimate
+    from launcher.spec import parse_spec
+
+    def notes(vocab: int) -> list:
+        spec = parse_spec(f"name: t\nworkload: {{model: gpt2-124m, batch_size: 8, vocab_size: {vocab}}}\n",
+                          check_catalog=False)
+        return estimate(spec, providers=("aws",)).notes
+
+    assert any("vocab_size 50,257 is not a multiple of 8" in n for n in notes(50257))
+    assert not any("not a multiple of 8" in n for n in notes(50304))
+
+
+def test_token_factory_memory_counts_adamw_and_its_batch_in_sequences(tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    from launcher.catalog.gpus import get_gpu
+    from launcher.estimate.flops import workload_cost
+    from launcher.estimate.table import predict_job
+    from launcher.estimate.throughput import GIB, MAX_BATCH_CAP, USABLE_FRACTION, memory_needed_gib
+
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    (tmp_path / "models").mkdir()
+    shutil.copy(Path(__file__).resolve().parent.parent / "jobs" / "models" / "tokenlm.py", tmp_path / "models")
+    monkeypatch.chdir(tmp_path)
+    w = _workload("model: 'models/tokenlm.py:build', seq_len: 512, vocab_size: 8192, batch_size: 4")
+    cost, gpu = workload_cost(w), get_gpu("H200")
+    p = predict_job(w, cost, gpu, 1)
+    sgd = memory_needed_gib(cost, 4 * 512, "bf16")
+    assert p.memory_gib_needed == pytest.approx(sgd + cost.param_bytes / GIB)  # one more fp32 copy: AdamW
+    # the largest power-of-two batch of 512-token sequences that fits (not of tokens)
+    usable, b = gpu.memory_gib * USABLE_FRACTION, p.max_batch
+    assert 1 < b < MAX_BATCH_CAP
+    assert memory_needed_gib(cost, b * 512, "bf16", 2) <= usable < memory_needed_gib(cost, 2 * b * 512, "bf16", 2)

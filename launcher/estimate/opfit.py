@@ -403,13 +403,14 @@ def method_choice(rows: list[dict], get_gpu) -> dict:
 
 def lm_runs(profiles: list[dict]) -> list[dict]:
     """Every measured single-GPU language-model run: bench/results/h200_lm.json (the LM MFU fit's
-    own runs), h200_lm_check.json, the language-model rows of the per-kernel profiles and the
+    own runs), h200_lm_check.json, h200_gpt2_vocab_batch.json (GPT-2 with the vocabulary and the
+    batch changed one at a time), the language-model rows of the per-kernel profiles and the
     language-model runs of h200_local_total/*.json (steady tokens/s of `gpujob run --provider
     local`). ``mfu_fitted``: the LM MFU fit (section 10 of docs/estimator.md) was fitted on it."""
     from launcher.estimate.calibration import gpu_from_device_name
 
     runs = []
-    for name in ("h200_lm.json", "h200_lm_check.json"):
+    for name in ("h200_lm.json", "h200_lm_check.json", "h200_gpt2_vocab_batch.json"):
         for r in read_json(results_dir() / name, {}).get("results", []):
             if r.get("tokens_per_second") and r.get("gpu_count", 1) == 1:
                 runs.append({**r, "source": name, "mfu_fitted": name == "h200_lm.json"})

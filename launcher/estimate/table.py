@@ -161,14 +161,18 @@ def predict_job(w, cost: ModelCost, gpu, count: int, *, num_nodes: int = 1, netw
     """The throughput of a spec's workload on ``count`` GPUs of one type per machine x ``num_nodes``
     (throughput.predict). Language models: a GPU step trains batch x seq_len tokens, the memory
     plan picks DDP or FSDP and checkpointing (lm_memory_override), and under FSDP each GPU's
-    optimizer update covers its shard only (the per-operation model's optimizer class / GPUs)."""
+    optimizer update covers its shard only (the per-operation model's optimizer class / GPUs).
+    A token-model factory has no plan: the one-GPU memory rule with AdamW's two moments, its
+    largest batch counted in sequences."""
     plan = plan_lm(w, count * num_nodes, gpu.memory_gib) if w.is_lm else None
     if plan is not None and plan.parallel == "fsdp" and cost.ops:
         from launcher.estimate.opcount import OpCost
 
         cost = replace(cost, ops=OpCost.from_dict(cost.ops).sharded_optimizer(plan.world).to_dict())
+    token = w.is_token_model  # AdamW's two moments; max_batch in sequences
     p = predict(gpu, count, w.precision, cost, lm_step_batch(w), w.model, num_nodes=num_nodes, network=network,
-                compiled=w.compile is not False, op_doc=op_doc, method=method)
+                compiled=w.compile is not False, op_doc=op_doc, method=method, optimizer_states=2 if token else 1,
+                batch_unit=w.effective_seq_len if token else 1)
     return lm_memory_override(w, p, count * num_nodes, gpu.memory_gib, plan)
 
 
@@ -345,6 +349,11 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     elif w.is_token_model:
         notes.append(f"token model: samples are tokens ({w.batch_size} sequences x {w.effective_seq_len} "
                      "tokens per GPU step), counted per operation as the payload trains it (AdamW)")
+    vocab = w.lm_shape().vocab_size if w.is_lm else w.vocab_size
+    if w.is_token_model and vocab % 8:
+        notes.append(f"vocab_size {vocab:,} is not a multiple of 8: the logits' matrix products fall off the fast "
+                     "tensor-core kernels (GPT-2 ran ~44% slower at 50,257 than at 50,304 on an H200, "
+                     "docs/benchmarks.md); this estimate does not include that: pad the vocabulary to a multiple of 64")
     total = w.total_samples
     budget = spec.limits.budget_usd
     nodes = spec.resources.num_nodes

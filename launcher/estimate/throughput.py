@@ -66,19 +66,24 @@ class Prediction:
         return asdict(self)
 
 
-def memory_needed_gib(cost: ModelCost, batch_size: int, precision: str) -> float:
-    state = cost.param_bytes * OPTIMIZER_STATE_COPIES
+def memory_needed_gib(cost: ModelCost, batch_size: int, precision: str, optimizer_states: int = 1) -> float:
+    """GiB one GPU needs at ``batch_size`` samples: fp32 weights, gradients and ``optimizer_states``
+    fp32 copies (1: SGD's momentum; 2: AdamW's moments), autocast's half weights, activations."""
+    state = cost.param_bytes * (OPTIMIZER_STATE_COPIES - 1 + optimizer_states)
     if precision in ("fp16", "bf16"):
         state += cost.param_bytes / 2
     return (state + batch_size * cost.activation_bytes(precision)) / GIB + CUDA_RESERVED_GIB
 
 
-def max_batch_that_fits(cost: ModelCost, precision: str, memory_gib: float) -> int | None:
+def max_batch_that_fits(cost: ModelCost, precision: str, memory_gib: float, optimizer_states: int = 1,
+                        unit: int = 1) -> int | None:
+    """Largest power-of-two batch that fits, counted in units of ``unit`` samples (a token model's
+    sequences of ``unit`` tokens); None: not even one."""
     usable = memory_gib * USABLE_FRACTION
-    if memory_needed_gib(cost, 1, precision) > usable:
+    if memory_needed_gib(cost, unit, precision, optimizer_states) > usable:
         return None
     b = 1
-    while b * 2 <= MAX_BATCH_CAP and memory_needed_gib(cost, b * 2, precision) <= usable:
+    while b * 2 <= MAX_BATCH_CAP and memory_needed_gib(cost, b * 2 * unit, precision, optimizer_states) <= usable:
         b *= 2
     return b
 
@@ -86,7 +91,7 @@ def max_batch_that_fits(cost: ModelCost, precision: str, memory_gib: float) -> i
 def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, model: str,
             calibration: Calibration | None = None, *, num_nodes: int = 1,
             network: Network | None = None, compiled: bool = True, op_doc: dict | None = None,
-            method: str | None = None) -> Prediction:
+            method: str | None = None, optimizer_states: int = 1, batch_unit: int = 1) -> Prediction:
     """Predicted training throughput of ``count`` GPUs of one type per machine on ``num_nodes``
     machines (joined by ``network``), batch_size per GPU (tokens for a language model).
 
@@ -94,7 +99,9 @@ def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, m
     (bench/results/op_efficiency.json) the step is the per-operation roofline of
     launcher.estimate.opmodel; otherwise one calibrated MFU on the total FLOPs (below).
     ``method`` ("per-operation" | "mfu") overrides the choice by measured error (``_mfu_priced``),
-    for the tools that compare the two.
+    for the tools that compare the two. ``optimizer_states``: fp32 copies of the weights the
+    optimizer keeps (memory_needed_gib); ``batch_unit``: samples per unit of ``max_batch`` (a token
+    model's sequence length, so that it counts sequences as the spec's batch_size does).
     """
     cal = calibration or current()
     peak, cls, note = peak_and_class(gpu, precision)
@@ -132,14 +139,14 @@ def predict(gpu, count: int, precision: str, cost: ModelCost, batch_size: int, m
     from launcher.payloads.lm_shapes import is_lm
 
     err, basis = band(gpu.arch, method, lm=is_lm(model))
-    need = memory_needed_gib(cost, batch_size, precision)
+    need = memory_needed_gib(cost, batch_size, precision, optimizer_states)
     fits = need <= gpu.memory_gib * USABLE_FRACTION
     return Prediction(
         samples_per_second=sps,
         step_seconds=step,
         mfu=mfu,
         fits_memory=fits,
-        max_batch=max_batch_that_fits(cost, precision, gpu.memory_gib),
+        max_batch=max_batch_that_fits(cost, precision, gpu.memory_gib, optimizer_states, batch_unit),
         memory_gib_needed=need,
         bound=bound,
         peak_tflops=peak,
