@@ -363,3 +363,11 @@ def test_token_ids_need_an_input_shape_and_synthetic_data():
     with pytest.raises(SpecError) as e:
         parse_spec(_text_spec(False, dataset="digits"), "job.yaml")
     assert "a model fed token ids (vocab_size) trains on dataset: synthetic" in str(e.value)
+
+
+def test_a_model_fed_token_ids_without_vocab_size_is_told_to_add_it(project):
+    spec = json.loads(_text_spec(False))
+    del spec["workload"]["vocab_size"]
+    (project / "job.yaml").write_text(json.dumps(spec), encoding="utf-8")
+    res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
+    assert res.exit_code == 2 and "the model takes token ids: add workload.vocab_size" in res.output, res.output

@@ -360,6 +360,8 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
         what = f"sequences of seq_len {sample_shape[0]} tokens" if tokens else f"input_shape {list(sample_shape)}"
         hint = ("gpujob calls forward(x) with the input batch alone: give forward's other arguments defaults"
                 if isinstance(exc, TypeError) and "forward()" in text else
+                "the model takes token ids: add workload.vocab_size (ids 0 .. vocab_size - 1) to input_shape"
+                if "indices" in text and "Long" in text and not vocab and not tokens else
                 "check workload.seq_len and workload.vocab_size against the model" if tokens else
                 "check workload.input_shape and workload.num_classes against the model")
         raise ModelError(f"{where + ': ' if where else ''}model {ref!r} cannot train on {what}: "
