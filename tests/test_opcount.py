@@ -247,7 +247,7 @@ def test_gemm_rows_hold_kind_dims_and_counts():
     c = count(_meta(lambda: nn.Sequential(nn.Conv2d(3, 32, 1), nn.ReLU(), nn.Conv2d(32, 48, 3, padding=1),
                                           nn.Flatten(), nn.Linear(48 * 8 * 8, 10))), (3, 8, 8), 10)
     by_kind: dict = {}
-    for kind, fp, ff, bp, bf, dn, dk, n in c.gemm_ops:
+    for kind, fp, ff, bp, bf, dn, dk, n, products, winograd in c.gemm_ops:
         by_kind.setdefault(kind, set()).add((dn, dk))
     assert by_kind["conv_1x1"] == {(32, 3)}  # weight 32 x 3 x 1 x 1
     assert by_kind["conv_kxk"] == {(48, 32 * 9)}

@@ -309,8 +309,9 @@ def check_model(w, root: str | Path | None = None, *, allow_missing_module: bool
 # What the counter records: a cached count from an older counter is counted again (2: per-operation
 # GEMM rows and the grouped-convolution backward FLOPs of launcher.estimate.opcount; 3: allocations
 # move nothing, causal attention counts its computed tiles, token models; 4: a factory's logits
-# checked against num_classes and its trainable parameters, so an older count skips no check).
-COUNT_VERSION = 4
+# checked against num_classes and its trainable parameters, so an older count skips no check; 5: each
+# GEMM row's matrix products and 3x3 stride-1 flag).
+COUNT_VERSION = 5
 
 
 def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Path, tokens: bool = False,

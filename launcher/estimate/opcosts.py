@@ -66,6 +66,11 @@ def builtin_ops(model: str, image_size: int, num_classes: int, in_channels: int 
             c[f] *= r
     for f in ("forward_flops_per_sample", "train_flops_per_sample", "activation_bytes_per_sample"):
         scaled[f] *= r
+    for row in scaled.get("gemm_ops", []):  # GEMM_FIELDS: per-sample FLOPs and bytes, and each matrix
+        row[1] *= r  # product's per-sample dimension (pixels), scale with the area like the classes
+        row[3] *= r
+        for product in (row[8] if len(row) > 8 else []):
+            product[0], product[2], product[4] = product[0] * r, product[2] * r, product[4] * r
     scaled["scaled_from"] = key
     return scaled
 

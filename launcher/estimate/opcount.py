@@ -84,7 +84,8 @@ def op_class(name: str) -> str:
 
 
 GEMM_KINDS = ("conv_kxk", "conv_1x1", "conv_depthwise", "matmul", "attention")
-GEMM_FIELDS = ("kind", "flops_per_sample", "flops_fixed", "bytes_per_sample", "bytes_fixed", "dim_n", "dim_k", "count")
+GEMM_FIELDS = ("kind", "flops_per_sample", "flops_fixed", "bytes_per_sample", "bytes_fixed", "dim_n", "dim_k", "count",
+               "gemms", "winograd")
 
 
 def gemm_dims(name: str, cls: str, args: tuple) -> tuple[int, int]:
@@ -104,6 +105,71 @@ def gemm_dims(name: str, cls: str, args: tuple) -> tuple[int, int]:
             small = sorted((int(m), int(k), int(n2)))
             return small[0], small[1]
     return (0, 0)
+
+
+def gemm_shapes(name: str, cls: str, args: tuple, out) -> tuple[tuple[int, int, int], ...]:
+    """The matrix products (M, N, K) an operation's kernels run, at the counted batch: M x N
+    outputs, each a K-long dot product (FLOPs 2 x M x N x K each).
+
+    * convolution (implicit GEMM): forward (B x H_out x W_out, C_out, C_in x kh x kw); its
+      backward the input gradient (B x H_in x W_in, C_in, C_out x kh x kw x H_out W_out /
+      (H_in W_in): a stride-s layer's input pixel gathers kh kw / s^2 taps) and the weight
+      gradient (C_out, C_in x kh x kw, B x H_out x W_out), each only when ``output_mask`` asks;
+    * mm / addmm (m, n, k); bmm / baddbmm (batches x m, n, k).
+
+    () when the operation is none of these or not a plain one (grouped or transposed
+    convolutions, attention): the time model then falls back to its per-operation roofline
+    without tile shapes (``opmodel.gemm_roofline``)."""
+    n = name.split(".")[1] if name.startswith("aten.") else name
+    shape = lambda t: tuple(getattr(t, "shape", ()))  # noqa: E731
+    if cls == "matmul":
+        mats = [shape(t) for t in args if len(shape(t)) >= 2][-2:]
+        if len(mats) != 2 or n.startswith("_scaled"):
+            return ()
+        (a, b) = mats
+        batches = math.prod(a[:-2]) if len(a) > 2 else 1
+        return ((int(batches * a[-2]), int(b[-1]), int(a[-1])),)
+    if cls != "conv":
+        return ()
+    if n.startswith("convolution_backward"):
+        if len(args) < 11 or args[7] or _groups(args) != 1:
+            return ()
+        go, x, w, mask = shape(args[0]), shape(args[1]), shape(args[2]), args[10]
+    else:
+        if len(args) < 9 or args[6] or args[8] != 1:
+            return ()
+        x, w, go, mask = shape(args[0]), shape(args[1]), shape(out), None
+    if len(w) < 3 or len(x) != len(w) or len(go) != len(w):
+        return ()
+    area = math.prod(w[2:])
+    pix_out, pix_in = x[0] * math.prod(go[2:]), x[0] * math.prod(x[2:])
+    c_out, c_in = w[0], w[1]
+    if mask is None:
+        return ((int(pix_out), int(c_out), int(c_in * area)),)
+    rows = []
+    if mask[0]:  # a strided layer's input pixel takes area / stride^2 taps: K scaled to keep 2 M N K
+        rows.append((int(pix_in), int(c_in), c_out * area * pix_out / pix_in))
+    if mask[1]:
+        rows.append((int(c_out), int(c_in * area), int(pix_out)))
+    return tuple(rows)
+
+
+def winograd_eligible(name: str, cls: str, args: tuple) -> bool:
+    """A dense 3x3 convolution of stride 1 and dilation 1 (forward or backward): the shape for
+    which cuDNN's fp32 (CUDA-core) path may run a Winograd or FFT algorithm that does fewer
+    multiplications than the direct FLOP count (Lavin & Gray, "Fast Algorithms for Convolutional
+    Neural Networks", CVPR 2016: F(2x2, 3x3) does 2.25x fewer)."""
+    if cls != "conv":
+        return False
+    n = name.split(".")[1] if name.startswith("aten.") else name
+    back = n.startswith("convolution_backward")
+    i = 4 if back else 3  # stride, padding, dilation, transposed, output_padding, groups
+    if len(args) < i + 6:
+        return False
+    w = tuple(getattr(args[2 if back else 1], "shape", ()))
+    stride, dilation, transposed, groups = args[i], args[i + 2], args[i + 3], args[i + 5]
+    return (w[2:] == (3, 3) and all(s == 1 for s in stride) and all(d == 1 for d in dilation)
+            and not transposed and groups == 1)
 
 
 def gemm_kind(name: str, cls: str, args: tuple) -> str:
@@ -155,7 +221,10 @@ class OpCost:
     activation_bytes_per_sample: float = 0.0  # saved for backward, fp32
     # One row per distinct matrix/convolution/attention operation of the step (``GEMM_FIELDS``):
     # its kind (``gemm_kind``), FLOPs and fp32 bytes split per sample / fixed, its two
-    # batch-independent GEMM dimensions (``gemm_dims``) and how many of it.
+    # batch-independent GEMM dimensions (``gemm_dims``), how many of it, the matrix products its
+    # kernels run (``gemm_shapes``: per product [M, N, K per sample, then fixed]: M per sample,
+    # M fixed, N per sample, N fixed, K per sample, K fixed) and whether it is a 3x3 stride-1
+    # convolution (``winograd_eligible``: 1 or 0). Rows counted before the last two had 8 fields.
     gemm_ops: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -210,7 +279,8 @@ class _Record:
         self.bytes: dict[str, float] = {c: 0.0 for c in CLASSES}
         self.kernels: dict[str, float] = {c: 0.0 for c in CLASSES}
         self.model_flops = 0.0  # torch's formulas only (conv, matmul, attention): the MFU convention
-        self.gemm: list[tuple] = []  # (kind, flops, bytes, (dim_n, dim_k)) per conv/matmul/attention op
+        # (kind, flops, bytes, (dim_n, dim_k), (gemm_shapes, winograd_eligible)) per conv/matmul/attention op
+        self.gemm: list[tuple] = []
         # For the fused (compiled) view: each operation's class, inputs and outputs.
         self.ops: list[tuple[str, list[int], list[int], list[float], list[float]]] = []
 
@@ -318,13 +388,14 @@ def _make_mode(record: _Record, keep: dict):
             written = _mutated(func, args, kwargs)  # in-place and out= arguments are written too
             seen = {id(t) for t in outs}
             outs += [t for t in written if id(t) not in seen]
-            self.add(cls, flops, ins, outs, gemm_kind(name, cls, args), gemm_dims(name, cls, args))
+            self.add(cls, flops, ins, outs, gemm_kind(name, cls, args), gemm_dims(name, cls, args),
+                     (gemm_shapes(name, cls, args, out), winograd_eligible(name, cls, args)))
             return out
 
-        def add(self, cls, flops, ins, outs, kind=None, dims=(0, 0)) -> None:
+        def add(self, cls, flops, ins, outs, kind=None, dims=(0, 0), shapes=((), False)) -> None:
             rb, wb = [_nbytes(t) for t in ins], [_nbytes(t) for t in outs]
             if cls in ("conv", "matmul", "attention") and self.phase != "optimizer":
-                record.gemm.append((kind or cls, flops, sum(rb) + sum(wb), dims))
+                record.gemm.append((kind or cls, flops, sum(rb) + sum(wb), dims, shapes))
             record.flops[cls] += flops
             record.bytes[cls] += sum(rb) + sum(wb)
             record.kernels[cls] += 1
@@ -581,16 +652,20 @@ def _count(module, step: _Step, unit: int) -> OpCost:
 
 def _gemm_rows(g1: list, g2: list, split) -> list:
     """Rows of ``GEMM_FIELDS``: the matrix operations of the two counted batches paired in order
-    (the same program), each split into per-sample and fixed parts; identical rows merged."""
+    (the same program), each split into per-sample and fixed parts (FLOPs, bytes and every
+    dimension of its matrix products); identical rows merged."""
     if len(g1) != len(g2):
         return []
     merged: dict[tuple, int] = {}
-    for (kind, f1, b1, dims), (_, f2, b2, _) in zip(g1, g2):
+    for (kind, f1, b1, dims, (s1, wino)), (_, f2, b2, _, (s2, _)) in zip(g1, g2):
         fp, ff = split(f1, f2)
         bp, bf = split(b1, b2)
-        key = (kind, float(f"{fp:.6g}"), float(f"{ff:.6g}"), float(f"{bp:.6g}"), float(f"{bf:.6g}"), *dims)
+        shapes = tuple(tuple(v for d1, d2 in zip(m1, m2) for v in split(d1, d2)) for m1, m2 in zip(s1, s2)) \
+            if len(s1) == len(s2) else ()
+        key = (kind, float(f"{fp:.6g}"), float(f"{ff:.6g}"), float(f"{bp:.6g}"), float(f"{bf:.6g}"), *dims,
+               shapes, int(wino))
         merged[key] = merged.get(key, 0) + 1
-    return [[*k, n] for k, n in merged.items()]
+    return [[*k[:7], n, [list(m) for m in k[7]], k[8]] for k, n in merged.items()]
 
 
 def _saved_bytes(module, step: _Step, batch: int) -> float:

@@ -1,7 +1,8 @@
 """Fit the per-class efficiencies of launcher/estimate/opmodel.py on per-kernel GPU profiles.
 
     python -m launcher.estimate.opfit [--json] [--write]    # reads bench/results/op_profiles_*.json
-    python -m launcher.estimate.opfit --tile-grid           # held-out error per GEMM tile width
+    python -m launcher.estimate.opfit --tile-grid           # held-out error per GEMM output tile
+    python -m launcher.estimate.opfit --forms               # held-out error of each GEMM form tried
 
 A profile (``bench/op_profile.py``) holds, per (model, precision, batch) on one GPU, the
 payload's steady samples/s and torch.profiler's device time per kernel name. ``kernel_class``
@@ -14,8 +15,10 @@ copy kernels remain). For each profile and class:
 
 and the launch gap = (measured step - summed kernel time) / kernels per step. An efficiency of
 (arch, precision class, class) is the geometric mean over the profiled models; the gap the
-median. Error is reported leave-one-model-out: each model's step is predicted by a fit that
-never saw that model. ``--write`` stores the fit (all models) in bench/results/op_efficiency.json.
+median. The GEMM class's roofline takes the shape parameters k0 and winograd_fp32 that
+``launcher.estimate.gemmfit`` fits on the profiles' per-call rows (``shaped``). Error is
+reported leave-one-model-out: each model's step is predicted by a fit that never saw that
+model, neither its steps nor its calls. ``--write`` stores the fit (all models) in bench/results/op_efficiency.json.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from launcher.estimate.gemmfit import call_errors, fit_gemm_shape, shaped_calls
 from launcher.estimate.opcount import OpCost
 from launcher.estimate.opmodel import EFFICIENCY_FILE, class_roofline, grouped, precision_class, step_time
 from launcher.estimate.paths import read_json, results_dir
@@ -80,6 +84,9 @@ def load_profiles(directory: Path | None = None) -> list[dict]:
     return out
 
 
+_FACTORY_OPS: dict[str, dict] = {}  # factory reference + arguments -> counted ops (torch counts once)
+
+
 def _ops_for(rec: dict) -> OpCost | None:
     """The per-operation count of a profile's model (per token for a language model's row)."""
     from launcher.estimate.flops import cost_key
@@ -91,8 +98,11 @@ def _ops_for(rec: dict) -> OpCost | None:
         ops = lm_ops(rec["model"], rec.get("model_args") or {}, rec.get("vocab_size"), int(rec["seq_len"]))
     if ops is None and ":" in rec["model"]:  # a factory: count it (imports torch; offline only)
         from launcher.estimate.flops import factory_cost
-        ops = factory_cost(rec["model"], rec.get("model_args") or {}, tuple(rec["input_shape"]),
-                           rec["num_classes"], results_dir().parents[1]).ops
+        key = json.dumps([rec["model"], rec.get("model_args") or {}, rec["input_shape"], rec["num_classes"]])
+        if key not in _FACTORY_OPS:
+            _FACTORY_OPS[key] = factory_cost(rec["model"], rec.get("model_args") or {}, tuple(rec["input_shape"]),
+                                             rec["num_classes"], results_dir().parents[1]).ops
+        ops = _FACTORY_OPS[key]
     if ops is None:
         from launcher.estimate.opcosts import _table
 
@@ -100,8 +110,9 @@ def _ops_for(rec: dict) -> OpCost | None:
     return OpCost.from_dict(ops) if ops else None
 
 
-def observations(profiles: list[dict], get_gpu) -> list[dict]:
-    """Per profile: implied efficiency per class and the launch gap."""
+def observations(profiles: list[dict], get_gpu, shape: dict | None = None) -> list[dict]:
+    """Per profile: implied efficiency per class and the launch gap; ``shape``: the GEMM shape
+    parameters (``opmodel.gemm_shape_params``) the GEMM class's roofline is computed with."""
     from launcher.estimate.calibration import gpu_from_device_name
 
     obs = []
@@ -118,7 +129,7 @@ def observations(profiles: list[dict], get_gpu) -> list[dict]:
         eff = {}
         counted_kernels = 0.0
         for cls, cost in grouped(ops, precision, compiled=True).items():
-            t, _ = class_roofline(cls, cost, ops, gpu, precision, batch)
+            t, _ = class_roofline(cls, cost, ops, gpu, precision, batch, {"gemm_shape": shape or {}})
             counted_kernels += cost.kernels_fused
             if measured.get(cls, 0.0) > 0 and t > 0:
                 eff[cls] = t / measured[cls]
@@ -132,7 +143,7 @@ def observations(profiles: list[dict], get_gpu) -> list[dict]:
                     "arch": gpu.arch, "pcls": precision_class(precision), "step_s": step, "efficiency": eff,
                     "gap_s": gap, "kernels": kernels, "measured": measured, "ops": ops, "host_s_per_kernel": host,
                     "samples_per_second": float(rec["samples_per_second"]), "source": rec.get("source", ""),
-                    "seq_len": rec.get("seq_len")})
+                    "seq_len": rec.get("seq_len"), "gemm_shape": shape or {}})
     return obs
 
 
@@ -162,6 +173,7 @@ def fit(obs: list[dict]) -> dict:
     gap = {k: round(statistics.median(v), 9) for k, v in gaps.items()}
     hosts = [o["host_s_per_kernel"] for o in obs if o.get("host_s_per_kernel") is not None]
     return {"efficiency": eff, "launch_gap_s": gap, "models": sorted({o["model"] for o in obs}),
+            "gemm_shape": obs[0]["gemm_shape"] if obs else {},
             "host_s_per_kernel": {"compiled": round(statistics.median(hosts), 9)} if hosts else {},
             "n_profiles": len(obs)}
 
@@ -308,12 +320,55 @@ def predict_step(o: dict, doc: dict, get_gpu) -> float:
     return step_time(o["ops"], get_gpu(o["gpu"]), o["precision"], o["batch_size"], True, doc).seconds
 
 
-def error_table(obs: list[dict], get_gpu) -> list[dict]:
-    """Predicted vs measured samples/s: fitted on all, and leave-one-model-out."""
+def gemm_calls(profiles: list[dict]) -> list[dict]:
+    """Every profiled convolution/matrix-product call with its shapes (``gemmfit.shaped_calls``)."""
+    from launcher.estimate.calibration import gpu_from_device_name
+
+    out = []
+    for rec in profiles:
+        gpu = gpu_from_device_name(rec.get("device_name") or "") or rec.get("gpu_name")
+        if gpu and rec.get("shaped"):
+            out += shaped_calls(rec, gpu)
+    return out
+
+
+MICROBENCH_FILE = "gemm_calls_h200.json"  # bench/gemm_calls.py: single calls over a grid of shapes
+
+
+def microbench_calls(directory: Path | None = None) -> list[dict]:
+    """The calls of the shape microbenchmark (bench/results/gemm_calls_h200.json), model ``gemm_calls``."""
+    from launcher.estimate.calibration import gpu_from_device_name
+
+    doc = read_json((directory or results_dir()) / MICROBENCH_FILE, {})
+    out = []
+    for rec in doc.get("results", []):
+        gpu = gpu_from_device_name(rec.get("device_name") or "")
+        if gpu:
+            out += shaped_calls(rec, gpu)
+    return out
+
+
+def shape_params(calls: list[dict], get_gpu, without: str | None = None, **grids) -> dict:
+    """The GEMM shape parameters (k0, winograd_fp32) fitted on the calls of every model but
+    ``without`` (``grids``: as ``gemmfit.fit_gemm_shape``'s)."""
+    got = fit_gemm_shape([c for c in calls if c["model"] != without], get_gpu, **grids)
+    return {"k0": got["k0"], "winograd_fp32": got["winograd_fp32"]}
+
+
+def held_out_observations(profiles: list[dict], get_gpu, calls: list[dict], **grids) -> dict:
+    """model -> observations whose GEMM shape parameters were fitted without that model's calls."""
+    models = sorted({p["model"] for p in profiles})
+    return {m: observations(profiles, get_gpu, shape_params(calls, get_gpu, m, **grids)) for m in models}
+
+
+def error_table(obs: list[dict], get_gpu, held_obs: dict | None = None) -> list[dict]:
+    """Predicted vs measured samples/s: fitted on all, and leave-one-model-out (with ``held_obs``
+    the GEMM shape parameters are left out too: ``held_out_observations``)."""
     full = fit(obs)
     rows = []
     for o in obs:
-        held = fit([p for p in obs if p["model"] != o["model"]])
+        pool = (held_obs or {}).get(o["model"], obs)
+        held = fit([p for p in pool if p["model"] != o["model"]])
         pf, ph = predict_step(o, full, get_gpu), predict_step(o, held, get_gpu)
         measured = o["samples_per_second"]
         rows.append({"gpu": o["gpu"], "model": o["model"], "precision": o["precision"],
@@ -446,7 +501,7 @@ def _lm_predict(r: dict, method: str, doc: dict, get_gpu) -> float:
     return predict_job(w, lm_cost(w), get_gpu("H200"), 1, op_doc=doc, method=method).samples_per_second
 
 
-def lm_rows(profiles: list[dict], obs: list[dict], get_gpu) -> list[dict]:
+def lm_rows(profiles: list[dict], obs: list[dict], get_gpu, held_obs: dict | None = None) -> list[dict]:
     """Each measured LM run (``lm_runs``) predicted by the LM MFU fit and by the per-operation
     model, the latter fitted without that model's profile rows (leave-one-model-out: the rows of
     a language model never profiled are predicted by the full fit, which saw none of them)."""
@@ -456,7 +511,8 @@ def lm_rows(profiles: list[dict], obs: list[dict], get_gpu) -> list[dict]:
     full, held = fit(obs), {}
     for r in lm_runs(profiles):
         if r["model"] not in held:
-            held[r["model"]] = fit([o for o in obs if o["model"] != r["model"]])
+            pool = (held_obs or {}).get(r["model"], obs)  # GEMM shape parameters without its calls too
+            held[r["model"]] = fit([o for o in pool if o["model"] != r["model"]])
         measured = float(r["tokens_per_second"])
         mfu = _lm_predict(r, "mfu", full, get_gpu)
         per_op = _lm_predict(r, "per-operation", held[r["model"]], get_gpu)
@@ -507,22 +563,94 @@ def load_lm_profiles() -> list[dict]:
     return [r for r in load_profiles() if r.get("seq_len")]
 
 
-def tile_grid(profiles: list[dict], get_gpu, widths=(32, 64, 128, 256), reductions=(1, 32, 64, 128)) -> list:
-    """Leave-one-model-out and fitted error for each (output-channel, reduction) tile width."""
+def evaluate(profiles: list[dict], get_gpu, calls: list[dict], **grids) -> tuple[list[dict], list[dict], dict]:
+    """(observations, error_table rows, held-out observations per model): the GEMM shape
+    parameters fitted on every call, and for each model left out, on the other models' calls only
+    (``grids``: as ``gemmfit.fit_gemm_shape``'s)."""
+    obs = observations(profiles, get_gpu, shape_params(calls, get_gpu, **grids))
+    held = held_out_observations(profiles, get_gpu, calls, **grids)
+    return obs, error_table(obs, get_gpu, held), held
+
+
+FORMS = (  # (name, opmodel.USE_PRODUCTS, grids for gemmfit.fit_gemm_shape): python -m ... --forms
+    ("u(C_out) x u(C_in k k), 128-wide tiles on the two batch-free dimensions (the earlier form)", False,
+     {"k0_grid": (0.0,), "w_grid": (1.0,)}),
+    ("128 x 128 output tiles on (M, N) of each matrix product", True, {"k0_grid": (0.0,), "w_grid": (1.0,)}),
+    ("+ per-tile fixed cost k0 (fitted)", True, {"w_grid": (1.0,)}),
+    ("+ fp32 3x3 stride-1 Winograd gain w (fitted), no k0", True, {"k0_grid": (0.0,)}),
+    ("+ k0 and w (fitted): the form kept", True, {}),
+    ("k0 and w fitted on the shape microbenchmark alone (every model held out)", True, {"microbench": True}),
+)
+
+
+def forms(profiles: list[dict], get_gpu) -> list[dict]:
+    """Every form of ``FORMS``: per-call leave-one-model-out error (gemmfit.call_errors), the
+    whole-step leave-one-model-out error, our H100 runs (never fitted) and the cross-GPU ratios."""
     from launcher.estimate import opmodel
 
-    saved = opmodel.TILE_N, opmodel.TILE_K
+    calls = gemm_calls(profiles)
+    bench = microbench_calls()
+    saved = opmodel.USE_PRODUCTS
     out = []
     try:
-        for n in widths:
-            for k in reductions:
-                opmodel.TILE_N, opmodel.TILE_K = n, k
-                s = summary(error_table(observations(profiles, get_gpu), get_gpu))
-                out.append({"tile_n": n, "tile_k": k, "fit_median": s["fit"]["median"],
+        for name, products, grids in FORMS:
+            opmodel.USE_PRODUCTS = products
+            if grids.get("microbench"):
+                if not bench:
+                    continue
+                shape = shape_params(bench, get_gpu)
+                obs = observations(profiles, get_gpu, shape)
+                rows = error_table(obs, get_gpu)
+                per_call = call_errors(calls, get_gpu, fitted=fit_gemm_shape(bench, get_gpu))
+            else:
+                obs, rows, _ = evaluate(profiles, get_gpu, calls, **grids)
+                per_call = call_errors(calls, get_gpu, **grids) if products else None
+            s = summary(rows)["leave_one_model_out"]
+            doc = fit(obs)
+            own = [abs(r["error"]) for r in own_gpu_rows(doc, get_gpu, {o["gpu"] for o in obs})]
+            cross = [abs(r["error"]) for r in cross_gpu_rows(doc, get_gpu)]
+            out.append({"form": name, "k0": doc["gemm_shape"].get("k0", 0.0),
+                        "winograd_fp32": doc["gemm_shape"].get("winograd_fp32", 1.0),
+                        "call_median": per_call and per_call["median_call"],
+                        "call_row_median": per_call and per_call["median_row"],
+                        "call_row_max": per_call and per_call["max_row"],
+                        "lomo_median": s["median"], "lomo_max": s["max"],
+                        "h100_median": round(statistics.median(own), 4) if own else None,
+                        "cross_gpu_median": round(statistics.median(cross), 4) if cross else None})
+    finally:
+        opmodel.USE_PRODUCTS = saved
+    return out
+
+
+def forms_markdown(rows: list[dict]) -> str:
+    pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
+    calls = lambda v: "-" if v is None else " / ".join(pct(v.get(p)) for p in ("half", "fp32"))  # noqa: E731
+    out = ["| form | k0 | w | per call, half / fp32 (time-weighted median) | GEMM time per row, median / max | "
+           "whole step, median / max | H100, never fitted | cross-GPU ratios |", "|---|---|---|---|---|---|---|---|"]
+    out += [f"| {r['form']} | {r['k0']:g} | {r['winograd_fp32']:g} | {calls(r['call_median'])} | "
+            f"{pct(r['call_row_median'])} / {pct(r['call_row_max'])} | {pct(r['lomo_median'])} / {pct(r['lomo_max'])} | "
+            f"{pct(r['h100_median'])} | {pct(r['cross_gpu_median'])} |" for r in rows]
+    return "\n".join(out)
+
+
+def tile_grid(profiles: list[dict], get_gpu, widths=(64, 128, 256)) -> list:
+    """Leave-one-model-out and fitted error for each output tile (tile_m x tile_n, opmodel.TILE_M/N),
+    the shape parameters refitted per tile."""
+    from launcher.estimate import opmodel
+
+    saved = opmodel.TILE_M, opmodel.TILE_N
+    calls = gemm_calls(profiles)
+    out = []
+    try:
+        for m in widths:
+            for n in widths:
+                opmodel.TILE_M, opmodel.TILE_N = m, n
+                s = summary(evaluate(profiles, get_gpu, calls)[1])
+                out.append({"tile_m": m, "tile_n": n, "fit_median": s["fit"]["median"],
                             "lomo_median": s["leave_one_model_out"]["median"],
                             "lomo_max": s["leave_one_model_out"]["max"]})
     finally:
-        opmodel.TILE_N, opmodel.TILE_K = saved
+        opmodel.TILE_M, opmodel.TILE_N = saved
     return out
 
 
@@ -531,12 +659,17 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     profiles = load_profiles()
-    if "--tile-grid" in argv:  # how the held-out error depends on the tile widths (opmodel.TILE_N/K)
+    if "--tile-grid" in argv:  # how the held-out error depends on the output tile (opmodel.TILE_M/N)
         sys.stdout.write(json.dumps(tile_grid(profiles, get_gpu), indent=1) + "\n")
         return 0
-    obs = observations(profiles, get_gpu)
-    rows = error_table(obs, get_gpu)
+    if "--forms" in argv:  # the GEMM forms tried, each held out by model (docs/estimator.md section 12)
+        sys.stdout.write(forms_markdown(forms(profiles, get_gpu)) + "\n")
+        return 0
+    calls = gemm_calls(profiles)
+    obs, rows, held_obs = evaluate(profiles, get_gpu, calls)
     doc = fit(obs)
+    per_call = call_errors(calls, get_gpu)
+    doc["gemm_call_error"] = {k: per_call[k] for k in ("median_call", "median_row", "max_row", "n_calls")}
     doc["warmup"] = fit_warmup(profiles)
     end = fit_end(doc["warmup"].get("startup_s"))
     if end:
@@ -546,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
 
     doc["mfu_error"] = mfu.summary(mfu.error_table())["held_out"]
     doc["method_choice"] = method_choice(rows, get_gpu)
-    lm = lm_rows(load_lm_profiles(), obs, get_gpu)
+    lm = lm_rows(load_lm_profiles(), obs, get_gpu, held_obs)
     if lm:
         choice = lm_choice(lm)
         doc["method_choice"]["lm"] = choice
@@ -568,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      encoding="utf-8")
     if "--json" in argv:
         sys.stdout.write(json.dumps({"rows": rows, "summary": summary(rows), "fit": doc, "cross_gpu": cross,
-                                     "own_other_gpu": own, "lm": lm}, indent=1) + "\n")
+                                     "own_other_gpu": own, "lm": lm, "gemm_calls": per_call}, indent=1) + "\n")
     else:
         sys.stdout.write(markdown(rows) + "\n\n" + own_markdown(own) + "\n\n" + cross_markdown(cross) + "\n\n"
                          + lm_markdown(lm, doc["method_choice"].get("lm", {})) + "\n")

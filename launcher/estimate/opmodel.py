@@ -4,8 +4,10 @@ For one training step at batch b on one GPU, with the per-class FLOPs F_c and by
 ``launcher.estimate.opcount`` at the job's precision:
 
     t_c    = max(F_c / peak_c, B_c / bandwidth) / efficiency(arch, precision class, class c)
-    t_gemm = sum over its operations i of max(F_i / (peak x u_i), B_i / bandwidth) / efficiency
-             (compiled; u_i: the share of the kernel's 128-wide tiles the layer's channels fill)
+    t_gemm = sum over its operations i of max(F_i / (peak x u_i x w_i), B_i / bandwidth) / efficiency
+             (compiled; u_i: the share of the work of the operation's matrix products that is real:
+             M x N outputs in 128 x 128 tiles, K-long dot products with a fixed per-tile cost of k0
+             steps; w_i: the fp32 Winograd/FFT gain of a 3x3 stride-1 convolution; ``gemm_roofline``)
     device = sum over classes t_c + kernels x launch gap
     step   = max(device, kernels x host seconds per kernel)
 
@@ -17,10 +19,11 @@ classes norm, elementwise, reduction and data movement form one class ``fused`` 
 fused bytes and fused kernel count, and convolution with matmul form one class ``gemm``
 (Inductor lowers 1x1 convolutions to matmuls). An eager job runs every operation as its own kernel.
 
-Efficiencies and the launch gap come from ``bench/results/op_efficiency.json`` (written by
-``python -m launcher.estimate.opfit`` from the per-kernel profiles in
-``bench/results/op_profiles_*.json``); a (arch, class) never profiled falls back to the same
-class on any profiled architecture, then to ``DEFAULT_EFFICIENCY``.
+Efficiencies, the launch gap and the GEMM shape parameters k0 and w come from
+``bench/results/op_efficiency.json`` (written by ``python -m launcher.estimate.opfit`` from the
+per-kernel profiles in ``bench/results/op_profiles_*.json``; k0 and w from their per-call rows,
+``launcher.estimate.gemmfit``); a (arch, class) never profiled falls back to the same class on
+any profiled architecture, then to ``DEFAULT_EFFICIENCY``.
 """
 
 from __future__ import annotations
@@ -39,7 +42,12 @@ TENSOR_CLASSES = ("conv", "matmul", "attention", "gemm")
 # Ampere-style fp32 kernels. A fixed constant of the hardware's libraries, not a fitted one
 # (``python -m launcher.estimate.opfit --tile-grid`` measures how much the held-out error leans on it).
 TILE = 128
-TILE_N, TILE_K = TILE, TILE  # output-channel and reduction dimensions
+TILE_N, TILE_K = TILE, TILE  # output-channel and reduction dimensions (rows counted without shapes)
+TILE_M = TILE  # the output tile is TILE_M x TILE_N (rows with matrix-product shapes)
+# False: ignore the counted matrix products (the earlier form, kept to measure against: opfit --forms).
+USE_PRODUCTS = True
+# Before a per-call fit exists: no per-tile fixed cost, no fp32 Winograd gain.
+DEFAULT_GEMM_SHAPE = {"k0": 0.0, "winograd_fp32": 1.0}
 GEMM_MEMBERS = ("conv", "matmul")
 FUSED_MEMBERS = ("norm", "elementwise", "reduction", "data_movement")
 # Before any profile is fitted: round figures (cuDNN/cuBLAS reach ~60% of the tensor peak on large
@@ -137,26 +145,80 @@ def tile_utilization(dim: float, tile: int = TILE) -> float:
     return dim / (tile * math.ceil(dim / tile))
 
 
-def gemm_roofline(ops: OpCost, gpu, precision: str, batch: int) -> tuple[float, str] | None:
+def tile_fill(m: float, n: float, tile_m: int | None = None, tile_n: int | None = None) -> float:
+    """Share of a GEMM kernel's output tiles that hold real outputs: an M x N result computed in
+    tile_m x tile_n tiles fills M x N / (tile_m ceil(M / tile_m) x tile_n ceil(N / tile_n)) of the
+    work the GPU does (a 64-channel layer in 128-wide tiles: 0.5). 1 for an unknown dimension (0)."""
+    tile_m = TILE_M if tile_m is None else tile_m
+    tile_n = TILE_N if tile_n is None else tile_n
+    return tile_utilization(m, tile_m) * tile_utilization(n, tile_n)
+
+
+def k_fill(k: float, k0: float) -> float:
+    """Share of a tile's time spent in its K loop, k / (k + k0): every output tile also loads its
+    pipeline and writes its result, a fixed cost worth ``k0`` reduction steps (fitted on per-call
+    profiles, ``launcher.estimate.opfit.fit_gemm_shape``); 1 when k0 is 0."""
+    return k / (k + k0) if k > 0 and k0 > 0 else 1.0
+
+
+def gemm_shape_params(doc: dict) -> dict:
+    """The GEMM shape parameters of a fitted document (``gemm_shape``): k0 (reduction steps, see
+    ``k_fill``) and winograd_fp32 (how many times fewer multiplications cuDNN's fp32 algorithms do
+    on a 3x3 stride-1 convolution than its direct count; 1 = none). Defaults when never fitted."""
+    got = doc.get("gemm_shape") or {}
+    return {"k0": float(got.get("k0", DEFAULT_GEMM_SHAPE["k0"])),
+            "winograd_fp32": float(got.get("winograd_fp32", DEFAULT_GEMM_SHAPE["winograd_fp32"]))}
+
+
+def gemm_utilization(shapes: list, batch: int, k0: float) -> float:
+    """FLOP-weighted utilisation of an operation's matrix products at batch b: sum F_s / sum
+    (F_s / u_s), u_s = tile_fill(M, N) x k_fill(K, k0), F_s = 2 M N K, each dimension
+    fixed + b x per sample (``opcount.gemm_shapes``). 1 when there are none."""
+    work = time = 0.0
+    for mp, mf, np_, nf, kp, kf in shapes:
+        m, n, k = mf + batch * mp, nf + batch * np_, kf + batch * kp
+        f = 2.0 * m * n * k
+        u = tile_fill(m, n) * k_fill(k, k0)
+        if f > 0 and u > 0:
+            work += f
+            time += f / u
+    return work / time if time else 1.0
+
+
+def gemm_roofline(ops: OpCost, gpu, precision: str, batch: int, doc: dict | None = None) -> tuple[float, str] | None:
     """Unscaled seconds of the convolution and matrix operations, one roofline per operation:
 
-        t_i = max(F_i / (peak x u_i), B_i / bandwidth),   u_i = u(dim_n) x u(dim_k)  (tile_utilization)
+        t_i = max(F_i / (peak x u_i x w_i), B_i / bandwidth)
 
-    so each operation's own arithmetic intensity decides whether it is compute- or memory-bound,
-    and a layer with few channels (a dimension that fills part of a kernel's tiles) gets its
-    share of the peak. Depthwise convolutions run on their own kernels (no GEMM tiles): u = 1.
-    None when the count has no per-operation rows (counted before they existed)."""
+    so each operation's own arithmetic intensity decides whether it is compute- or memory-bound.
+    u_i (``gemm_utilization``): the share of its kernels' work that is real, from the matrix
+    products it runs (M x N outputs in 128 x 128 tiles, K-long dot products with a fixed
+    per-tile cost of k0 steps); an operation counted without them (a grouped or transposed
+    convolution, a count made before they existed) takes the older u(dim_n) x u(dim_k) on its
+    two batch-independent dimensions. Depthwise convolutions run on their own kernels: u = 1.
+    w_i: ``winograd_fp32`` for a 3x3 stride-1 convolution at fp32 (CUDA cores, where cuDNN
+    picks Winograd/FFT algorithms), else 1. None when the count has no per-operation rows."""
     if not ops.gemm_ops:
         return None
+    shape = gemm_shape_params(doc or {})
     half = precision in ("fp16", "bf16")
     peak = (gpu.peak_tflops.get(precision) or gpu.peak_tflops["fp32"]) * 1e12
+    cuda_cores = precision == "fp32" or not gpu.peak_tflops.get(precision)
     bw = gpu.bandwidth_gbs * 1e9
     compute = memory = 0.0
-    for kind, fp, ff, bp, bf, dn, dk, n in ops.gemm_ops:
+    for row in ops.gemm_ops:
+        kind, fp, ff, bp, bf, dn, dk, n = row[:8]
+        shapes = row[8] if len(row) > 8 and USE_PRODUCTS else []
         if kind == "attention":
             continue
-        u = 1.0 if kind == "conv_depthwise" else tile_utilization(dn, TILE_N) * tile_utilization(dk, TILE_K)
-        c = (ff + batch * fp) / (peak * u)
+        if kind == "conv_depthwise":
+            u = 1.0
+        elif shapes:
+            u = gemm_utilization(shapes, batch, shape["k0"])
+        else:
+            u = tile_utilization(dn, TILE_N) * tile_utilization(dk, TILE_K)
+        w = shape["winograd_fp32"] if cuda_cores and len(row) > 9 and row[9] else 1.0
+        c = (ff + batch * fp) / (peak * u * w)
         m = (bf + batch * bp) * (0.5 if half else 1.0) / bw
         if c >= m:
             compute += n * c
@@ -165,11 +227,13 @@ def gemm_roofline(ops: OpCost, gpu, precision: str, batch: int) -> tuple[float, 
     return compute + memory, "compute" if compute >= memory else "memory"
 
 
-def class_roofline(cls: str, cost: ClassCost, ops: OpCost, gpu, precision: str, batch: int) -> tuple[float, str]:
+def class_roofline(cls: str, cost: ClassCost, ops: OpCost, gpu, precision: str, batch: int,
+                   doc: dict | None = None) -> tuple[float, str]:
     """Unscaled seconds of one class of a (compiled) step: per operation for ``gemm`` when the
-    count has per-operation rows (``gemm_roofline``), else the class's own roofline."""
+    count has per-operation rows (``gemm_roofline``, its shape parameters from ``doc``), else the
+    class's own roofline."""
     if cls == "gemm":
-        per_op = gemm_roofline(ops, gpu, precision, batch)
+        per_op = gemm_roofline(ops, gpu, precision, batch, doc)
         if per_op is not None:
             return per_op
     return roofline(cls, cost, gpu, precision, batch)
@@ -185,7 +249,7 @@ def step_time(ops: OpCost | dict, gpu, precision: str, batch: int, compiled: boo
     pcls = precision_class(precision) if gpu.peak_tflops.get(precision) else "fp32"
     per, bound, kernels = {}, {}, 0.0
     for cls, cost in grouped(ops, precision, compiled).items():
-        t, b = class_roofline(cls, cost, ops, gpu, precision, batch) if compiled else \
+        t, b = class_roofline(cls, cost, ops, gpu, precision, batch, doc) if compiled else \
             roofline(cls, cost, gpu, precision, batch)
         per[cls] = t / efficiency(doc, gpu.arch, pcls, cls, mode)
         bound[cls] = b
@@ -203,4 +267,5 @@ def host_per_kernel(doc: dict, mode: str) -> float:
 
 
 __all__ = ["CLASSES", "StepTime", "step_time", "grouped", "roofline", "class_roofline", "gemm_roofline",
+           "tile_fill", "k_fill", "gemm_utilization", "gemm_shape_params",
            "efficiencies"]

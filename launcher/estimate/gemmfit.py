@@ -1,0 +1,183 @@
+"""Fit the GEMM shape parameters of launcher/estimate/opmodel.py on per-call GPU profiles.
+
+The per-kernel profiles of ``bench/op_profile.py`` keep, per input shapes, every convolution and
+matrix-product call of three training steps with the device time of the kernels it launched
+(``shaped``: torch.profiler's ``key_averages(group_by_input_shape=True)``). Each call becomes
+the matrix products its kernels run (``shaped_calls``, the same (M, N, K) as
+``opcount.gemm_shapes``), and its time is predicted as
+
+    t = max(sum_s 2 M_s N_s K_s / (peak x tile_fill(M_s, N_s) x k_fill(K_s, k0) x w), bytes / bandwidth) / e
+
+(``opmodel``: 128 x 128 output tiles, a fixed per-tile cost of k0 reduction steps, w =
+``winograd_fp32`` for a 3x3 stride-1 convolution at fp32, 1 otherwise; e one efficiency per
+precision class). ``fit_gemm_shape`` picks k0 and w on a grid, each e in closed form (the
+time-weighted mean log ratio), minimising the time-weighted squared log error over the calls.
+Only k0 and w go into bench/results/op_efficiency.json: the step-level efficiency of the GEMM
+class is fitted on whole steps (``opfit.fit``). ``call_errors`` reports the per-call error with
+each model's calls predicted by a fit that never saw that model, or by one given fit (the shape
+microbenchmark's, ``bench/gemm_calls.py``, whose rows have the same form: every model held out).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from launcher.estimate.opmodel import k_fill, precision_class, tile_fill
+
+K0_GRID = (0.0, 16.0, 32.0, 48.0, 64.0, 96.0, 128.0, 192.0, 256.0, 384.0, 512.0)
+W_GRID = tuple(round(1.0 + 0.05 * i, 2) for i in range(41))  # 1.00 .. 3.00
+STEM_CHANNELS = 16  # a convolution reading <= this many channels is a stem: its input needs no gradient
+
+
+def _conv_products(name: str, shapes: list, out_pixels: dict) -> tuple[list, bool, float] | None:
+    """(products, winograd, elements moved) of one profiled convolution call, or None (unknown
+    output size, grouped or transposed: no plain GEMM). Elements: the forward reads the input and
+    the weight and writes the output; the backward reads the output gradient, the input and the
+    weight and writes both gradients (an implicit GEMM never stores its unfolded input)."""
+    if name == "aten::convolution":
+        x, w = shapes[0], shapes[1]
+        go = out_pixels.get((tuple(x), tuple(w)))
+    else:
+        go, x, w = shapes[0], shapes[1], shapes[2]
+    if go is None or len(x) != 4 or len(w) != 4 or x[1] != w[1]:
+        return None  # grouped (depthwise) or transposed: the weight's second dimension is not C_in
+    area = w[2] * w[3]
+    pix_in, pix_out = x[0] * x[2] * x[3], go[0] * go[2] * go[3]
+    wino = (w[2], w[3]) == (3, 3) and (x[2], x[3]) == (go[2], go[3])  # 3x3, stride 1 (same size)
+    tensors = pix_in * x[1] + pix_out * w[0] + w[0] * w[1] * area
+    if name == "aten::convolution":
+        return [(pix_out, w[0], w[1] * area)], wino, tensors
+    prods = [] if x[1] <= STEM_CHANNELS else [(pix_in, w[1], w[0] * area * pix_out / pix_in)]  # strided: fewer taps
+    return prods + [(w[0], w[1] * area, pix_out)], wino, 2 * tensors
+
+
+def shaped_calls(rec: dict, gpu: str) -> list[dict]:
+    """The convolution and 2-D matrix-product calls of one profile record (``shaped`` rows) taken
+    on GPU ``gpu`` (a catalog name), each: model, precision, batch_size, gpu, products [(M, N, K)], winograd (3x3 stride 1), bytes
+    (each operand read and the result written once, at the precision's element size), seconds
+    (device time per call) and per_step (calls per step). Depthwise, transposed and batched
+    products and attention are left out."""
+    steps = max(1, int(rec.get("profiled_steps") or 1))
+    size = 2 if rec["precision"] in ("fp16", "bf16") else 4
+    out_pixels: dict[tuple, list | None] = {}
+    for s in rec.get("shaped", []):
+        if s["name"] == "aten::convolution_backward":
+            key = (tuple(s["shapes"][1]), tuple(s["shapes"][2]))
+            # two strides on the same input and weight: the forward rows (grouped by input
+            # shapes) merge them, so their output size is unknown
+            out_pixels[key] = s["shapes"][0] if out_pixels.get(key, s["shapes"][0]) == s["shapes"][0] else None
+    calls = []
+    for s in rec.get("shaped", []):
+        name, shapes = s["name"], s["shapes"]
+        if name in ("aten::convolution", "aten::convolution_backward"):
+            got = _conv_products(name, shapes, out_pixels)
+            if got is None:
+                continue
+            prods, wino, elements = got
+            nbytes = elements * size
+        elif name in ("aten::mm", "aten::addmm"):
+            a, b = (shapes[0], shapes[1]) if name == "aten::mm" else (shapes[1], shapes[2])
+            if len(a) != 2 or len(b) != 2:
+                continue
+            prods, wino = [(a[0], b[1], a[1])], False
+            nbytes = (a[0] * a[1] + b[0] * b[1] + a[0] * b[1]) * size
+        else:
+            continue
+        if not s.get("count") or not s.get("device_us"):
+            continue
+        calls.append({"model": rec["model"], "precision": rec["precision"], "batch_size": rec["batch_size"], "gpu": gpu,
+                      "products": prods, "winograd": wino, "bytes": float(nbytes),
+                      "seconds": s["device_us"] * 1e-6 / s["count"], "per_step": s["count"] / steps})
+    return calls
+
+
+def roofline_seconds(call: dict, get_gpu, k0: float, w: float) -> float:
+    """Unscaled seconds of one call (efficiency 1): the module docstring's t x e."""
+    gpu = get_gpu(call["gpu"])
+    peak_t = gpu.peak_tflops.get(call["precision"]) or gpu.peak_tflops["fp32"]
+    cuda_cores = call["precision"] == "fp32" or not gpu.peak_tflops.get(call["precision"])
+    gain = w if cuda_cores and call["winograd"] else 1.0
+    compute = sum(2.0 * m * n * k / (peak_t * 1e12 * tile_fill(m, n) * k_fill(k, k0) * gain)
+                  for m, n, k in call["products"])
+    return max(compute, call["bytes"] / (gpu.bandwidth_gbs * 1e9))
+
+
+def _scales(calls: list[dict], get_gpu, k0: float, w: float) -> tuple[dict, float]:
+    """(precision class -> efficiency, time-weighted squared log error) at (k0, w)."""
+    logs: dict[str, list[tuple[float, float]]] = {}
+    for c in calls:
+        weight = c["seconds"] * c["per_step"]
+        logs.setdefault(precision_class(c["precision"]), []).append(
+            (math.log(roofline_seconds(c, get_gpu, k0, w) / c["seconds"]), weight))
+    eff, sse = {}, 0.0
+    for pcls, vals in logs.items():
+        total = sum(wt for _, wt in vals)
+        mean = sum(v * wt for v, wt in vals) / total
+        eff[pcls] = math.exp(mean)
+        sse += sum(wt * (v - mean) ** 2 for v, wt in vals)
+    return eff, sse
+
+
+def fit_gemm_shape(calls: list[dict], get_gpu, k0_grid: tuple = K0_GRID, w_grid: tuple = W_GRID) -> dict:
+    """k0 and winograd_fp32 (grid search, K0_GRID x W_GRID) and the per-call efficiency per
+    precision class that minimise the time-weighted squared log error of ``calls`` (``get_gpu``:
+    catalog name -> GPUSpec).
+    Without fp32 3x3 stride-1 calls w stays 1; without calls, the defaults (k0 0, w 1). A grid of
+    one value holds that parameter fixed (``python -m launcher.estimate.opfit --forms``)."""
+    if not calls:
+        return {"k0": 0.0, "winograd_fp32": 1.0, "efficiency": {}, "n_calls": 0}
+    has_wino = any(c["winograd"] and precision_class(c["precision"]) == "fp32" for c in calls)
+    best = None
+    for k0 in k0_grid:
+        for w in (w_grid if has_wino else (1.0,)):
+            eff, sse = _scales(calls, get_gpu, k0, w)
+            if best is None or sse < best[0] - 1e-12:
+                best = (sse, k0, w, eff)
+    _, k0, w, eff = best
+    return {"k0": k0, "winograd_fp32": w, "efficiency": {k: round(v, 4) for k, v in sorted(eff.items())},
+            "n_calls": len(calls)}
+
+
+def predict_call(call: dict, get_gpu, fitted: dict) -> float:
+    """Predicted device seconds of one call under a ``fit_gemm_shape`` result."""
+    e = fitted["efficiency"].get(precision_class(call["precision"]))
+    if not e:
+        e = statistics.fmean(fitted["efficiency"].values()) if fitted["efficiency"] else 1.0
+    return roofline_seconds(call, get_gpu, fitted["k0"], fitted["winograd_fp32"]) / e
+
+
+def call_errors(calls: list[dict], get_gpu, fitted: dict | None = None, **grids) -> dict:
+    """Leave-one-model-out per call and per profile row: each model's calls predicted by
+    ``fit_gemm_shape`` on the other models' calls. ``rows``: per (model, precision, batch) the
+    summed GEMM-call seconds per step measured and predicted; ``median_call``: per precision
+    class, the time-weighted median |error| over calls; ``fits``: the held-out (k0, w) per model; ``grids``: as
+    ``fit_gemm_shape``'s."""
+    models = sorted({c["model"] for c in calls})
+    held = {m: fitted or fit_gemm_shape([c for c in calls if c["model"] != m], get_gpu, **grids) for m in models}
+    rows: dict[tuple, list[float]] = {}
+    weighted: dict[str, list] = {}
+    for c in calls:
+        pred = predict_call(c, get_gpu, held[c["model"]])
+        weighted.setdefault(precision_class(c["precision"]), []).append(
+            (abs(pred / c["seconds"] - 1), c["seconds"] * c["per_step"]))
+        r = rows.setdefault((c["model"], c["precision"], c["batch_size"]), [0.0, 0.0])
+        r[0] += c["seconds"] * c["per_step"]
+        r[1] += pred * c["per_step"]
+    out = [{"model": m, "precision": p, "batch_size": b, "measured_ms": round(v[0] * 1e3, 3),
+            "predicted_ms": round(v[1] * 1e3, 3), "error": round(v[1] / v[0] - 1, 4)}
+           for (m, p, b), v in sorted(rows.items())]
+    return {"rows": out, "median_call": {p: round(_weighted_median(v), 4) for p, v in sorted(weighted.items())},
+            "median_row": round(statistics.median(abs(r["error"]) for r in out), 4) if out else None,
+            "max_row": round(max(abs(r["error"]) for r in out), 4) if out else None, "n_calls": len(calls),
+            "fits": {m: {"k0": f["k0"], "winograd_fp32": f["winograd_fp32"]} for m, f in held.items()}}
+
+
+def _weighted_median(pairs: list[tuple[float, float]]) -> float:
+    pairs = sorted(pairs)
+    total, acc = sum(w for _, w in pairs), 0.0
+    for v, w in pairs:
+        acc += w
+        if acc >= total / 2:
+            return v
+    return pairs[-1][0]
