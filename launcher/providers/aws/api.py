@@ -94,7 +94,7 @@ class AwsApi:
                 raise translate(exc, f"creating the {service} client", region) from None
         return self._clients[key]
 
-    def caller_identity(self, region: str, timeout_s: float = 5.0) -> dict[str, str]:
+    def caller_identity(self, region: str, timeout_s: float = 10.0) -> dict[str, str]:
         """Who AWS says we are: {"account", "arn"} from STS GetCallerIdentity (one attempt,
         ``timeout_s`` seconds to connect and to read). Needs no permission, so it checks exactly
         the credentials. Raises CredentialsError when the chain finds none or AWS rejects them,

@@ -105,7 +105,7 @@ class AwsProvider(AwsApi):
 
     def preflight(self, spec, ctx) -> dict[str, Any]:
         """Everything that can fail before anything is slow or billable, in this order:
-        credentials (boto3's chain, then STS GetCallerIdentity, 5 s deadline), the vCPU quota of
+        credentials (boto3's chain, then STS GetCallerIdentity, 10 s deadline), the vCPU quota of
         the chosen family (best effort: Service Quotas, one attempt per region; unknown passes),
         the caller's address for the ingress rule (kept for launch). Creates nothing.
 
