@@ -99,29 +99,22 @@ def test_own_entrypoint_without_gpus_does_not_import_torch_on_the_host(ssh_runne
     assert not marker.exists()
 
 
-def test_local_run_without_torch_says_install_gpujob_train(tmp_path, monkeypatch):
+@pytest.mark.parametrize("missing, first_words", [
+    ("torch", None),
+    # pip install gpujob torch (no [train]): torch no longer brings numpy, which the trainer imports.
+    ("numpy", "numpy is not installed in this Python, and the built-in trainer needs it"),
+])
+def test_local_run_without_a_trainer_module_says_install_gpujob_train(tmp_path, monkeypatch, missing, first_words):
     import importlib.util
 
     monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a))
     runner = Runner(store=Store())
     with pytest.raises(UsageError) as err:
         runner.run(parse_spec(f"name: t\nworkload: {TINY_WORKLOAD}\n"), RunOptions(provider="local", baseline=False))
-    assert "pip install 'gpujob[train]'" in str(err.value) and runner.store.list_runs() == []
-
-
-def test_local_run_without_numpy_says_install_gpujob_train(tmp_path, monkeypatch):
-    """pip install gpujob torch (no [train]): torch no longer brings numpy, which the trainer imports."""
-    import importlib.util
-
-    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "numpy" else real(name, *a))
-    runner = Runner(store=Store())
-    with pytest.raises(UsageError) as err:
-        runner.run(parse_spec(f"name: t\nworkload: {TINY_WORKLOAD}\n"), RunOptions(provider="local", baseline=False))
-    assert str(err.value).startswith("numpy is not installed in this Python, and the built-in trainer needs it")
+    if first_words:
+        assert str(err.value).startswith(first_words)
     assert "pip install 'gpujob[train]'" in str(err.value) and runner.store.list_runs() == []
 
 
