@@ -10,8 +10,9 @@ protocol's ``samples`` and ``samples_per_second`` are tokens and tokens/s (``tok
 says so explicitly), ``tflops_per_gpu`` uses lm_shapes.train_flops_per_token.
 
 A user's factory fed tokens (``--model file.py:build`` with ``--seq-len`` and ``--vocab-size``: any
-module mapping int64 token ids (batch, seq_len) to logits (batch, seq_len, vocab)) trains in the
-same loop: one process or DDP, compiled whole, no FSDP or checkpointing (those wrap the built-in
+module mapping int64 token ids (batch, seq_len) to logits (batch, seq_len, vocab), or to an output
+holding them as Hugging Face models return them: ``.logits``, a dict's ``"logits"``, a tuple's
+first item; ``factory.output_logits``) trains in the same loop: one process or DDP, compiled whole, no FSDP or checkpointing (those wrap the built-in
 model's blocks); its FLOPs per token are 6 x parameters (the matrix products' convention,
 attention not counted) and it has no memory plan.
 """
@@ -30,7 +31,7 @@ import torch.distributed as dist
 
 if __package__:
     from . import lm_data, lm_shapes, protocol, sharding
-    from .factory import build_factory_model, is_factory
+    from .factory import build_factory_model, is_factory, output_logits
     from .lm import build_lm, lm_loss
     from .runtime import (AUTOCAST_DTYPES, Dist, Stop, UsageError, atomic_save, atomic_write_text, cpu_name, log,
                           lr_at, profile_steps, set_precision, start_process, sync)
@@ -39,7 +40,7 @@ else:  # run as a script: the siblings sit next to this file
     import lm_shapes  # type: ignore[no-redef]
     import protocol  # type: ignore[no-redef]
     import sharding  # type: ignore[no-redef]
-    from factory import build_factory_model, is_factory  # type: ignore[no-redef]
+    from factory import build_factory_model, is_factory, output_logits  # type: ignore[no-redef]
     from lm import build_lm, lm_loss  # type: ignore[no-redef]
     from runtime import (AUTOCAST_DTYPES, Dist, Stop, UsageError, atomic_save,  # type: ignore[no-redef]
                          atomic_write_text, cpu_name, log, lr_at, profile_steps, set_precision,
@@ -194,7 +195,7 @@ def run(cfg: dict[str, Any]) -> int:
             g["lr"] = lr
         x, y = next_batch(at)
         with autocast():
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(output_logits(model(x)), y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM, foreach=True)
         opt.step()

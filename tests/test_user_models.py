@@ -135,6 +135,37 @@ def text(bag=False):
     return Text(bag)
 
 
+class LMOutput:
+    """What a Hugging Face causal LM returns (transformers.modeling_outputs.CausalLMOutput): the
+    logits as an attribute, beside a loss the model did not compute (no labels were passed)."""
+
+    def __init__(self, logits):
+        self.loss, self.logits = None, logits
+
+
+class HFStyleLM(nn.Module):
+    """Token ids [batch, seq] -> logits [batch, seq, 16], returned as a Hugging Face model would."""
+
+    def __init__(self, kind="object"):
+        super().__init__()
+        self.kind = kind
+        self.emb = nn.Embedding(16, 8)
+        self.head = nn.Linear(8, 16, bias=False)
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        logits = self.head(h)
+        if self.kind == "object":
+            return LMOutput(logits)
+        if self.kind == "dict":  # the logits are the 'logits' entry, not the first one
+            return {"hidden_states": h, "logits": logits}
+        return (logits, h)  # return_dict=False: a tuple, the logits first
+
+
+def hf_lm(kind="object"):
+    return HFStyleLM(kind)
+
+
 def strings():
     class Words(nn.Module):
         def __init__(self):
@@ -371,3 +402,21 @@ def test_a_model_fed_token_ids_without_vocab_size_is_told_to_add_it(project):
     (project / "job.yaml").write_text(json.dumps(spec), encoding="utf-8")
     res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
     assert res.exit_code == 2 and "the model takes token ids: add workload.vocab_size" in res.output, res.output
+
+
+@pytest.mark.parametrize("kind", ["object", "dict", "tuple"])
+def test_a_language_model_returning_hugging_face_outputs_is_counted_and_trained(project, kind):
+    # Token ids below 16, sequences of 8 tokens. Per token: Linear(8, 16) forward 2 x 8 x 16 = 256,
+    # its weight gradient 256 and its input gradient 256 (the embedding below it trains); the
+    # hidden states beside the logits are not trained. The CPU probe runs the same loop.
+    text = json.dumps({"name": "hf-lm", "workload": {
+        "model": "nets.py:hf_lm", "model_args": {"kind": kind}, "seq_len": 8, "vocab_size": 16,
+        "batch_size": 4, "samples_per_epoch": 3 * 4 * 8, "precision": "fp32"}})
+    w = parse_spec(text).workload
+    assert w.is_token_model
+    cost = workload_cost(w)
+    assert cost.ops["forward_flops_per_sample"] == pytest.approx(256)
+    assert cost.ops["train_flops_per_sample"] == pytest.approx(768)
+    proc, steps = _train(project, text)
+    assert len(steps) == 3 and all(e["loss"] > 0 for e in steps), proc.stderr[-2000:]
+    assert steps[-1]["samples"] == 3 * 4 * 8  # tokens

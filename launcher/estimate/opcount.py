@@ -528,12 +528,14 @@ def _token_step(seq_len: int) -> _Step:
     import torch
     import torch.nn.functional as F
 
+    from launcher.payloads.factory import output_logits
+
     def inputs(batch: int) -> tuple:
         return (torch.zeros(batch, seq_len, dtype=torch.long, device="meta"),
                 torch.zeros(batch, seq_len, dtype=torch.long, device="meta"))
 
-    def loss(logits, targets):  # payloads/lm.py's lm_loss
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+    def loss(out, targets):  # payloads/lm.py's lm_loss on the logits payloads/lm_train.py takes
+        return F.cross_entropy(output_logits(out).flatten(0, 1).float(), targets.flatten())
 
     return _Step(inputs, loss, _clipped_fused_adamw)
 
@@ -617,7 +619,8 @@ def count(module, sample_shape: tuple, num_classes: int, label_shape: tuple = ()
 def count_tokens(module, seq_len: int) -> OpCost:
     """Per-class cost of one training step of a token model (built on the meta device, fp32),
     per trained token: ``module`` maps int64 token ids (batch, seq_len) to logits
-    (batch, seq_len, vocab); trained as payloads/lm_train.py does (see the module docstring)."""
+    (batch, seq_len, vocab), or to an output holding them (``.logits``, a dict's ``"logits"``,
+    a tuple's first item: ``payloads.factory.output_logits``); trained as payloads/lm_train.py does (see the module docstring)."""
     return _count(module, _token_step(int(seq_len)), int(seq_len))
 
 
