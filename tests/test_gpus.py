@@ -168,6 +168,42 @@ def test_estimate_prices_reference_clouds_marked():
         assert NOTE in est.summary["reference_note"]
 
 
+def test_estimate_summary_names_the_cheapest_row_gpujob_can_launch():
+    """A Vast.ai V100 is cheaper than AWS's: the table prices it, but the sentence that says what
+    the spec would launch names the AWS row (gpujob cannot launch on Vast), and the Vast row is
+    the line below, marked estimate only; with no AWS/GCP offer at all the sentence says so."""
+    from launcher.catalog import Catalog
+    from launcher.catalog.gpus import get_gpu
+    from launcher.catalog.model import Offer
+    from launcher.estimate import estimate
+    from launcher.estimate.baseline import Baseline
+    from launcher.spec import parse_spec
+
+    def offer(provider, itype, region, price):
+        return Offer(provider, itype, region, (f"{region}-a",), "V100", 1, 8, 64, get_gpu("V100").memory_gib, price,
+                     None)
+
+    aws = offer("aws", "p3.2xlarge", "us-east-1", 3.06)
+    vast = offer("vast", "1x-Tesla_V100-32-65536", "Oregon, US, NA", 0.2)
+    spec = parse_spec("name: t\nworkload: {model: resnet18, samples_per_epoch: 100000, batch_size: 64}\n"
+                      "resources: {accelerators: 'V100:1'}\n")
+    base = Baseline("Test CPU", 4, 1.0, 100000.0, measured=True, cached=False, note="fake")
+    providers = ("aws", "gcp", "azure", "lambda", "vast")
+    est = estimate(spec, catalog=Catalog([aws, vast], make_provenance("test", "2026-05-20")), baseline=base,
+                   providers=providers)
+    s = est.summary
+    assert s["cheapest"]["provider"] == "vast" and s["cheapest_launchable"]["instance_type"] == "p3.2xlarge"
+    assert s["sentence"].startswith("The spec would launch p3.2xlarge (V100 x1, aws us-east-1)")
+    assert "vast" not in s["sentence"] and "Tesla_V100" not in s["sentence"]
+    assert s["reference_note"].startswith(f"cheaper, {NOTE}: 1x-Tesla_V100-32-65536 (V100 x1, vast Oregon")
+    aws_sps = next(c for c in est.candidates if c.provider == "aws").samples_per_second
+    assert s["speedup_vs_cpu"] == round(aws_sps / 1.0, 2)
+    only = estimate(spec, catalog=Catalog([vast], make_provenance("test", "2026-05-20")), baseline=base,
+                    providers=providers).summary
+    assert only["sentence"].startswith("No offer gpujob can launch fits this job: the cheapest row, "
+                                       "1x-Tesla_V100-32-65536") and "`gpujob gpus`" in only["sentence"]
+
+
 def test_catalog_update_refreshes_reference_clouds_from_file_urls(tmp_path, monkeypatch):
     """The real fetch path (urllib) against file:// URLs: no internet, every cloud refreshed."""
     import launcher.catalog.store as store

@@ -277,6 +277,13 @@ def _nothing_fits(w, rows: list[Candidate], get_gpu) -> str | None:
             f"the largest ({largest}) has {sizes[largest]:g} GiB; {fix}.")
 
 
+def _row_name(c: Candidate) -> str:
+    """'p3.2xlarge (V100 x1, aws us-east-1 spot)': one row as the summary names it."""
+    machines = f" x {c.num_nodes} machines" if c.num_nodes > 1 else ""
+    return (f"{c.instance_type}{machines} ({c.gpu} x{c.gpu_count}, {c.provider} {c.region}"
+            f"{' spot' if c.spot else ''})")
+
+
 def _summary(rows: list[Candidate], base: dict, budget: float | None, nothing_fits: str | None = None) -> dict:
     priced = [c for c in rows if c.fits_memory and c.total_usd is not None]
     cheapest = min(priced, key=Candidate.sort_key, default=None)
@@ -288,24 +295,27 @@ def _summary(rows: list[Candidate], base: dict, budget: float | None, nothing_fi
     if cheapest is None:
         out["sentence"] = nothing_fits or "No offer the spec asks for fits this job (see the alternatives)."
         return out
-    if not cheapest.launchable:  # the real cheapest GPU hour, and what gpujob itself can launch
+    target = cheapest
+    if not cheapest.launchable:  # the real cheapest GPU hour is priced; the sentence names what gpujob launches
         from launcher.catalog.reference import NOTE
 
-        own = min((c for c in priced if c.launchable), key=Candidate.sort_key, default=None)
-        out["cheapest_launchable"] = asdict(own) if own else None
-        out["reference_note"] = (f"the cheapest row is {cheapest.provider} ({NOTE})" + (
-            f"; the cheapest gpujob launches: {own.instance_type} ({own.provider} {own.region}"
-            f"{' spot' if own.spot else ''}) at ${own.total_usd:.2f}" if own else ""))
-    machines = f" x {cheapest.num_nodes} machines" if cheapest.num_nodes > 1 else ""
-    what = (f"{cheapest.instance_type}{machines} ({cheapest.gpu} x{cheapest.gpu_count}, {cheapest.provider} "
-            f"{cheapest.region}{' spot' if cheapest.spot else ''})")
-    gpu_part = f"takes {human_duration(cheapest.total_seconds)} and costs ${cheapest.total_usd:.2f}"
+        target = min((c for c in priced if c.launchable), key=Candidate.sort_key, default=None)
+        out["cheapest_launchable"] = asdict(target) if target else None
+        cheaper = (f"{_row_name(cheapest)}, {human_duration(cheapest.total_seconds)} with start-up, "
+                   f"${cheapest.total_usd:.2f}")
+        if target is None:
+            out["sentence"] = (f"No offer gpujob can launch fits this job: the cheapest row, {cheaper}, is {NOTE}; "
+                               "ask for a GPU that AWS or GCP offers (`gpujob gpus` lists them).")
+            return out
+        out["reference_note"] = f"cheaper, {NOTE}: {cheaper}"
+    what = _row_name(target)
+    gpu_part = f"takes {human_duration(target.total_seconds)} and costs ${target.total_usd:.2f}"
     cpu_s, cpu_sps = base.get("seconds"), base.get("samples_per_second")
     if not cpu_s or not cpu_sps:
         out["sentence"] = f"The spec would launch {what}: it {gpu_part}."
         return out
-    out["speedup_vs_cpu"] = round(cheapest.samples_per_second / cpu_sps, 2)
-    saved = cpu_s - cheapest.total_seconds
+    out["speedup_vs_cpu"] = round(target.samples_per_second / cpu_sps, 2)
+    saved = cpu_s - target.total_seconds
     out["hours_saved"] = round(saved / 3600, 3)
     how = base.get("basis") or ("measured" if base.get("measured") else "predicted")
     if saved > 0:  # (hours_saved, in the JSON, is the difference)
@@ -313,8 +323,8 @@ def _summary(rows: list[Candidate], base: dict, budget: float | None, nothing_fi
                            f"{human_duration(cpu_s)} ({how}).")
     else:
         out["sentence"] = (f"This CPU finishes in {human_duration(cpu_s)} ({how}), sooner than what the spec "
-                           f"would launch ({what}, {human_duration(cheapest.total_seconds)} with start-up, "
-                           f"${cheapest.total_usd:.2f}): no GPU needed.")
+                           f"would launch ({what}, {human_duration(target.total_seconds)} with start-up, "
+                           f"${target.total_usd:.2f}): no GPU needed.")
     return out
 
 
