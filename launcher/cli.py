@@ -136,7 +136,6 @@ def estimate(
 ) -> None:
     """Price the job on every AWS and GCP GPU, next to this machine's CPU."""
     from launcher.jobestimate import full_estimate
-    from launcher.render import probe_notice
     from launcher.spec import load_spec
 
     from launcher.catalog.listing import ALL_PROVIDERS
@@ -148,13 +147,19 @@ def estimate(
     job = load_spec(spec)
     result = full_estimate(job, providers=tuple(provider), baseline=not no_baseline, probe_seconds=probe_seconds,
                            top=top, all_regions=all_regions, refresh_baseline=refresh_baseline,
-                           show_all=show_all, on_probe=lambda seconds: _err().print(probe_notice(seconds)))
-    if as_json:
+                           show_all=show_all, on_probe=_probe_notice)
+    if as_json:  # no rich: its tables cost start-up that JSON does not need
         _json_out(result)
         return
     from launcher.render import render_estimate
 
     render_estimate(_out(), result, wide=wide)
+
+
+def _probe_notice(seconds: float) -> None:
+    from launcher.render import probe_notice
+
+    _err().print(probe_notice(seconds))
 
 
 # --- run and friends -------------------------------------------------------------------

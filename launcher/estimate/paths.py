@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -15,8 +16,11 @@ def cache_dir() -> Path:
     return state.cache_dir()
 
 
+@lru_cache(maxsize=1)
 def calibration_dir() -> Path:
-    """The packaged calibration points (copies of bench/results files; see bench/package_calibration.py)."""
+    """The packaged calibration points (copies of bench/results files; see bench/package_calibration.py).
+
+    Looked up once per process: an estimate asks ~250 times (importlib.resources each time)."""
     from launcher.packaged import data_path
 
     return data_path("launcher.estimate", "calibration")

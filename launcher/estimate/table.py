@@ -220,22 +220,30 @@ def per_epoch(train_seconds: float | None, epochs: float, price_per_hour: float 
     return secs, (None if price_per_hour is None else secs * price_per_hour * num_nodes / 3600)
 
 
-def _asks_for(spec, offer, spot: bool) -> bool:
-    """Is this row what the spec asks for? Its market, one of its regions (when it names any),
-    its instance type or its GPU and count."""
+def _asks_for(spec):
+    """The test "is this row what the spec asks for?", as a function of (offer, spot): its market,
+    one of its regions (when it names any), its instance type or its GPU and count. The spec's
+    regions and GPU name are normalised once here, not once per row (3,700 rows by default)."""
     r = spec.resources
-    if spot != r.spot:
-        return False
-    if r.regions and offer.region.casefold() not in {x.casefold() for x in r.regions}:
-        return False
-    if r.instance_type:
-        return offer.instance_type == r.instance_type
+    regions = {x.casefold() for x in r.regions} if r.regions else None
+    gpu = None
     if r.accelerators:
         from launcher.catalog.model import normalize_gpu
 
-        return (normalize_gpu(r.accelerators.name).casefold() == offer.gpu.casefold()
-                and r.accelerators.count == offer.gpu_count)
-    return True
+        gpu = normalize_gpu(r.accelerators.name).casefold()
+
+    def asks(offer, spot: bool) -> bool:
+        if spot != r.spot:
+            return False
+        if regions is not None and offer.region.casefold() not in regions:
+            return False
+        if r.instance_type:
+            return offer.instance_type == r.instance_type
+        if gpu is not None:
+            return gpu == offer.gpu.casefold() and r.accelerators.count == offer.gpu_count
+        return True
+
+    return asks
 
 
 def _asked_words(spec) -> str:
@@ -384,6 +392,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     over: dict[str, float] = {}
     rows: list[Candidate] = []
     measured: dict[tuple, dict | None] = {}
+    asks_for = _asks_for(spec)
     for o in offers:
         net = network_for(o.provider, o.instance_type, o.gpu_count) if nodes > 1 else None
         key = (o.gpu, o.gpu_count, net)
@@ -417,7 +426,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
                 train_seconds=train, overhead_seconds=over[o.provider], total_seconds=total_s, total_usd=usd,
                 fits_memory=bool(p and p.fits_memory), over_budget=bool(budget is not None and usd is not None
                                                                         and usd > budget),
-                max_batch=p.max_batch if p else None, requested=_asks_for(spec, o, spot),
+                max_batch=p.max_batch if p else None, requested=asks_for(o, spot),
                 mfu=p.mfu if p else None, bound=p.bound if p else None,
                 memory_gib_needed=p.memory_gib_needed if p else None,
                 num_nodes=nodes, world_size=nodes * o.gpu_count, memory=p.memory if p else None,
