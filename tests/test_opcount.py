@@ -31,10 +31,10 @@ def test_linear_layer_flops_and_bytes_by_hand():
     # forward reads bias (4) + W (32); backward writes dW (32): 68 floats fixed... plus nothing else
     assert mm.bytes_fixed == (4 + 32 + 32) * F32
     assert mm.kernels == 2
-    # SGD with momentum and weight decay (foreach): d = g + wd*p; buf *= m; buf += d; p -= lr*buf
-    # = 3 + 2 + 3 + 3 element reads/writes per parameter, 4 kernels, no per-sample part.
+    # SGD with momentum and weight decay as the CUDA payload runs it (fused): one kernel reads
+    # weight, gradient and momentum and writes weight and momentum, 5 fp32 elements per parameter.
     opt = c.classes["optimizer"]
-    assert opt.bytes_fixed == 11 * F32 * (8 * 4 + 4) and opt.bytes_per_sample == 0 and opt.kernels == 4
+    assert opt.bytes_fixed == 5 * F32 * (8 * 4 + 4) and opt.bytes_per_sample == 0 and opt.kernels == 1
     assert c.params == 36 and c.train_flops_per_sample == 128 and c.forward_flops_per_sample == 64
 
 

@@ -310,8 +310,9 @@ def check_model(w, root: str | Path | None = None, *, allow_missing_module: bool
 # GEMM rows and the grouped-convolution backward FLOPs of launcher.estimate.opcount; 3: allocations
 # move nothing, causal attention counts its computed tiles, token models; 4: a factory's logits
 # checked against num_classes and its trainable parameters, so an older count skips no check; 5: each
-# GEMM row's matrix products and 3x3 stride-1 flag).
-COUNT_VERSION = 5
+# GEMM row's matrix products and 3x3 stride-1 flag; 6: an image model's SGD update is the fused kernel
+# the CUDA payload runs, 20 bytes per parameter instead of the foreach form's 44).
+COUNT_VERSION = 6
 
 
 def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Path, tokens: bool = False,

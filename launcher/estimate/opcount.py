@@ -473,11 +473,40 @@ class _Step:
 
 
 def _sgd(params: list) -> Callable:
-    """The image payload's update: SGD with momentum and weight decay (foreach)."""
+    """The image payload's update on CUDA: SGD with momentum and weight decay as one fused kernel
+    (``torch.optim.SGD(fused=True)``, payloads/train.py ``make_optimizer``): ``_fused_sgd_`` reads
+    each weight, gradient and momentum and writes the weight and the momentum, 20 bytes per fp32
+    parameter, one kernel. torch has no meta kernel for it (``_meta_fused_sgd``), so it is called
+    directly, as AdamW is. (The payload on a CPU runs the foreach form; the per-operation model
+    prices GPUs only.)"""
     import torch
 
-    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=True)
-    return opt.step
+    _meta_fused_sgd()
+    momenta = [torch.zeros_like(p) for p in params]
+
+    def update() -> None:
+        torch._fused_sgd_(params, [p.grad for p in params], momenta, weight_decay=1e-4, momentum=0.9, lr=0.1,
+                          dampening=0.0, nesterov=False, maximize=False, is_first_step=False)
+
+    return update
+
+
+_FUSED_SGD_LIB: list = []
+
+
+def _meta_fused_sgd() -> None:
+    """Register a meta kernel for ``aten::_fused_sgd_`` (in place, returns nothing: on the meta
+    device there is nothing to write), once per process."""
+    import torch
+
+    if _FUSED_SGD_LIB:
+        return
+    lib = torch.library.Library("aten", "IMPL")
+    try:
+        lib.impl("_fused_sgd_", lambda *args, **kwargs: None, "Meta")
+    except RuntimeError:  # a later torch that ships its own meta kernel
+        pass
+    _FUSED_SGD_LIB.append(lib)  # the registration lives as long as the library object
 
 
 def _clipped_fused_adamw(params: list) -> Callable:

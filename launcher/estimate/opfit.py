@@ -56,6 +56,10 @@ def kernel_class(name: str) -> str:
     return "fused"
 
 
+# Profiler rows that are ranges around kernels, not kernels: their device time is their kernels'.
+ANNOTATIONS = ("## ", "ProfilerStep", "Optimizer.")
+
+
 def measured_classes(rec: dict) -> tuple[dict, float]:
     """(class -> device seconds per step, kernel launches per step) from a profile record."""
     steps = max(1, int(rec.get("profiled_steps") or 1))
@@ -64,8 +68,8 @@ def measured_classes(rec: dict) -> tuple[dict, float]:
     for row in rec.get("rows", []):
         if row.get("device_type", "CUDA") != "CUDA" or not row.get("device_us"):
             continue
-        if row["name"].startswith(("## ", "ProfilerStep")):  # annotation ranges (Inductor's "## Call
-            continue  # CompiledFxGraph ... ##") span kernels counted on their own: no double counting
+        if row["name"].startswith(ANNOTATIONS):  # annotation ranges (Inductor's "## Call CompiledFxGraph
+            continue  # ... ##", the optimizer's "Optimizer.step#SGD.step") span kernels counted on their own
         cls = kernel_class(row["name"])
         cls = "gemm" if cls in ("conv", "matmul") else cls  # as opmodel.grouped(compiled=True)
         per[cls] = per.get(cls, 0.0) + row["device_us"] * 1e-6 / steps
@@ -110,9 +114,10 @@ def _ops_for(rec: dict) -> OpCost | None:
     return OpCost.from_dict(ops) if ops else None
 
 
-def observations(profiles: list[dict], get_gpu, shape: dict | None = None) -> list[dict]:
+def observations(profiles: list[dict], get_gpu, shape: dict | None = None, kernel_s: float = 0.0) -> list[dict]:
     """Per profile: implied efficiency per class and the launch gap; ``shape``: the GEMM shape
-    parameters (``opmodel.gemm_shape_params``) the GEMM class's roofline is computed with."""
+    parameters (``opmodel.gemm_shape_params``) the GEMM class's roofline is computed with;
+    ``kernel_s``: the fixed time per kernel the efficiencies are taken at (``with_kernel_s``)."""
     from launcher.estimate.calibration import gpu_from_device_name
 
     obs = []
@@ -126,13 +131,13 @@ def observations(profiles: list[dict], get_gpu, shape: dict | None = None) -> li
         batch, precision = int(rec["batch_size"]) * int(rec.get("seq_len") or 1), rec["precision"]
         measured, kernels = measured_classes(rec)
         step = batch / float(rec["samples_per_second"])
-        eff = {}
+        roof, class_kernels = {}, {}
         counted_kernels = 0.0
         for cls, cost in grouped(ops, precision, compiled=True).items():
             t, _ = class_roofline(cls, cost, ops, gpu, precision, batch, {"gemm_shape": shape or {}})
             counted_kernels += cost.kernels_fused
             if measured.get(cls, 0.0) > 0 and t > 0:
-                eff[cls] = t / measured[cls]
+                roof[cls], class_kernels[cls] = t, cost.kernels_fused
         gap = max(0.0, step - sum(measured.values())) / max(kernels, 1.0)
         # Host-bound: the device idles more per kernel than a launch gap (HOST_BOUND_GAP_S) and the
         # step outlasts its kernels by HOST_BOUND_MARGIN; then the step is the host's time, per
@@ -140,25 +145,63 @@ def observations(profiles: list[dict], get_gpu, shape: dict | None = None) -> li
         waits = gap > HOST_BOUND_GAP_S and step > HOST_BOUND_MARGIN * sum(measured.values())
         host = step / counted_kernels if counted_kernels and waits else None
         obs.append({"model": rec["model"], "precision": precision, "batch_size": batch, "gpu": gpu_name,
-                    "arch": gpu.arch, "pcls": precision_class(precision), "step_s": step, "efficiency": eff,
+                    "arch": gpu.arch, "pcls": precision_class(precision), "step_s": step,
+                    "roofline": roof, "class_kernels": class_kernels,
                     "gap_s": gap, "kernels": kernels, "measured": measured, "ops": ops, "host_s_per_kernel": host,
                     "samples_per_second": float(rec["samples_per_second"]), "source": rec.get("source", ""),
                     "seq_len": rec.get("seq_len"), "gemm_shape": shape or {}})
-    return obs
+    return with_kernel_s(obs, kernel_s)
 
 
-def fit(obs: list[dict]) -> dict:
-    """The efficiency document (see the module docstring) from observations."""
+def with_kernel_s(obs: list[dict], tau: float) -> list[dict]:
+    """The observations with each class's efficiency at a fixed time per kernel ``tau`` (seconds,
+    ``opmodel.kernel_seconds``): (roofline + kernels x tau) / measured seconds of the class."""
+    return [{**o, "kernel_s": tau, "efficiency": {c: (t + o["class_kernels"][c] * tau) / o["measured"][c]
+                                                  for c, t in o["roofline"].items()}} for o in obs]
+
+
+# Fixed time per kernel tried (seconds, roofline units): 0 to 30 us.
+KERNEL_S_GRID = tuple(i * 1e-6 for i in (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30))
+
+
+def fit_kernel_s(obs: list[dict], get_gpu, grid: tuple = KERNEL_S_GRID) -> float:
+    """The fixed time per kernel (``opmodel.kernel_seconds``) on ``grid`` whose fit (``fit``)
+    predicts the steps of ``obs`` with the smallest sum of squared log errors (ties: the smaller)."""
+    best = None
+    for tau in grid:
+        got = with_kernel_s(obs, tau)
+        doc = fit(got)
+        sse = sum(math.log(predict_step(o, doc, get_gpu) / o["step_s"]) ** 2 for o in got)
+        if best is None or sse < best[0] - 1e-12:
+            best = (sse, tau)
+    return best[1] if best else 0.0
+
+
+def fit_tuned(obs: list[dict], get_gpu, grid: tuple = KERNEL_S_GRID) -> dict:
+    """``fit`` at the fixed time per kernel ``fit_kernel_s`` picks on these observations."""
+    return fit(with_kernel_s(obs, fit_kernel_s(obs, get_gpu, grid)))
+
+
+def _geomean_efficiency(obs: list[dict]) -> dict:
     groups: dict[str, list[float]] = {}
     for o in obs:
         for cls, e in o["efficiency"].items():
             for key in (f"{o['arch']}/{o['pcls']}/compiled/{cls}", f"*/{o['pcls']}/compiled/{cls}",
                         f"*/*/compiled/{cls}"):
                 groups.setdefault(key, []).append(e)
-    eff = {k: round(math.exp(statistics.fmean(math.log(v) for v in vs)), 4) for k, vs in groups.items()}
+    return {k: round(math.exp(statistics.fmean(math.log(v) for v in vs)), 4) for k, vs in groups.items()}
+
+
+def fit(obs: list[dict]) -> dict:
+    """The efficiency document (see the module docstring) from observations."""
+    eff = _geomean_efficiency(obs)
     # Eager jobs run the same library kernels; their element-wise classes take the fused efficiency
-    # (no eager profile was taken: an assumption, documented in docs/estimator.md).
-    for key, value in list(eff.items()):
+    # (no eager profile was taken: an assumption, documented in docs/estimator.md). No eager profile
+    # measures a fixed time per kernel either (an eager step launches 3-5 times the kernels): eager
+    # jobs are priced without it (opmodel.step_time), at the efficiencies it leaves (tau = 0).
+    tau = obs[0].get("kernel_s", 0.0) if obs else 0.0
+    eager_from = _geomean_efficiency(with_kernel_s(obs, 0.0)) if tau else eff
+    for key, value in list(eager_from.items()):
         arch, pcls, _, cls = key.split("/")
         targets = {"fused": ("norm", "elementwise", "reduction", "data_movement"),
                    "gemm": ("conv", "matmul")}.get(cls, (cls,))
@@ -173,7 +216,7 @@ def fit(obs: list[dict]) -> dict:
     gap = {k: round(statistics.median(v), 9) for k, v in gaps.items()}
     hosts = [o["host_s_per_kernel"] for o in obs if o.get("host_s_per_kernel") is not None]
     return {"efficiency": eff, "launch_gap_s": gap, "models": sorted({o["model"] for o in obs}),
-            "gemm_shape": obs[0]["gemm_shape"] if obs else {},
+            "gemm_shape": obs[0]["gemm_shape"] if obs else {}, "kernel_s": obs[0].get("kernel_s", 0.0) if obs else 0.0,
             "host_s_per_kernel": {"compiled": round(statistics.median(hosts), 9)} if hosts else {},
             "n_profiles": len(obs)}
 
@@ -364,11 +407,13 @@ def held_out_observations(profiles: list[dict], get_gpu, calls: list[dict], **gr
 def error_table(obs: list[dict], get_gpu, held_obs: dict | None = None) -> list[dict]:
     """Predicted vs measured samples/s: fitted on all, and leave-one-model-out (with ``held_obs``
     the GEMM shape parameters are left out too: ``held_out_observations``)."""
-    full = fit(obs)
-    rows = []
+    full = fit_tuned(obs, get_gpu)
+    rows, held_fits = [], {}
     for o in obs:
-        pool = (held_obs or {}).get(o["model"], obs)
-        held = fit([p for p in pool if p["model"] != o["model"]])
+        if o["model"] not in held_fits:
+            pool = (held_obs or {}).get(o["model"], obs)
+            held_fits[o["model"]] = fit_tuned([p for p in pool if p["model"] != o["model"]], get_gpu)
+        held = held_fits[o["model"]]
         pf, ph = predict_step(o, full, get_gpu), predict_step(o, held, get_gpu)
         measured = o["samples_per_second"]
         rows.append({"gpu": o["gpu"], "model": o["model"], "precision": o["precision"],
@@ -379,7 +424,7 @@ def error_table(obs: list[dict], get_gpu, held_obs: dict | None = None) -> list[
                      "error_fit": round(o["batch_size"] / pf / measured - 1, 4),
                      "error_lomo": round(o["batch_size"] / ph / measured - 1, 4),
                      "measured_class_ms": {k: round(v * 1e3, 3) for k, v in o["measured"].items()},
-                     "efficiency": {k: round(v, 3) for k, v in o["efficiency"].items()},
+                     "efficiency": {k: round(v, 3) for k, v in with_kernel_s([o], full["kernel_s"])[0]["efficiency"].items()},
                      "step_ms": round(o["step_s"] * 1e3, 3)})
     return rows
 
@@ -508,11 +553,11 @@ def lm_rows(profiles: list[dict], obs: list[dict], get_gpu, held_obs: dict | Non
     from launcher.payloads import lm_shapes
 
     out = []
-    full, held = fit(obs), {}
+    full, held = fit_tuned(obs, get_gpu), {}
     for r in lm_runs(profiles):
         if r["model"] not in held:
             pool = (held_obs or {}).get(r["model"], obs)  # GEMM shape parameters without its calls too
-            held[r["model"]] = fit([o for o in pool if o["model"] != r["model"]])
+            held[r["model"]] = fit_tuned([o for o in pool if o["model"] != r["model"]], get_gpu)
         measured = float(r["tokens_per_second"])
         mfu = _lm_predict(r, "mfu", full, get_gpu)
         per_op = _lm_predict(r, "per-operation", held[r["model"]], get_gpu)
@@ -606,7 +651,7 @@ def forms(profiles: list[dict], get_gpu) -> list[dict]:
                 obs, rows, _ = evaluate(profiles, get_gpu, calls, **grids)
                 per_call = call_errors(calls, get_gpu, **grids) if products else None
             s = summary(rows)["leave_one_model_out"]
-            doc = fit(obs)
+            doc = fit_tuned(obs, get_gpu)
             own = [abs(r["error"]) for r in own_gpu_rows(doc, get_gpu, {o["gpu"] for o in obs})]
             cross = [abs(r["error"]) for r in cross_gpu_rows(doc, get_gpu)]
             out.append({"form": name, "k0": doc["gemm_shape"].get("k0", 0.0),
@@ -667,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     calls = gemm_calls(profiles)
     obs, rows, held_obs = evaluate(profiles, get_gpu, calls)
-    doc = fit(obs)
+    doc = fit_tuned(obs, get_gpu)
     per_call = call_errors(calls, get_gpu)
     doc["gemm_call_error"] = {k: per_call[k] for k in ("median_call", "median_row", "max_row", "n_calls")}
     doc["warmup"] = fit_warmup(profiles)

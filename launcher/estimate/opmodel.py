@@ -3,11 +3,13 @@
 For one training step at batch b on one GPU, with the per-class FLOPs F_c and bytes B_c of
 ``launcher.estimate.opcount`` at the job's precision:
 
-    t_c    = max(F_c / peak_c, B_c / bandwidth) / efficiency(arch, precision class, class c)
-    t_gemm = sum over its operations i of max(F_i / (peak x u_i x w_i), B_i / bandwidth) / efficiency
+    t_c    = (max(F_c / peak_c, B_c / bandwidth) + K_c x tau) / efficiency(arch, precision class, class c)
+    t_gemm = (sum over its operations i of max(F_i / (peak x u_i x w_i), B_i / bandwidth) + K_gemm x tau)
+             / efficiency
              (compiled; u_i: the share of the work of the operation's matrix products that is real:
              M x N outputs in 128 x 128 tiles, K-long dot products with a fixed per-tile cost of k0
-             steps; w_i: the fp32 Winograd/FFT gain of a 3x3 stride-1 convolution; ``gemm_roofline``)
+             steps; w_i: the fp32 Winograd/FFT gain of a 3x3 stride-1 convolution; ``gemm_roofline``;
+             K_c the class's kernels, tau a fixed time per kernel: ``kernel_seconds``)
     device = sum over classes t_c + kernels x launch gap
     step   = max(device, kernels x host seconds per kernel)
 
@@ -19,7 +21,12 @@ classes norm, elementwise, reduction and data movement form one class ``fused`` 
 fused bytes and fused kernel count, and convolution with matmul form one class ``gemm``
 (Inductor lowers 1x1 convolutions to matmuls). An eager job runs every operation as its own kernel.
 
-Efficiencies, the launch gap and the GEMM shape parameters k0 and w come from
+tau is the part of a kernel's time that neither its FLOPs nor its bytes explain (ramp-up, the last
+partial wave, the epilogue): with it, a class's efficiency no longer depends on how its work is
+split into kernels (a step of a few large kernels, VGG16's or a language model's, and one of many
+small ones, ResNet-50's or MobileNetV2's, share one efficiency).
+
+Efficiencies, tau, the launch gap and the GEMM shape parameters k0 and w come from
 ``bench/results/op_efficiency.json`` (written by ``python -m launcher.estimate.opfit`` from the
 per-kernel profiles in ``bench/results/op_profiles_*.json``; k0 and w from their per-call rows,
 ``launcher.estimate.gemmfit``); a (arch, class) never profiled falls back to the same class on
@@ -247,17 +254,26 @@ def step_time(ops: OpCost | dict, gpu, precision: str, batch: int, compiled: boo
     doc = efficiencies() if doc is None else doc
     mode = "compiled" if compiled else "eager"
     pcls = precision_class(precision) if gpu.peak_tflops.get(precision) else "fp32"
+    tau = kernel_seconds(doc) if compiled else 0.0  # fitted on compiled steps only (opfit.fit)
     per, bound, kernels = {}, {}, 0.0
     for cls, cost in grouped(ops, precision, compiled).items():
         t, b = class_roofline(cls, cost, ops, gpu, precision, batch, doc) if compiled else \
             roofline(cls, cost, gpu, precision, batch)
-        per[cls] = t / efficiency(doc, gpu.arch, pcls, cls, mode)
+        k = cost.kernels_fused if compiled else cost.kernels
+        per[cls] = (t + k * tau) / efficiency(doc, gpu.arch, pcls, cls, mode)
         bound[cls] = b
-        kernels += cost.kernels_fused if compiled else cost.kernels
+        kernels += k
     launch = kernels * launch_gap(doc, gpu.arch, mode)
     device = sum(per.values()) + launch
     host = kernels * host_per_kernel(doc, mode)
     return StepTime(max(device, host), per, launch, bound, host)
+
+
+def kernel_seconds(doc: dict) -> float:
+    """tau: fixed seconds per kernel of a compiled step, in roofline units (before the class's
+    efficiency divides it), fitted on whole steps (``launcher.estimate.opfit.fit_kernel_s``); 0 when
+    never fitted. Eager steps are priced without it (no eager profile measures it)."""
+    return float(doc.get("kernel_s") or 0.0)
 
 
 def host_per_kernel(doc: dict, mode: str) -> float:
@@ -267,5 +283,5 @@ def host_per_kernel(doc: dict, mode: str) -> float:
 
 
 __all__ = ["CLASSES", "StepTime", "step_time", "grouped", "roofline", "class_roofline", "gemm_roofline",
-           "tile_fill", "k_fill", "gemm_utilization", "gemm_shape_params",
+           "tile_fill", "k_fill", "gemm_utilization", "gemm_shape_params", "kernel_seconds",
            "efficiencies"]
