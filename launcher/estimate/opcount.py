@@ -485,8 +485,11 @@ def _sgd(params: list) -> Callable:
     momenta = [torch.zeros_like(p) for p in params]
 
     def update() -> None:
-        torch._fused_sgd_(params, [p.grad for p in params], momenta, weight_decay=1e-4, momentum=0.9, lr=0.1,
-                          dampening=0.0, nesterov=False, maximize=False, is_first_step=False)
+        live = [i for i, p in enumerate(params) if p.grad is not None]  # as torch.optim skips grad-less ones
+        if live:
+            torch._fused_sgd_([params[i] for i in live], [params[i].grad for i in live], [momenta[i] for i in live],
+                              weight_decay=1e-4, momentum=0.9, lr=0.1, dampening=0.0, nesterov=False, maximize=False,
+                              is_first_step=False)
 
     return update
 
