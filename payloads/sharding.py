@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -24,6 +26,24 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 POINTER = "last.json"  # names the newest complete checkpoint folder
+
+# What dcp.save/dcp.load say on every call in one process, even with no_dist=True (torch 2.3 to
+# 2.13 at least): "torch.distributed is [disabled, ]unavailable or uninitialized, assuming the
+# intent is to save|load in a single process". One process is intended here, and the warning
+# would land in the middle of the user's run output; every other warning still shows.
+_SINGLE_PROCESS_WARNING = r"torch\.distributed is (disabled, )?unavailable or uninitialized"
+
+
+@contextmanager
+def _dcp_call():
+    """(no_dist for dcp.save/dcp.load), with their single-process warning silenced when there
+    is no process group: that is this payload's intent, not something for the user to act on."""
+    if dist.is_initialized():
+        yield False
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SINGLE_PROCESS_WARNING, category=UserWarning)
+        yield True
 
 
 def apply_fsdp(model: nn.Module, param_dtype: torch.dtype | None, device_type: str) -> nn.Module:
@@ -62,7 +82,8 @@ def save_checkpoint(root: str, step: int, model: nn.Module, opt: torch.optim.Opt
         shutil.rmtree(folder)  # a half-written folder of this very step (the pointer never named it)
     if dist.is_initialized():
         dist.barrier()
-    dcp.save(_state(model, opt), checkpoint_id=folder, no_dist=not dist.is_initialized())
+    with _dcp_call() as no_dist:
+        dcp.save(_state(model, opt), checkpoint_id=folder, no_dist=no_dist)
     if dist.is_initialized():
         dist.barrier()
     if main:
@@ -93,7 +114,8 @@ def read_pointer(root: str) -> dict[str, Any] | None:
 def load_checkpoint(root: str, meta: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer) -> None:
     """Load the checkpoint ``meta`` names into ``model`` and ``opt`` as they are sharded now."""
     state = _state(model, opt)
-    dcp.load(state, checkpoint_id=os.path.join(root, meta["folder"]), no_dist=not dist.is_initialized())
+    with _dcp_call() as no_dist:
+        dcp.load(state, checkpoint_id=os.path.join(root, meta["folder"]), no_dist=no_dist)
     set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
 
 

@@ -109,6 +109,17 @@ def test_ddp_and_activation_checkpointing_match(tmp_path, corpus, reference):
         assert got[s] == pytest.approx(reference[s], rel=1e-4, abs=1e-5)
 
 
+def test_one_process_checkpoints_without_torch_distributed_warnings(tmp_path, corpus):
+    """dcp.save and dcp.load warn 'torch.distributed is disabled, unavailable or uninitialized'
+    on every call in one process; that line landed in the middle of a local run's output."""
+    said = []
+    for extra, expect in ((["--max-steps", "2"], 75), (["--resume"], 0)):  # save, then load and save
+        events, stderr = train(tmp_path, corpus, extra=extra, expect=expect)
+        said.append(stderr)
+    assert events[0]["resumed_from_step"] == 2
+    assert not [s for s in said if "torch.distributed is" in s], said
+
+
 def test_bad_language_model_input_is_one_line_exit_2(tmp_path, corpus):
     for extra, match in ((["--precision", "fp16"], "use bf16"), (["--parallel", "fsdp"], "several processes"),
                          (["--vocab-size", "100"], "vocab_size >= 256")):
