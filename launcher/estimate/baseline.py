@@ -240,9 +240,12 @@ def _busy_note(load: float | None, cores: int) -> str:
 
 
 def _cached_hit(spec, probe_seconds: float, device: str, cores: int) -> Baseline | None:
+    cache = read_json(_cache_file(), {})
+    if not cache:  # nothing measured yet: no probe batch to size, no torch version to look up
+        return None
     batch = probe_batch_size(spec, probe_seconds, cores)
     precision = cpu_precision(spec.workload)
-    hit = read_json(_cache_file(), {}).get(fingerprint(), {}).get(_workload_key(spec.workload, batch, precision))
+    hit = cache.get(fingerprint(), {}).get(_workload_key(spec.workload, batch, precision))
     if not hit or time.time() - hit.get("time", 0) >= CACHE_MAX_AGE_S or not hit.get("samples_per_second"):
         return None
     sps = float(hit["samples_per_second"])
