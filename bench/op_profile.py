@@ -55,7 +55,8 @@ FACTORY_SETTINGS = {"jobs/models/unet.py:build": {"model_args": {"in_channels": 
                                                    "image_size": 256}}
 SIZES = {"tinycnn": 32}
 # Language models (payloads/lm_train.py): synthetic tokens; a "sample" in samples_per_second is a token.
-LM_SETTINGS = {"gpt2-124m": {"seq_len": 1024, "vocab_size": 50304}}
+LM_SETTINGS = {"gpt2-124m": {"seq_len": 1024, "vocab_size": 50304}, "lm-1b": {"seq_len": 2048, "vocab_size": 128256},
+               "lm-3b": {"seq_len": 2048, "vocab_size": 128256}}
 
 
 def parse_config(text: str) -> dict:

@@ -164,14 +164,20 @@ def with_kernel_s(obs: list[dict], tau: float) -> list[dict]:
 KERNEL_S_GRID = tuple(i * 1e-6 for i in (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30))
 
 
-def fit_kernel_s(obs: list[dict], get_gpu, grid: tuple = KERNEL_S_GRID) -> float:
-    """The fixed time per kernel (``opmodel.kernel_seconds``) on ``grid`` whose fit (``fit``)
-    predicts the steps of ``obs`` with the smallest sum of squared log errors (ties: the smaller)."""
+def fit_kernel_s(obs: list[dict], get_gpu=None, grid: tuple = KERNEL_S_GRID) -> float:
+    """The fixed time per kernel (``opmodel.kernel_seconds``) on ``grid`` that makes each class's
+    efficiency most nearly one number across the observed steps, the model's own premise: the
+    smallest sum over (precision class, class) of squared deviations of log efficiency from their
+    mean, every observed class of every step counting once (ties: the smaller tau). Each class's
+    time is (roofline + kernels x tau) / efficiency, so a tau that is right leaves no trace of how
+    a step splits its work into kernels. (``get_gpu`` is unused: kept for callers' symmetry.)"""
     best = None
     for tau in grid:
-        got = with_kernel_s(obs, tau)
-        doc = fit(got)
-        sse = sum(math.log(predict_step(o, doc, get_gpu) / o["step_s"]) ** 2 for o in got)
+        groups: dict[tuple, list[float]] = {}
+        for o in with_kernel_s(obs, tau):
+            for cls, e in o["efficiency"].items():
+                groups.setdefault((o["pcls"], cls), []).append(math.log(e))
+        sse = sum(sum((v - statistics.fmean(vs)) ** 2 for v in vs) for vs in groups.values())
         if best is None or sse < best[0] - 1e-12:
             best = (sse, tau)
     return best[1] if best else 0.0
