@@ -88,3 +88,17 @@ def test_measured_classes_skip_annotation_ranges_around_kernels():
     per, kernels = opfit.measured_classes(rec)
     assert per["optimizer"] == pytest.approx(50e-6) and per["fused"] == pytest.approx(200e-6)
     assert kernels == 3  # per step: one optimizer kernel and two fused ones
+
+
+def test_a_rows_calls_are_used_only_when_they_fit_in_its_gemm_kernels():
+    # two mm calls of 10 us each per step (20 us); the row's GEMM kernels took 20 us or 15 us per step
+    def record(kernel_us: float) -> dict:
+        return {"model": "m", "precision": "bf16", "batch_size": 2, "profiled_steps": 2,
+                "device_name": "NVIDIA H200",
+                "rows": [{"name": "nvjet_sm90_tst_128x128", "count": 4, "device_us": 2 * kernel_us,
+                          "device_type": "CUDA"}],
+                "shaped": [{"name": "aten::mm", "shapes": [[256, 512], [512, 256]], "count": 4, "device_us": 40.0}]}
+
+    assert len(opfit.gemm_calls([record(20.0)])) == 1  # 20 us of calls in 20 us of kernels
+    assert len(opfit.gemm_calls([record(20.0 / 1.05 + 0.01)])) == 1  # within the 5% allowance
+    assert opfit.gemm_calls([record(15.0)]) == []  # 20 us of calls cannot have run in 15 us of kernels
