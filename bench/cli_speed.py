@@ -6,9 +6,9 @@
 Builds a wheel from the tracked files (git ls-files, as they are in the working tree),
 installs it without extras into a fresh venv (or reuses ``--venv``), then times, interleaved
 so drift in machine load hits all alike: ``python -c pass`` (the venv's interpreter),
-``gpujob --help``, ``gpujob estimate jobs/vgg16.yaml --no-baseline`` (the table), ``gpujob
-gpus`` and ``gpujob cost`` through the venv's console script, from a directory outside the
-checkout. Prints one JSON object: median/min wall time of each, the median CPU time (user +
+``gpujob --help``, ``gpujob estimate jobs/vgg16.yaml --no-baseline`` (the table, and with
+``--json``), ``gpujob gpus``, ``gpujob cost`` and ``--help`` under TYPER_USE_RICH=0 through the
+venv's console script, from a directory outside the checkout. Prints one JSON object: median/min wall time of each, the median CPU time (user +
 system, seconds; less moved by other processes on a loaded machine than wall time), the deltas
 to bare Python, and the goals (issue 12): ``--help`` within 0.2 s of bare Python, the
 estimate within 0.5 s.
@@ -69,15 +69,27 @@ def _time(cmd: list[str], cwd: str, env: dict) -> tuple[float, float, int, bytes
     return wall, cpu, proc.returncode, proc.stdout
 
 
+# TYPER_USE_RICH=0 is typer's documented switch to click's plain help (no panels, descriptions cut
+# to one line): timed to show what rich's help formatting costs; gpujob does not set it.
+PLAIN_HELP = "TYPER_USE_RICH=0 gpujob --help"
+
+
 def _commands(venv: Path) -> dict[str, list[str]]:
     gpujob = str(venv / "bin" / "gpujob")
     return {
         "python -c pass": [str(venv / "bin" / "python"), "-c", "pass"],
         "gpujob --help": [gpujob, "--help"],
         "gpujob estimate jobs/vgg16.yaml --no-baseline": [gpujob, "estimate", str(SPEC), "--no-baseline"],
+        "gpujob estimate jobs/vgg16.yaml --no-baseline --json": [gpujob, "estimate", str(SPEC), "--no-baseline",
+                                                                 "--json"],
         "gpujob gpus": [gpujob, "gpus"],  # issue 17
         "gpujob cost": [gpujob, "cost"],
+        PLAIN_HELP: [gpujob, "--help"],
     }
+
+
+def _env(env: dict, name: str) -> dict:
+    return {**env, "TYPER_USE_RICH": "0"} if name == PLAIN_HELP else env
 
 
 def _summary(samples: dict[str, list[float]], cpu: dict[str, list[float]], codes: dict[str, set]) -> dict:
@@ -122,14 +134,14 @@ def main() -> int:
         outputs: dict[str, dict[str, bytes]] = {b: {} for b in venvs}
         for b in venvs:  # warm the page cache, .pyc files and gpujob's caches
             for name, cmd in cmds[b].items():
-                outputs[b][name] = _time(cmd, tmp, envs[b])[3]
+                outputs[b][name] = _time(cmd, tmp, _env(envs[b], name))[3]
         samples = {b: {k: [] for k in cmds[b]} for b in venvs}
         cpu = {b: {k: [] for k in cmds[b]} for b in venvs}
         codes: dict[str, dict[str, set]] = {b: {k: set() for k in cmds[b]} for b in venvs}
         for _ in range(args.runs):
             for name in cmds["this"]:
                 for b in venvs:
-                    t, c, rc, _out = _time(cmds[b][name], tmp, envs[b])
+                    t, c, rc, _out = _time(cmds[b][name], tmp, _env(envs[b], name))
                     samples[b][name].append(t)
                     cpu[b][name].append(c)
                     codes[b][name].add(rc)
