@@ -34,7 +34,7 @@ if __package__:
     from .factory import build_factory_model, is_factory, output_logits
     from .lm import build_lm, lm_loss
     from .runtime import (AUTOCAST_DTYPES, Dist, Stop, UsageError, atomic_save, atomic_write_text, cpu_name, log,
-                          lr_at, profile_steps, set_precision, start_process, sync)
+                          lr_at, profile_steps, run_precision, set_precision, start_process, sync)
 else:  # run as a script: the siblings sit next to this file
     import lm_data  # type: ignore[no-redef]
     import lm_shapes  # type: ignore[no-redef]
@@ -43,7 +43,7 @@ else:  # run as a script: the siblings sit next to this file
     from factory import build_factory_model, is_factory, output_logits  # type: ignore[no-redef]
     from lm import build_lm, lm_loss  # type: ignore[no-redef]
     from runtime import (AUTOCAST_DTYPES, Dist, Stop, UsageError, atomic_save,  # type: ignore[no-redef]
-                         atomic_write_text, cpu_name, log, lr_at, profile_steps, set_precision,
+                         atomic_write_text, cpu_name, log, lr_at, profile_steps, run_precision, set_precision,
                          start_process, sync)
 
 ADAMW_LR = 3e-4
@@ -137,6 +137,8 @@ def run(cfg: dict[str, Any]) -> int:
         raise UsageError("precision fp16 is not offered for language models; use bf16 (same speed, no loss scaling)")
     probe = cfg["probe_steps"] is not None or cfg["probe_seconds"] is not None
     dd, device = start_process(cfg["device"])
+    precision, precision_note = run_precision(cfg["precision"], device)
+    cfg = {**cfg, "precision": precision}
     emit = protocol.emit if dd.main else (lambda *a, **k: None)
     vocab = shape.vocab_size if shape is not None else cfg["vocab_size"]
     try:
@@ -212,6 +214,8 @@ def run(cfg: dict[str, Any]) -> int:
         return loss.item()
 
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (cpu_name() or "cpu")
+    if precision_note and dd.main:
+        log(precision_note)
     emit("start", model=cfg["model"], device=device.type, device_name=device_name, precision=cfg["precision"],
          world_size=dd.world, batch_size=batch, global_batch_size=batch * dd.world, total_samples=total_tokens,
          params=params, compile=bool(use_compile), channels_last=False, resumed_from_step=resumed_from,

@@ -1,7 +1,8 @@
 """Process-level helpers every payload training loop shares.
 
 Process group (Dist), device and precision set-up, the stop flag (Stop), the learning-rate
-schedule, RNG state and crash-safe writes. Imports only torch, numpy and the standard library.
+schedule, RNG state and crash-safe writes. Imports only torch, numpy, the standard library and
+payloads/cpu.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+
+if __package__:
+    from .cpu import cpu_precision
+else:  # run as a script: the siblings sit next to this file
+    from cpu import cpu_precision  # type: ignore[no-redef]
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the rest run in fp32
@@ -106,6 +112,21 @@ def start_process(want: str) -> tuple[Dist, torch.device]:
     """
     dd = Dist("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
     return dd, pick_device(want, dd.local_rank)
+
+
+def run_precision(precision: str, device: torch.device) -> tuple[str, str | None]:
+    """(the precision this process trains at, the one line that says why when it is not the
+    job's, else None). The job's on a GPU; on a CPU ``cpu.cpu_precision``: bf16 only where the
+    CPU has it natively, else fp32, which is what the CPU probe measured. The caller logs the
+    line with the start event, after any bad input has been refused in its own single line."""
+    if device.type != "cpu":
+        return precision, None
+    chosen = cpu_precision(precision)
+    if chosen == precision:
+        return chosen, None
+    why = ("this CPU has no native bf16 (AVX512-BF16 or AMX); emulated, it runs several times slower"
+           if precision == "bf16" else f"{precision} is a GPU precision")
+    return chosen, f"training in {chosen}, not {precision}: {why}"
 
 
 def set_precision(precision: str, device: torch.device) -> tuple[Any, Any]:

@@ -23,8 +23,8 @@ if __package__:
     from . import data as D
     from . import fast_layers, lm_shapes, models, protocol
     from .runtime import (AUTOCAST_DTYPES, PRECISIONS, Dist, Stop, UsageError, atomic_save, atomic_write_text,
-                          cpu_name, log, lr_at, profile_steps, rng_state, set_precision, set_rng_state,
-                          start_process, sync)
+                          cpu_name, log, lr_at, profile_steps, rng_state, run_precision, set_precision,
+                          set_rng_state, start_process, sync)
 else:  # run as a script: the siblings sit next to this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import data as D  # type: ignore[no-redef]
@@ -33,8 +33,8 @@ else:  # run as a script: the siblings sit next to this file
     import models  # type: ignore[no-redef]
     import protocol  # type: ignore[no-redef]
     from runtime import (AUTOCAST_DTYPES, PRECISIONS, Dist, Stop, UsageError, atomic_save,  # type: ignore[no-redef]
-                         atomic_write_text, cpu_name, log, lr_at, profile_steps, rng_state, set_precision,
-                         start_process, set_rng_state, sync)
+                         atomic_write_text, cpu_name, log, lr_at, profile_steps, rng_state, run_precision,
+                         set_precision, start_process, set_rng_state, sync)
 
 import numpy as np
 import torch
@@ -192,6 +192,8 @@ def run(cfg: dict[str, Any]) -> int:
     stop = Stop()
     probe = cfg["probe_steps"] is not None or cfg["probe_seconds"] is not None
     dd, device = start_process(cfg["device"])
+    precision, precision_note = run_precision(cfg["precision"], device)
+    cfg = {**cfg, "precision": precision}
     emit = protocol.emit if dd.main else (lambda *a, **k: None)
     autocast, scaler = set_precision(cfg["precision"], device)
     use_compile = cfg["compile"] if cfg["compile"] is not None else device.type == "cuda"
@@ -330,6 +332,8 @@ def run(cfg: dict[str, Any]) -> int:
         return loss.detach()
 
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (cpu_name() or "cpu")
+    if precision_note and dd.main:
+        log(precision_note)
     emit("start", model=cfg["model"], device=device.type, device_name=device_name, precision=cfg["precision"],
          world_size=dd.world, batch_size=batch, global_batch_size=global_batch, total_samples=total_samples,
          params=params, compile=bool(use_compile), channels_last=channels_last, resumed_from_step=resumed_from,

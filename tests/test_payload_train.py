@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from payloads.cpu import cpu_precision
 from payloads.protocol import parse_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +115,8 @@ def test_probe_prints_one_probe_event(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (probe,) = of(events, "probe")
     assert probe["steps"] == 3 and probe["warmup_steps"] == 1 and probe["samples_per_second"] > 0
-    assert probe["device"] == "cpu" and probe["batch_size"] == 8 and probe["precision"] == "bf16"
+    # the default bf16 runs natively or not at all on a CPU (payloads/cpu.py)
+    assert probe["device"] == "cpu" and probe["batch_size"] == 8 and probe["precision"] == cpu_precision("bf16")
     assert not of(events, "checkpoint") and not (tmp_path / "checkpoints").exists()
 
 
@@ -196,3 +198,42 @@ def test_payloads_never_import_launcher():
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         assert not [n for n in names if n.split(".")[0] == "launcher"], f
+
+
+@pytest.mark.parametrize("model", ["tinycnn", "lm"])
+def test_a_cpu_run_trains_at_the_precision_the_cpu_probe_measured(tmp_path, model):
+    """A bf16 job on this CPU: the probe measures cpu_precision (fp32 without native bf16) and the
+    run trains at the same precision, saying so in one line when it is not the job's. Before, the
+    run trained in emulated bf16: jobs/tokenlm.yaml probed 361 tokens/s and ran at 51."""
+    from launcher.estimate.baseline import cpu_precision as probe_precision
+    from launcher.spec import parse_spec
+
+    config = tmp_path / "job.json"
+    config.write_text(json.dumps({"model_args": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64}}))
+    args = (["--model", "tinycnn", "--dataset", "synthetic", "--image-size", "16", "--num-classes", "10"]
+            if model == "tinycnn" else
+            ["--config", str(config), "--model", "lm", "--vocab-size", "256", "--seq-len", "16"])
+    proc, events = train(["--device", "cpu", *args, "--precision", "bf16", "--batch-size", "4",
+                          "--max-steps", "1"], tmp_path)
+    assert proc.returncode == 75, proc.stderr[-2000:]  # stopped after 1 step, with a checkpoint
+    bf16 = parse_spec(f"name: a\nworkload: {{model: {model}, precision: bf16}}\n").workload
+    ran = of(events, "start")[0]["precision"]
+    assert ran == probe_precision(bf16) == cpu_precision("bf16")
+    said = [line for line in proc.stderr.splitlines() if "training in fp32, not bf16" in line]
+    assert len(said) == (ran == "fp32"), proc.stderr
+
+
+def test_a_cpu_run_keeps_bf16_where_the_cpu_has_it(monkeypatch):
+    import torch
+
+    from payloads import cpu, runtime
+
+    monkeypatch.setattr(runtime, "cpu_precision", lambda p: cpu.cpu_precision(p, "flags : avx2 amx_bf16"))
+    assert runtime.run_precision("bf16", torch.device("cpu")) == ("bf16", None)
+    assert runtime.run_precision("fp16", torch.device("cpu")) == ("fp32", "training in fp32, not fp16: fp16 is a "
+                                                                  "GPU precision")
+    monkeypatch.setattr(runtime, "cpu_precision", lambda p: cpu.cpu_precision(p, "flags : avx2 avx512f"))
+    assert runtime.run_precision("bf16", torch.device("cpu")) == (
+        "fp32", "training in fp32, not bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); emulated, it runs "
+        "several times slower")
+    assert runtime.run_precision("bf16", torch.device("cuda")) == ("bf16", None)  # a GPU: the job's, untouched

@@ -120,19 +120,14 @@ def _workload_key(workload, probe_batch: int, precision: str = "fp32") -> str:
 
 
 def cpu_precision(workload, cpuinfo: str | None = None) -> str:
-    """fp32, unless the job asks for bf16 and this CPU computes bf16 natively (AVX512-BF16 or
-    AMX): there bf16 autocast is several times faster (VGG16 on 2 Zen 4 cores: 6.4 vs 1.8
-    images/s, docs/benchmarks.md), so fp32 would understate the CPU. Elsewhere bf16 and fp16
-    autocast are emulated and slower, and tf32 is GPU-only."""
-    if workload.precision != "bf16":
-        return "fp32"
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return "fp32"
-    flags = set(cpuinfo.split())
-    return "bf16" if {"avx512_bf16", "amx_bf16"} & flags else "fp32"
+    """The precision the probe measures: the one a CPU run of ``workload`` trains at
+    (``payloads/cpu.py``: fp32, unless the job asks for bf16 and this CPU computes bf16 natively,
+    AVX512-BF16 or AMX). There bf16 autocast is several times faster (VGG16 on 2 Zen 4 cores: 6.4
+    vs 1.8 images/s, docs/benchmarks.md), so fp32 would understate the CPU; elsewhere bf16 is
+    emulated and slower, and the local run trains in fp32 too."""
+    from launcher.payloads.cpu import cpu_precision as run_precision
+
+    return run_precision(workload.precision, cpuinfo)
 
 
 def _cache_file() -> Path:
