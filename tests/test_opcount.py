@@ -271,3 +271,25 @@ def test_tile_utilization_and_host_floor():
     kernels = sum(v.kernels_fused for v in opmodel.grouped(c, "bf16", True).values())
     assert not fast.host_bound
     assert slow.seconds == pytest.approx(kernels * 1e-3) and slow.host_bound
+
+
+def test_small_step_host_line_and_its_fit():
+    """A step of few kernels is priced by the host's fixed time per step (a + kernels x c), one of
+    many kernels by kernels x the per-kernel host time, whichever is larger; the line is fitted on
+    the CLI's clearly host-bound runs (the bundled h200_local_total rows: TinyCNN and the MLP)."""
+    from launcher.estimate import opfit
+
+    c = count(_meta(lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 10))), (64,), 10)
+    gpu = get_gpu("H200")
+    kernels = sum(v.kernels_fused for v in opmodel.grouped(c, "bf16", True).values())
+    base = {"efficiency": {}, "launch_gap_s": {"*/compiled": 1e-6}, "host_s_per_kernel": {"compiled": 5e-5}}
+    line = {"compiled": {"a_s": 1e-3, "s_per_kernel": 4e-5, "n": 2}}
+    few = opmodel.step_time(c, gpu, "bf16", 8, compiled=True, doc={**base, "host_small_step": line})
+    assert few.host_bound and few.seconds == pytest.approx(1e-3 + kernels * 4e-5)
+    many = opmodel.host_small_step({"host_small_step": line}, "compiled", 1000)
+    assert many == pytest.approx(1e-3 + 1000 * 4e-5) and many < 1000 * 5e-5  # the per-kernel term wins
+    assert opmodel.host_small_step({}, "compiled", 10) == 0.0
+    doc = opmodel.efficiencies()
+    fitted = opfit.fit_host_step({**doc, "host_small_step": {}}, get_gpu)["compiled"]
+    assert fitted["n"] >= 2 and fitted["a_s"] > 0 and 0 < fitted["s_per_kernel"] < doc["host_s_per_kernel"]["compiled"]
+    assert doc["host_small_step"]["compiled"]["a_s"] == pytest.approx(fitted["a_s"])  # the bundled fit is current

@@ -11,7 +11,8 @@ For one training step at batch b on one GPU, with the per-class FLOPs F_c and by
              steps; w_i: the fp32 Winograd/FFT gain of a 3x3 stride-1 convolution; ``gemm_roofline``;
              K_c the class's kernels, tau a fixed time per kernel: ``kernel_seconds``)
     device = sum over classes t_c + kernels x launch gap
-    step   = max(device, kernels x host seconds per kernel)
+    host   = max(kernels x host seconds per kernel, a + kernels x c)
+    step   = max(device, host)
 
 peak_c is the tensor-core peak at the job's precision for convolution, matmul and attention and
 the fp32 (CUDA-core) peak for everything else; bandwidth is the datasheet HBM/GDDR figure. A
@@ -265,7 +266,7 @@ def step_time(ops: OpCost | dict, gpu, precision: str, batch: int, compiled: boo
         kernels += k
     launch = kernels * launch_gap(doc, gpu.arch, mode)
     device = sum(per.values()) + launch
-    host = kernels * host_per_kernel(doc, mode)
+    host = max(kernels * host_per_kernel(doc, mode), host_small_step(doc, mode, kernels))
     return StepTime(max(device, host), per, launch, bound, host)
 
 
@@ -276,6 +277,16 @@ def kernel_seconds(doc: dict) -> float:
     return float(doc.get("kernel_s") or 0.0)
 
 
+def host_small_step(doc: dict, mode: str, kernels: float) -> float:
+    """Host (CPU) seconds of a step of few kernels (TinyCNN, an MLP): a + kernels x c, the training
+    loop's fixed Python, optimizer and graph-wrapper time plus a launch cost per kernel, fitted on
+    the CLI runs whose steps are clearly host-bound (``launcher.estimate.opfit.fit_host_step``).
+    Steps of many kernels keep ``host_per_kernel`` alone (the larger of the two); 0 when never
+    fitted."""
+    line = (doc.get("host_small_step") or {}).get(mode)
+    return float(line["a_s"]) + kernels * float(line["s_per_kernel"]) if line else 0.0
+
+
 def host_per_kernel(doc: dict, mode: str) -> float:
     """Host (CPU) seconds per launched kernel of a step: Python, the compiled graph's wrapper and the
     launch calls; a step cannot be shorter than its kernels x this (0 when never fitted)."""
@@ -283,5 +294,5 @@ def host_per_kernel(doc: dict, mode: str) -> float:
 
 
 __all__ = ["CLASSES", "StepTime", "step_time", "grouped", "roofline", "class_roofline", "gemm_roofline",
-           "tile_fill", "k_fill", "gemm_utilization", "gemm_shape_params", "kernel_seconds",
+           "tile_fill", "k_fill", "gemm_utilization", "gemm_shape_params", "kernel_seconds", "host_small_step",
            "efficiencies"]
