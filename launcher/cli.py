@@ -208,7 +208,7 @@ def run(
     from launcher.render import EventPrinter, render_plan, render_report
 
     if dry_run:
-        plan = Runner(on_event=lambda *a, **k: None).plan(job, opts)
+        plan = Runner(on_event=lambda *a, **k: None).plan(job, opts, spec_path=str(spec))
         _json_out(plan) if as_json else render_plan(_out(), plan)
         return
     printer = EventPrinter(_out(), as_json=as_json)

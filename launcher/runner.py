@@ -12,6 +12,7 @@ through ``on_event(kind, **fields)``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -115,8 +116,8 @@ class Runner:
 
     # --- entry points ---------------------------------------------------------------------
 
-    def plan(self, spec, opts: RunOptions) -> dict[str, Any]:
-        """--dry-run: what would happen, with no create call."""
+    def plan(self, spec, opts: RunOptions, spec_path: str | None = None) -> dict[str, Any]:
+        """--dry-run: what would happen, with no create call (``spec_path``: named in a refusal's fix)."""
         _check_model(spec, opts.provider)
         provider = self.provider_factory(opts.provider, **opts.provider_config)
         ctx = _Ctx(self.store, "dry-run", spec, opts.provider, lambda *a, **k: None,
@@ -133,7 +134,7 @@ class Runner:
         plan["commands"] = plan_commands(spec, opts.provider, plan)
         if recovery.describe(spec, opts.provider):
             plan["spot recovery"] = recovery.describe(spec, opts.provider)
-        refusal = over_limits(spec, est)
+        refusal = over_limits(spec, est, opts.provider, spec_path)
         return {"plan": plan, "estimate": est, "budget_usd": spec.limits.budget_usd,
                 "refused": None if refusal is None or opts.force else str(refusal[1])}
 
@@ -184,7 +185,7 @@ class Runner:
         self.store.update_run(run_id, estimate=est)
         self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ("total_seconds", "total_usd",
                                                                            "samples_per_second", "error", "unit")})
-        refusal = over_limits(spec, est)
+        refusal = over_limits(spec, est, opts.provider, spec_path)
         if refusal is not None and not opts.force:
             self.store.set_state(run_id, "cancelled", refusal[0])
             raise refusal[1]
@@ -900,22 +901,43 @@ class _Node:
     pid: int | None = None
 
 
-def over_limits(spec, est: dict[str, Any]) -> tuple[str, BudgetError] | None:
+def over_limits(spec, est: dict[str, Any], provider: str | None = None,
+                spec_path: str | None = None) -> tuple[str, BudgetError] | None:
     """(the cancelled run's reason, the error) when the estimate breaks the spec's limits, else None:
     training alone longer than limits.max_duration (it bounds the job on the machine; boot and setup
-    have the watchdog's grace), or the total over limits.budget_usd. --force launches anyway."""
+    have the watchdog's grace), or the total over limits.budget_usd. --force launches anyway.
+    The max_duration refusal gives the numbers to proceed with: the max_duration the job needs and,
+    on ``provider`` local, the GPU command (``spec_path``) and the samples_per_epoch that fits here."""
     limit = spec.limits.max_duration
     if est.get("train_seconds") and est["train_seconds"] > limit:
+        need = math.ceil(est["train_seconds"] * 1.1 / 3600)
+        fix = f"set limits.max_duration: {need}h, pick a faster machine, or pass --force"
+        if provider == "local":
+            w, sps = spec.workload, est.get("samples_per_second") or 0.0
+            fits = _round_down(limit * 0.9 * sps / max(w.epochs, 1e-9))  # 10% for warm-up and noise
+            shorter = f"samples_per_epoch: {fits:,} or fewer, or " if 0 < fits < w.samples_per_epoch else ""
+            path = spec_path or "SPEC"
+            fix = (f"on a GPU: `gpujob run {path} --provider auto`, the cheapest AWS/GCP offer, priced by "
+                   f"`gpujob estimate {path}`; here: {shorter}max_duration: {need}h, or --force to train until "
+                   f"max_duration stops it")
+        where = " on this machine" if provider == "local" else ""
         return "estimate exceeds limits.max_duration", BudgetError(
-            f"training alone is estimated at {est['train_seconds'] / 3600:.1f} h, over limits.max_duration "
-            f"({limit / 3600:.1f} h): the job would be stopped before it ends",
-            "raise max_duration, pick a faster machine, or pass --force")
+            f"training alone is estimated at {est['train_seconds'] / 3600:.1f} h{where}, over limits.max_duration "
+            f"({limit / 3600:.1f} h): the job would be stopped before it ends", fix)
     budget = spec.limits.budget_usd
     if budget and est.get("total_usd") and est["total_usd"] > budget:
         return f"estimate ${est['total_usd']:.2f} exceeds budget", BudgetError(
             f"the estimate ${est['total_usd']:.2f} exceeds limits.budget_usd ${budget:.2f}",
             "raise the budget, shorten the job, or pass --force")
     return None
+
+
+def _round_down(n: float) -> int:
+    """n rounded down to two significant digits (12,345 -> 12,000); 0 below 1."""
+    if n < 1:
+        return 0
+    step = 10 ** max(0, int(math.log10(n)) - 1)
+    return int(n // step * step)
 
 
 def _check_model(spec, provider: str) -> None:

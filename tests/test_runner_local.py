@@ -148,10 +148,24 @@ def test_artifacts_path_that_is_a_file_is_refused_before_anything_runs(runner, t
     assert (tmp_path / "f").read_text() == "mine" and RecordingLocal.teardowns == []
 
 
-def test_training_longer_than_max_duration_is_refused(runner):
-    spec = parse_spec("name: big\nworkload: {model: vgg16}\nlimits: {max_duration: 1h}\n")
-    with pytest.raises(BudgetError, match="max_duration"):
-        runner.run(spec, _opts())  # this CPU: days of VGG16, not an hour
+def test_training_longer_than_max_duration_is_refused_with_the_ways_to_proceed(runner):
+    """jobs/unet.yaml and jobs/tokenlm.yaml are GPU jobs: on this CPU they are refused, and the
+    refusal gives the commands and numbers to go on with: the GPU run, a samples_per_epoch that
+    fits max_duration here (at the estimate's own speed), the max_duration the job needs, --force."""
+    import math
+    import re
+
+    spec = parse_spec("name: big\nworkload: {model: vgg16, samples_per_epoch: 100000, epochs: 2}\n"
+                      "limits: {max_duration: 1h}\n")
+    with pytest.raises(BudgetError, match="max_duration") as e:
+        runner.run(spec, _opts(), spec_path="jobs/big.yaml")  # this CPU: days of VGG16, not an hour
+    text = str(e.value)
+    assert "on this machine" in text and "`gpujob run jobs/big.yaml --provider auto`" in text
+    assert "`gpujob estimate jobs/big.yaml`" in text and "--force" in text
+    est = runner.store.list_runs()[0].estimate
+    fits = int(re.search(r"samples_per_epoch: ([\d,]+) or fewer", text)[1].replace(",", ""))
+    assert 0 < fits * 2 / est["samples_per_second"] <= 3600  # two epochs of it train within the hour
+    assert f"max_duration: {math.ceil(est['train_seconds'] * 1.1 / 3600)}h" in text
 
 
 def test_local_estimate_uses_this_cpu_not_the_specs_gpu(runner):
