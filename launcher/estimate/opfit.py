@@ -164,7 +164,7 @@ def with_kernel_s(obs: list[dict], tau: float) -> list[dict]:
 KERNEL_S_GRID = tuple(i * 1e-6 for i in (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30))
 
 
-def fit_kernel_s(obs: list[dict], get_gpu=None, grid: tuple = KERNEL_S_GRID) -> float:
+def fit_kernel_s(obs: list[dict], get_gpu=None, grid: tuple | None = None) -> float:
     """The fixed time per kernel (``opmodel.kernel_seconds``) on ``grid`` that makes each class's
     efficiency most nearly one number across the observed steps, the model's own premise: the
     smallest sum over (precision class, class) of squared deviations of log efficiency from their
@@ -172,7 +172,7 @@ def fit_kernel_s(obs: list[dict], get_gpu=None, grid: tuple = KERNEL_S_GRID) -> 
     time is (roofline + kernels x tau) / efficiency, so a tau that is right leaves no trace of how
     a step splits its work into kernels. (``get_gpu`` is unused: kept for callers' symmetry.)"""
     best = None
-    for tau in grid:
+    for tau in KERNEL_S_GRID if grid is None else grid:
         groups: dict[tuple, list[float]] = {}
         for o in with_kernel_s(obs, tau):
             for cls, e in o["efficiency"].items():
@@ -183,7 +183,7 @@ def fit_kernel_s(obs: list[dict], get_gpu=None, grid: tuple = KERNEL_S_GRID) -> 
     return best[1] if best else 0.0
 
 
-def fit_tuned(obs: list[dict], get_gpu, grid: tuple = KERNEL_S_GRID) -> dict:
+def fit_tuned(obs: list[dict], get_gpu, grid: tuple | None = None) -> dict:
     """``fit`` at the fixed time per kernel ``fit_kernel_s`` picks on these observations."""
     return fit(with_kernel_s(obs, fit_kernel_s(obs, get_gpu, grid)))
 
@@ -681,7 +681,8 @@ FORMS = (  # (name, opmodel.USE_PRODUCTS, grids for gemmfit.fit_gemm_shape): pyt
     ("128 x 128 output tiles on (M, N) of each matrix product", True, {"k0_grid": (0.0,), "w_grid": (1.0,)}),
     ("+ per-tile fixed cost k0 (fitted)", True, {"w_grid": (1.0,)}),
     ("+ fp32 3x3 stride-1 Winograd gain w (fitted), no k0", True, {"k0_grid": (0.0,)}),
-    ("+ k0 and w (fitted): the form kept", True, {}),
+    ("+ k0 and w (fitted), no fixed time per kernel (tau = 0)", True, {"tau_grid": (0.0,)}),
+    ("+ k0 and w (fitted) + fixed time per kernel tau (fitted): the form kept", True, {}),
     ("k0 and w fitted on the shape microbenchmark alone (every model held out)", True, {"microbench": True}),
 )
 
@@ -693,11 +694,14 @@ def forms(profiles: list[dict], get_gpu) -> list[dict]:
 
     calls = gemm_calls(profiles)
     bench = microbench_calls()
-    saved = opmodel.USE_PRODUCTS
+    global KERNEL_S_GRID
+    saved, saved_tau = opmodel.USE_PRODUCTS, KERNEL_S_GRID
     out = []
     try:
         for name, products, grids in FORMS:
             opmodel.USE_PRODUCTS = products
+            grids = dict(grids)
+            KERNEL_S_GRID = grids.pop("tau_grid", saved_tau)
             if grids.get("microbench"):
                 if not bench:
                     continue
@@ -712,7 +716,7 @@ def forms(profiles: list[dict], get_gpu) -> list[dict]:
             doc = fit_tuned(obs, get_gpu)
             own = [abs(r["error"]) for r in own_gpu_rows(doc, get_gpu, {o["gpu"] for o in obs})]
             cross = [abs(r["error"]) for r in cross_gpu_rows(doc, get_gpu)]
-            out.append({"form": name, "k0": doc["gemm_shape"].get("k0", 0.0),
+            out.append({"form": name, "k0": doc["gemm_shape"].get("k0", 0.0), "kernel_s": doc.get("kernel_s", 0.0),
                         "winograd_fp32": doc["gemm_shape"].get("winograd_fp32", 1.0),
                         "call_median": per_call and per_call["median_call"],
                         "call_row_median": per_call and per_call["median_row"],
@@ -721,16 +725,16 @@ def forms(profiles: list[dict], get_gpu) -> list[dict]:
                         "h100_median": round(statistics.median(own), 4) if own else None,
                         "cross_gpu_median": round(statistics.median(cross), 4) if cross else None})
     finally:
-        opmodel.USE_PRODUCTS = saved
+        opmodel.USE_PRODUCTS, KERNEL_S_GRID = saved, saved_tau
     return out
 
 
 def forms_markdown(rows: list[dict]) -> str:
     pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
     calls = lambda v: "-" if v is None else " / ".join(pct(v.get(p)) for p in ("half", "fp32"))  # noqa: E731
-    out = ["| form | k0 | w | per call, half / fp32 (time-weighted median) | GEMM time per row, median / max | "
-           "whole step, median / max | H100, never fitted | cross-GPU ratios |", "|---|---|---|---|---|---|---|---|"]
-    out += [f"| {r['form']} | {r['k0']:g} | {r['winograd_fp32']:g} | {calls(r['call_median'])} | "
+    out = ["| form | k0 | w | tau (us) | per call, half / fp32 (time-weighted median) | GEMM time per row, median / max | "
+           "whole step, median / max | H100, never fitted | cross-GPU ratios |", "|---|---|---|---|---|---|---|---|---|"]
+    out += [f"| {r['form']} | {r['k0']:g} | {r['winograd_fp32']:g} | {r['kernel_s'] * 1e6:.0f} | {calls(r['call_median'])} | "
             f"{pct(r['call_row_median'])} / {pct(r['call_row_max'])} | {pct(r['lomo_median'])} / {pct(r['lomo_max'])} | "
             f"{pct(r['h100_median'])} | {pct(r['cross_gpu_median'])} |" for r in rows]
     return "\n".join(out)
