@@ -145,15 +145,28 @@ class Progress:
             self.emit("log", run_id=self.run_id, text=line)
             return
         kind = event.get("event")
+        if kind == "start":
+            self.total = planned_total(event, self.total)
         if kind == "step":
             sps = event.get("samples_per_second") or 0
             samples = event.get("samples") or 0
-            eta = (self.total - samples) / sps if sps else None
-            self.emit("progress", run_id=self.run_id, samples=samples, total=self.total, samples_per_second=sps,
+            total = max(self.total, samples)  # a payload that runs past its plan never shows n > total
+            eta = max(0.0, (total - samples) / sps) if sps else None
+            self.emit("progress", run_id=self.run_id, samples=samples, total=total, samples_per_second=sps,
                       loss=event.get("loss"), eta_s=eta, spent_usd=self.rec.spent_usd(self.clock()),
                       step=event.get("step"))
         else:
             self.emit("payload", run_id=self.run_id, event=event)
+
+
+def planned_total(start: dict, spec_total: int) -> int:
+    """The samples a run will actually train, from the payload's start event: whole steps, so the
+    spec's total rounded up to a full (global) batch (1,797 x 8 digits at batch 64: 225 steps,
+    14,400 samples, not 14,376). Falls back to the spec's total when the event does not say."""
+    steps, per_step = start.get("steps"), start.get("tokens_per_step") or start.get("global_batch_size")
+    if isinstance(steps, int) and isinstance(per_step, int) and steps > 0 and per_step > 0:
+        return steps * per_step
+    return spec_total
 
 
 def last_event(log_text: str, kind: str) -> dict[str, Any] | None:

@@ -8,9 +8,10 @@ import json
 
 from rich.console import Console
 
+from launcher.payloads.protocol import format_event
 from launcher.render import EventPrinter
 from launcher.spec import parse_spec
-from launcher.streaming import SHOW_MAX, Progress, display_line
+from launcher.streaming import SHOW_MAX, Progress, display_line, planned_total
 from launcher.store import Store
 
 
@@ -63,3 +64,32 @@ def test_replay_of_a_huge_line_is_cut_too():
     printer("log", run_id="r1", text="y" * (1 << 20) + "\nshort\n", replay=True)
     text = out.getvalue()
     assert "more characters not shown" in text and "short" in text and len(text) < 20_000
+
+
+def test_progress_uses_the_payloads_planned_total_and_never_overshoots(tmp_path):
+    """quickstart: 1,797 digits x 8 epochs at batch 64 is 225 whole steps = 14,400 samples; the
+    line said '14,400/14,376 ETA -1s' before it took the total from the payload's start event."""
+    store = Store(tmp_path / "runs.db")
+    store.create_run("r1", "job", "local", spec_path=None, spec_text=None, spec={}, provider_config={})
+    events: list = []
+    spec = parse_spec("name: job\nworkload:\n  samples_per_epoch: 1797\n  epochs: 8\n  batch_size: 64\n")
+    p = Progress(store, lambda kind, **f: events.append((kind, f)), lambda: 0.0, "r1", spec, 0)
+    assert p.total == 14_376
+    line = lambda **ev: format_event(**ev) + "\n"  # noqa: E731
+    p.feed(line(event="start", steps=225, global_batch_size=64, total_samples=14_376))
+    p.feed(line(event="step", step=224, samples=14_336, samples_per_second=640.0))
+    p.feed(line(event="step", step=225, samples=14_400, samples_per_second=640.0))
+    prog = [f for k, f in events if k == "progress"]
+    assert [(f["samples"], f["total"]) for f in prog] == [(14_336, 14_400), (14_400, 14_400)]
+    assert prog[0]["eta_s"] == 0.1 and prog[1]["eta_s"] == 0.0
+    # a payload that says nothing of its plan (a custom one) and runs past the spec's total
+    events.clear()
+    q = Progress(store, lambda kind, **f: events.append((kind, f)), lambda: 0.0, "r1", spec, 0)
+    q.feed(line(event="step", step=225, samples=14_400, samples_per_second=640.0))
+    (f,) = [f for k, f in events if k == "progress"]
+    assert f["total"] == 14_400 and f["eta_s"] == 0.0
+
+
+def test_token_payload_total_counts_tokens_per_step():
+    assert planned_total({"steps": 3, "global_batch_size": 2, "tokens_per_step": 2 * 512}, 3000) == 3072
+    assert planned_total({"event": "start"}, 3000) == 3000
