@@ -46,6 +46,7 @@ DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 KEEPALIVE_S = 5  # SSH keepalive traffic, so TCP_USER_TIMEOUT below sees unacked data
 DEAD_LINK_S = 15  # a link whose data stays unacknowledged this long is dead
 STATUS_WAIT_S = 5.0  # after EOF, how long the exit status may trail the data
+STOPPED_WAIT_S = 15.0  # after a signal stops a command, how long we wait for it to end remotely
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SIGNAL = re.compile(r"[A-Z0-9]+")
 # Host-key algorithm names a pinned key type can be negotiated under (RSA: SHA-2 only).
@@ -473,6 +474,9 @@ class Session:
                 select.select([chan], [], [], 0.5)
                 signals.check()  # between packets: a signal never cuts one in half
             status = chan.recv_exit_status()
+        except signals.Stop:
+            self._let_end(chan)
+            raise
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise SSHConnectError(f"connection to {self.label} lost while running `{shown}`: {exc}") from None
         finally:
@@ -480,6 +484,29 @@ class Session:
         if status == -1 and not self._alive():
             raise SSHConnectError(f"connection to {self.label} lost while running `{shown}`")
         return status, bytes(out), bytes(err)
+
+    def _let_end(self, chan: paramiko.Channel) -> None:
+        """A signal stopped a command mid-way: close its input and wait until it has ended on
+        the machine, so that what the caller does next (clean up, fetch, release) never races
+        a command still writing there (a half-done ``tar -x`` still creating files, say).
+
+        Closing stdin ends an upload's ``tar`` (a truncated archive) at once; a command that
+        ignores its input runs on. The wait is bounded: a further signal, ``STOPPED_WAIT_S``
+        seconds or a dead link ends it, and the caller goes on as before. Never raises."""
+        end = time.monotonic() + STOPPED_WAIT_S
+        seen = signals.received()
+        try:
+            chan.shutdown_write()
+            while not (chan.closed or (chan.exit_status_ready() and chan.eof_received)):
+                if time.monotonic() > end or signals.received() != seen or not self._alive():
+                    return
+                while chan.recv_ready():  # drain: a full window would stall the command
+                    chan.recv(65536)
+                while chan.recv_stderr_ready():
+                    chan.recv_stderr(65536)
+                select.select([chan], [], [], 0.2)
+        except (paramiko.SSHException, EOFError, OSError):
+            return
 
     def run(self, cmd: str, timeout: float | None = None, check: bool = True) -> tuple[int, str, str]:
         """Run a shell command; returns (exit_status, stdout, stderr).

@@ -298,3 +298,46 @@ def test_wait_until_reachable_while_machine_boots(tmp_path, client_key):
     finally:
         timer.join()
         server.stop()
+
+
+def _cut_by_a_signal(chan):
+    """An upload's stdin stream that a signal stops after the first bytes (as check() would)."""
+    import signal as _signal
+
+    from launcher import signals
+
+    chan.sendall(b"partial")
+    raise signals.Stop(_signal.SIGINT)
+
+
+def test_a_command_cut_by_a_signal_has_ended_before_the_caller_goes_on(session, tmp_path):
+    # The command still works for a moment after its input ends (as `tar -x` finishing its
+    # last file does); the caller must not clean up or fetch while it does.
+    marker = tmp_path / "ended"
+    from launcher import signals
+
+    with pytest.raises(signals.Stop):
+        session._exec(f"cat >/dev/null; sleep 1; touch {marker}", _cut_by_a_signal, None, "cut")
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("how", ["deadline", "second-signal"])
+def test_the_wait_for_a_stopped_command_is_bounded(session, monkeypatch, how):
+    import os
+    import signal as _signal
+    import threading
+
+    from launcher import remote, signals
+
+    if how == "deadline":
+        monkeypatch.setattr(remote, "STOPPED_WAIT_S", 0.5)
+    started = time.monotonic()
+    again = threading.Timer(0.5, os.kill, (os.getpid(), _signal.SIGINT))
+    with signals.handled():
+        if how == "second-signal":  # the user presses Ctrl-C again while we wait
+            again.start()
+        with pytest.raises(signals.Stop):
+            session._exec("sleep 30 </dev/null", _cut_by_a_signal, None, "ignores its input")
+        if how == "second-signal":
+            again.join()  # delivered inside handled(): never a stray KeyboardInterrupt
+    assert time.monotonic() - started < 10  # far below the command's 30 s and the 15 s default
