@@ -92,8 +92,6 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def validate(specs: list[Path] = typer.Argument(..., help="Job spec(s) (YAML)."),
              as_json: bool = typer.Option(False, "--json", help="One JSON object per spec, in a list.")) -> None:
     """Check job specs and print what each asks for."""
-    from rich.markup import escape
-
     from launcher.estimate.flops import check_model
     from launcher.spec import check_factory_file, load_spec
 
@@ -107,6 +105,8 @@ def validate(specs: list[Path] = typer.Argument(..., help="Job spec(s) (YAML).")
     if as_json:
         _json_out([{"spec": str(spec), "ok": True, **job.model_dump(mode="json")} for spec, job in jobs])
         return
+    from rich.markup import escape  # the human line only: --json never imports rich
+
     for spec, job in jobs:
         w, r = job.workload, job.resources
         acc = str(r.accelerators) if r.accelerators else "any GPU"

@@ -122,3 +122,23 @@ def test_calibrate_with_no_runs_says_so_plainly():
     res = cli.invoke(app, ["calibrate", "--reset"])
     assert res.exit_code == 0 and res.output.startswith("nothing to drop; estimates use the bundled")
     assert "(s)" not in res.output
+
+
+def test_an_estimate_reads_the_users_files_once_and_sees_them_change(monkeypatch):
+    """measured_for and user_factor are asked once per GPU type (~90 times an estimate): the runs
+    file and the fit are parsed once per process while they stay the same, again when rewritten."""
+    from pathlib import Path
+
+    spec = _spec()
+    learned.record_run("r1", spec.workload, "L4", 1, 321.0, now=time.time())
+    (learned.cache_dir() / learned.FIT_FILE).write_text(json.dumps({"factors": {"ada/half": {"factor": 0.5}}}))
+    reads: list[str] = []
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda p, *a, **k: reads.append(p.name) or real(p, *a, **k))
+    full_estimate(spec, baseline=False, providers=("aws", "gcp"))
+    assert reads.count(learned.RUNS_FILE) <= 1 and reads.count(learned.FIT_FILE) <= 1
+    assert learned.user_factor("ada", "bf16") == 0.5
+    learned.record_run("r2", spec.workload, "L4", 1, 400.0, now=time.time() + 1)
+    assert learned.measured_for(spec.workload, "L4", 1)["run_id"] == "r2"
+    (learned.cache_dir() / learned.FIT_FILE).write_text("{damaged")
+    assert learned.user_factor("ada", "bf16") == 1.0

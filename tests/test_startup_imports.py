@@ -6,7 +6,7 @@ Each case runs the real CLI entry point (launcher.cli.main, as the console scrip
 child interpreter and lists sys.modules when it exits. A module on a case's list costs start-up
 the command does not need: an SDK, torch or numpy for any of them; for `--help` also the spec
 parser (pydantic, yaml), the estimator, the catalog and the run store; for `estimate --json`
-also rich (its tables are for the human output only).
+and `validate --json` also rich (its tables and colours are for the human output only).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ CASES = {
     "estimate jobs/vgg16.yaml --no-baseline": ("sqlite3", "launcher.store", "launcher.liveness"),
     "estimate jobs/vgg16.yaml --no-baseline --json": ("sqlite3", "launcher.store", "rich", "launcher.render"),
     "validate jobs/vgg16.yaml": ("sqlite3", "launcher.store", "launcher.catalog.listing", "launcher.render"),
+    "validate jobs/vgg16.yaml --json": ("sqlite3", "launcher.store", "launcher.catalog.listing", "launcher.render",
+                                        "rich"),
     "gpus": ("yaml", "sqlite3", "launcher.spec", "launcher.estimate", "launcher.store"),
     "cost": ("yaml", "launcher.spec", "launcher.estimate", "launcher.catalog"),
 }

@@ -193,22 +193,39 @@ def implied_mfu(point: Point, flops_per_sample: float, peak_tflops: float, overh
 
 
 def fit(rows: list[tuple[dict, float]], cal: Calibration | None = None) -> Calibration:
-    """rows: (keys from Calibration.keys, log MFU). Ridge backfitting of the additive effects."""
+    """rows: (keys from Calibration.keys, log MFU). Ridge backfitting of the additive effects.
+
+    Each row's current effect per term is kept in a list (``held``) rather than looked up again
+    for every other term; the sums are the same additions in the same order as the plain
+    ``sum(effects[t][keys[t]] for t != term)``, so the fit is the same to the last bit."""
     cal = cal or Calibration()
     if not rows:
         return cal
     mu = statistics.fmean(y for _, y in rows)
-    effects: dict[str, dict[str, float]] = {t: {} for t, _ in _TERMS}
+    terms = [t for t, _ in _TERMS]
+    row_keys = [[keys[t] for t in terms] for keys, _ in rows]
+    resid = [y - mu for _, y in rows]
+    held = [[0.0] * len(terms) for _ in rows]  # effects start empty: every key contributes 0.0
+    effects: dict[str, dict[str, float]] = {t: {} for t in terms}
+    counts = [{} for _ in terms]
+    for i in range(len(terms)):
+        for rk in row_keys:
+            counts[i][rk[i]] = counts[i].get(rk[i], 0) + 1
+    others_of = [[j for j in range(len(terms)) if j != i] for i in range(len(terms))]
     for _ in range(_ITERATIONS):
-        for term, lam in _TERMS:
+        for i, (term, lam) in enumerate(_TERMS):
             sums: dict[str, float] = {}
-            counts: dict[str, int] = {}
-            for keys, y in rows:
-                others = sum(effects[t].get(keys[t], 0.0) for t, _ in _TERMS if t != term)
-                k = keys[term]
-                sums[k] = sums.get(k, 0.0) + (y - mu - others)
-                counts[k] = counts.get(k, 0) + 1
-            effects[term] = {k: sums[k] / (counts[k] + lam) for k in sums}
+            js = others_of[i]
+            for rk, h, y in zip(row_keys, held, resid):
+                others = 0
+                for j in js:
+                    others += h[j]
+                k = rk[i]
+                sums[k] = sums.get(k, 0.0) + (y - others)
+            n = counts[i]
+            eff = effects[term] = {k: sums[k] / (n[k] + lam) for k in sums}
+            for rk, h in zip(row_keys, held):
+                h[i] = eff[rk[i]]
     cal.mu, cal.effects, cal.n_points = mu, effects, len(rows)
     return cal
 

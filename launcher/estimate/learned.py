@@ -24,7 +24,7 @@ import statistics
 import time
 from pathlib import Path
 
-from launcher.estimate.paths import cache_dir, read_json, write_json_atomic
+from launcher.estimate.paths import cache_dir, read_json_cached, write_json_atomic
 
 RUNS_FILE = "measured_runs.json"
 FIT_FILE = "user_calibration.json"
@@ -55,7 +55,7 @@ def signature(workload) -> str:
 
 
 def load_runs() -> list[dict]:
-    doc = read_json(_runs_path(), {})
+    doc = read_json_cached(_runs_path(), {})
     runs = doc.get("runs", []) if isinstance(doc, dict) else []
     return [r for r in runs if isinstance(r, dict) and r.get("samples_per_second")]
 
@@ -76,8 +76,11 @@ def record_run(run_id: str, workload, gpu: str, gpu_count: int, samples_per_seco
 def measured_for(workload, gpu: str, gpu_count: int, *, now: float | None = None) -> dict | None:
     """The newest run of this signature on this GPU and count at this precision and batch, with
     ``age_days`` and a ``label`` like 'measured in run r1a2b3c, 2 days ago: 5,100 samples/s'."""
+    runs = load_runs()
+    if not runs:  # no run measured yet (the usual case): no signature to hash
+        return None
     sig = signature(workload)
-    same = [r for r in load_runs() if r["signature"] == sig and str(r["gpu"]).upper() == str(gpu).upper()
+    same = [r for r in runs if r["signature"] == sig and str(r["gpu"]).upper() == str(gpu).upper()
             and r["gpu_count"] == gpu_count and r["precision"] == workload.precision
             and r["batch_size"] == workload.batch_size]
     if not same:
@@ -116,7 +119,7 @@ def user_factor(arch: str, precision: str) -> float:
     """The user's fitted speed factor for this (arch, precision class); 1.0 without a fit."""
     from launcher.estimate.opmodel import precision_class
 
-    f = read_json(_fit_path(), {}).get("factors", {}).get(f"{arch}/{precision_class(precision)}")
+    f = read_json_cached(_fit_path(), {}).get("factors", {}).get(f"{arch}/{precision_class(precision)}")
     return float(f["factor"]) if isinstance(f, dict) and f.get("factor") else 1.0
 
 

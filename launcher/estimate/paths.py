@@ -40,6 +40,28 @@ def read_json(path: Path, default):
         return default
 
 
+_READ_CACHE: dict[str, tuple[tuple, object]] = {}
+
+
+def read_json_cached(path: Path, default):
+    """read_json, parsed once per process while the file stays the same (inode, size, mtime):
+    an estimate asks for the same small user file once per GPU type (~90 times). The value is
+    shared between callers: treat it as read-only."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return default
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    hit = _READ_CACHE.get(str(path))
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    doc = read_json(path, None)
+    if doc is None:
+        return default
+    _READ_CACHE[str(path)] = (stamp, doc)
+    return doc
+
+
 def write_json_atomic(path: Path, data) -> bool:
     """Write via a temp file + rename so concurrent estimates never read half a file.
 
