@@ -4,6 +4,7 @@
     python3 bench/local_total.py --out-dir $OUT --gpu H200 --budget-s 530 [--models resnet50,vgg16,...]
                                  [--warm vgg16,resnet18] [--seconds 20]
     python3 bench/local_total.py --check bench/results/h200_local_total/*.json   # offline: estimate vs measured
+    python3 bench/local_total.py --cross          # offline: the overhead fit held out by run and by call
 
 Each model runs through the CLI (the code path a user's job takes) in a fresh process with its own
 fresh, empty ``TORCHINDUCTOR_CACHE_DIR`` and ``TRITON_CACHE_DIR`` (a cold compile, as a user's first
@@ -24,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -153,10 +155,47 @@ def check(paths: list[str]) -> dict:
                                               "within_10pct": sum(e <= 0.10 for e in cold)}}
 
 
+def cross() -> dict:
+    """The CLI-run overhead fit (launcher/estimate/clifit.py) checked on the runs it is fitted on,
+    each run predicted by a fit without it (leave-one-run-out) and without its whole call
+    (leave-one-call-out), the training time by the current estimator; beside it the estimator as
+    it stands (fitted on all runs: in-sample)."""
+    from launcher.estimate import clifit
+    from launcher.estimate.api import for_machine
+    from launcher.estimate.opmodel import efficiencies
+    from launcher.spec import parse_spec
+
+    runs = clifit.fit_runs()
+    train, full = [], []
+    for r in runs:
+        fields = {k: v for k, v in r["workload"].items() if k in MODELS[r["model"]][0]}
+        spec = parse_spec(spec_text(r["model"], fields, r["samples"], "H200"), check_catalog=False)
+        est = for_machine(spec, "local", None, 0.0, spot=False, baseline=False, local_gpu="H200")
+        train.append(est["train_seconds"])
+        full.append(est["total_seconds"])
+    probe = (efficiencies().get("warmup") or {}).get("compile_s")
+    out: dict = {}
+    for by in ("run", "call"):
+        rows = clifit.held_out(runs, train, probe, by)
+        for row, total in zip(rows, full):
+            row["in_sample_total_error"] = round(total / row["measured_total_s"] - 1, 4)
+        err = [abs(x["total_error"]) for x in rows]
+        out[f"leave_one_{by}_out"] = {"rows": rows, "median": round(statistics.median(err), 4),
+                                      "max": round(max(err), 4), "within_10pct": sum(e <= 0.10 for e in err),
+                                      "n": len(err)}
+    ins = [abs(x["in_sample_total_error"]) for x in out["leave_one_run_out"]["rows"]]
+    out["in_sample"] = {"median": round(statistics.median(ins), 4), "max": round(max(ins), 4),
+                        "within_10pct": sum(e <= 0.10 for e in ins), "n": len(ins)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--check":  # offline: re-estimate recorded runs
         print(json.dumps(check(argv[1:]), indent=1))
+        return 0
+    if argv and argv[0] == "--cross":  # offline: the overhead fit held out by run and by call
+        print(json.dumps(cross(), indent=1))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", required=True)

@@ -206,7 +206,8 @@ def test_overheads_defaults_env_and_args(monkeypatch, tmp_path):
     assert overheads_for("aws", w).boot_s == 10
     from launcher.estimate.opmodel import efficiencies
 
-    measured = efficiencies().get("warmup", {}).get("compile_s", {}).get(w.model, 26.0)  # cold-cache profile
+    fit = efficiencies().get("warmup", {})
+    measured = (fit.get("cli") or fit).get("compile_s", {}).get(w.model, 26.0)  # cold-cache CLI runs
     assert overheads_for("aws", w, {"boot_s": 5, "setup_s": 1, "teardown_s": 0}).total_s == 6 + measured
     assert overheads_for("aws", w, {"boot_s": 5, "setup_s": 1, "teardown_s": 0, "warmup_s": 0}).total_s == 6
     data = tmp_path / "data"
@@ -504,9 +505,9 @@ def test_language_model_band_comes_from_language_model_runs(monkeypatch):
 def test_local_gpu_job_end_time_grows_with_the_checkpoint(monkeypatch):
     from launcher.estimate import opmodel, overheads
 
-    doc = {"warmup": {"startup_s": 11.0, "end": {"a": 2.5, "s_per_gb": 3.5, "n": 9}}}
+    doc = {"warmup": {"startup_s": 11.0, "cli": {"outside": {"a": 15.0, "s_per_gb": 2.5}}}}
     monkeypatch.setattr(opmodel, "efficiencies", lambda: doc)
-    assert overheads.local_gpu_setup_s(0.0) == pytest.approx(13.5)
-    assert overheads.local_gpu_setup_s(2e9) == pytest.approx(13.5 + 7.0)
+    assert overheads.local_gpu_setup_s(0.0) == pytest.approx(15.0)
+    assert overheads.local_gpu_setup_s(2e9) == pytest.approx(15.0 + 5.0)
     monkeypatch.setattr(opmodel, "efficiencies", lambda: {"warmup": {"startup_s": 11.0}})
-    assert overheads.local_gpu_setup_s(2e9) == 11.0  # no measured end: start-up alone
+    assert overheads.local_gpu_setup_s(2e9) == 11.0  # no CLI runs measured: the probe's start-up alone

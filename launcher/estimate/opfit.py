@@ -29,6 +29,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from launcher.estimate import clifit
 from launcher.estimate.gemmfit import call_errors, fit_gemm_shape, shaped_calls
 from launcher.estimate.opcount import OpCost
 from launcher.estimate.opmodel import EFFICIENCY_FILE, class_roofline, grouped, precision_class, step_time
@@ -265,45 +266,6 @@ def fit_warmup(profiles: list[dict]) -> dict:
         line = {"a": round(my - b * mx, 3), "b": round(b, 6), "n": len(points)}
     return {"compile_s": {m: round(statistics.median(v), 2) for m, v in per_model.items()},
             "line": line, "startup_s": round(statistics.median(startups), 2) if startups else None}
-
-
-def fit_end(startup_s: float | None) -> dict | None:
-    """The time a `gpujob run --provider local` GPU job spends outside its training loop beyond the
-    payload's start-up: a + s_per_gb x (final checkpoint + model bytes) / 1e9, least squares over
-    the cold runs of bench/results/h200_local_total/*.json (bench/local_total.py). Those runs are
-    the ones docs/estimator.md compares total times with: an in-sample fit, reported as such
-    (files named heldout_*.json stay out of it: they check it)."""
-    from launcher.estimate.api import checkpoint_bytes
-    from launcher.estimate.flops import lm_cost, model_cost
-    from launcher.spec import parse_spec
-
-    if not startup_s:
-        return None
-    points = []
-    for path in sorted((results_dir() / "h200_local_total").glob("*.json")):
-        if path.name.startswith("heldout"):
-            continue  # runs kept out of the fit, to check it
-        for r in read_json(path, {}).get("results", []):
-            actual = (r.get("report") or {}).get("actual") or {}
-            if r.get("rc") != 0 or r.get("cache") != "cold" or not actual.get("train_seconds"):
-                continue
-            if r.get("seq_len"):
-                w = parse_spec(f"name: x\nworkload: {{model: {r['model']}, seq_len: {r['seq_len']}, "
-                               f"batch_size: {r['batch_size']}}}\n", check_catalog=False).workload
-                cost = lm_cost(w)
-            else:
-                cost = model_cost(r["model"], r["image_size"], r["num_classes"], r.get("in_channels", 3),
-                                  allow_torch=False)
-                w = None
-            x = checkpoint_bytes(w, cost) / 1e9
-            points.append((x, actual["total_seconds"] - actual["train_seconds"] - startup_s))
-    if len(points) < 2:
-        return None
-    mx = statistics.fmean(x for x, _ in points)
-    my = statistics.fmean(y for _, y in points)
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    b = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
-    return {"a": round(my - b * mx, 3), "s_per_gb": round(b, 3), "n": len(points)}
 
 
 HOST_BOUND_SHARE = 0.5  # a run is clearly host-bound when its predicted device time is under half its step
@@ -778,9 +740,9 @@ def main(argv: list[str] | None = None) -> int:
     per_call = call_errors(calls, get_gpu)
     doc["gemm_call_error"] = {k: per_call[k] for k in ("median_call", "median_row", "max_row", "n_calls")}
     doc["warmup"] = fit_warmup(profiles)
-    end = fit_end(doc["warmup"].get("startup_s"))
-    if end:
-        doc["warmup"]["end"] = end
+    cli = clifit.fit(clifit.fit_runs(), doc["warmup"]["compile_s"])
+    if cli:
+        doc["warmup"]["cli"] = cli
     cross = cross_gpu_rows(doc, get_gpu)
     from launcher.estimate import calibrate as mfu
 

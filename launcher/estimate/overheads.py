@@ -91,16 +91,23 @@ def dataset_bytes(workload) -> tuple[float, str]:
 def compile_warmup_s(workload, graph_ops: float | None = None) -> float:
     """Seconds of torch.compile (cold cache) + autotuning before the first steady step.
 
-    Measured per model on the device machine (bench/results/op_efficiency.json "warmup", from
-    bench/op_profile.py's cold-cache runs); a model never measured: the fitted line
-    a + b x graph operations (its eager training step's operation count, when known); else the
-    earlier H100 figures below.
+    Fitted on `gpujob run --provider local` runs on the device machine (op_efficiency.json
+    "warmup"/"cli", launcher/estimate/clifit.py): the model's median compile over its CLI runs;
+    a model profiled but never run through the CLI: its probe compile (bench/op_profile.py) x the
+    median CLI / probe ratio; a model never measured: a + b x graph operations (its eager training
+    step's operation count, when known); else the earlier H100 figures below.
     """
     if workload is None or workload.compile is False:
         return 0.0
+    from launcher.estimate import clifit
     from launcher.estimate.opmodel import efficiencies
 
     fit = efficiencies().get("warmup") or {}
+    cli = fit.get("cli")
+    if cli:
+        measured = clifit.compile_s(cli, workload.model, graph_ops, fit.get("compile_s"))
+        if measured is not None:
+            return measured
     if workload.model in (fit.get("compile_s") or {}):
         return float(fit["compile_s"][workload.model])
     line = fit.get("line")
@@ -110,19 +117,19 @@ def compile_warmup_s(workload, graph_ops: float | None = None) -> float:
 
 
 def local_gpu_setup_s(checkpoint_bytes: float | None = None) -> float:
-    """A local GPU job's time outside training: the payload's start-up measured on the device
-    machine when profiled (else LOCAL_GPU_SETUP_S), plus, when the end of such runs was measured
-    (``warmup.end`` in op_efficiency.json: `gpujob run --provider local`, bench/local_total.py),
-    the CLI's own time and the final checkpoint and model write: a + checkpoint_bytes x s_per_gb / 1e9."""
+    """A local GPU job's time outside its training loop: when `gpujob run --provider local` runs
+    were measured on the device machine (``warmup.cli.outside`` in op_efficiency.json, clifit.py),
+    a + checkpoint_bytes x s_per_gb / 1e9 (spawn, start-up, model build, the final checkpoint and
+    model write, the CLI's report); else the payload's start-up measured by the probe, else
+    LOCAL_GPU_SETUP_S."""
+    from launcher.estimate import clifit
     from launcher.estimate.opmodel import efficiencies
 
     fit = efficiencies().get("warmup") or {}
+    if (fit.get("cli") or {}).get("outside"):
+        return clifit.outside_s(fit["cli"], checkpoint_bytes)
     measured = fit.get("startup_s")
-    start = float(measured) if measured else LOCAL_GPU_SETUP_S
-    end = fit.get("end")
-    if not end or not measured:
-        return start
-    return start + float(end["a"]) + float(end["s_per_gb"]) * (checkpoint_bytes or 0.0) / 1e9
+    return float(measured) if measured else LOCAL_GPU_SETUP_S
 
 
 def overheads_for(provider: str, workload=None, overrides: dict | None = None,

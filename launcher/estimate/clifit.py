@@ -1,0 +1,142 @@
+"""The time a `gpujob run --provider local` GPU job spends outside steady training, fitted on
+what users get: the CLI's own cold-cache runs (bench/local_total.py rows), not the probe's.
+
+Each run splits into
+    outside = CLI total - the payload's loop time (spawn, interpreter, torch + CUDA start, model
+              build, final checkpoint + model write, the CLI's report)
+    compile = loop time - samples / steady samples/s (torch.compile, autotuning, the slow first
+              steps: the payload's warm-up minus its warm-up steps at the steady rate)
+and the fit is
+    outside = a + s_per_gb x (checkpoint + model bytes) / 1e9     least squares over the runs
+    compile = the model's median over its CLI runs; a model never run through the CLI: its probe
+              compile (bench/op_profile.py) x the median CLI / probe ratio; else a + b x graph
+              operations, least squares over the per-model medians.
+``spread`` is the run-to-run spread of the overhead (outside + compile) of the same model
+(median and max |run - model median| / model median), the noise any estimate of one run carries.
+Only the files in FIT_FILES are fitted; later calls check the fit (docs/estimator.md, section 13).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from launcher.estimate.paths import read_json, results_dir
+
+# Calls 2-6 (docs/benchmarks.md): the CLI runs the overhead is fitted on. Anything else is held out.
+FIT_FILES = ("h200_local_total/call2.json", "h200_local_total/call3.json", "h200_local_total/heldout_call4.json",
+             "h200_host/heldout_call5.json", "h200_host/compile_launch_call6.json")
+_WORKLOAD_KEYS = ("image_size", "num_classes", "in_channels", "input_shape", "model_args", "seq_len",
+                  "vocab_size", "batch_size", "precision")
+
+
+def _costs(row: dict) -> tuple[float | None, float]:
+    """(graph operations or None for a language model, checkpoint + model bytes) of a run's workload."""
+    from launcher.estimate.api import checkpoint_bytes
+    from launcher.estimate.flops import workload_cost
+    from launcher.spec import parse_spec
+
+    work = {"model": row["model"], **{k: row[k] for k in _WORKLOAD_KEYS if k in row}}
+    inner = ", ".join(f"{k}: {json.dumps(v)}" for k, v in work.items())
+    w = parse_spec(f"name: x\nworkload: {{{inner}}}\n", check_catalog=False).workload
+    cost = workload_cost(w)
+    return (None if w.is_lm else cost.graph_ops()), checkpoint_bytes(w, cost)
+
+
+def runs_of(doc: dict, source: str = "") -> list[dict]:
+    """The cold, finished CLI runs of one bench/local_total.py (or compile_launch.py) file, split."""
+    out = []
+    for r in doc.get("results", []):
+        actual = (r.get("report") or {}).get("actual") or {}
+        end = r.get("end") or {}
+        if r.get("rc") != 0 or r.get("cache") != "cold" or not actual.get("total_seconds") \
+                or not actual.get("samples_per_second") or not end.get("elapsed"):
+            continue
+        steady = actual["samples"] / actual["samples_per_second"]
+        ops, ckpt = _costs(r)
+        out.append({"model": r["model"], "batch_size": r.get("batch_size"), "source": source,
+                    "samples": r.get("samples"), "workload": {k: r[k] for k in _WORKLOAD_KEYS if k in r},
+                    "total_s": actual["total_seconds"], "steady_s": steady,
+                    "outside_s": actual["total_seconds"] - end["elapsed"], "compile_s": end["elapsed"] - steady,
+                    "graph_ops": ops, "checkpoint_gb": ckpt / 1e9})
+    return out
+
+
+def fit_runs(files: tuple[str, ...] = FIT_FILES, directory: Path | None = None) -> list[dict]:
+    base = directory or results_dir()
+    runs: list[dict] = []
+    for name in files:
+        runs += runs_of(read_json(base / name, {}), name)
+    return runs
+
+
+def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    mx = statistics.fmean(x for x, _ in points)
+    my = statistics.fmean(y for _, y in points)
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    b = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
+    return my - b * mx, b
+
+
+def fit(runs: list[dict], probe_compile: dict | None = None) -> dict | None:
+    """The overhead fit over ``runs`` (runs_of rows); probe_compile: model -> the probe's compile s."""
+    if not runs:
+        return None
+    a, s_per_gb = _line([(r["checkpoint_gb"], r["outside_s"]) for r in runs])
+    per: dict[str, list[float]] = {}
+    overheads: dict[str, list[float]] = {}
+    ops: dict[str, float | None] = {}
+    for r in runs:
+        per.setdefault(r["model"], []).append(r["compile_s"])
+        overheads.setdefault(r["model"], []).append(r["outside_s"] + r["compile_s"])
+        ops[r["model"]] = r["graph_ops"]
+    compile_s = {m: round(statistics.median(v), 2) for m, v in per.items()}
+    doc = {"outside": {"a": round(a, 3), "s_per_gb": round(s_per_gb, 3)}, "compile_s": compile_s,
+           "n_runs": len(runs), "calls": sorted({r["source"] for r in runs})}
+    points = [(ops[m], c) for m, c in compile_s.items() if ops[m]]
+    if len(points) >= 2:
+        la, lb = _line(points)
+        doc["line"] = {"a": round(la, 3), "b": round(lb, 6), "n": len(points)}
+    ratios = [compile_s[m] / p for m, p in (probe_compile or {}).items() if m in compile_s and p]
+    if ratios:
+        doc["probe_ratio"] = round(statistics.median(ratios), 4)
+    dev = [abs(x / statistics.median(v) - 1) for v in overheads.values() if len(v) > 1 for x in v]
+    if dev:
+        doc["spread"] = {"median": round(statistics.median(dev), 4), "max": round(max(dev), 4),
+                         "n_models": sum(len(v) > 1 for v in overheads.values())}
+    return doc
+
+
+def compile_s(cli: dict, model: str, graph_ops: float | None, probe_compile: dict | None = None) -> float | None:
+    """A model's cold compile in a CLI run by the fit ``cli`` (None when it has nothing for it)."""
+    if model in cli.get("compile_s", {}):
+        return float(cli["compile_s"][model])
+    if model in (probe_compile or {}):
+        return float(probe_compile[model]) * float(cli.get("probe_ratio", 1.0))
+    line = cli.get("line")
+    if line and graph_ops:
+        return max(0.0, float(line["a"]) + float(line["b"]) * graph_ops)
+    return None
+
+
+def outside_s(cli: dict, checkpoint_bytes: float | None) -> float:
+    o = cli["outside"]
+    return float(o["a"]) + float(o["s_per_gb"]) * (checkpoint_bytes or 0.0) / 1e9
+
+
+def held_out(runs: list[dict], train_s: list[float], probe_compile: dict | None, by: str) -> list[dict]:
+    """Each run's total predicted by a fit without it (by="run") or without its whole call
+    (by="call"): train_s[i] (the estimator's training seconds for run i) + outside + compile."""
+    rows = []
+    for i, r in enumerate(runs):
+        rest = [q for j, q in enumerate(runs) if (j != i if by == "run" else q["source"] != r["source"])]
+        cli = fit(rest, probe_compile)
+        comp = compile_s(cli, r["model"], r["graph_ops"], probe_compile) or 0.0
+        pred = train_s[i] + outside_s(cli, r["checkpoint_gb"] * 1e9) + comp
+        rows.append({"model": r["model"], "batch_size": r["batch_size"], "source": r["source"],
+                     "measured_total_s": round(r["total_s"], 1), "predicted_total_s": round(pred, 1),
+                     "total_error": round(pred / r["total_s"] - 1, 4),
+                     "measured_overhead_s": round(r["outside_s"] + r["compile_s"], 1),
+                     "predicted_overhead_s": round(pred - train_s[i], 1)})
+    return rows

@@ -1,0 +1,46 @@
+"""The overhead of `gpujob run --provider local` fitted on CLI runs (launcher/estimate/clifit.py)."""
+
+import pytest
+
+from launcher.estimate import clifit
+
+
+def run(model, outside, compile_s, gb=0.0, ops=100.0, source="a.json", steady=20.0):
+    return {"model": model, "batch_size": 32, "source": source, "total_s": steady + outside + compile_s,
+            "steady_s": steady, "outside_s": outside, "compile_s": compile_s, "graph_ops": ops, "checkpoint_gb": gb}
+
+
+def test_runs_of_splits_a_cli_run_into_outside_and_compile():
+    doc = {"results": [
+        {"model": "resnet18", "cache": "cold", "rc": 0, "samples": 2560, "image_size": 224, "num_classes": 1000,
+         "batch_size": 256, "precision": "bf16",
+         "report": {"actual": {"total_seconds": 60.0, "samples": 2560, "samples_per_second": 256.0}},
+         "end": {"elapsed": 45.0}},
+        {"model": "resnet18", "cache": "warm", "rc": 0, "report": {"actual": {"total_seconds": 40.0}}},
+        {"model": "mlp", "cache": "cold", "rc": 1}]}
+    (r,) = clifit.runs_of(doc, "x.json")
+    assert r["outside_s"] == pytest.approx(15.0) and r["compile_s"] == pytest.approx(35.0)  # 45 - 2560 / 256
+    assert r["checkpoint_gb"] == pytest.approx(11689512 * 12 / 1e9, rel=0.01) and r["graph_ops"] > 0
+
+
+def test_fit_takes_each_models_median_and_a_line_for_the_rest():
+    runs = [run("a", 10, 20, gb=0.0, ops=100), run("a", 12, 30, gb=0.0, ops=100), run("a", 11, 25, gb=0.0, ops=100),
+            run("b", 20, 40, gb=2.0, ops=300, source="b.json")]
+    fit = clifit.fit(runs, {"a": 20.0, "c": 10.0})
+    assert fit["outside"]["s_per_gb"] == pytest.approx(4.5) and fit["outside"]["a"] == pytest.approx(11.0)
+    assert fit["compile_s"] == {"a": 25.0, "b": 40.0} and fit["probe_ratio"] == pytest.approx(1.25)
+    assert fit["line"]["b"] == pytest.approx(15 / 200)
+    assert clifit.compile_s(fit, "a", 100, {"a": 20.0}) == 25.0          # measured through the CLI
+    assert clifit.compile_s(fit, "c", 999, {"c": 10.0}) == pytest.approx(12.5)  # probed only: x ratio
+    assert clifit.compile_s(fit, "d", 500, {}) == pytest.approx(40 + 200 * 15 / 200)  # never measured
+    assert clifit.compile_s(fit, "lm", None, {}) is None
+    assert fit["spread"]["n_models"] == 1 and fit["spread"]["max"] == pytest.approx(6 / 36, abs=1e-4)  # a: 30, 36, 42
+
+
+def test_held_out_never_sees_the_run_or_its_call():
+    runs = [run("a", 10, 20), run("a", 10, 40, source="b.json"), run("a", 10, 30, source="b.json")]
+    by_run = clifit.held_out(runs, [20.0] * 3, None, "run")
+    by_call = clifit.held_out(runs, [20.0] * 3, None, "call")
+    assert by_run[0]["predicted_overhead_s"] == pytest.approx(10 + 35)  # median of 40 and 30
+    assert by_call[1]["predicted_overhead_s"] == pytest.approx(10 + 20)  # only a.json left
+    assert by_call[0]["total_error"] == pytest.approx((20 + 10 + 35) / 50 - 1, abs=1e-4)
