@@ -17,7 +17,10 @@ from typer.core import TyperGroup
 
 from launcher import __version__
 from launcher.errors import GpujobError, UsageError
+from launcher.richhelp import install as _defer_unused_rich
 from launcher.signals import ignore_from_now
+
+_defer_unused_rich()  # help pages without rich.markdown / rich.traceback (launcher/richhelp.py)
 
 _DEBUG = bool(os.environ.get("GPUJOB_DEBUG"))
 

@@ -25,12 +25,14 @@ REPO = Path(__file__).resolve().parent.parent
 NEVER = ("torch", "numpy", "boto3", "botocore", "google.cloud", "google.auth", "paramiko", "cryptography",
          "matplotlib", "pandas", "requests", "http.client", "urllib.request",
          "launcher.providers", "launcher.runner", "launcher.remote", "launcher.uploads")
+# What typer's help formatting imports and gpujob's help never uses (launcher/richhelp.py).
+HELP_NEVER = ("rich.markdown", "rich.traceback", "rich.syntax", "pygments", "markdown_it", "attr")
 # What one command must not import on top of NEVER.
 CASES = {
     "--help": ("pydantic", "yaml", "sqlite3", "launcher.spec", "launcher.estimate", "launcher.catalog",
-               "launcher.render", "launcher.store", "launcher.jobestimate"),
+               "launcher.render", "launcher.store", "launcher.jobestimate", *HELP_NEVER),
     "estimate --help": ("yaml", "sqlite3", "launcher.spec", "launcher.estimate", "launcher.catalog",
-                        "launcher.store"),
+                        "launcher.store", *HELP_NEVER),
     "estimate jobs/vgg16.yaml --no-baseline": ("sqlite3", "launcher.store", "launcher.liveness"),
     "estimate jobs/vgg16.yaml --no-baseline --json": ("sqlite3", "launcher.store", "rich", "launcher.render"),
     "validate jobs/vgg16.yaml": ("sqlite3", "launcher.store", "launcher.catalog.listing", "launcher.render"),
@@ -76,3 +78,26 @@ def test_the_guard_sees_an_import(tmp_path: Path) -> None:
     """The check is live: `validate` loads the spec parser, so it is in the list the child returns."""
     modules = _imported(["validate", "jobs/vgg16.yaml"], tmp_path)
     assert _hits(modules, ("yaml", "pydantic", "launcher.spec")) == ["launcher.spec", "pydantic", "yaml"]
+
+
+_REAL_LATER = """
+import launcher.cli, typer.rich_utils as ru, rich.markdown, rich.traceback, io
+from rich.console import Console
+assert rich.markdown.Markdown is not ru.Markdown and rich.traceback.Traceback is not ru.Traceback
+md = ru.Markdown("**bold** text")  # typer's markdown mode: the real class, imported on use
+assert type(md) is rich.markdown.Markdown and isinstance(md, ru.Markdown)
+out = io.StringIO()
+Console(file=out, width=40).print(md)
+assert "bold text" in out.getvalue()
+assert ru.Traceback.from_exception.__func__ is rich.traceback.Traceback.from_exception.__func__
+print("ok")
+"""
+
+
+def test_help_stand_ins_behave_as_the_real_classes(tmp_path: Path) -> None:
+    """typer.rich_utils gets stand-ins for Markdown and Traceback (launcher/richhelp.py): used,
+    they are the real classes; every other importer gets the real modules."""
+    env = {"PATH": "/usr/bin:/bin", "GPUJOB_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", _REAL_LATER], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
