@@ -61,9 +61,14 @@ def _out():
 
 
 def _err():
+    """stderr: errors and notices. A pipe or log gets each message as one line (grep finds it
+    whole); a terminal gets it wrapped between words at its width, not cut mid-word by the
+    terminal (`max_du` / `ration` at 80 columns)."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    con = Console(stderr=True, highlight=False)
+    con.soft_wrap = not con.is_terminal
+    return con
 
 
 def _json_out(obj: Any) -> None:
@@ -533,10 +538,10 @@ def main() -> None:
                 names.insert(0, ctx.info_name)
                 ctx = ctx.parent
             where = " ".join(["gpujob", *names])
-            _err().print(f"error: {exc.format_message()} (see `{where} --help`)", markup=False, soft_wrap=True)
+            _err().print(f"error: {exc.format_message()} (see `{where} --help`)", markup=False)
             sys.exit(2)
         if _click_error(exc, "ClickException"):
-            _err().print(f"error: {exc.format_message()}", markup=False, soft_wrap=True)
+            _err().print(f"error: {exc.format_message()}", markup=False)
             sys.exit(getattr(exc, "exit_code", 1))
         if _click_error(exc, "Abort"):  # end of input at a prompt
             _err().print("aborted", markup=False)

@@ -148,3 +148,22 @@ def test_a_bad_option_value_is_one_error_line_not_a_box(argv, option):
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and option in lines[0], res.stderr
     assert "--help" in lines[0] and "│" not in res.stderr and res.stdout == ""
+
+
+def test_an_error_on_an_80_column_terminal_wraps_between_words(monkeypatch, capsys):
+    """`gpujob run jobs/unet.yaml` at 80 columns: the terminal cut the error mid-word ('max_du' /
+    'ration'); a terminal now gets it wrapped between words, a pipe still gets one line."""
+    from launcher.cli import _err
+
+    text = ("error: training alone is estimated at 16.8 h on this machine, over limits.max_duration (2.0 h): "
+            "the job would be stopped before it ends (on a GPU: `gpujob run jobs/unet.yaml --provider auto`)")
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich: a terminal
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    _err().print(text, markup=False)
+    shown = capsys.readouterr().err.splitlines()
+    assert len(shown) > 1 and all(len(line) <= 80 for line in shown)
+    assert " ".join(line.strip() for line in shown) == text  # every break falls between words
+    monkeypatch.delenv("FORCE_COLOR")
+    _err().print(text, markup=False)  # captured: not a terminal
+    assert capsys.readouterr().err == text + "\n"
