@@ -19,8 +19,10 @@ from launcher import __version__
 from launcher.errors import GpujobError, UsageError
 from launcher.richhelp import install as _defer_unused_rich
 from launcher.signals import ignore_from_now
+from launcher.typerfast import install as _plain_values_without_pydantic
 
 _defer_unused_rich()  # help pages without rich.markdown / rich.traceback (launcher/richhelp.py)
+_plain_values_without_pydantic()  # typer's option coercion, pydantic only when needed (launcher/typerfast.py)
 
 _DEBUG = bool(os.environ.get("GPUJOB_DEBUG"))
 

@@ -5,7 +5,8 @@ timed here).
 Each case runs the real CLI entry point (launcher.cli.main, as the console script does) in a
 child interpreter and lists sys.modules when it exits. A module on a case's list costs start-up
 the command does not need: an SDK, torch or numpy for any of them; for `--help` also the spec
-parser (pydantic, yaml), the estimator, the catalog and the run store; for `estimate --json`
+parser (pydantic, yaml), the estimator, the catalog and the run store, and for every command
+typer's pydantic coercion of plain option values (launcher/typerfast.py); for `estimate --json`
 and `validate --json` also rich (its tables and colours are for the human output only).
 """
 
@@ -33,13 +34,16 @@ CASES = {
                "launcher.render", "launcher.store", "launcher.jobestimate", *HELP_NEVER),
     "estimate --help": ("yaml", "sqlite3", "launcher.spec", "launcher.estimate", "launcher.catalog",
                         "launcher.store", *HELP_NEVER),
-    "estimate jobs/vgg16.yaml --no-baseline": ("sqlite3", "launcher.store", "launcher.liveness"),
-    "estimate jobs/vgg16.yaml --no-baseline --json": ("sqlite3", "launcher.store", "rich", "launcher.render"),
+    "estimate jobs/vgg16.yaml --no-baseline": ("sqlite3", "launcher.store", "launcher.liveness", "typer._adapters"),
+    "estimate jobs/vgg16.yaml --no-baseline --json": ("sqlite3", "launcher.store", "rich", "launcher.render",
+                                                      "typer._adapters"),
     "validate jobs/vgg16.yaml": ("sqlite3", "launcher.store", "launcher.catalog.listing", "launcher.render"),
     "validate jobs/vgg16.yaml --json": ("sqlite3", "launcher.store", "launcher.catalog.listing", "launcher.render",
                                         "rich"),
-    "gpus": ("yaml", "sqlite3", "launcher.spec", "launcher.estimate", "launcher.store"),
-    "cost": ("yaml", "launcher.spec", "launcher.estimate", "launcher.catalog"),
+    "gpus": ("yaml", "sqlite3", "launcher.spec", "launcher.estimate", "launcher.store", "pydantic",
+             "typer._adapters"),
+    "gpus --min-memory 80 --provider aws": ("yaml", "launcher.spec", "launcher.estimate", "pydantic"),
+    "cost": ("yaml", "launcher.spec", "launcher.estimate", "launcher.catalog", "pydantic", "typer._adapters"),
 }
 
 _CHILD = """
