@@ -102,6 +102,16 @@ def _print_parts(con, head: str, parts: list[str]) -> None:
         con.print(text, overflow="fold")
 
 
+def _print_note(con, note: str) -> None:
+    """``note: ...`` broken between words at the console's width, continuation lines indented
+    under the text (at 80 columns a 121-character note read as two notes, the second unlabelled)."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="yellow", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("note:", escape(note))
+    con.print(grid)
+
+
 # Flags after the provider in the narrow table; the legend under it names those present.
 _FLAGS = (("$", "over the budget"), ("!", "does not fit the GPU memory (--wide or memory plan)"))
 
@@ -263,7 +273,7 @@ def _estimate_footer(con, est: dict[str, Any], wide: bool = False) -> None:
     if total and total > shown:
         con.print(f"{shown} of {total} priced offers shown (--all for every one, --wide for every column)")
     for note in est.get("notes", []):
-        con.print(f"[yellow]note:[/] {escape(str(note))}")
+        _print_note(con, str(note))
     _print_bands(con, est.get("candidates", []))
     render_memory_plan(con, est.get("memory_plan") or [], wide=wide or con.width > 120)
     summary = est.get("summary") or {}

@@ -234,6 +234,6 @@ def test_a_cpu_run_keeps_bf16_where_the_cpu_has_it(monkeypatch):
                                                                   "GPU precision")
     monkeypatch.setattr(runtime, "cpu_precision", lambda p: cpu.cpu_precision(p, "flags : avx2 avx512f"))
     assert runtime.run_precision("bf16", torch.device("cpu")) == (
-        "fp32", "training in fp32, not bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); emulated, it runs "
-        "several times slower")
+        "fp32", "training in fp32, not bf16: this CPU has no native bf16 (~10x slower)")
+    assert len("[train] " + runtime.run_precision("bf16", torch.device("cpu"))[1]) <= 80  # one line at 80 columns
     assert runtime.run_precision("bf16", torch.device("cuda")) == ("bf16", None)  # a GPU: the job's, untouched

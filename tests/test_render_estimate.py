@@ -119,3 +119,19 @@ def test_title_and_footer_lines_do_not_wrap_mid_phrase_at_80_columns(estimates):
     assert "1.6 MFLOP/sample" in "\n".join(_render(est))
     lm = _render(estimates["llama-8b-fsdp"])
     assert any("tokens" in ln for ln in lm[:2]) and any("/token (train)" in ln for ln in lm[:2])
+
+
+def test_a_long_note_wraps_under_its_text_at_80_columns(estimates):
+    """At 80 columns 'note: bf16 has no fast path on P100, ...' (121 characters) went on at column 0
+    ('their fp32 rate; use precision: fp16 there'), reading as a second, unlabelled line."""
+    est = json.loads(json.dumps(estimates["resnet50"]))
+    note = ("bf16 has no fast path on P100, P4, T4, T4g, V100, V100-32GB: estimated at their fp32 rate; "
+            "use precision: fp16 there")
+    est["notes"] = [note]
+    lines = _render(est)
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("note: bf16"))
+    shown = [lines[at]] + [ln for ln in lines[at + 1:at + 3] if ln.startswith("      ")]
+    assert len(shown) == 2 and all(len(ln) <= 80 for ln in shown)
+    assert " ".join(ln.strip() for ln in shown) == "note: " + note  # broken between words, nothing lost
+    wide = _render(est, width=200)
+    assert ("note: " + note) in [ln.rstrip() for ln in wide]  # one line where it fits
