@@ -181,3 +181,27 @@ def _weighted_median(pairs: list[tuple[float, float]]) -> float:
         if acc >= total / 2:
             return v
     return pairs[-1][0]
+
+
+def fit_unaligned(doc: dict) -> dict:
+    """Precision class -> alignment in bytes -> how many times longer a matrix product whose
+    weight dimension is misaligned by that many bytes runs than its twin padded to a multiple of
+    64 elements, per FLOP: the median over the shapes and the three products of a linear layer
+    (forward, input gradient, weight gradient) of ``bench/gemm_align.py``'s document (no model's
+    profile enters it). Empty without one."""
+    rows = doc.get("results", [])
+    aligned = {(r["precision"], r["op"], r["m"], r["k"], r["n"]): r for r in rows if r.get("aligned")}
+    ratios: dict[str, dict[int, list[float]]] = {}
+    for r in rows:
+        if r.get("aligned"):
+            continue
+        n_pad = -(-r["n"] // 64) * 64
+        twin = aligned.get((r["precision"], r["op"], r["m"], r["k"], n_pad))
+        if twin is None or not twin["seconds"] or not r["seconds"]:
+            continue
+        element = 2 if r["precision"] in ("fp16", "bf16") else 4
+        a = (r["n"] * element) & -(r["n"] * element)
+        ratios.setdefault(precision_class(r["precision"]), {}).setdefault(min(a, 16), []).append(
+            r["seconds"] / twin["seconds"] * twin["n"] / r["n"])
+    return {p: {str(a): round(statistics.median(v), 3) for a, v in sorted(t.items()) if a < 16}
+            for p, t in sorted(ratios.items())}

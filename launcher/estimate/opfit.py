@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from launcher.estimate import clifit
-from launcher.estimate.gemmfit import call_errors, fit_gemm_shape, shaped_calls
+from launcher.estimate.gemmfit import call_errors, fit_gemm_shape, fit_unaligned, shaped_calls
 from launcher.estimate.opcount import OpCost
 from launcher.estimate.opmodel import EFFICIENCY_FILE, class_roofline, grouped, precision_class, step_time
 from launcher.estimate.paths import read_json, results_dir
@@ -132,13 +132,19 @@ def observations(profiles: list[dict], get_gpu, shape: dict | None = None, kerne
         batch, precision = int(rec["batch_size"]) * int(rec.get("seq_len") or 1), rec["precision"]
         measured, kernels = measured_classes(rec)
         step = batch / float(rec["samples_per_second"])
-        roof, class_kernels = {}, {}
+        roof, class_kernels, gemm_by_u_max = {}, {}, {}
         counted_kernels = 0.0
+        pcls = precision_class(precision) if gpu.peak_tflops.get(precision) else "fp32"
         for cls, cost in grouped(ops, precision, compiled=True).items():
             t, _ = class_roofline(cls, cost, ops, gpu, precision, batch, {"gemm_shape": shape or {}})
             counted_kernels += cost.kernels_fused
             if measured.get(cls, 0.0) > 0 and t > 0:
                 roof[cls], class_kernels[cls] = t, cost.kernels_fused
+                if cls == "gemm":  # the class at each sustained-rate ceiling tried (fit_u_max)
+                    for cap in U_MAX_GRID:
+                        gemm_by_u_max[cap] = class_roofline(
+                            cls, cost, ops, gpu, precision, batch,
+                            {"gemm_shape": {**(shape or {}), "u_max": {pcls: cap}}})[0]
         gap = max(0.0, step - sum(measured.values())) / max(kernels, 1.0)
         # Host-bound: the device idles more per kernel than a launch gap (HOST_BOUND_GAP_S) and the
         # step outlasts its kernels by HOST_BOUND_MARGIN; then the step is the host's time, per
@@ -150,8 +156,46 @@ def observations(profiles: list[dict], get_gpu, shape: dict | None = None, kerne
                     "roofline": roof, "class_kernels": class_kernels,
                     "gap_s": gap, "kernels": kernels, "measured": measured, "ops": ops, "host_s_per_kernel": host,
                     "samples_per_second": float(rec["samples_per_second"]), "source": rec.get("source", ""),
-                    "seq_len": rec.get("seq_len"), "gemm_shape": shape or {}})
+                    "seq_len": rec.get("seq_len"), "gemm_shape": shape or {}, "gemm_by_u_max": gemm_by_u_max})
     return with_kernel_s(obs, kernel_s)
+
+
+# Sustained-rate ceilings tried (opmodel.gemm_utilization's u_max): 0.60 to 1.00 of the peak.
+U_MAX_GRID = tuple(round(0.6 + 0.02 * i, 2) for i in range(21))
+
+
+def with_u_max(obs: list[dict], u_max: dict) -> list[dict]:
+    """The observations with the GEMM class's roofline at the sustained-rate ceiling ``u_max``
+    (precision class -> share of the peak; a class not in it: 1) and their efficiencies retaken
+    at their fixed time per kernel."""
+    out = []
+    for o in obs:
+        cap = u_max.get(o["pcls"], 1.0)
+        roof = dict(o["roofline"])
+        if "gemm" in roof and cap in o.get("gemm_by_u_max", {}):
+            roof["gemm"] = o["gemm_by_u_max"][cap]
+        shape = {**o["gemm_shape"], "u_max": {p: c for p, c in u_max.items() if c < 1.0}}
+        out.append({**o, "roofline": roof, "gemm_shape": shape})
+    return with_kernel_s(out, obs[0].get("kernel_s", 0.0)) if out else out
+
+
+def fit_u_max(obs: list[dict], get_gpu, grid: tuple | None = None) -> dict:
+    """The sustained-rate ceiling of each precision class (``opmodel.gemm_utilization``'s u_max):
+    the value on U_MAX_GRID whose fit (``fit`` at the fixed time per kernel ``fit_kernel_s``
+    picks there; ``grid``: its grid) predicts that class's observed steps best (the smallest sum
+    of squared log errors; ties: the larger ceiling). Only classes below 1 are returned."""
+    if not obs or not any(o.get("gemm_by_u_max") for o in obs):
+        return {}
+    classes = sorted({o["pcls"] for o in obs})
+    err: dict[tuple, float] = {}
+    for cap in U_MAX_GRID:
+        capped = with_u_max(obs, {p: cap for p in classes})
+        doc = fit(with_kernel_s(capped, fit_kernel_s(capped, get_gpu, grid)))
+        for o in capped:
+            key = (o["pcls"], cap)
+            err[key] = err.get(key, 0.0) + math.log(predict_step(o, doc, get_gpu) / o["step_s"]) ** 2
+    best = {p: min(U_MAX_GRID, key=lambda c, p=p: (round(err[(p, c)], 12), -c)) for p in classes}
+    return {p: c for p, c in best.items() if c < 1.0}
 
 
 def with_kernel_s(obs: list[dict], tau: float) -> list[dict]:
@@ -185,8 +229,10 @@ def fit_kernel_s(obs: list[dict], get_gpu=None, grid: tuple | None = None) -> fl
 
 
 def fit_tuned(obs: list[dict], get_gpu, grid: tuple | None = None) -> dict:
-    """``fit`` at the fixed time per kernel ``fit_kernel_s`` picks on these observations."""
-    return fit(with_kernel_s(obs, fit_kernel_s(obs, get_gpu, grid)))
+    """``fit`` at the sustained-rate ceilings ``fit_u_max`` picks and the fixed time per kernel
+    ``fit_kernel_s`` picks there, on these observations."""
+    capped = with_u_max(obs, fit_u_max(obs, get_gpu, grid))
+    return fit(with_kernel_s(capped, fit_kernel_s(capped, get_gpu, grid)))
 
 
 def _geomean_efficiency(obs: list[dict]) -> dict:
@@ -395,6 +441,8 @@ def gemm_calls(profiles: list[dict]) -> list[dict]:
     return out
 
 
+ALIGN_FILE = "gemm_align_h200.json"  # bench/gemm_align.py: misaligned linear layers against padded ones
+USE_ALIGNMENT = True  # False: no misalignment slowdown (the form before it; opfit --forms)
 MICROBENCH_FILE = "gemm_calls_h200.json"  # bench/gemm_calls.py: single calls over a grid of shapes
 
 
@@ -415,7 +463,9 @@ def shape_params(calls: list[dict], get_gpu, without: str | None = None, **grids
     """The GEMM shape parameters (k0, winograd_fp32) fitted on the calls of every model but
     ``without`` (``grids``: as ``gemmfit.fit_gemm_shape``'s)."""
     got = fit_gemm_shape([c for c in calls if c["model"] != without], get_gpu, **grids)
-    return {"k0": got["k0"], "winograd_fp32": got["winograd_fp32"]}
+    out = {"k0": got["k0"], "winograd_fp32": got["winograd_fp32"]}
+    unaligned = fit_unaligned(read_json(results_dir() / ALIGN_FILE, {})) if USE_ALIGNMENT else {}
+    return {**out, "unaligned": unaligned} if unaligned else out
 
 
 def held_out_observations(profiles: list[dict], get_gpu, calls: list[dict], **grids) -> dict:
@@ -444,7 +494,8 @@ def error_table(obs: list[dict], get_gpu, held_obs: dict | None = None) -> list[
                      "error_fit": round(o["batch_size"] / pf / measured - 1, 4),
                      "error_lomo": round(o["batch_size"] / ph / measured - 1, 4),
                      "measured_class_ms": {k: round(v * 1e3, 3) for k, v in o["measured"].items()},
-                     "efficiency": {k: round(v, 3) for k, v in with_kernel_s([o], full["kernel_s"])[0]["efficiency"].items()},
+                     "efficiency": {k: round(v, 3) for k, v in with_kernel_s(
+                         with_u_max([o], full["gemm_shape"].get("u_max") or {}), full["kernel_s"])[0]["efficiency"].items()},
                      "step_ms": round(o["step_s"] * 1e3, 3)})
     return rows
 

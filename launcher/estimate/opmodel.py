@@ -54,8 +54,10 @@ TILE_N, TILE_K = TILE, TILE  # output-channel and reduction dimensions (rows cou
 TILE_M = TILE  # the output tile is TILE_M x TILE_N (rows with matrix-product shapes)
 # False: ignore the counted matrix products (the earlier form, kept to measure against: opfit --forms).
 USE_PRODUCTS = True
-# Before a per-call fit exists: no per-tile fixed cost, no fp32 Winograd gain.
-DEFAULT_GEMM_SHAPE = {"k0": 0.0, "winograd_fp32": 1.0}
+# Before a per-call fit exists: no per-tile fixed cost, no fp32 Winograd gain; before a step fit
+# exists, no sustained-rate ceiling (u_max 1 for every precision class).
+DEFAULT_GEMM_SHAPE = {"k0": 0.0, "winograd_fp32": 1.0, "u_max": {}, "unaligned": {}}
+ALIGNED_BYTES = 16  # a row stride cuBLAS's fast (TMA) Hopper kernels take: a multiple of 16 bytes
 GEMM_MEMBERS = ("conv", "matmul")
 FUSED_MEMBERS = ("norm", "elementwise", "reduction", "data_movement")
 # Before any profile is fitted: round figures (cuDNN/cuBLAS reach ~60% of the tensor peak on large
@@ -171,22 +173,64 @@ def k_fill(k: float, k0: float) -> float:
 
 def gemm_shape_params(doc: dict) -> dict:
     """The GEMM shape parameters of a fitted document (``gemm_shape``): k0 (reduction steps, see
-    ``k_fill``) and winograd_fp32 (how many times fewer multiplications cuDNN's fp32 algorithms do
-    on a 3x3 stride-1 convolution than its direct count; 1 = none). Defaults when never fitted."""
+    ``k_fill``), winograd_fp32 (how many times fewer multiplications cuDNN's fp32 algorithms do
+    on a 3x3 stride-1 convolution than its direct count; 1 = none) and u_max (precision class ->
+    the sustained-rate ceiling of ``gemm_utilization``; a class not in it: 1, none). Defaults when
+    never fitted."""
     got = doc.get("gemm_shape") or {}
     return {"k0": float(got.get("k0", DEFAULT_GEMM_SHAPE["k0"])),
-            "winograd_fp32": float(got.get("winograd_fp32", DEFAULT_GEMM_SHAPE["winograd_fp32"]))}
+            "winograd_fp32": float(got.get("winograd_fp32", DEFAULT_GEMM_SHAPE["winograd_fp32"])),
+            "u_max": {k: float(v) for k, v in (got.get("u_max") or {}).items()},
+            "unaligned": {p: {str(a): float(r) for a, r in t.items()} for p, t in (got.get("unaligned") or {}).items()}}
 
 
-def gemm_utilization(shapes: list, batch: int, k0: float) -> float:
+def alignment_bytes(dim: float, element_bytes: int) -> int:
+    """The largest power of two (at most ALIGNED_BYTES) dividing a row of ``dim`` elements in bytes:
+    16 for a 50,304-wide bf16 row, 2 for a 50,257-wide one."""
+    b = int(round(dim)) * element_bytes
+    return ALIGNED_BYTES if b <= 0 or b % ALIGNED_BYTES == 0 else b & -b
+
+
+def unaligned_slowdown(product: tuple | list, element_bytes: int, ratios: dict) -> float:
+    """How many times longer a matrix product runs than its aligned twin (``ratios``: alignment
+    in bytes -> measured time-per-FLOP ratio, ``bench/gemm_align.py``), from its batch-free
+    dimensions (a weight's rows and columns, which are the operands' row strides: the output
+    width of a linear layer in its forward, the reduction of its input gradient, the rows of its
+    weight gradient). An alignment never measured takes the ratio of the largest measured one
+    below it (8 bytes: the 4-byte ratio). 1 when every batch-free dimension is aligned."""
+    if not ratios:
+        return 1.0
+    mp, mf, np_, nf, kp, kf = product
+    worst = 1.0
+    for per_sample, fixed in ((mp, mf), (np_, nf), (kp, kf)):
+        if per_sample or fixed <= 0:
+            continue
+        a = alignment_bytes(fixed, element_bytes)
+        if a < ALIGNED_BYTES:
+            below = [int(k) for k in ratios if int(k) <= a] or [min(int(k) for k in ratios)]
+            worst = max(worst, float(ratios[str(max(below))]))
+    return worst
+
+
+def gemm_utilization(shapes: list, batch: int, k0: float, u_max: float = 1.0, element_bytes: int = 2,
+                     unaligned: dict | None = None) -> float:
     """FLOP-weighted utilisation of an operation's matrix products at batch b: sum F_s / sum
-    (F_s / u_s), u_s = tile_fill(M, N) x k_fill(K, k0), F_s = 2 M N K, each dimension
-    fixed + b x per sample (``opcount.gemm_shapes``). 1 when there are none."""
+    (F_s / u_s), u_s = min(tile_fill(M, N) x k_fill(K, k0), u_max), F_s = 2 M N K, each dimension
+    fixed + b x per sample (``opcount.gemm_shapes``). 1 when there are none.
+
+    u_max is the sustained-rate ceiling: the largest share of the datasheet matrix peak a product
+    keeps up inside a training step, however full its tiles (a step of back-to-back large
+    products runs the tensor cores at a clock below the one the peak is quoted at; fitted on
+    whole steps, ``launcher.estimate.opfit.fit_tuned``). It binds only on large, full-tile
+    products (a language model's); smaller ones are already below it. ``unaligned``: alignment
+    bytes -> slowdown of a product whose weight dimension is not a multiple of 16 bytes
+    (``unaligned_slowdown``; matrix products only: the caller passes it for those)."""
     work = time = 0.0
     for mp, mf, np_, nf, kp, kf in shapes:
         m, n, k = mf + batch * mp, nf + batch * np_, kf + batch * kp
         f = 2.0 * m * n * k
-        u = tile_fill(m, n) * k_fill(k, k0)
+        u = min(tile_fill(m, n) * k_fill(k, k0), u_max) / unaligned_slowdown(
+            (mp, mf, np_, nf, kp, kf), element_bytes, unaligned or {})
         if f > 0 and u > 0:
             work += f
             time += f / u
@@ -201,7 +245,8 @@ def gemm_roofline(ops: OpCost, gpu, precision: str, batch: int, doc: dict | None
     so each operation's own arithmetic intensity decides whether it is compute- or memory-bound.
     u_i (``gemm_utilization``): the share of its kernels' work that is real, from the matrix
     products it runs (M x N outputs in 128 x 128 tiles, K-long dot products with a fixed
-    per-tile cost of k0 steps); an operation counted without them (a grouped or transposed
+    per-tile cost of k0 steps), at most the precision class's sustained-rate ceiling u_max;
+    an operation counted without them (a grouped or transposed
     convolution, a count made before they existed) takes the older u(dim_n) x u(dim_k) on its
     two batch-independent dimensions. Depthwise convolutions run on their own kernels: u = 1.
     w_i: ``winograd_fp32`` for a 3x3 stride-1 convolution at fp32 (CUDA cores, where cuDNN
@@ -212,6 +257,9 @@ def gemm_roofline(ops: OpCost, gpu, precision: str, batch: int, doc: dict | None
     half = precision in ("fp16", "bf16")
     peak = (gpu.peak_tflops.get(precision) or gpu.peak_tflops["fp32"]) * 1e12
     cuda_cores = precision == "fp32" or not gpu.peak_tflops.get(precision)
+    pcls = "fp32" if cuda_cores else precision_class(precision)
+    u_max = shape["u_max"].get(pcls, shape["u_max"].get("half", 1.0) if not cuda_cores else 1.0)
+    element = 2 if half else 4
     bw = gpu.bandwidth_gbs * 1e9
     compute = memory = 0.0
     for row in ops.gemm_ops:
@@ -222,9 +270,10 @@ def gemm_roofline(ops: OpCost, gpu, precision: str, batch: int, doc: dict | None
         if kind == "conv_depthwise":
             u = 1.0
         elif shapes:
-            u = gemm_utilization(shapes, batch, shape["k0"])
+            u = gemm_utilization(shapes, batch, shape["k0"], u_max, element,
+                                 shape["unaligned"].get(pcls) if kind == "matmul" else None)
         else:
-            u = tile_utilization(dn, TILE_N) * tile_utilization(dk, TILE_K)
+            u = min(tile_utilization(dn, TILE_N) * tile_utilization(dk, TILE_K), u_max)
         w = shape["winograd_fp32"] if cuda_cores and len(row) > 9 and row[9] else 1.0
         c = (ff + batch * fp) / (peak * u * w)
         m = (bf + batch * bp) * (0.5 if half else 1.0) / bw

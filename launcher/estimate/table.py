@@ -185,9 +185,26 @@ def lm_memory_override(w, p: Prediction | None, world: int, gpu_memory_gib: floa
     plan = plan or plan_lm(w, world, gpu_memory_gib)
     p = replace(p, fits_memory=plan.fits, memory_gib_needed=plan.allocated_gib, max_batch=None, memory=plan.to_dict())
     if plan.checkpointing:  # every block's forward runs twice
-        f = CHECKPOINTING_SPEED
+        f = checkpointing_speed(w, p)
         p = replace(p, samples_per_second=p.samples_per_second * f, step_seconds=p.step_seconds / f, mfu=p.mfu * f)
     return p
+
+
+def checkpointing_speed(w, p: Prediction) -> float:
+    """Tokens/s with activation checkpointing over without, at the same batch. Per operation: the
+    step plus the recomputed forward of every block, a third of the blocks' share of the GEMM class
+    (a product's forward is 2 of its 6 FLOPs per weight; the output head, not in a block, is not
+    recomputed) and a third of the attention and fused classes, from the step's own class times.
+    Otherwise (the MFU fit) CHECKPOINTING_SPEED, measured across the batch doubling checkpointing buys."""
+    per = p.per_class_seconds or {}
+    if p.method != "per-operation" or not per or not p.step_seconds:
+        return CHECKPOINTING_SPEED
+    from payloads import lm_shapes
+
+    s = lm_shapes.resolve(w.model, w.model_args or {}, w.vocab_size)
+    blocks = 1.0 - s.vocab_size * s.d_model / lm_shapes.matmul_params(s)
+    recompute = (per.get("gemm", 0.0) * blocks + per.get("attention", 0.0) + per.get("fused", 0.0)) / 3.0
+    return p.step_seconds / (p.step_seconds + recompute)
 
 
 def _memory_note(w, p: Prediction | None) -> str:
@@ -371,7 +388,8 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     if w.is_token_model and vocab % 8:
         notes.append(f"vocab_size {vocab:,} is not a multiple of 8: the logits' matrix products fall off the fast "
                      "tensor-core kernels (GPT-2 ran ~44% slower at 50,257 than at 50,304 on an H200, "
-                     "docs/benchmarks.md); this estimate does not include that: pad the vocabulary to a multiple of 64")
+                     "docs/benchmarks.md); the per-operation price includes the measured slowdown, the LM MFU "
+                     "fit's does not: pad the vocabulary to a multiple of 64")
     total = w.total_samples
     budget = spec.limits.budget_usd
     nodes = spec.resources.num_nodes
