@@ -511,3 +511,17 @@ def test_local_gpu_job_end_time_grows_with_the_checkpoint(monkeypatch):
     assert overheads.local_gpu_setup_s(2e9) == pytest.approx(15.0 + 5.0)
     monkeypatch.setattr(opmodel, "efficiencies", lambda: {"warmup": {"startup_s": 11.0}})
     assert overheads.local_gpu_setup_s(2e9) == 11.0  # no CLI runs measured: the probe's start-up alone
+
+
+def test_one_bundled_op_cost_entry_is_read_without_the_whole_table():
+    """opcosts._entry decodes only the entry asked for (an estimate needs one of ~90); every entry
+    equals the whole table's, and a model that is not bundled still reads as unknown."""
+    code = ("from launcher.estimate import opcosts; "
+            "hit = opcosts.builtin_ops('vgg16', 224, 1000, 3); assert hit and hit['train_flops_per_sample'] > 0; "
+            "assert opcosts._table.cache_info().currsize == 0; "
+            "table = opcosts._table(); "
+            "assert all(opcosts._entry.__wrapped__(k) == v for k, v in table.items()) and len(table) > 50; "
+            "assert opcosts.builtin_ops('nosuchmodel', 224, 1000, 3) is None; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
