@@ -12,17 +12,11 @@ from launcher.errors import EstimateError
 from launcher.estimate import calibration
 from launcher.estimate.baseline import cached_baseline, measure_baseline
 from launcher.estimate.billing import bill_usd
+from launcher.estimate.clifit import checkpoint_bytes
 from launcher.estimate.flops import workload_cost
 from launcher.estimate.overheads import overheads_for
 from launcher.estimate.scaling import network_for
 from launcher.estimate.table import DEFAULT_TOP, estimate, model_baseline, per_epoch, predict_job
-
-
-def checkpoint_bytes(w, cost) -> float:
-    """Bytes the payload writes when a job ends: the checkpoint (fp32 weights and optimizer state:
-    SGD momentum, or AdamW's two moments for token models) and the fp32 model file."""
-    optimizer_states = 2 if getattr(w, "is_token_model", False) else 1
-    return float(cost.params) * 4 * (2 + optimizer_states)
 
 
 def full_estimate(spec, *, providers=("aws", "gcp"), baseline: bool = True, probe_seconds: float = 15.0,

@@ -31,9 +31,15 @@ _WORKLOAD_KEYS = ("image_size", "num_classes", "in_channels", "input_shape", "mo
                   "vocab_size", "batch_size", "precision")
 
 
+def checkpoint_bytes(w, cost) -> float:
+    """Bytes the payload writes when a job ends: the checkpoint (fp32 weights and optimizer state:
+    SGD momentum, or AdamW's two moments for token models) and the fp32 model file."""
+    optimizer_states = 2 if getattr(w, "is_token_model", False) else 1
+    return float(cost.params) * 4 * (2 + optimizer_states)
+
+
 def _costs(row: dict) -> tuple[float | None, float]:
     """(graph operations or None for a language model, checkpoint + model bytes) of a run's workload."""
-    from launcher.estimate.api import checkpoint_bytes
     from launcher.estimate.flops import workload_cost
     from launcher.spec import parse_spec
 
