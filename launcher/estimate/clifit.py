@@ -77,7 +77,9 @@ def fit_runs(files: tuple[str, ...] = FIT_FILES, directory: Path | None = None) 
     return runs
 
 
-def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
+def least_squares_line(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """(intercept a, slope b) of y = a + b x fitted by least squares on (x, y) points; b = 0
+    when every x is the same (the line is then the mean of y)."""
     mx = statistics.fmean(x for x, _ in points)
     my = statistics.fmean(y for _, y in points)
     sxx = sum((x - mx) ** 2 for x, _ in points)
@@ -89,7 +91,7 @@ def fit(runs: list[dict], probe_compile: dict | None = None) -> dict | None:
     """The overhead fit over ``runs`` (runs_of rows); probe_compile: model -> the probe's compile s."""
     if not runs:
         return None
-    a, s_per_gb = _line([(r["checkpoint_gb"], r["outside_s"]) for r in runs])
+    a, s_per_gb = least_squares_line([(r["checkpoint_gb"], r["outside_s"]) for r in runs])
     per: dict[str, list[float]] = {}
     overheads: dict[str, list[float]] = {}
     ops: dict[str, float | None] = {}
@@ -102,7 +104,7 @@ def fit(runs: list[dict], probe_compile: dict | None = None) -> dict | None:
            "n_runs": len(runs), "calls": sorted({r["source"] for r in runs})}
     points = [(ops[m], c) for m, c in compile_s.items() if ops[m]]
     if len(points) >= 2:
-        la, lb = _line(points)
+        la, lb = least_squares_line(points)
         doc["line"] = {"a": round(la, 3), "b": round(lb, 6), "n": len(points)}
     ratios = [compile_s[m] / p for m, p in (probe_compile or {}).items() if m in compile_s and p]
     if ratios:

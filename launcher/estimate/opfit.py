@@ -305,11 +305,8 @@ def fit_warmup(profiles: list[dict]) -> dict:
             points.append((graph_ops(ops), compile_s))
     line = None
     if len(points) >= 2:
-        mx = statistics.fmean(x for x, _ in points)
-        my = statistics.fmean(y for _, y in points)
-        sxx = sum((x - mx) ** 2 for x, _ in points)
-        b = sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
-        line = {"a": round(my - b * mx, 3), "b": round(b, 6), "n": len(points)}
+        a, b = clifit.least_squares_line(points)
+        line = {"a": round(a, 3), "b": round(b, 6), "n": len(points)}
     return {"compile_s": {m: round(statistics.median(v), 2) for m, v in per_model.items()},
             "line": line, "startup_s": round(statistics.median(startups), 2) if startups else None}
 
