@@ -220,6 +220,10 @@ def run(
     if dry_run:
         plan = Runner(on_event=lambda *a, **k: None).plan(job, opts, spec_path=str(spec))
         _json_out(plan) if as_json else render_plan(_out(), plan)
+        if plan.get("refused"):  # the plan of a launch that would be refused fails like the launch itself
+            from launcher.errors import BudgetError
+
+            raise BudgetError(f"the launch would be refused: {plan['refused']}")
         return
     printer = EventPrinter(_out(), as_json=as_json)
     result = Runner(on_event=printer).run(job, opts, spec_path=str(spec), spec_text=spec.read_text())

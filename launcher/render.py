@@ -538,8 +538,6 @@ def render_plan(con, plan: dict[str, Any]) -> None:
         t.add_row("estimate", f"[yellow]none[/]: {escape(est['error'])}")
     if plan.get("budget_usd"):
         t.add_row("budget", fmt_usd(plan["budget_usd"]))
-    if plan.get("refused"):  # what the run itself would say before creating anything
-        t.add_row("[yellow]refused[/]", escape(plan["refused"]))
     con.print(t)
 
 

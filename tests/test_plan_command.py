@@ -84,13 +84,32 @@ def test_local_dry_run_says_where_the_cpu_figure_comes_from_and_what_the_run_wou
     probe = json.dumps({"event": "probe", "time": 1.0, "samples_per_second": 0.93, "steps": 3, "seconds": 15.0})
     assert bl.measure_baseline(spec, runner=lambda cmd, timeout: (0, probe, "")).measured  # cached now
     res = CliRunner().invoke(app, ["run", str(tmp_path / "slow.yaml"), "--dry-run"], env={"COLUMNS": "200"})
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 7, res.output  # what the launch itself exits with (BudgetError)
     out = res.output
     assert "null" not in out and "gpu_name" not in out and "$0.00/h" in out
     assert "0.93 samples/s (this CPU, measured " in out and ", cached)" in out and "busy" not in out
     assert "refused" in out and "over limits.max_duration (0.2 h)" in out and "--force" in out
     res = CliRunner().invoke(app, ["run", str(tmp_path / "slow.yaml"), "--dry-run", "--force", "--json"])
     assert json.loads(res.output)["refused"] is None  # --force launches anyway: nothing to refuse
+
+
+def test_a_dry_run_the_launch_would_refuse_exits_like_the_launch_with_one_line(tmp_path, monkeypatch):
+    """`run --dry-run` of a spec over its budget printed "refused" in the plan and exited 0, so a
+    script checking the plan went on to launch; it exits 7 (BudgetError), as the launch does, with
+    the refusal as the one error line on stderr after the plan (stdout keeps the plan's JSON)."""
+    text = SPEC.replace("env: {TOKEN: supersecret-1234}\n", "limits: {budget_usd: 1}\n")
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    (tmp_path / "big.yaml").write_text(text)
+    args = ["run", str(tmp_path / "big.yaml"), "--provider", "aws", "--dry-run"]
+    for extra in ((), ("--json",)):
+        res = CliRunner().invoke(app, [*args, *extra], env={"COLUMNS": "400"})
+        assert res.exit_code == 7, res.output
+        (line,) = res.stderr.splitlines()
+        assert line.startswith("error: the launch would be refused: the estimate $") and "exceeds limits.budget_usd $1.00" in line
+        assert "(raise the budget, shorten the job, or pass --force)" in line and "Traceback" not in res.output
+    assert json.loads(res.stdout)["refused"].startswith("the estimate $")
+    res = CliRunner().invoke(app, [*args, "--force", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["refused"] is None, res.output
 
 
 def test_a_language_models_plan_counts_tokens_per_second(tmp_path, monkeypatch):

@@ -157,7 +157,7 @@ def test_cli_dry_run_shows_the_resolved_host(tmp_path, monkeypatch):
     spec = tmp_path / "job.yaml"
     spec.write_text("name: t\n")
     res = CliRunner().invoke(app, ["run", str(spec), "--provider", "ssh", "--host", "gpu-box", "--ssh-config",
-                                   str(cfg), "--dry-run", "--json"])
+                                   str(cfg), "--dry-run", "--json", "--force"])  # not refused over max_duration
     assert res.exit_code == 0, res.output
     plan = json.loads(res.output)
     text = json.dumps(plan)
