@@ -103,12 +103,11 @@ def validate(specs: list[Path] = typer.Argument(..., help="Job spec(s) (YAML).")
              as_json: bool = typer.Option(False, "--json", help="One JSON object per spec, in a list.")) -> None:
     """Check job specs and print what each asks for."""
     from launcher.estimate.flops import check_model
-    from launcher.spec import check_factory_file, load_spec
+    from launcher.spec import load_job
 
-    jobs = [(spec, load_spec(spec)) for spec in specs]  # the first bad spec stops here, before any output
+    jobs = [(spec, load_job(spec)) for spec in specs]  # the first bad spec stops here, before any output
     unchecked = {}
     for spec, job in jobs:
-        check_factory_file(job, spec)
         why = check_model(job.workload)  # a model that cannot be built: one line, exit 2
         if why:
             unchecked[spec] = why
@@ -146,7 +145,7 @@ def estimate(
 ) -> None:
     """Price the job on every AWS and GCP GPU, next to this machine's CPU."""
     from launcher.jobestimate import full_estimate
-    from launcher.spec import load_spec
+    from launcher.spec import load_job
 
     from launcher.catalog.listing import ALL_PROVIDERS
 
@@ -154,7 +153,7 @@ def estimate(
     if unknown:  # a typo is bad input, not "no offers"
         raise UsageError(f"--provider {unknown[0]}: the catalog has no such provider",
                          f"use one of {', '.join(ALL_PROVIDERS)}")
-    job = load_spec(spec)
+    job = load_job(spec)
     result = full_estimate(job, providers=tuple(provider), baseline=not no_baseline, probe_seconds=probe_seconds,
                            top=top, all_regions=all_regions, refresh_baseline=refresh_baseline,
                            show_all=show_all, on_probe=_probe_notice)
@@ -203,9 +202,9 @@ def run(
 ) -> None:
     """Launch, ship, stream, fetch and tear down. Provider `local` needs no cloud account."""
     from launcher.runner import RunOptions, Runner
-    from launcher.spec import load_spec, with_env
+    from launcher.spec import load_job, with_env
 
-    job = load_spec(spec)
+    job = load_job(spec)
     if env or env_file:
         from launcher.secrets import cli_env
 

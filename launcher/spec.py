@@ -475,8 +475,8 @@ def check_factory_file(spec: JobSpec, path: str | Path, root: str | Path | None 
         node = None
     raise SpecError(str(path), _key_line(node, ("workload", "model")), "workload.model",
                     f"no file {target} in {base}",
-                    "paths are relative to the project directory gpujob runs in (and uploads): run it from there "
-                    "or fix the path")
+                    "paths are relative to the project directory, the one gpujob runs in and uploads: "
+                    "run gpujob from there or fix the path")
 
 
 def with_env(spec: JobSpec, extra: dict[str, str], path: str = "<spec>") -> JobSpec:
@@ -502,3 +502,12 @@ def load_spec(path: str | Path) -> JobSpec:
     except OSError as exc:
         raise SpecError(str(p), None, "", f"cannot read: {exc.strerror}", "check permissions") from None
     return parse_spec(text, str(p))
+
+
+def load_job(path: str | Path) -> JobSpec:
+    """``load_spec``, then ``check_factory_file`` in the current directory: how every command that
+    takes a spec reads it, so a ``workload.model`` file that is missing is the same one line (the
+    spec's file and line, the fix) from validate, estimate and run alike."""
+    spec = load_spec(path)
+    check_factory_file(spec, path)
+    return spec

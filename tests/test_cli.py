@@ -73,6 +73,22 @@ def test_validate_refuses_a_factory_file_missing_from_the_project(home, monkeypa
     assert cli.invoke(app, ["validate", str(Path(REPO) / "jobs" / "unet.yaml")]).exit_code == 0
 
 
+@pytest.mark.parametrize("command", [["validate"], ["estimate", "--no-baseline"], ["estimate", "--json"], ["run"],
+                                     ["run", "--dry-run"], ["run", "--provider", "aws", "--dry-run"]])
+def test_a_missing_factory_file_is_the_same_line_from_every_command(home, monkeypatch, command):
+    """Only `validate` named the spec's line for `model: "models/nope.py:build"`; `estimate` and
+    `run` said "model 'models/nope.py:build': no file ... (...) (fix the model factory (...))" with no
+    line. Every command now prints validate's one line: file and line, the field, the fix; exit 2."""
+    spec = home / "mine.yaml"
+    spec.write_text("name: mine\nworkload:\n  model: \"models/nope.py:build\"\n  input_shape: [3, 32, 32]\n")
+    monkeypatch.chdir(home)
+    res = cli.invoke(app, [*command, "mine.yaml"])
+    assert res.exit_code == 2, res.output
+    assert res.stdout == "" and res.stderr == (
+        f"error: mine.yaml:3: workload.model: no file models/nope.py in {home.resolve()} (paths are relative to the "
+        "project directory, the one gpujob runs in and uploads: run gpujob from there or fix the path)\n")
+
+
 def test_bad_spec_as_a_process_is_one_line_exit_2(home):
     bad = home / "bad.yaml"
     bad.write_text("name: x\nlimits:\n  max_duration: forever\n")
