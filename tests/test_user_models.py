@@ -420,3 +420,20 @@ def test_a_language_model_returning_hugging_face_outputs_is_counted_and_trained(
     proc, steps = _train(project, text)
     assert len(steps) == 3 and all(e["loss"] > 0 for e in steps), proc.stderr[-2000:]
     assert steps[-1]["samples"] == 3 * 4 * 8  # tokens
+
+
+def test_a_factory_that_prints_leaves_json_on_stdout_alone(project):
+    # Users print in their models ("built with N params"); estimate --json and validate --json
+    # keep stdout for the JSON: what the factory prints while it is counted goes to stderr.
+    (project / "chatty.py").write_text(
+        "import torch\nprint('importing chatty')\n"
+        "def build():\n    print('built chatty')\n    return torch.nn.Linear(8, 4)\n", encoding="utf-8")
+    spec = json.loads(_spec("heads", [8]))
+    spec["workload"].update(model="chatty.py:build", model_args={})
+    (project / "job.yaml").write_text(json.dumps(spec), encoding="utf-8")
+    res = cli.invoke(app, ["validate", "job.yaml", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)[0]["ok"], res.output
+    assert "built chatty" in res.stderr
+    (project / "home").rename(project / "home-old")  # not cached: the estimate counts it again
+    res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["job"]["params"] == 36, res.output

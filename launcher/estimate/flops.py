@@ -345,10 +345,14 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
     if not _torch_available():
         raise EstimateError(f"model {ref!r} is a factory: counting it needs PyTorch, which is not installed here",
                             "pip install torch, the CPU build is enough; or use a built-in model")
+    import contextlib
+    import sys
+
     from launcher.payloads.factory import FactoryError, FactoryModuleMissing
 
-    try:
-        ops = count_factory(ref, model_args, sample_shape, num_classes, str(root_path), tokens, vocab)
+    try:  # what the user's code prints goes to stderr: stdout is the command's own (--json)
+        with contextlib.redirect_stdout(sys.stderr):
+            ops = count_factory(ref, model_args, sample_shape, num_classes, str(root_path), tokens, vocab)
     except FactoryModuleMissing as exc:
         raise ModelError(str(exc), "install it here (pip install -e DIR) or put it in the project directory",
                          missing_module=exc.module) from None
