@@ -104,8 +104,8 @@ def load_factory(ref: str, root: str | None = None) -> tuple[Any, str]:
     if target.endswith(".py") or "/" in target or os.sep in target:
         path = target if os.path.isabs(target) else os.path.join(root, target)
         if not os.path.isfile(path):
-            raise FactoryError(f"model {ref!r}: no file {target} in {root} (paths are relative to the project "
-                               "directory, the one gpujob runs in and uploads)")
+            raise FactoryError(f"model {ref!r}: no file {target} in {root}; paths are relative to the project "
+                               "directory, the one gpujob runs in and uploads")
         name = "gpujob_user_model_" + "".join(c if c.isalnum() else "_" for c in os.path.abspath(path))
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
@@ -116,8 +116,8 @@ def load_factory(ref: str, root: str | None = None) -> tuple[Any, str]:
             spec.loader.exec_module(module)
         except Exception as exc:
             sys.modules.pop(name, None)
-            raise FactoryError(f"{_where(exc, (os.path.abspath(path),))}: {_one_line(exc)} "
-                               f"(importing model {ref!r})") from None
+            raise FactoryError(f"{_where(exc, (os.path.abspath(path),))}: importing model {ref!r}: "
+                               f"{_one_line(exc)}") from None
         source = os.path.abspath(path)
     else:
         if root not in sys.path:
@@ -128,9 +128,9 @@ def load_factory(ref: str, root: str | None = None) -> tuple[Any, str]:
             if exc.name and target.startswith(exc.name):
                 raise FactoryModuleMissing(f"model {ref!r}: no module named {exc.name!r} in {root} or the "
                                            "installed packages", exc.name) from None
-            raise FactoryError(f"{_where(exc, ())}: {_one_line(exc)} (importing model {ref!r})") from None
+            raise FactoryError(f"{_where(exc, ())}: importing model {ref!r}: {_one_line(exc)}") from None
         except Exception as exc:
-            raise FactoryError(f"{_where(exc, ())}: {_one_line(exc)} (importing model {ref!r})") from None
+            raise FactoryError(f"{_where(exc, ())}: importing model {ref!r}: {_one_line(exc)}") from None
         source = os.path.abspath(getattr(module, "__file__", "") or target)
     fn: Any = module
     for part in attr.split("."):
@@ -151,10 +151,10 @@ def build_factory_model(ref: str, model_args: dict | None = None, root: str | No
         module = fn(**(model_args or {}))
     except Exception as exc:
         moved = "CUDA" in str(exc) or "meta tensor" in str(exc)
-        raise FactoryError(f"{_where(exc, (source,), fn)}: {_one_line(exc)} (building model {ref!r} with "
-                           f"model_args {model_args or {}})" + (
-                               "; the factory moves the model to a device (.cuda(), .to(...)): return it as built, "
-                               "gpujob moves it to the GPU itself (and counts it on PyTorch's meta device)"
+        raise FactoryError(f"{_where(exc, (source,), fn)}: building model {ref!r} with model_args "
+                           f"{model_args or {}}: {_one_line(exc)}" + (
+                               "; the factory moves the model to a device with .cuda() or .to(): return it as "
+                               "built, gpujob moves it to the GPU itself and counts it on PyTorch's meta device"
                                if moved else "")) from None
     if not isinstance(module, torch.nn.Module):
         raise FactoryError(f"model {ref!r}: {fn.__name__ if hasattr(fn, '__name__') else ref} returned "

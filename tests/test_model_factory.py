@@ -71,16 +71,17 @@ def _write(project: Path, name: str, text: str) -> None:
 
 @pytest.mark.parametrize("source, ref, fragment", [
     (None, "missing.py:build", "no file missing.py"),
-    ("import torch\ndef build(:\n    pass\n", "bad.py:build", "bad.py:2: SyntaxError"),
-    ("import torch\nx = 1\nraise RuntimeError('no GPU here')\n", "bad.py:build", "bad.py:3: RuntimeError: no GPU here"),
+    ("import torch\ndef build(:\n    pass\n", "bad.py:build", "bad.py:2: importing model 'bad.py:build': SyntaxError"),
+    ("import torch\nx = 1\nraise RuntimeError('no GPU here')\n", "bad.py:build", "bad.py:3: importing model 'bad.py:build': RuntimeError: no GPU here"),
     ("import torch\n\ndef build(width):\n    return torch.nn.Linear(width, nope)\n", "bad.py:build",
-     "bad.py:4: NameError: name 'nope' is not defined"),
+     "bad.py:4: building model 'bad.py:build' with model_args {'width': 3}: NameError: name 'nope' is not defined"),
     ("def build():\n    return 42\n", "bad.py:build", "returned int, not a torch.nn.Module"),
     ("def other():\n    pass\n", "bad.py:build", "defines no 'build'"),
     (None, "no_such_pkg.nets:build", "no module named 'no_such_pkg'"),
     # model_args that do not fit the factory: the user's def, not gpujob's own call site
     ("import torch\n\ndef build(depth):\n    return torch.nn.Linear(3, depth)\n", "bad.py:build",
-     "bad.py:3: TypeError: build() missing 1 required positional argument: 'depth'"),
+     "bad.py:3: building model 'bad.py:build' with model_args {}: TypeError: build() missing 1 required positional "
+     "argument: 'depth'"),
 ])
 def test_factory_errors_name_file_line_and_exception(project, source, ref, fragment):
     if source is not None:
@@ -105,7 +106,8 @@ def test_estimate_cli_reports_a_broken_factory_in_one_line(project):
     res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
     assert res.exit_code != 0
     lines = [line for line in res.output.splitlines() if line.strip()]
-    assert any("bad.py:4: ValueError" in line for line in lines), res.output
+    assert any(line.startswith("error: bad.py:4: building model 'bad.py:build'") and "ValueError: Invalid padding" in line
+               for line in lines), res.output
     assert "Traceback" not in res.output
 
 
@@ -144,7 +146,8 @@ def test_payload_reports_a_broken_factory_in_one_line(project):
                            "--device", "cpu", "--max-steps", "1"], capture_output=True, text=True, timeout=120,
                           cwd=project)
     assert proc.returncode == 2
-    assert "bad.py:2: KeyError: 'width'" in proc.stderr and "Traceback" not in proc.stderr
+    assert "bad.py:2: building model 'bad.py:build' with model_args {}: KeyError: 'width'" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_jobs_unet_spec_names_a_file_that_exists():
@@ -161,9 +164,19 @@ def test_factory_needing_a_missing_shape_is_a_model_error(project):
 
 _BROKEN = {  # a factory that fails to build, and one that builds but cannot train at the spec's input_shape
     "build": ("import torch\n\ndef build(**kw):\n    raise RuntimeError('boom')\n", {},
-              "bad.py:4: RuntimeError: boom"),
+              "bad.py:4: building model 'bad.py:build' with model_args {'in_channels': 3, 'num_classes': 4, 'width': 4, "
+              "'depth': 2}: RuntimeError: boom (fix the model factory or workload.model_args)"),
     "shape": (None, {"input_shape": [3, 30, 30]}, "cannot train on input_shape [3, 30, 30]"),
 }
+
+
+def _bracket_depth(text: str) -> int:
+    """How deep the round brackets of ``text`` nest (1: none inside another)."""
+    depth = deepest = 0
+    for ch in text:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        deepest = max(deepest, depth)
+    return deepest
 
 
 @pytest.mark.parametrize("command", [["validate"], ["estimate", "--no-baseline"], ["estimate"],
@@ -180,6 +193,7 @@ def test_a_broken_factory_is_bad_input_for_every_command(project, command, case)
     assert res.exit_code == 2, res.output
     errors = [line for line in res.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and fragment in errors[0], res.output
+    assert _bracket_depth(errors[0]) == 1, errors[0]  # was "(fix the model factory (workload.model, ...))"
     assert "Traceback" not in res.output and "measuring this machine's CPU" not in res.output
     from launcher.store import Store
 

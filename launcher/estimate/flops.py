@@ -354,10 +354,10 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
         with contextlib.redirect_stdout(sys.stderr):
             ops = count_factory(ref, model_args, sample_shape, num_classes, str(root_path), tokens, vocab)
     except FactoryModuleMissing as exc:
-        raise ModelError(str(exc), "install it here (pip install -e DIR) or put it in the project directory",
+        raise ModelError(str(exc), "install it here with pip install -e DIR, or put it in the project directory",
                          missing_module=exc.module) from None
     except FactoryError as exc:
-        raise ModelError(str(exc), "fix the model factory (workload.model, workload.model_args)") from None
+        raise ModelError(str(exc), "fix the model factory or workload.model_args") from None
     except Exception as exc:  # the model builds but cannot run one step at this input shape
         from launcher.payloads.factory import project_frame
 
@@ -366,7 +366,7 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
         what = f"sequences of seq_len {sample_shape[0]} tokens" if tokens else f"input_shape {list(sample_shape)}"
         hint = ("gpujob calls forward(x) with the input batch alone: give forward's other arguments defaults"
                 if isinstance(exc, TypeError) and "forward()" in text else
-                "the model takes token ids: add workload.vocab_size (ids 0 .. vocab_size - 1) to input_shape"
+                "the model takes token ids: add workload.vocab_size to input_shape, for ids 0 .. vocab_size - 1"
                 if "indices" in text and "Long" in text and not vocab and not tokens else
                 "check workload.seq_len and workload.vocab_size against the model" if tokens else
                 "check workload.input_shape and workload.num_classes against the model")
