@@ -415,7 +415,9 @@ class EventPrinter:
     def _on_upload(self, message, **_):
         self._say(f"[yellow]large upload:[/] {escape(str(message))}")
 
-    def _on_warning(self, message, **_):
+    def _on_warning(self, message, signal=None, **_):
+        if signal:  # the run stops: its bar ends before the warning, not left standing above it
+            self._stop_bar()
         self._say(f"[yellow]warning:[/] {escape(str(message))}")
 
     def _on_recovering(self, attempt, market, reclaimed_zone=None, checkpoint=None, **_):
@@ -473,11 +475,11 @@ class EventPrinter:
 
     def _on_progress(self, samples, total, samples_per_second, eta_s=None, spent_usd=None, loss=None, **_):
         if self.tty:
-            from rich.progress import BarColumn, Progress, TextColumn
+            from rich.progress import BarColumn, TextColumn
 
             if self._progress is None:
-                self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                          TextColumn("{task.fields[info]}"), console=self.con, transient=True)
+                self._progress = _bar(self.con, TextColumn("{task.description}"), BarColumn(),
+                                      TextColumn("{task.fields[info]}"))
                 self._progress.start()
                 self._task = self._progress.add_task("training", total=total, info="")
             info = (f"{samples:,}/{total:,}  {samples_per_second:,.0f}/s  ETA {fmt_seconds(eta_s)}  "
@@ -508,6 +510,24 @@ class EventPrinter:
 
     def close(self):
         self._stop_bar()
+
+
+# Columns the progress bar leaves free at the end of its line: the terminal echoes a Ctrl-C there
+# ("^C", twice for two), and on a line that filled the width the echo wrapped onto the next line,
+# where the bar's next refresh drew, leaving its last state standing above the interrupt warning.
+ECHO_ROOM = 5
+
+
+def _bar(con, *columns):
+    """rich's Progress on ``con`` (transient), its line ``ECHO_ROOM`` columns short of the width."""
+    from rich.constrain import Constrain
+    from rich.progress import Progress
+
+    class Bar(Progress):
+        def get_renderable(self):
+            return Constrain(super().get_renderable(), width=max(con.width - ECHO_ROOM, 20))
+
+    return Bar(*columns, console=con, transient=True)
 
 
 def render_plan(con, plan: dict[str, Any]) -> None:

@@ -750,8 +750,9 @@ class Runner:
     def _interrupted(self, run_id: str, host, machine, paths, workers, opts: RunOptions) -> None:
         """A signal arrived: stop the job (it checkpoints), bring home what it left; the caller releases."""
         name = signals.signal_name() or "a signal"
-        self._emit("warning", run_id=run_id, message=f"{name} received: stopping the job and releasing everything "
-                                                      "(Ctrl-C again shortens the waits, never the release)")
+        self._emit("warning", run_id=run_id, signal=name,
+                   message=f"{name} received: stopping the job and releasing everything "
+                           "(Ctrl-C again shortens the waits, never the release)")
         self.store.set_state(run_id, "interrupted", f"interrupted by {name}")
         if host is not None and machine is not None:
             self._stop_job(host, run_id)

@@ -66,6 +66,29 @@ def test_replay_of_a_huge_line_is_cut_too():
     assert "more characters not shown" in text and "short" in text and len(text) < 20_000
 
 
+def test_an_interrupt_ends_the_progress_bar_before_its_warning():
+    """After Ctrl-C at 80 columns the bar's last state stayed on screen above "warning: SIGINT
+    received": the bar line filled the width, the terminal's echoed "^C" wrapped onto the next
+    line, the bar's next refresh drew there, and the warning was printed above the still live bar.
+    The bar now ends (erased) before the warning and leaves its line's last columns free."""
+    import re
+
+    from rich.cells import cell_len
+
+    out = io.StringIO()
+    printer = EventPrinter(Console(file=out, width=80, force_terminal=True, color_system=None))
+    printer("progress", run_id="r1", samples=7_680, total=14_400, samples_per_second=1_270.0, eta_s=5.0,
+            spent_usd=0.0, loss=0.138)
+    printer._progress.refresh()  # what rich's refresh thread draws 10 times a second
+    printer("warning", run_id="r1", signal="SIGINT", message="SIGINT received: stopping the job")
+    printer("artifacts", run_id="r1", path="/tmp/x", files=2)
+    printer.close()
+    before, _, after = out.getvalue().partition("warning:")
+    assert "training" in before and "training" not in after and "artifacts: 2 file(s)" in after
+    drawn = [line for line in re.split(r"[\r\n]", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", before)) if "training" in line]
+    assert drawn and max(cell_len(line) for line in drawn) <= 80 - 2, drawn  # room for "^C"
+
+
 def test_progress_uses_the_payloads_planned_total_and_never_overshoots(tmp_path):
     """quickstart: 1,797 digits x 8 epochs at batch 64 is 225 whole steps = 14,400 samples; the
     line said '14,400/14,376 ETA -1s' before it took the total from the payload's start event."""

@@ -105,6 +105,8 @@ def test_sigint_during_streaming_tears_down(runner, tmp_path):
     rec = runner.store.list_runs()[0]
     assert rec.state == "interrupted" and RecordingLocal.teardowns == [rec.id]
     assert not group_alive(rec.machine["pid"])  # the job was stopped, not left running
+    # the interrupt's warning names the signal: the terminal's progress bar ends before it (test_output_shapes)
+    assert [f["signal"] for k, f in runner.events if k == "warning" and "received" in f["message"]] == ["SIGINT"]
 
 
 def test_detach_then_follow(runner, tmp_path):
