@@ -25,16 +25,28 @@ if __package__:
     from .runtime import (AUTOCAST_DTYPES, PRECISIONS, Dist, Stop, UsageError, atomic_save, atomic_write_text,
                           cpu_name, log, lr_at, profile_steps, rng_state, run_precision, set_precision,
                           set_rng_state, start_process, sync)
-else:  # run as a script: the siblings sit next to this file
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import data as D  # type: ignore[no-redef]
-    import fast_layers  # type: ignore[no-redef]
-    import lm_shapes  # type: ignore[no-redef]
-    import models  # type: ignore[no-redef]
-    import protocol  # type: ignore[no-redef]
-    from runtime import (AUTOCAST_DTYPES, PRECISIONS, Dist, Stop, UsageError, atomic_save,  # type: ignore[no-redef]
-                         atomic_write_text, cpu_name, log, lr_at, profile_steps, rng_state, run_precision,
-                         set_precision, start_process, set_rng_state, sync)
+else:  # run as a script: the siblings, loaded as one private package (PRIVATE_PACKAGE)
+    def _load_siblings(name: str) -> None:
+        """Import this folder as package ``name`` without putting it on ``sys.path``: its modules
+        (models.py, data.py, runtime.py) would otherwise take those top-level names from the
+        user's own project (a ``models/`` package holding the factory of ``models.net:build``)."""
+        import importlib.util
+
+        here = os.path.dirname(os.path.abspath(__file__))
+        sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here or p == ""]
+        spec = importlib.util.spec_from_file_location(name, os.path.join(here, "__init__.py"),
+                                                      submodule_search_locations=[here])
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[name] = package
+        spec.loader.exec_module(package)
+
+    PRIVATE_PACKAGE = "gpujob_payload"
+    _load_siblings(PRIVATE_PACKAGE)
+    from gpujob_payload import data as D  # type: ignore[no-redef]
+    from gpujob_payload import fast_layers, lm_shapes, models, protocol  # type: ignore[no-redef]
+    from gpujob_payload.runtime import (AUTOCAST_DTYPES, PRECISIONS, Dist, Stop, UsageError,  # type: ignore[no-redef]
+                                        atomic_save, atomic_write_text, cpu_name, log, lr_at, profile_steps,
+                                        rng_state, run_precision, set_precision, start_process, set_rng_state, sync)
 
 import numpy as np
 import torch
@@ -186,7 +198,7 @@ def run(cfg: dict[str, Any]) -> int:
         if __package__:
             from . import lm_train
         else:
-            import lm_train  # type: ignore[no-redef]
+            from gpujob_payload import lm_train  # type: ignore[no-redef]
         return lm_train.run(cfg)
     cfg = {**cfg, "learning_rate": cfg["learning_rate"] or SGD_LR}
     stop = Stop()

@@ -235,3 +235,30 @@ def test_validate_says_when_it_could_not_build_the_model(project, monkeypatch):
     monkeypatch.setattr(flops, "_torch_available", torch_here)
     res = cli.invoke(app, ["validate", "pkg.yaml"])
     assert res.exit_code == 0 and "its package no_such_pkg is not installed here" in res.output
+
+
+@pytest.mark.parametrize("ref", ["models/net.py:build", "models.net:build"])
+def test_a_model_file_imports_the_project_s_other_modules(project, ref):
+    # models/net.py importing models/blocks.py (from the project, or beside it as a script would)
+    # failed with "No module named 'models'": a file factory was loaded with nothing on sys.path;
+    # and the payload's own models.py took the name `models` from the user's package on the machine
+    # ("no module named 'models.net'") after validate and estimate had passed it.
+    (project / "models").mkdir()
+    _write(project, "models/__init__.py", "")
+    _write(project, "models/blocks.py", "import torch\n\ndef block(n):\n    return torch.nn.Linear(n, 2)\n")
+    _write(project, "models/layers.py", "import torch\n\ndef act():\n    return torch.nn.ReLU()\n")
+    sibling = "from layers import act" if ".py:" in ref else "from models.layers import act"
+    _write(project, "models/net.py", f"import torch\nfrom models.blocks import block\n{sibling}\n\n"
+                                     "def build(n=3):\n    return torch.nn.Sequential(act(), block(n))\n")
+    m = build_factory_model(ref, {"n": 5}, str(project))
+    assert m[1].in_features == 5
+    for name in [n for n in sys.modules if n == "models" or n.startswith("models.")] + ["layers"]:
+        sys.modules.pop(name, None)  # this project's modules, out of the test process
+    # the payload (what the CPU probe and the GPU run) builds and trains it too
+    spec = parse_spec(_spec(ref, model_args={"n": 5}, input_shape=[5], num_classes=2))
+    cfg = {**spec.workload.model_dump(mode="json"), "output_dir": str(project / "out")}
+    (project / "job.json").write_text(json.dumps(cfg), encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(REPO / "payloads" / "train.py"), "--config", "job.json",
+                           "--device", "cpu", "--max-steps", "2", "--log-every", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=project)
+    assert proc.returncode == 75 and "\"event\": \"step\"" in proc.stdout, proc.stderr[-2000:]  # stopped at --max-steps

@@ -32,7 +32,8 @@ PROVIDED_BY = {"yaml": "pyyaml", "google": "google-cloud-compute", "google.cloud
 EXTRA_OWNERS = {"launcher/providers/aws": "aws", "launcher/providers/gcp": "gcp", "launcher/plot.py": "plot",
                 "payloads/": "train"}
 # the payload run as a script imports its siblings by bare name (payloads/train.py)
-FIRST_PARTY = {"launcher", "payloads", "templates"} | {p.stem for p in (REPO / "payloads").glob("*.py")}
+# gpujob_payload: the name payloads/train.py, run as a script, loads its siblings under
+FIRST_PARTY = {"launcher", "payloads", "templates", "gpujob_payload"} | {p.stem for p in (REPO / "payloads").glob("*.py")}
 
 
 def _dist(requirement: str) -> str:
