@@ -68,6 +68,11 @@ def test_attention_counts_one_fused_kernel_each_way():
     # forward reads q, k, v and writes o; backward reads q, k, v, o, do and writes dq, dk, dv
     assert a.bytes_per_sample == (4 + 8) * h * s * d * F32
     assert a.kernels == 2  # flash attention: no s x s score matrix in memory
+    # each way one row: dims (seq_q, seq_k) and the score matrix's product, M = heads x seq per
+    # sample, N = the keys each query meets (all s: not causal), K = head dim
+    rows = [r for r in c.gemm_ops if r[0] == "attention"]
+    assert len(rows) == 2 and all(tuple(r[5:7]) == (s, s) for r in rows)
+    assert all(r[8] == [[h * s, 0, 0, s, 0, d]] for r in rows)
 
 
 def test_fused_chains_write_only_what_leaves_the_chain():
@@ -172,6 +177,9 @@ def test_fit_recovers_known_efficiencies_and_predicts_a_left_out_model():
     ("triton_red_fused_native_batch_norm_backward_12", "fused"), ("void at::native::(anonymous namespace)::"
                                                                   "fused_sgd_kernel<float>", "optimizer"),
     ("pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128>>", "attention"),
+    # cuDNN's SDPA backward helpers (profiled in the GPT-2, lm-1b, lm-3b and ViT-B/16 rows)
+    ("void cudnn::fusion::compute_dot_do_o_specialized<true, 64>(void const*, void const*)", "attention"),
+    ("void cudnn::fusion::convert_dq_to_16bits<true>(void const*, void*, unsigned int)", "attention"),
     ("Memcpy DtoD (Device -> Device)", "fused"),
 ])
 def test_kernel_classes(name, cls):

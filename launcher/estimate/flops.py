@@ -311,8 +311,9 @@ def check_model(w, root: str | Path | None = None, *, allow_missing_module: bool
 # move nothing, causal attention counts its computed tiles, token models; 4: a factory's logits
 # checked against num_classes and its trainable parameters, so an older count skips no check; 5: each
 # GEMM row's matrix products and 3x3 stride-1 flag; 6: an image model's SGD update is the fused kernel
-# the CUDA payload runs, 20 bytes per parameter instead of the foreach form's 44).
-COUNT_VERSION = 6
+# the CUDA payload runs, 20 bytes per parameter instead of the foreach form's 44; 7: each attention
+# row's score-matrix product, seq_q x seq_k x head_dim).
+COUNT_VERSION = 7
 
 
 def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Path, tokens: bool = False,

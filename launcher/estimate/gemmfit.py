@@ -205,3 +205,42 @@ def fit_unaligned(doc: dict) -> dict:
             r["seconds"] / twin["seconds"] * twin["n"] / r["n"])
     return {p: {str(a): round(statistics.median(v), 3) for a, v in sorted(t.items()) if a < 16}
             for p, t in sorted(ratios.items())}
+
+
+D0_GRID = tuple(float(v) for v in range(0, 257, 8))  # head-dimension steps of softmax work per score element
+S0_GRID = tuple(float(v) for v in range(0, 1025, 16))  # keys' worth of fixed work per query block
+
+
+def attention_keys(seq: int, causal: bool) -> float:
+    """Keys a query meets in ``bench/attn_shapes.py``'s configuration: seq x the causal share the
+    counter counts (``opcount.attention_shape``)."""
+    from launcher.estimate.opcount import causal_fraction
+
+    return seq * (causal_fraction(seq, seq) if causal else 1.0)
+
+
+def fit_attention_shape(doc: dict) -> dict:
+    """Precision class -> {"d0", "s0"} of ``opmodel.attention_utilization``: the pair on
+    D0_GRID x S0_GRID that makes the attention rate of ``bench/attn_shapes.py``'s configurations
+    (forward + backward FLOPs over their time, no model) most nearly one multiple of the
+    utilisation (the smallest spread of log(rate / utilisation); ties: the smaller values). Its
+    ``models`` rows (the profiled models' shapes, one layer each) are not fitted. Empty without
+    the document."""
+    from launcher.estimate.opmodel import attention_utilization
+
+    groups: dict[str, list[tuple]] = {}
+    for r in doc.get("results", []):
+        if r.get("forward_backward_s"):
+            rate = (r["flops_forward"] + r["flops_backward"]) / r["forward_backward_s"]
+            groups.setdefault(precision_class(r["precision"]), []).append(
+                (math.log(rate), r["seq"], attention_keys(r["seq"], r["causal"]), r["head_dim"]))
+    out = {}
+    for pcls, rows in sorted(groups.items()):
+        def spread(d0: float, s0: float) -> float:
+            logs = [lr - math.log(attention_utilization(s, s, keys, d, d0, s0)) for lr, s, keys, d in rows]
+            mean = statistics.fmean(logs)
+            return round(sum((v - mean) ** 2 for v in logs), 12)
+
+        d0, s0 = min(((d0, s0) for d0 in D0_GRID for s0 in S0_GRID), key=lambda p: (spread(*p), p))
+        out[pcls] = {"d0": d0, "s0": s0}
+    return out

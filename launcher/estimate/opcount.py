@@ -418,6 +418,18 @@ def causal_fraction(seq_q: int, seq_k: int, tile: int = CAUSAL_TILE) -> float:
     return (n + 1) / (2 * n)
 
 
+def attention_shape(q, k, share: float = 1.0) -> tuple:
+    """(kind, dims, (products, winograd)) of a scaled dot-product attention on q (..., seq_q,
+    head_dim) and k (..., seq_k, head_dim) computing ``share`` of its score matrix (causal:
+    ``causal_fraction``), as ``CountMode.add`` records a matrix operation: dims (seq_q, seq_k)
+    and one product, the score matrix's as computed (M = batch x heads x seq_q, N = the keys
+    each query meets, seq_k x share, K = head_dim), which sizes the kernel's tiles and its
+    inner loops (``launcher.estimate.opmodel.attention_utilization``)."""
+    *lead, seq_q, dim = (int(v) for v in q.shape)
+    seq_k = int(k.shape[-2])
+    return "attention", (seq_q, seq_k), (((math.prod(lead) * seq_q, seq_k * share, dim),), False)
+
+
 def _attention_standin(mode):
     """F.scaled_dot_product_attention as one fused kernel (forward and backward), for counting."""
     import torch
@@ -435,7 +447,7 @@ def _attention_standin(mode):
             ctx.share = causal_fraction(q.shape[-2], k.shape[-2]) if causal else 1.0
             flops = float(sdpa_flop_count(q.shape, k.shape, v.shape))
             mode.record.model_flops += flops
-            mode.add("attention", flops * ctx.share, [q, k, v], [o])
+            mode.add("attention", flops * ctx.share, [q, k, v], [o], *attention_shape(q, k, ctx.share))
             return o
 
         @staticmethod
@@ -448,7 +460,7 @@ def _attention_standin(mode):
                 mode.quiet -= 1
             flops = float(sdpa_backward_flop_count(go.shape, q.shape, k.shape, v.shape))
             mode.record.model_flops += flops
-            mode.add("attention", flops * ctx.share, [q, k, v, o, go], list(grads))
+            mode.add("attention", flops * ctx.share, [q, k, v, o, go], list(grads), *attention_shape(q, k, ctx.share))
             return (*grads, None)
 
     def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):

@@ -27,17 +27,20 @@ import json
 import math
 import statistics
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 from launcher.estimate import clifit
-from launcher.estimate.gemmfit import call_errors, fit_gemm_shape, fit_unaligned, shaped_calls
+from launcher.estimate.gemmfit import call_errors, fit_attention_shape, fit_gemm_shape, fit_unaligned, shaped_calls
 from launcher.estimate.opcount import OpCost
-from launcher.estimate.opmodel import EFFICIENCY_FILE, class_roofline, grouped, precision_class, step_time
+from launcher.estimate.opmodel import EFFICIENCY_FILE, class_roofline, fixed_kernels, grouped, precision_class, step_time
 from launcher.estimate.paths import read_json, results_dir
 
 _KERNEL_RULES = (  # (class, substrings of the lower-cased kernel name); first match wins
     ("optimizer", ("fused_sgd", "sgd", "multi_tensor_apply", "foreach", "adam")),
-    ("attention", ("flash", "fmha", "attention", "sdpa", "_attn")),
+    # cuDNN's SDPA backward also runs two helper kernels (dot(dO, O) per row, dQ cast to 16 bits),
+    # named cudnn::fusion::...: attention's, not a convolution's
+    ("attention", ("flash", "fmha", "attention", "sdpa", "_attn", "compute_dot_do_o", "convert_dq_to_16bits")),
     ("conv", ("fprop", "dgrad", "wgrad", "implicit_gemm", "conv", "nchwtonhwc", "nhwctonchw", "winograd",
               "cudnn", "xmma_cudnn", "implicit_convolve", "precomputed_convolve", "scudnn", "depthwise")),
     ("matmul", ("gemm", "nvjet", "cutlass", "cublas", "gemv", "sm90_xmma", "sm80_xmma", "ampere_", "hopper_",
@@ -139,17 +142,20 @@ def observations(profiles: list[dict], get_gpu, shape: dict | None = None, kerne
             t, _ = class_roofline(cls, cost, ops, gpu, precision, batch, {"gemm_shape": shape or {}})
             counted_kernels += cost.kernels_fused
             if measured.get(cls, 0.0) > 0 and t > 0:
-                roof[cls], class_kernels[cls] = t, cost.kernels_fused
+                roof[cls], class_kernels[cls] = t, fixed_kernels(cls, cost.kernels_fused)
                 if cls == "gemm":  # the class at each sustained-rate ceiling tried (fit_u_max)
                     for cap in U_MAX_GRID:
                         gemm_by_u_max[cap] = class_roofline(
                             cls, cost, ops, gpu, precision, batch,
                             {"gemm_shape": {**(shape or {}), "u_max": {pcls: cap}}})[0]
-        gap = max(0.0, step - sum(measured.values())) / max(kernels, 1.0)
-        # Host-bound: the device idles more per kernel than a launch gap (HOST_BOUND_GAP_S) and the
-        # step outlasts its kernels by HOST_BOUND_MARGIN; then the step is the host's time, per
+        idle = max(0.0, step - sum(measured.values()))
+        # The launch gap per counted kernel: the estimate multiplies it by the kernels it counts
+        # (opmodel.step_time), fewer than the profile's (GPT-2: 393 counted, 896 run).
+        gap = idle / max(counted_kernels, 1.0)
+        # Host-bound: the device idles more per kernel run than a launch gap (HOST_BOUND_GAP_S) and
+        # the step outlasts its kernels by HOST_BOUND_MARGIN; then the step is the host's time, per
         # kernel the estimator counts (opmodel.host_per_kernel).
-        waits = gap > HOST_BOUND_GAP_S and step > HOST_BOUND_MARGIN * sum(measured.values())
+        waits = idle / max(kernels, 1.0) > HOST_BOUND_GAP_S and step > HOST_BOUND_MARGIN * sum(measured.values())
         host = step / counted_kernels if counted_kernels and waits else None
         obs.append({"model": rec["model"], "precision": precision, "batch_size": batch, "gpu": gpu_name,
                     "arch": gpu.arch, "pcls": precision_class(precision), "step_s": step,
@@ -441,6 +447,8 @@ def gemm_calls(profiles: list[dict]) -> list[dict]:
 ALIGN_FILE = "gemm_align_h200.json"  # bench/gemm_align.py: misaligned linear layers against padded ones
 USE_ALIGNMENT = True  # False: no misalignment slowdown (the form before it; opfit --forms)
 MICROBENCH_FILE = "gemm_calls_h200.json"  # bench/gemm_calls.py: single calls over a grid of shapes
+ATTENTION_FILE = "attn_shapes_h200.json"  # bench/attn_shapes.py: attention alone by head dim, length, causality
+USE_ATTENTION_SHAPE = True  # False: no head-dimension or key-loop term (the form before it; opfit --forms)
 
 
 def microbench_calls(directory: Path | None = None) -> list[dict]:
@@ -456,13 +464,22 @@ def microbench_calls(directory: Path | None = None) -> list[dict]:
     return out
 
 
+@lru_cache(maxsize=1)
+def _attention_shape() -> dict:
+    """``gemmfit.fit_attention_shape`` of bench/results/ATTENTION_FILE (fitted once per process)."""
+    return fit_attention_shape(read_json(results_dir() / ATTENTION_FILE, {}))
+
+
 def shape_params(calls: list[dict], get_gpu, without: str | None = None, **grids) -> dict:
     """The GEMM shape parameters (k0, winograd_fp32) fitted on the calls of every model but
-    ``without`` (``grids``: as ``gemmfit.fit_gemm_shape``'s)."""
+    ``without`` (``grids``: as ``gemmfit.fit_gemm_shape``'s), with the misalignment slowdown and
+    the attention shape terms, both measured without a model (``gemmfit.fit_unaligned``,
+    ``gemmfit.fit_attention_shape``)."""
     got = fit_gemm_shape([c for c in calls if c["model"] != without], get_gpu, **grids)
     out = {"k0": got["k0"], "winograd_fp32": got["winograd_fp32"]}
     unaligned = fit_unaligned(read_json(results_dir() / ALIGN_FILE, {})) if USE_ALIGNMENT else {}
-    return {**out, "unaligned": unaligned} if unaligned else out
+    attention = _attention_shape() if USE_ATTENTION_SHAPE else {}
+    return {**out, **({"unaligned": unaligned} if unaligned else {}), **({"attention": attention} if attention else {})}
 
 
 def held_out_observations(profiles: list[dict], get_gpu, calls: list[dict], **grids) -> dict:

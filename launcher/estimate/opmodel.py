@@ -10,6 +10,9 @@ For one training step at batch b on one GPU, with the per-class FLOPs F_c and by
              M x N outputs in 128 x 128 tiles, K-long dot products with a fixed per-tile cost of k0
              steps; w_i: the fp32 Winograd/FFT gain of a 3x3 stride-1 convolution; ``gemm_roofline``;
              K_c the class's kernels, tau a fixed time per kernel: ``kernel_seconds``)
+    t_attn = sum over its operations i of max(F_i / (peak x a_i), B_i / bandwidth) / efficiency
+             (a_i: block padding, head dimension and key loop, ``attention_utilization``; no tau:
+             ``NO_KERNEL_TIME``)
     device = sum over classes t_c + kernels x launch gap
     host   = max(kernels x host seconds per kernel, a + kernels x c)
     step   = max(device, host)
@@ -56,7 +59,11 @@ TILE_M = TILE  # the output tile is TILE_M x TILE_N (rows with matrix-product sh
 USE_PRODUCTS = True
 # Before a per-call fit exists: no per-tile fixed cost, no fp32 Winograd gain; before a step fit
 # exists, no sustained-rate ceiling (u_max 1 for every precision class).
-DEFAULT_GEMM_SHAPE = {"k0": 0.0, "winograd_fp32": 1.0, "u_max": {}, "unaligned": {}}
+DEFAULT_GEMM_SHAPE = {"k0": 0.0, "winograd_fp32": 1.0, "u_max": {}, "unaligned": {}, "attention": {}}
+# Query/key block of the attention kernels (cuDNN's and FlashAttention's Hopper kernels: 64-128;
+# the fp32 memory-efficient kernel: 64): a sequence is computed in whole blocks. 128, as the
+# counter's causal share (``opcount.CAUSAL_TILE``); 64 pads every sequence seen to the same length.
+ATTENTION_TILE = 128
 ALIGNED_BYTES = 16  # a row stride cuBLAS's fast (TMA) Hopper kernels take: a multiple of 16 bytes
 GEMM_MEMBERS = ("conv", "matmul")
 FUSED_MEMBERS = ("norm", "elementwise", "reduction", "data_movement")
@@ -181,7 +188,8 @@ def gemm_shape_params(doc: dict) -> dict:
     return {"k0": float(got.get("k0", DEFAULT_GEMM_SHAPE["k0"])),
             "winograd_fp32": float(got.get("winograd_fp32", DEFAULT_GEMM_SHAPE["winograd_fp32"])),
             "u_max": {k: float(v) for k, v in (got.get("u_max") or {}).items()},
-            "unaligned": {p: {str(a): float(r) for a, r in t.items()} for p, t in (got.get("unaligned") or {}).items()}}
+            "unaligned": {p: {str(a): float(r) for a, r in t.items()} for p, t in (got.get("unaligned") or {}).items()},
+            "attention": {p: {k: float(v) for k, v in t.items()} for p, t in (got.get("attention") or {}).items()}}
 
 
 def alignment_bytes(dim: float, element_bytes: int) -> int:
@@ -284,16 +292,64 @@ def gemm_roofline(ops: OpCost, gpu, precision: str, batch: int, doc: dict | None
     return compute + memory, "compute" if compute >= memory else "memory"
 
 
+def attention_utilization(seq_q: float, seq_k: float, keys: float, head_dim: float, d0: float = 0.0,
+                          s0: float = 0.0) -> float:
+    """Share of an attention kernel's time that its counted FLOPs explain:
+
+        u = tile_utilization(seq_q) x tile_utilization(seq_k) x d / (d + d0) x L / (L + s0)
+
+    The kernel computes whole ATTENTION_TILE-long query and key blocks (ViT-B/16's 197 tokens run
+    as 256: 0.59 of the work is real). Per score element it does 2 x d multiply-adds in each
+    matrix product (d = head_dim) plus softmax work independent of d (the exponential, the
+    running maximum and sum, the rescaling), worth d0 steps of d. Per query block it loads the
+    block, then loops over the L keys it meets (``keys``: seq_k, or about half of it causal),
+    and normalises and writes its output: a fixed cost worth s0 keys. d0 and s0 are measured on
+    attention alone (``bench/attn_shapes.py``, fitted by
+    ``launcher.estimate.gemmfit.fit_attention_shape``); 0: no such cost. Unknown dimensions (0) count 1."""
+    return (tile_utilization(seq_q, ATTENTION_TILE) * tile_utilization(seq_k, ATTENTION_TILE)
+            * k_fill(head_dim, d0) * k_fill(keys, s0))
+
+
+def attention_roofline(ops: OpCost, gpu, precision: str, batch: int, doc: dict | None = None) -> tuple[float, str] | None:
+    """Unscaled seconds of the attention operations, one roofline per operation:
+
+        t_i = max(F_i / (peak x u_i), B_i / bandwidth)
+
+    u_i: ``attention_utilization`` of its score matrix (seq_q, seq_k, the keys a query meets and
+    the head dimension, recorded by the counter: ``opcount.attention_shape``) at the precision
+    class's d0 and s0 (``attention`` of the fitted GEMM shape parameters; 0 when never fitted).
+    None when the count has no attention row with its shape (a count made before they were
+    recorded: the class roofline then)."""
+    rows = [r for r in ops.gemm_ops if r[0] == "attention" and len(r) > 8 and r[8]]
+    if not rows:
+        return None
+    half = precision in ("fp16", "bf16")
+    peak = (gpu.peak_tflops.get(precision) or gpu.peak_tflops["fp32"]) * 1e12
+    pcls = "fp32" if precision == "fp32" or not gpu.peak_tflops.get(precision) else precision_class(precision)
+    fitted = gemm_shape_params(doc or {})["attention"].get(pcls, {})
+    d0, s0 = fitted.get("d0", 0.0), fitted.get("s0", 0.0)
+    bw = gpu.bandwidth_gbs * 1e9
+    compute = memory = 0.0
+    for _kind, fp, ff, bp, bf, seq_q, seq_k, n, products, *_ in rows:
+        _mp, _mf, np_, nf, kp, kf = products[0]
+        u = attention_utilization(seq_q, seq_k, nf + batch * np_, kf + batch * kp, d0, s0)
+        c = (ff + batch * fp) / (peak * u)
+        m = (bf + batch * bp) * (0.5 if half else 1.0) / bw
+        if c >= m:
+            compute += n * c
+        else:
+            memory += n * m
+    return compute + memory, "compute" if compute >= memory else "memory"
+
+
 def class_roofline(cls: str, cost: ClassCost, ops: OpCost, gpu, precision: str, batch: int,
                    doc: dict | None = None) -> tuple[float, str]:
-    """Unscaled seconds of one class of a (compiled) step: per operation for ``gemm`` when the
-    count has per-operation rows (``gemm_roofline``, its shape parameters from ``doc``), else the
-    class's own roofline."""
-    if cls == "gemm":
-        per_op = gemm_roofline(ops, gpu, precision, batch, doc)
-        if per_op is not None:
-            return per_op
-    return roofline(cls, cost, gpu, precision, batch)
+    """Unscaled seconds of one class of a step: per operation for ``gemm`` (compiled) and
+    ``attention`` when the count has per-operation rows (``gemm_roofline``, ``attention_roofline``,
+    their shape parameters from ``doc``), else the class's own roofline."""
+    per_op = gemm_roofline(ops, gpu, precision, batch, doc) if cls == "gemm" else \
+        attention_roofline(ops, gpu, precision, batch, doc) if cls == "attention" else None
+    return per_op if per_op is not None else roofline(cls, cost, gpu, precision, batch)
 
 
 def step_time(ops: OpCost | dict, gpu, precision: str, batch: int, compiled: bool = True,
@@ -307,16 +363,27 @@ def step_time(ops: OpCost | dict, gpu, precision: str, batch: int, compiled: boo
     tau = kernel_seconds(doc) if compiled else 0.0  # fitted on compiled steps only (opfit.fit)
     per, bound, kernels = {}, {}, 0.0
     for cls, cost in grouped(ops, precision, compiled).items():
-        t, b = class_roofline(cls, cost, ops, gpu, precision, batch, doc) if compiled else \
-            roofline(cls, cost, gpu, precision, batch)
+        t, b = class_roofline(cls, cost, ops, gpu, precision, batch, doc) if compiled or cls == "attention" \
+            else roofline(cls, cost, gpu, precision, batch)
         k = cost.kernels_fused if compiled else cost.kernels
-        per[cls] = (t + k * tau) / efficiency(doc, gpu.arch, pcls, cls, mode)
+        per[cls] = (t + fixed_kernels(cls, k) * tau) / efficiency(doc, gpu.arch, pcls, cls, mode)
         bound[cls] = b
         kernels += k
     launch = kernels * launch_gap(doc, gpu.arch, mode)
     device = sum(per.values()) + launch
     host = max(kernels * host_per_kernel(doc, mode), host_small_step(doc, mode, kernels))
     return StepTime(max(device, host), per, launch, bound, host)
+
+
+# Classes whose kernels take no fixed time tau: attention kernels run in proportion to their work
+# (GPT-2's, lm-1b's and ViT-B/16's at batch 64 and 128 all at one rate per FLOP, bench/attn_shapes.py).
+NO_KERNEL_TIME = ("attention",)
+
+
+def fixed_kernels(cls: str, kernels: float) -> float:
+    """The kernels of a class that each take the fixed time tau (``kernel_seconds``): all of them,
+    but none of NO_KERNEL_TIME's classes."""
+    return 0.0 if cls in NO_KERNEL_TIME else kernels
 
 
 def kernel_seconds(doc: dict) -> float:
@@ -343,5 +410,6 @@ def host_per_kernel(doc: dict, mode: str) -> float:
 
 
 __all__ = ["CLASSES", "StepTime", "step_time", "grouped", "roofline", "class_roofline", "gemm_roofline",
+           "attention_roofline", "attention_utilization",
            "tile_fill", "k_fill", "gemm_utilization", "gemm_shape_params", "kernel_seconds", "host_small_step",
            "efficiencies"]
