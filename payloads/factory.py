@@ -93,6 +93,116 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())[:400]
 
 
+# source_digest follows at most this many files (a model is a few; a package can be hundreds).
+MAX_SOURCE_FILES = 200
+
+
+def _module_file(name: str, bases: list[str]) -> str | None:
+    """The file of module ``name`` ("a.b") under one of ``bases``: a/b.py or a/b/__init__.py."""
+    parts = name.split(".")
+    for base in bases:
+        stem = os.path.join(base, *parts)
+        for path in (stem + ".py", os.path.join(stem, "__init__.py")):
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def _imported_names(tree, path: str) -> list[tuple[str, str]]:
+    """(module name, directory to resolve it from first) for each import of a parsed file;
+    ``from .x import y`` is resolved in the file's package directory."""
+    import ast
+
+    here = os.path.dirname(path)
+    out: list[tuple[str, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, here) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = here
+            for _ in range(max(node.level - 1, 0)):
+                base = os.path.dirname(base)
+            mod = node.module or ""
+            if node.level:  # relative: resolved from the package directory alone
+                out += [(f"{mod}.{a.name}" if mod else a.name, "rel:" + base) for a in node.names]
+                if mod:
+                    out.append((mod, "rel:" + base))
+            else:
+                out += [(f"{mod}.{a.name}", here) for a in node.names] + [(mod, here)]
+    return out
+
+
+def source_digest(ref: str, root: str | None = None) -> str | None:
+    """sha256 (16 hex) of a factory's source: its file (or module) and every file of the project
+    (``root``, default the current directory) or of the factory's own package that it imports,
+    followed through their imports, read without importing anything. What counts a model (its
+    FLOPs, the CPU probe, a run's measurements) is keyed on it, so editing ``models/blocks.py``
+    that ``models/net.py:build`` imports is a new model. None when the source cannot be found
+    (a package not installed here)."""
+    import ast
+    import hashlib
+
+    try:
+        target, _ = split_ref(ref)
+    except FactoryError:
+        return None
+    root = os.path.abspath(root or os.getcwd())
+    bases, allowed, pending = [root], [root], []
+    if target.endswith(".py") or "/" in target or os.sep in target:
+        first = target if os.path.isabs(target) else os.path.join(root, target)
+        first = first if os.path.isfile(first) else None
+        allowed.append(os.path.dirname(first or root))  # an absolute path outside the project
+    else:
+        first = _module_file(target, bases)
+        if first is None:  # an installed package: found without running its __init__
+            try:
+                spec = importlib.util.find_spec(target.split(".")[0])
+            except (ImportError, ValueError):
+                spec = None
+            origin = getattr(spec, "origin", None)
+            allowed = list(getattr(spec, "submodule_search_locations", None) or []) or (
+                [os.path.dirname(origin)] if origin else [])
+            bases = [os.path.dirname(a) for a in allowed]
+            first = _module_file(target, bases)
+        parts = target.split(".")  # importing a.b.c runs a/__init__.py and a/b/__init__.py too
+        pending = [p for p in (_module_file(".".join(parts[:i]), bases) for i in range(1, len(parts))) if p]
+    if first is None:
+        return None
+    # An installed package's release is its first file: its imports are followed only in a source
+    # tree (the project, an editable install), not through site-packages (torch: 2.6 s for 200 files).
+    if any(f"{os.sep}{d}-packages{os.sep}" in os.path.abspath(a) + os.sep for a in allowed for d in ("site", "dist")):
+        allowed = []
+    allowed = tuple(os.path.abspath(a) + os.sep for a in allowed)
+    digest = hashlib.sha256()
+    seen: set[str] = set()
+    pending.insert(0, first)
+    while pending and len(seen) < MAX_SOURCE_FILES:
+        path = os.path.abspath(pending.pop(0))
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        digest.update(os.path.relpath(path, root).encode() + b"\0" + data + b"\0")
+        if not allowed:
+            continue
+        try:
+            tree = ast.parse(data)
+        except (SyntaxError, ValueError):  # the import reports it; its bytes are in the digest
+            continue
+        for name, where in _imported_names(tree, path):
+            if where.startswith("rel:"):
+                found = _module_file(name, [where[4:]]) if name else os.path.join(where[4:], "__init__.py")
+            else:
+                found = _module_file(name, [where] + bases)
+            if found and os.path.abspath(found).startswith(allowed):
+                pending.append(found)
+    return digest.hexdigest()[:16]
+
+
 def load_factory(ref: str, root: str | None = None) -> tuple[Any, str]:
     """The callable a reference names and the source file it came from.
 

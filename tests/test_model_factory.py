@@ -262,3 +262,51 @@ def test_a_model_file_imports_the_project_s_other_modules(project, ref):
                            "--device", "cpu", "--max-steps", "2", "--log-every", "1"],
                           capture_output=True, text=True, timeout=300, cwd=project)
     assert proc.returncode == 75 and "\"event\": \"step\"" in proc.stdout, proc.stderr[-2000:]  # stopped at --max-steps
+
+
+@pytest.mark.parametrize("ref", ["net.py:build", "mynets.net:build"])
+def test_editing_a_project_file_the_factory_imports_is_a_new_model(project, ref):
+    # net.py builds from blocks.py: a count cached on net.py alone kept validate passing a model
+    # that blocks.py had broken, and the estimate pricing the old FLOPs.
+    from launcher.estimate import baseline, learned
+    from payloads.factory import source_digest
+
+    folder = project if ".py:" in ref else project / "mynets"  # a file, or a package: relative import
+    folder.mkdir(exist_ok=True)
+    _write(folder, "__init__.py", "")
+    _write(folder, "net.py", f"import torch\nfrom {'' if folder == project else '.'}blocks import block\n\n"
+                             "def build():\n"
+                             "    return torch.nn.Sequential(torch.nn.Flatten(), block(), torch.nn.Linear(8, 4))\n")
+    _write(folder, "blocks.py", "import torch\n\ndef block():\n    return torch.nn.Linear(3 * 32 * 32, 8)\n")
+    spec = parse_spec(_spec(ref, model_args={}))
+    before = (source_digest(ref), learned.signature(spec.workload), baseline._workload_key(spec.workload, 4))
+    assert before[0] is not None and workload_cost(spec.workload).params == 3 * 32 * 32 * 8 + 8 + 8 * 4 + 4
+    _write(folder, "blocks.py", "import torch\n\ndef block():\n    return torch.nn.Linear(3 * 32 * 32, 16)\n")
+    for name in [n for n in sys.modules if n.startswith("mynets")] + ["blocks"]:
+        sys.modules.pop(name, None)  # a new gpujob command is a new process: nothing imported yet
+    after = (source_digest(ref), learned.signature(spec.workload), baseline._workload_key(spec.workload, 4))
+    assert all(a != b for a, b in zip(before, after))
+    with pytest.raises(ModelError, match="mat1 and mat2 shapes cannot be multiplied"):
+        workload_cost(spec.workload)
+    (project / "job.yaml").write_text(_spec(ref, model_args={}), encoding="utf-8")
+    res = cli.invoke(app, ["validate", "job.yaml"])
+    assert res.exit_code == 2 and "cannot train on input_shape" in res.output, res.output
+
+
+def test_an_installed_package_is_digested_by_its_own_module_not_followed(tmp_path, monkeypatch):
+    # Following imports through site-packages reads a release file by file (torch.nn:Linear:
+    # 2.6 s for 200 files); an installed package's module stands for its release.
+    from payloads.factory import source_digest
+
+    pkg = tmp_path / "lib" / "site-packages" / "instpkg"
+    pkg.mkdir(parents=True)
+    _write(pkg, "__init__.py", "")
+    _write(pkg, "nets.py", "from instpkg.blocks import block\ndef build():\n    return block()\n")
+    _write(pkg, "blocks.py", "def block():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(pkg.parent))
+    first = source_digest("instpkg.nets:build")
+    _write(pkg, "blocks.py", "def block():\n    return 2\n")
+    assert first is not None and source_digest("instpkg.nets:build") == first
+    _write(pkg, "nets.py", "from instpkg.blocks import block\ndef build():\n    return block() + 1\n")
+    assert source_digest("instpkg.nets:build") != first
+    assert source_digest("no_such_pkg.nets:build") is None

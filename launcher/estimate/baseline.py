@@ -92,21 +92,14 @@ def fingerprint() -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def _source_digest(ref: str) -> str | None:
-    """sha256 (16 hex) of a factory's file, so an edited model is probed again; None for a module."""
-    target = ref.rpartition(":")[0]
-    try:
-        return hashlib.sha256(Path(target).read_bytes()).hexdigest()[:16] if target.endswith(".py") else None
-    except OSError:
-        return None
-
-
 def _workload_key(workload, probe_batch: int, precision: str = "fp32") -> str:
     d = {k: getattr(workload, k) for k in _WORKLOAD_KEYS}
     d["probe_batch"] = probe_batch
     if getattr(workload, "is_factory", False):  # a user's model: its arguments, shape and source
+        from launcher.payloads.factory import source_digest
+
         d.update(model_args=workload.model_args, input_shape=list(workload.sample_shape),
-                 model_source=_source_digest(workload.model))
+                 model_source=source_digest(workload.model))
         if getattr(workload, "input_vocab", None):  # fed token ids
             d["vocab_size"] = workload.input_vocab
     if precision != "fp32":  # keeps fp32 keys as they were, so older cache entries still hit

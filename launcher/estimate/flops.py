@@ -321,11 +321,10 @@ def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Pat
     import hashlib
     import json
 
-    target = ref.rpartition(":")[0]
+    from launcher.payloads.factory import source_digest
+
     digest = hashlib.sha256()
-    path = root / target
-    if target.endswith(".py") and path.is_file():
-        digest.update(path.read_bytes())  # a changed model file is a new model
+    digest.update(str(source_digest(ref, str(root))).encode())  # a changed model (or file it imports) is a new model
     digest.update(json.dumps([ref, args, list(shape), num_classes, COUNT_VERSION] + (["tokens"] if tokens else [])
                              + ([f"ids<{vocab}"] if vocab else []), sort_keys=True, default=str).encode())
     return "factory:" + digest.hexdigest()[:24]

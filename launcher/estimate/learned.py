@@ -45,12 +45,10 @@ def signature(workload) -> str:
              "shape": list(getattr(workload, "sample_shape", (workload.in_channels, workload.image_size,
                                                               workload.image_size))),
              "classes": workload.num_classes}
-    if getattr(workload, "is_factory", False):
-        target = workload.model.rpartition(":")[0]
-        try:
-            parts["source"] = hashlib.sha256(Path(target).read_bytes()).hexdigest() if target.endswith(".py") else None
-        except OSError:
-            parts["source"] = None
+    if getattr(workload, "is_factory", False):  # its file and the project files it imports
+        from launcher.payloads.factory import source_digest
+
+        parts["source"] = source_digest(workload.model)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
