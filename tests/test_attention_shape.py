@@ -108,3 +108,47 @@ def test_the_launch_gap_is_fitted_per_counted_kernel():
     assert obs[0]["kernels"] == pytest.approx(3 * counted)
     assert obs[0]["gap_s"] == pytest.approx(2e-6)  # not 2/3 us: per counted kernel
     assert math.isclose(opfit.fit(obs)["launch_gap_s"]["*/compiled"], 2e-6, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("model, seq, vocab", [("gpt2-124m", 256, 50304), ("gpt2-124m", 2048, 50257),
+                                               ("lm-1b", 1024, 128256)])
+def test_a_preset_at_another_length_is_its_bundled_count_rescaled(model, seq, vocab):
+    from launcher.estimate.opcosts import count_lm, scaled_lm_ops
+    from launcher.payloads import lm_shapes
+
+    scaled = scaled_lm_ops(model, seq, vocab)
+    counted = count_lm(lm_shapes.resolve(model, {}, vocab, seq), seq).to_dict()
+    assert scaled["scaled_from"].startswith(model + ":") and scaled["scaled_from"] != f"{model}:{seq}:{vocab}:0"
+    # attention, the only per-token figure that depends on the length, is what a count at it gives
+    att = lambda d: [r for r in d["gemm_ops"] if r[0] == "attention"]  # noqa: E731
+    for a, b in zip(att(scaled), att(counted)):
+        assert a[1] == pytest.approx(b[1], rel=1e-5) and tuple(a[5:7]) == tuple(b[5:7]) == (seq, seq)
+        assert a[8][0] == pytest.approx(b[8][0])
+    assert scaled["classes"]["attention"]["flops_per_sample"] == pytest.approx(
+        counted["classes"]["attention"]["flops_per_sample"], rel=1e-5)
+    for total in ("train_flops_per_sample", "forward_flops_per_sample"):
+        assert scaled[total] == pytest.approx(counted[total], rel=1e-4)
+    # and the step it prices is the counted one's to 0.2% (the position tables' fixed bytes)
+    gpu = get_gpu("H200")
+    doc = opmodel.efficiencies()
+    t = [opmodel.step_time(d, gpu, "bf16", 16 * seq, True, doc).seconds for d in (scaled, counted)]
+    assert t[0] == pytest.approx(t[1], rel=2e-3)
+
+
+def test_a_preset_at_another_length_is_priced_per_operation_without_torch(monkeypatch):
+    from launcher.estimate import flops
+    from launcher.estimate.table import predict_job
+    from launcher.spec import parse_spec
+
+    monkeypatch.setattr(flops, "_torch_available", lambda: False)
+    w = parse_spec("name: t\nworkload: {model: lm-1b, seq_len: 8192, batch_size: 2}\n", check_catalog=False).workload
+    cost = flops.lm_cost(w)
+    assert cost.ops["scaled_from"] == "lm-1b:4096:128256:0"
+    # 8,192 tokens: 64 blocks, 65/128 of the score matrix; lm-1b's forward attention, 4 x 32 heads x 64 per key
+    fwd = min((r for r in cost.ops["gemm_ops"] if r[0] == "attention"), key=lambda r: r[1])
+    assert fwd[1] == pytest.approx(4 * 32 * 64 * 8192 * 65 / 128, rel=1e-5)
+    assert predict_job(w, cost, get_gpu("H200"), 1).method == "per-operation"
+    # a shape with model_args cannot be rescaled: no count without torch
+    w2 = parse_spec("name: t\nworkload: {model: lm-8b, model_args: {n_layers: 8}, seq_len: 8192, batch_size: 2}\n",
+                    check_catalog=False).workload
+    assert flops.lm_cost(w2).ops is None

@@ -500,6 +500,15 @@ def test_language_model_band_comes_from_language_model_runs(monkeypatch):
     err, basis = bands.band("hopper", "mfu", lm=True)
     assert err == 0.057 and "language-model" in basis
     assert bands.band("hopper", "mfu")[0] == 0.11  # an image model keeps the MFU fit's error
+    # both methods measured: each estimate takes the error of the method that priced it (a
+    # language model without a per-operation count falls back to the LM MFU fit)
+    doc = {"lm_error": {"median": 0.055, "method": "per-operation"}, "mfu_error": {"median": 0.11},
+           "method_choice": {"lm": {"method": "per-operation", "per_operation": {"median": 0.055},
+                                    "mfu": {"median": 0.115}}}}
+    monkeypatch.setattr(bands, "efficiencies", lambda: doc)
+    assert bands.band("hopper", "per-operation", lm=True) == (0.055, "error on held-out language-model runs "
+                                                              "(H200, per-operation model, model left out)")
+    assert bands.band("hopper", "mfu", lm=True) == (0.115, "error on held-out language-model runs (H200, LM MFU fit)")
 
 
 def test_local_gpu_job_end_time_grows_with_the_checkpoint(monkeypatch):

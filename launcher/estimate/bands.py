@@ -10,9 +10,10 @@ Cases, narrowest first:
 * ``profiled``: a GPU architecture with per-kernel profiles behind the per-operation model;
   the band is that model's median leave-one-model-out error (bench/results/op_efficiency.json),
 * ``lm``: a built-in language model, priced by whichever of the per-operation model and the LM
-  MFU fit measured better on our H200 LM runs (``method_choice.lm``): that method's median error
-  on the LM runs the MFU fit never saw (``lm_error``; the per-operation errors leave the model
-  out of the fit: launcher/estimate/opfit.py, ``lm_rows``),
+  MFU fit measured better on our H200 LM runs (``method_choice.lm``), or by the LM MFU fit when
+  it has no per-operation count: the median error of the method that priced it on the LM runs
+  the MFU fit never saw (``method_choice.lm``; the per-operation errors leave the model out of
+  the fit: launcher/estimate/opfit.py, ``lm_rows``),
 * ``mfu``: a model priced by the MFU fit (section 2 of docs/estimator.md): that fit's median
   held-out error (``mfu_error`` in op_efficiency.json),
 * ``cross-gpu``: the per-operation model on an architecture never profiled: its
@@ -67,10 +68,13 @@ def band(arch: str, method: str, measured: dict | None = None, user_spread: floa
         if spread is not None:
             return spread, "run-to-run spread of identical payload runs (H100)"
     doc = efficiencies()
-    if lm and doc.get("lm_error", {}).get("median") is not None:
-        how = "per-operation model, model left out" if doc["lm_error"].get("method") == "per-operation" \
-            else "LM MFU fit"
-        return float(doc["lm_error"]["median"]), f"error on held-out language-model runs (H200, {how})"
+    if lm:  # the held-out LM error of the method that priced it (method_choice.lm has both)
+        got = (doc.get("method_choice", {}).get("lm") or {}).get("per_operation" if method == "per-operation" else "mfu")
+        if not got and doc.get("lm_error", {}).get("method", method) == method:
+            got = doc.get("lm_error")
+        if got and got.get("median") is not None:
+            how = "per-operation model, model left out" if method == "per-operation" else "LM MFU fit"
+            return float(got["median"]), f"error on held-out language-model runs (H200, {how})"
     err = doc.get("error", {})
     archs = {k.split("/")[0] for k in doc.get("efficiency", {}) if not k.startswith("*")}
     if method == "per-operation" and arch in archs and err.get("leave_one_model_out", {}).get("median") is not None:

@@ -146,6 +146,9 @@ def load_points(directory: Path | None = None) -> list[Point]:
             + _load_payload(d / "h200_lm.json", default_gpu="H200"))
 
 
+LM_POOLED = "lm"  # the model name every language-model point is fitted and priced under
+
+
 @dataclass
 class Calibration:
     mu: float = math.log(DEFAULT_MFU)
@@ -157,7 +160,9 @@ class Calibration:
     sources: tuple = ()
     # Language models are fitted apart (their MFU says nothing about CNNs' and the other way
     # round): their own fit on their own points, carried to other GPUs by the main fit's
-    # architecture effects relative to the architecture they were measured on.
+    # architecture effects relative to the architecture they were measured on; one MFU for all of
+    # them (LM_POOLED: no per-model term). It prices only the shapes the per-operation model
+    # cannot count (docs/estimator.md, section 10).
     lm: "Calibration | None" = None
     lm_arch: str = ""
 
@@ -177,7 +182,7 @@ class Calibration:
         """Fitted MFU; unseen keys contribute 0 (fall back to the broader effects)."""
         if self.lm is not None and model_family(model) == "lm":
             shift = self._arch_effect(arch, cls) - self._arch_effect(self.lm_arch, cls)
-            return min(0.95, self.lm.efficiency(self.lm_arch, cls, model) * math.exp(shift))
+            return min(0.95, self.lm.efficiency(self.lm_arch, cls, LM_POOLED) * math.exp(shift))
         log_e = self.mu + sum(self.effects.get(t, {}).get(k, 0.0) for t, k in self.keys(arch, cls, model).items())
         return min(0.95, math.exp(log_e))
 
@@ -282,12 +287,11 @@ def build(points: list[Point], get_gpu=None, exclude: Point | None = None) -> Ca
             mfu = implied_mfu(p, flops_for(p), peak, cal.step_overhead_s)
         except Exception:
             continue  # unknown GPU or model: the point cannot inform the fit
-        row = (Calibration.keys(gpu.arch, cls, p.model), math.log(mfu))
-        if model_family(p.model) == "lm":
-            lm_rows.append(row)
+        if model_family(p.model) == "lm":  # one MFU for every language model: no term of its own per model
+            lm_rows.append((Calibration.keys(gpu.arch, cls, LM_POOLED), math.log(mfu)))
             lm_archs.append(gpu.arch)
         else:
-            rows.append(row)
+            rows.append((Calibration.keys(gpu.arch, cls, p.model), math.log(mfu)))
     fit(rows, cal)
     if lm_rows:
         cal.lm = fit(lm_rows, Calibration())

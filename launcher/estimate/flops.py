@@ -186,10 +186,11 @@ def lm_ops(model: str, model_args: dict, vocab_size: int | None, seq_len: int, *
            allow_torch: bool = True) -> dict | None:
     """OpCost dict (per trained token) of a built-in language model at this sequence length:
     bundled (launcher.estimate.opcosts), else counted with torch (cached per shape and counter
-    version, like a factory's count), else None."""
+    version, like a factory's count), else a preset's bundled count at another length rescaled
+    (``opcosts.scaled_lm_ops``), else None (``model_args`` or a vocabulary never bundled, no torch)."""
     import json
 
-    from launcher.estimate.opcosts import bundled_lm_ops, count_lm
+    from launcher.estimate.opcosts import bundled_lm_ops, count_lm, scaled_lm_ops
     from launcher.payloads import lm_shapes
 
     shape = lm_shapes.resolve(model, model_args, vocab_size, seq_len)
@@ -198,7 +199,7 @@ def lm_ops(model: str, model_args: dict, vocab_size: int | None, seq_len: int, *
         if hit is not None:
             return hit
     if not allow_torch or not _torch_available():
-        return None
+        return None if model_args else scaled_lm_ops(model, seq_len, shape.vocab_size)
     key = "lm:" + json.dumps([shape.to_dict(), seq_len, COUNT_VERSION], sort_keys=True)
     cache = _cache_file()
     hit = read_json(cache, {}).get(key)
