@@ -59,14 +59,14 @@ def fmt_pct(x: float | None) -> str:
 # --- estimate ------------------------------------------------------------------------------
 
 
-def _print_bands(con, candidates: list) -> None:
+def _print_bands(con, candidates: list, per: str = "sample") -> None:
     """One line per error-band basis shown, and one per earlier run of this job on a shown GPU."""
     bands: dict[str, list[float]] = {}
     for c in candidates:
         if c.get("error_band") is not None and c.get("band_basis"):
             bands.setdefault(c["band_basis"], []).append(c["error_band"])
     for basis, vals in bands.items():
-        con.print(f"samples/s ±{max(vals):.0%} ({escape(basis)})")
+        _print_note(con, f"±{max(vals):.0%} ({basis})", label=f"{per}s/s", style="")
     labels = {f"{c['gpu']} x{c['gpu_count']}: {c['measured']['label']}" for c in candidates if c.get("measured")}
     for label in sorted(labels):
         con.print(f"[cyan]{escape(label)}[/]")
@@ -102,13 +102,13 @@ def _print_parts(con, head: str, parts: list[str]) -> None:
         con.print(text, overflow="fold")
 
 
-def _print_note(con, note: str) -> None:
+def _print_note(con, note: str, label: str = "note:", style: str = "yellow") -> None:
     """``note: ...`` broken between words at the console's width, continuation lines indented
     under the text (at 80 columns a 121-character note read as two notes, the second unlabelled)."""
     grid = Table.grid(padding=(0, 1))
-    grid.add_column(style="yellow", no_wrap=True)
+    grid.add_column(style=style, no_wrap=True)
     grid.add_column(overflow="fold")
-    grid.add_row("note:", escape(note))
+    grid.add_row(label, escape(note))
     con.print(grid)
 
 
@@ -274,7 +274,7 @@ def _estimate_footer(con, est: dict[str, Any], wide: bool = False) -> None:
         con.print(f"{shown} of {total} priced offers shown (--all for every one, --wide for every column)")
     for note in est.get("notes", []):
         _print_note(con, str(note))
-    _print_bands(con, est.get("candidates", []))
+    _print_bands(con, est.get("candidates", []), "token" if (est.get("job") or {}).get("seq_len") else "sample")
     render_memory_plan(con, est.get("memory_plan") or [], wide=wide or con.width > 120)
     summary = est.get("summary") or {}
     if summary.get("sentence"):
@@ -347,6 +347,7 @@ class EventPrinter:
         self._progress = None
         self._task = None
         self._last_plain = 0.0
+        self._unit = "sample"  # "token" for a language model: from its estimate or the payload's start
 
     def __call__(self, kind: str, **f: Any) -> None:
         if self.gone:
@@ -381,6 +382,7 @@ class EventPrinter:
 
     def _on_estimate(self, total_seconds=None, total_usd=None, samples_per_second=None, error=None, unit=None,
                      **_):
+        self._unit = unit or self._unit
         if total_seconds:
             self._say(f"estimate: {fmt_seconds(total_seconds)} total, {fmt_usd(total_usd)}"
                       + (f", {fmt_rate(samples_per_second)} {unit or 'sample'}s/s" if samples_per_second else ""))
@@ -458,6 +460,7 @@ class EventPrinter:
     def _payload(self, ev: dict) -> None:
         kind = ev.get("event")
         if kind == "start":
+            self._unit = "token" if ev.get("seq_len") else self._unit
             self._say(f"training {ev.get('model')} on {ev.get('device_name') or ev.get('device')} "
                       f"({ev.get('precision')}, world size {ev.get('world_size', 1)})")
         elif kind == "epoch":
@@ -466,11 +469,11 @@ class EventPrinter:
         elif kind == "checkpoint":
             self._say(f"checkpoint at step {ev.get('step')} ({ev.get('reason')})")
         elif kind == "end":
-            self._say(f"training {ev.get('status')}: {ev.get('samples', 0):,} samples in "
-                      f"{fmt_seconds(ev.get('elapsed'))}, {ev.get('samples_per_second') or 0:,.1f} samples/s")
+            self._say(f"training {ev.get('status')}: {ev.get('samples', 0):,} {self._unit}s in "
+                      f"{fmt_seconds(ev.get('elapsed'))}, {ev.get('samples_per_second') or 0:,.1f} {self._unit}s/s")
         elif kind == "step" and self.replay:
             loss = ev.get("loss")
-            self._say(f"step {ev.get('step')}: {ev.get('samples', 0):,} samples"
+            self._say(f"step {ev.get('step')}: {ev.get('samples', 0):,} {self._unit}s"
                       + (f", loss {loss:.4f}" if isinstance(loss, (int, float)) else ""))
 
     def _on_progress(self, samples, total, samples_per_second, eta_s=None, spent_usd=None, loss=None, **_):
@@ -487,7 +490,7 @@ class EventPrinter:
             self._progress.update(self._task, completed=min(samples, total), info=info)
         elif time.monotonic() - self._last_plain >= 5:
             self._last_plain = time.monotonic()
-            self.con.print(f"progress {samples:,}/{total:,} samples, {samples_per_second:,.0f}/s, ETA "
+            self.con.print(f"progress {samples:,}/{total:,} {self._unit}s, {samples_per_second:,.0f}/s, ETA "
                            f"{fmt_seconds(eta_s)}, spent {fmt_usd(spent_usd)}")
 
     def _on_artifacts(self, path, files, **_):
@@ -573,7 +576,7 @@ def render_report(con, r: dict[str, Any]) -> None:
     t.add_row("training incl. warm-up", fmt_seconds(e.get("train_seconds")), fmt_seconds(a.get("train_seconds")),
               fmt_pct(d.get("train_seconds")))
     sps_e, sps_a = e.get("samples_per_second"), a.get("samples_per_second")
-    t.add_row("samples/s", f"{sps_e:,.1f}" if sps_e else "-", f"{sps_a:,.1f}" if sps_a else "-",
+    t.add_row(f"{r.get('unit') or 'sample'}s/s", f"{sps_e:,.1f}" if sps_e else "-", f"{sps_a:,.1f}" if sps_a else "-",
               fmt_pct(d.get("samples_per_second")))
     t.add_row("cost", fmt_usd(e.get("usd")), fmt_usd(a.get("usd")), fmt_pct(d.get("usd")))
     con.print(t)

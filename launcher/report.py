@@ -47,7 +47,9 @@ def build_report(rec: RunRecord) -> dict[str, Any]:
         "baseline": base or None,
         "attempts": rec.attempt_rows(),
     }
-    device = ((rec.result or {}).get("start") or {}).get("device", "")
+    start = (rec.result or {}).get("start") or {}
+    report["unit"] = est.get("unit") or ("token" if start.get("seq_len") else "sample")  # what the rates count
+    device = start.get("device", "")
     if cpu_seconds and train_seconds and not str(device).startswith("cpu"):  # a CPU run vs itself says nothing
         report["vs_cpu"] = {"cpu_seconds": cpu_seconds, "speedup": cpu_seconds / train_seconds,
                             "hours_saved": (cpu_seconds - (actual_total or train_seconds)) / 3600.0}

@@ -116,3 +116,39 @@ def test_progress_uses_the_payloads_planned_total_and_never_overshoots(tmp_path)
 def test_token_payload_total_counts_tokens_per_step():
     assert planned_total({"steps": 3, "global_batch_size": 2, "tokens_per_step": 2 * 512}, 3000) == 3072
     assert planned_total({"event": "start"}, 3000) == 3000
+
+
+def test_a_language_model_run_counts_tokens_in_every_line():
+    """gpujob run jobs/tokenlm.yaml: the estimate said '65,536 tokens' and '1,508 tokens/s', then
+    the run said 'progress 20,480/65,536 samples', 'training ok: 65,536 samples ... samples/s' and
+    the report's row 'samples/s' for the same tokens."""
+    from launcher.render import render_report
+
+    out = io.StringIO()
+    printer = EventPrinter(Console(file=out, width=200))
+    printer("estimate", run_id="r1", total_seconds=47.0, total_usd=0.0, samples_per_second=1508.0, unit="token")
+    printer("payload", run_id="r1", event={"event": "start", "model": "m.py:lm", "device": "cpu", "precision": "bf16",
+                                           "world_size": 1, "seq_len": 128, "tokens_per_step": 2048})
+    printer("progress", run_id="r1", samples=20_480, total=65_536, samples_per_second=842.0, eta_s=54.0,
+            spent_usd=0.0)
+    printer("payload", run_id="r1", event={"event": "end", "status": "ok", "samples": 65_536, "elapsed": 45.0,
+                                           "samples_per_second": 1570.0})
+    render_report(Console(file=out, width=200), {
+        "run_id": "r1", "name": "lm", "state": "succeeded", "unit": "token",
+        "actual": {"samples_per_second": 1570.0}, "estimate": {"samples_per_second": 1508.0}, "delta_pct": {}})
+    text = out.getvalue()
+    assert "progress 20,480/65,536 tokens" in text and "65,536 tokens in 45s, 1,570.0 tokens/s" in text, text
+    assert any(line.lstrip().startswith("tokens/s") for line in text.splitlines()), text  # the report's row
+    assert "sample" not in text, text
+
+
+def test_the_error_band_counts_tokens_for_a_language_model_and_wraps_under_its_text():
+    from launcher.render import _estimate_footer
+
+    basis = "leave-one-model-out error combined with the ratio error on published figures of other GPUs"
+    out = io.StringIO()
+    _estimate_footer(Console(file=out, width=80), {"job": {"seq_len": 128}, "candidates": [
+        {"error_band": 0.1855, "band_basis": basis}]})
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("tokens/s ±19% (leave-one-model-out") and "sample" not in out.getvalue()
+    assert lines[1].startswith(" " * len("tokens/s ")), lines  # continued under its text, not at column 0
