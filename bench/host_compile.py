@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Does the host's single-thread Python speed explain how long a cold torch.compile takes on it?
-One lent GPU host: its CPU, the estimator's host-speed score (launcher/estimate/hostspeed.py,
-each time in a fresh interpreter, as the CLI would measure it) before every run, and cold
+One lent GPU host: its CPU, the host-speed score (bench/hostspeed.py, each time in a fresh
+interpreter, as a CLI would measure it; launcher/estimate/hostspeed.py when host 6 was measured,
+the same workload) before every run, and cold
 `gpujob run --provider local` runs of built-in models with torch.compile's phase times.
 
     python3 bench/host_compile.py --out $OUT/host_compile.json --budget-s 290 --seconds 8 \
@@ -95,11 +96,43 @@ def _json_line(cmd: list[str], timeout: float) -> dict:
 
 
 def score() -> dict:
-    return _json_line([sys.executable, "-m", "launcher.estimate.hostspeed", "3"], 60)
+    return _json_line([sys.executable, os.path.join(ROOT, "bench", "hostspeed.py"), "3"], 60)
 
 
 def fx_score() -> dict:
     return _json_line([sys.executable, "-c", FX_SCRIPT], 120)
+
+
+SAMPLER = """
+import json, sys, time
+from bench.hostspeed import measure
+while True:
+    got = measure(repeats=3)
+    print(json.dumps({"t": time.time(), "score": got["score"]}), flush=True)
+    time.sleep(float(sys.argv[1]))
+"""
+
+
+def start_sampler(every_s: float, path: str) -> subprocess.Popen:
+    """The score every ``every_s`` seconds through the whole call, in a process of its own (one of
+    the host's cores for ~50 ms each time), so a run's score is the mean over its own window."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+    with open(path, "w", encoding="utf-8") as f:
+        return subprocess.Popen([sys.executable, "-c", SAMPLER, str(every_s)], stdout=f, cwd=ROOT, env=env)
+
+
+def read_samples(path: str) -> list[dict]:
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    pass
+    except OSError:
+        pass
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="resnet50,vgg16,resnet18,vit_b16,mlp,gpt2-124m")
     ap.add_argument("--seconds", type=float, default=8.0, help="steady training seconds of each run")
     ap.add_argument("--budget-s", type=float, default=290.0)
+    ap.add_argument("--sample-every", type=float, default=0.0,
+                    help="also sample the score every this many seconds through the call (0: off)")
     ap.add_argument("--cpu", action="store_true", help="plumbing check without a GPU (fp32, inductor's CPU backend)")
     a = ap.parse_args(argv)
     t0 = time.monotonic()
@@ -116,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict = {"command": "python3 bench/host_compile.py " + " ".join(sys.argv[1:] if argv is None else argv),
                  "host": host_facts(), "scores": [], "fx": [fx_score()], "results": [], "skipped": []}
     out = a.out
+    samples_path = out + ".samples"
+    sampler = start_sampler(a.sample_every, samples_path) if a.sample_every > 0 else None
 
     def save() -> None:
         doc["elapsed_s"] = round(time.monotonic() - t0, 1)
@@ -135,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         diag_path = tempfile.mktemp(prefix="cxdiag-", suffix=".jsonl")
         os.environ["CXDIAG_OUT"] = diag_path
         row = compile_launch.run_variant(model, "cli", a.seconds, left - 5, a.cpu)
+        row["window"] = [time.time() - row["driver_wall_s"], time.time()]
         row["diag"] = compile_launch._diag(diag_path)
         row["score_before"] = s.get("runs")
         doc["results"].append(row)
@@ -147,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     s["before_run"] = "end"
     doc["scores"].append(s)
     doc["fx"].append(fx_score())
+    if sampler is not None:
+        sampler.terminate()
+        sampler.wait()
+        doc["samples"] = read_samples(samples_path)
+        os.unlink(samples_path)
     save()
     return 0
 

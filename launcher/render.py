@@ -56,6 +56,11 @@ def fmt_pct(x: float | None) -> str:
     return "-" if x is None else f"{x:+.0f}%"
 
 
+def _band(fraction: float | None) -> str:
+    """' (±15%)' after an estimated total that carries an error band, else nothing."""
+    return f" (±{fraction:.0%})" if fraction else ""
+
+
 # --- estimate ------------------------------------------------------------------------------
 
 
@@ -381,10 +386,10 @@ class EventPrinter:
         self._say(f"[bold]run {run_id}[/] {escape(name)} on {provider}")
 
     def _on_estimate(self, total_seconds=None, total_usd=None, samples_per_second=None, error=None, unit=None,
-                     **_):
+                     total_error_band=None, **_):
         self._unit = unit or self._unit
         if total_seconds:
-            self._say(f"estimate: {fmt_seconds(total_seconds)} total, {fmt_usd(total_usd)}"
+            self._say(f"estimate: {fmt_seconds(total_seconds)} total{_band(total_error_band)}, {fmt_usd(total_usd)}"
                       + (f", {fmt_rate(samples_per_second)} {unit or 'sample'}s/s" if samples_per_second else ""))
         elif error:  # the run goes on (a budget cannot be checked): say why there is no estimate
             self._say(f"[yellow]no estimate[/]: {escape(error)}")
@@ -553,7 +558,8 @@ def render_plan(con, plan: dict[str, Any]) -> None:
     est = plan.get("estimate") or {}
     if est.get("total_seconds"):
         cpu = (est.get("baseline") or {}).get("basis") if str(est.get("basis", "")).startswith("cpu") else None
-        t.add_row("estimate", f"{fmt_seconds(est.get('total_seconds'))}, {fmt_usd(est.get('total_usd'))}"
+        t.add_row("estimate", f"{fmt_seconds(est.get('total_seconds'))}{_band(est.get('total_error_band'))}, "
+                  f"{fmt_usd(est.get('total_usd'))}"
                   + (f", {fmt_rate(est['samples_per_second'])} {est.get('unit') or 'sample'}s/s"
                      if est.get("samples_per_second") else "")
                   + (f" (this CPU, {escape(cpu)})" if cpu else ""))

@@ -44,6 +44,8 @@ from launcher.store import RunRecord, Store, new_run_id
 from launcher.streaming import Progress, WorkerStream, last_event
 
 EventSink = Callable[..., None]
+# What the "estimate" event carries of the estimate (total_error_band: a local GPU job's total band).
+ESTIMATE_EVENT_KEYS = ("total_seconds", "total_usd", "samples_per_second", "error", "unit", "total_error_band")
 
 
 @dataclass
@@ -183,8 +185,7 @@ class Runner:
                                gpu=plan.get("gpu_name"),
                                on_probe=lambda seconds: self._emit("baseline", run_id=run_id, seconds=seconds))
         self.store.update_run(run_id, estimate=est)
-        self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ("total_seconds", "total_usd",
-                                                                           "samples_per_second", "error", "unit")})
+        self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ESTIMATE_EVENT_KEYS})
         refusal = over_limits(spec, est, opts.provider, spec_path)
         if refusal is not None and not opts.force:
             self.store.set_state(run_id, "cancelled", refusal[0])
@@ -266,8 +267,7 @@ class Runner:
             est = job_estimate(spec, machine.provider, machine.instance_type, machine.price_per_hour,
                                spot=spec.resources.spot, baseline=opts.baseline, gpu=machine.gpu)
             self.store.update_run(run_id, estimate=est)
-            self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ("total_seconds", "total_usd",
-                                                                               "samples_per_second", "error", "unit")})
+            self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ESTIMATE_EVENT_KEYS})
         price = None if machine.price_per_hour is None else machine.price_per_hour * len(machines)
         self.store.update_run(run_id, machine=machine_dict(machine), price_per_hour=price)
         for m in machines:

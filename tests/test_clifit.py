@@ -44,3 +44,13 @@ def test_held_out_never_sees_the_run_or_its_call():
     assert by_run[0]["predicted_overhead_s"] == pytest.approx(10 + 35)  # median of 40 and 30
     assert by_call[1]["predicted_overhead_s"] == pytest.approx(10 + 20)  # only a.json left
     assert by_call[0]["total_error"] == pytest.approx((20 + 10 + 35) / 50 - 1, abs=1e-4)
+
+
+def test_host_error_is_the_fits_overhead_error_on_unseen_hosts():
+    fit = clifit.fit([run("a", 10, 30), run("b", 10, 10)])  # outside 10 s; compile a 30 s, b 10 s
+    fast = [run("a", 8, 24, source="fast.json"), run("b", 8, 8, source="fast.json")]  # overheads 32, 16
+    slow = [run("a", 12, 38, source="slow.json"), run("c", 5, 5, ops=None, source="slow.json")]  # c: no compile
+    got = clifit.host_error(fit, fast + slow)
+    assert got["n_runs"] == 3 and got["by_call"] == {"fast.json": pytest.approx(0.25), "slow.json": pytest.approx(-0.2)}
+    assert got["median"] == pytest.approx(0.25) and got["max"] == pytest.approx(0.25)
+    assert clifit.host_error(fit, []) is None

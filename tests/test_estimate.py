@@ -511,6 +511,30 @@ def test_language_model_band_comes_from_language_model_runs(monkeypatch):
     assert bands.band("hopper", "mfu", lm=True) == (0.115, "error on held-out language-model runs (H200, LM MFU fit)")
 
 
+def test_local_total_band_weighs_the_host_error_by_the_overheads_share(monkeypatch):
+    from launcher.estimate import bands
+
+    doc = {"warmup": {"cli": {"host_error": {"median": 0.2, "n_runs": 13}}}}
+    monkeypatch.setattr(bands, "efficiencies", lambda: doc)
+    band, basis = bands.local_total_band(train_s=60.0, overhead_s=40.0, sps_band=0.05)
+    assert band == pytest.approx(math.hypot(0.2 * 0.4, 0.05 * 0.6)) and "20%" in basis and "13 runs" in basis
+    assert bands.local_total_band(3600.0, 0.0, 0.05)[0] == pytest.approx(0.05)  # all training: the samples/s band
+    assert bands.local_total_band(0.0, 40.0, None)[0] == pytest.approx(0.2)  # all overhead: the host error
+    monkeypatch.setattr(bands, "efficiencies", lambda: {"warmup": {"cli": {}}})
+    assert bands.local_total_band(60.0, 40.0, 0.05) == (None, "")  # no unseen host measured: no band
+
+
+def test_only_a_local_gpu_estimate_carries_a_total_band():
+    from launcher.estimate.api import for_machine
+
+    spec = parse_spec("name: t\nworkload: {model: resnet18, dataset: synthetic, samples_per_epoch: 100000}\n"
+                      "resources: {accelerators: 'H200:1'}\n", check_catalog=False)
+    gpu = for_machine(spec, "local", None, 0.0, spot=False, baseline=False, local_gpu="H200")
+    assert 0 < gpu["total_error_band"] < 1 and "never fitted" in gpu["total_band_basis"]
+    cpu = for_machine(spec, "local", None, 0.0, spot=False, baseline=False, local_gpu=None)
+    assert cpu["total_error_band"] is None
+
+
 def test_local_gpu_job_end_time_grows_with_the_checkpoint(monkeypatch):
     from launcher.estimate import opmodel, overheads
 

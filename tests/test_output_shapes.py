@@ -152,3 +152,14 @@ def test_the_error_band_counts_tokens_for_a_language_model_and_wraps_under_its_t
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("tokens/s ±19% (leave-one-model-out") and "sample" not in out.getvalue()
     assert lines[1].startswith(" " * len("tokens/s ")), lines  # continued under its text, not at column 0
+
+
+def test_the_estimate_line_shows_a_total_band_only_when_there_is_one():
+    out = io.StringIO()
+    printer = EventPrinter(Console(file=out, width=200))
+    printer("estimate", run_id="r1", total_seconds=89.9, total_usd=0.0, samples_per_second=7642.0,
+            unit="sample", total_error_band=0.139)
+    printer("estimate", run_id="r2", total_seconds=600.0, total_usd=1.5, samples_per_second=100.0, unit="sample")
+    printer.close()
+    first, second = [ln for ln in out.getvalue().splitlines() if "estimate:" in ln]
+    assert "90s total (±14%), $0.00" in first and "10.0m total, $1.50" in second and "±" not in second

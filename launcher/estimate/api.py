@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from launcher.errors import EstimateError
 from launcher.estimate import calibration
+from launcher.estimate.bands import local_total_band
 from launcher.estimate.baseline import cached_baseline, measure_baseline
 from launcher.estimate.billing import bill_usd
 from launcher.estimate.clifit import checkpoint_bytes
@@ -72,7 +73,7 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     base = (measure_baseline(spec, on_probe=on_probe) if baseline
             else (cached_baseline(spec) or model_baseline(spec, cost)))
     base_dict = base.to_dict()
-    gpu_name, count, note = None, 0, ""
+    gpu_name, count, note, sps_band = None, 0, "", None
     nodes = spec.resources.num_nodes
     if provider in ("aws", "gcp"):
         if not instance_type:
@@ -99,7 +100,7 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
         gpu = get_gpu(gpu_name)
         p = predict_job(w, cost, gpu, count, num_nodes=nodes, network=net)
         sps, fits, max_batch, note = p.samples_per_second, p.fits_memory, p.max_batch, p.note
-        eff, interconnect, world = p.scaling_efficiency, p.interconnect, p.world_size
+        eff, interconnect, world, sps_band = p.scaling_efficiency, p.interconnect, p.world_size, p.error_band
         basis = "gpu model"
     else:
         # One CPU process per machine: the CPU row is not a data-parallel estimate.
@@ -117,6 +118,8 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
                                on_gpu=bool(gpu_name))
     over = over_parts.total_s
     total = train + over
+    # This machine's own GPU: how far the total may be off on a host the overhead was never measured on.
+    band, band_basis = local_total_band(train, over, sps_band) if provider == "local" and gpu_name else (None, "")
     usd = bill_usd(total, None if price_per_hour is None else price_per_hour * nodes, provider)
     epoch_s, epoch_usd = per_epoch(train, w.epochs, price_per_hour if provider in ("aws", "gcp") else 0.0, nodes)
     budget = spec.limits.budget_usd
@@ -125,6 +128,7 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
         "price_per_hour": price_per_hour, "samples_per_second": sps, "train_seconds": train,
         "overhead_seconds": over, "warmup_seconds": over_parts.warmup_s, "total_seconds": total,
         "total_usd": usd, "fits_memory": fits,
+        "total_error_band": None if band is None else round(band, 4), "total_band_basis": band_basis,
         "max_batch": max_batch, "budget_usd": budget,
         "over_budget": bool(budget is not None and usd is not None and usd > budget),
         "basis": basis, "note": note, "train_flops_per_sample": cost.train_flops_per_sample,

@@ -22,6 +22,12 @@ Cases, narrowest first:
   ``python -m launcher.estimate.opfit --write``.
 
 A band is a median absolute error: about half of the cases measured so far landed inside it.
+
+``local_total_band`` is the band of a local GPU job's *total* time: the training time's share of
+the total carries the samples/s band above, the rest (start-up, cold compile, end) the overhead fit's
+median error on lent hosts it never saw (``warmup.cli.host_error``, launcher/estimate/clifit.py):
+cold compiles differ by 20-35% between hosts, so a short job's total is known to about a fifth
+on a new host, a long job's to about its samples/s band.
 """
 
 from __future__ import annotations
@@ -89,3 +95,16 @@ def band(arch: str, method: str, measured: dict | None = None, user_spread: floa
     if cross is not None:
         return float(cross), "ratio error on published figures of other GPUs"
     return FALLBACK_BAND, "no measured error for this case yet"
+
+
+def local_total_band(train_s: float, overhead_s: float, sps_band: float | None) -> tuple[float | None, str]:
+    """(fraction, basis) of a local GPU job's total time: root sum of squares of the overhead's
+    error on unseen hosts x its share of the total and the samples/s band x the training share."""
+    total = train_s + overhead_s
+    host = ((efficiencies().get("warmup") or {}).get("cli") or {}).get("host_error") or {}
+    if total <= 0 or host.get("median") is None:
+        return None, ""
+    over = float(host["median"]) * overhead_s / total
+    train = float(sps_band or 0.0) * train_s / total
+    return math.hypot(over, train), (f"start-up and cold compile off by {float(host['median']):.0%} (median) on "
+                                     f"{host.get('n_runs', 0)} runs of hosts never fitted; samples/s band on the rest")

@@ -14,6 +14,9 @@ and the fit is
 ``spread`` is the run-to-run spread of the overhead (outside + compile) of the same model
 (median and max |run - model median| / model median), the noise any estimate of one run carries.
 Only the files in FIT_FILES are fitted; later calls check the fit (docs/estimator.md, section 13).
+``host_error`` is the fit's overhead error on the runs of HELDOUT_FILES, hosts it never saw: the
+error band of a local GPU job's overhead on a host the estimator knows nothing about
+(launcher/estimate/bands.py, ``local_total_band``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ from launcher.estimate.paths import read_json, results_dir
 # Calls 2-6 (docs/benchmarks.md): the CLI runs the overhead is fitted on. Anything else is held out.
 FIT_FILES = ("h200_local_total/call2.json", "h200_local_total/call3.json", "h200_local_total/heldout_call4.json",
              "h200_host/heldout_call5.json", "h200_host/compile_launch_call6.json")
+# Calls on lent hosts the fit never saw (docs/benchmarks.md): how far the fitted overhead misses on a
+# new host. Cold compiles differ by 20-35% between hosts, one host all faster, another all slower.
+HELDOUT_FILES = ("h200_host/heldout_call7.json", "h200_host/heldout_call7b.json",
+                 "h200_host/host_compile_host6.json", "h200_host/host_compile_host7.json")
 _WORKLOAD_KEYS = ("image_size", "num_classes", "in_channels", "input_shape", "model_args", "seq_len",
                   "vocab_size", "batch_size", "precision")
 
@@ -126,6 +133,24 @@ def compile_s(cli: dict, model: str, graph_ops: float | None, probe_compile: dic
     if line and graph_ops:
         return max(0.0, float(line["a"]) + float(line["b"]) * graph_ops)
     return None
+
+
+def host_error(cli: dict, runs: list[dict], probe_compile: dict | None = None) -> dict | None:
+    """The fit ``cli``'s overhead (outside + compile) error on ``runs`` of hosts it never saw:
+    median and max |predicted / measured - 1|, and each call's median signed error (a host tends
+    to run every model faster, or every model slower, than the fit)."""
+    per: dict[str, list[float]] = {}
+    for r in runs:
+        comp = compile_s(cli, r["model"], r["graph_ops"], probe_compile)
+        if comp is None:
+            continue
+        pred = outside_s(cli, r["checkpoint_gb"] * 1e9) + comp
+        per.setdefault(r["source"], []).append(pred / (r["outside_s"] + r["compile_s"]) - 1)
+    errs = [abs(e) for v in per.values() for e in v]
+    if not errs:
+        return None
+    return {"median": round(statistics.median(errs), 4), "max": round(max(errs), 4), "n_runs": len(errs),
+            "by_call": {src: round(statistics.median(v), 4) for src, v in sorted(per.items())}}
 
 
 def outside_s(cli: dict, checkpoint_bytes: float | None) -> float:

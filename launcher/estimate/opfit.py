@@ -807,7 +807,8 @@ def main(argv: list[str] | None = None) -> int:
     doc["warmup"] = fit_warmup(profiles)
     cli = clifit.fit(clifit.fit_runs(), doc["warmup"]["compile_s"])
     if cli:
-        doc["warmup"]["cli"] = cli
+        held = clifit.host_error(cli, clifit.fit_runs(clifit.HELDOUT_FILES), doc["warmup"]["compile_s"])
+        doc["warmup"]["cli"] = {**cli, "host_error": held} if held else cli
     cross = cross_gpu_rows(doc, get_gpu)
     from launcher.estimate import calibrate as mfu
 

@@ -1,5 +1,6 @@
-"""This host's single-thread Python speed: a short, cached score for the compile warm-up of a
-local GPU job.
+#!/usr/bin/env python3
+"""This host's single-thread Python speed: a short score, to test whether it explains how long a
+cold torch.compile takes on a host (bench/host_compile.py, bench/score_vs_compile.py).
 
 torch.compile's cold compile of a training step is mostly one Python thread (dynamo's bytecode
 tracing, AOT autograd, inductor's lowering and code generation: the payload's main process is
@@ -7,28 +8,29 @@ tracing, AOT autograd, inductor's lowering and code generation: the payload's ma
 whose Python runs faster compiles faster. The score is operations per second of a fixed
 pure-Python workload of the same kind (small objects, attribute and dict access, tuples, string
 formatting: a toy graph built, walked and printed as code), the best of a few short repeats (the
-least disturbed), about 0.1 s in all. It is measured once per host and cached in the estimator's
-cache directory, keyed by CPU model, usable cores and Python version; ``python -m
-launcher.estimate.hostspeed`` prints the score and the host as JSON.
+least disturbed), about 0.1 s in all. ``python3 bench/hostspeed.py [N]`` prints N scores and the
+host as JSON.
+
+Measured on two lent H200 hosts and this 2-core machine, it does not explain the spread of cold
+compile times (docs/estimator.md, section 13, "Host speed"), so the estimator does not use it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
-from launcher.estimate.baseline import cpu_cores, cpu_name
-from launcher.estimate.paths import cache_dir, read_json, write_json_atomic
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from launcher.estimate.baseline import cpu_cores, cpu_name  # noqa: E402
 
 NODES = 400  # graph nodes per pass: one pass is one "operation" of the score
 PASSES = 12  # passes per repeat (~15 ms per repeat on a 2-core VM at ~0.8 passes/ms)
 REPEATS = 7
-CACHE_MAX_AGE_S = 30 * 86400
 _OPS = ("add", "mul", "relu", "convolution", "sum", "view", "addmm", "native_batch_norm", "getitem", "clone")
 _POINTWISE = frozenset(("add", "mul", "relu", "clone"))
 
@@ -78,54 +80,10 @@ def measure(passes: int = PASSES, repeats: int = REPEATS, clock: Callable[[], fl
     return {"score": round(passes / best, 2) if best > 0 else None, "repeat_s": [round(t, 5) for t in times]}
 
 
-def host_key(cpu: str | None = None, cores: int | None = None, python: str | None = None) -> str:
-    """What the score is cached under: CPU model, usable cores and the Python that runs the payload."""
-    parts = [cpu if cpu is not None else cpu_name(), str(cores if cores is not None else cpu_cores()),
-             python if python is not None else platform.python_implementation() + platform.python_version()]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-def _cache_file() -> Path:
-    return cache_dir() / "hostspeed.json"
-
-
-def host_score(cache_path: Path | None = None, key: str | None = None, measurer: Callable[[], dict] = measure,
-               now: Callable[[], float] = time.time, refresh: bool = False) -> dict:
-    """This host's score: the cached one when there is one (younger than CACHE_MAX_AGE_S), else
-    measured now and cached. Returns {"score", "cpu", "cores", "time", "cached"}; score is None
-    when the measurement failed (then nothing is cached)."""
-    path = cache_path or _cache_file()
-    key = key or host_key()
-    cache = read_json(path, {})
-    if not isinstance(cache, dict):
-        cache = {}
-    hit = cache.get(key)
-    if not refresh and isinstance(hit, dict) and hit.get("score") and now() - hit.get("time", 0) < CACHE_MAX_AGE_S:
-        return {**hit, "cached": True}
-    got = measurer()
-    entry = {"score": got.get("score"), "cpu": cpu_name(), "cores": cpu_cores(), "time": now()}
-    if entry["score"]:
-        cache[key] = entry
-        try:
-            write_json_atomic(path, cache)
-        except OSError:
-            pass  # an unwritable cache only costs a new measurement next time
-    return {**entry, "cached": False}
-
-
-def scale(reference: float | None, score: float | None) -> float:
-    """Factor on single-thread CPU time measured on hosts of score ``reference`` for a host of
-    score ``score``: reference / score (a faster host, higher score, takes less); 1 when either
-    is unknown."""
-    if not reference or not score or reference <= 0 or score <= 0:
-        return 1.0
-    return reference / score
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     doc = {"cpu": cpu_name(), "cores": cpu_cores(), "python": platform.python_version(),
-           "key": host_key(), "runs": [measure() for _ in range(int(argv[0]) if argv else 1)]}
+           "runs": [measure() for _ in range(int(argv[0]) if argv else 1)]}
     sys.stdout.write(json.dumps(doc) + "\n")
     return 0
 
