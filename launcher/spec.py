@@ -101,6 +101,9 @@ class Workload(_Strict):
                                  "'path/to/file.py:callable'")
             return v
         if v not in MODELS:
+            if v.endswith(".py") or "/" in v:  # a file without its callable
+                raise ValueError(f"'{v}' names a file but not the function in it that builds the model: "
+                                 f"write '{v}:build' (the function's name after a colon)")
             close = difflib.get_close_matches(v, MODELS, n=1, cutoff=0.5)
             hint = f"did you mean '{close[0]}'?" if close else "or a factory such as 'models/net.py:build'"
             raise ValueError(f"'{v}' is not a built-in model ({', '.join(MODELS)}); {hint}")

@@ -53,6 +53,7 @@ def test_spec_takes_a_factory_its_arguments_and_input_shape():
 @pytest.mark.parametrize("workload, fragment", [
     ({"model": "resnet5"}, "did you mean 'resnet50'"),
     ({"model": "nets.py:"}, "not a model factory"),
+    ({"model": "models/net.py"}, "write 'models/net.py:build' (the function's name after a colon)"),
     ({"model": "resnet18", "input_shape": [3, 32, 16]}, "square images"),
     ({"model": "resnet18", "model_args": {"a": 1}}, "model_args are for a model factory"),
     ({"input_shape": [3, 32, 32], "image_size": 64}, "disagrees with image_size"),
