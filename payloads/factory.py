@@ -208,8 +208,8 @@ def load_factory(ref: str, root: str | None = None) -> tuple[Any, str]:
 
     root: the project directory (default: the current directory); file paths are relative to it
     and it is put first on ``sys.path``, so the model's code imports the project's other modules
-    (``from models.blocks import Block``); a file's own directory follows it, as when the file is
-    run as a script (``from blocks import Block`` beside it).
+    (``from models.blocks import Block``); a file's own directory is searched last (``from blocks
+    import Block`` beside it), after the standard library and the installed packages.
     """
     target, attr = split_ref(ref)
     root = os.path.abspath(root or os.getcwd())
@@ -218,9 +218,11 @@ def load_factory(ref: str, root: str | None = None) -> tuple[Any, str]:
         if not os.path.isfile(path):
             raise FactoryError(f"model {ref!r}: no file {target} in {root}; paths are relative to the project "
                                "directory, the one gpujob runs in and uploads")
-        for folder in (os.path.dirname(os.path.abspath(path)), root):
-            if folder not in sys.path:
-                sys.path.insert(0, folder)
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        folder = os.path.dirname(os.path.abspath(path))
+        if folder not in sys.path:  # last: a models/token.py beside it never hides the standard library's
+            sys.path.append(folder)
         name = "gpujob_user_model_" + "".join(c if c.isalnum() else "_" for c in os.path.abspath(path))
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:

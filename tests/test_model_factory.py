@@ -311,3 +311,19 @@ def test_an_installed_package_is_digested_by_its_own_module_not_followed(tmp_pat
     _write(pkg, "nets.py", "from instpkg.blocks import block\ndef build():\n    return block() + 1\n")
     assert source_digest("instpkg.nets:build") != first
     assert source_digest("no_such_pkg.nets:build") is None
+
+
+def test_a_model_folder_does_not_shadow_the_standard_library(project):
+    # The factory's own folder is searched after everything else: models/colorsys.py beside the
+    # model must not replace the standard library's colorsys for the rest of the process.
+    import importlib
+
+    (project / "models").mkdir()
+    _write(project, "models/colorsys.py", "SHADOW = True\n")
+    _write(project, "models/helpers.py", "import torch\n\ndef head():\n    return torch.nn.Linear(3, 2)\n")
+    _write(project, "models/net.py", "from helpers import head\n\ndef build():\n    return head()\n")
+    sys.modules.pop("colorsys", None)
+    assert build_factory_model("models/net.py:build", {}, str(project)).in_features == 3
+    sys.modules.pop("colorsys", None)
+    sys.modules.pop("helpers", None)
+    assert not hasattr(importlib.import_module("colorsys"), "SHADOW")
