@@ -108,7 +108,12 @@ def validate(specs: list[Path] = typer.Argument(..., help="Job spec(s) (YAML).")
     jobs = [(spec, load_job(spec)) for spec in specs]  # the first bad spec stops here, before any output
     unchecked = {}
     for spec, job in jobs:
-        why = check_model(job.workload)  # a model that cannot be built: one line, exit 2
+        try:
+            why = check_model(job.workload)  # a model that cannot be built: one line, exit 2
+        except GpujobError as exc:
+            if len(jobs) > 1:  # say which of the specs
+                exc.message = f"{spec}: {exc.message}"
+            raise
         if why:
             unchecked[spec] = why
     if as_json:

@@ -327,3 +327,11 @@ def test_a_model_folder_does_not_shadow_the_standard_library(project):
     sys.modules.pop("colorsys", None)
     sys.modules.pop("helpers", None)
     assert not hasattr(importlib.import_module("colorsys"), "SHADOW")
+
+
+def test_validate_of_several_specs_names_the_one_whose_model_is_broken(project):
+    _write(project, "bad.py", "import torch\n\ndef build():\n    return torch.nn.Linear(7, 4)\n")
+    (project / "good.yaml").write_text(_spec(), encoding="utf-8")
+    (project / "bad.yaml").write_text(_spec("bad.py:build", model_args={}), encoding="utf-8")
+    res = cli.invoke(app, ["validate", "good.yaml", "bad.yaml"])
+    assert res.exit_code == 2 and res.output.startswith("error: bad.yaml: model 'bad.py:build' cannot train"), res.output
