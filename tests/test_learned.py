@@ -142,3 +142,13 @@ def test_an_estimate_reads_the_users_files_once_and_sees_them_change(monkeypatch
     assert learned.measured_for(spec.workload, "L4", 1)["run_id"] == "r2"
     (learned.cache_dir() / learned.FIT_FILE).write_text("{damaged")
     assert learned.user_factor("ada", "bf16") == 1.0
+
+
+def test_a_language_model_s_measured_run_is_labelled_in_tokens():
+    spec = _spec(model="gpt2-124m", batch_size=8, samples_per_epoch=1_000_000)
+    learned.record_run("r1b2c3d", spec.workload, "H100", 1, 250_000.0, now=time.time())
+    m = learned.measured_for(spec.workload, "H100", 1)
+    assert m["label"] == "measured in run r1b2c3d, today: 250,000 tokens/s"
+    image = _spec()
+    learned.record_run("r4e5f6a", image.workload, "H100", 1, 5_100.0, now=time.time())
+    assert learned.measured_for(image.workload, "H100", 1)["label"].endswith("5,100 samples/s")

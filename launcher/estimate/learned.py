@@ -86,8 +86,9 @@ def measured_for(workload, gpu: str, gpu_count: int, *, now: float | None = None
     r = max(same, key=lambda x: x["time"])
     days = max(0.0, ((now or time.time()) - r["time"]) / 86400)
     age = "today" if days < 1 else ("1 day ago" if days < 2 else f"{int(days)} days ago")
+    unit = "tokens" if getattr(workload, "is_token_model", False) else "samples"  # what the rate counts
     return {**r, "age_days": round(days, 2), "label": f"measured in run {r['run_id']}, {age}: "
-                                                     f"{r['samples_per_second']:,.0f} samples/s"}
+                                                     f"{r['samples_per_second']:,.0f} {unit}/s"}
 
 
 def refit() -> dict:
