@@ -558,3 +558,30 @@ def test_one_bundled_op_cost_entry_is_read_without_the_whole_table():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent.parent)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
+
+
+def test_full_rows_are_built_only_for_the_offers_shown(monkeypatch):
+    """The estimate built a full Candidate (note, error band, per-epoch figures, the earlier-run
+    lookup) for each of the ~3,700 catalog offers and showed ~10; only the shown rows are built
+    now, and each is the row the every-offer table (--all) has for the same offer and market."""
+    from dataclasses import asdict
+
+    import launcher.estimate.table as table
+    from launcher.spec import load_spec
+
+    built = []
+
+    class Counted(table.Candidate):
+        def __init__(self, *args, **kwargs):
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(table, "Candidate", Counted)
+    spec = load_spec(ROOT / "jobs" / "vgg16.yaml")
+    shown = table.estimate(spec, providers=("aws", "gcp", "azure", "lambda", "vast"))
+    assert shown.candidates_total > 3000 and len(built) == len(shown.candidates) < 40
+    every = table.estimate(spec, providers=("aws", "gcp", "azure", "lambda", "vast"), show_all=True)
+    by_offer = {(c.provider, c.instance_type, c.region, c.spot): asdict(c) for c in every.candidates}
+    for c in shown.candidates:
+        assert asdict(c) == by_offer[(c.provider, c.instance_type, c.region, c.spot)]
+    assert shown.summary["cheapest"] == every.summary["cheapest"]

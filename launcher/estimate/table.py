@@ -237,6 +237,54 @@ def per_epoch(train_seconds: float | None, epochs: float, price_per_hour: float 
     return secs, (None if price_per_hour is None else secs * price_per_hour * num_nodes / 3600)
 
 
+class _Priced:
+    """One offer on one market with what ranking it needs (``Candidate.sort_key``, ``_pick``,
+    ``_nothing_fits``); ``_candidate`` makes the full row of the few that are shown."""
+
+    __slots__ = ("offer", "spot", "price_per_hour", "p", "train_seconds", "overhead_seconds", "total_seconds",
+                 "total_usd", "requested", "fits_memory", "provider", "instance_type", "region")
+    sort_key = Candidate.sort_key
+
+    def __init__(self, offer, spot: bool, price: float, p: Prediction | None, train: float | None, over: float,
+                 total_s: float | None, usd: float | None, requested: bool):
+        self.offer, self.spot, self.price_per_hour, self.p, self.requested = offer, spot, price, p, requested
+        self.train_seconds, self.overhead_seconds, self.total_seconds, self.total_usd = train, over, total_s, usd
+        self.fits_memory = bool(p and p.fits_memory)  # sort_key's fields are plain attributes: ~3,700 rows sorted
+        self.provider, self.instance_type, self.region = offer.provider, offer.instance_type, offer.region
+
+    gpu = property(lambda self: self.offer.gpu)
+    samples_per_second = property(lambda self: self.p.samples_per_second if self.p else None)
+    memory_gib_needed = property(lambda self: self.p.memory_gib_needed if self.p else None)
+    max_batch = property(lambda self: self.p.max_batch if self.p else None)
+
+
+def _candidate(r: _Priced, w, nodes: int, budget: float | None, get_gpu, measured: dict) -> Candidate:
+    """The full row of one priced offer; ``measured``: earlier runs per (GPU, count), filled as met."""
+    o, p, spot, price, usd = r.offer, r.p, r.spot, r.price_per_hour, r.total_usd
+    if (o.gpu, o.gpu_count) not in measured:
+        measured[(o.gpu, o.gpu_count)] = measured_for(w, o.gpu, o.gpu_count) if nodes == 1 else None
+    seen_run = measured[(o.gpu, o.gpu_count)]
+    err, basis = (band(get_gpu(o.gpu).arch, p.method, seen_run) if seen_run else
+                  (p.error_band, p.band_basis)) if p else (None, "")
+    epoch_s, epoch_usd = per_epoch(r.train_seconds, w.epochs, price, nodes)
+    return Candidate(
+        provider=o.provider, instance_type=o.instance_type, region=o.region, zones=list(o.zones),
+        gpu=o.gpu, gpu_count=o.gpu_count, spot=spot, price_per_hour=price, samples_per_second=r.samples_per_second,
+        train_seconds=r.train_seconds, overhead_seconds=r.overhead_seconds, total_seconds=r.total_seconds,
+        total_usd=usd,
+        fits_memory=r.fits_memory, over_budget=bool(budget is not None and usd is not None and usd > budget),
+        max_batch=r.max_batch, requested=r.requested, section="requested" if r.requested else "alternative",
+        mfu=p.mfu if p else None, bound=p.bound if p else None,
+        memory_gib_needed=r.memory_gib_needed,
+        num_nodes=nodes, world_size=nodes * o.gpu_count, memory=p.memory if p else None,
+        scaling_efficiency=p.scaling_efficiency if p else None, seconds_per_epoch=epoch_s,
+        usd_per_epoch=epoch_usd, interconnect=p.interconnect if p else "", arch=o.arch,
+        note="; ".join(x for x in (_memory_note(w, p), seen_run["label"] if seen_run else "") if x),
+        launchable=not is_reference(o.provider),
+        error_band=err, band_basis=basis, measured=seen_run, method=p.method if p else "",
+    )
+
+
 def _asks_for(spec):
     """The test "is this row what the spec asks for?", as a function of (offer, spot): its market,
     one of its regions (when it names any), its instance type or its GPU and count. The spec's
@@ -408,8 +456,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     unknown: set[str] = set()
     slow_path: dict[str, list[str]] = {}
     over: dict[str, float] = {}
-    rows: list[Candidate] = []
-    measured: dict[tuple, dict | None] = {}
+    rows: list[_Priced] = []
     asks_for = _asks_for(spec)
     for o in offers:
         net = network_for(o.provider, o.instance_type, o.gpu_count) if nodes > 1 else None
@@ -425,35 +472,14 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
         p = preds[key]
         if o.provider not in over:
             over[o.provider] = overheads_for(o.provider, w, {"graph_ops": cost.graph_ops(), **(overheads or {})}).total_s
+        sps = p.samples_per_second if p else None
+        train = total / sps if sps else None
+        total_s = train + over[o.provider] if train is not None else None
         for spot, price in ((False, o.price), (True, o.spot_price if include_spot else None)):
             if price is None:
                 continue
-            sps = p.samples_per_second if p else None
-            if (o.gpu, o.gpu_count) not in measured:
-                measured[(o.gpu, o.gpu_count)] = measured_for(w, o.gpu, o.gpu_count) if nodes == 1 else None
-            seen_run = measured[(o.gpu, o.gpu_count)]
-            err, basis = (band(get_gpu(o.gpu).arch, p.method, seen_run) if seen_run else
-                          (p.error_band, p.band_basis)) if p else (None, "")
-            train = total / sps if sps else None
-            total_s = train + over[o.provider] if train is not None else None
             usd = bill_usd(total_s, price * nodes, o.provider) if total_s is not None else None
-            epoch_s, epoch_usd = per_epoch(train, w.epochs, price, nodes)
-            rows.append(Candidate(
-                provider=o.provider, instance_type=o.instance_type, region=o.region, zones=list(o.zones),
-                gpu=o.gpu, gpu_count=o.gpu_count, spot=spot, price_per_hour=price, samples_per_second=sps,
-                train_seconds=train, overhead_seconds=over[o.provider], total_seconds=total_s, total_usd=usd,
-                fits_memory=bool(p and p.fits_memory), over_budget=bool(budget is not None and usd is not None
-                                                                        and usd > budget),
-                max_batch=p.max_batch if p else None, requested=asks_for(o, spot),
-                mfu=p.mfu if p else None, bound=p.bound if p else None,
-                memory_gib_needed=p.memory_gib_needed if p else None,
-                num_nodes=nodes, world_size=nodes * o.gpu_count, memory=p.memory if p else None,
-                scaling_efficiency=p.scaling_efficiency if p else None, seconds_per_epoch=epoch_s,
-                usd_per_epoch=epoch_usd, interconnect=p.interconnect if p else "", arch=o.arch,
-                note="; ".join(x for x in (_memory_note(w, p), seen_run["label"] if seen_run else "") if x),
-                launchable=not is_reference(o.provider),
-                error_band=err, band_basis=basis, measured=seen_run, method=p.method if p else "",
-            ))
+            rows.append(_Priced(o, spot, price, p, train, over[o.provider], total_s, usd, asks_for(o, spot)))
     if unknown:
         notes.append(f"no hardware figures for {', '.join(sorted(unknown))}: their offers are not predicted")
     for prec, gpus in slow_path.items():
@@ -465,8 +491,6 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
                             "check resources.regions or run `gpujob catalog update`")
     n_all = len(rows)
     nothing_fits = None if w.is_lm else _nothing_fits(w, rows, get_gpu)
-    for c in rows:
-        c.section = "requested" if c.requested else "alternative"
     asked = _pick([c for c in rows if c.requested], all_regions, None if show_all else top)
     others = _pick([c for c in rows if not c.requested], all_regions, None)
     if not show_all:
@@ -475,6 +499,10 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
                   and (best is None or c.total_usd < best)][:ALTERNATIVES_TOP]
     if not asked:
         notes.append(f"no offer in the catalog is what the spec asks for ({_asked_words(spec)})")
+    # The full rows of the shown offers only (a few dozen of ~3,700 by default).
+    measured: dict[tuple, dict | None] = {}
+    asked = [_candidate(r, w, nodes, budget, get_gpu, measured) for r in asked]
+    others = [_candidate(r, w, nodes, budget, get_gpu, measured) for r in others]
     rows = asked + others
 
     base = baseline or model_baseline(spec, cost)
