@@ -437,3 +437,18 @@ def test_a_factory_that_prints_leaves_json_on_stdout_alone(project):
     (project / "home").rename(project / "home-old")  # not cached: the estimate counts it again
     res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline", "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["job"]["params"] == 36, res.output
+
+
+def test_a_language_model_with_fewer_logits_than_vocab_size_is_one_line_before_any_machine(project):
+    # nets.py:hf_lm predicts 16 tokens; vocab_size 32 draws ids up to 31. validate and estimate
+    # passed it, then the run died on 'IndexError: index out of range in self' with a traceback
+    # (on a GPU: a device-side assert).
+    text = json.dumps({"name": "hf-lm", "workload": {
+        "model": "nets.py:hf_lm", "model_args": {"kind": "tuple"}, "seq_len": 8, "vocab_size": 32,
+        "batch_size": 4, "samples_per_epoch": 3 * 4 * 8, "precision": "fp32"}})
+    (project / "job.yaml").write_text(text, encoding="utf-8")
+    for command in (["validate", "job.yaml"], ["estimate", "job.yaml", "--no-baseline"]):
+        res = cli.invoke(app, command)
+        assert res.exit_code == 2, res.output
+        assert "16 entries per token" in res.output and "workload.vocab_size is 32" in res.output, res.output
+        assert len([line for line in res.output.splitlines() if line.strip()]) == 1, res.output

@@ -313,8 +313,9 @@ def check_model(w, root: str | Path | None = None, *, allow_missing_module: bool
 # checked against num_classes and its trainable parameters, so an older count skips no check; 5: each
 # GEMM row's matrix products and 3x3 stride-1 flag; 6: an image model's SGD update is the fused kernel
 # the CUDA payload runs, 20 bytes per parameter instead of the foreach form's 44; 7: each attention
-# row's score-matrix product, seq_q x seq_k x head_dim).
-COUNT_VERSION = 7
+# row's score-matrix product, seq_q x seq_k x head_dim; 8: a token factory's logits checked against
+# vocab_size).
+COUNT_VERSION = 8
 
 
 def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Path, tokens: bool = False,
@@ -419,6 +420,7 @@ def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: 
     module = module.to("meta")
     check_trainable(module, ref)
     if tokens:
+        _check_token_logits(module, ref, int(sample_shape[0]), num_classes)
         return count_tokens(module.train(), int(sample_shape[0]))
     try:
         with warnings.catch_warnings():
@@ -433,6 +435,24 @@ def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: 
     with torch.device("cpu"):
         module = build_factory_model(ref, model_args, root)
     return _count_module(module.to("cpu"), ref, sample_shape, num_classes, vocab)
+
+
+def _check_token_logits(module, ref: str, seq_len: int, vocab_size: int) -> None:
+    """Refuse a token model predicting fewer tokens than ``vocab_size`` (FactoryError, one line):
+    the data draws ids up to vocab_size - 1, which its embedding or its loss cannot take."""
+    import torch
+
+    from launcher.estimate.opcount import device_of
+    from launcher.payloads.factory import FactoryError, output_logits
+
+    with torch.no_grad():
+        out = output_logits(module.eval()(torch.zeros(2, seq_len, dtype=torch.long, device=device_of(module))))
+    module.train()
+    n = int(out.shape[-1]) if out.dim() else 0
+    if n < vocab_size:
+        raise FactoryError(f"model {ref!r} predicts {n} entries per token (logits {list(out.shape)}) but "
+                           f"workload.vocab_size is {vocab_size}: token ids up to {vocab_size - 1} are out of its "
+                           f"range; set vocab_size: {n} or build the model with a vocabulary of {vocab_size}")
 
 
 def _count_module(module, ref: str, sample_shape: tuple, num_classes: int, vocab: int | None = None):
