@@ -7,7 +7,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from launcher.render import fmt_usd
+from launcher.render import fitted, fmt_usd
 
 
 def _num(x: float | None) -> str:
@@ -34,7 +34,7 @@ def render_gpus(con, result: dict[str, Any]) -> None:
     rows = result["rows"]
     providers = [p for p in ("aws", "gcp", "azure", "lambda", "vast") if any(p in r["prices"] for r in rows)]
     t = Table(show_edge=False, header_style="bold")
-    t.add_column("GPU")
+    t.add_column("GPU", overflow="fold")  # a long name wraps, not cut, when the table is narrowed
     t.add_column("GiB", justify="right")
     t.add_column("BF16 TF", justify="right")
     for p in providers:
@@ -44,7 +44,7 @@ def render_gpus(con, result: dict[str, Any]) -> None:
         t.add_row(escape(r["gpu"]), f"{r['memory_gib']:.0f}" if r["memory_gib"] else "-",
                   f"{r['bf16_tflops']:.0f}" if r["bf16_tflops"] else "-",
                   *[_pair(r["prices"][p]) if p in r["prices"] else "" for p in providers], str(r["regions"]))
-    con.print(t)
+    con.print(fitted(con, t))
     con.print(f"{len(rows)} GPU models: GiB and peak dense bf16 TFLOP/s per GPU; per provider the cheapest "
               "$ per GPU-hour, on-demand/spot; `gpujob gpus NAME` lists every offer")
     _footer(con, result["provenance"], any(is_reference(p) for p in providers))
