@@ -196,7 +196,7 @@ def run(
     detach: bool = typer.Option(False, "--detach", "-d", help="Start the job, print the run id, return."),
     keep: bool = typer.Option(False, "--keep", help="Do not tear down (you pay until `gpujob down`)."),
     force: bool = typer.Option(False, "--force", help="Launch even if the estimate exceeds the budget."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; create nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; create nothing (exit 7 if the launch would be refused)."),
     artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="Where results land (default ./gpujob-runs/RUN_ID)."),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the local CPU baseline in the report."),
     as_json: bool = typer.Option(False, "--json", help="Events as JSON lines."),
@@ -421,8 +421,9 @@ def gc(provider: list[str] = typer.Option([], "--provider", "-p",
        project: Optional[str] = typer.Option(None, "--project", help="gcp: project id."),
        yes: bool = typer.Option(False, "--yes", help="Delete (default: dry run)."),
        as_json: bool = typer.Option(False, "--json")) -> None:
-    """Find orphaned runs (their client was killed) and resources tagged by gpujob that belong to no live
-    run; with --yes, name them, then stop and release them."""
+    """Find orphaned runs (client killed) and gpujob-tagged resources of no live run; --yes releases them.
+
+    With --yes it names each one, then stops and releases it."""
     from launcher.gc import CLOUDS, collect
     from launcher.render import EventPrinter, render_gc
 

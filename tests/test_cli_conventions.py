@@ -167,3 +167,15 @@ def test_an_error_on_an_80_column_terminal_wraps_between_words(monkeypatch, caps
     monkeypatch.delenv("FORCE_COLOR")
     _err().print(text, markup=False)  # captured: not a terminal
     assert capsys.readouterr().err == text + "\n"
+
+
+def test_every_commands_summary_in_help_is_one_paragraph():
+    """`gpujob --help` at 80 columns broke gc's summary after "belong to no live" and went on with
+    "run; with --yes ..." on a line of its own: its docstring's first paragraph spanned two source
+    lines, and typer's rich help keeps that line break. Every command's first paragraph is one line."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name, command in {**group.commands, **group.commands["catalog"].commands}.items():
+        summary = (command.help or "").split("\n\n")[0]
+        assert summary and "\n" not in summary, (name, summary)
