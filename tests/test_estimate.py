@@ -495,6 +495,7 @@ def test_vgg16_example_estimate_is_about_what_its_spec_launches():
 def test_language_model_band_comes_from_language_model_runs(monkeypatch):
     from launcher.estimate import bands
 
+    packaged = bands.efficiencies
     doc = {"lm_error": {"median": 0.057, "n": 5}, "mfu_error": {"median": 0.11}}
     monkeypatch.setattr(bands, "efficiencies", lambda: doc)
     err, basis = bands.band("hopper", "mfu", lm=True)
@@ -507,8 +508,15 @@ def test_language_model_band_comes_from_language_model_runs(monkeypatch):
                                     "mfu": {"median": 0.115}}}}
     monkeypatch.setattr(bands, "efficiencies", lambda: doc)
     assert bands.band("hopper", "per-operation", lm=True) == (0.055, "error on held-out language-model runs "
-                                                              "(H200, per-operation model, model left out)")
-    assert bands.band("hopper", "mfu", lm=True) == (0.115, "error on held-out language-model runs (H200, LM MFU fit)")
+                                                              "on an H200, the per-operation model with the model left out")
+    assert bands.band("hopper", "mfu", lm=True) == (0.115, "error on held-out language-model runs on an H200, "
+                                                           "the LM MFU fit")
+    # the estimate prints a basis in brackets ("tokens/s ±6% (...)"): none carries its own
+    monkeypatch.setattr(bands, "efficiencies", packaged)
+    for method in ("per-operation", "mfu"):
+        for lm in (False, True):
+            for measured in (None, {"samples_per_second": 1.0}):
+                assert "(" not in bands.band("hopper", method, measured, lm=lm)[1]
 
 
 def test_local_total_band_weighs_the_host_error_by_the_overheads_share(monkeypatch):

@@ -79,8 +79,9 @@ def band(arch: str, method: str, measured: dict | None = None, user_spread: floa
         if not got and doc.get("lm_error", {}).get("method", method) == method:
             got = doc.get("lm_error")
         if got and got.get("median") is not None:
-            how = "per-operation model, model left out" if method == "per-operation" else "LM MFU fit"
-            return float(got["median"]), f"error on held-out language-model runs (H200, {how})"
+            # no brackets: the estimate prints the basis inside its own ("tokens/s ±6% (...)")
+            how = "the per-operation model with the model left out" if method == "per-operation" else "the LM MFU fit"
+            return float(got["median"]), f"error on held-out language-model runs on an H200, {how}"
     err = doc.get("error", {})
     archs = {k.split("/")[0] for k in doc.get("efficiency", {}) if not k.startswith("*")}
     if method == "per-operation" and arch in archs and err.get("leave_one_model_out", {}).get("median") is not None:
