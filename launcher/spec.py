@@ -137,6 +137,21 @@ class Workload(_Strict):
                              "takes none")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _epoch_is_the_dataset(cls, data: Any) -> Any:
+        """A real dataset and no samples_per_epoch: an epoch is one pass over its training samples
+        (digits 1,438 after its held-out fifth; a folder's images; a .npz's x), not ImageNet's."""
+        if (isinstance(data, dict) and "samples_per_epoch" not in data and isinstance(data.get("dataset"), str)
+                and data["dataset"] != "synthetic" and data.get("seq_len") is None
+                and not lm_shapes.is_lm(str(data.get("model", "")))):
+            from launcher.payloads.datasize import train_samples
+
+            n = train_samples(data["dataset"])
+            if n:
+                data = {**data, "samples_per_epoch": n}
+        return data
+
     @model_validator(mode="after")
     def _dataset_gives_images(self) -> "Workload":
         shape = self.input_shape

@@ -16,7 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+if __package__:
+    from .datasize import scan_folder, train_folder
+else:  # run as a script: the siblings sit next to this file
+    from datasize import scan_folder, train_folder  # type: ignore[no-redef]
 
 
 class DataError(Exception):
@@ -174,26 +177,13 @@ def _npz(path: str, image_size: int, in_channels: int, num_classes: int) -> Data
     return Data(train, ev, os.path.basename(path), True)
 
 
-def _scan_folder(root: str) -> tuple[list[str], list[str], list[int]]:
-    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
-    files, labels = [], []
-    for label, cls in enumerate(classes):
-        for dirpath, _, names in sorted(os.walk(os.path.join(root, cls))):
-            for n in sorted(names):
-                if n.lower().endswith(IMAGE_EXTENSIONS):
-                    files.append(os.path.join(dirpath, n))
-                    labels.append(label)
-    return classes, files, labels
-
-
 def _folder(path: str, image_size: int, in_channels: int, num_classes: int) -> Data:
     try:
         import PIL  # noqa: F401
     except ImportError:
         raise DataError(f"{path}: reading an image folder needs Pillow (pip install pillow)") from None
-    split = os.path.isdir(os.path.join(path, "train")) and os.path.isdir(os.path.join(path, "val"))
-    train_root = os.path.join(path, "train") if split else path
-    classes, files, labels = _scan_folder(train_root)
+    train_root, split = train_folder(path)
+    classes, files, labels = scan_folder(train_root)
     if not files:
         raise DataError(f"{train_root}: no JPEG/PNG images in class subfolders (expected {train_root}/<class>/<image>.jpg)")
     if len(classes) > num_classes:
@@ -207,7 +197,7 @@ def _folder(path: str, image_size: int, in_channels: int, num_classes: int) -> D
         raise DataError(f"{files[0]}: cannot decode image ({type(exc).__name__}: {exc})") from None
     ev = None
     if split:
-        vclasses, vfiles, vlabels = _scan_folder(os.path.join(path, "val"))
+        vclasses, vfiles, vlabels = scan_folder(os.path.join(path, "val"))
         index = {c: i for i, c in enumerate(classes)}
         unknown = sorted(set(vclasses) - set(index))
         if unknown:

@@ -159,3 +159,28 @@ def test_fuzz_raw_text(text):
 def test_spot_and_guard_limits_refuse_booleans_and_negative_durations(field, value, fragment):
     err = _err(f"name: a\nlimits:\n  {field}: {value}\n")
     assert err.line == 3 and err.loc == f"limits.{field}" and fragment in str(err), str(err)
+
+
+def test_an_epoch_of_a_real_dataset_is_one_pass_over_it(tmp_path, monkeypatch):
+    # 'dataset: digits' with no samples_per_epoch trained (and priced) 1,281,167 samples an epoch,
+    # ImageNet's, over 1,438 training digits: 2 epochs were 2,562,334 samples, 1.8 h on this CPU.
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+
+    def epoch(dataset: str, **w) -> int:
+        return parse_spec(yaml.safe_dump({"name": "a", "workload": {"model": "tinycnn", "dataset": dataset,
+                                                                     **w}})).workload.samples_per_epoch
+
+    assert epoch("digits") == 1438 and epoch("digits", samples_per_epoch=1797) == 1797
+    for rel in ("imgs/cat/a.png", "imgs/cat/sub/b.jpg", "imgs/dog/c.JPEG", "imgs/dog/notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    assert epoch("imgs") == 3
+    for rel in ("split/train/cat/a.png", "split/train/dog/b.png", "split/val/cat/c.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    assert epoch("split") == 2  # the training images, not val/
+    np.savez(tmp_path / "d.npz", x=np.zeros((37, 8, 8), np.uint8), y=np.zeros(37, np.int64))
+    assert epoch("d.npz") == 37
+    assert epoch("synthetic") == 1281167 and epoch("missing-here") == 1281167  # the machine's path: as given
