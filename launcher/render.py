@@ -654,12 +654,12 @@ def render_runs(con, runs) -> None:
 def render_catalog(con, prov, offers) -> None:
     t = Table(show_edge=False, header_style="bold")
     for col in ("provider", "instance", "region", "GPU", "GPU mem", "vCPU", "on-demand $/h", "spot $/h", "zones"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")  # narrowed: values wrap, never cut
     for o in offers:
         t.add_row(o.provider, o.instance_type, o.region, f"{o.gpu} x{o.gpu_count}",
                   f"{o.gpu_memory_gib:g} GiB" if o.gpu_memory_gib else "-", f"{o.vcpus:g}", fmt_usd(o.price),
                   fmt_usd(o.spot_price), str(len(o.zones)))
-    con.print(t)
+    con.print(fitted(con, t))
     from launcher.catalog.reference import NOTE, is_reference
 
     ref = sorted({o.provider for o in offers if is_reference(o.provider)})

@@ -55,11 +55,11 @@ def render_gpu_offers(con, result: dict[str, Any]) -> None:
     offers = result["offers"]
     t = Table(show_edge=False, header_style="bold")
     for col in ("PROVIDER", "INSTANCE", "GPU", "N", "REGION", "$/H", "SPOT $/H", "$/GPU-H"):
-        t.add_column(col, justify="right" if col.startswith(("$", "SPOT", "N")) else "left")
+        t.add_column(col, justify="right" if col.startswith(("$", "SPOT", "N")) else "left", overflow="fold")
     for o in offers:
         t.add_row(o["provider"] + ("" if o["launchable"] else "*"), escape(o["instance_type"]), escape(o["gpu"]),
                   str(o["gpu_count"]), escape(o["region"]), fmt_usd(o["price"]), fmt_usd(o["spot_price"]),
                   fmt_usd(o["price_per_gpu"]))
-    con.print(t)
+    con.print(fitted(con, t))
     con.print(f"{len(offers)} offers of {escape(str(result['gpu']))}")
     _footer(con, result["provenance"], any(not o["launchable"] for o in offers))

@@ -14,12 +14,12 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
-from launcher.catalog import load_catalog
+from launcher.catalog import load_catalog, show
 from launcher.catalog.listing import gpus_result
 from launcher.costs import cost_report
-from launcher.render import render_plan, render_runs
+from launcher.render import render_catalog, render_plan, render_runs
 from launcher.render_cost import render_cost
-from launcher.render_gpus import render_gpus
+from launcher.render_gpus import render_gpu_offers, render_gpus
 from launcher.store import Store
 
 
@@ -42,6 +42,16 @@ def test_gpus_at_80_columns_shows_every_price_and_name_whole():
     assert "…" not in text, text
     assert re.search(r"^A100-80GB +80 +312 +\d+\.\d\d/\d+\.\d\d", text, re.M), text
     assert "┃" not in text and "│" not in text  # the narrow style: no column rules
+
+
+def test_every_offer_of_a_gpu_and_the_catalog_at_80_columns_cut_no_instance_type():
+    """`gpujob gpus A100` showed 'p4d.24xl…' and `gpujob catalog show --gpu H200` 'p5en.4…',
+    'provi…', 'us-we…': the instance types wrap now, whole."""
+    offers = _at_80(render_gpu_offers, gpus_result(load_catalog(), "A100", one=True))
+    assert "…" not in "\n".join(offers) and any(line.split()[1:2] == ["p4d.24xlarge"] for line in offers), offers
+    cat = load_catalog()
+    lines = _at_80(render_catalog, cat.provenance, show(gpu="H200", provider="aws"))
+    assert "…" not in "\n".join(lines) and "provider" in lines[0] + lines[1], lines
 
 
 def _runs(store: Store) -> None:
