@@ -45,6 +45,7 @@ class WorkerStream(threading.Thread):
 SHOW_MAX = 4096  # characters of one line shown on screen; the stored log keeps every byte
 UPDATE_EVERY_S = 0.5  # `\r` progress updates (tqdm) shown at most this often
 STORE_EVERY_S, STORE_BYTES = 0.5, 1 << 20  # log text is committed in batches of this age or size
+RATE_WINDOW_S = 60.0  # the progress line's rate and ETA: over this much of the run (payload time)
 
 
 def shown(head: str, length: int) -> str:
@@ -78,6 +79,7 @@ class Progress:
         self._last_update = 0.0
         self._pending: list[str] = []  # text not yet committed, starting at byte self._pending_at
         self._pending_at, self._pending_bytes, self._pending_since = offset, 0, 0.0
+        self._recent: list[tuple[float, int]] = []  # (payload's elapsed s, samples) over RATE_WINDOW_S
 
     def feed(self, text: str) -> None:
         size = len(text.encode())
@@ -148,8 +150,8 @@ class Progress:
         if kind == "start":
             self.total = planned_total(event, self.total)
         if kind == "step":
-            sps = event.get("samples_per_second") or 0
             samples = event.get("samples") or 0
+            sps = self._rate(event.get("elapsed"), samples, event.get("samples_per_second") or 0)
             total = max(self.total, samples)  # a payload that runs past its plan never shows n > total
             eta = max(0.0, (total - samples) / sps) if sps else None
             self.emit("progress", run_id=self.run_id, samples=samples, total=total, samples_per_second=sps,
@@ -157,6 +159,20 @@ class Progress:
                       step=event.get("step"))
         else:
             self.emit("payload", run_id=self.run_id, event=event)
+
+
+    def _rate(self, elapsed: Any, samples: int, interval_rate: float) -> float:
+        """Samples/s over the last RATE_WINDOW_S of the run (the payload's rate covers one log
+        interval, which swings 10x on a busy machine); the interval's own until two points exist."""
+        if not isinstance(elapsed, (int, float)):
+            return interval_rate
+        if self._recent and elapsed < self._recent[-1][0]:  # a resumed attempt: its own clock
+            self._recent.clear()
+        self._recent.append((float(elapsed), samples))
+        while len(self._recent) > 2 and elapsed - self._recent[1][0] >= RATE_WINDOW_S:
+            self._recent.pop(0)
+        (t0, n0) = self._recent[0]
+        return (samples - n0) / (elapsed - t0) if elapsed > t0 and samples > n0 else interval_rate
 
 
 def planned_total(start: dict, spec_total: int) -> int:

@@ -163,3 +163,24 @@ def test_the_estimate_line_shows_a_total_band_only_when_there_is_one():
     printer.close()
     first, second = [ln for ln in out.getvalue().splitlines() if "estimate:" in ln]
     assert "90s total (±14%), $0.00" in first and "10.0m total, $1.50" in second and "±" not in second
+
+
+def test_the_eta_follows_the_run_s_rate_not_one_noisy_interval(tmp_path):
+    """On a busy machine the payload's per-interval rate swung 99-2,347 samples/s and the ETA with
+    it (1.8 h, 12.6 m, 43 m, 4.5 h within a minute) while the run went at ~1,000/s. The ETA and
+    the rate shown are over the last RATE_WINDOW_S of the run."""
+    store = Store(tmp_path / "runs.db")
+    store.create_run("r1", "job", "local", spec_path=None, spec_text=None, spec={}, provider_config={})
+    events: list = []
+    spec = parse_spec("name: job\nworkload:\n  samples_per_epoch: 200000\n  batch_size: 100\n")
+    p = Progress(store, lambda kind, **f: events.append((kind, f)), lambda: 0.0, "r1", spec, 0)
+    line = lambda **ev: format_event(**ev) + "\n"  # noqa: E731
+    p.feed(line(event="start", steps=2000, global_batch_size=100, total_samples=200_000))
+    for i, sps in enumerate([250, 2000, 120, 2300, 100, 2100, 99, 2200], start=1):  # 10 s apart, 10,000 samples
+        p.feed(line(event="step", step=100 * i, samples=10_000 * i, elapsed=10.0 * i, samples_per_second=sps))
+    last = [f for k, f in events if k == "progress"][-1]
+    assert last["samples_per_second"] == 1000.0 and last["eta_s"] == 120.0  # 120,000 left at 1,000/s
+    # a resumed attempt starts its clock again: its first interval stands on its own
+    p.feed(line(event="step", step=900, samples=90_000, elapsed=5.0, samples_per_second=700))
+    last = [f for k, f in events if k == "progress"][-1]
+    assert last["samples_per_second"] == 700
