@@ -96,12 +96,11 @@ def _print_parts(con, head: str, parts: list[str]) -> None:
     lines, line = [], head
     for i, part in enumerate(parts):
         piece = (" " if i == 0 else ", ") + part
-        if lines or line != head:
-            width = Text.from_markup(line + piece.rstrip()).cell_len
-            if width > con.width:
-                lines.append(line + ("," if i else ""))
-                line = "  " + part
-                continue
+        more = i < len(parts) - 1  # room for the "," that ends the line if the next part breaks
+        if Text.from_markup(line + piece.rstrip()).cell_len + more > con.width:  # the first part too
+            lines.append(line + ("," if i else ""))
+            line = "  " + part
+            continue
         line += piece
     for text in [*lines, line]:
         con.print(text, overflow="fold")

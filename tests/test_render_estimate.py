@@ -135,3 +135,15 @@ def test_a_long_note_wraps_under_its_text_at_80_columns(estimates):
     assert " ".join(ln.strip() for ln in shown) == "note: " + note  # broken between words, nothing lost
     wide = _render(est, width=200)
     assert ("note: " + note) in [ln.rstrip() for ln in wide]  # one line where it fits
+
+
+def test_a_long_model_path_in_the_title_goes_under_the_name_indented(estimates):
+    """'my-experimental-...-name:' then 'very/long/path/to/models/...py:build fp32,' at column 0:
+    the first part was never measured, rich wrapped it at the space after the name."""
+    est = json.loads(json.dumps(estimates["vgg16"]))
+    est["job"].update(name="my-experimental-resnet-variant-with-a-long-name",
+                      model="very/long/path/to/models/resnet_variants_experimental.py:build")
+    lines = _render(est)
+    title = lines[:next(i for i, ln in enumerate(lines) if ln.startswith("what the spec"))]
+    assert title[0] == "my-experimental-resnet-variant-with-a-long-name:"
+    assert all(ln.startswith("  ") and len(ln) <= 80 for ln in title[1:]), title
