@@ -212,24 +212,21 @@ def _fit_reference_rows(rows: list[list[str]], headers, width: list[int], room: 
     return list(dict.fromkeys(cut))
 
 
-def _wide_table(con, est: dict[str, Any]) -> None:
-    """Every column: $/h, samples/s, GPU efficiency, train and overhead time, $/epoch, notes."""
-    def table(title: str | None) -> Table:
-        t = Table(show_edge=False, header_style="bold", title=title, title_justify="left", title_style="bold")
-        for col, just in (("provider", "left"), ("instance", "left"), ("region", "left"), ("GPU", "left"),
-                          ("market", "left"), ("$/h", "right"), ("samples/s", "right"), ("GPU eff.", "right"),
-                          ("train", "right"), ("overhead", "right"), ("total", "right"), ("total $", "right"),
-                          ("$/epoch", "right"), ("note", "left")):
-            t.add_column(col, justify=just)
-        return t
+_WIDE_COLUMNS = (("provider", "left"), ("instance", "left"), ("region", "left"), ("GPU", "left"),
+                 ("market", "left"), ("$/h", "right"), ("samples/s", "right"), ("GPU eff.", "right"),
+                 ("train", "right"), ("overhead", "right"), ("total", "right"), ("total $", "right"),
+                 ("$/epoch", "right"), ("note", "left"))
 
-    sections, section, t = est.get("sections") or {}, None, None
+
+def _wide_table(con, est: dict[str, Any]) -> None:
+    """Every column: $/h, samples/s, GPU efficiency, train and overhead time, $/epoch, notes.
+    On a terminal narrower than that table, each row as two lines instead (``_wide_records``)."""
+    groups: list[tuple[str | None, list[tuple[list[str], str | None]]]] = []  # one per section
+    sections, section = est.get("sections") or {}, None
     for c in est.get("candidates", []):
-        if t is None or c.get("section", "requested") != section:  # one labelled table per section
-            if t is not None:
-                con.print(t)
+        if not groups or c.get("section", "requested") != section:  # one labelled table per section
             section = c.get("section", "requested")
-            t = table(escape(sections[section]) if section in sections else None)
+            groups.append((escape(sections[section]) if section in sections else None, []))
         notes = []
         if not c.get("fits_memory", True):
             notes.append("too few GPUs (memory plan below)" if c.get("memory") else
@@ -247,28 +244,68 @@ def _wide_table(con, est: dict[str, Any]) -> None:
         style = "dim" if notes and not c.get("requested") else None
         nodes = c.get("num_nodes") or 1
         eff = c.get("scaling_efficiency")
-        t.add_row(c["provider"], c["instance_type"] + (f" x{nodes}" if nodes > 1 else ""), c["region"],
-                  f"{c['gpu']} x{c['gpu_count']}", "spot" if c["spot"] else "on-demand",
-                  fmt_usd(c.get("price_per_hour")),
-                  f"{c['samples_per_second']:,.0f}" if c.get("samples_per_second") else "-",
-                  f"{eff:.0%}" if eff is not None else "-",
-                  fmt_seconds(c.get("train_seconds")), fmt_seconds(c.get("overhead_seconds")),
-                  fmt_seconds(c.get("total_seconds")), fmt_usd(c.get("total_usd")), fmt_usd(c.get("usd_per_epoch")),
-                  ", ".join(notes), style=style)
-    t = t if t is not None else table(None)
+        groups[-1][1].append(([c["provider"], c["instance_type"] + (f" x{nodes}" if nodes > 1 else ""), c["region"],
+                               f"{c['gpu']} x{c['gpu_count']}", "spot" if c["spot"] else "on-demand",
+                               fmt_usd(c.get("price_per_hour")),
+                               f"{c['samples_per_second']:,.0f}" if c.get("samples_per_second") else "-",
+                               f"{eff:.0%}" if eff is not None else "-",
+                               fmt_seconds(c.get("train_seconds")), fmt_seconds(c.get("overhead_seconds")),
+                               fmt_seconds(c.get("total_seconds")), fmt_usd(c.get("total_usd")),
+                               fmt_usd(c.get("usd_per_epoch")), ", ".join(notes)], style))
+    if not groups:
+        groups.append((None, []))
+    rows = groups[-1][1]
     b = est.get("baseline") or {}
     if b:
         sps = b.get("samples_per_second")
-        t.add_row("local", "this machine", "-", escape(str(b.get("device", "CPU"))), "-", "$0.00",
-                  f"{sps:,.1f}" if sps else "-", "-", fmt_seconds(b.get("seconds")), "-", fmt_seconds(b.get("seconds")),
-                  "$0.00", "$0.00", "measured" if b.get("measured") else "modelled (not measured)", style="cyan")
+        rows.append((["local", "this machine", "-", escape(str(b.get("device", "CPU"))), "-", "$0.00",
+                      f"{sps:,.1f}" if sps else "-", "-", fmt_seconds(b.get("seconds")), "-",
+                      fmt_seconds(b.get("seconds")), "$0.00", "$0.00",
+                      "measured" if b.get("measured") else "modelled (not measured)"], "cyan"))
     for f in est.get("free_options", []):
-        t.add_row("free", escape(f["name"]), "-", f"{f['gpu']} x{f['gpu_count']}", "-", "$0.00",
-                  f"{f['samples_per_second']:,.0f}" if f.get("samples_per_second") else "-", "-",
-                  fmt_seconds(f.get("train_seconds")), "-", "-", "$0.00", "$0.00",
-                  ("fits one session" if f.get("fits_one_session") else
-                   f"exceeds a {f.get('max_session_hours')}h session") + " (not a launch target)", style="green")
-    con.print(t)
+        rows.append((["free", escape(f["name"]), "-", f"{f['gpu']} x{f['gpu_count']}", "-", "$0.00",
+                      f"{f['samples_per_second']:,.0f}" if f.get("samples_per_second") else "-", "-",
+                      fmt_seconds(f.get("train_seconds")), "-", "-", "$0.00", "$0.00",
+                      ("fits one session" if f.get("fits_one_session") else
+                       f"exceeds a {f.get('max_session_hours')}h session") + " (not a launch target)"], "green"))
+    tables = []
+    for title, group in groups:
+        t = Table(show_edge=False, header_style="bold", title=title, title_justify="left", title_style="bold")
+        for col, just in _WIDE_COLUMNS:
+            t.add_column(col, justify=just)
+        for cells, style in group:
+            t.add_row(*cells, style=style)
+        tables.append(t)
+    if any(too_wide(con, t, at_least=True) for t in tables):
+        _wide_records(con, groups)
+        return
+    for t in tables:
+        con.print(t)
+
+
+def _wide_records(con, groups: list[tuple[str | None, list[tuple[list[str], str | None]]]]) -> None:
+    """--wide where its 14 columns cannot fit (at 80 columns every cell was cut to "…"): each row
+    as the offer, then its figures packed into lines under a two-space indent, never split."""
+    for title, rows in groups:
+        if title:
+            con.print(f"[bold]{title}[/]")
+        for cells, style in rows:
+            what = " ".join(x for x in cells[:3] if x != "-") + f": {cells[3]}" + (
+                f", {cells[4]}" if cells[4] != "-" else "") + (f"; {cells[13]}" if cells[13] else "")
+            price, sps, eff, train, over, total, usd, epoch = cells[5:13]
+            figures = [x for x, v in ((f"{price}/h", price), (f"{sps} samples/s", sps), (f"GPU eff. {eff}", eff),
+                                      (f"train {train}", train), (f"overhead {over}", over),
+                                      (f"total {total}", total), (f"{usd} in all", usd),
+                                      (f"{epoch}/epoch", epoch)) if v != "-"]
+            con.print(what, style=style or "")
+            line = ""
+            for part in figures:  # greedy: a figure is never broken between its number and its unit
+                if line and 2 + len(line) + 2 + len(part) > con.width:
+                    con.print("  " + line, style=style or "")
+                    line = ""
+                line = f"{line}  {part}" if line else part
+            if line:
+                con.print("  " + line, style=style or "")
 
 
 def _estimate_footer(con, est: dict[str, Any], wide: bool = False) -> None:
@@ -537,11 +574,13 @@ def _bar(con, *columns):
     return Bar(*columns, console=con, transient=True)
 
 
-def too_wide(con, t: Table) -> bool:
-    """Whether ``t`` at its natural width is wider than the console (rich would squeeze its cells)."""
+def too_wide(con, t: Table, at_least: bool = False) -> bool:
+    """Whether ``t`` at its natural width is wider than the console (rich would squeeze its cells);
+    ``at_least``: whether even its narrowest, every cell wrapped to its longest word, is (rich would cut)."""
     from rich.measure import Measurement
 
-    return Measurement.get(con, con.options.update_width(1 << 16), t).maximum > con.width
+    need = Measurement.get(con, con.options.update_width(1 << 16), t)
+    return (need.minimum if at_least else need.maximum) > con.width
 
 
 def narrowed(t: Table) -> Table:

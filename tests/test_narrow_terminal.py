@@ -80,3 +80,25 @@ def test_dry_run_plan_at_80_columns_wraps_a_long_value_instead_of_cutting_it():
     lines = _at_80(render_plan, {"plan": {"provider": "aws", "image": f"SSM parameter {path}"}, "estimate": {}})
     joined = "".join(line.split("│")[-1].strip() for line in lines if "│" in line)
     assert path in joined and "…" not in "\n".join(lines)
+
+
+def test_estimate_wide_at_80_columns_gives_each_offer_two_lines_not_cut_cells():
+    """`gpujob estimate jobs/vgg16.yaml --wide` at 80 columns squeezed 14 columns into cells like
+    'p3…', '$3…', '35…'; each row is now the offer, then its figures, none cut. A terminal (or a
+    pipe, 180 columns) wide enough for the table still gets the table."""
+    from pathlib import Path
+
+    from launcher.jobestimate import full_estimate
+    from launcher.render import render_estimate
+    from launcher.spec import load_spec
+
+    est = full_estimate(load_spec(Path(__file__).resolve().parent.parent / "jobs" / "vgg16.yaml"), baseline=False,
+                        providers=("aws", "gcp", "azure", "lambda", "vast"))
+    lines = _at_80(lambda con, e: render_estimate(con, e, wide=True), est)
+    text = "\n".join(lines)
+    assert "…" not in text, text
+    i = lines.index("aws p3.2xlarge us-east-1: V100 x1, on-demand; requested")
+    assert re.match(r"  \$3\.06/h  [\d,]+ samples/s  GPU eff\. \d+%  train ", lines[i + 1]), lines[i + 1]
+    out = io.StringIO()
+    render_estimate(Console(file=out, width=180, color_system=None), est, wide=True)
+    assert re.search(r"provider +┃ instance +┃ region .*┃ overhead ┃", out.getvalue()), out.getvalue()
