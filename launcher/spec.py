@@ -485,13 +485,22 @@ def check_factory_file(spec: JobSpec, path: str | Path, root: str | Path | None 
     if not (target.endswith(".py") or "/" in target or os.sep in target):
         return
     base = Path(root or Path.cwd()).resolve()
-    if (base / target).is_file():
+    file = (base / target).resolve()
+    inside = file == base or base in file.parents
+    if inside and file.is_file():
         return
     try:
         node = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
     except (OSError, yaml.YAMLError, ValueError):
         node = None
-    raise SpecError(str(path), _key_line(node, ("workload", "model")), "workload.model",
+    line = _key_line(node, ("workload", "model"))
+    if not inside and file.is_file():  # found here, but the machine gets the project directory only
+        raise SpecError(str(path), line, "workload.model",
+                        f"{target} is outside the project directory {base}, which is what gpujob uploads "
+                        "(and where a local run starts)",
+                        "run gpujob from a directory that holds the model file and give its path from there, "
+                        "or copy the file into this one")
+    raise SpecError(str(path), line, "workload.model",
                     f"no file {target} in {base}",
                     "paths are relative to the project directory, the one gpujob runs in and uploads: "
                     "run gpujob from there or fix the path")

@@ -89,6 +89,27 @@ def test_a_missing_factory_file_is_the_same_line_from_every_command(home, monkey
         "project directory, the one gpujob runs in and uploads: run gpujob from there or fix the path)\n")
 
 
+@pytest.mark.parametrize("command", [["validate"], ["estimate"], ["run", "--dry-run"], ["run", "--dry-run", "--provider", "aws"]])
+@pytest.mark.parametrize("where", ["absolute", "parent"])
+def test_a_factory_file_outside_the_project_is_refused_before_any_machine(home, monkeypatch, command, where):
+    """'../lib/net.py:build' (or an absolute path) passed validate and a cloud dry run; the machine
+    gets the project directory only, and a local run starts in its copy: 'no file ../lib/net.py in
+    .../runs/RUN/work' after start-up, exit 8."""
+    (home / "lib").mkdir()
+    (home / "lib" / "net.py").write_text("import torch\ndef build():\n    return torch.nn.Linear(3, 2)\n")
+    (home / "proj").mkdir()
+    ref = "../lib/net.py" if where == "parent" else str(home / "lib" / "net.py")
+    (home / "proj" / "job.yaml").write_text(f"name: mine\nworkload:\n  model: \"{ref}:build\"\n  input_shape: [3]\n"
+                                            "  num_classes: 2\nresources: {accelerators: T4:1}\n")
+    monkeypatch.chdir(home / "proj")
+    res = cli.invoke(app, [*command, "job.yaml"])
+    assert res.exit_code == 2, res.output
+    assert res.stdout == "" and res.stderr.startswith(
+        f"error: job.yaml:3: workload.model: {ref} is outside the project directory {(home / 'proj').resolve()}, "
+        "which is what gpujob uploads"), res.stderr
+    assert len(res.stderr.splitlines()) == 1
+
+
 def test_bad_spec_as_a_process_is_one_line_exit_2(home):
     bad = home / "bad.yaml"
     bad.write_text("name: x\nlimits:\n  max_duration: forever\n")
