@@ -114,6 +114,8 @@ def test_gcp_without_adc_fails_before_probe_and_record(monkeypatch, tmp_path):
     with pytest.raises(CredentialsError) as err:
         runner.run(spec, RunOptions(provider="gcp"))
     assert "Application Default Credentials" in str(err.value) and "\n" not in str(err.value)
+    # one clean line: was "... (Your default credentials were not found. ...) (run `gcloud ...` (or set ...))"
+    assert str(err.value).count("(") == 1 and str(err.value).endswith(" or set GOOGLE_CLOUD_PROJECT)"), str(err.value)
     assert runner.store.list_runs(10) == []
 
 
@@ -127,6 +129,7 @@ def test_cli_run_aws_without_credentials_exits_3_with_one_line_and_no_record(tmp
     assert proc.returncode == 3, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no AWS credentials" in lines[0] and "aws configure" in lines[0]
+    assert lines[0].count("(") == 1, lines[0]  # the fix only: "(environment, ~/.aws, ...) (run ...)" before
     assert "teardown" not in proc.stdout + proc.stderr and "gc" not in lines[0]
     assert "measuring" not in proc.stdout + proc.stderr
     ls = subprocess.run([sys.executable, "-m", "launcher", "ls", "--json"], env=env, cwd=tmp_path,

@@ -100,14 +100,14 @@ class AwsApi:
         the credentials. Raises CredentialsError when the chain finds none or AWS rejects them,
         ProviderError when STS cannot be reached."""
         if self._session is None and not credential_source_possible():
-            raise CredentialsError(PROVIDER, "no AWS credentials found (environment, ~/.aws, SSO, instance role)",
+            raise CredentialsError(PROVIDER, "no AWS credentials found in the environment, ~/.aws, SSO or an instance role",
                                    hint=CREDENTIALS_FIX)
         try:
             found = self._core_session().get_credentials()
         except Exception as exc:  # e.g. a broken credential_process or SSO cache
             raise translate(exc, "loading AWS credentials") from None
         if found is None:
-            raise CredentialsError(PROVIDER, "no AWS credentials found (environment, ~/.aws, SSO, instance role)",
+            raise CredentialsError(PROVIDER, "no AWS credentials found in the environment, ~/.aws, SSO or an instance role",
                                    hint=CREDENTIALS_FIX)
         from botocore.config import Config
 

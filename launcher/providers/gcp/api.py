@@ -36,7 +36,7 @@ _CODE_IN_TEXT = re.compile(r"\b(ZONE_RESOURCE_POOL_EXHAUSTED(?:_WITH_DETAILS)?|U
 _NOT_IN_ZONE = re.compile(r"(acceleratorTypes|machineTypes|diskTypes)/")
 _QUOTA_NAME = re.compile(r"Quota '([A-Za-z0-9_-]+)' exceeded")
 _QUOTA_REGION = re.compile(r"in region ([a-z]+-[a-z]+\d+)")
-_ADC_HINT = "run `gcloud auth application-default login`, and pass --project PROJECT (or set GOOGLE_CLOUD_PROJECT)"
+_ADC_HINT = "run `gcloud auth application-default login`, and pass --project PROJECT or set GOOGLE_CLOUD_PROJECT"
 
 
 def parse_endpoint(url: str | None) -> tuple[str | None, bool]:
@@ -100,7 +100,7 @@ def build_clients(project: str | None, credentials: Any, endpoint: str | None, a
         try:
             credentials, adc_project = google.auth.default(scopes=SCOPES)
         except DefaultCredentialsError as exc:
-            raise CredentialsError("gcp", f"no Application Default Credentials ({first_line(exc)})", hint=_ADC_HINT) from None
+            raise CredentialsError("gcp", f"no Application Default Credentials: {first_line(exc)}", hint=_ADC_HINT) from None
         project = project or adc_project or _env_project()
     else:
         project = project or _env_project()
