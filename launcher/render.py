@@ -388,6 +388,7 @@ class EventPrinter:
         self._progress = None
         self._task = None
         self._last_plain = 0.0
+        self._stopping = False  # a signal stops the run: a later Ctrl-C's echoed "^C" may start the line
         self._unit = "sample"  # "token" for a language model: from its estimate or the payload's start
 
     def __call__(self, kind: str, **f: Any) -> None:
@@ -415,8 +416,12 @@ class EventPrinter:
     def _say(self, text: str) -> None:
         if self._progress is not None:
             self._progress.console.print(text)
-        else:
-            self.con.print(text)
+            return
+        if self._stopping and self.tty:  # "^Cwarning: stopping the job now": the line is cleared first
+            from rich.control import Control, ControlType
+
+            self.con.control(Control(ControlType.CARRIAGE_RETURN, (ControlType.ERASE_IN_LINE, 2)))
+        self.con.print(text)
 
     def _on_run(self, run_id, name, provider, **_):
         self._say(f"[bold]run {run_id}[/] {escape(name)} on {provider}")
@@ -461,6 +466,7 @@ class EventPrinter:
     def _on_warning(self, message, signal=None, **_):
         if signal:  # the run stops: its bar ends before the warning, not left standing above it
             self._stop_bar()
+            self._stopping = True
         self._say(f"[yellow]warning:[/] {escape(str(message))}")
 
     def _on_recovering(self, attempt, market, reclaimed_zone=None, checkpoint=None, **_):

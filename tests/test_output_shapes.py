@@ -89,6 +89,24 @@ def test_an_interrupt_ends_the_progress_bar_before_its_warning():
     assert drawn and max(cell_len(line) for line in drawn) <= 80 - 2, drawn  # room for "^C"
 
 
+def test_after_an_interrupt_each_line_clears_a_second_ctrl_cs_echo_first():
+    """A second Ctrl-C while the run released itself printed "^Cwarning: stopping the job now":
+    the terminal echoed "^C" at the start of the empty line the next message then began on. After
+    the interrupt's warning, each line on a terminal starts by clearing its line (not in a pipe)."""
+    out = io.StringIO()
+    printer = EventPrinter(Console(file=out, width=80, force_terminal=True, color_system=None))
+    printer("warning", run_id="r1", message="before any signal")
+    printer("warning", run_id="r1", signal="SIGINT", message="SIGINT received: stopping the job")
+    printer("warning", run_id="r1", message="stopping the job now, without its checkpoint")
+    text = out.getvalue()
+    assert "\r\x1b[2Kwarning: stopping the job now" in text and "\r\x1b[2Kwarning: before" not in text
+    piped = io.StringIO()
+    printer = EventPrinter(Console(file=piped, width=80))
+    printer("warning", run_id="r1", signal="SIGINT", message="SIGINT received")
+    printer("warning", run_id="r1", message="stopping the job now")
+    assert "\x1b" not in piped.getvalue() and "\r" not in piped.getvalue()
+
+
 def test_progress_uses_the_payloads_planned_total_and_never_overshoots(tmp_path):
     """quickstart: 1,797 digits x 8 epochs at batch 64 is 225 whole steps = 14,400 samples; the
     line said '14,400/14,376 ETA -1s' before it took the total from the payload's start event."""
