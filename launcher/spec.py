@@ -488,12 +488,22 @@ def check_factory_file(spec: JobSpec, path: str | Path, root: str | Path | None 
     file = (base / target).resolve()
     inside = file == base or base in file.parents
     if inside and file.is_file():
-        return
+        from launcher.uploads import is_uploaded
+
+        rel = file.relative_to(base).as_posix()
+        if is_uploaded(base, rel, list(spec.payload.ignore)):
+            return
     try:
         node = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
     except (OSError, yaml.YAMLError, ValueError):
         node = None
     line = _key_line(node, ("workload", "model"))
+    if inside and file.is_file():  # here, but not in what the machine (or a local run's copy) gets
+        raise SpecError(str(path), line, "workload.model",
+                        f"{target} is not uploaded: the upload's ignore rules (.gitignore, .gpujobignore, "
+                        "payload.ignore) leave it out",
+                        f"re-include it in a .gpujobignore ('!{rel}', and its folder if that is ignored) or "
+                        "move it")
     if not inside and file.is_file():  # found here, but the machine gets the project directory only
         raise SpecError(str(path), line, "workload.model",
                         f"{target} is outside the project directory {base}, which is what gpujob uploads "

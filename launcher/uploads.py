@@ -79,6 +79,20 @@ def _walk(root: Path, ignore: Iterable[str]) -> tuple[list[str], list[str]]:
     return files, rules.files
 
 
+def is_uploaded(local_dir: str | os.PathLike, rel: str, ignore: Iterable[str] = ()) -> bool:
+    """Whether an upload from ``local_dir`` sends the file ``rel`` (relative POSIX path): the
+    ``select_files`` rules, read only in the folders on its path."""
+    root = Path(local_dir)
+    rules = _Rules(ignore)
+    parts = rel.split("/")
+    for depth in range(len(parts)):
+        prefix = "".join(p + "/" for p in parts[:depth])
+        rules.add_dir(root, prefix)
+        if rules.ignored(prefix + parts[depth], depth < len(parts) - 1):
+            return False
+    return True
+
+
 def select_files(local_dir: str | os.PathLike, ignore: Iterable[str] = ()) -> list[str]:
     """Relative POSIX paths of the files put_dir would upload, sorted by directory walk
     (ignored directories are pruned, never entered)."""

@@ -110,6 +110,22 @@ def test_a_factory_file_outside_the_project_is_refused_before_any_machine(home, 
     assert len(res.stderr.splitlines()) == 1
 
 
+def test_a_factory_file_the_upload_leaves_out_is_refused_before_any_machine(home, monkeypatch):
+    """experiments/ in .gitignore: validate passed models in it, then the machine (and a local
+    run's copy) had no such file."""
+    (home / "experiments").mkdir()
+    (home / "experiments" / "net.py").write_text("import torch\ndef build():\n    return torch.nn.Linear(3, 2)\n")
+    (home / ".gitignore").write_text("experiments/\n")
+    (home / "job.yaml").write_text("name: mine\nworkload:\n  model: \"experiments/net.py:build\"\n"
+                                   "  input_shape: [3]\n  num_classes: 2\n")
+    monkeypatch.chdir(home)
+    res = cli.invoke(app, ["validate", "job.yaml"])
+    assert res.exit_code == 2 and res.stderr.startswith(
+        "error: job.yaml:3: workload.model: experiments/net.py is not uploaded: the upload's ignore rules"), res.output
+    (home / ".gpujobignore").write_text("!experiments/\n")  # what the error says to do
+    assert cli.invoke(app, ["validate", "job.yaml"]).exit_code == 0
+
+
 def test_bad_spec_as_a_process_is_one_line_exit_2(home):
     bad = home / "bad.yaml"
     bad.write_text("name: x\nlimits:\n  max_duration: forever\n")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.uploads import LARGE_UPLOAD_BYTES, plan_upload, select_files
+from launcher.uploads import LARGE_UPLOAD_BYTES, is_uploaded, plan_upload, select_files
 
 
 def _tree(root: Path, files: list[str]) -> None:
@@ -55,6 +55,20 @@ def test_same_choice_as_git(tmp_path):
     out = subprocess.run(["git", "-C", str(tmp_path), "ls-files", "--others", "--exclude-standard", "-z"],
                          check=True, capture_output=True).stdout.decode()
     assert sorted(select_files(tmp_path, [".git"])) == sorted(p for p in out.split("\0") if p)
+
+
+def test_is_uploaded_says_of_one_file_what_the_selection_says(tmp_path):
+    """is_uploaded (the spec's check of a model file) reads only the folders on the file's path
+    and agrees with select_files on every file of a tree with nested and negated rules."""
+    files = ["pkg/model.py", "pkg/cache.bin", "data/raw.bin", "data/small.csv", "top.bin", "logs/keep.txt",
+             "a/b/c.md", "docs/x.md", "docs/y/z.md", "keep.log", "a.log"]
+    _tree(tmp_path, files)
+    (tmp_path / ".gitignore").write_text("*.bin\ndocs/*.md\n**/b/c.md\n")
+    (tmp_path / "pkg/.gitignore").write_text("!cache.bin\n")
+    (tmp_path / ".gpujobignore").write_text("data/\nlogs/\n!logs/keep.txt\n*.log\n!keep.log\n")
+    for ignore in ([], ["*.py"]):
+        chosen = set(select_files(tmp_path, ignore))
+        assert {f for f in files if is_uploaded(tmp_path, f, ignore)} == chosen & set(files), ignore
 
 
 def test_plan_upload_reports_size_largest_and_rules(tmp_path):
