@@ -85,7 +85,7 @@ def _version(value: bool) -> None:
 
         cal = provenance()
         typer.echo(f"gpujob {__version__} (calibration {(cal['fitted_at'] or 'never')[:10]}, {cal['points']} points; "
-                   f"price catalog snapshot {snapshot_date()})")
+                   f"price snapshot {snapshot_date()})")
         raise typer.Exit()
 
 

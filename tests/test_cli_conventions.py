@@ -43,6 +43,7 @@ def test_version_names_calibration_and_catalog_dates():
     assert res.output.startswith("gpujob 0.1.0 ")
     assert cal["fitted_at"][:10] in res.output and f"{cal['points']} points" in res.output
     assert load_catalog().provenance.snapshot in res.output
+    assert len(res.output.rstrip("\n")) <= 80  # one line at 80 columns: it broke inside the snapshot date
 
 
 def test_validate_json_lists_each_spec():
