@@ -335,3 +335,14 @@ def test_validate_of_several_specs_names_the_one_whose_model_is_broken(project):
     (project / "bad.yaml").write_text(_spec("bad.py:build", model_args={}), encoding="utf-8")
     res = cli.invoke(app, ["validate", "good.yaml", "bad.yaml"])
     assert res.exit_code == 2 and res.output.startswith("error: bad.yaml: model 'bad.py:build' cannot train"), res.output
+
+
+def test_a_factory_without_torch_here_says_to_install_the_cpu_build(project, monkeypatch):
+    # 'pip install torch' (what it said) pulls the CUDA build, gigabytes, on Linux.
+    from launcher.estimate import flops
+
+    monkeypatch.setattr(flops, "_torch_available", lambda: False)
+    (project / "job.yaml").write_text(_spec(), encoding="utf-8")
+    res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
+    assert res.exit_code != 0 and "gpujob[train]" in res.output and "whl/cpu" in res.output, res.output
+    assert len([line for line in res.output.splitlines() if line.strip()]) == 1

@@ -24,6 +24,10 @@ BUNDLED = Path(__file__).with_name("model_costs.json")
 # saves a little more than half the fp32 activation bytes.
 _HALF_ACTIVATION_SCALE = 0.55
 _COUNT_BATCH = 2  # >1 so BatchNorm in train mode accepts 1x1 feature maps
+# How to get PyTorch for counting: the train extra; a bare `pip install torch` pulls the CUDA build
+# (gigabytes) on Linux, and counting needs only the CPU one.
+TORCH_HINT = ("pip install 'gpujob[train]' with PyTorch's CPU build, enough to count a model "
+              "(pip install torch --index-url https://download.pytorch.org/whl/cpu)")
 
 
 @dataclass(frozen=True)
@@ -249,7 +253,7 @@ def model_cost(
     if scaled is None:
         raise EstimateError(
             f"no FLOP count for model {model!r} and PyTorch is not available to count it",
-            "install PyTorch (pip install torch) or use a built-in model",
+            f"{TORCH_HINT}; or use a built-in model",
         )
     return scaled
 
@@ -346,7 +350,7 @@ def factory_cost(ref: str, model_args: dict, sample_shape: tuple, num_classes: i
         return _from_entry(hit, "cache")
     if not _torch_available():
         raise EstimateError(f"model {ref!r} is a factory: counting it needs PyTorch, which is not installed here",
-                            "pip install torch, the CPU build is enough; or use a built-in model")
+                            f"{TORCH_HINT}; or use a built-in model")
     import contextlib
     import sys
 
