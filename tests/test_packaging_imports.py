@@ -139,3 +139,13 @@ def test_extras_hold_what_their_features_need():
     assert "google-cloud-storage" in extras["gcp"]  # checkpoint_store gs://
     # click comes with no declared dependency (typer vendors its own): never import it
     assert not any(m.split(".")[0] == "click" for _, p in sources() for m, _ in imports(p))
+
+
+def test_the_launcher_imports_the_payload_as_installed():
+    """launcher/estimate/table.py did 'from payloads import lm_shapes': a top-level name only a
+    checkout has. Installed, it raised ModuleNotFoundError inside the estimate, which took it for a
+    GPU without hardware figures: gpujob estimate jobs/llama-8b-fsdp.yaml (pip install .) priced no
+    GPU ('no hardware figures for A10, A100, ..., H100, H200, ...')."""
+    wrong = [f"{rel}: {module}" for rel, path in sources() if rel.startswith("launcher/")
+             for module, _ in imports(path) if module.split(".")[0] in ("payloads", "templates")]
+    assert not wrong, "\n".join(wrong) + "\nimport them as launcher.payloads / launcher.templates"

@@ -199,7 +199,7 @@ def checkpointing_speed(w, p: Prediction) -> float:
     per = p.per_class_seconds or {}
     if p.method != "per-operation" or not per or not p.step_seconds:
         return CHECKPOINTING_SPEED
-    from payloads import lm_shapes
+    from launcher.payloads import lm_shapes
 
     s = lm_shapes.resolve(w.model, w.model_args or {}, w.vocab_size)
     blocks = 1.0 - s.vocab_size * s.d_model / lm_shapes.matmul_params(s)
