@@ -9,6 +9,7 @@ README.md). It never imports the launcher: only torch, numpy and its sibling mod
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -594,4 +595,8 @@ if __name__ == "__main__":
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(rc)
+    # Interpreter teardown's last garbage collections walk every object torch made: 0.6-1.8 s
+    # after the job's last write on a 2-core CPU (bench/outside_phases.py, cli_wind_down).
+    # Frozen objects are not walked; atexit handlers still run, and every file is closed already.
+    gc.freeze()
     sys.exit(rc)
