@@ -259,6 +259,26 @@ def load_factory(ref: str, root: str | None = None) -> tuple[Any, str]:
     return fn, source
 
 
+def _unknown_args(fn: Any, exc: BaseException) -> str:
+    """For a model_args key the factory does not take ("unexpected keyword argument 'widht'"):
+    '; it takes width, depth (did you mean 'width'?)'; else ''."""
+    import difflib
+    import inspect
+    import re
+
+    got = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
+    if not isinstance(exc, TypeError) or not got:
+        return ""
+    try:
+        names = [p.name for p in inspect.signature(fn).parameters.values()
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    except (TypeError, ValueError):
+        return ""
+    close = difflib.get_close_matches(got.group(1), names, n=1, cutoff=0.6)
+    return (f"; it takes {', '.join(names) if names else 'no keyword arguments'}"
+            + (f" (did you mean '{close[0]}'?)" if close else ""))
+
+
 def build_factory_model(ref: str, model_args: dict | None = None, root: str | None = None):
     """``callable(**model_args)`` -> torch.nn.Module (built on torch's current default device)."""
     import torch
@@ -272,7 +292,7 @@ def build_factory_model(ref: str, model_args: dict | None = None, root: str | No
                            f"{model_args or {}}: {_one_line(exc)}" + (
                                "; the factory moves the model to a device with .cuda() or .to(): return it as "
                                "built, gpujob moves it to the GPU itself and counts it on PyTorch's meta device"
-                               if moved else "")) from None
+                               if moved else _unknown_args(fn, exc))) from None
     if not isinstance(module, torch.nn.Module):
         raise FactoryError(f"model {ref!r}: {fn.__name__ if hasattr(fn, '__name__') else ref} returned "
                            f"{type(module).__name__}, not a torch.nn.Module")

@@ -346,3 +346,12 @@ def test_a_factory_without_torch_here_says_to_install_the_cpu_build(project, mon
     res = cli.invoke(app, ["estimate", "job.yaml", "--no-baseline"])
     assert res.exit_code != 0 and "gpujob[train]" in res.output and "whl/cpu" in res.output, res.output
     assert len([line for line in res.output.splitlines() if line.strip()]) == 1
+
+
+def test_a_misspelt_model_arg_names_the_arguments_the_factory_takes(project):
+    _write(project, "bad.py", "import torch\n\ndef build(width=8, depth=2, *, dropout=0.0):\n"
+                              "    return torch.nn.Linear(width, depth)\n")
+    with pytest.raises(FactoryError) as e:
+        build_factory_model("bad.py:build", {"widht": 8}, str(project))
+    assert str(e.value).endswith("TypeError: build() got an unexpected keyword argument 'widht'; it takes width, "
+                                 "depth, dropout (did you mean 'width'?)"), str(e.value)
