@@ -258,10 +258,11 @@ def _wide_table(con, est: dict[str, Any]) -> None:
     b = est.get("baseline") or {}
     if b:
         sps = b.get("samples_per_second")
+        band = f" ±{b['error_band']:.0%}" if b.get("error_band") and not b.get("measured") else ""
         rows.append((["local", "this machine", "-", escape(str(b.get("device", "CPU"))), "-", "$0.00",
                       f"{sps:,.1f}" if sps else "-", "-", fmt_seconds(b.get("seconds")), "-",
                       fmt_seconds(b.get("seconds")), "$0.00", "$0.00",
-                      "measured" if b.get("measured") else "modelled (not measured)"], "cyan"))
+                      "measured" if b.get("measured") else f"modelled{band} (not measured)"], "cyan"))
     for f in est.get("free_options", []):
         rows.append((["free", escape(f["name"]), "-", f"{f['gpu']} x{f['gpu_count']}", "-", "$0.00",
                       f"{f['samples_per_second']:,.0f}" if f.get("samples_per_second") else "-", "-",

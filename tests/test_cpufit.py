@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from launcher.estimate import cpufit
+from launcher.estimate.flops import model_cost, workload_cost
+from launcher.estimate.paths import calibration_dir, results_dir
+from launcher.estimate.throughput import predict_cpu
+from launcher.spec import Workload
 
 
 def _cls(flops_ps=0.0, bytes_ps=0.0, bytes_fixed=0.0, kernels=1.0) -> dict:
@@ -48,16 +54,19 @@ def test_step_time_is_each_class_at_its_rate_plus_the_per_operation_cost():
     assert cpufit.predict(OPS, 4, 2, {"fit": FIT}) == pytest.approx(4 / 0.1975)  # 20.25 samples/s
 
 
-def test_a_class_the_fit_never_saw_is_priced_like_its_nearest():
-    fitted = {"classes": {"conv": {"s_per_flop": 2e-11, "s_per_byte": 0.0},
+def test_a_class_the_fit_never_saw_is_priced_as_a_roofline():
+    fitted = {"classes": {"conv": {"s_per_flop": 2e-11, "s_per_byte": 0.0},  # 50 GFLOP/s per core
                           "norm": {"s_per_flop": 0.0, "s_per_byte": 1e-9},
                           "elementwise": {"s_per_flop": 0.0, "s_per_byte": 3e-9},
                           "reduction": {"s_per_flop": 0.0, "s_per_byte": 2e-9}}, "s_per_op": 0.0}
-    counts = {"attention": {"flops": 1e9, "bytes": 1e6, "kernels": 1},
+    counts = {"attention": {"flops": 1e9, "bytes": 1e6, "kernels": 1},  # 57 FLOPs per byte
+              "conv_depthwise": {"flops": 2e7, "bytes": 1e7, "kernels": 1},  # 2 FLOPs per byte
               "data_movement": {"flops": 0.0, "bytes": 1e6, "kernels": 1}}
-    _, per = cpufit.step_seconds(fitted, counts, 1)
-    assert per["attention"] == pytest.approx(1e9 * 2e-11)  # a compute class: at the dense convolutions' rate
-    assert per["data_movement"] == pytest.approx(1e6 * 2e-9)  # bytes: the median of the other bytes rates
+    _, per = cpufit.step_seconds(fitted, counts, 2)
+    # compute: max(FLOPs at the dense convolutions' rate, bytes at the median bytes rate, 2e-9 s/B)
+    assert per["attention"] == pytest.approx(max(1e9 * 2e-11, 1e6 * 2e-9) / 2)  # 0.01 s: FLOP-bound
+    assert per["conv_depthwise"] == pytest.approx(max(2e7 * 2e-11, 1e7 * 2e-9) / 2)  # 0.01 s: memory-bound
+    assert per["data_movement"] == pytest.approx(1e6 * 2e-9 / 2)
 
 
 def _row(model: str, threads: int, batch: int, counts: dict, fitted: dict, other_s: float = 0.0) -> dict:
@@ -85,3 +94,34 @@ def test_the_fit_recovers_known_rates_and_predicts_a_left_out_model():
     assert fitted["s_per_op"] == pytest.approx(0.02 / 20)  # 20 ms of "other" over 20 operations
     ev = cpufit.evaluate(rows)
     assert ev["leave_one_model_out"]["max"] < 1e-6 and ev["leave_one_model_out"]["n"] == 6
+
+
+def test_cpu_prediction_is_per_class_when_the_model_has_counts():
+    w = Workload(model="resnet50", image_size=224, batch_size=16)
+    cost = workload_cost(w, allow_torch=False)
+    per_class = predict_cpu(cost, 2, batch=16)
+    doc = cpufit.fitted_rates()
+    assert per_class == pytest.approx(cpufit.predict(cost.ops, 16, 2, doc))
+    flat = predict_cpu(model_cost("resnet50", 224, 1000), 2)  # no counts: cores x one per-core rate
+    assert flat == pytest.approx(2 * doc["flat_gflops_per_core"] * 1e9 / cost.train_flops_per_sample)
+
+
+def test_the_bundled_rates_are_the_fit_of_the_measured_rows():
+    raw = json.loads((results_dir() / cpufit.RAW_FILE).read_text())
+    bundled = json.loads((calibration_dir() / cpufit.RATES_FILE).read_text())
+    assert bundled == json.loads(json.dumps(cpufit.build_doc(raw), sort_keys=True)), \
+        "stale: python -m launcher.estimate.cpufit --write && python3 bench/package_calibration.py"
+
+
+def test_the_cpu_band_is_this_cpus_held_out_error_and_wider_elsewhere(monkeypatch):
+    from launcher.estimate import bands
+
+    doc = {"host": {"cpu": "AMD EPYC"}, "fit": FIT,
+           "error": {"leave_one_model_out": {"median": 0.15, "max": 0.83, "max_ratio": 2.21, "n": 13}}}
+    monkeypatch.setattr(cpufit, "fitted_rates", lambda: doc)
+    same, basis = bands.cpu_band("AMD EPYC")
+    assert same == pytest.approx(0.15) and "fitted on this CPU model (AMD EPYC)" in basis
+    other, basis = bands.cpu_band("Intel(R) Core(TM) i7-8700")
+    assert other == pytest.approx(1.21) and "never measured" in basis  # the worst held-out ratio, 2.21x
+    monkeypatch.setattr(cpufit, "fitted_rates", lambda: {})
+    assert bands.cpu_band("AMD EPYC") == (None, "")

@@ -109,3 +109,21 @@ def local_total_band(train_s: float, overhead_s: float, sps_band: float | None) 
     train = float(sps_band or 0.0) * train_s / total
     return math.hypot(over, train), (f"start-up and cold compile off by {float(host['median']):.0%} (median) on "
                                      f"{host.get('n_runs', 0)} runs of hosts never fitted; samples/s band on the rest")
+
+
+def cpu_band(cpu: str) -> tuple[float | None, str]:
+    """(fraction, basis) of a CPU figure predicted per operation class (launcher.estimate.cpufit,
+    no probe): the rates were fitted on one CPU. On that CPU model the band is their median
+    leave-one-model-out error; on any other it is their largest held-out error (as a fraction of
+    the smaller of predicted and measured), since no other CPU was measured. (None, "") without a fit."""
+    from launcher.estimate.cpufit import fitted_rates
+
+    doc = fitted_rates()
+    err = doc.get("error", {}).get("leave_one_model_out", {})
+    if err.get("median") is None:
+        return None, ""
+    host = doc.get("host", {}).get("cpu") or "one CPU"
+    if cpu == host:
+        return float(err["median"]), f"leave-one-model-out error of CPU rates fitted on this CPU model ({host})"
+    return float(err["max_ratio"]) - 1.0, (f"largest leave-one-model-out error of CPU rates fitted on one other CPU "
+                                           f"({host}); this CPU was never measured")

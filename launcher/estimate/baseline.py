@@ -3,7 +3,8 @@
 The payload (payloads/train.py) runs in a subprocess with ``--device cpu --probe-seconds T``:
 warm-up steps are untimed, then it trains for about T seconds and prints a ``probe`` event
 with samples/s. We extrapolate to the whole job and cache the figure per machine and
-workload. Without PyTorch we say so and predict from the model (cores x a per-core rate).
+workload. Without PyTorch we say so and predict from the model (per-operation-class CPU rates,
+launcher.estimate.cpufit).
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class Baseline:
     # How the figure was obtained, in a few words for a sentence: "measured", "measured 2026-11-30,
     # cached", "predicted: PyTorch not installed", plus "on a busy machine" when busy.
     basis: str = ""
+    # A figure predicted per operation class (launcher.estimate.cpufit): how far it may be off
+    # (a median absolute error, launcher.estimate.bands.cpu_band) and on what that rests.
+    error_band: float | None = None
+    band_basis: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,7 +147,13 @@ def _model_prediction(spec, cores: int) -> float | None:
         cost = workload_cost(w, allow_torch=False)
     except Exception:
         return None
-    return predict_cpu(cost, cores)
+    return predict_cpu(cost, cores, batch=cpu_batch(w))
+
+
+def cpu_batch(w) -> int:
+    """Units of one training step of a CPU run of ``w``: its batch, in tokens for a token model
+    (the unit its per-operation counts are per)."""
+    return w.batch_size * (w.effective_seq_len if w.is_token_model else 1)
 
 
 # The probe trains in fp32 with SGD and momentum: weight, gradient and momentum, 4 bytes each.
@@ -189,14 +200,31 @@ def probe_batch_size(spec, probe_seconds: float, cores: int) -> int:
 
 
 def _from_model(spec, device: str, cores: int, note: str) -> Baseline:
-    sps = _model_prediction(spec, cores)
-    total = spec.workload.total_samples
-    from launcher.estimate.calibration import current
+    return predicted_baseline(spec, device, cores, _model_prediction(spec, cores),
+                              f"{note}; predicted from the model", f"predicted: {note.split(':')[0]}")
 
-    rate = current().cpu_gflops_per_core
+
+def predicted_baseline(spec, device: str, cores: int, sps: float | None, note: str, basis: str) -> Baseline:
+    """The CPU row predicted from the model (not measured): ``note`` gets how it was priced; a
+    per-class figure carries its error band."""
+    from launcher.estimate.bands import cpu_band
+    from launcher.estimate.cpufit import fitted_rates
+    from launcher.estimate.flops import workload_cost
+
+    try:
+        per_class = bool(workload_cost(spec.workload, allow_torch=False).ops) and bool(fitted_rates().get("fit"))
+    except Exception:
+        per_class = False
+    band, band_basis = cpu_band(device) if per_class else (None, "")
+    if per_class:
+        how = f"{cores} cores x per-operation-class rates fitted on {fitted_rates().get('host', {}).get('cpu', 'one CPU')}"
+    else:
+        from launcher.estimate.calibration import current
+
+        how = f"{cores} cores x {current().cpu_gflops_per_core:.0f} GFLOP/s per core"
+    total = spec.workload.total_samples
     return Baseline(device, cores, sps, total / sps if sps else None, measured=False, cached=False,
-                    note=f"{note}; predicted from the model ({cores} cores x {rate:.0f} GFLOP/s per core)",
-                    basis=f"predicted: {note.split(':')[0]}")
+                    note=f"{note} ({how})", basis=basis, error_band=band, band_basis=band_basis)
 
 
 def _parse_probe(stdout: str) -> tuple[dict | None, dict | None]:

@@ -6,7 +6,8 @@ so adding measurements is a data change, never a code change:
 
 * ``bench/results/calibration_public.json``  published figures (sources inside the file)
 * ``bench/results/h100_payload.json``        our payload measured on an H100 (docs/benchmarks.md)
-* ``bench/results/cpu_payload.json``         our payload on CPUs (per-core rate for the no-torch baseline)
+* ``bench/results/cpu_op_rates.json``        per-class CPU rates fitted on our payload's CPU steps
+  (``launcher.estimate.cpufit``; its flat per-core rate prices a model without per-operation counts)
 * ``bench/results/h200_lm.json``             our language models on H200s (bench/lm_throughput.py),
   fitted apart from the rest (``Calibration.lm``)
 
@@ -39,7 +40,7 @@ PRECISION_CLASS = {"fp32": "fp32", "tf32": "tf32", "fp16": "half", "bf16": "half
 DEFAULT_MFU = 0.25
 DEFAULT_MULTI_GPU_EFFICIENCY = 0.9
 STEP_OVERHEAD_S = 0.001  # launch/optimizer/Python time per step not covered by FLOPs
-CPU_GFLOPS_PER_CORE = 30.0  # sustained fp32 training rate per physical core (AVX2/AVX-512 era)
+CPU_GFLOPS_PER_CORE = 30.0  # per-core fp32 rate for a model without per-operation counts when cpu_op_rates.json is absent
 
 # (term name, ridge strength): larger = trusts that term less when it has few points.
 _TERMS = (("cls", 0.2), ("arch", 0.2), ("arch_cls", 0.5), ("family", 0.5), ("model", 1.0))
@@ -134,7 +135,7 @@ def _load_payload(path: Path, default_gpu: str | None) -> list[Point]:
 
 # Every bench/results file the estimator reads at run time (op_efficiency.json: written by opfit,
 # absent until op profiles were measured). Packaged by bench/package_calibration.py.
-DATA_FILES = ("calibration_public.json", "h100_payload.json", "cpu_payload.json", "h200_lm.json",
+DATA_FILES = ("calibration_public.json", "h100_payload.json", "cpu_op_rates.json", "h200_lm.json",
               "op_efficiency.json")
 MANIFEST = "manifest.json"  # {"fitted_at": ISO time the packaged copy was taken, "files": {name: sha256}}
 
@@ -304,22 +305,17 @@ def build(points: list[Point], get_gpu=None, exclude: Point | None = None) -> Ca
     if ratios:
         cal.multi_gpu_efficiency = statistics.median(ratios)
     cal.sources = tuple(sorted({p.source for p in fit_points}))
-    cpu_rate = _cpu_rate(calibration_dir() / "cpu_payload.json")
+    cpu_rate = _cpu_rate(calibration_dir() / "cpu_op_rates.json")
     if cpu_rate:
         cal.cpu_gflops_per_core = cpu_rate
     return cal
 
 
 def _cpu_rate(path: Path) -> float | None:
-    """Median sustained GFLOP/s per core over our CPU payload runs, if any were recorded."""
-    doc = read_json(path, [])
-    rows = doc.get("results", []) if isinstance(doc, dict) else doc
-    rates = []
-    for r in rows if isinstance(rows, list) else []:
-        cores = r.get("cores") or r.get("threads")
-        if r.get("flops_per_sample") and r.get("samples_per_second") and cores:
-            rates.append(float(r["flops_per_sample"]) * float(r["samples_per_second"]) / float(cores) / 1e9)
-    return statistics.median(rates) if rates else None
+    """Median sustained fp32 GFLOP/s per core over our measured CPU steps (launcher.estimate.cpufit),
+    for a model without per-operation counts; None when not measured."""
+    rate = read_json(path, {}).get("flat_gflops_per_core")
+    return float(rate) if rate else None
 
 
 def _stamp(directory: Path) -> tuple:

@@ -2,30 +2,26 @@
 
     python -m launcher.estimate.cpufit            # fit + leave-one-model-out error, as JSON
     python -m launcher.estimate.cpufit --write    # ... and write bench/results/cpu_op_rates.json
+    python -m launcher.estimate.cpufit --table    # the error table of docs/estimator.md
 
 A training step on a CPU is priced from the same per-operation counts the GPU path uses
 (``launcher.estimate.opcount``; bundled for built-in models, so no torch is needed):
 
-    step = sum over classes of  FLOPs_c / (cores x rate_c)     (conv, conv_depthwise, matmul, attention)
-                              + bytes_c / (cores x bandwidth)   (norm, elementwise, reduction,
-                                                                 data_movement, optimizer)
-           + operations x seconds per operation                 (dispatch, autograd, Python)
+    step = sum over classes c of (s_per_flop_c x FLOPs_c + s_per_byte_c x bytes_c) / cores
+           + operations x s_per_op                       (autograd engine, dispatch, Python)
 
 ``conv_depthwise`` is the grouped-convolution share of the ``conv`` class (``gemm_ops`` rows of
-kind ``conv_depthwise``); ``conv`` keeps the dense rest. The rates are fitted on
-bench/results/cpu_rates.json (bench/cpu_rates.py: the payload's fp32 step of every built-in
-model and the U-Net factory, at 1 and 2 threads, with torch.profiler's self time per class):
+kind ``conv_depthwise``); ``conv`` keeps the dense rest. Compute classes (``COMPUTE_CLASSES``)
+have a FLOP term (matmul and attention share one, ``FLOP_GROUP``) and a bytes term; the others a
+bytes term only. The terms are fitted (``fit``) on bench/results/cpu_rates.json
+(bench/cpu_rates.py: the payload's fp32 step of the built-in models, the U-Net and tokenlm
+factories and GPT-2-small, with torch.profiler's self time per class), single-thread rows only
+(``FIT_THREADS``): per core, linear in the cores.
 
-* ``rate_c`` = FLOPs of class c over its profiled seconds x threads, summed over the fitted rows
-  (a time-weighted mean GFLOP/s per core),
-* ``bandwidth`` = bytes of the bytes-bound classes over their profiled seconds x threads,
-* ``seconds per operation`` = the median over rows of (measured step - the classes' profiled
-  time) / the step's counted operations.
-
-Leave-one-model-out: each model is predicted by a fit on the other models' rows only. Fitted on
-one CPU (``host`` in the output): another CPU's rates differ (vector width, clock, caches), so the
-band the estimate carries (``band``) widens this CPU's held-out error (``launcher.estimate.bands``).
-Pure Python, no torch.
+Leave-one-model-out (``evaluate``): each model is predicted by a fit on the other models' rows
+only. Fitted on one CPU (``host`` in the output): another CPU's rates differ (vector width,
+clock, caches), which the error band says (``launcher.estimate.bands.cpu_band``). Pure Python,
+no torch.
 """
 
 from __future__ import annotations
@@ -34,10 +30,13 @@ import json
 import statistics
 import sys
 from functools import lru_cache
-from pathlib import Path
 
 from launcher.estimate.paths import calibration_dir, read_json, results_dir
 
+# Rates per core come from single-thread steps: on this shared 2-core machine a two-thread step
+# waits for whichever thread another process preempted, so those rows are checks of the linear
+# scaling with cores, never fitted.
+FIT_THREADS = 1
 RATES_FILE = "cpu_op_rates.json"
 RAW_FILE = "cpu_rates.json"
 COMPUTE_CLASSES = ("conv", "conv_depthwise", "matmul", "attention")
@@ -74,7 +73,11 @@ def _class_seconds(row: dict) -> dict:
     return {c: us / 1e6 * scale for c, us in prof["self_us"].items()}
 
 
-GEMM_CLASSES = ("conv", "matmul", "attention")  # one FLOP rate: oneDNN's blocked matrix kernels
+# Classes sharing one FLOP rate: matrix products and attention (the same GEMM kernels; attention
+# appears in the transformers only). Every other compute class has its own.
+FLOP_GROUP = {"matmul": "matrix", "attention": "matrix"}
+# The rate a compute class the fit never saw borrows.
+NEAREST = {"conv_depthwise": "conv", "attention": "matmul", "matmul": "conv", "conv": "matmul"}
 
 
 def _solve(a: list, b: list) -> list | None:
@@ -128,7 +131,7 @@ def fit(rows: list) -> dict:
     operations; it does not shrink with threads."""
     eqs: dict[str, list] = {}
     per_op = []
-    for r in rows:
+    for r in (r for r in rows if r["threads"] == FIT_THREADS):
         secs, n = _class_seconds(r), r["threads"]
         loose = 0.0
         for c, t in secs.items():
@@ -138,8 +141,8 @@ def fit(rows: list) -> dict:
                 continue
             coef = {f"bytes:{c}": k["bytes"]}
             if c in COMPUTE_CLASSES:
-                coef["flops:" + ("gemm" if c in GEMM_CLASSES else c)] = k["flops"]
-            eqs.setdefault("gemm" if c in GEMM_CLASSES else c, []).append((coef, t * n, 1.0 / r["step_s"] ** 2))
+                coef["flops:" + FLOP_GROUP.get(c, c)] = k["flops"]
+            eqs.setdefault(FLOP_GROUP.get(c, c), []).append((coef, t * n, 1.0 / r["step_s"] ** 2))
         ops = sum(k["kernels"] for k in r["classes"].values())
         if ops:
             per_op.append(loose / ops)
@@ -148,30 +151,36 @@ def fit(rows: list) -> dict:
         values.update(nonneg_least_squares(group, sorted({n for coef, _, _ in group for n in coef})))
     classes = {}
     for c in sorted({n.split(":", 1)[1] for n in values if n.startswith("bytes:")}):
-        flop = values.get("flops:" + ("gemm" if c in GEMM_CLASSES else c), 0.0) if c in COMPUTE_CLASSES else 0.0
+        flop = values.get("flops:" + FLOP_GROUP.get(c, c), 0.0) if c in COMPUTE_CLASSES else 0.0
         classes[c] = {"s_per_flop": flop, "s_per_byte": values.get(f"bytes:{c}", 0.0)}
     return {"classes": classes, "s_per_op": statistics.median(per_op) if per_op else 0.0}
 
 
-def _fallback(fitted: dict, c: str) -> dict:
-    """Coefficients of a class the fit never saw: a compute class as dense convolution (else
-    matmul), a bytes-bound class at the median bytes rate of the others."""
-    cls = fitted["classes"]
+def _median_bytes_rate(fitted: dict) -> float:
+    rates = sorted(v["s_per_byte"] for k, v in fitted["classes"].items() if k in BYTES_CLASSES and v["s_per_byte"] > 0)
+    return statistics.median(rates) if rates else 0.0
+
+
+def class_seconds(fitted: dict, c: str, flops: float, nbytes: float, cores: int) -> float:
+    """Seconds of one class's work on ``cores`` cores. A class the fit never saw is priced as a
+    roofline: a compute class at the larger of its FLOPs at its nearest class's FLOP rate
+    (``NEAREST``: a depthwise convolution at the dense one's, attention at matmul's) and its bytes
+    at the median rate of the bytes-bound classes (a depthwise convolution does ~2 FLOPs per
+    byte: memory-bound), a bytes-bound class at that median rate."""
+    coef = fitted["classes"].get(c)
+    if coef is not None:
+        return (coef["s_per_flop"] * (flops if c in COMPUTE_CLASSES else 0.0) + coef["s_per_byte"] * nbytes) / cores
+    memory = _median_bytes_rate(fitted) * nbytes
     if c in COMPUTE_CLASSES:
-        for near in ("conv", "matmul"):
-            if near in cls:
-                return cls[near]
-    rates = sorted(v["s_per_byte"] for k, v in cls.items() if k in BYTES_CLASSES and v["s_per_byte"] > 0)
-    return {"s_per_flop": 0.0, "s_per_byte": statistics.median(rates) if rates else 0.0}
+        near = fitted["classes"].get(NEAREST.get(c, "conv")) or fitted["classes"].get("conv") or {"s_per_flop": 0.0}
+        return max(near["s_per_flop"] * flops, memory) / cores
+    return memory / cores
 
 
 def step_seconds(fitted: dict, counts: dict, cores: int) -> tuple[float, dict]:
     """(seconds of one step, class -> seconds) on ``cores`` cores from ``step_counts``."""
-    per = {}
-    for c, k in counts.items():
-        coef = fitted["classes"].get(c) or _fallback(fitted, c)
-        f = k["flops"] if c in COMPUTE_CLASSES else 0.0
-        per[c] = (coef["s_per_flop"] * f + coef["s_per_byte"] * k["bytes"]) / cores
+    cores = max(1, cores)
+    per = {c: class_seconds(fitted, c, k["flops"], k["bytes"], cores) for c, k in counts.items()}
     per["overhead"] = fitted["s_per_op"] * sum(k["kernels"] for k in counts.values())
     return sum(per.values()), per
 
@@ -190,7 +199,7 @@ def evaluate(rows: list, flat_gflops_per_core: float = 30.0) -> dict:
         for r in (r for r in rows if _model_key(r) == m):
             secs, _ = step_seconds(fitted, r["classes"], r["threads"])
             before = r["threads"] * flat_gflops_per_core * 1e9 / r["train_flops_per_sample"]
-            after = r["batch_size"] / secs
+            after = r.get("units", r["batch_size"]) / secs
             out.append({"model": m, "threads": r["threads"], "batch_size": r["batch_size"],
                         "image_size": r["image_size"], "measured": r["samples_per_second"], "load": r["load"],
                         "before": round(before, 4), "after": round(after, 4),
@@ -224,13 +233,28 @@ def predict(ops: dict, batch: int, cores: int, doc: dict | None = None) -> float
     return batch / secs if secs > 0 else None
 
 
+def check(fitted: dict, rows: list) -> dict:
+    """Token models probed by the CPU baseline's own probe (bench/cpu_rates.py ``--checks``), never
+    fitted: measured vs the fit's prediction at the probe's batch in tokens."""
+    out = []
+    for r in rows:
+        secs, _ = step_seconds(fitted, r["classes"], r["threads"])
+        after = r.get("units", r["batch_size"]) / secs
+        out.append({"model": r["model"], "threads": r["threads"], "batch_size": r["batch_size"],
+                    "measured": round(r["samples_per_second"], 4), "load": r["load"], "after": round(after, 4),
+                    "after_error": round(after / r["samples_per_second"] - 1, 4)})
+    return {"rows": out, "error": _summary([x["after_error"] for x in out])}
+
+
 def build_doc(raw: dict) -> dict:
     """What --write stores: the fit on every row, its leave-one-model-out error, the host."""
     rows = raw["rows"]
     fitted = fit(rows)
     ev = evaluate(rows)
+    if raw.get("checks"):
+        ev["checks"] = check(fitted, raw["checks"])
     flat = statistics.median(r["samples_per_second"] * r["train_flops_per_sample"] / r["threads"] / 1e9
-                             for r in rows)
+                             for r in rows if r["threads"] == FIT_THREADS)
     return {"about": "per-class CPU rates for the no-probe CPU baseline (launcher/estimate/cpufit.py), fitted on "
                      "bench/results/cpu_rates.json; s_per_flop / s_per_byte are seconds x cores",
             "generated_by": "python -m launcher.estimate.cpufit --write", "host": raw.get("host", {}),
@@ -264,6 +288,9 @@ def markdown(doc: dict) -> str:
         lines.append(f"| {name} ({r['image_size']}, {r['batch_size']}) | {r['threads']} | {r['load']:.1f} "
                      f"| {r['measured']:,.3g} | {r['before']:,.3g} ({r['before_error']:+.0%}) "
                      f"| {r['after']:,.3g} ({r['after_error']:+.0%}) |")
+    for r in doc["error"].get("checks", {}).get("rows", []):
+        lines.append(f"| {r['model']} (check, {r['batch_size']} tokens) | {r['threads']} | {r['load']:.1f} "
+                     f"| {r['measured']:,.4g} | | {r['after']:,.4g} ({r['after_error']:+.0%}) |")
     b, a = doc["error"]["before"], doc["error"]["leave_one_model_out"]
     lines.append(f"\nmedian |error| {b['median']:.0%} -> {a['median']:.0%}; largest {b['max']:.0%} -> {a['max']:.0%} "
                  f"(worst ratio {b['max_ratio']:.2f}x -> {a['max_ratio']:.2f}x), {a['n']} rows")

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from launcher.catalog.reference import is_reference
 from launcher.errors import EstimateError
-from launcher.estimate.baseline import Baseline, cpu_cores, cpu_name
+from launcher.estimate.baseline import Baseline, cpu_batch, cpu_cores, cpu_name, predicted_baseline
 from launcher.estimate.bands import band
 from launcher.estimate.billing import bill_usd
 from launcher.estimate.learned import measured_for
@@ -222,10 +222,9 @@ def _memory_note(w, p: Prediction | None) -> str:
 def model_baseline(spec, cost: ModelCost) -> Baseline:
     """The CPU row when no probe ran: predicted from the model, marked measured=False."""
     cores = cpu_cores()
-    sps = predict_cpu(cost, cores)
-    return Baseline(cpu_name(), cores, sps, spec.workload.total_samples / sps, measured=False, cached=False,
-                    note="not measured (probe skipped): predicted from the model",
-                    basis="predicted: no measurement cached")
+    sps = predict_cpu(cost, cores, batch=cpu_batch(spec.workload))
+    return predicted_baseline(spec, cpu_name(), cores, sps, "not measured (probe skipped): predicted from the model",
+                              "predicted: no measurement cached")
 
 
 def per_epoch(train_seconds: float | None, epochs: float, price_per_hour: float | None,
@@ -522,7 +521,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     prov = catalog.provenance
     base_dict = {"device": base.device, "cores": base.cores, "samples_per_second": base.samples_per_second,
                  "seconds": base.seconds, "measured": base.measured, "cached": base.cached, "note": base.note,
-                 "basis": base.basis}
+                 "basis": base.basis, "error_band": base.error_band, "band_basis": base.band_basis}
     return Estimate(
         job={"name": spec.name, "model": w.model, "precision": w.precision, "batch_size": w.batch_size,
              "image_size": w.image_size, "epochs": w.epochs, "total_samples": total,

@@ -181,7 +181,16 @@ def _mfu_priced(doc: dict, cal: Calibration, model: str, cls: str) -> bool:
     return model_family(model) in choice.get("mfu_families", [])
 
 
-def predict_cpu(cost: ModelCost, cores: int, calibration: Calibration | None = None) -> float:
-    """Samples/s on a CPU from the model only: cores x a sustained per-core training rate."""
+def predict_cpu(cost: ModelCost, cores: int, calibration: Calibration | None = None, batch: int = 0) -> float:
+    """Samples/s of fp32 training on ``cores`` CPU cores from the model only, at ``batch`` samples
+    per step (tokens for a token model): per operation class (launcher.estimate.cpufit, the rates
+    fitted on measured CPU steps) when the model has per-operation counts, else cores x one
+    sustained per-core rate (``Calibration.cpu_gflops_per_core``) on its training FLOPs."""
+    from launcher.estimate.cpufit import predict
+
+    if cost.ops and batch:
+        sps = predict(cost.ops, batch, cores)
+        if sps:
+            return sps
     cal = calibration or current()
     return cores * cal.cpu_gflops_per_core * 1e9 / cost.train_flops_per_sample
