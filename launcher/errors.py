@@ -63,6 +63,15 @@ class CatalogError(GpujobError):
     """The price catalog is missing, unreadable, or cannot be refreshed."""
 
 
+class UnknownGPU(CatalogError):
+    """A GPU name with no hardware figures (launcher/catalog/gpus.py). The estimate shows such an
+    offer unpredicted, with a note; any other failure of a prediction is a bug and propagates."""
+
+    def __init__(self, gpu: str, hint: str | None = None):
+        self.gpu = gpu
+        super().__init__(f"unknown GPU {gpu!r}", hint)
+
+
 class EstimateError(GpujobError):
     """The estimate cannot be computed (unknown model, no candidate, ...)."""
 

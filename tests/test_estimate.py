@@ -406,6 +406,24 @@ def test_unpriced_and_unknown_gpus_do_not_break_the_table():
     assert any("MYSTERY" in n for n in est.notes)
 
 
+def test_an_unexpected_error_in_a_prediction_is_not_a_gpu_without_figures(monkeypatch):
+    """Any exception from predict_job read as "no hardware figures for <GPU>": an import error
+    (issue 15) priced no GPU and told the user nothing. Only an unknown GPU is left unpredicted;
+    anything else reaches the CLI's error gate."""
+    from launcher.errors import UnknownGPU
+    from launcher.estimate import table
+
+    def broken(*a, **k):
+        raise ModuleNotFoundError("No module named 'payloads'")
+
+    monkeypatch.setattr(table, "predict_job", broken)
+    with pytest.raises(ModuleNotFoundError):
+        estimate(_spec(), catalog=_catalog(), baseline=_base())
+    with pytest.raises(UnknownGPU) as err:
+        get_gpu("MYSTERY")
+    assert err.value.gpu == "MYSTERY"
+
+
 def test_no_offers_is_an_estimate_error():
     with pytest.raises(EstimateError):
         estimate(_spec(), catalog=_catalog(), baseline=_base(), providers=("azure",))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field, replace
 
-from launcher.errors import CatalogError
+from launcher.errors import CatalogError, UnknownGPU
 from launcher.catalog.model import normalize_gpu
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
@@ -140,4 +140,4 @@ def get_gpu(name: str) -> GPUSpec:
     close = difflib.get_close_matches(canonical.upper(), [k.upper() for k in GPUS], n=3, cutoff=0.5)
     names = [k for k in GPUS if k.upper() in close]
     hint = f"did you mean {' or '.join(names)}?" if names else f"known GPUs: {', '.join(sorted(GPUS))}"
-    raise CatalogError(f"unknown GPU {name!r}", hint)
+    raise UnknownGPU(name, hint)

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 from launcher.catalog.reference import is_reference
-from launcher.errors import EstimateError
+from launcher.errors import EstimateError, UnknownGPU
 from launcher.estimate.baseline import Baseline, cpu_batch, cpu_cores, cpu_name, predicted_baseline
 from launcher.estimate.bands import band
 from launcher.estimate.billing import bill_usd
@@ -463,7 +463,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
         if key not in preds:
             try:
                 preds[key] = predict_job(w, cost, get_gpu(o.gpu), o.gpu_count, num_nodes=nodes, network=net)
-            except Exception:
+            except UnknownGPU:  # only that: any other failure is a bug, for the CLI's error gate
                 preds[key] = None  # a GPU missing from the spec table: row shown, unpredicted
                 unknown.add(o.gpu)
             if preds[key] and preds[key].note:
@@ -509,7 +509,7 @@ def estimate(spec, *, catalog=None, baseline: Baseline | None = None, providers=
     for f in free_options:
         try:
             fp = predict_job(w, cost, get_gpu(f.gpu), f.gpu_count)
-        except Exception:
+        except UnknownGPU:
             continue
         train = total / fp.samples_per_second
         free_rows.append(FreeRow(
