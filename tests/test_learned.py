@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from types import SimpleNamespace
 
@@ -152,3 +153,93 @@ def test_a_language_model_s_measured_run_is_labelled_in_tokens():
     image = _spec()
     learned.record_run("r4e5f6a", image.workload, "H100", 1, 5_100.0, now=time.time())
     assert learned.measured_for(image.workload, "H100", 1)["label"].endswith("5,100 samples/s")
+
+
+def _host_file(root, name, rows):
+    (root / "h200_host").mkdir(parents=True, exist_ok=True)
+    (root / "h200_host" / name).write_text(json.dumps({"results": rows}))
+
+
+def _row(model, sps, total, train, batch=256, samples=1000, **kw):
+    return {"model": model, "cache": "cold", "rc": 0, "batch_size": batch, "precision": "bf16", "samples": samples,
+            "start": {"device_name": "NVIDIA H200"}, "end": {"samples_per_second": sps},
+            "report": {"actual": {"total_seconds": total, "train_seconds": train}}, **kw}
+
+
+def test_the_host_repeat_spread_is_the_largest_deviation_from_each_jobs_median(tmp_path):
+    from launcher.estimate import repeats
+
+    # resnet50 b256 on three hosts (steps of ~36 ms): median 7,084; tinycnn (steps of ~3 ms) on two
+    _host_file(tmp_path, "a.json", [_row("resnet50", 7084.0, 90.0, 60.0), _row("tinycnn", 80000.0, 40.0, 20.0),
+                                    _row("resnet50", 1.0, 1.0, 1.0, rc=1),  # failed: left out
+                                    _row("resnet50", 7500.0, 50.0, 20.0, cache="warm")])  # warm: left out
+    _host_file(tmp_path, "b.json", [_row("resnet50", 7140.0, 80.0, 60.0), _row("tinycnn", 70000.0, 50.0, 20.0),
+                                    _row("mlp", 1e5, 10.0, 5.0)])  # one run only: no spread
+    _host_file(tmp_path, "c.json", [_row("resnet50", 6989.0, 100.0, 60.0, samples=2000)])
+    doc = repeats.fit(repeats.runs(tmp_path))
+    long, short = doc["samples_per_second"]["long_step"], doc["samples_per_second"]["short_step"]
+    assert long == {"max": round(1 - 6989 / 7084, 4), "median": round(7140 / 7084 - 1, 4),
+                    "n_groups": 1, "n_runs": 3}
+    assert short["max"] == round(80000 / 75000 - 1, 4) and short["n_runs"] == 2  # median of two: 75,000
+    # overhead = total - training: resnet50 30, 20, 40 s (median 30) -> largest 1/3; tinycnn 20, 30 (median 25)
+    assert doc["overhead_seconds"]["max"] == round(1 / 3, 4) and doc["overhead_seconds"]["n_groups"] == 2
+    # totals compare runs of the same sample count only (the 2,000-sample resnet50 run is alone):
+    # resnet50 90, 80 s (median 85), tinycnn 40, 50 s (median 45) -> largest 50 / 45 - 1
+    assert doc["total_seconds"]["max"] == round(50 / 45 - 1, 4) and doc["total_seconds"]["n_runs"] == 4
+
+
+def test_a_measured_signature_takes_the_host_repeat_band_by_step_time(monkeypatch):
+    from launcher.estimate import bands
+
+    doc = {"samples_per_second": {"short_step_s": 0.02, "long_step": {"max": 0.017, "n_groups": 5, "n_runs": 14},
+                                  "short_step": {"max": 0.15, "n_groups": 5, "n_runs": 21}},
+           "overhead_seconds": {"max": 0.37, "n_runs": 35}}
+    monkeypatch.setattr(bands, "host_repeats", lambda: doc)
+    seen = {"samples_per_second": 7084.0}
+    err, basis = bands.band("hopper", "per-operation", seen, step_s=256 / 7084.0)
+    assert err == 0.017 and "20 ms or more" in basis and "14 runs of 5 jobs" in basis
+    assert bands.band("hopper", "per-operation", seen, step_s=0.003)[0] == 0.15
+    assert bands.band("hopper", "per-operation", seen)[0] == 0.15  # step unknown: the wider band
+    # a measured local total: the overhead's share carries the overhead spread, training the samples/s band
+    band, basis = bands.local_total_band(60.0, 40.0, 0.017, measured=True)
+    assert band == pytest.approx(math.hypot(0.37 * 0.4, 0.017 * 0.6)) and "37%" in basis and "35 runs" in basis
+
+
+def test_the_bundled_repeat_band_is_narrow_for_a_gpu_bound_job():
+    """The packaged host_repeats.json: resnet50-like steps (>= 20 ms) differ by a few percent
+    between hosts, inside the model's own leave-one-model-out band."""
+    from launcher.estimate import bands
+
+    err, _ = bands.band("hopper", "per-operation", {"samples_per_second": 7084.0}, step_s=0.036)
+    assert 0 < err < 0.05 and err < bands.band("hopper", "per-operation")[0]
+
+
+def test_an_estimate_with_a_recorded_run_shows_the_narrow_band_in_json():
+    spec = _spec()
+    learned.record_run("r1a2b3c", spec.workload, "H200", 1, 7084.0, now=time.time())
+    (spec_file := __import__("pathlib").Path("job.yaml")).write_text(json.dumps(spec.model_dump(mode="json")))
+    out = cli.invoke(app, ["estimate", str(spec_file), "--no-baseline", "--top", "1000", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.output)["candidates"]
+    h200 = [c for c in rows if c["gpu"] == "H200" and c["gpu_count"] == 1]
+    model = [c for c in rows if c["gpu"] == "H100" and c["gpu_count"] == 1]
+    assert h200 and model and all(c["measured"]["run_id"] == "r1a2b3c" for c in h200)
+    assert all(c["error_band"] < 0.05 and "different H200 hosts" in c["band_basis"] for c in h200)
+    assert all(c["error_band"] > h200[0]["error_band"] for c in model)  # no run there: the model's band
+
+
+def test_a_local_run_of_a_measured_signature_uses_its_rate_and_the_repeat_bands():
+    from launcher.estimate import bands
+    from launcher.estimate.api import for_machine
+
+    spec = _spec()
+    before = for_machine(spec, "local", None, 0.0, spot=False, baseline=False, local_gpu="H200")
+    learned.record_run("r1a2b3c", spec.workload, "H200", 1, 7084.0, now=time.time())
+    after = for_machine(spec, "local", None, 0.0, spot=False, baseline=False, local_gpu="H200")
+    assert after["samples_per_second"] == 7084.0 and after["basis"] == "gpu measured"
+    assert "measured in run r1a2b3c" in after["note"] and "between" in after["total_band_basis"]
+    over = bands.host_repeats()["overhead_seconds"]["max"]
+    sps = bands.band("hopper", "per-operation", {}, step_s=256 / 7084.0)[0]
+    share = after["overhead_seconds"] / after["total_seconds"]
+    assert after["total_error_band"] == pytest.approx(math.hypot(over * share, sps * (1 - share)), abs=1e-4)
+    assert before["basis"] == "gpu model" and "never fitted" in before["total_band_basis"]

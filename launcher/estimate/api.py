@@ -10,14 +10,15 @@ from typing import Any, Callable
 
 from launcher.errors import EstimateError
 from launcher.estimate import calibration
-from launcher.estimate.bands import local_total_band
+from launcher.estimate.bands import band, local_total_band
 from launcher.estimate.baseline import cached_baseline, measure_baseline
 from launcher.estimate.billing import bill_usd
 from launcher.estimate.clifit import checkpoint_bytes
 from launcher.estimate.flops import workload_cost
+from launcher.estimate.learned import measured_for
 from launcher.estimate.overheads import overheads_for
 from launcher.estimate.scaling import network_for
-from launcher.estimate.table import DEFAULT_TOP, estimate, model_baseline, per_epoch, predict_job
+from launcher.estimate.table import DEFAULT_TOP, estimate, lm_step_batch, model_baseline, per_epoch, predict_job
 
 
 def full_estimate(spec, *, providers=("aws", "gcp"), baseline: bool = True, probe_seconds: float = 15.0,
@@ -102,6 +103,11 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
         sps, fits, max_batch, note = p.samples_per_second, p.fits_memory, p.max_batch, p.note
         eff, interconnect, world, sps_band = p.scaling_efficiency, p.interconnect, p.world_size, p.error_band
         basis = "gpu model"
+        seen = measured_for(w, gpu_name, count) if provider == "local" and nodes == 1 else None
+        if seen:  # this signature ran on this GPU before: its measured rate, with the spread of repeats
+            sps, note = seen["samples_per_second"], "; ".join(x for x in (note, seen["label"]) if x)
+            sps_band = band(gpu.arch, p.method, seen, step_s=lm_step_batch(w) / sps)[0]
+            basis = "gpu measured"
     else:
         # One CPU process per machine: the CPU row is not a data-parallel estimate.
         sps, fits, max_batch = base.samples_per_second, True, None
@@ -119,7 +125,8 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     over = over_parts.total_s
     total = train + over
     # This machine's own GPU: how far the total may be off on a host the overhead was never measured on.
-    band, band_basis = local_total_band(train, over, sps_band) if provider == "local" and gpu_name else (None, "")
+    total_band, band_basis = (local_total_band(train, over, sps_band, measured=basis == "gpu measured")
+                         if provider == "local" and gpu_name else (None, ""))
     usd = bill_usd(total, None if price_per_hour is None else price_per_hour * nodes, provider)
     epoch_s, epoch_usd = per_epoch(train, w.epochs, price_per_hour if provider in ("aws", "gcp") else 0.0, nodes)
     budget = spec.limits.budget_usd
@@ -128,7 +135,7 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
         "price_per_hour": price_per_hour, "samples_per_second": sps, "train_seconds": train,
         "overhead_seconds": over, "warmup_seconds": over_parts.warmup_s, "total_seconds": total,
         "total_usd": usd, "fits_memory": fits,
-        "total_error_band": None if band is None else round(band, 4), "total_band_basis": band_basis,
+        "total_error_band": None if total_band is None else round(total_band, 4), "total_band_basis": band_basis,
         "max_batch": max_batch, "budget_usd": budget,
         "over_budget": bool(budget is not None and usd is not None and usd > budget),
         "basis": basis, "note": note, "train_flops_per_sample": cost.train_flops_per_sample,

@@ -5,8 +5,9 @@
 Cases, narrowest first:
 
 * ``measured``: the user ran this signature on this GPU before; the band is the spread of
-  repeated runs (the user's own when there are several, else the run-to-run spread of identical
-  configurations in our H100 payload measurements, bench/results/h100_payload.json),
+  repeated runs (the user's own when there are several, else the largest run-to-run spread of
+  steady samples/s of the same job on different lent H200 hosts, bench/results/host_repeats.json,
+  launcher/estimate/repeats.py: ~2% for steps of 20 ms or more, ~15% for shorter, host-bound steps),
 * ``profiled``: a GPU architecture with per-kernel profiles behind the per-operation model;
   the band is that model's median leave-one-model-out error (bench/results/op_efficiency.json),
 * ``lm``: a built-in language model, priced by whichever of the per-operation model and the LM
@@ -21,19 +22,20 @@ Cases, narrowest first:
   speed ratios it predicts for published figures of other GPUs (``cross_gpu``), both written by
   ``python -m launcher.estimate.opfit --write``.
 
-A band is a median absolute error: about half of the cases measured so far landed inside it.
+A band is a median absolute error: about half of the cases measured so far landed inside it
+(the measured case excepted: the largest spread seen, see launcher/estimate/repeats.py).
 
 ``local_total_band`` is the band of a local GPU job's *total* time: the training time's share of
 the total carries the samples/s band above, the rest (start-up, cold compile, end) the overhead fit's
 median error on lent hosts it never saw (``warmup.cli.host_error``, launcher/estimate/clifit.py):
 cold compiles differ by 20-35% between hosts, so a short job's total is known to about a fifth
-on a new host, a long job's to about its samples/s band.
+on a new host, a long job's to about its samples/s band. A measured signature's overhead takes the
+largest spread of the same job's overhead on different hosts (``overhead_seconds`` in host_repeats.json).
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from functools import lru_cache
 
 from launcher.estimate.opmodel import efficiencies
@@ -43,36 +45,37 @@ FALLBACK_BAND = 0.25  # no measured error for the case at all (no fit file): sai
 
 
 @lru_cache(maxsize=1)
-def repeat_spread() -> float | None:
-    """Median |rate / group median - 1| over repeated identical default-configuration runs."""
-    doc = read_json(calibration_dir() / "h100_payload.json", [])
-    rows = doc.get("results", []) if isinstance(doc, dict) else doc
-    groups: dict[tuple, list[float]] = {}
-    for r in rows if isinstance(rows, list) else []:
-        try:
-            if r.get("compile") is False or r.get("channels_last") is False or r.get("fast_layers") is False \
-                    or r.get("extra_args"):
-                continue
-            groups.setdefault((r["model"], r["precision"], r["batch_size"]), []).append(float(r["samples_per_second"]))
-        except (KeyError, TypeError, ValueError, AttributeError):
-            continue
-    devs = []
-    for vals in groups.values():
-        if len(vals) >= 2:
-            mid = statistics.median(vals)
-            devs += [abs(v / mid - 1) for v in vals]
-    return statistics.median(devs) if devs else None
+def host_repeats() -> dict:
+    """The bundled run-to-run spread of the same job on different lent H200 hosts
+    (host_repeats.json, written by ``python -m launcher.estimate.repeats --write``); {} when absent."""
+    doc = read_json(calibration_dir() / "host_repeats.json", {})
+    return doc if isinstance(doc, dict) else {}
+
+
+def repeat_spread(step_s: float | None = None) -> tuple[float, str] | None:
+    """(largest |run / job median - 1| of samples/s, basis) for a job whose step takes ``step_s``
+    seconds (None: unknown, taken as short); None without the bundled spread."""
+    sps = host_repeats().get("samples_per_second") or {}
+    limit = float(sps.get("short_step_s") or 0.02)
+    short = step_s is None or step_s < limit
+    got = sps.get("short_step" if short else "long_step")
+    if not got or got.get("max") is None:
+        return None
+    steps = f"steps under {limit * 1000:.0f} ms" if short else f"steps of {limit * 1000:.0f} ms or more"
+    return float(got["max"]), (f"largest run-to-run spread of the same job on different H200 hosts, {steps}: "
+                               f"{got.get('n_runs', 0)} runs of {got.get('n_groups', 0)} jobs")
 
 
 def band(arch: str, method: str, measured: dict | None = None, user_spread: float | None = None,
-         lm: bool = False) -> tuple[float, str]:
-    """(fraction, basis) for one estimate; see the module docstring."""
+         lm: bool = False, step_s: float | None = None) -> tuple[float, str]:
+    """(fraction, basis) for one estimate; see the module docstring. ``step_s``: the measured
+    step time of a measured signature (samples per step / its samples/s)."""
     if measured is not None:
         if user_spread is not None:
             return user_spread, "spread of your repeated runs of this job"
-        spread = repeat_spread()
+        spread = repeat_spread(step_s)
         if spread is not None:
-            return spread, "run-to-run spread of identical payload runs (H100)"
+            return spread
     doc = efficiencies()
     if lm:  # the held-out LM error of the method that priced it (method_choice.lm has both)
         got = (doc.get("method_choice", {}).get("lm") or {}).get("per_operation" if method == "per-operation" else "mfu")
@@ -98,10 +101,20 @@ def band(arch: str, method: str, measured: dict | None = None, user_spread: floa
     return FALLBACK_BAND, "no measured error for this case yet"
 
 
-def local_total_band(train_s: float, overhead_s: float, sps_band: float | None) -> tuple[float | None, str]:
+def local_total_band(train_s: float, overhead_s: float, sps_band: float | None,
+                     measured: bool = False) -> tuple[float | None, str]:
     """(fraction, basis) of a local GPU job's total time: root sum of squares of the overhead's
-    error on unseen hosts x its share of the total and the samples/s band x the training share."""
+    error on unseen hosts x its share of the total and the samples/s band x the training share.
+    A ``measured`` signature's overhead takes the largest spread of the overhead (total minus
+    training) of the same job on different hosts instead, when bundled."""
     total = train_s + overhead_s
+    rep = host_repeats().get("overhead_seconds") or {}
+    if measured and total > 0 and rep.get("max") is not None:
+        over = float(rep["max"]) * overhead_s / total
+        train = float(sps_band or 0.0) * train_s / total
+        return math.hypot(over, train), (f"start-up and cold compile of the same job differ by up to "
+                                         f"{float(rep['max']):.0%} between {rep.get('n_runs', 0)} runs on "
+                                         f"different hosts; samples/s band on the rest")
     host = ((efficiencies().get("warmup") or {}).get("cli") or {}).get("host_error") or {}
     if total <= 0 or host.get("median") is None:
         return None, ""

@@ -136,7 +136,7 @@ def _load_payload(path: Path, default_gpu: str | None) -> list[Point]:
 # Every bench/results file the estimator reads at run time (op_efficiency.json: written by opfit,
 # absent until op profiles were measured). Packaged by bench/package_calibration.py.
 DATA_FILES = ("calibration_public.json", "h100_payload.json", "cpu_op_rates.json", "h200_lm.json",
-              "op_efficiency.json")
+              "op_efficiency.json", "host_repeats.json")
 MANIFEST = "manifest.json"  # {"fitted_at": ISO time the packaged copy was taken, "files": {name: sha256}}
 
 

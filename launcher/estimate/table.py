@@ -263,7 +263,8 @@ def _candidate(r: _Priced, w, nodes: int, budget: float | None, get_gpu, measure
     if (o.gpu, o.gpu_count) not in measured:
         measured[(o.gpu, o.gpu_count)] = measured_for(w, o.gpu, o.gpu_count) if nodes == 1 else None
     seen_run = measured[(o.gpu, o.gpu_count)]
-    err, basis = (band(get_gpu(o.gpu).arch, p.method, seen_run) if seen_run else
+    err, basis = (band(get_gpu(o.gpu).arch, p.method, seen_run,
+                       step_s=lm_step_batch(w) / seen_run["samples_per_second"]) if seen_run else
                   (p.error_band, p.band_basis)) if p else (None, "")
     epoch_s, epoch_usd = per_epoch(r.train_seconds, w.epochs, price, nodes)
     return Candidate(

@@ -1,0 +1,111 @@
+"""Run-to-run spread of the same job on different lent hosts: the band of a measured signature.
+
+    python -m launcher.estimate.repeats            # print the fit (JSON)
+    python -m launcher.estimate.repeats --write    # store it in bench/results/host_repeats.json
+
+Reads the cold ``gpujob run --provider local`` rows of bench/results/h200_host/*.json and
+bench/results/h200_local_total/*.json (each file one lent H200 host or call; rows run the plain
+CLI, rc 0, with the payload's end event). A group is one job: (model, its arguments, input
+shape, classes, precision, batch, GPU). For every group with at least two runs each run's
+deviation is |value / group median - 1|:
+
+* ``samples_per_second``: the end event's steady samples/s, grouped by job;
+  split by the group's median step time (samples per step / samples/s, tokens for language
+  models) at ``SHORT_STEP_S``: short steps are bound by the host's Python and launches and
+  differ between hosts by up to ~15%, long steps by the GPU and by ~2% (no group lies between
+  13 and 25 ms);
+* ``overhead_seconds``: total minus training time (start-up, cold compile, end) per job;
+* ``total_seconds``: the run's total wall time (``report.actual.total_seconds``), grouped by job
+  *and* sample count (a total depends on how many samples were trained), for the record.
+
+The band is the **largest** deviation (not the median): a recorded run is one draw, the next
+run lands on another host, and with a handful of groups the largest seen is the honest bound;
+the median is stored beside it. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from launcher.estimate.paths import read_json, results_dir
+
+OUT_FILE = "host_repeats.json"
+SHORT_STEP_S = 0.020
+SOURCE_DIRS = ("h200_host", "h200_local_total")
+JOB_FIELDS = ("model", "model_args", "input_shape", "image_size", "in_channels", "seq_len", "vocab_size",
+              "num_classes", "precision", "batch_size")
+
+
+def runs(root: Path | None = None) -> list[dict]:
+    """One dict per cold CLI run: job key, file, samples, samples/s, total seconds."""
+    root = root or results_dir()
+    out = []
+    for d in SOURCE_DIRS:
+        for f in sorted((root / d).glob("*.json")):
+            doc = read_json(f, {})
+            for r in doc.get("results", []) if isinstance(doc, dict) else []:
+                if not isinstance(r, dict) or r.get("cache") != "cold" or r.get("rc") != 0 \
+                        or r.get("variant", "cli") != "cli" or not (r.get("end") or {}).get("samples_per_second"):
+                    continue
+                gpu = (r.get("start") or {}).get("device_name") or "NVIDIA H200"
+                job = json.dumps([r.get(k) for k in JOB_FIELDS] + [gpu], sort_keys=True)
+                actual = (r.get("report") or {}).get("actual") or {}
+                total, train = actual.get("total_seconds"), actual.get("train_seconds")
+                sps = float(r["end"]["samples_per_second"])
+                out.append({"job": job, "file": f"{d}/{f.name}", "samples": r.get("samples"),
+                            "samples_per_second": sps,
+                            "step_s": float(r["batch_size"]) * (r.get("seq_len") or 1) / sps,
+                            "total_seconds": float(total) if total else None,
+                            "overhead_seconds": float(total) - float(train) if total and train else None})
+    return out
+
+
+def spread(groups: dict[str, list[float]]) -> dict | None:
+    """Largest and median |value / group median - 1| over the groups with >= 2 values."""
+    devs, n_groups = [], 0
+    for vals in groups.values():
+        if len(vals) >= 2:
+            mid = statistics.median(vals)
+            devs += [abs(v / mid - 1) for v in vals]
+            n_groups += 1
+    if not devs:
+        return None
+    return {"max": round(max(devs), 4), "median": round(statistics.median(devs), 4),
+            "n_groups": n_groups, "n_runs": sum(len(v) for v in groups.values() if len(v) >= 2)}
+
+
+def fit(rows: list[dict]) -> dict:
+    sps: dict[str, list[float]] = {}
+    steps: dict[str, list[float]] = {}
+    over: dict[str, list[float]] = {}
+    tot: dict[str, list[float]] = {}
+    for r in rows:
+        sps.setdefault(r["job"], []).append(r["samples_per_second"])
+        steps.setdefault(r["job"], []).append(r["step_s"])
+        if r["overhead_seconds"]:
+            over.setdefault(r["job"], []).append(r["overhead_seconds"])
+        if r["total_seconds"]:
+            tot.setdefault(f"{r['job']}|{r['samples']}", []).append(r["total_seconds"])
+    short = {k for k, v in steps.items() if statistics.median(v) < SHORT_STEP_S}
+    return {"samples_per_second": {"short_step": spread({k: v for k, v in sps.items() if k in short}),
+                                   "long_step": spread({k: v for k, v in sps.items() if k not in short}),
+                                   "short_step_s": SHORT_STEP_S},
+            "overhead_seconds": spread(over), "total_seconds": spread(tot),
+            "sources": sorted({r["file"] for r in rows}),
+            "generated_by": "python -m launcher.estimate.repeats --write"}
+
+
+def main(argv: list[str]) -> int:
+    doc = fit(runs())
+    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    if "--write" in argv:
+        (results_dir() / OUT_FILE).write_text(text, encoding="utf-8")
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
