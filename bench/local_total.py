@@ -141,6 +141,7 @@ def check(paths: list[str]) -> dict:
             measured_over = actual["total_seconds"] - steady
             predicted_over = est["total_seconds"] - est["train_seconds"]
             rows.append({"model": r["model"], "cache": r["cache"], "source": os.path.basename(path),
+                         **({"condition": r["condition"]} if "condition" in r else {}),
                          "measured_total_s": round(actual["total_seconds"], 1),
                          "predicted_total_s": round(est["total_seconds"], 1),
                          "total_error": round(est["total_seconds"] / actual["total_seconds"] - 1, 4),

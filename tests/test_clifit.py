@@ -54,3 +54,37 @@ def test_host_error_is_the_fits_overhead_error_on_unseen_hosts():
     assert got["n_runs"] == 3 and got["by_call"] == {"fast.json": pytest.approx(0.25), "slow.json": pytest.approx(-0.2)}
     assert got["median"] == pytest.approx(0.25) and got["max"] == pytest.approx(0.25)
     assert clifit.host_error(fit, []) is None
+
+
+def ab_row(model, condition, total, loop, samples=2560, rate=256.0):
+    """A bench/bytecode_ab.py row: outside = total - loop, compile = loop - samples / rate."""
+    shape = {"image_size": 28, "num_classes": 10, "in_channels": 1} if model == "mlp" else \
+        {"image_size": 224, "num_classes": 1000}
+    return {"model": model, "condition": condition, "cache": "cold", "rc": 0, "samples": samples, **shape,
+            "batch_size": 256, "precision": "bf16",
+            "report": {"actual": {"total_seconds": total, "samples": samples, "samples_per_second": rate}},
+            "end": {"elapsed": loop}}
+
+
+def test_bytecode_cost_is_the_median_paired_difference_per_model():
+    # steady 10 s each; mlp pairs: outside 16-6=10 and 18-6=12, compile 6-4=2 and 5-4=1; vgg16: outside 7, compile 0
+    doc = {"results": [ab_row("mlp", "nopyc", 32, 16), ab_row("mlp", "pyc", 20, 14),
+                       ab_row("vgg16", "pyc", 40, 30), ab_row("vgg16", "nopyc", 47, 30),
+                       ab_row("mlp", "pyc", 20, 14), ab_row("mlp", "nopyc", 33, 15),
+                       ab_row("mlp", "nopyc", 30, 20)]}  # a third mlp nopyc run has no pyc partner
+    got = clifit.bytecode_cost(doc)
+    assert got == {"outside_s": pytest.approx(10.0), "compile_s": pytest.approx(1.0), "n_pairs": 3,
+                   "models": ["mlp", "vgg16"]}
+    assert clifit.bytecode_cost({"results": [ab_row("mlp", "nopyc", 32, 16)]}) is None
+
+
+def test_a_user_machine_is_priced_without_the_lent_machines_source_compile():
+    cli = {"outside": {"a": 15.0, "s_per_gb": 2.5}, "compile_s": {"mlp": 4.0, "vgg16": 26.0},
+           "bytecode": {"outside_s": 8.7, "compile_s": 1.4}}
+    assert clifit.outside_s(cli, 2e9) == pytest.approx(20.0)  # the lent machines' figure, what the fit checks
+    assert clifit.user_outside_s(cli, 2e9) == pytest.approx(20.0 - 8.7)
+    assert clifit.user_compile_s(cli, "vgg16", None) == pytest.approx(26.0 - 1.4)
+    assert clifit.user_compile_s(cli, "other", None) is None
+    assert clifit.user_compile_s({**cli, "compile_s": {"tiny": 1.0}}, "tiny", None) == 0.0  # never negative
+    no_ab = {k: v for k, v in cli.items() if k != "bytecode"}
+    assert clifit.user_outside_s(no_ab, 2e9) == pytest.approx(20.0)

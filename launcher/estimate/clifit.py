@@ -17,6 +17,14 @@ Only the files in FIT_FILES are fitted; later calls check the fit (docs/estimato
 ``host_error`` is the fit's overhead error on the runs of HELDOUT_FILES, hosts it never saw: the
 error band of a local GPU job's overhead on a host the estimator knows nothing about
 (launcher/estimate/bands.py, ``local_total_band``).
+
+Every run fitted (and held out) ran on a lent machine whose Python had PYTHONDONTWRITEBYTECODE=1 and
+a torch without cached bytecode, so each payload compiled torch's (and sympy's, triton's) Python
+source again; a user's pip-installed torch has its bytecode. ``bytecode`` (from BYTECODE_FILE,
+bench/bytecode_ab.py: the same cold runs with and without cached bytecode, alternating) is the
+median per-run difference of outside and of compile, and ``user_outside_s`` / ``user_compile_s``
+price a job as a user's machine runs it: the fitted figure minus that cost. ``outside_s`` /
+``compile_s`` stay the lent machines' figures, what the fit and its held-out checks compare.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ FIT_FILES = ("h200_local_total/call2.json", "h200_local_total/call3.json", "h200
 # new host. Cold compiles differ by 20-35% between hosts, one host all faster, another all slower.
 HELDOUT_FILES = ("h200_host/heldout_call7.json", "h200_host/heldout_call7b.json",
                  "h200_host/host_compile_host6.json", "h200_host/host_compile_host7.json")
+# Cold CLI runs of the same models with and without cached bytecode on one lent host (docs/benchmarks.md).
+BYTECODE_FILE = "h200_host/bytecode_ab_h200.json"
 _WORKLOAD_KEYS = ("image_size", "num_classes", "in_channels", "input_shape", "model_args", "seq_len",
                   "vocab_size", "batch_size", "precision")
 
@@ -156,6 +166,36 @@ def host_error(cli: dict, runs: list[dict], probe_compile: dict | None = None) -
 def outside_s(cli: dict, checkpoint_bytes: float | None) -> float:
     o = cli["outside"]
     return float(o["a"]) + float(o["s_per_gb"]) * (checkpoint_bytes or 0.0) / 1e9
+
+
+def bytecode_cost(doc: dict) -> dict | None:
+    """What compiling Python source in every process added to a run (bench/bytecode_ab.py rows):
+    each model's k-th ``nopyc`` run paired with its k-th ``pyc`` run, the median difference of
+    outside and of compile over the pairs."""
+    by: dict[tuple[str, str], list[dict]] = {}
+    for row in doc.get("results", []):
+        if row.get("condition") in ("nopyc", "pyc"):
+            for r in runs_of({"results": [row]}):
+                by.setdefault((r["model"], row["condition"]), []).append(r)
+    pairs = [(a, b) for (m, c), rows in sorted(by.items()) if c == "nopyc" for a, b in zip(rows, by.get((m, "pyc"), []))]
+    if not pairs:
+        return None
+    return {"outside_s": round(statistics.median(a["outside_s"] - b["outside_s"] for a, b in pairs), 2),
+            "compile_s": round(statistics.median(a["compile_s"] - b["compile_s"] for a, b in pairs), 2),
+            "n_pairs": len(pairs), "models": sorted({a["model"] for a, _ in pairs})}
+
+
+def user_outside_s(cli: dict, checkpoint_bytes: float | None) -> float:
+    """outside_s as a user's machine (torch with its bytecode) runs the job."""
+    return max(0.0, outside_s(cli, checkpoint_bytes) - float((cli.get("bytecode") or {}).get("outside_s", 0.0)))
+
+
+def user_compile_s(cli: dict, model: str, graph_ops: float | None, probe_compile: dict | None = None) -> float | None:
+    """compile_s as a user's machine (torch with its bytecode) runs the job."""
+    fitted = compile_s(cli, model, graph_ops, probe_compile)
+    if fitted is None:
+        return None
+    return max(0.0, fitted - float((cli.get("bytecode") or {}).get("compile_s", 0.0)))
 
 
 def held_out(runs: list[dict], train_s: list[float], probe_compile: dict | None, by: str) -> list[dict]:

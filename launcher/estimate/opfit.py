@@ -809,6 +809,9 @@ def main(argv: list[str] | None = None) -> int:
     if cli:
         held = clifit.host_error(cli, clifit.fit_runs(clifit.HELDOUT_FILES), doc["warmup"]["compile_s"])
         doc["warmup"]["cli"] = {**cli, "host_error": held} if held else cli
+        bytecode = clifit.bytecode_cost(clifit.read_json(clifit.results_dir() / clifit.BYTECODE_FILE, {}))
+        if bytecode:
+            doc["warmup"]["cli"]["bytecode"] = bytecode
     cross = cross_gpu_rows(doc, get_gpu)
     from launcher.estimate import calibrate as mfu
 

@@ -95,7 +95,9 @@ def compile_warmup_s(workload, graph_ops: float | None = None) -> float:
     "warmup"/"cli", launcher/estimate/clifit.py): the model's median compile over its CLI runs;
     a model profiled but never run through the CLI: its probe compile (bench/op_profile.py) x the
     median CLI / probe ratio; a model never measured: a + b x graph operations (its eager training
-    step's operation count, when known); else the earlier H100 figures below.
+    step's operation count, when known); less what compiling Python source cost every process of
+    those runs (``warmup.cli.bytecode``: a user's torch has its bytecode); else the earlier H100
+    figures below.
     """
     if workload is None or workload.compile is False:
         return 0.0
@@ -105,7 +107,7 @@ def compile_warmup_s(workload, graph_ops: float | None = None) -> float:
     fit = efficiencies().get("warmup") or {}
     cli = fit.get("cli")
     if cli:
-        measured = clifit.compile_s(cli, workload.model, graph_ops, fit.get("compile_s"))
+        measured = clifit.user_compile_s(cli, workload.model, graph_ops, fit.get("compile_s"))
         if measured is not None:
             return measured
     if workload.model in (fit.get("compile_s") or {}):
@@ -120,14 +122,15 @@ def local_gpu_setup_s(checkpoint_bytes: float | None = None) -> float:
     """A local GPU job's time outside its training loop: when `gpujob run --provider local` runs
     were measured on the device machine (``warmup.cli.outside`` in op_efficiency.json, clifit.py),
     a + checkpoint_bytes x s_per_gb / 1e9 (spawn, start-up, model build, the final checkpoint and
-    model write, the CLI's report); else the payload's start-up measured by the probe, else
+    model write, the CLI's report) less what compiling Python source cost each of those runs
+    (``warmup.cli.bytecode``: a user's torch has its bytecode, the lent machines' had none); else the payload's start-up measured by the probe, else
     LOCAL_GPU_SETUP_S."""
     from launcher.estimate import clifit
     from launcher.estimate.opmodel import efficiencies
 
     fit = efficiencies().get("warmup") or {}
     if (fit.get("cli") or {}).get("outside"):
-        return clifit.outside_s(fit["cli"], checkpoint_bytes)
+        return clifit.user_outside_s(fit["cli"], checkpoint_bytes)
     measured = fit.get("startup_s")
     return float(measured) if measured else LOCAL_GPU_SETUP_S
 
