@@ -823,10 +823,13 @@ class Runner:
     def _conclude(self, run_id: str, outcome: BaseException | None, leftovers: list[Leftover]) -> RunResult:
         rec = self.store.get_run(run_id)
         report = build_report(rec)
-        try:  # teach the next estimate (launcher/estimate/learned.py); never fails a run
+        # Teach the next estimate: a GPU run its GPU row (launcher/estimate/learned.py), a local
+        # CPU run this machine's CPU row (launcher/estimate/baseline.py); never fails a run.
+        try:
+            from launcher.estimate.baseline import record_finished_cpu
             from launcher.estimate.learned import record_finished
 
-            record_finished(rec)
+            record_finished(rec) or record_finished_cpu(rec)  # at most one applies to a run
         except Exception:
             pass
         if leftovers:

@@ -131,6 +131,42 @@ def test_refresh_measures_again_and_replaces_the_cached_figure():
     assert hit.cached and hit.samples_per_second == 55.0
 
 
+def _finished(spec, provider="local", device="cpu", sps=98.1, status="ok"):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(id="r5c0ffe", provider=provider, spec=spec.model_dump(mode="json"),
+                           result={"start": {"device": device},
+                                   "end": {"status": status, "samples_per_second": sps}})
+
+
+def test_a_finished_local_cpu_run_teaches_the_cpu_row():
+    """Issue 15 Part 6: a local CPU run measured 98.1 samples/s, yet the next estimate's CPU row
+    kept an older probe (65.6, taken on a busy machine). The newer of probe and run is shown."""
+    import time
+
+    from launcher.estimate.api import full_estimate
+
+    spec = _spec()
+    measure_baseline(spec, runner=FakeRunner(sps=65.6))  # the older probe
+    time.sleep(0.01)
+    assert bl.record_finished_cpu(_finished(spec))["run_id"] == "r5c0ffe"
+    cpu = full_estimate(spec, baseline=False, providers=("aws",))["baseline"]
+    assert cpu["measured"] and cpu["samples_per_second"] == 98.1
+    assert cpu["basis"] == "measured in run r5c0ffe, today" and "measured in run r5c0ffe, today" in cpu["note"]
+    hit = measure_baseline(spec, runner=FakeRunner(sps=1.0))  # a plain estimate: the run, no probe
+    assert hit.cached and hit.samples_per_second == 98.1
+    fresh = measure_baseline(spec, runner=FakeRunner(sps=70.0), refresh=True)  # --refresh-baseline
+    assert not fresh.cached and fresh.samples_per_second == 70.0
+    assert bl.cached_baseline(spec).samples_per_second == 70.0  # the newer probe now wins
+    # not this machine's CPU, not the job's batch, or not trained to its end: nothing learned
+    assert bl.record_finished_cpu(_finished(spec, provider="ssh")) is None
+    assert bl.record_finished_cpu(_finished(spec, device="cuda")) is None
+    assert bl.record_finished_cpu(_finished(spec, status="interrupted")) is None
+    bl.record_finished_cpu(_finished(_spec(batch=64), sps=120.0))
+    assert bl.cached_baseline(_spec(batch=64)).samples_per_second == 120.0
+    assert bl.cached_baseline(spec).samples_per_second == 70.0
+
+
 def test_no_baseline_and_dry_run_use_the_cached_measurement(monkeypatch):
     from launcher.estimate.api import for_machine, full_estimate
 

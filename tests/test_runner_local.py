@@ -60,6 +60,12 @@ def test_local_run_trains_and_fetches(runner, tmp_path):
     kinds = [k for k, _ in runner.events]
     assert "progress" in kinds or "payload" in kinds
     assert '"event": "end"' in runner.store.log_text(rec.id) or '"event":"end"' in runner.store.log_text(rec.id)
+    if (rec.result or {}).get("start", {}).get("device") == "cpu":  # it teaches this machine's CPU row
+        from launcher.estimate.baseline import cached_baseline
+
+        cpu = cached_baseline(parse_spec(TINY))
+        assert cpu.basis == f"measured in run {rec.id}, today"
+        assert cpu.samples_per_second == rec.result["end"]["samples_per_second"]
 
 
 def test_artifacts_never_overwrite(runner, tmp_path):

@@ -5,6 +5,12 @@ warm-up steps are untimed, then it trains for about T seconds and prints a ``pro
 with samples/s. We extrapolate to the whole job and cache the figure per machine and
 workload. Without PyTorch we say so and predict from the model (per-operation-class CPU rates,
 launcher.estimate.cpufit).
+
+A local CPU run that trains to its end (``gpujob run --provider local`` on a machine without a
+GPU) teaches the same cache: its steady samples/s, at the job's own batch, is stored under this
+machine's fingerprint (record_finished_cpu). The CPU row then shows the newer of the probe and
+the run ("measured in run r1a2b3c, today"); ``--refresh-baseline`` probes again, and that newer
+probe is shown until the next run.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from launcher.estimate.paths import cache_dir, read_json, write_json_atomic
+from launcher.estimate.paths import age_words, cache_dir, read_json, write_json_atomic
 from launcher.packaged import payload_script
 
 HARD_TIMEOUT_MARGIN_S = 60.0  # start-up (torch import, model build) + warm-up on top of the probe
@@ -255,14 +261,56 @@ def _busy_note(load: float | None, cores: int) -> str:
             "likely low, re-measure on a quiet machine with --refresh-baseline") if load is not None else ""
 
 
+def _run_key(workload, precision: str) -> str:
+    """The cache key of a finished local CPU run: the workload's key at the job's own batch."""
+    return "run:" + _workload_key(workload, workload.batch_size, precision)
+
+
+def record_cpu_run(run_id: str, workload, samples_per_second: float, *, now: float | None = None) -> dict:
+    """Store a finished run's steady samples/s on this machine's CPU in the baseline cache (this
+    machine's fingerprint; the workload at its batch and the precision a CPU run trains at)."""
+    now = now or time.time()
+    entry = {"samples_per_second": float(samples_per_second), "time": now, "run_id": run_id,
+             "date": time.strftime("%Y-%m-%d", time.localtime(now)), "batch": workload.batch_size}
+    cache = read_json(_cache_file(), {})
+    cache.setdefault(fingerprint(), {})[_run_key(workload, cpu_precision(workload))] = entry
+    write_json_atomic(_cache_file(), cache)
+    return entry
+
+
+def record_finished_cpu(rec) -> dict | None:
+    """Record a finished run (a store RunRecord) that trained to its end on this machine's CPU
+    (provider local, payload device cpu); else None. GPU runs: launcher.estimate.learned."""
+    result = rec.result or {}
+    start, end = result.get("start") or {}, result.get("end") or {}
+    if (rec.provider != "local" or start.get("device") != "cpu" or end.get("status") != "ok"
+            or not end.get("samples_per_second")):
+        return None
+    from launcher.spec import JobSpec
+
+    return record_cpu_run(rec.id, JobSpec.model_validate(rec.spec).workload, float(end["samples_per_second"]))
+
+
+def _fresh(entry: dict | None) -> bool:
+    return bool(entry and entry.get("samples_per_second") and time.time() - entry.get("time", 0) < CACHE_MAX_AGE_S)
+
+
 def _cached_hit(spec, probe_seconds: float, device: str, cores: int) -> Baseline | None:
+    """The newer of this workload's cached probe and its last finished local CPU run, if any."""
     cache = read_json(_cache_file(), {})
     if not cache:  # nothing measured yet: no probe batch to size, no torch version to look up
         return None
-    batch = probe_batch_size(spec, probe_seconds, cores)
     precision = cpu_precision(spec.workload)
-    hit = cache.get(fingerprint(), {}).get(_workload_key(spec.workload, batch, precision))
-    if not hit or time.time() - hit.get("time", 0) >= CACHE_MAX_AGE_S or not hit.get("samples_per_second"):
+    mine = cache.get(fingerprint(), {})
+    run = mine.get(_run_key(spec.workload, precision))
+    batch = probe_batch_size(spec, probe_seconds, cores)
+    hit = mine.get(_workload_key(spec.workload, batch, precision))
+    if _fresh(run) and (not _fresh(hit) or run["time"] >= hit.get("time", 0)):
+        sps = float(run["samples_per_second"])
+        when = f"measured in run {run.get('run_id')}, {age_words(run['time'], time.time())}"
+        return Baseline(device, cores, sps, spec.workload.total_samples / sps, measured=True, cached=True,
+                        note=f"{when} (cached), batch {run.get('batch')}, {precision}", basis=when)
+    if not _fresh(hit):
         return None
     sps = float(hit["samples_per_second"])
     busy = bool(hit.get("busy"))

@@ -24,7 +24,7 @@ import statistics
 import time
 from pathlib import Path
 
-from launcher.estimate.paths import cache_dir, read_json_cached, write_json_atomic
+from launcher.estimate.paths import age_words, cache_dir, read_json_cached, write_json_atomic
 
 RUNS_FILE = "measured_runs.json"
 FIT_FILE = "user_calibration.json"
@@ -84,8 +84,8 @@ def measured_for(workload, gpu: str, gpu_count: int, *, now: float | None = None
     if not same:
         return None
     r = max(same, key=lambda x: x["time"])
-    days = max(0.0, ((now or time.time()) - r["time"]) / 86400)
-    age = "today" if days < 1 else ("1 day ago" if days < 2 else f"{int(days)} days ago")
+    now = now or time.time()
+    days, age = max(0.0, (now - r["time"]) / 86400), age_words(r["time"], now)
     unit = "tokens" if getattr(workload, "is_token_model", False) else "samples"  # what the rate counts
     return {**r, "age_days": round(days, 2), "label": f"measured in run {r['run_id']}, {age}: "
                                                      f"{r['samples_per_second']:,.0f} {unit}/s"}
@@ -135,6 +135,7 @@ def reset() -> int:
 
 def record_finished(rec) -> dict | None:
     """Record a finished run (a store RunRecord) when it trained on a GPU to its end; else None.
+    (A local CPU run teaches the CPU row instead: launcher.estimate.baseline.record_finished_cpu.)
 
     start-up = the payload's ``start`` event minus the job's start; warm-up and steady samples/s
     come from the payload's ``end`` event.

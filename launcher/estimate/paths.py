@@ -84,3 +84,9 @@ def write_json_atomic(path: Path, data) -> bool:
 def cost_key(model: str, image_size: int, num_classes: int, in_channels: int = 3) -> str:
     """The key of one model shape in the bundled cost tables (model_costs.json, op_costs.json)."""
     return f"{model}:{image_size}:{num_classes}:{in_channels}"
+
+
+def age_words(then: float, now: float) -> str:
+    """How long ago a stored measurement was taken: 'today', '1 day ago', '3 days ago'."""
+    days = max(0.0, (now - then) / 86400)
+    return "today" if days < 1 else ("1 day ago" if days < 2 else f"{int(days)} days ago")
