@@ -177,22 +177,26 @@ class Runner:
         self.store.update_run(run_id, artifacts_dir=str(dest))
         # The estimate (and the prices it used) is recorded before anything is created.
         plan = provider.plan(spec, ctx)
-        if not describes_work(spec):
-            est = {"note": "a custom payload with no workload section: nothing to estimate"}
-        else:
-            est = job_estimate(spec, plan.get("estimate_provider") or opts.provider, plan.get("instance_type"),
-                               plan.get("price_per_hour"), spot=spec.resources.spot, baseline=opts.baseline,
-                               gpu=plan.get("gpu_name"),
-                               on_probe=lambda seconds: self._emit("baseline", run_id=run_id, seconds=seconds))
-        self.store.update_run(run_id, estimate=est)
-        self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ESTIMATE_EVENT_KEYS})
-        refusal = over_limits(spec, est, opts.provider, spec_path)
-        if refusal is not None and not opts.force:
-            self.store.set_state(run_id, "cancelled", refusal[0])
-            raise refusal[1]
-
-        if opts.provider in ("aws", "gcp", "auto"):
-            ctx.make_keys(run_dir)
+        try:
+            if not describes_work(spec):
+                est = {"note": "a custom payload with no workload section: nothing to estimate"}
+            else:
+                est = job_estimate(spec, plan.get("estimate_provider") or opts.provider, plan.get("instance_type"),
+                                   plan.get("price_per_hour"), spot=spec.resources.spot, baseline=opts.baseline,
+                                   gpu=plan.get("gpu_name"),
+                                   on_probe=lambda seconds: self._emit("baseline", run_id=run_id, seconds=seconds))
+            signals.check()
+        except Stop:  # a signal during the estimate (the CPU probe is killed): no estimate, no refusal;
+            est = None  # the check below ends the run as interrupted
+        if est is not None:
+            self.store.update_run(run_id, estimate=est)
+            self._emit("estimate", run_id=run_id, **{k: est.get(k) for k in ESTIMATE_EVENT_KEYS})
+            refusal = over_limits(spec, est, opts.provider, spec_path)
+            if refusal is not None and not opts.force:
+                self.store.set_state(run_id, "cancelled", refusal[0])
+                raise refusal[1]
+            if opts.provider in ("aws", "gcp", "auto"):
+                ctx.make_keys(run_dir)
         live = _Live()  # the current attempt's machine, connections, paths
         detached = False
         outcome: BaseException | None = None

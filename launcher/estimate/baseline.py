@@ -138,10 +138,32 @@ def _cache_file() -> Path:
     return cache_dir() / "baseline.json"
 
 
+# How often the wait on the probe looks for a signal (launcher.signals) that asks the run to stop.
+_SIGNAL_POLL_S = 0.1
+
+
 def _default_runner(cmd: list, timeout: float) -> tuple:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return proc.returncode, proc.stdout, proc.stderr
+    """Run the probe. A signal stops it at once: under ``gpujob run`` the handler only sets a flag
+    (launcher.signals), so the wait polls it and raises Stop; elsewhere Ctrl-C raises
+    KeyboardInterrupt. Either way the probe is killed and reaped first (it measures, never saves)."""
+    from launcher import signals
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    end = time.monotonic() + timeout
+    try:
+        while True:
+            signals.check()
+            try:
+                out, err = proc.communicate(timeout=min(_SIGNAL_POLL_S, max(0.0, end - time.monotonic())))
+                return proc.returncode, out, err
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= end:
+                    raise subprocess.TimeoutExpired(cmd, timeout) from None
+    except BaseException:  # Stop, KeyboardInterrupt, the hard timeout
+        proc.kill()
+        proc.communicate()  # reaps it and closes its pipes
+        raise
 
 
 def _model_prediction(spec, cores: int) -> float | None:
