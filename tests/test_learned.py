@@ -60,7 +60,7 @@ def test_signature_follows_the_work_of_a_step(home):
 def test_a_finished_gpu_run_records_itself_and_others_do_not():
     spec = _spec()
     rec = SimpleNamespace(
-        id="rabc123", spec=spec.model_dump(mode="json"), machine={"gpu": "H100", "gpu_count": 1},
+        id="rabc123", provider="aws", spec=spec.model_dump(mode="json"), machine={"gpu": "H100", "gpu_count": 1},
         estimate={"gpu": "H100", "samples_per_second": 6000.0}, job_started_at=100.0,
         result={"start": {"device": "cuda", "time": 118.5, "world_size": 1},
                 "end": {"status": "ok", "samples_per_second": 5400.0, "warmup_seconds": 61.0}})
@@ -243,3 +243,61 @@ def test_a_local_run_of_a_measured_signature_uses_its_rate_and_the_repeat_bands(
     share = after["overhead_seconds"] / after["total_seconds"]
     assert after["total_error_band"] == pytest.approx(math.hypot(over * share, sps * (1 - share)), abs=1e-4)
     assert before["basis"] == "gpu model" and "never fitted" in before["total_band_basis"]
+
+
+def test_the_same_host_spread_groups_by_file_and_leaves_ab_rows_out(tmp_path):
+    from launcher.estimate import repeats
+
+    # host a: resnet50 twice (overheads 30 and 20 s, median 25; totals 90 and 80 s, median 85);
+    # its bytecode A/B rows (a condition) and host b's run are not same-host repeats
+    _host_file(tmp_path, "a.json", [_row("resnet50", 7084.0, 90.0, 60.0), _row("resnet50", 7084.0, 80.0, 60.0),
+                                    _row("vgg16", 3000.0, 50.0, 20.0, condition="pyc"),
+                                    _row("vgg16", 3000.0, 70.0, 20.0, condition="nopyc")])
+    _host_file(tmp_path, "b.json", [_row("resnet50", 7084.0, 200.0, 60.0)])
+    same = repeats.fit(repeats.runs(tmp_path))["same_host"]
+    assert same["overhead_seconds"] == {"max": 0.2, "median": 0.2, "n_groups": 1, "n_runs": 2}
+    assert same["total_seconds"]["max"] == round(90 / 85 - 1, 4) and same["total_seconds"]["n_runs"] == 2
+
+
+def test_a_finished_local_run_records_its_compile_and_time_outside_the_loop():
+    spec = _spec()
+    rec = SimpleNamespace(
+        id="rloc123", provider="local", spec=spec.model_dump(mode="json"), machine={"gpu": "H200", "gpu_count": 1},
+        estimate={}, job_started_at=100.0, launched_at=95.0, ended_at=195.0,
+        billed_seconds=lambda: 100.0,
+        result={"start": {"device": "cuda", "time": 112.0, "world_size": 1},
+                "end": {"status": "ok", "samples_per_second": 5000.0, "samples": 250000, "elapsed": 70.0,
+                        "warmup_seconds": 22.0}})
+    entry = learned.record_finished(rec)
+    # compile = loop 70 s - 250,000 / 5,000 = 20 s; outside = total 100 s - loop 70 s = 30 s
+    assert entry["compile_s"] == 20.0 and entry["outside_s"] == 30.0 and entry["host"] == learned.this_host()
+    cloud = learned.record_finished(SimpleNamespace(**{**vars(rec), "id": "rcloud", "provider": "aws"}))
+    assert cloud["compile_s"] is None and cloud["outside_s"] is None  # another machine: nothing to reuse here
+
+
+def test_a_local_estimate_reuses_the_recorded_runs_own_start_up_and_compile(monkeypatch):
+    from launcher.estimate import bands
+    from launcher.estimate.api import for_machine
+
+    monkeypatch.setattr(bands, "host_repeats", lambda: {
+        "samples_per_second": {"short_step_s": 0.02, "long_step": {"max": 0.017, "n_groups": 5, "n_runs": 14}},
+        "overhead_seconds": {"max": 0.37, "n_runs": 35},
+        "same_host": {"overhead_seconds": {"max": 0.1, "n_groups": 1, "n_runs": 2}}})
+    spec = _spec()
+    learned.record_run("r1a2b3c", spec.workload, "H200", 1, 5000.0, compile_s=40.0, outside_s=15.0,
+                       host=learned.this_host(), now=time.time())
+    got = for_machine(spec, "local", None, 0.0, spot=False, baseline=False, local_gpu="H200")
+    # 100,000 samples / 5,000 samples/s = 20 s of training + 15 s outside + 40 s compile = 75 s
+    assert got["total_seconds"] == pytest.approx(75.0) and got["warmup_seconds"] == 40.0
+    assert "start-up 15.0 s and compile 40.0 s measured in run r1a2b3c" in got["note"]
+    # band: the one-host overhead spread (10%) on 55 / 75 of it, the samples/s band (1.7%) on 20 / 75
+    assert got["total_error_band"] == pytest.approx(math.hypot(0.1 * 55 / 75, 0.017 * 20 / 75), abs=1e-4)
+    assert "one host" in got["total_band_basis"]
+    # another signature (batch 128) does not pick them up; neither does a run recorded on another machine
+    other = for_machine(_spec(batch_size=128), "local", None, 0.0, spot=False, baseline=False, local_gpu="H200")
+    assert "r1a2b3c" not in other["note"] and other["warmup_seconds"] != 40.0
+    learned.record_run("r1a2b3c", spec.workload, "H200", 1, 5000.0, compile_s=40.0, outside_s=15.0,
+                       host="another-machine", now=time.time())
+    elsewhere = for_machine(spec, "local", None, 0.0, spot=False, baseline=False, local_gpu="H200")
+    assert elsewhere["samples_per_second"] == 5000.0 and elsewhere["total_seconds"] != pytest.approx(75.0)
+    assert "compile 40.0 s" not in elsewhere["note"] and "between" in elsewhere["total_band_basis"]

@@ -58,6 +58,19 @@ def _pick_offer(spec, catalog, provider: str, instance_type: str):
     return min(in_region or offers, key=lambda o: (o.price is None, o.price or 0.0))
 
 
+def own_overhead(seen: dict | None) -> dict | None:
+    """A recorded local run's own time outside its loop and compile, when it ran on this machine:
+    {outside_s, compile_s, label}; else None. The run cannot tell whether its compile cache was cold:
+    the label says so (a warm-cache run's compile is shorter than the cold one estimates assume)."""
+    from launcher.estimate.learned import this_host
+
+    if not seen or seen.get("outside_s") is None or seen.get("compile_s") is None or seen.get("host") != this_host():
+        return None
+    return {"outside_s": float(seen["outside_s"]), "compile_s": float(seen["compile_s"]),
+            "label": (f"start-up {seen['outside_s']:.1f} s and compile {seen['compile_s']:.1f} s measured in run "
+                      f"{seen['run_id']} (its compile cache may have been warm: not recorded)")}
+
+
 def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: float | None, *, spot: bool,
                 baseline: bool, catalog=None, local_gpu: str | None = None,
                 on_probe: Callable[[float], None] | None = None) -> dict[str, Any]:
@@ -74,7 +87,7 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     base = (measure_baseline(spec, on_probe=on_probe) if baseline
             else (cached_baseline(spec) or model_baseline(spec, cost)))
     base_dict = base.to_dict()
-    gpu_name, count, note, sps_band = None, 0, "", None
+    gpu_name, count, note, sps_band, seen = None, 0, "", None, None
     nodes = spec.resources.num_nodes
     if provider in ("aws", "gcp"):
         if not instance_type:
@@ -120,12 +133,17 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     # A language model compiles one block's graph for all its blocks: the graph-size line of whole
     # image models does not apply (overheads.compile_warmup_s uses its measured or default figure).
     graph_ops = None if w.is_lm else cost.graph_ops()
-    over_parts = overheads_for(provider, w, {"graph_ops": graph_ops, "checkpoint_bytes": checkpoint_bytes(w, cost)},
-                               on_gpu=bool(gpu_name))
+    overrides = {"graph_ops": graph_ops, "checkpoint_bytes": checkpoint_bytes(w, cost)}
+    own = own_overhead(seen if gpu_name else None)
+    if own:  # the recorded run's own start-up and compile, on this machine
+        overrides.update(setup_s=own["outside_s"], warmup_s=own["compile_s"])
+        note = "; ".join(x for x in (note, own["label"]) if x)
+    over_parts = overheads_for(provider, w, overrides, on_gpu=bool(gpu_name))
     over = over_parts.total_s
     total = train + over
     # This machine's own GPU: how far the total may be off on a host the overhead was never measured on.
-    total_band, band_basis = (local_total_band(train, over, sps_band, measured=basis == "gpu measured")
+    total_band, band_basis = (local_total_band(train, over, sps_band, measured=basis == "gpu measured",
+                                               overhead_measured=bool(own))
                          if provider == "local" and gpu_name else (None, ""))
     usd = bill_usd(total, None if price_per_hour is None else price_per_hour * nodes, provider)
     epoch_s, epoch_usd = per_epoch(train, w.epochs, price_per_hour if provider in ("aws", "gcp") else 0.0, nodes)

@@ -30,7 +30,9 @@ the total carries the samples/s band above, the rest (start-up, cold compile, en
 median error on lent hosts it never saw (``warmup.cli.host_error``, launcher/estimate/clifit.py):
 cold compiles differ by 20-35% between hosts, so a short job's total is known to about a fifth
 on a new host, a long job's to about its samples/s band. A measured signature's overhead takes the
-largest spread of the same job's overhead on different hosts (``overhead_seconds`` in host_repeats.json).
+largest spread of the same job's overhead on different hosts (``overhead_seconds`` in host_repeats.json);
+one whose start-up and compile are the recorded run's own (the same signature on this machine,
+``overhead_measured``) the same job's overhead spread on one host (``same_host`` in host_repeats.json).
 """
 
 from __future__ import annotations
@@ -102,12 +104,20 @@ def band(arch: str, method: str, measured: dict | None = None, user_spread: floa
 
 
 def local_total_band(train_s: float, overhead_s: float, sps_band: float | None,
-                     measured: bool = False) -> tuple[float | None, str]:
+                     measured: bool = False, overhead_measured: bool = False) -> tuple[float | None, str]:
     """(fraction, basis) of a local GPU job's total time: root sum of squares of the overhead's
     error on unseen hosts x its share of the total and the samples/s band x the training share.
     A ``measured`` signature's overhead takes the largest spread of the overhead (total minus
-    training) of the same job on different hosts instead, when bundled."""
+    training) of the same job on different hosts instead, when bundled; ``overhead_measured`` (the
+    overhead is the recorded run's own, on this machine) the spread of the same job on one host."""
     total = train_s + overhead_s
+    same = (host_repeats().get("same_host") or {}).get("overhead_seconds") or {}
+    if overhead_measured and total > 0 and same.get("max") is not None:
+        over = float(same["max"]) * overhead_s / total
+        train = float(sps_band or 0.0) * train_s / total
+        return math.hypot(over, train), (f"start-up and cold compile of the same job differ by up to "
+                                         f"{float(same['max']):.0%} between {same.get('n_runs', 0)} runs on "
+                                         f"one host; samples/s band on the rest")
     rep = host_repeats().get("overhead_seconds") or {}
     if measured and total > 0 and rep.get("max") is not None:
         over = float(rep["max"]) * overhead_s / total

@@ -16,7 +16,11 @@ deviation is |value / group median - 1|:
   13 and 25 ms);
 * ``overhead_seconds``: total minus training time (start-up, cold compile, end) per job;
 * ``total_seconds``: the run's total wall time (``report.actual.total_seconds``), grouped by job
-  *and* sample count (a total depends on how many samples were trained), for the record.
+  *and* sample count (a total depends on how many samples were trained), for the record;
+* ``same_host``: ``overhead_seconds`` and ``total_seconds`` grouped as above *and* by file (one
+  host), leaving out A/B rows (a ``condition`` such as cached bytecode on or off): how closely the
+  same cold job repeats on one host, the band of a local estimate that reuses a recorded run's
+  own start-up and compile (launcher/estimate/bands.py, ``local_total_band``).
 
 The band is the **largest** deviation (not the median): a recorded run is one draw, the next
 run lands on another host, and with a handful of groups the largest seen is the honest bound;
@@ -56,6 +60,7 @@ def runs(root: Path | None = None) -> list[dict]:
                 total, train = actual.get("total_seconds"), actual.get("train_seconds")
                 sps = float(r["end"]["samples_per_second"])
                 out.append({"job": job, "file": f"{d}/{f.name}", "samples": r.get("samples"),
+                            "condition": r.get("condition"),
                             "samples_per_second": sps,
                             "step_s": float(r["batch_size"]) * (r.get("seq_len") or 1) / sps,
                             "total_seconds": float(total) if total else None,
@@ -77,6 +82,20 @@ def spread(groups: dict[str, list[float]]) -> dict | None:
             "n_groups": n_groups, "n_runs": sum(len(v) for v in groups.values() if len(v) >= 2)}
 
 
+def same_host(rows: list[dict]) -> dict:
+    """The spread of overhead and total of the same job repeated on one host (one file), A/B rows out."""
+    over: dict[str, list[float]] = {}
+    tot: dict[str, list[float]] = {}
+    for r in rows:
+        if r.get("condition"):
+            continue
+        if r["overhead_seconds"]:
+            over.setdefault(f"{r['job']}|{r['file']}", []).append(r["overhead_seconds"])
+        if r["total_seconds"]:
+            tot.setdefault(f"{r['job']}|{r['file']}|{r['samples']}", []).append(r["total_seconds"])
+    return {"overhead_seconds": spread(over), "total_seconds": spread(tot)}
+
+
 def fit(rows: list[dict]) -> dict:
     sps: dict[str, list[float]] = {}
     steps: dict[str, list[float]] = {}
@@ -94,6 +113,7 @@ def fit(rows: list[dict]) -> dict:
                                    "long_step": spread({k: v for k, v in sps.items() if k not in short}),
                                    "short_step_s": SHORT_STEP_S},
             "overhead_seconds": spread(over), "total_seconds": spread(tot),
+            "same_host": same_host(rows),
             "sources": sorted({r["file"] for r in rows}),
             "generated_by": "python -m launcher.estimate.repeats --write"}
 
