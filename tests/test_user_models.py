@@ -166,6 +166,24 @@ def hf_lm(kind="object"):
     return HFStyleLM(kind)
 
 
+class SmallTableLM(nn.Module):
+    """Token ids -> logits over ``vocab`` entries, the ids embedded by a table of ``rows`` rows
+    beside a position table of seq_len rows (called on arange, not on the ids)."""
+
+    def __init__(self, rows=16, vocab=32, seq=8):
+        super().__init__()
+        self.tok = nn.Embedding(rows, 8)
+        self.pos = nn.Embedding(seq, 8)
+        self.head = nn.Linear(8, vocab, bias=False)
+
+    def forward(self, ids):
+        return self.head(self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device)))
+
+
+def small_table_lm(rows=16, vocab=32):
+    return SmallTableLM(rows, vocab)
+
+
 def strings():
     class Words(nn.Module):
         def __init__(self):
@@ -452,3 +470,24 @@ def test_a_language_model_with_fewer_logits_than_vocab_size_is_one_line_before_a
         assert res.exit_code == 2, res.output
         assert "16 entries per token" in res.output and "workload.vocab_size is 32" in res.output, res.output
         assert len([line for line in res.output.splitlines() if line.strip()]) == 1, res.output
+
+
+def test_a_language_model_whose_embedding_is_smaller_than_vocab_size_is_one_line_before_any_machine(project):
+    # nets.py:small_table_lm predicts 32 tokens but embeds ids in a 16-row table; vocab_size 32 drew
+    # ids up to 31, which the meta device does not check: the run died on 'IndexError: index out of
+    # range in self'. The 8-row position table (called on arange) is not the ids' embedding.
+    for rows, refused in ((16, True), (32, False)):
+        text = json.dumps({"name": "small-table", "workload": {
+            "model": "nets.py:small_table_lm", "model_args": {"rows": rows}, "seq_len": 8, "vocab_size": 32,
+            "batch_size": 4, "samples_per_epoch": 3 * 4 * 8, "precision": "fp32"}})
+        (project / "job.yaml").write_text(text, encoding="utf-8")
+        for command in (["validate", "job.yaml"], ["estimate", "job.yaml", "--no-baseline"],
+                        ["run", "job.yaml", "--provider", "local", "--dry-run"]):
+            res = cli.invoke(app, command)
+            if not refused:
+                assert res.exit_code == 0, res.output
+                continue
+            assert res.exit_code == 2, res.output
+            assert "tok = Embedding(16, ...)" in res.output and "workload.vocab_size is 32" in res.output, res.output
+            assert "set vocab_size: 16" in res.output, res.output
+            assert len([line for line in res.output.splitlines() if line.strip()]) == 1, res.output

@@ -318,8 +318,8 @@ def check_model(w, root: str | Path | None = None, *, allow_missing_module: bool
 # GEMM row's matrix products and 3x3 stride-1 flag; 6: an image model's SGD update is the fused kernel
 # the CUDA payload runs, 20 bytes per parameter instead of the foreach form's 44; 7: each attention
 # row's score-matrix product, seq_q x seq_k x head_dim; 8: a token factory's logits checked against
-# vocab_size).
-COUNT_VERSION = 8
+# vocab_size; 9: and its token embedding's rows).
+COUNT_VERSION = 9
 
 
 def _factory_key(ref: str, args: dict, shape: tuple, num_classes: int, root: Path, tokens: bool = False,
@@ -442,21 +442,48 @@ def count_factory(ref: str, model_args: dict, sample_shape: tuple, num_classes: 
 
 
 def _check_token_logits(module, ref: str, seq_len: int, vocab_size: int) -> None:
-    """Refuse a token model predicting fewer tokens than ``vocab_size`` (FactoryError, one line):
-    the data draws ids up to vocab_size - 1, which its embedding or its loss cannot take."""
+    """Refuse a token model predicting fewer tokens than ``vocab_size``, or whose embedding of the
+    token ids has fewer rows than ``vocab_size`` (FactoryError, one line): the data draws ids up to
+    vocab_size - 1, which its embedding or its loss cannot take, and the meta device checks no index.
+    An embedding takes the token ids when it is called on the input tensor itself or on one of its
+    shape (a position embedding, called on ``arange(seq_len)``, is not checked)."""
     import torch
+    from torch import nn
 
     from launcher.estimate.opcount import device_of
     from launcher.payloads.factory import FactoryError, output_logits
 
-    with torch.no_grad():
-        out = output_logits(module.eval()(torch.zeros(2, seq_len, dtype=torch.long, device=device_of(module))))
+    ids = torch.zeros(2, seq_len, dtype=torch.long, device=device_of(module))
+    small: list[tuple[str, int]] = []
+
+    def hook(name: str):
+        def pre(mod, args):
+            x = args[0] if args else None
+            if isinstance(x, torch.Tensor) and (x is ids or tuple(x.shape) == tuple(ids.shape)) \
+                    and mod.num_embeddings < vocab_size:
+                small.append((name, mod.num_embeddings))
+        return pre
+
+    handles = [m.register_forward_pre_hook(hook(name)) for name, m in module.named_modules()
+               if isinstance(m, nn.Embedding)]
+    try:
+        with torch.no_grad():
+            out = output_logits(module.eval()(ids))
+    finally:
+        for h in handles:
+            h.remove()
     module.train()
     n = int(out.shape[-1]) if out.dim() else 0
     if n < vocab_size:
         raise FactoryError(f"model {ref!r} predicts {n} entries per token (logits {list(out.shape)}) but "
                            f"workload.vocab_size is {vocab_size}: token ids up to {vocab_size - 1} are out of its "
                            f"range; set vocab_size: {n} or build the model with a vocabulary of {vocab_size}")
+    if small:
+        name, rows = small[0]
+        raise FactoryError(f"model {ref!r} embeds token ids with {name or 'its module'} = Embedding({rows}, ...) "
+                           f"but workload.vocab_size is {vocab_size}: token ids up to {vocab_size - 1} are out of "
+                           f"its {rows} rows; set vocab_size: {rows} or build the model with an embedding of "
+                           f"{vocab_size} rows")
 
 
 def _count_module(module, ref: str, sample_shape: tuple, num_classes: int, vocab: int | None = None):
