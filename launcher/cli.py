@@ -376,16 +376,25 @@ def ssh(run_id: str = typer.Argument(..., help="A running run, or one kept with 
 
 
 @app.command()
-def calibrate(reset: bool = typer.Option(False, "--reset", help="Forget your runs' measurements and fit."),
+def calibrate(reset: bool = typer.Option(
+        False, "--reset", help="Forget what your runs taught: the GPU runs and their fit, and the local CPU runs "
+        "recorded in the CPU baseline cache. CPU probes are kept (re-measure with --refresh-baseline)."),
               as_json: bool = typer.Option(False, "--json")) -> None:
     """Refit the estimate's speed on your own finished runs (kept apart from the bundled calibration)."""
     from launcher.estimate import learned
 
     if reset:
-        n = learned.reset()
-        _json_out({"reset": True, "runs_dropped": n}) if as_json else _out().print(
-            (f"dropped {n} measured run{'s' if n != 1 else ''} and your fit" if n else "nothing to drop")
-            + "; estimates use the bundled calibration only")
+        from launcher.estimate.baseline import drop_cpu_runs
+
+        n, cpu = learned.reset(), drop_cpu_runs()
+        if as_json:
+            _json_out({"reset": True, "runs_dropped": n, "cpu_runs_dropped": cpu})
+            return
+        dropped = [f"{k} {what}{'s' if k != 1 else ''}" for k, what in
+                   ((n, "measured GPU run"), (cpu, "measured CPU run")) if k]
+        _out().print((f"dropped {' and '.join(dropped)}" + (" and your fit" if n else "") if dropped
+                      else "nothing to drop") + "; estimates use the bundled calibration only; "
+                     "CPU probes kept (--refresh-baseline re-measures)")
         return
     doc = learned.refit()
     runs = learned.load_runs()

@@ -167,6 +167,30 @@ def test_a_finished_local_cpu_run_teaches_the_cpu_row():
     assert bl.cached_baseline(spec).samples_per_second == 70.0
 
 
+def test_calibrate_reset_drops_the_cpu_runs_too_and_keeps_the_probes():
+    """`calibrate --reset` dropped the GPU runs but not a local CPU run recorded in the baseline
+    cache, so the CPU row still said 'measured in run r5c0ffe' after the reset."""
+    import time
+
+    from typer.testing import CliRunner
+
+    from launcher.cli import app
+
+    spec = _spec()
+    measure_baseline(spec, runner=FakeRunner(sps=65.6))  # a probe: kept
+    time.sleep(0.01)
+    bl.record_finished_cpu(_finished(spec))
+    bl.record_finished_cpu(_finished(_spec(batch=64), sps=120.0))
+    assert bl.cached_baseline(spec).samples_per_second == 98.1
+    res = CliRunner().invoke(app, ["calibrate", "--reset"])
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("dropped 2 measured CPU runs;") and "CPU probes kept" in res.output, res.output
+    assert bl.cached_baseline(spec).samples_per_second == 65.6  # the probe, not the run
+    assert bl.cached_baseline(_spec(batch=64)) is None
+    res = CliRunner().invoke(app, ["calibrate", "--reset", "--json"])
+    assert json.loads(res.output) == {"reset": True, "runs_dropped": 0, "cpu_runs_dropped": 0}
+
+
 def test_no_baseline_and_dry_run_use_the_cached_measurement(monkeypatch):
     from launcher.estimate.api import for_machine, full_estimate
 

@@ -10,7 +10,8 @@ A local CPU run that trains to its end (``gpujob run --provider local`` on a mac
 GPU) teaches the same cache: its steady samples/s, at the job's own batch, is stored under this
 machine's fingerprint (record_finished_cpu). The CPU row then shows the newer of the probe and
 the run ("measured in run r1a2b3c, today"); ``--refresh-baseline`` probes again, and that newer
-probe is shown until the next run.
+probe is shown until the next run. ``gpujob calibrate --reset`` drops the runs (drop_cpu_runs)
+and keeps the probes.
 """
 
 from __future__ import annotations
@@ -311,6 +312,21 @@ def record_finished_cpu(rec) -> dict | None:
     from launcher.spec import JobSpec
 
     return record_cpu_run(rec.id, JobSpec.model_validate(rec.spec).workload, float(end["samples_per_second"]))
+
+
+def drop_cpu_runs() -> int:
+    """Drop every finished local CPU run recorded in the baseline cache (any machine's fingerprint;
+    ``gpujob calibrate --reset``), keeping the probes; returns how many were dropped."""
+    cache = read_json(_cache_file(), {})
+    n = 0
+    for machine, entries in cache.items():
+        if isinstance(entries, dict):
+            runs = [k for k in entries if k.startswith("run:")]
+            n += len(runs)
+            cache[machine] = {k: v for k, v in entries.items() if k not in runs}
+    if n:
+        write_json_atomic(_cache_file(), cache)
+    return n
 
 
 def _fresh(entry: dict | None) -> bool:
