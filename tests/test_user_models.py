@@ -170,18 +170,25 @@ class SmallTableLM(nn.Module):
     """Token ids -> logits over ``vocab`` entries, the ids embedded by a table of ``rows`` rows
     beside a position table of seq_len rows (called on arange, not on the ids)."""
 
-    def __init__(self, rows=16, vocab=32, seq=8):
+    def __init__(self, rows=16, vocab=32, seq=8, bert=False):
         super().__init__()
         self.tok = nn.Embedding(rows, 8)
         self.pos = nn.Embedding(seq, 8)
         self.head = nn.Linear(8, vocab, bias=False)
+        self.bert = bert
+        if bert:
+            self.segment = nn.Embedding(2, 8)  # BERT's token types: called on zeros shaped like the ids
 
     def forward(self, ids):
-        return self.head(self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device)))
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        if not self.bert:
+            return self.head(self.tok(ids) + self.pos(positions))
+        positions = positions.unsqueeze(0).expand(ids.shape[0], -1)  # [batch, seq], as many models do
+        return self.head(self.tok(ids) + self.pos(positions) + self.segment(torch.zeros_like(ids)))
 
 
-def small_table_lm(rows=16, vocab=32):
-    return SmallTableLM(rows, vocab)
+def small_table_lm(rows=16, vocab=32, bert=False):
+    return SmallTableLM(rows, vocab, bert=bert)
 
 
 def strings():
@@ -476,9 +483,12 @@ def test_a_language_model_whose_embedding_is_smaller_than_vocab_size_is_one_line
     # nets.py:small_table_lm predicts 32 tokens but embeds ids in a 16-row table; vocab_size 32 drew
     # ids up to 31, which the meta device does not check: the run died on 'IndexError: index out of
     # range in self'. The 8-row position table (called on arange) is not the ids' embedding.
-    for rows, refused in ((16, True), (32, False)):
+    # With bert=True the 8-row position table is called on ids-shaped [batch, seq] positions and a
+    # 2-row token-type table on zeros shaped like the ids: neither takes the token ids themselves.
+    for rows, bert, refused in ((16, False, True), (32, False, False), (32, True, False), (16, True, True)):
         text = json.dumps({"name": "small-table", "workload": {
-            "model": "nets.py:small_table_lm", "model_args": {"rows": rows}, "seq_len": 8, "vocab_size": 32,
+            "model": "nets.py:small_table_lm", "model_args": {"rows": rows, "bert": bert}, "seq_len": 8,
+            "vocab_size": 32,
             "batch_size": 4, "samples_per_epoch": 3 * 4 * 8, "precision": "fp32"}})
         (project / "job.yaml").write_text(text, encoding="utf-8")
         for command in (["validate", "job.yaml"], ["estimate", "job.yaml", "--no-baseline"],

@@ -445,8 +445,9 @@ def _check_token_logits(module, ref: str, seq_len: int, vocab_size: int) -> None
     """Refuse a token model predicting fewer tokens than ``vocab_size``, or whose embedding of the
     token ids has fewer rows than ``vocab_size`` (FactoryError, one line): the data draws ids up to
     vocab_size - 1, which its embedding or its loss cannot take, and the meta device checks no index.
-    An embedding takes the token ids when it is called on the input tensor itself or on one of its
-    shape (a position embedding, called on ``arange(seq_len)``, is not checked)."""
+    An embedding takes the token ids when it is called on the input tensor itself or on a view of it;
+    one called on another tensor, even of the ids' shape (positions expanded to [batch, seq_len],
+    BERT's token types on ``zeros_like(ids)``), is not checked: its ids are not the vocabulary's."""
     import torch
     from torch import nn
 
@@ -459,8 +460,7 @@ def _check_token_logits(module, ref: str, seq_len: int, vocab_size: int) -> None
     def hook(name: str):
         def pre(mod, args):
             x = args[0] if args else None
-            if isinstance(x, torch.Tensor) and (x is ids or tuple(x.shape) == tuple(ids.shape)) \
-                    and mod.num_embeddings < vocab_size:
+            if isinstance(x, torch.Tensor) and (x is ids or x._base is ids) and mod.num_embeddings < vocab_size:
                 small.append((name, mod.num_embeddings))
         return pre
 
