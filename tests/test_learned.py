@@ -172,7 +172,8 @@ def test_the_host_repeat_spread_is_the_largest_deviation_from_each_jobs_median(t
     # resnet50 b256 on three hosts (steps of ~36 ms): median 7,084; tinycnn (steps of ~3 ms) on two
     _host_file(tmp_path, "a.json", [_row("resnet50", 7084.0, 90.0, 60.0), _row("tinycnn", 80000.0, 40.0, 20.0),
                                     _row("resnet50", 1.0, 1.0, 1.0, rc=1),  # failed: left out
-                                    _row("resnet50", 7500.0, 50.0, 20.0, cache="warm")])  # warm: left out
+                                    _row("resnet50", 7500.0, 50.0, 20.0, cache="warm"),  # warm: left out
+                                    _row("resnet50", 3000.0, 300.0, 20.0, condition="nopyc")])  # A/B row: left out
     _host_file(tmp_path, "b.json", [_row("resnet50", 7140.0, 80.0, 60.0), _row("tinycnn", 70000.0, 50.0, 20.0),
                                     _row("mlp", 1e5, 10.0, 5.0)])  # one run only: no spread
     _host_file(tmp_path, "c.json", [_row("resnet50", 6989.0, 100.0, 60.0, samples=2000)])
@@ -181,8 +182,10 @@ def test_the_host_repeat_spread_is_the_largest_deviation_from_each_jobs_median(t
     assert long == {"max": round(1 - 6989 / 7084, 4), "median": round(7140 / 7084 - 1, 4),
                     "n_groups": 1, "n_runs": 3}
     assert short["max"] == round(80000 / 75000 - 1, 4) and short["n_runs"] == 2  # median of two: 75,000
-    # overhead = total - training: resnet50 30, 20, 40 s (median 30) -> largest 1/3; tinycnn 20, 30 (median 25)
-    assert doc["overhead_seconds"]["max"] == round(1 / 3, 4) and doc["overhead_seconds"]["n_groups"] == 2
+    # overhead = total - samples at the steady rate (start-up, compile, end; not total - the report's
+    # train_seconds, the loop with its compile): resnet50 90 - 1000/7084, 80 - 1000/7140, 100 - 2000/6989
+    over = [90 - 1000 / 7084, 80 - 1000 / 7140, 100 - 2000 / 6989]
+    assert doc["overhead_seconds"]["max"] == round(1 - over[1] / over[0], 4) and doc["overhead_seconds"]["n_groups"] == 2
     # totals compare runs of the same sample count only (the 2,000-sample resnet50 run is alone):
     # resnet50 90, 80 s (median 85), tinycnn 40, 50 s (median 45) -> largest 50 / 45 - 1
     assert doc["total_seconds"]["max"] == round(50 / 45 - 1, 4) and doc["total_seconds"]["n_runs"] == 4
@@ -248,14 +251,16 @@ def test_a_local_run_of_a_measured_signature_uses_its_rate_and_the_repeat_bands(
 def test_the_same_host_spread_groups_by_file_and_leaves_ab_rows_out(tmp_path):
     from launcher.estimate import repeats
 
-    # host a: resnet50 twice (overheads 30 and 20 s, median 25; totals 90 and 80 s, median 85);
+    # host a: resnet50 twice (overheads 90 and 80 s less 1000 samples at 7,084/s; totals 90 and 80 s, median 85);
     # its bytecode A/B rows (a condition) and host b's run are not same-host repeats
     _host_file(tmp_path, "a.json", [_row("resnet50", 7084.0, 90.0, 60.0), _row("resnet50", 7084.0, 80.0, 60.0),
                                     _row("vgg16", 3000.0, 50.0, 20.0, condition="pyc"),
                                     _row("vgg16", 3000.0, 70.0, 20.0, condition="nopyc")])
     _host_file(tmp_path, "b.json", [_row("resnet50", 7084.0, 200.0, 60.0)])
     same = repeats.fit(repeats.runs(tmp_path))["same_host"]
-    assert same["overhead_seconds"] == {"max": 0.2, "median": 0.2, "n_groups": 1, "n_runs": 2}
+    steady = 1000 / 7084
+    dev = round((90 - steady) / ((90 + 80) / 2 - steady) - 1, 4)
+    assert same["overhead_seconds"] == {"max": dev, "median": dev, "n_groups": 1, "n_runs": 2}
     assert same["total_seconds"]["max"] == round(90 / 85 - 1, 4) and same["total_seconds"]["n_runs"] == 2
 
 

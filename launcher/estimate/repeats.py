@@ -5,7 +5,8 @@
 
 Reads the cold ``gpujob run --provider local`` rows of bench/results/h200_host/*.json and
 bench/results/h200_local_total/*.json (each file one lent H200 host or call; rows run the plain
-CLI, rc 0, with the payload's end event). A group is one job: (model, its arguments, input
+CLI, rc 0, with the payload's end event; A/B rows, which carry a ``condition`` such as cached
+bytecode on or off, are left out). A group is one job: (model, its arguments, input
 shape, classes, precision, batch, GPU). For every group with at least two runs each run's
 deviation is |value / group median - 1|:
 
@@ -14,11 +15,12 @@ deviation is |value / group median - 1|:
   models) at ``SHORT_STEP_S``: short steps are bound by the host's Python and launches and
   differ between hosts by up to ~15%, long steps by the GPU and by ~2% (no group lies between
   13 and 25 ms);
-* ``overhead_seconds``: total minus training time (start-up, cold compile, end) per job;
+* ``overhead_seconds``: total minus the samples at the steady samples/s (start-up, cold compile,
+  end) per job;
 * ``total_seconds``: the run's total wall time (``report.actual.total_seconds``), grouped by job
   *and* sample count (a total depends on how many samples were trained), for the record;
 * ``same_host``: ``overhead_seconds`` and ``total_seconds`` grouped as above *and* by file (one
-  host), leaving out A/B rows (a ``condition`` such as cached bytecode on or off): how closely the
+  host): how closely the
   same cold job repeats on one host, the band of a local estimate that reuses a recorded run's
   own start-up and compile (launcher/estimate/bands.py, ``local_total_band``).
 
@@ -51,20 +53,23 @@ def runs(root: Path | None = None) -> list[dict]:
         for f in sorted((root / d).glob("*.json")):
             doc = read_json(f, {})
             for r in doc.get("results", []) if isinstance(doc, dict) else []:
-                if not isinstance(r, dict) or r.get("cache") != "cold" or r.get("rc") != 0 \
+                if not isinstance(r, dict) or r.get("cache") != "cold" or r.get("rc") != 0 or r.get("condition") \
                         or r.get("variant", "cli") != "cli" or not (r.get("end") or {}).get("samples_per_second"):
-                    continue
+                    continue  # A/B rows (a ``condition``, e.g. cached bytecode on or off) are not repeats
                 gpu = (r.get("start") or {}).get("device_name") or "NVIDIA H200"
                 job = json.dumps([r.get(k) for k in JOB_FIELDS] + [gpu], sort_keys=True)
                 actual = (r.get("report") or {}).get("actual") or {}
-                total, train = actual.get("total_seconds"), actual.get("train_seconds")
+                total = actual.get("total_seconds")
                 sps = float(r["end"]["samples_per_second"])
+                # start-up + cold compile + end: the total minus the samples at the steady rate (the
+                # report's train_seconds is the payload's loop, compile included: not that)
+                steady = float(r["samples"]) / sps if r.get("samples") else None
                 out.append({"job": job, "file": f"{d}/{f.name}", "samples": r.get("samples"),
                             "condition": r.get("condition"),
                             "samples_per_second": sps,
                             "step_s": float(r["batch_size"]) * (r.get("seq_len") or 1) / sps,
                             "total_seconds": float(total) if total else None,
-                            "overhead_seconds": float(total) - float(train) if total and train else None})
+                            "overhead_seconds": float(total) - steady if total and steady else None})
     return out
 
 
@@ -83,12 +88,10 @@ def spread(groups: dict[str, list[float]]) -> dict | None:
 
 
 def same_host(rows: list[dict]) -> dict:
-    """The spread of overhead and total of the same job repeated on one host (one file), A/B rows out."""
+    """The spread of overhead and total of the same job repeated on one host (one file)."""
     over: dict[str, list[float]] = {}
     tot: dict[str, list[float]] = {}
     for r in rows:
-        if r.get("condition"):
-            continue
         if r["overhead_seconds"]:
             over.setdefault(f"{r['job']}|{r['file']}", []).append(r["overhead_seconds"])
         if r["total_seconds"]:
