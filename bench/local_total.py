@@ -72,11 +72,13 @@ def spec_text(model: str, fields: dict, samples: int, gpu: str) -> str:
             f"resources: {{accelerators: \"{gpu}:1\"}}\nlimits: {{max_duration: 15m}}\nenv:\n{env_lines}")
 
 
-def run_one(model: str, gpu: str, seconds: float, cache: str, warm: bool, timeout: float) -> dict:
+def run_one(model: str, gpu: str, seconds: float, cache: str, warm: bool, timeout: float,
+            home: str | None = None) -> dict:
+    """One cold (or ``warm``) CLI run; ``home``: the GPUJOB_HOME to run in (default: a fresh one)."""
     fields, rate = MODELS[model]
     per_step = fields["batch_size"] * fields.get("seq_len", 1)
     samples = max(per_step * 20, int(round(seconds * rate / per_step)) * per_step)
-    home = tempfile.mkdtemp(prefix="gpujob-home-")
+    home = home or tempfile.mkdtemp(prefix="gpujob-home-")
     spec = os.path.join(home, "job.yaml")
     if ":" in model:  # a factory: the project directory (the run's cwd) holds its file
         target = model.rpartition(":")[0]
