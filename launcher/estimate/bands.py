@@ -55,7 +55,7 @@ def host_repeats() -> dict:
 
 
 def repeat_spread(step_s: float | None = None) -> tuple[float, str] | None:
-    """(largest |run / job median - 1| of samples/s, basis) for a job whose step takes ``step_s``
+    """(largest |b / a - 1| over pairs of runs (a, b) of one job, samples/s; basis) for a job whose step takes ``step_s``
     seconds (None: unknown, taken as short); None without the bundled spread."""
     sps = host_repeats().get("samples_per_second") or {}
     limit = float(sps.get("short_step_s") or 0.02)

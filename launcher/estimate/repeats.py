@@ -7,8 +7,8 @@ Reads the cold ``gpujob run --provider local`` rows of bench/results/h200_host/*
 bench/results/h200_local_total/*.json (each file one lent H200 host or call; rows run the plain
 CLI, rc 0, with the payload's end event; A/B rows, which carry a ``condition`` such as cached
 bytecode on or off, are left out). A group is one job: (model, its arguments, input
-shape, classes, precision, batch, GPU). For every group with at least two runs each run's
-deviation is |value / group median - 1|:
+shape, classes, precision, batch, GPU). For every group with at least two runs, every ordered
+pair of its runs (a, b) gives |b / a - 1|, the error of predicting run b from a recorded run a:
 
 * ``samples_per_second``: the end event's steady samples/s, grouped by job;
   split by the group's median step time (samples per step / samples/s, tokens for language
@@ -52,7 +52,11 @@ def runs(root: Path | None = None) -> list[dict]:
     for d in SOURCE_DIRS:
         for f in sorted((root / d).glob("*.json")):
             doc = read_json(f, {})
-            for r in doc.get("results", []) if isinstance(doc, dict) else []:
+            # bench/local_total.py & co. keep runs in "results"; bench/samehost_repeat.py keeps its
+            # estimate/run sequence in "steps", the runs with step "run"
+            rows = (doc.get("results") or [s for s in doc.get("steps", []) if isinstance(s, dict)
+                                           and s.get("step") == "run"]) if isinstance(doc, dict) else []
+            for r in rows:
                 if not isinstance(r, dict) or r.get("cache") != "cold" or r.get("rc") != 0 or r.get("condition") \
                         or r.get("variant", "cli") != "cli" or not (r.get("end") or {}).get("samples_per_second"):
                     continue  # A/B rows (a ``condition``, e.g. cached bytecode on or off) are not repeats
@@ -74,12 +78,13 @@ def runs(root: Path | None = None) -> list[dict]:
 
 
 def spread(groups: dict[str, list[float]]) -> dict | None:
-    """Largest and median |value / group median - 1| over the groups with >= 2 values."""
+    """Largest and median |b / a - 1| over every ordered pair (a, b) of runs of one group, groups
+    with >= 2 values: the error of predicting run b from a recorded run a, which is what a measured
+    signature does (a deviation from the group's median would halve a pair's gap)."""
     devs, n_groups = [], 0
     for vals in groups.values():
         if len(vals) >= 2:
-            mid = statistics.median(vals)
-            devs += [abs(v / mid - 1) for v in vals]
+            devs += [abs(b / a - 1) for i, a in enumerate(vals) for j, b in enumerate(vals) if i != j]
             n_groups += 1
     if not devs:
         return None
