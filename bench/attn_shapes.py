@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.gemm_align import timed  # noqa: E402  (median of CUDA-event timings)
+
 HEAD_DIMS = {"bf16": (64, 80, 96, 128), "fp32": (64, 96, 128)}
 SEQS = {"bf16": (197, 512, 1024, 2048, 4096), "fp32": (197, 1024, 2048)}
 HEADS = 16
@@ -43,21 +45,6 @@ def causal_share(seq: int, causal: bool, tile: int = 128) -> float:
     """launcher.estimate.opcount.causal_fraction (written out: the device has no launcher deps)."""
     n = max(1, -(-seq // tile))
     return (n + 1) / (2 * n) if causal else 1.0
-
-
-def timed(fn, reps: int) -> float:
-    import torch
-
-    fn(), fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e-3)
-    return sorted(times)[len(times) // 2]
 
 
 def kernels(fn) -> list[str]:

@@ -111,20 +111,16 @@ def local_total_band(train_s: float, overhead_s: float, sps_band: float | None,
     training) of the same job on different hosts instead, when bundled; ``overhead_measured`` (the
     overhead is the recorded run's own, on this machine) the spread of the same job on one host."""
     total = train_s + overhead_s
-    same = (host_repeats().get("same_host") or {}).get("overhead_seconds") or {}
-    if overhead_measured and total > 0 and same.get("max") is not None:
-        over = float(same["max"]) * overhead_s / total
-        train = float(sps_band or 0.0) * train_s / total
-        return math.hypot(over, train), (f"start-up and cold compile of the same job differ by up to "
-                                         f"{float(same['max']):.0%} between {same.get('n_runs', 0)} runs on "
-                                         f"one host; samples/s band on the rest")
-    rep = host_repeats().get("overhead_seconds") or {}
-    if measured and total > 0 and rep.get("max") is not None:
-        over = float(rep["max"]) * overhead_s / total
-        train = float(sps_band or 0.0) * train_s / total
-        return math.hypot(over, train), (f"start-up and cold compile of the same job differ by up to "
-                                         f"{float(rep['max']):.0%} between {rep.get('n_runs', 0)} runs on "
-                                         f"different hosts; samples/s band on the rest")
+    repeats = host_repeats()
+    for wanted, spread, where in ((overhead_measured, (repeats.get("same_host") or {}).get("overhead_seconds"),
+                                   "one host"),
+                                  (measured, repeats.get("overhead_seconds"), "different hosts")):
+        if wanted and total > 0 and (spread or {}).get("max") is not None:
+            over = float(spread["max"]) * overhead_s / total
+            train = float(sps_band or 0.0) * train_s / total
+            return math.hypot(over, train), (f"start-up and cold compile of the same job differ by up to "
+                                             f"{float(spread['max']):.0%} between {spread.get('n_runs', 0)} runs "
+                                             f"on {where}; samples/s band on the rest")
     host = ((efficiencies().get("warmup") or {}).get("cli") or {}).get("host_error") or {}
     if total <= 0 or host.get("median") is None:
         return None, ""
