@@ -245,6 +245,18 @@ def gemm_utilization(shapes: list, batch: int, k0: float, u_max: float = 1.0, el
     return work / time if time else 1.0
 
 
+def roofline_sum(terms) -> tuple[float, str]:
+    """(seconds, "compute" | "memory") of operations given as (count, compute s, memory s): each
+    takes the larger of its two times, and the bound named is the one that took more in all."""
+    compute = memory = 0.0
+    for n, c, m in terms:
+        if c >= m:
+            compute += n * c
+        else:
+            memory += n * m
+    return compute + memory, "compute" if compute >= memory else "memory"
+
+
 def gemm_roofline(ops: OpCost, gpu, precision: str, batch: int, doc: dict | None = None) -> tuple[float, str] | None:
     """Unscaled seconds of the convolution and matrix operations, one roofline per operation:
 
@@ -269,7 +281,7 @@ def gemm_roofline(ops: OpCost, gpu, precision: str, batch: int, doc: dict | None
     u_max = shape["u_max"].get(pcls, shape["u_max"].get("half", 1.0) if not cuda_cores else 1.0)
     element = 2 if half else 4
     bw = gpu.bandwidth_gbs * 1e9
-    compute = memory = 0.0
+    terms = []
     for row in ops.gemm_ops:
         kind, fp, ff, bp, bf, dn, dk, n = row[:8]
         shapes = row[8] if len(row) > 8 and USE_PRODUCTS else []
@@ -285,11 +297,8 @@ def gemm_roofline(ops: OpCost, gpu, precision: str, batch: int, doc: dict | None
         w = shape["winograd_fp32"] if cuda_cores and len(row) > 9 and row[9] else 1.0
         c = (ff + batch * fp) / (peak * u * w)
         m = (bf + batch * bp) * (0.5 if half else 1.0) / bw
-        if c >= m:
-            compute += n * c
-        else:
-            memory += n * m
-    return compute + memory, "compute" if compute >= memory else "memory"
+        terms.append((n, c, m))
+    return roofline_sum(terms)
 
 
 def attention_utilization(seq_q: float, seq_k: float, keys: float, head_dim: float, d0: float = 0.0,
@@ -329,17 +338,14 @@ def attention_roofline(ops: OpCost, gpu, precision: str, batch: int, doc: dict |
     fitted = gemm_shape_params(doc or {})["attention"].get(pcls, {})
     d0, s0 = fitted.get("d0", 0.0), fitted.get("s0", 0.0)
     bw = gpu.bandwidth_gbs * 1e9
-    compute = memory = 0.0
+    terms = []
     for _kind, fp, ff, bp, bf, seq_q, seq_k, n, products, *_ in rows:
         _mp, _mf, np_, nf, kp, kf = products[0]
         u = attention_utilization(seq_q, seq_k, nf + batch * np_, kf + batch * kp, d0, s0)
         c = (ff + batch * fp) / (peak * u)
         m = (bf + batch * bp) * (0.5 if half else 1.0) / bw
-        if c >= m:
-            compute += n * c
-        else:
-            memory += n * m
-    return compute + memory, "compute" if compute >= memory else "memory"
+        terms.append((n, c, m))
+    return roofline_sum(terms)
 
 
 def class_roofline(cls: str, cost: ClassCost, ops: OpCost, gpu, precision: str, batch: int,
