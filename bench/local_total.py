@@ -50,8 +50,8 @@ MODELS = {
     "gpt2-124m": ({"seq_len": 1024, "vocab_size": 50304, "batch_size": 32, "precision": "bf16"}, 500000),
     "vgg11": ({"image_size": 224, "num_classes": 1000, "batch_size": 256, "precision": "bf16",
                "learning_rate": 0.01}, 9500),
-    "tinycnn": ({"image_size": 32, "num_classes": 10, "batch_size": 256, "precision": "bf16"}, 60000),
-    "mlp": ({"image_size": 28, "num_classes": 10, "batch_size": 256, "precision": "bf16", "in_channels": 1}, 80000),
+    "tinycnn": ({"image_size": 32, "num_classes": 10, "batch_size": 256, "precision": "bf16"}, 80000),
+    "mlp": ({"image_size": 28, "num_classes": 10, "batch_size": 256, "precision": "bf16", "in_channels": 1}, 130000),
     # a user's factory (jobs/unet.yaml's model), copied into the run's project directory
     "jobs/models/unet.py:build": ({"model_args": {"in_channels": 3, "num_classes": 21, "width": 32, "depth": 4},
                                    "input_shape": [3, 256, 256], "num_classes": 21, "batch_size": 32,
