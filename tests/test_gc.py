@@ -102,3 +102,16 @@ def test_gcp_one_kind_unlistable_still_lists_the_others(monkeypatch):
         monkeypatch.setattr(c.firewalls, "list", refuse)
         found, unchecked = provider.find_all(None)
         assert found == [] and len(unchecked) == 1 and unchecked[0].startswith("firewall: could not list")
+
+
+def test_gc_without_the_aws_sdk_says_how_to_install_it(tmp_path, monkeypatch):
+    """`pip install gpujob[train]` has no boto3: gc names the extra, exit 3, no internal error."""
+    import sys
+
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    for mod in ("boto3", "botocore", "botocore.session", "botocore.config"):
+        monkeypatch.setitem(sys.modules, mod, None)  # import raises ImportError
+    res = CliRunner().invoke(app, ["gc", "--provider", "aws"])
+    assert res.exit_code == 3, res.output
+    assert "boto3 is not installed (pip install 'gpujob[aws]')" in res.output
+    assert "internal error" not in res.output and "Traceback" not in res.output

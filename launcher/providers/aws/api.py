@@ -82,12 +82,13 @@ class AwsApi:
         otherwise botocore's standard retry mode handles throttling."""
         key = (service, region, fail_fast)
         if key not in self._clients:
+            session = self._boto_session()  # first: it says when boto3 is not installed
             from botocore.config import Config
 
             retries = {"mode": "standard", "total_max_attempts": 1} if fail_fast else {"mode": "standard"}
             config = Config(retries=retries, connect_timeout=10, read_timeout=60)
             try:
-                self._clients[key] = self._boto_session().client(service, region_name=region, config=config)
+                self._clients[key] = session.client(service, region_name=region, config=config)
             except GpujobError:
                 raise
             except Exception as exc:
