@@ -517,6 +517,7 @@ def test_language_model_band_comes_from_language_model_runs(monkeypatch):
     packaged = bands.efficiencies
     doc = {"lm_error": {"median": 0.057, "n": 5}, "mfu_error": {"median": 0.11}}
     monkeypatch.setattr(bands, "efficiencies", lambda: doc)
+    monkeypatch.setattr(bands, "host_repeats", lambda: {})  # no CLI runs to widen it (tested below)
     err, basis = bands.band("hopper", "mfu", lm=True)
     assert err == 0.057 and "language-model" in basis
     assert bands.band("hopper", "mfu")[0] == 0.11  # an image model keeps the MFU fit's error
@@ -538,17 +539,34 @@ def test_language_model_band_comes_from_language_model_runs(monkeypatch):
                 assert "(" not in bands.band("hopper", method, measured, lm=lm)[1]
 
 
-def test_local_total_band_weighs_the_host_error_by_the_overheads_share(monkeypatch):
+def test_local_total_band_is_a_quantile_of_held_out_runs_at_the_jobs_overhead_share(monkeypatch):
     from launcher.estimate import bands
 
-    doc = {"warmup": {"cli": {"host_error": {"median": 0.2, "n_runs": 13}}}}
-    monkeypatch.setattr(bands, "efficiencies", lambda: doc)
+    # three held-out runs: [overhead error, samples/s error], each predicted / measured - 1
+    pairs = [[-0.2, 0.1], [0.1, 0.0], [0.3, -0.05]]
+    monkeypatch.setattr(bands, "host_repeats", lambda: {"local_total": {"pairs": pairs, "n_runs": 3, "n_files": 2}})
     band, basis = bands.local_total_band(train_s=60.0, overhead_s=40.0, sps_band=0.05)
-    assert band == pytest.approx(math.hypot(0.2 * 0.4, 0.05 * 0.6)) and "20%" in basis and "13 runs" in basis
-    assert bands.local_total_band(3600.0, 0.0, 0.05)[0] == pytest.approx(0.05)  # all training: the samples/s band
-    assert bands.local_total_band(0.0, 40.0, None)[0] == pytest.approx(0.2)  # all overhead: the host error
-    monkeypatch.setattr(bands, "efficiencies", lambda: {"warmup": {"cli": {}}})
+    # a run's measured total = 40 / (1 + e_o) + 60 x (1 + e_s): 40/0.8 + 66 = 116, 40/1.1 + 60 = 96.36,
+    # 40/1.3 + 57 = 87.77; |100 / total - 1|: 0.1379, 0.0377, 0.1393; two thirds: the 3rd sorted (index 2)
+    assert band == pytest.approx(100 / 87.7692307 - 1, abs=1e-6) and "3 cold runs" in basis
+    assert bands.total_error_quantile(0.4, pairs, 0.0) == pytest.approx(100 / (40 / 1.1 + 60) - 1, abs=1e-6)
+    # all training: |1 / (1 + e_s) - 1| = 0.0909, 0, 0.0526; two thirds of three: the largest
+    assert bands.local_total_band(3600.0, 0.0, 0.05)[0] == pytest.approx(1 - 1 / 1.1)
+    assert bands.local_total_band(0.0, 40.0, None)[0] == pytest.approx(0.3)  # all overhead: |e_o|, the largest
+    monkeypatch.setattr(bands, "host_repeats", lambda: {})
     assert bands.local_total_band(60.0, 40.0, 0.05) == (None, "")  # no unseen host measured: no band
+
+
+def test_a_profiled_band_widens_to_the_error_against_cli_runs_on_lent_hosts(monkeypatch):
+    from launcher.estimate import bands
+
+    doc = {"error": {"leave_one_model_out": {"median": 0.04}}, "efficiency": {"hopper/bf16/conv": 0.5}}
+    monkeypatch.setattr(bands, "efficiencies", lambda: doc)
+    monkeypatch.setattr(bands, "host_repeats", lambda: {"cli_samples_per_second": {"median": 0.06, "n_runs": 60}})
+    err, basis = bands.band("hopper", "per-operation")
+    assert err == 0.06 and "60 CLI runs" in basis
+    monkeypatch.setattr(bands, "host_repeats", lambda: {"cli_samples_per_second": {"median": 0.03, "n_runs": 60}})
+    assert bands.band("hopper", "per-operation") == (0.04, "leave-one-model-out error on hopper profiles")
 
 
 def test_only_a_local_gpu_estimate_carries_a_total_band():

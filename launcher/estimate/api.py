@@ -71,6 +71,13 @@ def own_overhead(seen: dict | None) -> dict | None:
                       f"{seen['run_id']} (its compile cache may have been warm: not recorded)")}
 
 
+def job_overrides(w, cost) -> dict[str, Any]:
+    """What overheads_for needs to know of the job: its graph operations (a language model compiles
+    one block's graph for all its blocks, so None: overheads.compile_warmup_s uses its measured or
+    default figure) and the bytes of the final checkpoint and model files."""
+    return {"graph_ops": None if w.is_lm else cost.graph_ops(), "checkpoint_bytes": checkpoint_bytes(w, cost)}
+
+
 def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: float | None, *, spot: bool,
                 baseline: bool, catalog=None, local_gpu: str | None = None,
                 on_probe: Callable[[float], None] | None = None) -> dict[str, Any]:
@@ -130,10 +137,7 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     if not sps:
         raise EstimateError("no throughput for this machine", "check the spec's workload")
     train = w.total_samples / sps
-    # A language model compiles one block's graph for all its blocks: the graph-size line of whole
-    # image models does not apply (overheads.compile_warmup_s uses its measured or default figure).
-    graph_ops = None if w.is_lm else cost.graph_ops()
-    overrides = {"graph_ops": graph_ops, "checkpoint_bytes": checkpoint_bytes(w, cost)}
+    overrides = job_overrides(w, cost)
     own = own_overhead(seen if gpu_name else None)
     if own:  # the recorded run's own start-up and compile, on this machine
         overrides.update(setup_s=own["outside_s"], warmup_s=own["compile_s"])

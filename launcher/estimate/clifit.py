@@ -40,8 +40,11 @@ FIT_FILES = ("h200_local_total/call2.json", "h200_local_total/call3.json", "h200
              "h200_host/heldout_call5.json", "h200_host/compile_launch_call6.json")
 # Calls on lent hosts the fit never saw (docs/benchmarks.md): how far the fitted overhead misses on a
 # new host. Cold compiles differ by 20-35% between hosts, one host all faster, another all slower.
+# h200_long: a ninth host, 75-100 s of training per model, run as a user's machine runs them (cached
+# bytecode, ``condition`` "pyc"): checked against the user figures (user_outside_s, user_compile_s).
 HELDOUT_FILES = ("h200_host/heldout_call7.json", "h200_host/heldout_call7b.json",
-                 "h200_host/host_compile_host6.json", "h200_host/host_compile_host7.json")
+                 "h200_host/host_compile_host6.json", "h200_host/host_compile_host7.json",
+                 "h200_long/long_a.json", "h200_long/long_b.json", "h200_long/long_c.json")
 # Cold CLI runs of the same models with and without cached bytecode on one lent host (docs/benchmarks.md).
 BYTECODE_FILE = "h200_host/bytecode_ab_h200.json"
 _WORKLOAD_KEYS = ("image_size", "num_classes", "in_channels", "input_shape", "model_args", "seq_len",
@@ -55,14 +58,21 @@ def checkpoint_bytes(w, cost) -> float:
     return float(cost.params) * 4 * (2 + optimizer_states)
 
 
-def _costs(row: dict) -> tuple[float | None, float]:
-    """(graph operations or None for a language model, checkpoint + model bytes) of a run's workload."""
-    from launcher.estimate.flops import workload_cost
+def workload_of(row: dict):
+    """The spec workload of a recorded CLI run (its model and the _WORKLOAD_KEYS it carries); a
+    factory's path is relative to the current directory (the repository root)."""
     from launcher.spec import parse_spec
 
     work = {"model": row["model"], **{k: row[k] for k in _WORKLOAD_KEYS if k in row}}
     inner = ", ".join(f"{k}: {json.dumps(v)}" for k, v in work.items())
-    w = parse_spec(f"name: x\nworkload: {{{inner}}}\n", check_catalog=False).workload
+    return parse_spec(f"name: x\nworkload: {{{inner}}}\n", check_catalog=False).workload
+
+
+def _costs(row: dict) -> tuple[float | None, float]:
+    """(graph operations or None for a language model, checkpoint + model bytes) of a run's workload."""
+    from launcher.estimate.flops import workload_cost
+
+    w = workload_of(row)
     cost = workload_cost(w)
     return (None if w.is_lm else cost.graph_ops()), checkpoint_bytes(w, cost)
 
@@ -79,6 +89,7 @@ def runs_of(doc: dict, source: str = "") -> list[dict]:
         steady = actual["samples"] / actual["samples_per_second"]
         ops, ckpt = _costs(r)
         out.append({"model": r["model"], "batch_size": r.get("batch_size"), "source": source,
+                    "condition": r.get("condition"),
                     "samples": r.get("samples"), "workload": {k: r[k] for k in _WORKLOAD_KEYS if k in r},
                     "total_s": actual["total_seconds"], "steady_s": steady,
                     "outside_s": actual["total_seconds"] - end["elapsed"], "compile_s": end["elapsed"] - steady,
@@ -148,13 +159,15 @@ def compile_s(cli: dict, model: str, graph_ops: float | None, probe_compile: dic
 def host_error(cli: dict, runs: list[dict], probe_compile: dict | None = None) -> dict | None:
     """The fit ``cli``'s overhead (outside + compile) error on ``runs`` of hosts it never saw:
     median and max |predicted / measured - 1|, and each call's median signed error (a host tends
-    to run every model faster, or every model slower, than the fit)."""
+    to run every model faster, or every model slower, than the fit). A run made as a user's machine
+    makes it (``condition`` "pyc": cached bytecode) is checked against the user figures."""
     per: dict[str, list[float]] = {}
     for r in runs:
-        comp = compile_s(cli, r["model"], r["graph_ops"], probe_compile)
+        user = r.get("condition") == "pyc"
+        comp = (user_compile_s if user else compile_s)(cli, r["model"], r["graph_ops"], probe_compile)
         if comp is None:
             continue
-        pred = outside_s(cli, r["checkpoint_gb"] * 1e9) + comp
+        pred = (user_outside_s if user else outside_s)(cli, r["checkpoint_gb"] * 1e9) + comp
         per.setdefault(r["source"], []).append(pred / (r["outside_s"] + r["compile_s"]) - 1)
     errs = [abs(e) for v in per.values() for e in v]
     if not errs:
