@@ -229,9 +229,8 @@ def run(
 
             raise BudgetError(f"the launch would be refused: {plan['refused']}")
         return
-    printer = EventPrinter(_out(), as_json=as_json)
-    result = Runner(on_event=printer).run(job, opts, spec_path=str(spec), spec_text=spec.read_text())
-    printer.close()
+    with EventPrinter(_out(), as_json=as_json) as printer:
+        result = Runner(on_event=printer).run(job, opts, spec_path=str(spec), spec_text=spec.read_text())
     if detach:
         _json_out({"run_id": result.run.id}) if as_json else _out().print(
             f"run {result.run.id} started; follow it with `gpujob logs {result.run.id} --follow`")
@@ -278,9 +277,8 @@ def logs(run_id: str = typer.Argument(...),
     from launcher.render import EventPrinter, render_report
     from launcher.runner import Runner
 
-    printer = EventPrinter(_out(), as_json=as_json, replay=True)
-    result = Runner(on_event=printer).attach(run_id, follow=follow)
-    printer.close()
+    with EventPrinter(_out(), as_json=as_json, replay=True) as printer:
+        result = Runner(on_event=printer).attach(run_id, follow=follow)
     if follow and result.report and result.run.finished:
         _json_out({"event": "report", **result.report}) if as_json else render_report(_out(), result.report)
 
@@ -348,9 +346,8 @@ def down(run_id: str = typer.Argument(...),
     from launcher.render import EventPrinter
     from launcher.runner import Runner
 
-    printer = EventPrinter(_out(), as_json=as_json)
-    Runner(on_event=printer).down(run_id, discard=discard)
-    printer.close()
+    with EventPrinter(_out(), as_json=as_json) as printer:
+        Runner(on_event=printer).down(run_id, discard=discard)
     _json_out({"event": "down", "run_id": run_id, "released": True}) if as_json else _out().print(
         f"run {run_id}: everything released")
 
@@ -417,9 +414,8 @@ def fetch(run_id: str = typer.Argument(...)) -> None:
     from launcher.render import EventPrinter
     from launcher.runner import Runner
 
-    printer = EventPrinter(_out())
-    result = Runner(on_event=printer).fetch(run_id)
-    printer.close()
+    with EventPrinter(_out()) as printer:
+        result = Runner(on_event=printer).fetch(run_id)
     _out().print(f"run {result.run.id}: results in {result.run.artifacts_dir}; everything released")
 
 

@@ -562,6 +562,12 @@ class EventPrinter:
     def close(self):
         self._stop_bar()
 
+    def __enter__(self) -> "EventPrinter":
+        return self
+
+    def __exit__(self, *exc) -> None:  # an error or Ctrl-C ends the bar before its one line is printed
+        self.close()
+
 
 # Columns the progress bar leaves free at the end of its line: the terminal echoes a Ctrl-C there
 # ("^C", twice for two), and on a line that filled the width the echo wrapped onto the next line,

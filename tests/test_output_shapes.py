@@ -202,3 +202,32 @@ def test_the_eta_follows_the_run_s_rate_not_one_noisy_interval(tmp_path):
     p.feed(line(event="step", step=900, samples=90_000, elapsed=5.0, samples_per_second=700))
     last = [f for k, f in events if k == "progress"][-1]
     assert last["samples_per_second"] == 700
+
+
+def test_leaving_logs_follow_ends_the_progress_bar_before_the_error(monkeypatch):
+    """Ctrl-C in `gpujob logs RUN --follow` at 80 columns printed "... loss 1.022error" and then
+    ": stopped following run ..." on the next line: the bar was never ended when the command left
+    by an exception, so the error line began where the bar stood. Every command's printer now
+    ends its bar (erased) however the command leaves."""
+    from typer.testing import CliRunner
+
+    import launcher.cli as cli
+    from launcher.errors import Interrupted
+    from launcher.runner import Runner
+
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "_out", lambda: Console(file=out, width=80, force_terminal=True, color_system=None))
+    printers = []
+
+    def attach(self, run_id, follow=False):
+        printers.append(self.on_event)
+        self.on_event("progress", run_id=run_id, samples=3_840, total=143_808, samples_per_second=369.0,
+                      eta_s=378.0, spent_usd=0.0, loss=1.022)
+        self.on_event._progress.refresh()
+        raise Interrupted(f"stopped following run {run_id}; the job keeps running")
+
+    monkeypatch.setattr(Runner, "attach", attach)
+    res = CliRunner().invoke(cli.app, ["logs", "r1", "--follow"])
+    assert res.exit_code == 130 and "stopped following run r1" in res.output, res.output
+    assert "training" in out.getvalue() and printers[0]._progress is None  # drawn, then ended
+    assert out.getvalue().endswith("\x1b[2K"), repr(out.getvalue()[-80:])  # its line erased
