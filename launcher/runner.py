@@ -612,18 +612,27 @@ class Runner:
         self.on_event(kind, **fields)
 
     def _upload(self, host, spec, paths: Paths, machine: Machine) -> None:
+        from launcher.spec import project_dataset
+
         host.run(f"mkdir -p {q(paths.outputs)}")
-        if spec.payload.entrypoint == DEFAULT_ENTRYPOINT:
-            if spec.workload.is_factory:  # the user's model lives in the project: ship it, then our payload
-                host.put_dir(Path.cwd(), paths.workdir, ignore=list(spec.payload.ignore) + ["gpujob-runs"])
-            host.put_dir(payload_dir(), f"{paths.workdir}/payloads", ignore=list(spec.payload.ignore))
+        own = spec.payload.entrypoint != DEFAULT_ENTRYPOINT
+        if own:
+            why = f"payload.entrypoint {spec.payload.entrypoint} is your own code"
+        elif spec.workload.is_factory:
+            why = f"workload.model {spec.workload.model} is in it"
+        elif project_dataset(spec.workload.dataset) is not None:  # the payload reads it from the project's copy
+            why = f"workload.dataset {spec.workload.dataset} is in it"
         else:
+            why = None
+        if why:  # the project directory, then (for our payload) the payload beside it
             ignore = list(spec.payload.ignore) + ["gpujob-runs"]
             plan = plan_upload(Path.cwd(), ignore)
             if plan.large:  # said before a byte is sent, so a mistaken dataset upload can be stopped
-                self._emit("upload", bytes=plan.total_bytes, files=len(plan.files), message=plan.describe(
-                    f"payload.entrypoint {spec.payload.entrypoint} is your own code, so the current directory is sent"))
+                self._emit("upload", bytes=plan.total_bytes, files=len(plan.files),
+                           message=plan.describe(f"{why}, so the current directory is sent"))
             host.put_dir(Path.cwd(), paths.workdir, ignore=ignore)
+        if not own:
+            host.put_dir(payload_dir(), f"{paths.workdir}/payloads", ignore=list(spec.payload.ignore))
         if spec.checkpoint_store:
             sync = (payload_dir() / "checkpoint_sync.py").read_bytes()
             host.put_bytes(sync, f"{paths.workdir}/{checkpoints.SYNC_REL}", mode=0o644)

@@ -67,6 +67,9 @@ class Accelerator(_Strict):
         return f"{self.name}:{self.count}"
 
 
+BUILTIN_DATASETS = ("synthetic", "digits")  # any other workload.dataset is a path (payloads/data.py)
+
+
 class Workload(_Strict):
     model: str = "resnet50"  # a built-in name (MODELS) or a factory "pkg.mod:fn" / "path/file.py:fn"
     # keyword arguments of a factory; for a language model, fields of payloads/lm_shapes.LMShape
@@ -493,11 +496,7 @@ def check_factory_file(spec: JobSpec, path: str | Path, root: str | Path | None 
         rel = file.relative_to(base).as_posix()
         if is_uploaded(base, rel, list(spec.payload.ignore)):
             return
-    try:
-        node = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except (OSError, yaml.YAMLError, ValueError):
-        node = None
-    line = _key_line(node, ("workload", "model"))
+    line = _spec_line(path, ("workload", "model"))
     if inside and file.is_file():  # here, but not in what the machine (or a local run's copy) gets
         raise SpecError(str(path), line, "workload.model",
                         f"{target} is not uploaded: the upload's ignore rules (.gitignore, .gpujobignore, "
@@ -514,6 +513,66 @@ def check_factory_file(spec: JobSpec, path: str | Path, root: str | Path | None 
                     f"no file {target} in {base}",
                     "paths are relative to the project directory, the one gpujob runs in and uploads: "
                     "run gpujob from there or fix the path")
+
+
+def project_dataset(dataset: str, root: str | Path | None = None) -> str | None:
+    """``workload.dataset`` relative to the project directory (``root``, default the current
+    one) when it is a relative path to a file or folder inside it, which the machine then gets
+    with the project; None otherwise (synthetic, digits, an absolute or ~ path, a path missing
+    here: the machine's own, e.g. made by ``setup``)."""
+    where = _dataset_here(dataset, root)
+    if where is None or not where[1].exists() or not (where[1] == where[0] or where[0] in where[1].parents):
+        return None
+    return where[1].relative_to(where[0]).as_posix()
+
+
+def _dataset_here(dataset: str, root: str | Path | None) -> tuple[Path, Path] | None:
+    """(project directory, the dataset's path resolved in it) for a relative path; None for a
+    built-in dataset or an absolute or ~ path (the machine's own)."""
+    if dataset in BUILTIN_DATASETS or os.path.isabs(dataset) or dataset.startswith("~"):
+        return None
+    base = Path(root or Path.cwd()).resolve()
+    return base, (base / dataset).resolve()
+
+
+def check_dataset_path(spec: JobSpec, path: str | Path, root: str | Path | None = None) -> None:
+    """Refuse a ``workload.dataset`` that the machine would not find although it is here: outside
+    the project directory (``../data``), or left out of the upload by its ignore rules (a data
+    folder in .gitignore); and a bare word that is a misspelt built-in (``digit``). Raises
+    SpecError (exit 2) naming the spec's line, before anything is created."""
+    dataset = spec.workload.dataset
+    where = _dataset_here(dataset, root)
+    if where is None:
+        return
+    base, target = where
+    rel = project_dataset(dataset, base)
+    if rel is not None:
+        from launcher.uploads import is_uploaded
+
+        if is_uploaded(base, rel, list(spec.payload.ignore) + ["gpujob-runs"]):
+            return
+        problem = (f"{dataset} is not uploaded: the upload's ignore rules (.gitignore, .gpujobignore, "
+                   "payload.ignore) leave it out")
+        fix = f"re-include it in a .gpujobignore ('!{rel}', and its folder if that is ignored)"
+    elif target.exists():
+        problem = (f"{dataset} is outside the project directory {base}, which is what gpujob uploads "
+                   "(and where a local run starts)")
+        fix = "move it into this directory, or give the path the machine has it at as an absolute path"
+    else:
+        close = difflib.get_close_matches(dataset, BUILTIN_DATASETS, n=1, cutoff=0.6)
+        if spec.setup or not close or "/" in dataset or "." in dataset:
+            return  # a path on the machine (made by setup, say): the payload says if it is missing
+        problem, fix = f"'{dataset}' is neither a built-in dataset nor a path in {base}", f"did you mean '{close[0]}'?"
+    raise SpecError(str(path), _spec_line(path, ("workload", "dataset")), "workload.dataset", problem, fix)
+
+
+def _spec_line(path: str | Path, loc: tuple) -> int | None:
+    """The line of ``loc`` in the spec file at ``path`` (None when it cannot be read)."""
+    try:
+        node = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError, ValueError):
+        node = None
+    return _key_line(node, loc)
 
 
 def with_env(spec: JobSpec, extra: dict[str, str], path: str = "<spec>") -> JobSpec:
@@ -547,4 +606,5 @@ def load_job(path: str | Path) -> JobSpec:
     spec's file and line, the fix) from validate, estimate and run alike."""
     spec = load_spec(path)
     check_factory_file(spec, path)
+    check_dataset_path(spec, path)
     return spec

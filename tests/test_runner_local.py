@@ -262,6 +262,28 @@ def test_large_upload_is_announced_before_it_is_sent(runner, tmp_path, monkeypat
     assert "upload" not in [k for k, _ in runner.events]
 
 
+def test_a_dataset_in_the_project_reaches_the_built_in_payload(runner, tmp_path, monkeypatch):
+    """`dataset: data/d.npz` beside the spec, with a built-in model: the estimate sized it here,
+    but only payloads/ was uploaded and the job failed with exit 2 ("data/d.npz: no such file or
+    directory"). The project directory now goes with the payload when the dataset is in it."""
+    import numpy as np
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    monkeypatch.chdir(project)
+    rng = np.random.default_rng(0)
+    np.savez(project / "data" / "d.npz", x=rng.random((96, 1, 8, 8), np.float32), y=rng.integers(0, 10, 96))
+    spec = parse_spec("""
+name: npz
+workload: {model: mlp, image_size: 8, num_classes: 10, in_channels: 1, dataset: data/d.npz,
+           epochs: 1, batch_size: 32, precision: fp32}
+limits: {max_duration: 5m}
+""")
+    assert spec.workload.samples_per_epoch == 96  # sized from the file here
+    rec = runner.run(spec, _opts()).run
+    assert rec.state == "succeeded" and rec.exit_status == 0, runner.store.log_text(rec.id)
+
+
 @pytest.fixture
 def bucket(request, monkeypatch):
     """A bucket named ckpt behind a loopback endpoint: moto's S3 server or tests/fake_gcs.py.

@@ -184,3 +184,38 @@ def test_an_epoch_of_a_real_dataset_is_one_pass_over_it(tmp_path, monkeypatch):
     np.savez(tmp_path / "d.npz", x=np.zeros((37, 8, 8), np.uint8), y=np.zeros(37, np.int64))
     assert epoch("d.npz") == 37
     assert epoch("synthetic") == 1281167 and epoch("missing-here") == 1281167  # the machine's path: as given
+
+
+def test_a_dataset_the_machine_would_not_get_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    """`dataset: digit` validated, was priced at ImageNet's 1,281,167 samples and failed on the
+    machine ("digit: no such file or directory"); a data folder in .gitignore or a `../data` path
+    was sized from this machine and never reached the run's. Now one line, exit 2, at load."""
+    import numpy as np
+
+    from launcher.spec import load_job, project_dataset
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / "d.npz", x=np.zeros((37, 8, 8), np.uint8), y=np.zeros(37, np.int64))
+
+    def load(dataset: str, extra: str = "") -> JobSpec:
+        (tmp_path / "job.yaml").write_text(f"name: t\nworkload:\n  model: tinycnn\n  dataset: {dataset}\n{extra}")
+        return load_job(tmp_path / "job.yaml")
+
+    assert load("data/d.npz").workload.samples_per_epoch == 37 and project_dataset("data/d.npz") == "data/d.npz"
+    (tmp_path / ".gitignore").write_text("data/\n")
+    with pytest.raises(SpecError, match=r"job.yaml:4: workload.dataset: data/d.npz is not uploaded.*'!data/d.npz'"):
+        load("data/d.npz")
+    (tmp_path / ".gpujobignore").write_text("!data/\n")
+    load("data/d.npz")
+    with pytest.raises(SpecError, match=r"'digit' is neither a built-in dataset nor a path in .*did you mean 'digits'"):
+        load("digit")
+    (tmp_path / "inner").mkdir()
+    monkeypatch.chdir(tmp_path / "inner")
+    with pytest.raises(SpecError, match=r"\.\./data/d.npz is outside the project directory"):
+        load("../data/d.npz")
+    # the machine's own paths pass: made by setup, absolute, or missing here
+    assert load("digit", "setup: make-digit\n").workload.dataset == "digit"
+    assert project_dataset("../data/d.npz") is None and project_dataset("digits") is None
+    for dataset in ("/data/imagenet", "~/data", "data/train.npz", "synthetic", "digits"):
+        load(dataset)
