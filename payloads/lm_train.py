@@ -30,12 +30,13 @@ import torch
 import torch.distributed as dist
 
 if __package__:
-    from . import lm_data, lm_shapes, protocol, sharding
+    from . import compile_cache, lm_data, lm_shapes, protocol, sharding
     from .factory import build_factory_model, is_factory, output_logits
     from .lm import build_lm, lm_loss
     from .runtime import (AUTOCAST_DTYPES, Dist, Stop, UsageError, atomic_save, atomic_write_text, cpu_name, log,
                           lr_at, profile_steps, run_precision, set_precision, start_process, sync)
 else:  # run as a script: the siblings sit next to this file
+    import compile_cache  # type: ignore[no-redef]
     import lm_data  # type: ignore[no-redef]
     import lm_shapes  # type: ignore[no-redef]
     import protocol  # type: ignore[no-redef]
@@ -147,6 +148,8 @@ def run(cfg: dict[str, Any]) -> int:
         raise UsageError(f"dataset: {exc}") from None
     autocast, _ = set_precision(cfg["precision"], device)
     use_compile = cfg["compile"] if cfg["compile"] is not None else device.type == "cuda"
+    # Before anything compiles (torch.compile is lazy: the first step compiles), on the rank that reports.
+    cache_state, cache_dirs = compile_cache.state(use_compile, device.type) if dd.main else (None, [])
     mode, ac = choose_parallel(cfg, shape, seq, dd.world, device, use_compile)
     if mode == "fsdp":  # FSDP casts the weights itself; autocast would only add casts
         from contextlib import nullcontext
@@ -221,7 +224,8 @@ def run(cfg: dict[str, Any]) -> int:
          params=params, compile=bool(use_compile), channels_last=False, resumed_from_step=resumed_from,
          dataset=cfg["dataset"], steps=total_steps, host=socket.gethostname(), fast_layers={},
          seq_len=seq, tokens_per_step=tokens_per_step, parallel=mode, activation_checkpointing=ac,
-         flops_per_token=flops_per_token, shape=shape.to_dict() if shape is not None else None)
+         flops_per_token=flops_per_token, shape=shape.to_dict() if shape is not None else None,
+         compile_cache=cache_state, compile_cache_dirs=cache_dirs)
     model.train()
     if probe:
         return _probe(cfg, dd, emit, device, stop, train_step, warmup, tokens_per_step, flops_per_token, plan,

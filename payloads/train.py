@@ -22,7 +22,7 @@ from typing import Any
 
 if __package__:
     from . import data as D
-    from . import fast_layers, lm_shapes, models, protocol
+    from . import compile_cache, fast_layers, lm_shapes, models, protocol
     from .runtime import (AUTOCAST_DTYPES, PRECISIONS, Dist, Stop, UsageError, atomic_save, atomic_write_text,
                           cpu_name, log, lr_at, profile_steps, rng_state, run_precision, set_precision,
                           set_rng_state, start_process, sync)
@@ -44,7 +44,7 @@ else:  # run as a script: the siblings, loaded as one private package (PRIVATE_P
     PRIVATE_PACKAGE = "gpujob_payload"
     _load_siblings(PRIVATE_PACKAGE)
     from gpujob_payload import data as D  # type: ignore[no-redef]
-    from gpujob_payload import fast_layers, lm_shapes, models, protocol  # type: ignore[no-redef]
+    from gpujob_payload import compile_cache, fast_layers, lm_shapes, models, protocol  # type: ignore[no-redef]
     from gpujob_payload.runtime import (AUTOCAST_DTYPES, PRECISIONS, Dist, Stop, UsageError,  # type: ignore[no-redef]
                                         atomic_save, atomic_write_text, cpu_name, log, lr_at, profile_steps,
                                         rng_state, run_precision, set_precision, start_process, set_rng_state, sync)
@@ -210,6 +210,8 @@ def run(cfg: dict[str, Any]) -> int:
     emit = protocol.emit if dd.main else (lambda *a, **k: None)
     autocast, scaler = set_precision(cfg["precision"], device)
     use_compile = cfg["compile"] if cfg["compile"] is not None else device.type == "cuda"
+    # Before anything compiles (torch.compile is lazy: the first step compiles), on the rank that reports.
+    cache_state, cache_dirs = compile_cache.state(use_compile, device.type) if dd.main else (None, [])
     channels_last = bool(cfg["channels_last"])
     batch = cfg["batch_size"]
     global_batch = batch * dd.world
@@ -350,7 +352,8 @@ def run(cfg: dict[str, Any]) -> int:
     emit("start", model=cfg["model"], device=device.type, device_name=device_name, precision=cfg["precision"],
          world_size=dd.world, batch_size=batch, global_batch_size=global_batch, total_samples=total_samples,
          params=params, compile=bool(use_compile), channels_last=channels_last, resumed_from_step=resumed_from,
-         dataset=cfg["dataset"], steps=total_steps, host=socket.gethostname(), fast_layers=rewritten)
+         dataset=cfg["dataset"], steps=total_steps, host=socket.gethostname(), fast_layers=rewritten,
+         compile_cache=cache_state, compile_cache_dirs=cache_dirs)
 
     model.train()
     if probe:

@@ -288,6 +288,11 @@ def test_a_finished_local_run_records_its_compile_and_time_outside_the_loop():
     entry = learned.record_finished(rec)
     # compile = loop 70 s - 250,000 / 5,000 = 20 s; outside = total 100 s - loop 70 s = 30 s
     assert entry["compile_s"] == 20.0 and entry["outside_s"] == 30.0 and entry["host"] == learned.this_host()
+    assert entry["compile_cache"] is None and entry["compile_cache_dirs"] == []  # a start event that did not say
+    said = {**rec.result, "start": {**rec.result["start"], "compile_cache": "warm", "compile_cache_dirs": ["/c/ind"]}}
+    warm = learned.record_finished(SimpleNamespace(**{**vars(rec), "id": "rwarm", "result": said}))
+    assert warm["compile_cache"] == "warm" and warm["compile_cache_dirs"] == ["/c/ind"]
+    assert learned.measured_for(spec.workload, "H200", 1)["compile_cache"] == "warm"  # kept in the store
     cloud = learned.record_finished(SimpleNamespace(**{**vars(rec), "id": "rcloud", "provider": "aws"}))
     assert cloud["compile_s"] is None and cloud["outside_s"] is None  # another machine: nothing to reuse here
 
@@ -318,3 +323,35 @@ def test_a_local_estimate_reuses_the_recorded_runs_own_start_up_and_compile(monk
     elsewhere = for_machine(spec, "local", None, 0.0, spot=False, baseline=False, local_gpu="H200")
     assert elsewhere["samples_per_second"] == 5000.0 and elsewhere["total_seconds"] != pytest.approx(75.0)
     assert "compile 40.0 s" not in elsewhere["note"] and "between" in elsewhere["total_band_basis"]
+
+
+def test_a_local_estimate_says_whether_the_reused_compile_ran_on_a_cold_cache(monkeypatch, tmp_path):
+    from launcher.estimate.api import for_machine
+
+    spec = _spec()
+
+    def estimate(cache, dirs=()):
+        learned.record_run("r1a2b3c", spec.workload, "H200", 1, 5000.0, compile_s=40.0, outside_s=15.0,
+                           host=learned.this_host(), now=time.time(), compile_cache=cache,
+                           compile_cache_dirs=list(dirs))
+        return for_machine(spec, "local", None, 0.0, spot=False, baseline=False, local_gpu="H200")
+
+    # 100,000 samples / 5,000 samples/s = 20 s of training + 15 s outside + 40 s compile = 75 s
+    cold = estimate("cold")
+    assert cold["total_seconds"] == pytest.approx(75.0)
+    assert "compile 40.0 s measured in run r1a2b3c (compile cache cold)" in cold["note"]
+    unknown = estimate(None)  # a row written before payloads told: reused, with the old hedge
+    assert unknown["total_seconds"] == pytest.approx(75.0) and "may have been warm: not recorded" in unknown["note"]
+    cache = tmp_path / "inductor"
+    (cache / "ab").mkdir(parents=True)
+    (cache / "ab" / "c.so").write_bytes(b"x")
+    still = estimate("warm", [str(cache)])  # the warm cache still holds files: the next run compiles warm too
+    assert still["total_seconds"] == pytest.approx(75.0)
+    assert "(compile cache warm, and it still holds files" in still["note"]
+    assert "one host" in still["total_band_basis"]
+    (cache / "ab" / "c.so").unlink()
+    gone = estimate("warm", [str(cache)])  # emptied (a reboot clears /tmp): its warm compile says nothing of the next
+    assert gone["warmup_seconds"] != 40.0 and gone["warmup_seconds"] > 0  # the fit's cold compile
+    assert gone["total_seconds"] == pytest.approx(20.0 + 15.0 + gone["warmup_seconds"])
+    assert "start-up 15.0 s measured in run r1a2b3c (its compile, 40.0 s, ran on a warm compile cache" in gone["note"]
+    assert "one host" not in gone["total_band_basis"]  # only half the overhead is this run's own

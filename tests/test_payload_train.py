@@ -40,6 +40,7 @@ def test_learns_digits_and_writes_outputs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     start, end = of(events, "start")[0], of(events, "end")[0]
     assert start["world_size"] == 1 and start["device"] == "cpu" and start["compile"] is False
+    assert start["compile_cache"] is None and start["compile_cache_dirs"] == []  # not compiling: no cache to tell
     assert start["total_samples"] == 3 * 1797 and start["resumed_from_step"] is None
     steps = of(events, "step")
     assert steps[-1]["loss"] < steps[0]["loss"] * 0.5
@@ -237,3 +238,63 @@ def test_a_cpu_run_keeps_bf16_where_the_cpu_has_it(monkeypatch):
         "fp32", "training in fp32, not bf16: this CPU has no native bf16 (~10x slower)")
     assert len("[train] " + runtime.run_precision("bf16", torch.device("cpu"))[1]) <= 80  # one line at 80 columns
     assert runtime.run_precision("bf16", torch.device("cuda")) == ("bf16", None)  # a GPU: the job's, untouched
+
+
+def start_event(args, env, timeout=120):
+    """The payload's start event; the process is then stopped (its first step would compile)."""
+    proc = subprocess.Popen([sys.executable, TRAIN, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env=env, start_new_session=True)
+    try:
+        for line in proc.stdout:
+            event = parse_line(line)
+            if event and event["event"] in ("start", "error"):
+                return event
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+    return None
+
+
+@pytest.mark.parametrize("model", ["tinycnn", "lm"])
+def test_the_start_event_says_whether_the_compile_cache_was_cold(tmp_path, model):
+    config = tmp_path / "job.json"
+    config.write_text(json.dumps({"model_args": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64}}))
+    args = (["--model", "tinycnn", "--dataset", "synthetic", "--image-size", "16", "--num-classes", "10"]
+            if model == "tinycnn" else
+            ["--config", str(config), "--model", "lm", "--vocab-size", "256", "--seq-len", "16"])
+    args = ["--device", "cpu", *args, "--precision", "fp32", "--batch-size", "4", "--compile",
+            "--output-dir", str(tmp_path / "out")]
+    cache = tmp_path / "inductor"
+    (cache / "locks").mkdir(parents=True)  # folders alone are no cache
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+    env.pop("WORLD_SIZE", None)
+    cold = start_event(args, env)
+    assert cold["compile"] is True and cold["compile_cache"] == "cold", cold
+    assert cold["compile_cache_dirs"] == [str(cache)]  # on a CPU, Inductor's folder only (no Triton)
+    (cache / "ab" / "cabc.so").parent.mkdir()
+    (cache / "ab" / "cabc.so").write_bytes(b"x")
+    assert start_event(args, env)["compile_cache"] == "warm"
+    off = start_event([*args, "--no-compile"], env)
+    assert off["compile"] is False and off["compile_cache"] is None
+
+
+def test_the_compile_cache_walk_stops_at_the_first_file_and_finds_the_folders(tmp_path, monkeypatch):
+    from payloads import compile_cache
+
+    assert compile_cache.holds_a_file(str(tmp_path / "missing")) is False
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    assert compile_cache.holds_a_file(str(tmp_path)) is False
+    (tmp_path / "a" / "b" / "f").write_text("x")
+    assert compile_cache.holds_a_file(str(tmp_path)) is True
+    monkeypatch.setattr(compile_cache, "MAX_ENTRIES", 1)
+    assert compile_cache.holds_a_file(str(tmp_path)) is None  # too many entries before a file: unknown
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "ind"))
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "tri"))
+    assert compile_cache.state(True, "cuda") == ("cold", [str(tmp_path / "ind"), str(tmp_path / "tri")])
+    (tmp_path / "tri").mkdir()
+    (tmp_path / "tri" / "k.json").write_text("{}")
+    assert compile_cache.state(True, "cuda")[0] == "warm"  # a kernel in Triton's folder counts on a GPU
+    assert compile_cache.state(True, "cpu") == ("cold", [str(tmp_path / "ind")])  # a CPU compile reads no Triton
+    monkeypatch.setenv("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "1")
+    assert compile_cache.state(True, "cuda")[0] == "cold"  # caches there but not read
+    assert compile_cache.state(False, "cuda") == (None, [])

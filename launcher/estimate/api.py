@@ -60,15 +60,32 @@ def _pick_offer(spec, catalog, provider: str, instance_type: str):
 
 def own_overhead(seen: dict | None) -> dict | None:
     """A recorded local run's own time outside its loop and compile, when it ran on this machine:
-    {outside_s, compile_s, label}; else None. The run cannot tell whether its compile cache was cold:
-    the label says so (a warm-cache run's compile is shorter than the cold one estimates assume)."""
+    {outside_s, compile_s (None: price the compile by the fit), label}; else None.
+
+    The run's start event said whether its compile cache was cold (payloads/compile_cache.py):
+    cold, its compile is a cold compile, as the fit's are: reused; warm, its compile describes the
+    next run only while the cache is still warm, so it is reused when a folder the run looked at
+    still holds a file now, else the compile is priced by the fit (cold) and only the start-up is
+    reused; unknown (older runs), reused with the old hedge."""
     from launcher.estimate.learned import this_host
 
     if not seen or seen.get("outside_s") is None or seen.get("compile_s") is None or seen.get("host") != this_host():
         return None
-    return {"outside_s": float(seen["outside_s"]), "compile_s": float(seen["compile_s"]),
-            "label": (f"start-up {seen['outside_s']:.1f} s and compile {seen['compile_s']:.1f} s measured in run "
-                      f"{seen['run_id']} (its compile cache may have been warm: not recorded)")}
+    out, comp, cache = float(seen["outside_s"]), float(seen["compile_s"]), seen.get("compile_cache")
+    measured = f"start-up {out:.1f} s and compile {comp:.1f} s measured in run {seen['run_id']}"
+    if cache == "cold":
+        return {"outside_s": out, "compile_s": comp, "label": f"{measured} (compile cache cold)"}
+    if cache == "warm":
+        from launcher.payloads.compile_cache import holds_a_file
+
+        if any(holds_a_file(d) for d in seen.get("compile_cache_dirs") or []):
+            return {"outside_s": out, "compile_s": comp,
+                    "label": f"{measured} (compile cache warm, and it still holds files: the compile is priced warm)"}
+        return {"outside_s": out, "compile_s": None,
+                "label": (f"start-up {out:.1f} s measured in run {seen['run_id']} (its compile, {comp:.1f} s, ran on a "
+                          f"warm compile cache that is now empty or gone: the compile is priced cold, by the fit)")}
+    return {"outside_s": out, "compile_s": comp,
+            "label": f"{measured} (its compile cache may have been warm: not recorded)"}
 
 
 def job_overrides(w, cost) -> dict[str, Any]:
@@ -139,7 +156,7 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     train = w.total_samples / sps
     overrides = job_overrides(w, cost)
     own = own_overhead(seen if gpu_name else None)
-    if own:  # the recorded run's own start-up and compile, on this machine
+    if own:  # the recorded run's own start-up and (unless its warm cache is gone) compile, on this machine
         overrides.update(setup_s=own["outside_s"], warmup_s=own["compile_s"])
         note = "; ".join(x for x in (note, own["label"]) if x)
     over_parts = overheads_for(provider, w, overrides, on_gpu=bool(gpu_name))
@@ -147,7 +164,7 @@ def for_machine(spec, provider: str, instance_type: str | None, price_per_hour: 
     total = train + over
     # This machine's own GPU: how far the total may be off on a host the overhead was never measured on.
     total_band, band_basis = (local_total_band(train, over, sps_band, measured=basis == "gpu measured",
-                                               overhead_measured=bool(own))
+                                               overhead_measured=bool(own and own["compile_s"] is not None))
                          if provider == "local" and gpu_name else (None, ""))
     usd = bill_usd(total, None if price_per_hour is None else price_per_hour * nodes, provider)
     epoch_s, epoch_usd = per_epoch(train, w.epochs, price_per_hour if provider in ("aws", "gcp") else 0.0, nodes)

@@ -61,16 +61,20 @@ def load_runs() -> list[dict]:
 def record_run(run_id: str, workload, gpu: str, gpu_count: int, samples_per_second: float,
                warmup_s: float | None = None, startup_s: float | None = None, *, now: float | None = None,
                predicted_samples_per_second: float | None = None, compile_s: float | None = None,
-               outside_s: float | None = None, host: str | None = None) -> dict:
+               outside_s: float | None = None, host: str | None = None, compile_cache: str | None = None,
+               compile_cache_dirs: list[str] | None = None) -> dict:
     """Store one finished run's measurements (a re-recorded run id replaces its entry).
     compile_s, outside_s: the run's time in its loop beyond its steady samples (compile, warm-up)
     and outside its loop (start-up, final writes, the report), as clifit.py splits a CLI run; host:
-    the machine it ran on (a local run's; the next local estimate there reuses both)."""
+    the machine it ran on (a local run's; the next local estimate there reuses both);
+    compile_cache: "cold" | "warm" | None (unknown: older payloads and rows), what the payload's
+    start event said of its compile cache, and compile_cache_dirs the folders it looked at."""
     entry = {"run_id": run_id, "signature": signature(workload), "model": workload.model, "gpu": gpu,
              "gpu_count": int(gpu_count), "precision": workload.precision, "batch_size": workload.batch_size,
              "samples_per_second": float(samples_per_second), "warmup_s": warmup_s, "startup_s": startup_s,
              "predicted_samples_per_second": predicted_samples_per_second, "compile_s": compile_s,
-             "outside_s": outside_s, "host": host, "time": now or time.time()}
+             "outside_s": outside_s, "host": host, "compile_cache": compile_cache,
+             "compile_cache_dirs": list(compile_cache_dirs or []), "time": now or time.time()}
     runs = [r for r in load_runs() if r.get("run_id") != run_id] + [entry]
     write_json_atomic(_runs_path(), {"runs": runs[-MAX_RUNS:]})
     return entry
@@ -146,7 +150,7 @@ def record_finished(rec) -> dict | None:
     come from the payload's ``end`` event. A local run also stores, as clifit.py splits a CLI run,
     compile = the loop's time - its samples / steady samples/s and outside = the run's total - the
     loop's time, with this machine's name: what the next local estimate of the signature here reuses.
-    Whether the run's compile cache was cold is not recorded (the payload cannot tell).
+    With them, whether its compile cache was cold (the start event's ``compile_cache``: payloads/compile_cache.py).
     """
     result = rec.result or {}
     start, end = result.get("start") or {}, result.get("end") or {}
@@ -168,11 +172,14 @@ def record_finished(rec) -> dict | None:
         if rec.ended_at and rec.launched_at:
             outside_s = round(max(0.0, rec.billed_seconds() - float(loop)), 3)
         host = this_host()
+    cache = start.get("compile_cache") if start.get("compile_cache") in ("cold", "warm") else None
+    dirs = [str(d) for d in start.get("compile_cache_dirs") or [] if d] if cache else []
     # The payload reports the global rate; per-GPU-count entries keep it as measured.
     return record_run(rec.id, workload, str(gpu), world, float(end["samples_per_second"]),
                       warmup_s=end.get("warmup_seconds"), startup_s=startup,
                       predicted_samples_per_second=(rec.estimate or {}).get("samples_per_second"),
-                      compile_s=compile_s, outside_s=outside_s, host=host)
+                      compile_s=compile_s, outside_s=outside_s, host=host, compile_cache=cache,
+                      compile_cache_dirs=dirs)
 
 
 def this_host() -> str:
