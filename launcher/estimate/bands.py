@@ -142,7 +142,7 @@ def local_total_band(train_s: float, overhead_s: float, sps_band: float | None,
         if wanted and total > 0 and (spread or {}).get("median") is not None:
             over = float(spread["median"]) * overhead_s / total
             train = float(sps_band or 0.0) * train_s / total
-            return over + train, (f"start-up and cold compile of the same job differ by {float(spread['median']):.0%} "
+            return over + train, (f"start-up and compile of the same cold job differ by {float(spread['median']):.0%} "
                                   f"(median; up to {float(spread.get('max') or 0):.0%}) between "
                                   f"{spread.get('n_runs', 0)} runs on {where}; samples/s band on the rest")
     held = repeats.get("local_total") or {}
