@@ -628,11 +628,14 @@ def render_plan(con, plan: dict[str, Any]) -> None:
     est = plan.get("estimate") or {}
     if est.get("total_seconds"):
         cpu = (est.get("baseline") or {}).get("basis") if str(est.get("basis", "")).startswith("cpu") else None
+        where = "this CPU"
+        if plan.get("plan", {}).get("provider") == "ssh":  # the host is not asked before the run
+            from launcher.runner import CPU_STAND_IN as where
         t.add_row("estimate", f"{fmt_seconds(est.get('total_seconds'))}{_band(est.get('total_error_band'))}, "
                   f"{fmt_usd(est.get('total_usd'))}"
                   + (f", {fmt_rate(est['samples_per_second'])} {est.get('unit') or 'sample'}s/s"
                      if est.get("samples_per_second") else "")
-                  + (f" (this CPU, {escape(cpu)})" if cpu else ""))
+                  + (f" ({where}, {escape(cpu)})" if cpu else ""))
     elif est.get("error"):
         t.add_row("estimate", f"[yellow]none[/]: {escape(est['error'])}")
     if plan.get("budget_usd"):

@@ -918,6 +918,10 @@ class _Node:
     pid: int | None = None
 
 
+# What an ssh run's estimate stands on when the spec names no GPU (launcher.estimate.api.for_machine).
+CPU_STAND_IN = "this machine's CPU in place of the host's, as the spec names no GPU"
+
+
 def over_limits(spec, est: dict[str, Any], provider: str | None = None,
                 spec_path: str | None = None) -> tuple[str, BudgetError] | None:
     """(the cancelled run's reason, the error) when the estimate breaks the spec's limits, else None:
@@ -938,6 +942,9 @@ def over_limits(spec, est: dict[str, Any], provider: str | None = None,
                    f"`gpujob estimate {path}`; here: {shorter}max_duration: {need}h, or --force to train until "
                    f"max_duration stops it")
         where = " on this machine" if provider == "local" else ""
+        if provider == "ssh" and str(est.get("basis", "")).startswith("cpu"):  # the host's GPU is unknown
+            where = f" on {CPU_STAND_IN}"
+            fix = f"name the host's GPU in resources.accelerators (e.g. A100:1) for a GPU estimate, {fix}"
         return "estimate exceeds limits.max_duration", BudgetError(
             f"training alone is estimated at {est['train_seconds'] / 3600:.1f} h{where}, over limits.max_duration "
             f"({limit / 3600:.1f} h): the job would be stopped before it ends", fix)

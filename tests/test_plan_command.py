@@ -121,3 +121,23 @@ def test_a_language_models_plan_counts_tokens_per_second(tmp_path, monkeypatch):
     out = CliRunner().invoke(app, ["run", str(tmp_path / "lm.yaml"), "--provider", "aws", "--dry-run"],
                              env={"COLUMNS": "200"}).output
     assert " tokens/s" in out and "samples/s" not in out
+
+
+def test_an_ssh_plan_without_a_gpu_says_its_figure_is_this_machines_cpu(tmp_path, monkeypatch):
+    """`run SPEC --provider ssh --host gpu-box --dry-run` of a spec naming no GPU printed "(this CPU,
+    measured ...)" and refused the launch over max_duration from this laptop's CPU speed, with
+    nothing saying the host was never asked or how to give its GPU."""
+    text = ("name: slow\nworkload: {model: resnet18, image_size: 64, num_classes: 10, samples_per_epoch: 100000,"
+            " batch_size: 32}\nlimits: {max_duration: 10m}\n")
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    (tmp_path / "slow.yaml").write_text(text)
+    args = ["run", str(tmp_path / "slow.yaml"), "--provider", "ssh", "--host", "gpu-box", "--dry-run"]
+    res = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert res.exit_code == 7, res.output
+    assert "this CPU" not in res.output
+    assert res.output.count("this machine's CPU in place of the host's, as the spec names no GPU") == 2  # plan, refusal
+    assert "name the host's GPU in resources.accelerators" in res.output
+    gpu = text.replace("limits:", "resources: {accelerators: 'A100:1'}\nlimits:")
+    (tmp_path / "slow.yaml").write_text(gpu)
+    res = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert res.exit_code == 0 and "in place of the host's" not in res.output, res.output
