@@ -50,7 +50,11 @@ def build_report(rec: RunRecord) -> dict[str, Any]:
     start = (rec.result or {}).get("start") or {}
     report["unit"] = est.get("unit") or ("token" if start.get("seq_len") else "sample")  # what the rates count
     device = start.get("device", "")
-    if cpu_seconds and train_seconds and not str(device).startswith("cpu"):  # a CPU run vs itself says nothing
+    # a CPU run vs itself says nothing: the payload said so, or (a custom payload says nothing)
+    # it ran here on a machine without a GPU
+    on_cpu = str(device).startswith("cpu") or (
+        not device and rec.provider == "local" and (rec.machine or {}).get("gpu_count") == 0)
+    if cpu_seconds and train_seconds and not on_cpu:
         report["vs_cpu"] = {"cpu_seconds": cpu_seconds, "speedup": cpu_seconds / train_seconds,
                             "hours_saved": (cpu_seconds - (actual_total or train_seconds)) / 3600.0}
     return report

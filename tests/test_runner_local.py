@@ -237,6 +237,24 @@ def test_report_compares_training_time_with_the_predicted_compile_warmup():
     assert round(rep["delta_pct"]["total_seconds"], 1) == round(100 * (67.0 - 66.0) / 66.0, 1)
 
 
+def test_a_custom_payload_run_on_this_cpu_is_not_compared_with_this_cpu():
+    """A local run of a custom payload (no `start` event naming the device) on a machine without a
+    GPU reported "vs this machine's CPU: 0s on CPU, speedup 0.0x, loses 12s": the CPU against itself."""
+    from launcher.report import build_report
+    from launcher.store import RunRecord
+
+    def report(provider, gpu_count, start):
+        return build_report(RunRecord(
+            id="r1", name="n", provider=provider, state="succeeded", created_at=0.0, updated_at=0.0,
+            estimate={"train_seconds": 0.03, "total_seconds": 4.0, "baseline": {"seconds": 0.03}},
+            machine={"gpu_count": gpu_count}, launched_at=100.0, ended_at=112.0, job_started_at=100.5,
+            job_ended_at=106.5, result={"start": start, "end": {}}))
+
+    assert "vs_cpu" not in report("local", 0, {})
+    assert "vs_cpu" in report("local", 1, {}) and "vs_cpu" in report("ssh", None, {})  # a GPU, or another machine
+    assert "vs_cpu" in report("local", 1, {"device": "cuda"}) and "vs_cpu" not in report("ssh", 1, {"device": "cpu"})
+
+
 def test_large_upload_is_announced_before_it_is_sent(runner, tmp_path, monkeypatch):
     import launcher.uploads as uploads
 
