@@ -400,8 +400,9 @@ def calibrate(reset: bool = typer.Option(
         return
     if not doc["factors"]:
         _out().print((f"{len(runs)} measured run{'s' if len(runs) != 1 else ''}, none with a single-GPU "
-                      "prediction to fit" if runs else "no measured runs yet")
-                     + ": nothing to refit (each GPU run that finishes is recorded automatically)")
+                      "prediction to fit" if runs else "no measured GPU runs yet")
+                     + ": nothing to refit (each GPU run that finishes is recorded automatically; a local "
+                     "CPU run needs no refit: it is this machine's CPU figure at once)")
         return
     for key, f in sorted(doc["factors"].items()):
         _out().print(f"{key}: your runs ran at {f['factor']:.2f}x the bundled estimate ({f['runs']} run(s)); "

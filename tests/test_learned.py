@@ -117,9 +117,11 @@ def test_the_estimate_shows_a_measured_run_and_an_error_band():
 
 def test_calibrate_with_no_runs_says_so_plainly():
     """A new user's `calibrate` read "0 measured run(s), none with a single-GPU prediction" and
-    `--reset` "dropped 0 measured run(s) and your fit"."""
+    `--reset` "dropped 0 measured run(s) and your fit". After `gpujob run jobs/quickstart.yaml` (a
+    CPU run, which the CPU figure uses at once) it said "no measured runs yet": GPU runs, it means."""
     res = cli.invoke(app, ["calibrate"])
-    assert res.exit_code == 0 and res.output.startswith("no measured runs yet: nothing to refit")
+    assert res.exit_code == 0 and res.output.startswith("no measured GPU runs yet: nothing to refit")
+    assert "local CPU run needs no refit" in res.output
     res = cli.invoke(app, ["calibrate", "--reset"])
     assert res.exit_code == 0 and res.output.startswith("nothing to drop; estimates use the bundled")
     assert "(s)" not in res.output
