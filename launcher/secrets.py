@@ -20,17 +20,28 @@ REDACTED = "***"  # what the run record keeps instead of a value
 def cli_env(names: list[str], files: list[Path], environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Variables for the job from ``--env-file`` files (dotenv format, in order) then ``--env NAME``
     (the caller's environment; later wins). Raises UsageError naming the flag, file or line."""
+    import io
+
     from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
 
     environ = os.environ if environ is None else environ
     out: dict[str, str] = {}
     for path in files:
+        if not Path(path).is_file():
+            raise UsageError(f"--env-file {path}: {'not a file' if Path(path).exists() else 'no such file'}",
+                             "check the path")
         try:
-            values = dotenv_values(path)
-        except OSError as exc:
-            raise UsageError(f"--env-file {path}: cannot read ({exc.strerror or exc})", "check the path") from None
-        if not values and not Path(path).is_file():
-            raise UsageError(f"--env-file {path}: no such file", "check the path")
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--env-file {path}: cannot read ({getattr(exc, 'strerror', None) or exc})",
+                             "check the path; the file must be UTF-8 text") from None
+        for binding in parse_stream(io.StringIO(text)):
+            if binding.error:  # python-dotenv would only log it and drop the variable: the job would lack it
+                line = binding.original.line + len(binding.original.string) - len(binding.original.string.lstrip("\n"))
+                raise UsageError(f"--env-file {path}:{line}: not a NAME=VALUE line (not shown: it may hold a secret)",
+                                 "write it as NAME=VALUE, quote a value with spaces, start a comment with #")
+        values = dotenv_values(stream=io.StringIO(text))
         for name, value in values.items():
             if value is None:
                 raise UsageError(f"--env-file {path}: '{name}' has no value", f"write it as {name}=VALUE")

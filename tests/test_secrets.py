@@ -47,6 +47,19 @@ def test_cli_env_reads_the_callers_environment_and_env_files(tmp_path):
         cli_env([], [bad], {})
 
 
+def test_an_env_file_line_dotenv_cannot_parse_is_refused_without_printing_it(tmp_path, capfd):
+    """`--env-file bad.env` with a line such as `HF TOKEN=...` logged "python-dotenv could not parse
+    statement starting at line 4" and the run went on without that variable (on a cloud: after the
+    machine was rented). Now a UsageError naming the file and line, never the line's text."""
+    bad = tmp_path / "bad.env"
+    bad.write_text("FOO=bar\n\n# comment\nHF TOKEN=hunter2-secret\n")
+    with pytest.raises(UsageError, match=r"bad.env:4: not a NAME=VALUE line") as exc:
+        cli_env([], [bad], {})
+    assert "hunter2" not in str(exc.value) and "hunter2" not in "".join(capfd.readouterr())
+    with pytest.raises(UsageError, match="not a file"):
+        cli_env([], [tmp_path], {})
+
+
 def test_redaction_keeps_names_and_the_rest_of_the_text():
     text = "name: a  # c\nenv:\n  TOKEN: abc123\n  B: \"quoted value\"\nresources: {spot: true}\n"
     red = redact_spec_text(text)
