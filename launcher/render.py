@@ -157,7 +157,9 @@ def _narrow_table(con, est: dict[str, Any]) -> None:
                          "free tier", fmt_seconds(f.get("train_seconds")), "$0.00"], "green" if fits else "dim"))
     if compare:
         over = [_free_name(f["name"]) for f in est.get("free_options", []) if not f.get("fits_one_session")]
-        groups.append(("for comparison, not launch targets"
+        # their "total" is training alone: no machine to start, no payload to ship (a free
+        # notebook's own start is the user's), unlike the cloud rows' start-up included above
+        groups.append(("for comparison, training only, not launch targets"
                        + (f" (over one free session: {', '.join(dict.fromkeys(over))})" if over else ""), compare))
     headers = ("provider", "instance", "region", "GPU", "market", "total", "total $")
     rows = [r for _, g in groups for r, _ in g]
