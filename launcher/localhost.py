@@ -53,10 +53,28 @@ class LocalHost:
         pass
 
     def run(self, cmd: str, timeout: float | None = None, check: bool = True) -> tuple[int, str, str]:
-        proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=timeout)
+        """``cmd`` in bash here, as remote.Session runs it there. In its own session: a Ctrl-C at the
+        terminal reaches gpujob alone (which stops at its next safe point, killing the command), not
+        the command, whose death would read as a failure ("exited -2") instead of an interrupt."""
+        proc = subprocess.Popen(["bash", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = None if timeout is None else self._clock() + timeout
+        try:
+            while True:
+                try:
+                    out, err = proc.communicate(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    signals.check()  # raises Stop on a signal (not in a shielded teardown)
+                    if deadline is not None and self._clock() > deadline:
+                        raise subprocess.TimeoutExpired(cmd, timeout) from None
+        except BaseException:
+            self.kill_job(proc.pid, "KILL")  # its whole group: a setup's children too
+            proc.wait()
+            raise
         if check and proc.returncode != 0:
-            raise RemoteCommandFailed(cmd, proc.returncode, proc.stderr[-2000:])
-        return proc.returncode, proc.stdout, proc.stderr
+            raise RemoteCommandFailed(cmd, proc.returncode, err[-2000:])
+        return proc.returncode, out, err
 
     def put_dir(self, local_dir: str | Path, remote_dir: str | Path, ignore: list[str] | None = None) -> list[str]:
         src, dst = Path(local_dir), Path(remote_dir)

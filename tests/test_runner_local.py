@@ -237,6 +237,56 @@ def test_report_compares_training_time_with_the_predicted_compile_warmup():
     assert round(rep["delta_pct"]["total_seconds"], 1) == round(100 * (67.0 - 66.0) / 66.0, 1)
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
+def test_ctrl_c_during_setup_interrupts_the_run_and_kills_the_setup(tmp_path):
+    """Ctrl-C at the terminal while a local run's `setup:` ran killed the setup (it was in the
+    terminal's process group) and the run ended "failed (remote command exited -2: cd ... && ...)",
+    exit 5 (an SSH error). The setup now runs in a session of its own: the CLI is interrupted
+    (exit 130, state interrupted), kills the setup's process group and releases everything."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "job.py").write_text("print('ran')\n")
+    (tmp_path / "s.yaml").write_text("name: setup-then-job\npayload: {entrypoint: job.py}\n"
+                                    "setup: 'echo setting up; sleep 97; echo done'\nlimits: {max_duration: 5m}\n")
+    env = {**os.environ, "GPUJOB_HOME": str(tmp_path / "home"), "PYTHONPATH": str(root)}
+    out = tmp_path / "cli.out"
+
+    def sleeper() -> list[int]:
+        return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p) == b"sleep\x0097\x00"]
+
+    with open(out, "w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "launcher", "run", "s.yaml", "--no-baseline"], cwd=tmp_path,
+                                env=env, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True,  # its own group, as a terminal's foreground job
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while not sleeper():
+            assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the foreground group
+        assert proc.wait(60) == 130, out.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = out.read_text()
+    assert "interrupted (SIGINT)" in text and "exited -2" not in text, text
+    assert not sleeper()  # the setup's own children are gone too
+    (rec,) = Store(tmp_path / "home" / "runs.db").list_runs()
+    assert rec.state == "interrupted"
+
+
+def _cmdline(p: Path) -> bytes:
+    try:
+        return (p / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_a_custom_payload_run_on_this_cpu_is_not_compared_with_this_cpu():
     """A local run of a custom payload (no `start` event naming the device) on a machine without a
     GPU reported "vs this machine's CPU: 0s on CPU, speedup 0.0x, loses 12s": the CPU against itself."""
