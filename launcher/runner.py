@@ -769,7 +769,7 @@ class Runner:
         self.store.set_state(run_id, "interrupted", f"interrupted by {name}")
         if host is not None and machine is not None:
             self._stop_job(host, run_id)
-            if paths is not None:
+            if paths is not None and not self.store.get_run(run_id).fetched_at:  # home already: nothing skipped
                 if signals.received() > 1 and self.store.get_run(run_id).exit_status is not None:
                     self._emit("warning", run_id=run_id, message="results not fetched (skipped by a second signal)")
                 else:

@@ -237,6 +237,35 @@ def test_report_compares_training_time_with_the_predicted_compile_warmup():
     assert round(rep["delta_pct"]["total_seconds"], 1) == round(100 * (67.0 - 66.0) / 66.0, 1)
 
 
+def test_two_ctrl_cs_during_a_fetch_that_completes_do_not_say_the_results_were_skipped(runner, tmp_path,
+                                                                                        monkeypatch):
+    """Two Ctrl-Cs while a local run's 2.4 GB of results were copied home: the copy finished
+    ("artifacts: 6 file(s) in ..."), then the run said "warning: results not fetched (skipped by a
+    second signal)" although every file was home."""
+    import os
+    import signal
+
+    import launcher.artifacts as artifacts
+
+    real = artifacts.fetch
+
+    def fetch(*a, **kw):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # both land while the copy runs
+        return real(*a, **kw)
+
+    monkeypatch.setattr(artifacts, "fetch", fetch)
+    (tmp_path / "job.py").write_text("import os\nos.makedirs('outputs', exist_ok=True)\n"
+                                     "open('outputs/result.txt', 'w').write('kept')\n")
+    with pytest.raises(Interrupted):
+        runner.run(parse_spec("name: done\npayload: {entrypoint: job.py}\n"), _opts())
+    (rec,) = runner.store.list_runs()
+    messages = [f.get("message", "") for k, f in runner.events if k == "warning"]
+    assert not any("not fetched" in m for m in messages), messages
+    assert (Path(rec.artifacts_dir) / "outputs" / "result.txt").read_text() == "kept"
+    assert rec.state == "interrupted" and RecordingLocal.teardowns == [rec.id]
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
 def test_ctrl_c_during_setup_interrupts_the_run_and_kills_the_setup(tmp_path):
     """Ctrl-C at the terminal while a local run's `setup:` ran killed the setup (it was in the
