@@ -549,6 +549,11 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)  # click's own error panel is a box: one line instead, below
     except Exception as exc:
+        if _click_error(exc, "NoArgsIsHelpError"):  # `gpujob`, `gpujob catalog`: the help is the answer
+            message = exc.format_message()  # typer's rich help printed itself already (and left this empty)
+            if message.strip():
+                _out().print(message, markup=False, highlight=False)
+            sys.exit(2)
         if _click_error(exc, "UsageError"):  # a bad option, value or command: what, where, how to fix
             ctx, names = getattr(exc, "ctx", None), []
             while ctx is not None and ctx.parent is not None:  # the subcommands, not how gpujob was started

@@ -151,6 +151,17 @@ def test_a_bad_option_value_is_one_error_line_not_a_box(argv, option):
     assert "--help" in lines[0] and "│" not in res.stderr and res.stdout == ""
 
 
+@pytest.mark.parametrize("argv", [[], ["catalog"]], ids=["gpujob", "gpujob-catalog"])
+def test_no_arguments_print_the_help_and_no_empty_error(argv):
+    """A new user's bare `gpujob` (and `gpujob catalog`) printed the help, then
+    "error:  (see `gpujob --help`)": an error with nothing in it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"}
+    res = subprocess.run([sys.executable, "-m", "launcher", *argv], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert res.returncode == 2 and "Usage:" in res.stdout and "Commands" in res.stdout, res.stdout
+    assert res.stderr == "", res.stderr
+
+
 def test_an_error_on_an_80_column_terminal_wraps_between_words(monkeypatch, capsys):
     """`gpujob run jobs/unet.yaml` at 80 columns: the terminal cut the error mid-word ('max_du' /
     'ration'); a terminal now gets it wrapped between words, a pipe still gets one line."""
