@@ -3,7 +3,8 @@
 ``check_names(spec, catalog, where)`` raises ``SpecError`` (file, line, field, did-you-mean)
 for: a GPU name neither table knows, malformed shorthand such as ``A100x1``, a GPU count no
 provider sells (naming the counts that exist), a region no provider has, a GPU that no spec
-region offers, and an instance type that looks like a typo of a catalog type. The catalog lists
+region offers, an instance type that looks like a typo of a catalog type, and one that does not
+carry the spec's accelerators. The catalog lists
 GPU machines only, so an instance type with no close catalog match (a CPU type) passes.
 """
 
@@ -63,6 +64,8 @@ def check_names(spec: Any, catalog: Any, where: Callable[[tuple], int | None], p
                 raise SpecError(path, where(("resources", "instance_type")), "resources.instance_type",
                                 f"no provider sells an instance type '{res.instance_type}'",
                                 f"did you mean {' or '.join(close)}?")
+    if res.instance_type and res.accelerators is not None:
+        _check_type_carries_gpu(res, catalog, where, path)
     if res.accelerators is not None and res.regions:
         acc = res.accelerators
         offered = catalog.query(gpu=acc.name, count=acc.count)
@@ -72,6 +75,23 @@ def check_names(spec: Any, catalog: Any, where: Callable[[tuple], int | None], p
             raise SpecError(path, where(("resources", "regions")), "resources.regions",
                             f"no provider offers {acc} in {', '.join(res.regions)}",
                             f"it is offered in {shown}; add one of them or drop resources.regions")
+
+
+def _check_type_carries_gpu(res: Any, catalog: Any, where: Callable[[tuple], int | None], path: str) -> None:
+    """An instance type the catalog knows must carry the spec's accelerators (a GCP host type such
+    as n1-standard-8 carries any of several): the estimate and the launch follow instance_type, so
+    `instance_type: p3.2xlarge` with `accelerators: A100:1` priced and would rent a V100."""
+    from launcher.catalog.model import normalize_gpu
+
+    acc = res.accelerators
+    carries = {(o.gpu, o.gpu_count) for o in catalog.offers if o.instance_type == res.instance_type}
+    want = normalize_gpu(acc.name).casefold()
+    if carries and not any(g.casefold() == want and n == acc.count for g, n in carries):
+        shown = " or ".join(f"{g}:{n}" for g, n in sorted(carries))
+        raise SpecError(path, where(("resources", "instance_type")), "resources.instance_type",
+                        f"{res.instance_type} carries {shown}, not the {acc} of resources.accelerators",
+                        "make them agree, or keep one: instance_type picks the machine, accelerators any "
+                        "machine with that GPU")
 
 
 def _check_gpu(res: Any, catalog: Any, where: Callable[[tuple], int | None], path: str) -> None:

@@ -98,6 +98,18 @@ def test_instance_type_typos_did_you_mean(itype, suggest):
     assert err.loc == "resources.instance_type" and suggest in str(err) and err.line == 3
 
 
+def test_an_instance_type_that_does_not_carry_the_accelerators_is_refused():
+    """`instance_type: p3.2xlarge` with `accelerators: A100:1` validated, and the estimate priced
+    (and the launch would rent) the V100 the instance type carries."""
+    err = _err("name: a\nresources:\n  instance_type: p3.2xlarge\n  accelerators: A100:1\n")
+    assert err.loc == "resources.instance_type" and err.line == 3
+    assert "p3.2xlarge carries V100:1, not the A100:1 of resources.accelerators" in str(err)
+    assert "T4:1" in str(_err("name: a\nresources:\n  instance_type: n1-standard-8\n  accelerators: A100:1\n"))
+    for ok in ("p3.2xlarge\n  accelerators: v100:1", "n1-standard-8\n  accelerators: T4:1",
+               "t3.micro\n  accelerators: A100:1"):  # agreeing, a host type's GPU, a type the catalog lacks
+        parse_spec(f"name: a\nresources:\n  instance_type: {ok}\n")
+
+
 def test_instance_type_the_gpu_catalog_cannot_know_passes():
     assert parse_spec("name: a\nresources:\n  instance_type: t3.micro\n").resources.instance_type == "t3.micro"
 
