@@ -107,8 +107,8 @@ class Workload(_Strict):
             if v.endswith(".py") or "/" in v:  # a file without its callable
                 raise ValueError(f"'{v}' names a file but not the function in it that builds the model: "
                                  f"write '{v}:build' (the function's name after a colon)")
-            close = difflib.get_close_matches(v, MODELS, n=1, cutoff=0.5)
-            hint = f"did you mean '{close[0]}'?" if close else "or a factory such as 'models/net.py:build'"
+            close = _close(v, MODELS)
+            hint = f"did you mean '{close}'?" if close else "or a factory such as 'models/net.py:build'"
             raise ValueError(f"'{v}' is not a built-in model ({', '.join(MODELS)}); {hint}")
         return v
 
@@ -404,14 +404,22 @@ def _explain(err: dict, path: str, root: yaml.Node | None) -> SpecError:
         expected = err.get("ctx", {}).get("expected", "")
         got = str(err.get("input"))
         options = re.findall(r"'([^']+)'", expected)
-        close = difflib.get_close_matches(got, options, n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'?" if close else f"use one of {expected}"
+        close = _close(got, options)
+        hint = f"did you mean '{close}'?" if close else f"use one of {expected}"
         return SpecError(path, line, dotted, f"'{got}' is not allowed", hint)
     msg = err["msg"].removeprefix("Value error, ")
     hint = None
     if kind == "string_pattern_mismatch" and loc == ("name",):
         hint = "use lowercase letters, digits and '-', starting with a letter or digit"
     return SpecError(path, line, dotted, msg, hint)
+
+
+def _close(word: str, options, cutoff: float = 0.5) -> str | None:
+    """The option ``word`` most likely meant: the same letters in another case first ('BF16' is
+    'bf16', not 'fp16'), else the closest spelling; None when nothing is close."""
+    same = [o for o in options if o.casefold() == word.casefold()]
+    close = same or difflib.get_close_matches(word, list(options), n=1, cutoff=cutoff)
+    return close[0] if close else None
 
 
 def parse_spec(text: str, path: str = "<spec>", check_catalog: bool = True) -> JobSpec:
@@ -559,10 +567,10 @@ def check_dataset_path(spec: JobSpec, path: str | Path, root: str | Path | None 
                    "(and where a local run starts)")
         fix = "move it into this directory, or give the path the machine has it at as an absolute path"
     else:
-        close = difflib.get_close_matches(dataset, BUILTIN_DATASETS, n=1, cutoff=0.6)
+        close = _close(dataset, BUILTIN_DATASETS, cutoff=0.6)
         if spec.setup or not close or "/" in dataset or "." in dataset:
             return  # a path on the machine (made by setup, say): the payload says if it is missing
-        problem, fix = f"'{dataset}' is neither a built-in dataset nor a path in {base}", f"did you mean '{close[0]}'?"
+        problem, fix = f"'{dataset}' is neither a built-in dataset nor a path in {base}", f"did you mean '{close}'?"
     raise SpecError(str(path), _spec_line(path, ("workload", "dataset")), "workload.dataset", problem, fix)
 
 

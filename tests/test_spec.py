@@ -75,6 +75,13 @@ def test_bad_enum_suggests():
     assert err.line == 3 and "bf16" in str(err)
 
 
+def test_a_name_in_the_wrong_case_suggests_itself():
+    """`precision: BF16` said "did you mean 'fp16'?" and `model: TinyCNN` suggested nothing."""
+    assert "did you mean 'bf16'?" in str(_err("name: a\nworkload:\n  precision: BF16\n"))
+    assert "did you mean 'tinycnn'?" in str(_err("name: a\nworkload:\n  model: TinyCNN\n"))
+    assert "did you mean 'on-demand'?" in str(_err("name: a\nresources:\n  spot: true\n  spot_fallback: On-Demand\n"))
+
+
 def test_bad_model_lists_or_suggests():
     err = _err("name: a\nworkload:\n  model: resnet5\n")
     assert "resnet50" in str(err) or "resnet18" in str(err)
