@@ -335,12 +335,16 @@ class JobSpec(_Strict):
 
         return parse_store(v).url
 
-    @model_validator(mode="after")
-    def _checks(self) -> "JobSpec":
-        for key in self.env:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-                raise ValueError(f"env key {key!r} is not a valid environment variable name")
-        return self
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        from pydantic_core import PydanticCustomError
+
+        for key in v:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):  # _explain points at the key's own line
+                raise PydanticCustomError("env_name", "{key!r} is not a valid environment variable name",
+                                          {"key": key, "key_repr": repr(key)})
+        return v
 
 
 # --- loading with file:line errors -------------------------------------------------------
@@ -390,6 +394,11 @@ def _key_line(root: yaml.Node | None, loc: tuple) -> int | None:
 def _explain(err: dict, path: str, root: yaml.Node | None) -> SpecError:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     loc = tuple(p for p in loc if p not in ("Accelerator",))
+    if err["type"] == "env_name":
+        loc = loc + (err["ctx"]["key"],)
+        return SpecError(path, _key_line(root, loc), ".".join(str(p) for p in loc),
+                         f"{err['ctx']['key_repr']} is not a valid environment variable name",
+                         "use letters, digits and _, not starting with a digit")
     dotted = ".".join(str(p) for p in loc)
     line = _key_line(root, loc)
     kind = err["type"]

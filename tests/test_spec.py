@@ -75,6 +75,13 @@ def test_bad_enum_suggests():
     assert err.line == 3 and "bf16" in str(err)
 
 
+def test_a_bad_env_name_points_at_its_own_line_and_says_what_is_allowed():
+    """`env: {my-var: x}` was reported at line 1 (the spec's first line) with no fix."""
+    err = _err("name: a\nenv:\n  OK: '1'\n  my-var: x\n")
+    assert err.line == 4 and err.loc == "env.my-var" and "'my-var' is not a valid environment variable name" in str(err)
+    assert "letters, digits and _" in str(err)
+
+
 def test_a_name_in_the_wrong_case_suggests_itself():
     """`precision: BF16` said "did you mean 'fp16'?" and `model: TinyCNN` suggested nothing."""
     assert "did you mean 'bf16'?" in str(_err("name: a\nworkload:\n  precision: BF16\n"))
