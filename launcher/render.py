@@ -209,7 +209,11 @@ def _fit_reference_rows(rows: list[list[str]], headers, width: list[int], room: 
     for r in rows:
         for i in floor:
             if len(r[i]) > width[i]:
-                r[i] = r[i][:width[i] - 1] + "…"
+                name, _, count = r[i].rpartition(" x")
+                if i == 3 and name and count.isdigit() and width[i] - len(count) - 3 >= 1:
+                    r[i] = f"{name[:width[i] - len(count) - 3]}… x{count}"  # the count stays: "RTX-A60… x2"
+                else:
+                    r[i] = r[i][:width[i] - 1] + "…"
                 cut.append(r[0].rstrip("$!"))
     return list(dict.fromkeys(cut))
 

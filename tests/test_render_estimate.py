@@ -149,3 +149,11 @@ def test_a_long_model_path_in_the_title_goes_under_the_name_indented(estimates):
     title = lines[:next(i for i, ln in enumerate(lines) if ln.startswith("what the spec"))]
     assert title[0] == "my-experimental-resnet-variant-with-a-long-name:"
     assert all(ln.startswith("  ") and len(ln) <= 80 for ln in title[1:]), title
+
+
+def test_a_gpu_cell_cut_to_fit_keeps_its_count(estimates):
+    """At 80 columns the quickstart's estimate-only rows showed "RTX-A6000 …" and "A100-80GB …":
+    the count, which says how many GPUs the price buys, was what got cut."""
+    rows = _rows(_render(estimates["quickstart"]))
+    assert not any(re.search(r"…\s+(on-demand|spot)", r) for r in rows), rows  # a GPU cell never ends cut
+    assert any(re.search(r"\w… x\d+\s+(on-demand|spot)", r) for r in rows), rows  # cut names keep " xN"
