@@ -23,8 +23,9 @@ def collect(providers: list[str] | None, regions: list[str] | None, delete: bool
     are stopped, their results brought home and their resources released, as `gpujob down` does;
     then resources found by tag whose run is not live (finished, orphaned, or unknown to this
     machine's store) are deleted. ``providers`` None: orphaned runs of every provider, tags on
-    every cloud. Returns {"orphaned_runs", "orphans", "live", "errors", "unchecked", "leftovers"}:
-    "errors" are providers skipped whole (no SDK, no credentials); "unchecked" one kind/region of a
+    every cloud. Returns {"orphaned_runs", "orphans", "live", "errors", "skipped", "unchecked", "leftovers"}:
+    "errors" are providers skipped whole (no SDK, no credentials); "skipped" those whose SDK is not
+    installed and that no run in this store used (a local-only install); "unchecked" one kind/region of a
     provider that could not be listed while the rest was (and is collected)."""
     store = store or Store()
     provider_factory = provider_factory or get_provider
@@ -32,7 +33,7 @@ def collect(providers: list[str] | None, regions: list[str] | None, delete: bool
     lost = [r for r in runs if (providers is None or r.provider in providers) and orphaned(r)]
     live_ids = {r.id for r in runs if not r.finished and not orphaned(r)}
     report: dict[str, Any] = {"orphaned_runs": [_describe(store, r) for r in lost], "orphans": [], "live": [],
-                              "errors": [], "unchecked": [], "leftovers": []}
+                              "errors": [], "skipped": [], "unchecked": [], "leftovers": []}
     if delete and lost:
         from launcher.runner import Runner
 
@@ -54,7 +55,11 @@ def collect(providers: list[str] | None, regions: list[str] | None, delete: bool
             find_all = getattr(provider, "find_all", None)
             found, unchecked = find_all(regions) if find_all else (provider.find(regions), [])
         except (ProviderUnavailable, CredentialsError) as exc:
-            report["errors"].append(str(exc))
+            if isinstance(exc, ProviderUnavailable) and not any(r.provider in (name, "auto") for r in runs):
+                # its SDK is not here and no run of this machine used it: nothing of ours to miss here
+                report["skipped"].append(f"{exc}; no run of this machine used {name}")
+            else:
+                report["errors"].append(str(exc))
             continue
         report["unchecked"] += [f"{name} {line}" for line in unchecked]
         orphans = [r for r in found if r.run_id not in live_ids]

@@ -736,7 +736,7 @@ def render_gc(con, report: dict[str, Any], deleted: bool, confirming: bool = Fal
     live = report.get("live", [])
     for err in report.get("errors", []):
         con.print(f"[yellow]skipped {escape(err)}[/]")
-    for line in report.get("unchecked", []):
+    for line in report.get("unchecked", []) + report.get("skipped", []):
         con.print(f"[yellow]not checked: {escape(line)}[/]")
     if not orphans and not runs:
         if not confirming:

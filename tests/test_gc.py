@@ -105,12 +105,19 @@ def test_gcp_one_kind_unlistable_still_lists_the_others(monkeypatch):
 
 
 def test_gc_without_the_aws_sdk_says_how_to_install_it(tmp_path, monkeypatch):
-    """`pip install gpujob[train]` has no boto3: gc names the extra, exit 3, no internal error."""
+    """`pip install gpujob[train]` has no boto3: gc printed "internal error: ModuleNotFoundError(...)",
+    exit 1. A local-only install (no aws run in its store) is told aws was not checked and why,
+    exit 0; once a run of this machine used aws, the missing SDK means gc could not check: exit 3."""
     import sys
 
     monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
     for mod in ("boto3", "botocore", "botocore.session", "botocore.config"):
         monkeypatch.setitem(sys.modules, mod, None)  # import raises ImportError
+    res = CliRunner().invoke(app, ["gc", "--provider", "aws"])
+    assert res.exit_code == 0, res.output
+    assert "not checked: aws: boto3 is not installed (pip install 'gpujob[aws]'); no run of this machine used aws" \
+        in res.output and "nothing to collect" in res.output
+    Store().create_run("raws00001", "old", "aws", spec_path=None, spec_text=None, spec={}, provider_config={})
     res = CliRunner().invoke(app, ["gc", "--provider", "aws"])
     assert res.exit_code == 3, res.output
     assert "boto3 is not installed (pip install 'gpujob[aws]')" in res.output
