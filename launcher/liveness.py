@@ -56,8 +56,18 @@ def holder_alive(lease: dict[str, Any], now: float | None = None) -> bool:
         return False
     except PermissionError:
         pass  # someone else's process with that pid: compare start times below
+    if _zombie(pid):  # killed, not yet reaped by its parent (a script, a container's init): gone
+        return False
     started = lease.get("started")
     return started is None or process_start(pid) == started
+
+
+def _zombie(pid: int) -> bool:
+    """Has the process exited, leaving only its entry for its parent to reap (Linux /proc)?"""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def orphaned(rec, now: float | None = None) -> bool:

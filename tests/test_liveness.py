@@ -38,6 +38,26 @@ def test_lease_of_a_dead_or_reused_pid_is_gone():
     assert holder_alive(other) and not holder_alive(other, now=me["refreshed"] + 3600)
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_lease_of_a_killed_client_its_parent_has_not_reaped_is_gone():
+    """`kill -9` of a `gpujob run` started by a script that does not wait on it (or under a
+    container's init that never reaps): `ls` kept saying "running" and `gc` "nothing to collect"
+    while the client lingered as a zombie, whose pid still answers os.kill(pid, 0)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lease = {**this_client(), "pid": child.pid, "started": None}
+        assert holder_alive(lease)
+        child.kill()
+        deadline = time.time() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.time() < deadline
+            time.sleep(0.02)
+        assert not holder_alive(lease)  # a zombie: not reaped yet (we wait below)
+    finally:
+        child.kill()
+        child.wait()
+
+
 def _cli(*args, env, **kw):
     return subprocess.run([sys.executable, "-m", "launcher", *args], env=env, capture_output=True, text=True,
                           timeout=120, **kw)
