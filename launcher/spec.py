@@ -326,6 +326,18 @@ class JobSpec(_Strict):
     # s3://bucket/prefix: the machine keeps the checkpoint there instead of the client pulling it
     checkpoint_store: str | None = None
 
+    @field_validator("artifacts")
+    @classmethod
+    def _only_outputs(cls, v: list[str]) -> list[str]:
+        """What comes home is outputs/ and the job's log (launcher.artifacts.fetch): any other entry
+        would be lost with the machine, so it is refused before anything is created."""
+        for entry in v:
+            if entry.strip().removeprefix("./").rstrip("/") != "outputs":
+                raise ValueError(f"{entry!r} would not come home: only outputs/ (and the job's log) is brought back "
+                                 f"before the machine goes; have the job write it under outputs/ "
+                                 f"(e.g. outputs/{entry.strip().removeprefix('./').strip('/') or 'results'}/)")
+        return v
+
     @field_validator("checkpoint_store")
     @classmethod
     def _store_url(cls, v: str | None) -> str | None:

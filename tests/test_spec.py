@@ -82,6 +82,16 @@ def test_a_bad_env_name_points_at_its_own_line_and_says_what_is_allowed():
     assert "letters, digits and _" in str(err)
 
 
+def test_an_artifacts_entry_that_would_not_come_home_is_refused():
+    """`artifacts: [model/, outputs/]` validated and ran, and model/ was left on the machine (torn
+    down with it): only outputs/ and the log are fetched."""
+    err = _err("name: a\npayload: {entrypoint: job.py}\nartifacts: [model/, outputs/]\n")
+    assert err.line == 3 and err.loc == "artifacts" and "'model/' would not come home" in str(err)
+    assert "outputs/model/" in str(err)
+    for ok in ("[outputs/]", "[outputs]", "[./outputs/]", "[]"):
+        parse_spec(f"name: a\nartifacts: {ok}\n")
+
+
 def test_a_name_in_the_wrong_case_suggests_itself():
     """`precision: BF16` said "did you mean 'fp16'?" and `model: TinyCNN` suggested nothing."""
     assert "did you mean 'bf16'?" in str(_err("name: a\nworkload:\n  precision: BF16\n"))
