@@ -214,7 +214,8 @@ def run(
         from launcher.secrets import cli_env
 
         job = with_env(job, cli_env(list(env), list(env_file)), str(spec))
-    config = _provider_config(provider, host, user, port, identity, known_hosts, region, project, ssh_cidr)
+    config = _provider_config(provider, host, user, port, identity, known_hosts, region, project, ssh_cidr,
+                              ssh_config)
     if provider == "ssh" and ssh_config:
         config["ssh_config"] = str(ssh_config)
     opts = RunOptions(provider=provider, provider_config=config, detach=detach, keep=keep, force=force,
@@ -238,7 +239,22 @@ def run(
     _json_out({"event": "report", **result.report}) if as_json else render_report(_out(), result.report)
 
 
-def _provider_config(provider, host, user, port, identity, known_hosts, region, project, ssh_cidr) -> dict:
+# run options that mean something to some providers only (a --host without --provider ssh ran here)
+_PROVIDER_OPTIONS = {"--host": ("ssh",), "--user": ("ssh",), "--port": ("ssh",), "--identity": ("ssh",),
+                     "--known-hosts": ("ssh",), "--ssh-config": ("ssh",), "--region": ("aws", "gcp", "auto"),
+                     "--ssh-cidr": ("aws", "gcp", "auto"), "--project": ("gcp", "auto")}
+
+
+def _provider_config(provider, host, user, port, identity, known_hosts, region, project, ssh_cidr,
+                     ssh_config=None) -> dict:
+    given = {"--host": host, "--user": user, "--port": port, "--identity": identity, "--known-hosts": known_hosts,
+             "--ssh-config": ssh_config, "--region": region, "--ssh-cidr": ssh_cidr, "--project": project}
+    for flag, value in given.items():
+        if value and provider not in _PROVIDER_OPTIONS[flag]:
+            meant = _PROVIDER_OPTIONS[flag][0]
+            raise UsageError(f"{flag} is for --provider {' or '.join(_PROVIDER_OPTIONS[flag])}, not {provider}"
+                             + (" (this machine)" if provider == "local" else ""),
+                             f"add --provider {meant}, or leave {flag} out")
     if provider == "ssh":
         if not host:
             raise UsageError("--provider ssh needs --host", "e.g. --host gpu-box (a ~/.ssh/config alias works)")

@@ -197,6 +197,18 @@ def test_ssh_provider_needs_host():
     assert res.exit_code == 2 and "--host" in res.output
 
 
+@pytest.mark.parametrize("args,flag", [(["--host", "gpu-box"], "--host"), (["--region", "us-east-1"], "--region"),
+                                       (["--provider", "ssh", "--host", "h", "--ssh-cidr", "1.2.3.4/32"], "--ssh-cidr"),
+                                       (["--provider", "aws", "--project", "p"], "--project")])
+def test_an_option_of_another_provider_is_refused_not_ignored(args, flag, tmp_path, monkeypatch):
+    """`gpujob run jobs/quickstart.yaml --host gpu-box` (the user forgot --provider ssh) trained on
+    this machine: --host, --region and the like were ignored by providers they mean nothing to."""
+    monkeypatch.setenv("GPUJOB_HOME", str(tmp_path / "home"))
+    res = cli.invoke(app, ["run", str(REPO / "jobs" / "quickstart.yaml"), *args, "--no-baseline"])
+    assert res.exit_code == 2 and f"{flag} is for --provider" in res.output, res.output
+    assert "add --provider" in res.output and not (tmp_path / "home" / "runs.db").exists()  # no run made
+
+
 def test_bad_ssh_cidr():
     res = cli.invoke(app, ["run", VGG, "--provider", "aws", "--ssh-cidr", "nope", "--dry-run"])
     assert res.exit_code == 2 and "--ssh-cidr" in res.output
