@@ -77,7 +77,8 @@ def filter_offers(catalog: Catalog, gpu: str | None = None, provider: str | None
 
 
 def _no_match(catalog: Catalog, **asked) -> UsageError:
-    what = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in asked.items() if v not in (None, False))
+    what = ", ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")  # a flag: "--spot", not "--spot True"
+                     for k, v in asked.items() if v not in (None, False))
     gpu = asked.get("gpu")
     names = catalog.gpus()
     if gpu and not any(in_family(n, gpu) for n in names):
