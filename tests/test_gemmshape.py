@@ -128,7 +128,7 @@ def test_shape_fit_recovers_the_parameters_its_calls_were_made_with():
     assert got["efficiency"] == {"fp32": pytest.approx(0.6, rel=1e-3), "half": pytest.approx(0.7, rel=1e-3)}
     # each model's calls predicted by the other's fit: the same parameters, no error
     errs = gemmfit.call_errors(calls, get_gpu)
-    assert errs["fits"] == {"m0": truth, "m1": truth}
+    assert errs["fits"] == {"m0": {**truth, "conv_1x1": {}}, "m1": {**truth, "conv_1x1": {}}}  # no 1x1 calls: no factor
     assert errs["max_row"] == pytest.approx(0.0, abs=1e-3)
 
 
@@ -142,3 +142,50 @@ def test_a_scaled_builtin_size_scales_its_gemm_rows_with_the_area():
         assert s[1] == pytest.approx(b[1] * r) and s[2] == b[2]  # per-sample FLOPs scale, fixed ones stay
         for pb, ps in zip(b[8], s[8]):
             assert ps[0::2] == pytest.approx([v * r for v in pb[0::2]]) and ps[1::2] == pb[1::2]
+
+
+def test_fp32_one_by_one_factor_is_fitted_and_applied_on_cuda_cores_only():
+    # fp32 1x1 calls made at g = 0.5 in 32-wide channel tiles, 3x3 calls at g = 1: the fit finds 0.5
+    shapes = [(8192, 64, 64), (8192, 256, 576), (4096, 512, 2304), (50000, 32, 27), (1024, 1024, 4096)]
+    calls = []
+    for i, (m, n, k) in enumerate(shapes + shapes[:3]):
+        one = i >= len(shapes)
+        c = {"model": f"m{i % 2}", "precision": "fp32", "batch_size": 1, "gpu": "H200", "per_step": 1.0,
+             "products": [(m, n, k)], "winograd": False, "bytes": 0.0, "kind": "conv_1x1" if one else "conv_kxk"}
+        c["seconds"] = gemmfit.roofline_seconds(c, get_gpu, 64.0, 1.0, {"fp32": 0.5 if one else 1.0}) / 0.6
+        calls.append(c)
+    got = gemmfit.fit_gemm_shape(calls, get_gpu, k0_grid=(64.0,))
+    assert got["conv_1x1"] == {"fp32": 0.5} and got["efficiency"]["fp32"] == pytest.approx(0.6, rel=1e-3)
+    # the counted step: a 1x1 convolution's fp32 compute time is divided by g, its bf16 one is not
+    c = count(_meta(lambda: nn.Sequential(nn.Conv2d(256, 256, 1), nn.Flatten())), (256, 16, 16), 16)
+    gpu = get_gpu("H200")
+    plain, slow = {"gemm_shape": {"k0": 0.0}}, {"gemm_shape": {"k0": 0.0, "conv_1x1": {"fp32": 0.5}}}
+    assert opmodel.gemm_roofline(c, gpu, "fp32", 64, slow)[0] == pytest.approx(2 * opmodel.gemm_roofline(c, gpu, "fp32", 64, plain)[0])
+    assert opmodel.gemm_roofline(c, gpu, "bf16", 64, slow)[0] == opmodel.gemm_roofline(c, gpu, "bf16", 64, plain)[0]
+
+
+def test_fft_helper_kernels_scale_with_32x32_tiles_at_fp32():
+    # one 3x3 stride-1 conv on 64 x 64 images: 2 x 2 tiles of 32 x 32 in its forward and its weight-gradient rows
+    c = count(_meta(lambda: nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.Flatten())), (64, 64, 64), 16)
+    n = sum(r[7] for r in c.gemm_ops if len(r) > 9 and r[9])
+    assert n > 0 and opmodel.fft_tiles(c) == pytest.approx(4 * n)
+    gpu = get_gpu("H200")
+    plain = {"gemm_shape": {"k0": 0.0}}
+    fft = {"gemm_shape": {"k0": 0.0, "fft": {"kernels_per_tile": 2.0, "kernel_s": 5e-6}}}
+    t32 = opmodel.gemm_roofline(c, gpu, "fp32", 64, plain)[0]
+    assert opmodel.gemm_roofline(c, gpu, "fp32", 64, fft)[0] == pytest.approx(t32 + 4 * n * 2.0 * 5e-6)
+    assert opmodel.gemm_roofline(c, gpu, "bf16", 64, fft)[0] == opmodel.gemm_roofline(c, gpu, "bf16", 64, plain)[0]
+
+
+def test_fft_kernels_are_counted_on_the_profiles_kernel_rows():
+    from launcher.estimate import opfit
+
+    rows = [{"name": "void fft2d_r2c_32x32<float, false, 0u, false>(float2*, cudnn::reduced_divisor)", "count": 6,
+             "device_us": 60.0},
+            {"name": "void flip_filter<float, float>(float*, float const*, int)", "count": 2, "device_us": 3.0},  # fused
+            {"name": "sm80_xmma_gemm_cf32cf32_f32f32_cf32_nt_n_tilesize64x64x8", "count": 4, "device_us": 40.0},
+            {"name": "void cudnn::winograd_nonfused::winogradWgradData4x4<float, float>()", "count": 2, "device_us": 9.0},
+            {"name": "sm80_xmma_fprop_implicit_gemm_f32f32_f32f32_f32_nchwkcrs", "count": 8, "device_us": 90.0},
+            {"name": "triton_poi_fused_fft_like_name_0", "count": 8, "device_us": 5.0},  # a fused kernel
+            {"name": "## Call CompiledFxGraph fft ##", "count": 2, "device_us": 300.0}]  # an annotation
+    assert opfit.fft_kernels({"profiled_steps": 2, "rows": rows}) == 6.0

@@ -476,16 +476,90 @@ def shape_params(calls: list[dict], get_gpu, without: str | None = None, **grids
     the attention shape terms, both measured without a model (``gemmfit.fit_unaligned``,
     ``gemmfit.fit_attention_shape``)."""
     got = fit_gemm_shape([c for c in calls if c["model"] != without], get_gpu, **grids)
-    out = {"k0": got["k0"], "winograd_fp32": got["winograd_fp32"]}
+    out = {"k0": got["k0"], "winograd_fp32": got["winograd_fp32"],
+           **({"conv_1x1": got["conv_1x1"]} if got.get("conv_1x1") else {})}
     unaligned = fit_unaligned(read_json(results_dir() / ALIGN_FILE, {})) if USE_ALIGNMENT else {}
     attention = _attention_shape() if USE_ATTENTION_SHAPE else {}
     return {**out, **({"unaligned": unaligned} if unaligned else {}), **({"attention": attention} if attention else {})}
 
 
+# Kernels of cuDNN's fp32 FFT and Winograd convolution algorithms besides the product itself: the
+# tile transforms (fft2d_r2c/c2r, the filter flip), the complex products between them, the
+# Winograd data/delta/output transforms.
+FFT_KERNEL_KEYS = ("fft", "flip_filter", "cf32", "cgemm", "winograd")
+# How their fixed time per kernel is picked: "free" (its own, on FFT_KERNEL_S_GRID, by tau's criterion:
+# the class efficiencies most nearly one number, ``fit_kernel_s``); "shared" (tau itself); "step" (the
+# training rows' squared log step error); "off" (no such term, the form before it).
+FFT_MODE = "free"
+FFT_KERNEL_S_GRID = tuple(i * 1e-6 for i in (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30))
+
+
+def fft_kernels(rec: dict) -> float:
+    """FFT/Winograd helper kernels per step of a profile (FFT_KERNEL_KEYS)."""
+    steps = max(1, int(rec.get("profiled_steps") or 1))
+    return sum(r.get("count", 0) for r in rec.get("rows", []) if r.get("device_type", "CUDA") == "CUDA"
+               and r.get("device_us") and not r["name"].startswith(ANNOTATIONS)
+               and kernel_class(r["name"]) in ("conv", "matmul")
+               and any(k in r["name"].lower() for k in FFT_KERNEL_KEYS)) / steps
+
+
+def fft_kernels_per_tile(profiles: list[dict], without: str | None = None) -> float:
+    """Helper kernels per 32 x 32 tile of a 3x3 stride-1 convolution (``opmodel.fft_tiles``), pooled
+    over the fp32 profiles (every model but ``without``) that have such convolutions."""
+    from launcher.estimate.opmodel import fft_tiles
+
+    kernels = tiles = 0.0
+    for rec in profiles:
+        if rec["model"] == without or rec["precision"] != "fp32" or rec.get("seq_len"):
+            continue
+        ops = _ops_for(rec)
+        t = fft_tiles(ops) if ops is not None else 0.0
+        if t > 0:
+            kernels, tiles = kernels + fft_kernels(rec), tiles + t
+    return kernels / tiles if tiles else 0.0
+
+
+def _spread(obs: list[dict]) -> float:
+    groups: dict[tuple, list[float]] = {}
+    for o in obs:
+        for cls, e in o["efficiency"].items():
+            groups.setdefault((o["pcls"], cls), []).append(math.log(e))
+    return sum(sum((v - statistics.fmean(vs)) ** 2 for v in vs) for vs in groups.values())
+
+
+def fft_shape(profiles: list[dict], get_gpu, shape: dict, without: str | None = None, mode: str | None = None) -> dict:
+    """``shape`` with the FFT/Winograd helper-kernel term (``opmodel.gemm_roofline``'s fft): kernels per
+    tile counted on the profiles' kernel rows, their fixed time picked on FFT_KERNEL_S_GRID by
+    FFT_MODE, all without the model ``without``."""
+    mode = FFT_MODE if mode is None else mode
+    if mode == "off":
+        return shape
+    n_x = fft_kernels_per_tile(profiles, without)
+    train = [p for p in profiles if p["model"] != without]
+    best = None
+    for tau_x in FFT_KERNEL_S_GRID:
+        sh = {**shape, "fft": {"kernels_per_tile": n_x, "kernel_s": tau_x}}
+        obs = observations(train, get_gpu, sh)
+        capped = with_u_max(obs, fit_u_max(obs, get_gpu))
+        if mode == "shared":
+            if tau_x not in KERNEL_S_GRID:
+                continue
+            err = _spread(with_kernel_s(capped, tau_x))
+        elif mode == "free":
+            err = _spread(with_kernel_s(capped, fit_kernel_s(capped, get_gpu)))
+        else:  # step: the training rows' own squared log step error
+            doc = fit(with_kernel_s(capped, fit_kernel_s(capped, get_gpu)))
+            err = sum(math.log(predict_step(o, doc, get_gpu) / o["step_s"]) ** 2 for o in capped)
+        if best is None or err < best[0] - 1e-12:
+            best = (err, tau_x)
+    return {**shape, "fft": {"kernels_per_tile": round(n_x, 4), "kernel_s": round(best[1], 9)}}
+
+
 def held_out_observations(profiles: list[dict], get_gpu, calls: list[dict], **grids) -> dict:
     """model -> observations whose GEMM shape parameters were fitted without that model's calls."""
     models = sorted({p["model"] for p in profiles})
-    return {m: observations(profiles, get_gpu, shape_params(calls, get_gpu, m, **grids)) for m in models}
+    return {m: observations(profiles, get_gpu, fft_shape(profiles, get_gpu, shape_params(calls, get_gpu, m, **grids), m))
+            for m in models}
 
 
 def error_table(obs: list[dict], get_gpu, held_obs: dict | None = None) -> list[dict]:
@@ -697,7 +771,7 @@ def evaluate(profiles: list[dict], get_gpu, calls: list[dict], **grids) -> tuple
     """(observations, error_table rows, held-out observations per model): the GEMM shape
     parameters fitted on every call, and for each model left out, on the other models' calls only
     (``grids``: as ``gemmfit.fit_gemm_shape``'s)."""
-    obs = observations(profiles, get_gpu, shape_params(calls, get_gpu, **grids))
+    obs = observations(profiles, get_gpu, fft_shape(profiles, get_gpu, shape_params(calls, get_gpu, **grids)))
     held = held_out_observations(profiles, get_gpu, calls, **grids)
     return obs, error_table(obs, get_gpu, held), held
 

@@ -8,7 +8,9 @@ For one training step at batch b on one GPU, with the per-class FLOPs F_c and by
              / efficiency
              (compiled; u_i: the share of the work of the operation's matrix products that is real:
              M x N outputs in 128 x 128 tiles, K-long dot products with a fixed per-tile cost of k0
-             steps; w_i: the fp32 Winograd/FFT gain of a 3x3 stride-1 convolution; ``gemm_roofline``;
+             steps; w_i: the fp32 Winograd/FFT gain of a 3x3 stride-1 convolution, times the fitted
+             rate factor g of an fp32 1x1 one; at fp32 plus the FFT/Winograd helper kernels' fixed
+             time, ``fft_tiles``; ``gemm_roofline``;
              K_c the class's kernels, tau a fixed time per kernel: ``kernel_seconds``)
     t_attn = sum over its operations i of max(F_i / (peak x a_i), B_i / bandwidth) / efficiency
              (a_i: block padding, head dimension and key loop, ``attention_utilization``; no tau:
@@ -57,9 +59,17 @@ TILE_N, TILE_K = TILE, TILE  # output-channel and reduction dimensions (rows cou
 TILE_M = TILE  # the output tile is TILE_M x TILE_N (rows with matrix-product shapes)
 # False: ignore the counted matrix products (the earlier form, kept to measure against: opfit --forms).
 USE_PRODUCTS = True
+# fp32 (CUDA-core) 1x1 convolutions: cuDNN's fp32 kernels (sm80_xmma_*_f32 ... tilesize 32x32 /
+# 128x32 / 256x64) tile the output channels 32 wide, not Hopper's 128 (tile_m x tile_n).
+CUDA_TILE = (TILE, 32)
+CUDA_TILE_KINDS = ("conv_1x1",)
 # Before a per-call fit exists: no per-tile fixed cost, no fp32 Winograd gain; before a step fit
 # exists, no sustained-rate ceiling (u_max 1 for every precision class).
-DEFAULT_GEMM_SHAPE = {"k0": 0.0, "winograd_fp32": 1.0, "u_max": {}, "unaligned": {}, "attention": {}}
+DEFAULT_GEMM_SHAPE = {"k0": 0.0, "winograd_fp32": 1.0, "conv_1x1": {}, "u_max": {}, "unaligned": {}, "attention": {},
+                      "fft": {}}
+# cuDNN's FFT-tiling convolution transforms its input in 32 x 32 tiles (fft2d_r2c_32x32 / c2r_32x32):
+# the helper kernels an fp32 3x3 stride-1 convolution launches scale with its output tiles (``fft_tiles``).
+FFT_TILE = 32
 # Query/key block of the attention kernels (cuDNN's and FlashAttention's Hopper kernels: 64-128;
 # the fp32 memory-efficient kernel: 64): a sequence is computed in whole blocks. 128, as the
 # counter's causal share (``opcount.CAUSAL_TILE``); 64 pads every sequence seen to the same length.
@@ -187,6 +197,8 @@ def gemm_shape_params(doc: dict) -> dict:
     got = doc.get("gemm_shape") or {}
     return {"k0": float(got.get("k0", DEFAULT_GEMM_SHAPE["k0"])),
             "winograd_fp32": float(got.get("winograd_fp32", DEFAULT_GEMM_SHAPE["winograd_fp32"])),
+            "conv_1x1": {k: float(v) for k, v in (got.get("conv_1x1") or {}).items()},
+            "fft": {k: float(v) for k, v in (got.get("fft") or {}).items()},
             "u_max": {k: float(v) for k, v in (got.get("u_max") or {}).items()},
             "unaligned": {p: {str(a): float(r) for a, r in t.items()} for p, t in (got.get("unaligned") or {}).items()},
             "attention": {p: {k: float(v) for k, v in t.items()} for p, t in (got.get("attention") or {}).items()}}
@@ -221,7 +233,7 @@ def unaligned_slowdown(product: tuple | list, element_bytes: int, ratios: dict) 
 
 
 def gemm_utilization(shapes: list, batch: int, k0: float, u_max: float = 1.0, element_bytes: int = 2,
-                     unaligned: dict | None = None) -> float:
+                     unaligned: dict | None = None, tile: tuple | None = None) -> float:
     """FLOP-weighted utilisation of an operation's matrix products at batch b: sum F_s / sum
     (F_s / u_s), u_s = min(tile_fill(M, N) x k_fill(K, k0), u_max), F_s = 2 M N K, each dimension
     fixed + b x per sample (``opcount.gemm_shapes``). 1 when there are none.
@@ -237,7 +249,7 @@ def gemm_utilization(shapes: list, batch: int, k0: float, u_max: float = 1.0, el
     for mp, mf, np_, nf, kp, kf in shapes:
         m, n, k = mf + batch * mp, nf + batch * np_, kf + batch * kp
         f = 2.0 * m * n * k
-        u = min(tile_fill(m, n) * k_fill(k, k0), u_max) / unaligned_slowdown(
+        u = min(tile_fill(m, n, *(tile or (None, None))) * k_fill(k, k0), u_max) / unaligned_slowdown(
             (mp, mf, np_, nf, kp, kf), element_bytes, unaligned or {})
         if f > 0 and u > 0:
             work += f
@@ -291,14 +303,34 @@ def gemm_roofline(ops: OpCost, gpu, precision: str, batch: int, doc: dict | None
             u = 1.0
         elif shapes:
             u = gemm_utilization(shapes, batch, shape["k0"], u_max, element,
-                                 shape["unaligned"].get(pcls) if kind == "matmul" else None)
+                                 shape["unaligned"].get(pcls) if kind == "matmul" else None,
+                                 CUDA_TILE if cuda_cores and kind in CUDA_TILE_KINDS else None)
         else:
             u = min(tile_utilization(dn, TILE_N) * tile_utilization(dk, TILE_K), u_max)
         w = shape["winograd_fp32"] if cuda_cores and len(row) > 9 and row[9] else 1.0
+        if kind == "conv_1x1":  # fp32: the fitted 1x1 rate factor g (gemmfit.fit_gemm_shape)
+            w *= shape["conv_1x1"].get(pcls, 1.0)
         c = (ff + batch * fp) / (peak * u * w)
         m = (bf + batch * bp) * (0.5 if half else 1.0) / bw
         terms.append((n, c, m))
-    return roofline_sum(terms)
+    seconds, bound = roofline_sum(terms)
+    fft = shape["fft"]
+    if cuda_cores and fft.get("kernels_per_tile") and fft.get("kernel_s"):
+        seconds += fft_tiles(ops) * fft["kernels_per_tile"] * fft["kernel_s"]
+    return seconds, bound
+
+
+def fft_tiles(ops: OpCost) -> float:
+    """FFT_TILE x FFT_TILE output tiles per sample image of the step's 3x3 stride-1 convolutions (at
+    least one per call): the fp32 FFT/Winograd helper kernels (transforms, complex products) that
+    cuDNN launches scale with them, not with the batch."""
+    total = 0.0
+    for row in ops.gemm_ops:
+        if row[0] != "attention" and len(row) > 9 and row[9] and row[8]:
+            # pixels per sample: M of the forward or input-gradient product, K of a weight gradient
+            pixels = max(max(p[0], p[4]) for p in row[8])
+            total += row[7] * max(1.0, pixels / FFT_TILE ** 2)
+    return total
 
 
 def attention_utilization(seq_q: float, seq_k: float, keys: float, head_dim: float, d0: float = 0.0,
