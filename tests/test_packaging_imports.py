@@ -27,7 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 # import name -> the distribution that provides it (when the names differ, or it comes with another)
 PROVIDED_BY = {"yaml": "pyyaml", "google": "google-cloud-compute", "google.cloud.storage": "google-cloud-storage", "sklearn": "scikit-learn", "PIL": "pillow",
                "dotenv": "python-dotenv",
-               "botocore": "boto3"}
+               "botocore": "boto3",
+               # pydantic pins its own pydantic-core exactly: importing it needs no declaration of its own
+               "pydantic_core": "pydantic"}
 # which extra a module belongs to, by path prefix (relative to the repository)
 EXTRA_OWNERS = {"launcher/providers/aws": "aws", "launcher/providers/gcp": "gcp", "launcher/plot.py": "plot",
                 "payloads/": "train"}
