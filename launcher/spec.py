@@ -47,6 +47,14 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
+class _EnvNameError(ValueError):
+    """An ``env`` key that cannot be a variable name; ``key`` lets the error name its own line."""
+
+    def __init__(self, key: str):
+        super().__init__(f"{key!r} is not a valid environment variable name")
+        self.key = key
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -350,12 +358,9 @@ class JobSpec(_Strict):
     @field_validator("env")
     @classmethod
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
-        from pydantic_core import PydanticCustomError
-
         for key in v:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):  # _explain points at the key's own line
-                raise PydanticCustomError("env_name", "{key!r} is not a valid environment variable name",
-                                          {"key": key, "key_repr": repr(key)})
+                raise _EnvNameError(key)
         return v
 
 
@@ -406,10 +411,11 @@ def _key_line(root: yaml.Node | None, loc: tuple) -> int | None:
 def _explain(err: dict, path: str, root: yaml.Node | None) -> SpecError:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     loc = tuple(p for p in loc if p not in ("Accelerator",))
-    if err["type"] == "env_name":
-        loc = loc + (err["ctx"]["key"],)
+    bad_env = (err.get("ctx") or {}).get("error")
+    if isinstance(bad_env, _EnvNameError):
+        loc = loc + (bad_env.key,)
         return SpecError(path, _key_line(root, loc), ".".join(str(p) for p in loc),
-                         f"{err['ctx']['key_repr']} is not a valid environment variable name",
+                         f"{bad_env.key!r} is not a valid environment variable name",
                          "use letters, digits and _, not starting with a digit")
     dotted = ".".join(str(p) for p in loc)
     line = _key_line(root, loc)
