@@ -129,11 +129,11 @@ def check(paths: list[str]) -> dict:
     bytecode); a run made on the lent machine as it is (no ``condition`` "pyc") is compared with
     the estimate plus the measured bytecode cost (``warmup.cli.bytecode``), like for like."""
     from launcher.estimate.api import for_machine
+    from launcher.estimate.clifit import bytecode_s
     from launcher.estimate.opmodel import efficiencies
     from launcher.spec import parse_spec
 
-    bytecode = ((efficiencies().get("warmup") or {}).get("cli") or {}).get("bytecode") or {}
-    lent_s = float(bytecode.get("outside_s", 0.0)) + float(bytecode.get("compile_s", 0.0))
+    lent_s = bytecode_s((efficiencies().get("warmup") or {}).get("cli") or {})
     rows = []
     for path in paths:
         with open(path, encoding="utf-8") as f:

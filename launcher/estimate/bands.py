@@ -29,13 +29,14 @@ A band is a median absolute error: about half of the cases measured so far lande
 total of an unmeasured local GPU job takes a higher quantile (LOCAL_TOTAL_QUANTILE) so that it
 too holds about half of the runs on a host it never saw (below).
 
-``local_total_band`` is the band of a local GPU job's *total* time: the training time's share of
-the total carries the samples/s band above, the rest (start-up, cold compile, end) the overhead fit's
-median error on lent hosts it never saw (``warmup.cli.host_error``, launcher/estimate/clifit.py):
-cold compiles differ by 20-35% between hosts, so a short job's total is known to about a fifth
-on a new host, a long job's to about its samples/s band. The two shares add (not in quadrature):
-a host slow at compiling is slow at stepping too (each held-out host's median error of both has
-the same sign, docs/estimator.md section 14), so their errors do not cancel. A measured signature's overhead takes the
+``local_total_band`` is the band of a local GPU job's *total* time. Unmeasured: the errors the
+estimate made on cold CLI runs of lent hosts it never saw (``local_total.pairs`` in
+host_repeats.json, launcher/estimate/repeats.py: each run's overhead and samples/s error, applied
+together at this job's share of start-up and compile, since a host slow at compiling is slow at
+stepping too), their LOCAL_TOTAL_QUANTILE quantile (docs/estimator.md section 13, "The error band
+of a local total"): ±17-19% when start-up and compile are 80-90% of the total, ±9-10% when they
+are a tenth to a third (the samples/s errors of those hosts). Measured, the overhead's spread times its share and the samples/s band
+times the rest add (not in quadrature, for the same reason). A measured signature's overhead takes the
 median spread of the same job's overhead on different hosts (``overhead_seconds`` in host_repeats.json);
 one whose start-up and compile are the recorded run's own (the same signature on this machine,
 ``overhead_measured``) the same job's overhead spread on one host (``same_host`` in host_repeats.json).
@@ -51,8 +52,9 @@ from launcher.estimate.paths import calibration_dir, read_json
 
 FALLBACK_BAND = 0.25  # no measured error for the case at all (no fit file): said so in the basis
 # The total's band of an unmeasured local GPU job: this quantile of the held-out runs' errors. Runs
-# of one host err together, so a median over runs of a few hosts covered 10 of 26 runs on a host left
-# out; two thirds covers 15 of 26, the half a band promises (docs/estimator.md section 14).
+# of one host err together, so the median over runs of four hosts held 10 of 26 runs with each run's
+# own call left out; two thirds held 17 of 26 (``local_total.inside_leave_one_call_out`` in
+# host_repeats.json), about the half a band promises (docs/estimator.md section 13).
 LOCAL_TOTAL_QUANTILE = 2 / 3
 
 
@@ -128,10 +130,10 @@ def band(arch: str, method: str, measured: dict | None = None, user_spread: floa
 
 def local_total_band(train_s: float, overhead_s: float, sps_band: float | None,
                      measured: bool = False, overhead_measured: bool = False) -> tuple[float | None, str]:
-    """(fraction, basis) of a local GPU job's total time: the overhead's error on unseen hosts x
-    its share of the total plus the samples/s band x the training share (a sum: one host's errors
-    go the same way, see the module docstring).
-    A ``measured`` signature's overhead takes the median spread of the overhead (total minus
+    """(fraction, basis) of a local GPU job's total time: total_error_quantile of the held-out runs'
+    errors at this job's overhead share (see the module docstring); (None, "") without them.
+    A ``measured`` signature (``sps_band``: its samples/s band) adds the median spread of the
+    overhead x its share of the total and ``sps_band`` x the training share. Its overhead takes the median spread of the overhead (total minus
     training) of the same job on different hosts instead, when bundled; ``overhead_measured`` (the
     overhead is the recorded run's own, on this machine) the spread of the same job on one host."""
     total = train_s + overhead_s

@@ -14,9 +14,10 @@ and the fit is
 ``spread`` is the run-to-run spread of the overhead (outside + compile) of the same model
 (median and max |run - model median| / model median), the noise any estimate of one run carries.
 Only the files in FIT_FILES are fitted; later calls check the fit (docs/estimator.md, section 13).
-``host_error`` is the fit's overhead error on the runs of HELDOUT_FILES, hosts it never saw: the
-error band of a local GPU job's overhead on a host the estimator knows nothing about
-(launcher/estimate/bands.py, ``local_total_band``).
+``host_error`` is the fit's overhead error on the runs of HELDOUT_FILES, hosts it never saw, for
+the record (docs/estimator.md section 13); the band of a local total is made from the same runs by
+launcher/estimate/repeats.py (``local_total_pairs``: the estimate's overhead and samples/s error of
+each run together).
 
 Every run fitted (and held out) ran on a lent machine whose Python had PYTHONDONTWRITEBYTECODE=1 and
 a torch without cached bytecode, so each payload compiled torch's (and sympy's, triton's) Python
@@ -196,6 +197,13 @@ def bytecode_cost(doc: dict) -> dict | None:
     return {"outside_s": round(statistics.median(a["outside_s"] - b["outside_s"] for a, b in pairs), 2),
             "compile_s": round(statistics.median(a["compile_s"] - b["compile_s"] for a, b in pairs), 2),
             "n_pairs": len(pairs), "models": sorted({a["model"] for a, _ in pairs})}
+
+
+def bytecode_s(cli: dict) -> float:
+    """Seconds a run on the lent machines paid for compiling Python source (outside + compile,
+    ``bytecode`` of the fit ``cli``), which a user's machine does not: 0 without the A/B."""
+    bytecode = cli.get("bytecode") or {}
+    return float(bytecode.get("outside_s", 0.0)) + float(bytecode.get("compile_s", 0.0))
 
 
 def user_outside_s(cli: dict, checkpoint_bytes: float | None) -> float:

@@ -104,15 +104,13 @@ def local_total_pairs(root: Path | None = None) -> dict | None:
     from launcher.catalog.gpus import get_gpu
     from launcher.estimate import clifit
     from launcher.estimate.api import job_overrides
+    from launcher.estimate.bands import LOCAL_TOTAL_QUANTILE, total_error_of, total_error_quantile
     from launcher.estimate.flops import workload_cost
     from launcher.estimate.opmodel import efficiencies
     from launcher.estimate.overheads import overheads_for
     from launcher.estimate.table import predict_job
 
-    from launcher.estimate.bands import LOCAL_TOTAL_QUANTILE, total_error_quantile, total_error_of
-
-    bytecode = ((efficiencies().get("warmup") or {}).get("cli") or {}).get("bytecode") or {}
-    lent_s = float(bytecode.get("outside_s", 0.0)) + float(bytecode.get("compile_s", 0.0))
+    lent_s = clifit.bytecode_s((efficiencies().get("warmup") or {}).get("cli") or {})
     pairs, files, shares = [], [], []
     for run in clifit.fit_runs(clifit.HELDOUT_FILES, root):
         w = workload_of_run(run)
